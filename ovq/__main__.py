@@ -1,0 +1,5 @@
+import sys
+
+from ovq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""The ``ovq`` command line: a thin layer over the Python API.
+
+Each command lives in its own module with ``register(subparsers)``; the list below is the registry.
+Every :class:`ovq.errors.OvqError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from ovq.errors import OvqError
+
+COMMANDS = ("convert", "predict")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ovq import __version__
+
+    parser = argparse.ArgumentParser(prog="ovq", description="Object detectors to production on Intel hardware.")
+    parser.add_argument("--version", action="version", version=f"ovq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"ovq.cli.{name}").register(sub)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("ovq")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    # third-party chatter stays at warning level unless -vv
+    for name in ("nncf", "ultralytics"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))
+    try:
+        return int(args.func(args) or 0)
+    except OvqError as exc:
+        print(f"ovq {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ovq {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ovq.errors import ConfigError
+
+
+def _logging_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parent.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    return parent
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    """A sub-command parser that also takes -v/-q after the command name."""
+    return sub.add_parser(name, help=help, description=help, parents=[_logging_options()])
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "CPU") -> None:
+    p.add_argument("--device", default=default, help=f"OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU... (default {default})")
+
+
+def add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision", choices=("default", "f32", "bf16", "f16"), default=None,
+        help="inference precision hint for float layers (default: what the model was validated with, else the device default)",
+    )
+
+
+def add_conf(p: argparse.ArgumentParser, default: float | None = None) -> None:
+    p.add_argument("--conf", type=float, default=default, help="confidence threshold (default: the model's)")
+
+
+def parse_labels(value: str | None) -> list[str] | None:
+    """Labels from a comma-separated list or a text file with one label a line."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_file():
+        labels = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    else:
+        labels = [x.strip() for x in value.split(",")]
+    if not labels or any(not x for x in labels):
+        raise ConfigError(f"--labels '{value}': expected a comma-separated list or a file with one label a line")
+    return labels

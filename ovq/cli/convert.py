@@ -1,0 +1,55 @@
+"""``ovq convert SRC -o OUT_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ovq.cli._common import add_command, parse_labels
+from ovq.decoders import REGISTRY, SourcePreprocessing
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "convert", "convert ONNX / IR / Ultralytics .pt to ovq's IR with preprocessing built in")
+    p.add_argument("src", help="model: .onnx, .xml (or its folder), Ultralytics .pt")
+    p.add_argument("-o", "--out", required=True, help="output folder (model.xml/.bin)")
+    p.add_argument("--imgsz", type=int, nargs="+", metavar="N", help="input size: N (square) or H W")
+    p.add_argument("--fp16", action="store_true", help="store weights in FP16 (default FP32)")
+    p.add_argument("--family", choices=sorted(REGISTRY), help="decoder family, when it cannot be inferred")
+    p.add_argument("--labels", help="class labels: comma-separated or a file with one label a line")
+    p.add_argument("--color", choices=("RGB", "BGR"), help="channel order the source network expects")
+    p.add_argument("--mean", type=float, nargs=3, metavar=("B", "G", "R"), help="per-channel mean (network's channel order)")
+    p.add_argument("--scale", type=float, nargs=3, metavar=("S1", "S2", "S3"), help="per-channel divisor after mean")
+    p.add_argument("--resize", choices=("letterbox", "stretch"), help="how images are fitted to the input")
+    p.add_argument("--conf", type=float, help="default confidence threshold stored in the model")
+    p.add_argument("--iou", type=float, help="default NMS IoU threshold stored in the model")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ovq.convert import convert
+
+    pre = None
+    if any(v is not None for v in (args.color, args.mean, args.scale, args.resize)):
+        from ovq.decoders import get_decoder
+
+        if args.family is None:
+            base = SourcePreprocessing()
+        else:
+            base = get_decoder(args.family).preprocessing
+        pre = SourcePreprocessing(
+            color=args.color or base.color,
+            mean=tuple(args.mean) if args.mean else base.mean,
+            scale=tuple(args.scale) if args.scale else base.scale,
+            resize=args.resize or base.resize,
+            letterbox_center=base.letterbox_center,
+            pad_value=base.pad_value,
+        )
+    imgsz = None
+    if args.imgsz:
+        imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz[:2])
+    xml = convert(
+        args.src, args.out, imgsz=imgsz, fp16=args.fp16, family=args.family,
+        labels=parse_labels(args.labels), preprocessing=pre, conf_threshold=args.conf, iou_threshold=args.iou,
+    )
+    print(xml)
+    return 0
