@@ -7,6 +7,8 @@ Resizing (letterbox or plain) happens once in Python, and its exact inverse maps
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import shutil
 import tempfile
@@ -153,6 +155,10 @@ def _override(info: ModelInfo, *, family, labels, conf, iou) -> ModelInfo:
 def _convert_onnx(path: Path) -> ov.Model:
     # convert_model (not read_model) runs OpenVINO's front-end transformations, e.g. fusing
     # Sigmoid*Mul into Swish: the graph NNCF later sees decides both INT8 accuracy and speed.
+    from openvino.frontend import FrontEndManager
+
+    if not FrontEndManager().load_by_framework("onnx").supported(str(path)):
+        raise ModelError(f"{path}: not an ONNX model (the file does not parse as ONNX)")
     try:
         return ov.convert_model(str(path))
     except Exception as exc:
@@ -191,18 +197,41 @@ def _from_ultralytics(path: Path, imgsz: int | tuple[int, int] | None) -> tuple[
     with tempfile.TemporaryDirectory(prefix="ovq-pt-") as tmp:
         local = Path(tmp) / path.name
         shutil.copyfile(path, local)  # Ultralytics exports beside the source; keep the source folder clean
+        chatter = io.StringIO()
         try:
-            yolo = YOLO(str(local), task="detect")
-            names = [str(yolo.names[k]) for k in sorted(yolo.names)]
-            exported = yolo.export(format="openvino", imgsz=size, dynamic=False, half=False, verbose=False)
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), _quiet("ultralytics"):
+                yolo = YOLO(str(local), task="detect")
+                names = [str(yolo.names[k]) for k in sorted(yolo.names)]
+                head = yolo.model.model[-1]
+                options: dict[str, Any] = {}
+                if getattr(head, "one2one_cv2", None) is not None:
+                    # YOLO26 / YOLOv10: export the NMS-free one-to-one head ([1, 300, 6]), the deploy mode
+                    options["nms"] = False
+                exported = yolo.export(
+                    format="openvino", imgsz=size, dynamic=False, verbose=False, **options
+                )
         except Exception as exc:
+            logger.debug("Ultralytics output:\n%s", chatter.getvalue())
             raise ModelError(f"{path}: Ultralytics could not load or export it: {first_line(exc)}") from None
+        logger.debug("Ultralytics output:\n%s", chatter.getvalue())
         xml = resolve_model_path(exported)
         model = read_model(xml)
         hints = _ultralytics_hints(model, xml)
         hints["names"] = names
         hints["ultralytics"] = True
     return model, hints
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    """Hold a chatty library's logger at WARNING while it works."""
+    lib_logger = logging.getLogger(name)
+    level = lib_logger.level
+    lib_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        lib_logger.setLevel(level)
 
 
 def _static_input(model: ov.Model, path: Path, imgsz: int | tuple[int, int] | None, hints: dict[str, Any]) -> tuple[int, int]:

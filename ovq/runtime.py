@@ -83,6 +83,7 @@ def read_model(path: str | Path, core: ov.Core | None = None) -> ov.Model:
     if not path.exists():
         raise ModelError(f"{path}: no such file")
     if path.suffix == ".xml":
+        check_ir_version(path)
         bin_path = path.with_suffix(".bin")
         if not bin_path.exists():
             raise ModelError(f"{path}: weights file {bin_path.name} is missing")
@@ -93,17 +94,46 @@ def read_model(path: str | Path, core: ov.Core | None = None) -> ov.Model:
         raise ModelError(f"{path}: cannot read model: {first_line(exc)}") from None
 
 
+def check_ir_version(path: Path) -> None:
+    """Reject IR files OpenVINO 2026 cannot read (IR v4..v9) before OpenVINO tries every front end on them."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        for _, elem in ET.iterparse(str(path), events=("start",)):
+            version = elem.attrib.get("version")
+            if elem.tag != "net":
+                raise ModelError(f"{path}: not an OpenVINO IR file (root element <{elem.tag}>)")
+            break
+        else:
+            raise ModelError(f"{path}: empty XML file")
+    except ET.ParseError as exc:
+        raise ModelError(f"{path}: not a valid IR .xml file ({exc})") from None
+    if version is None or not version.isdigit():
+        raise ModelError(f"{path}: IR file has no version attribute")
+    if int(version) < 10:
+        raise ModelError(
+            f"{path}: legacy OpenVINO IR v{version}; this OpenVINO reads IR v10 and v11 only: "
+            "convert the original model again with a current OpenVINO"
+        )
+
+
 def first_line(exc: BaseException) -> str:
     """The most telling single line of an OpenVINO/NNCF error message."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
-    for ln in lines:
-        low = ln.lower()
-        if low.startswith(("check ", "exception from", "[ general_error ]")) or ln.startswith("/"):
-            continue
-        return ln[:300]
-    return lines[-1][:300]
+    useful = [
+        ln for ln in lines
+        if not ln.lower().startswith(("check ", "exception from", "[ general_error ]", "traceback"))
+        and not ln.startswith("/")
+    ]
+    if not useful:
+        return lines[-1][:300]
+    headers = [ln for ln in useful if ln.endswith(":")]
+    body = [ln for ln in useful if not ln.endswith(":")]
+    if headers and body:
+        return f"{headers[0]} {body[0]}"[:300]
+    return useful[0][:300]
 
 
 def compile_model(

@@ -26,8 +26,9 @@ class SsdDecoder:
 
     def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:
         rows = np.asarray(outputs[0]).reshape(-1, 7)
-        valid = rows[:, 0] >= 0
-        rows = rows[valid]
+        ends = np.nonzero(rows[:, 0] < 0)[0]
+        if len(ends):
+            rows = rows[: ends[0]]
         h, w = params.input_size
         boxes = rows[:, 3:7].astype(np.float32) * np.array([w, h, w, h], np.float32)
         # DetectionOutput has already run NMS inside the graph.

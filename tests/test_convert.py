@@ -1,0 +1,202 @@
+"""Conversion: preprocessing in the graph, metadata in rt_info, bad input rejected cleanly."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+from ovq.cli import main
+from ovq.convert import convert, prepare
+from ovq.decoders import SourcePreprocessing
+from ovq.errors import ModelError
+from ovq.metadata import read_info
+
+
+def _echo_model(h: int = 8, w: int = 12) -> ov.Model:
+    """A tiny 'yolo-shaped' model whose first 3 output rows are its input image (to see preprocessing)."""
+    x = ops.parameter([1, 3, h, w], ov.Type.f32, name="images")
+    both = ops.concat([x, x], axis=1)
+    out = ops.reshape(both, ops.constant(np.array([1, 6, h * w], np.int64)), special_zero=False)
+    return ov.Model([out], [x], "echo")
+
+
+@pytest.fixture()
+def echo_xml(tmp_path: Path) -> Path:
+    path = tmp_path / "echo.xml"
+    ov.save_model(_echo_model(), str(path), compress_to_fp16=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("pre", "expect"),
+    [
+        (SourcePreprocessing(color="RGB", scale=(255.0,) * 3), lambda img: img[..., ::-1] / 255.0),
+        (SourcePreprocessing(color="BGR", scale=(1.0,) * 3), lambda img: img.astype(np.float32)),
+        (
+            SourcePreprocessing(color="RGB", mean=(123.675, 116.28, 103.53), scale=(58.395, 57.12, 57.375)),
+            lambda img: (img[..., ::-1] - np.array([123.675, 116.28, 103.53])) / np.array([58.395, 57.12, 57.375]),
+        ),
+    ],
+)
+def test_preprocessing_is_built_into_the_graph(echo_xml, tmp_path, pre, expect):
+    xml = convert(echo_xml, tmp_path / "out", family="yolo", labels=["a", "b"], preprocessing=pre)
+    core = ov.Core()
+    model = core.read_model(str(xml))
+    port = model.inputs[0]
+    assert port.get_element_type() == ov.Type.u8 and list(port.get_shape()) == [1, 8, 12, 3]
+    image = np.random.default_rng(1).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    out = compiled(image[None])[0][0, :3].reshape(3, 8, 12).transpose(1, 2, 0)
+    np.testing.assert_allclose(out, expect(image.astype(np.float32)), atol=1e-4)
+    info = read_info(model)
+    assert info.family == "yolo" and info.labels == ["a", "b"] and info.input_size == (8, 12)
+
+
+def test_metadata_round_trip_and_reconvert_keeps_info(echo_xml, tmp_path):
+    first = convert(echo_xml, tmp_path / "a", family="yolo", labels=["x", "y"], conf_threshold=0.4)
+    second = convert(first, tmp_path / "b")
+    _, info = prepare(second)
+    assert info.labels == ["x", "y"] and info.conf_threshold == pytest.approx(0.4)
+    with pytest.raises(ModelError, match="already converted"):
+        prepare(second, imgsz=16)
+
+
+def test_dynamic_input_gets_static_shape(tmp_path):
+    x = ops.parameter(ov.PartialShape([-1, 3, -1, -1]), ov.Type.f32, name="images")
+    pooled = ops.reduce_mean(x, ops.constant(np.array([2, 3], np.int64)), keep_dims=False)  # [N, 3]
+    tiled = ops.tile(ops.unsqueeze(pooled, ops.constant(np.array([2], np.int64))), ops.constant(np.array([1, 2, 10], np.int64)))
+    model = ov.Model([tiled], [x], "dyn")  # [N, 6, 10] -> 'yolo' with 2 classes once static
+    path = tmp_path / "dyn.xml"
+    ov.save_model(model, str(path))
+    xml = convert(path, tmp_path / "out", imgsz=64, family="yolo")
+    m = ov.Core().read_model(str(xml))
+    assert list(m.inputs[0].get_shape()) == [1, 64, 64, 3]
+    assert not m.outputs[0].get_partial_shape().is_dynamic
+
+
+def test_family_must_be_given_when_outputs_do_not_say(tmp_path):
+    x = ops.parameter([1, 3, 8, 8], ov.Type.f32, name="images")
+    out = ops.reduce_mean(x, ops.constant(np.array([1, 2, 3], np.int64)), keep_dims=False)
+    path = tmp_path / "odd.xml"
+    ov.save_model(ov.Model([out], [x], "odd"), str(path))
+    with pytest.raises(ModelError, match="pass --family"):
+        prepare(path)
+
+
+# --- real models --------------------------------------------------------------------------------
+
+
+def _reference_yolox_input(image: np.ndarray, size: int = 416) -> np.ndarray:
+    """YOLOX's own preprocessing: ratio resize (truncated), image top-left, pad 114, BGR float 0..255."""
+    r = min(size / image.shape[0], size / image.shape[1])
+    resized = cv2.resize(image, (int(image.shape[1] * r), int(image.shape[0] * r)), interpolation=cv2.INTER_LINEAR)
+    padded = np.full((size, size, 3), 114, np.uint8)
+    padded[: resized.shape[0], : resized.shape[1]] = resized
+    return padded.transpose(2, 0, 1)[None].astype(np.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("rel", "input_fn"),
+    [
+        ("models/yolox_nano/yolox_nano.onnx", lambda img: img.transpose(2, 0, 1)[None].astype(np.float32)),
+        ("models/fastestdet/FastestDet.onnx", lambda img: img.transpose(2, 0, 1)[None].astype(np.float32) / 255.0),
+    ],
+)
+def test_ir_output_equals_source_onnx(assets, tmp_path, rel, input_fn):
+    src = assets / rel
+    xml = convert(src, tmp_path / "ir")
+    core = ov.Core()
+    ir = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    onnx = core.compile_model(core.read_model(str(src)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    h, w = read_info(core.read_model(str(xml))).input_size
+    image = cv2.resize(cv2.imread(str(assets / "images" / "dog.jpg")), (w, h))  # already input-sized
+    got = ir(image[None])[0]
+    want = onnx(input_fn(image))[0]
+    assert got.shape == want.shape
+    assert float(np.abs(got - want).max()) <= 1e-3
+
+
+@pytest.mark.slow
+def test_yolox_onnx_conversion_fuses_swish(assets):
+    model, info = prepare(assets / "models/yolox_nano/yolox_nano.onnx")
+    types = [op.get_type_name() for op in model.get_ops()]
+    assert types.count("Swish") > 50 and info.family == "yolox" and info.input_size == (416, 416)
+    assert not info.letterbox_center and info.pad_value == 114 and info.labels[16] == "dog"
+
+
+# --- bad input: exit code 2, one line naming the file, nothing written ---------------------------
+
+
+def _bad_inputs(assets: Path, tmp: Path) -> dict[str, tuple[Path, str]]:
+    omz = assets / "models/person-detection-retail-0013-fp32"
+    truncated = tmp / "truncated"
+    truncated.mkdir()
+    shutil.copy(omz / "person-detection-retail-0013.xml", truncated / "m.xml")
+    data = (omz / "person-detection-retail-0013.bin").read_bytes()
+    (truncated / "m.bin").write_bytes(data[: len(data) // 3])
+    onnx = (assets / "models/yolox_nano/yolox_nano.onnx").read_bytes()
+    (tmp / "corrupt.onnx").write_bytes(onnx[:4000])
+    (tmp / "garbage.onnx").write_bytes(b"this is not a model\n")
+    return {
+        "legacy": (assets / "models/person-detection-retail-0013-irv4-legacy", "legacy OpenVINO IR v4"),
+        "truncated": (truncated / "m.xml", "weights"),
+        "corrupt": (tmp / "corrupt.onnx", "cannot read ONNX model"),
+        "garbage": (tmp / "garbage.onnx", "not an ONNX model"),
+        "missing": (tmp / "missing.onnx", "no such file"),
+    }
+
+
+@pytest.mark.parametrize("case", ["legacy", "truncated", "corrupt", "garbage", "missing"])
+def test_bad_model_files_exit_2_with_one_line(assets, tmp_path, capsys, case):
+    path, reason = _bad_inputs(assets, tmp_path)[case]
+    out_dir = tmp_path / "out"
+    assert main(["convert", str(path), "-o", str(out_dir), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert str(path.name) in err[0] and reason.lower() in err[0].lower()
+    assert not out_dir.exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_bad_model_subprocess_has_no_traceback(assets, tmp_path):
+    legacy = assets / "models/person-detection-retail-0013-irv4-legacy"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ovq", "predict", str(legacy), str(assets / "images/dog.jpg"), "-o", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("ovq predict: error:")
+    assert not (tmp_path / "o").exists()
+
+
+# --- Ultralytics .pt (random weights built by Ultralytics in the test) ----------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "family", "out_shape"), [("yolov8n", "yolo", (1, 84, 2100)), ("yolo26n", "yolo_e2e", (1, 300, 6))])
+def test_ultralytics_pt_converts_and_decodes(tmp_path, monkeypatch, arch, family, out_shape):
+    ultralytics = pytest.importorskip("ultralytics", reason="Ultralytics is an optional extra")
+    monkeypatch.chdir(tmp_path)
+    pt = tmp_path / f"{arch}.pt"
+    ultralytics.YOLO(f"{arch}.yaml").save(str(pt))
+    xml = convert(pt, tmp_path / "ir", imgsz=320)
+    assert not list(tmp_path.glob("*_openvino_model"))  # nothing written beside the source
+    from ovq.model import Detector
+
+    det = Detector(xml, conf=0.0)
+    assert det.info.family == family and len(det.labels) == 80
+    assert tuple(det.compiled.outputs[0].get_shape()) == out_shape
+    dets = det(np.random.default_rng(0).integers(0, 255, (240, 400, 3), dtype=np.uint8))
+    assert len(dets) > 0 and dets.xyxy.shape[1] == 4
+    assert (dets.xyxy[:, [0, 2]] <= 400).all() and (dets.xyxy[:, [1, 3]] <= 240).all()
+    assert (dets.class_id >= 0).all() and (dets.class_id < 80).all()

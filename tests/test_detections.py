@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+
+from conftest import make_dets
+from ovq.detections import Detections
+
+
+def test_mask_and_index_return_detections():
+    d = make_dets([[0, 0, 1, 1], [1, 1, 2, 2], [2, 2, 3, 3]], scores=[0.1, 0.6, 0.9], classes=[0, 1, 2])
+    high = d[d.confidence > 0.5]
+    assert isinstance(high, Detections) and len(high) == 2
+    assert list(high.class_id) == [1, 2]
+    one = d[1]
+    assert len(one) == 1 and one.xyxy.shape == (1, 4)
+
+
+def test_shapes_are_checked_with_clear_messages():
+    with pytest.raises(ValueError, match=r"xyxy must have shape \(N, 4\)"):
+        Detections(xyxy=np.zeros((3, 3)), confidence=np.zeros(3), class_id=np.zeros(3))
+    with pytest.raises(ValueError, match=r"confidence must have shape \(2,\)"):
+        Detections(xyxy=np.zeros((2, 4)), confidence=np.zeros(3), class_id=np.zeros(2))
+    with pytest.raises(ValueError, match="tracker_id"):
+        Detections(xyxy=np.zeros((2, 4)), confidence=np.zeros(2), class_id=np.zeros(2), tracker_id=np.zeros(1))
+
+
+def test_empty_and_records():
+    assert len(Detections.empty()) == 0
+    d = make_dets([[1, 2, 3, 4]], scores=[0.5], classes=[1], tracker_id=np.array([7]))
+    rec = d.to_records(["a", "b"])
+    assert rec == [{"class_id": 1, "label": "b", "confidence": 0.5, "xyxy": [1.0, 2.0, 3.0, 4.0], "tracker_id": 7}]

@@ -1,0 +1,103 @@
+"""`ovq predict` on the real shared detectors."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import openvino as ov
+import pytest
+
+from ovq.cli import main
+from ovq.geometry import box_iou
+from ovq.model import Detector
+
+pytestmark = pytest.mark.slow
+
+
+def _reference_yolox(onnx_path, image, conf=0.4, iou=0.65, size=416):
+    """YOLOX's published demo pipeline, written out independently: preprocess, grid decode, per-class NMS."""
+    r = min(size / image.shape[0], size / image.shape[1])
+    resized = cv2.resize(image, (int(image.shape[1] * r), int(image.shape[0] * r)), interpolation=cv2.INTER_LINEAR)
+    padded = np.full((size, size, 3), 114, np.uint8)
+    padded[: resized.shape[0], : resized.shape[1]] = resized
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    out = compiled(padded.transpose(2, 0, 1)[None].astype(np.float32))[0][0]
+    rows = []
+    for stride in (8, 16, 32):
+        n = size // stride
+        for y in range(n):
+            for x in range(n):
+                rows.append((x, y, stride))
+    grid = np.array(rows, np.float32)
+    cx = (out[:, 0] + grid[:, 0]) * grid[:, 2]
+    cy = (out[:, 1] + grid[:, 1]) * grid[:, 2]
+    w = np.exp(out[:, 2]) * grid[:, 2]
+    h = np.exp(out[:, 3]) * grid[:, 2]
+    scores = out[:, 4:5] * out[:, 5:]
+    found = []
+    for c in range(scores.shape[1]):
+        sel = scores[:, c] > conf
+        if not sel.any():
+            continue
+        boxes = np.stack([cx[sel] - w[sel] / 2, cy[sel] - h[sel] / 2, w[sel], h[sel]], 1) / r
+        keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores[sel, c].tolist(), conf, iou)
+        for k in np.array(keep).reshape(-1):
+            x, y, bw, bh = boxes[k]
+            found.append((c, float(scores[sel, c][k]), [x, y, x + bw, y + bh]))
+    return found
+
+
+def test_yolox_finds_dog_and_bicycle_like_the_reference(assets, tmp_path):
+    onnx = assets / "models/yolox_nano/yolox_nano.onnx"
+    out = tmp_path / "pred"
+    assert main(["predict", str(onnx), str(assets / "images/dog.jpg"), "-o", str(out), "--conf", "0.4", "--precision", "f32", "-q"]) == 0
+    result = json.loads((out / "predictions.json").read_text())
+    assert len(result) == 1 and result[0]["file"].endswith("dog.jpg")
+    dets = result[0]["detections"]
+    labels = {d["label"] for d in dets}
+    assert {"dog", "bicycle"} <= labels
+    assert all(d["confidence"] >= 0.4 for d in dets)
+    reference = _reference_yolox(onnx, cv2.imread(str(assets / "images/dog.jpg")))
+    assert len(reference) == len(dets)
+    for cls, score, box in reference:
+        ours = [d for d in dets if d["class_id"] == cls]
+        best = min(ours, key=lambda d: np.abs(np.array(d["xyxy"]) - box).max())
+        assert np.abs(np.array(best["xyxy"]) - np.array(box)).max() <= 5.0
+        assert abs(best["confidence"] - score) < 0.02
+    annotated = cv2.imread(str(out / "dog.jpg"))
+    assert annotated is not None and annotated.shape == cv2.imread(str(assets / "images/dog.jpg")).shape
+
+
+def test_omz_person_detector_finds_people_in_street(assets):
+    det = Detector(assets / "models/person-detection-retail-0013-fp32", conf=0.5)
+    assert det.info.family == "ssd" and det.info.input_size == (320, 544)
+    image = cv2.imread(str(assets / "images/street.jpg"))
+    dets = det(image)
+    assert len(dets) >= 3 and set(dets.class_id.tolist()) == {1}
+    h, w = image.shape[:2]
+    assert (dets.xyxy[:, 2] <= w).all() and (dets.xyxy[:, 3] <= h).all()
+    assert (dets.xyxy[:, 3] - dets.xyxy[:, 1] > dets.xyxy[:, 2] - dets.xyxy[:, 0]).mean() > 0.7  # people stand
+
+
+def test_fastestdet_finds_the_dog_where_yolox_does(assets):
+    image = cv2.imread(str(assets / "images/dog.jpg"))
+    fast = Detector(assets / "models/fastestdet/FastestDet.onnx", conf=0.5)
+    yolox = Detector(assets / "models/yolox_nano/yolox_nano.onnx", conf=0.5)
+    assert fast.info.family == "fastestdet" and fast.info.resize == "stretch"
+    a, b = fast(image), yolox(image)
+    dog = 16
+    assert dog in a.class_id and dog in b.class_id
+    iou = box_iou(a.xyxy[a.class_id == dog], b.xyxy[b.class_id == dog]).max()
+    assert iou > 0.6
+
+
+def test_predict_folder_and_unreadable_image(assets, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    out = tmp_path / "o"
+    code = main(["predict", str(assets / "models/fastestdet/FastestDet.onnx"), str(bad), "-o", str(out), "-q"])
+    assert code == 2 and "broken.jpg: not a readable image" in capsys.readouterr().err
+    assert not out.exists()
