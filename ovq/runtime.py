@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openvino as ov
 
+from ovq import devices
 from ovq.errors import DeviceError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -32,33 +35,17 @@ def default_cache_dir() -> Path:
 
 def physical_devices(device: str) -> list[str]:
     """The physical devices named by a device string: 'AUTO:GPU,CPU' -> ['GPU', 'CPU']."""
-    device = device.strip()
-    head, _, rest = device.partition(":")
-    if head.upper() in _VIRTUAL:
-        return [d.strip() for d in rest.split(",") if d.strip()] if rest else []
-    return [device]
+    spec = devices.parse_device(device)
+    return list(spec.targets) if spec.is_virtual else [spec.text]
 
 
-def check_device(device: str, core: ov.Core | None = None) -> None:
-    """Raise :class:`DeviceError` naming the available devices when ``device`` is not present."""
+def check_device(device: str, core: ov.Core | None = None) -> devices.DeviceSpec:
+    """Parse ``device`` and check it against ``core.available_devices`` (see :mod:`ovq.devices`).
+
+    Raises :class:`DeviceError` naming the available devices when it is absent; returns the parsed spec.
+    """
     core = core or new_core()
-    available = list(core.available_devices)
-    if not device or not device.strip():
-        raise DeviceError(f"empty device name; available: {', '.join(available)}")
-    head = device.split(":")[0].upper()
-    if head in _VIRTUAL:
-        names = physical_devices(device)
-    else:
-        names = [device]
-    for name in names:
-        base = name.split(".")[0].upper()
-        ok = name.upper() in (d.upper() for d in available) or (
-            "." not in name and any(d.upper().split(".")[0] == base for d in available)
-        )
-        if not ok:
-            raise DeviceError(
-                f"device '{name}' is not available on this machine; available: {', '.join(available)}"
-            )
+    return devices.check_device(device, list(core.available_devices))
 
 
 def precision_config(precision: str | None) -> dict[str, str]:
@@ -136,49 +123,140 @@ def first_line(exc: BaseException) -> str:
     return useful[0][:300]
 
 
+@dataclass
+class CompilePlan:
+    """What :func:`compile_model` passes to OpenVINO: the device string, the model and the config."""
+
+    device: devices.DeviceSpec
+    model: ov.Model | str | Path
+    config: dict[str, Any]
+    cache_dir: Path | None
+    static_shapes: bool
+
+
+def compile_plan(
+    model: ov.Model | str | Path,
+    device: str = "CPU",
+    *,
+    config: dict[str, Any] | None = None,
+    core: ov.Core | None = None,
+    cache: bool | str | Path = True,
+    available: list[str] | None = None,
+) -> CompilePlan:
+    """Check ``device`` against ``available`` (default: ``core.available_devices``) and work out the compile.
+
+    Nothing is compiled: this is the part of :func:`compile_model` that does not need the device itself, so it
+    can be inspected (and tested) for devices this machine lacks by passing the ``available`` list of the
+    target machine.
+    """
+    core = core or new_core()
+    if available is None:
+        available = list(core.available_devices)
+    spec = devices.effective_device(devices.check_device(device, available), available)
+    cfg = devices.device_config(spec, config)
+    if "INFERENCE_PRECISION_HINT" in cfg:
+        caps = {d: devices.device_capabilities(core, d) for d in spec.physical if d in available}
+        devices.check_precision(spec, str(cfg["INFERENCE_PRECISION_HINT"]), caps)
+    cache_dir = _cache_dir(cache) if "CACHE_DIR" not in cfg else Path(cfg["CACHE_DIR"])
+    if cache_dir is not None:
+        cfg["CACHE_DIR"] = str(cache_dir)
+    static = devices.needs_static_shapes(spec, available)
+    if static:
+        if not isinstance(model, ov.Model):
+            model = read_model(model, core)
+        from ovq.metadata import read_info
+
+        info = read_info(model)
+        devices.make_static(model, input_size=info.input_size if info else None, device=spec.text)
+    return CompilePlan(device=spec, model=model, config=cfg, cache_dir=cache_dir, static_shapes=static)
+
+
 def compile_model(
     model: ov.Model | str | Path,
     device: str = "CPU",
     *,
     config: dict[str, Any] | None = None,
     core: ov.Core | None = None,
-    cache: bool = True,
+    cache: bool | str | Path = True,
 ) -> ov.CompiledModel:
-    """Check the device, then compile. Errors become :class:`DeviceError`/:class:`ModelError`."""
+    """Check the device, then compile. Errors become :class:`DeviceError`/:class:`ModelError`.
+
+    ``cache``: ``True`` caches compiled models in :func:`default_cache_dir` (a second start skips
+    compilation), a path caches there, ``False`` compiles every time. A cache folder that cannot be created
+    is logged and compilation goes on without it. An NPU gets static input shapes (a dynamic batch becomes 1,
+    dynamic height/width take the ovq model's input size; otherwise a clear :class:`ModelError`) and the
+    LATENCY hint unless one is set (see :func:`compile_plan`).
+    """
     core = core or new_core()
-    check_device(device, core)
-    cfg = dict(config or {})
-    if cache and "CACHE_DIR" not in cfg:
-        cache_dir = default_cache_dir()
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        cfg["CACHE_DIR"] = str(cache_dir)
-    if any(d.upper().startswith("NPU") for d in physical_devices(device) or [device]):
-        _check_static(model if isinstance(model, ov.Model) else None, device)
-        cfg.setdefault("PERFORMANCE_HINT", "LATENCY")
+    plan = compile_plan(model, device, config=config, core=core, cache=cache)
+    blobs_before = _blob_count(plan.cache_dir)
+    start = time.perf_counter()
     try:
-        target = str(model) if isinstance(model, Path) else model
-        return core.compile_model(target, device, cfg)
+        target = str(plan.model) if isinstance(plan.model, Path) else plan.model
+        compiled = core.compile_model(target, plan.device.text, plan.config)
     except Exception as exc:
-        raise DeviceError(f"cannot compile for {device}: {first_line(exc)}") from None
+        raise DeviceError(f"cannot compile for {plan.device.text}: {first_line(exc)}") from None
+    seconds = time.perf_counter() - start
+    if plan.cache_dir is None:
+        cached = "off"
+    else:
+        try:
+            hit = bool(compiled.get_property("LOADED_FROM_CACHE"))
+        except (RuntimeError, TypeError):  # a plugin without the property: did a new blob appear?
+            hit = _blob_count(plan.cache_dir) <= blobs_before
+        cached = "hit" if hit else "miss, cached now"
+    logger.info("compiled for %s in %.2f s (model cache: %s)", plan.device.text, seconds, cached)
+    return compiled
 
 
-def _check_static(model: ov.Model | None, device: str) -> None:
-    if model is None:
-        return
-    for port in model.inputs:
-        if port.get_partial_shape().is_dynamic:
-            raise ModelError(
-                f"{device} needs static input shapes, but input '{port.any_name}' is "
-                f"{port.get_partial_shape()}; convert with a fixed --imgsz"
-            )
+def _cache_dir(cache: bool | str | Path) -> Path | None:
+    if cache is False or cache is None:
+        return None
+    path = default_cache_dir() if cache is True else Path(cache).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        logger.warning("compiled-model cache %s is not usable (%s); compiling without a cache", path, exc.strerror)
+        return None
+    if not os.access(path, os.W_OK):
+        logger.warning("compiled-model cache %s is not writable; compiling without a cache", path)
+        return None
+    return path
+
+
+def _blob_count(cache_dir: Path | None) -> int:
+    if cache_dir is None:
+        return 0
+    try:
+        return sum(1 for _ in cache_dir.glob("*.blob"))
+    except OSError:
+        return 0
 
 
 def execution_precision(compiled: ov.CompiledModel) -> str:
-    """The inference precision the device actually uses for float layers."""
+    """The inference precision the device actually uses for float layers.
+
+    For AUTO/MULTI/HETERO it is read from the devices they compiled for: ``bf16``, or ``CPU:bf16,GPU:f16``
+    when the devices differ.
+    """
     try:
-        value = compiled.get_property("INFERENCE_PRECISION_HINT")
-    except Exception:
+        return _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    except (RuntimeError, TypeError):
+        logger.debug("no INFERENCE_PRECISION_HINT on the compiled model; reading DEVICE_PROPERTIES")
+    try:
+        per_device = compiled.get_property("DEVICE_PROPERTIES")
+        found = {name: _type_name(props["INFERENCE_PRECISION_HINT"]) for name, props in per_device.items()
+                 if isinstance(props, dict) and "INFERENCE_PRECISION_HINT" in props}
+    except (RuntimeError, TypeError):
         return "unknown"
+    if not found:
+        return "unknown"
+    if len(set(found.values())) == 1:
+        return next(iter(found.values()))
+    return ",".join(f"{name}:{value}" for name, value in sorted(found.items()))
+
+
+def _type_name(value: Any) -> str:
     try:
         return value.to_string()
     except AttributeError:

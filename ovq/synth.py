@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import cv2
 import numpy as np
@@ -237,9 +238,9 @@ def _draw_part(
     height, width = canvas.shape[:2]
     r = part.radius()
     margin = int(0.3 * part.size) + 4
-    ox = int(math.floor(part.cx - r)) - margin
-    oy = int(math.floor(part.cy - r)) - margin
-    pw = ph = int(math.ceil(2 * r)) + 2 * margin + 1
+    ox = math.floor(part.cx - r) - margin
+    oy = math.floor(part.cy - r) - margin
+    pw = ph = math.ceil(2 * r) + 2 * margin + 1
     x0, y0 = max(ox, 0), max(oy, 0)
     x1, y1 = min(ox + pw, width), min(oy + ph, height)
     mask = np.zeros((ph, pw), np.uint8)
@@ -373,7 +374,7 @@ def _finish(canvas: np.ndarray, rng: np.random.Generator, layout: _Layout, *, mo
     """Lighting, optics and sensor: blur, noise, then to uint8."""
     canvas *= layout.lighting
     if motion_px is not None:
-        k = max(1, int(round(motion_px)))
+        k = max(1, round(motion_px))
         if k > 1:
             canvas = cv2.blur(canvas, (k, 1))
     else:
@@ -610,9 +611,7 @@ class ConveyorStream:
         self._closed = False
         self._last_truth = (np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
         # start with a belt already carrying parts
-        for _ in range(int(width / max(self._step, 1e-6) / 2)):
-            if len(self._parts) > 40:
-                break
+        for _ in range(int(min(width / max(self._step, 1e-6), 10_000))):
             self._advance()
 
     def _advance(self) -> None:
@@ -643,7 +642,7 @@ class ConveyorStream:
         if self._frame_index > 0:
             self._advance()
         self._frame_index += 1
-        cols = (np.arange(self.width) - int(round(self._offset))) % self._period
+        cols = (np.arange(self.width) - round(self._offset)) % self._period
         background = self._belt[:, cols]
         canvas, instance_map, drawn = _draw_scene(self._parts, background, self._layout)
         frame = _finish(canvas, self._rng, self._layout, motion_px=self._step * 0.5)
@@ -657,7 +656,7 @@ class ConveyorStream:
     def close(self) -> None:
         self._closed = True
 
-    def __enter__(self) -> ConveyorStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

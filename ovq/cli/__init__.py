@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ovq.errors import OvqError
 
-COMMANDS = ("convert", "predict")
+COMMANDS = ("convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "eval", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,6 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root = logging.getLogger("ovq")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    root.propagate = False
     # third-party chatter stays at warning level unless -vv
     for name in ("nncf", "ultralytics"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)

@@ -107,7 +107,7 @@ class Detector(nn.Module):
         boxes, logits, anchors = [], [], []
         for i, (feat, stride) in enumerate(zip(self.features(x), STRIDES, strict=True)):
             h = self.head_convs[i](feat)
-            b, _, fh, fw = h.shape
+            _, _, fh, fw = h.shape
             boxes.append((F.softplus(self.box_out[i](h)) * stride).flatten(2))
             logits.append(self.cls_out[i](h).flatten(2))
             anchors.append(_anchors(int(fh), int(fw), stride, h.device))

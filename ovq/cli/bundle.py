@@ -1,0 +1,33 @@
+"""``ovq bundle MODEL --pipeline FILE.yaml -o OUT_DIR``: a self-contained deploy folder for an industrial PC."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ovq.cli._common import add_command
+
+    p = add_command(sub, "bundle", "build a deploy folder: IR, pipeline, run script, systemd unit, pinned requirements")
+    p.add_argument("model", help="model folder, .xml, .onnx or .pt (converted to IR in the bundle)")
+    p.add_argument("--pipeline", required=True, help="pipeline YAML file to ship (paths are rewritten)")
+    p.add_argument("-o", "--out", required=True, help="bundle folder to write")
+    p.add_argument("--install-dir", help="where the bundle will live on the target (default /opt/ovq/<OUT name>)")
+    p.add_argument("--user", default="ovq", help="unprivileged user the service runs as (default ovq)")
+    p.add_argument("--wheel", help="ship this ovq wheel instead of building one from the source tree")
+    p.add_argument("--offline", action="store_true",
+                   help="also download every pinned dependency into wheels/ so the target needs no network")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ovq.bundle import build_bundle
+
+    result = build_bundle(
+        args.model, args.pipeline, args.out, install_dir=args.install_dir, user=args.user, wheel=args.wheel,
+        offline=args.offline, overwrite=args.force,
+    )
+    for line in result.lines():
+        print(line)
+    return 0

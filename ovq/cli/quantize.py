@@ -1,0 +1,68 @@
+"""``ovq quantize MODEL --data DATA -o OUT_DIR [--max-drop D]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ovq.cli._common import add_command, add_device
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "quantize", "NNCF post-training INT8, optionally holding mAP within --max-drop")
+    p.add_argument("model", help="float model: folder, .xml, .onnx or .pt")
+    p.add_argument("--data", required=True, help="YOLO dataset (YAML or folder), COCO JSON, or a folder of images (calibration only)")
+    p.add_argument("-o", "--out", required=True, help="output folder: model.xml/.bin, report.json, report.md, sensitivity.png")
+    p.add_argument("--max-drop", type=float, help="accuracy budget: largest allowed mAP50-95 drop (needs labels)")
+    p.add_argument("--drop-type", choices=("absolute", "relative"), default="absolute")
+    p.add_argument("--calib-split", default="train", help="split used to calibrate (default train)")
+    p.add_argument("--val-split", default="val", help="split used to validate (default val)")
+    p.add_argument("--subset-size", type=int, default=300, help="calibration images (default 300)")
+    p.add_argument("--preset", choices=("performance", "mixed"), default="performance",
+                   help="performance: symmetric INT8 (default, fastest on CPU); mixed: asymmetric activations")
+    p.add_argument("--ignore", nargs="+", default=[], metavar="PATTERN", help="regex of layer names to keep float")
+    p.add_argument("--ranking-subset", type=int, default=64, help="images NNCF ranks layers on (default 64)")
+    p.add_argument("--bench-time", type=float, default=5.0, help="seconds per throughput measurement in the report (0: skip)")
+    add_device(p)
+    p.add_argument("--precision", choices=("default", "f32"), default="default",
+                   help="inference precision the model will run at; validated at it and stored in the IR "
+                        "(default: the device's, bf16 on AMX CPUs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    import nncf
+
+    from ovq.quantize import AdvancedQuantizeOptions, quantize
+
+    # NNCF logs every quantizer it places at INFO; keep it to warnings unless -vv
+    nncf.set_log_level(logging.DEBUG if args.verbose > 1 else logging.WARNING)
+
+    if args.max_drop is not None and args.max_drop < 0:
+        from ovq.errors import ConfigError
+
+        raise ConfigError(f"--max-drop {args.max_drop}: must be >= 0")
+    result = quantize(
+        args.model, args.data, args.out, max_drop=args.max_drop, drop_type=args.drop_type,
+        calib_split=args.calib_split, val_split=args.val_split, subset_size=args.subset_size, preset=args.preset,
+        ignore=args.ignore, device=args.device, precision=args.precision,
+        advanced=AdvancedQuantizeOptions(ranking_subset_size=args.ranking_subset, bench_seconds=args.bench_time),
+        progress=not args.no_progress,
+    )
+    rep = result.report
+    acc = rep["accuracy"]
+    print(f"wrote {result.model_xml}")
+    if acc["fp"] is not None:
+        print(f"mAP50-95 at {rep['deployment_precision']}: FP {acc['fp']:.4f} -> INT8 {acc['int8']:.4f} (drop {acc['drop']:+.4f})")
+    kept = [s for s in rep["reverted"] if s["kept"]]
+    print(f"reverted to float: {sum(len(s['layers']) for s in kept)} layers in {len(kept)} steps")
+    sp = rep["throughput"]
+    if sp:
+        print(
+            f"throughput: FP {sp['fp_default']['fps']} FPS ({sp['fp_default']['precision']}), FP f32 {sp['fp_f32']['fps']}, "
+            f"INT8 {sp['int8_deploy']['fps']} -> {sp['int8_vs_fp_default']}x / {sp['int8_vs_fp_f32']}x"
+        )
+    print(f"report: {args.out}/report.md")
+    return 0

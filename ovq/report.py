@@ -1,0 +1,237 @@
+"""The quantization report: what was reverted, what each revert bought, accuracy, size and speed."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import openvino as ov
+
+from ovq.fileio import atomic_output_dir, write_json_atomic
+from ovq.metadata import ModelInfo
+
+if TYPE_CHECKING:
+    from ovq.quantize import AdvancedQuantizeOptions, QuantizeResult, RevertStep
+
+logger = logging.getLogger(__name__)
+
+
+def _bin_size_mb(model: ov.Model) -> float:
+    with tempfile.TemporaryDirectory(prefix="ovq-size-") as tmp:
+        ov.save_model(model, f"{tmp}/m.xml", compress_to_fp16=False)
+        return Path(f"{tmp}/m.bin").stat().st_size / 1e6
+
+
+def count_fake_quantize(model: ov.Model) -> int:
+    return sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
+
+
+def build_report(
+    *,
+    fp_model: ov.Model,
+    fp_info: ModelInfo,
+    quantized: ov.Model,
+    q_info: ModelInfo,
+    out_dir: str | Path | None,
+    val: Any,
+    fp_map: float | None,
+    validator: Any,
+    device: str,
+    used_precision: str,
+    started: float,
+    quant_seconds: float,
+    adv: AdvancedQuantizeOptions,
+    progress: bool,
+    peak_rss_mb: Callable[[], float],
+) -> QuantizeResult:
+    from ovq.bench import benchmark
+    from ovq.evaluate import coco_map, predict_samples
+    from ovq.model import Detector
+    from ovq.quantize import QuantizeResult, int8_layers, quantizable_layers
+
+    int8_map = int8_map50 = fp_map50 = None
+    with tempfile.TemporaryDirectory(prefix="ovq-q-") as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(quantized, str(xml), compress_to_fp16=False)
+        int8_mb = xml.with_suffix(".bin").stat().st_size / 1e6
+        # an independent evaluation of the saved model, compiled as run/eval/bench will compile it
+        det = Detector(xml, device=device, cache=False)
+        final_int8 = int8_layers(det.compiled, quantizable_layers(fp_model))
+        reverted: list[RevertStep] = validator.revert_steps(final_int8) if validator is not None else []
+        q_info.quantization["reverted_layers"] = sorted({n for s in reverted if s.kept for n in s.layers})
+        from ovq.metadata import write_info
+
+        write_info(quantized, q_info)
+        if val is not None:
+            preds = predict_samples(det.compiled, det, val.samples, conf=adv.eval_conf, progress="INT8 model" if progress else False)
+            res = coco_map(val.samples, preds, num_classes=len(q_info.labels))
+            int8_map, int8_map50 = res.map50_95, res.map50
+            fp_det = Detector(fp_model, device=device, config=dict(fp_info.compile_config), cache=False)
+            fp_res = coco_map(val.samples, predict_samples(fp_det.compiled, fp_det, val.samples, conf=adv.eval_conf, progress=False), num_classes=len(q_info.labels))
+            fp_map, fp_map50 = fp_res.map50_95, fp_res.map50
+            del fp_det
+        del det
+        speed: dict[str, Any] = {}
+        if adv.bench_seconds > 0:
+            runs = {
+                "fp_default": (fp_model, "default"),
+                "fp_f32": (fp_model, "f32"),
+                "int8_deploy": (xml, None),
+                "int8_f32": (xml, "f32"),
+            }
+            for key, (m, prec) in runs.items():
+                logger.info("benchmarking %s for %.0f s", key, adv.bench_seconds)
+                r = benchmark(m, device=device, precision=prec, hint="throughput", seconds=adv.bench_seconds)
+                speed[key] = {"fps": round(r.throughput_fps, 1), "precision": r.precision_used,
+                              "latency_median_ms": round(r.latency_median_ms, 2)}
+            speed["int8_vs_fp_default"] = round(speed["int8_deploy"]["fps"] / speed["fp_default"]["fps"], 3)
+            speed["int8_vs_fp_f32"] = round(speed["int8_deploy"]["fps"] / speed["fp_f32"]["fps"], 3)
+        fp_mb = _bin_size_mb(fp_model)
+
+        report: dict[str, Any] = {
+            "model": fp_info.source,
+            "family": fp_info.family,
+            "device": device,
+            "deployment_precision": used_precision,
+            "compile_config": q_info.compile_config,
+            "quantization": q_info.quantization,
+            "accuracy": {
+                "metric": "COCO mAP50-95 (pycocotools)",
+                "fp": _r(fp_map), "int8": _r(int8_map), "drop": _r(None if fp_map is None or int8_map is None else fp_map - int8_map),
+                "fp_map50": _r(fp_map50), "int8_map50": _r(int8_map50),
+                "images": len(val) if val is not None else 0,
+            },
+            "first_int8_metric": _r(validator.first_int8_metric()) if validator is not None else None,
+            "reverted": [
+                {"rank": s.rank, "layers": s.layers, "metric_after": _r(s.metric), "kept": s.kept} for s in reverted
+            ],
+            "quantized_ops": count_fake_quantize(quantized),
+            "int8_layers_at_runtime": len(final_int8),
+            "size_mb": {"fp32": round(fp_mb, 2), "int8": round(int8_mb, 2), "ratio": round(int8_mb / fp_mb, 3)},
+            "throughput": speed,
+            "seconds": {"quantization": round(quant_seconds, 1), "total": round(time.perf_counter() - started, 1)},
+            "peak_rss_mb": round(peak_rss_mb(), 0),
+        }
+        if validator is not None:
+            calls = validator.calls
+            report["validation_calls"] = {
+                "full": sum(1 for c in calls if c.items == validator.total),
+                "ranking": sum(1 for c in calls if c.items != validator.total),
+                "seconds": round(sum(c.seconds for c in calls), 1),
+            }
+        model_xml = None
+        if out_dir is not None:
+            with atomic_output_dir(out_dir) as target:
+                ov.save_model(quantized, str(target / "model.xml"), compress_to_fp16=False)
+                write_json_atomic(target / "report.json", report)
+                (target / "report.md").write_text(render_markdown(report), encoding="utf-8")
+                plot_sensitivity(report, target / "sensitivity.png")
+            model_xml = Path(out_dir) / "model.xml"
+    return QuantizeResult(model_xml=model_xml, model=quantized, fp_map=fp_map, int8_map=int8_map, reverted=reverted, report=report)
+
+
+def _r(v: float | None, nd: int = 4) -> float | None:
+    return None if v is None else round(float(v), nd)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    acc = report["accuracy"]
+    q = report["quantization"]
+    lines = [
+        f"# INT8 quantization report: {report['model']}",
+        "",
+        f"- Mode: **{q['mode']}**" + (f", max drop {q['max_drop']} ({q['drop_type']})" if q["max_drop"] is not None else ""),
+        f"- Device: {report['device']}, deployment inference precision for float layers: **{report['deployment_precision']}**"
+        f" (validated at it; stored in the IR: {report['compile_config'] or 'device default'})",
+        f"- Data: `{q['data']}`, calibration split `{q['calib_split']}` ({q['calib_images']} images), "
+        f"validation split `{q['val_split']}` ({q['val_images']} images); preset {q['preset']}",
+        f"- NNCF {q['nncf']}, OpenVINO {q['openvino']}",
+        "",
+        "## Accuracy (" + acc["metric"] + f", {acc['images']} images, at {report['deployment_precision']})",
+        "",
+        "| model | mAP50-95 | mAP50 |",
+        "|---|---|---|",
+        f"| FP | {_fmt(acc['fp'])} | {_fmt(acc['fp_map50'])} |",
+        f"| INT8 | {_fmt(acc['int8'])} | {_fmt(acc['int8_map50'])} |",
+        f"| drop | {_fmt(acc['drop'])} | |",
+        "",
+        "## Reverted to float",
+        "",
+    ]
+    if report["reverted"]:
+        if report.get("first_int8_metric") is not None:
+            lines.append(f"Fully quantized, before any revert: mAP50-95 {_fmt(report['first_int8_metric'])}.")
+            lines.append("")
+        lines += ["| rank | layers | mAP50-95 after | kept |", "|---|---|---|---|"]
+        for s in report["reverted"]:
+            names = ", ".join(f"`{n}`" for n in s["layers"]) or "(no INT8 layer at runtime)"
+            lines.append(f"| {s['rank']} | {names} | {_fmt(s['metric_after'])} | {'yes' if s['kept'] else 'no (undone: made it worse)'} |")
+    else:
+        lines.append("None: every quantizable layer runs in INT8 (apart from the decode tail kept float by default).")
+    lines += [
+        "",
+        "## Size and speed",
+        "",
+        f"- FakeQuantize ops: {report['quantized_ops']}; layers running in INT8 on {report['device']}: {report['int8_layers_at_runtime']}",
+        f"- Weights: FP32 {report['size_mb']['fp32']} MB -> INT8 {report['size_mb']['int8']} MB ({report['size_mb']['ratio']}x)",
+    ]
+    sp = report["throughput"]
+    if sp:
+        lines += [
+            "",
+            "| model | precision used | throughput (FPS) | median latency (ms) |",
+            "|---|---|---|---|",
+        ]
+        for key, label in (("fp_default", "FP, device default"), ("fp_f32", "FP, f32"), ("int8_deploy", "INT8, deployment"), ("int8_f32", "INT8, f32 float layers")):
+            r = sp[key]
+            lines.append(f"| {label} | {r['precision']} | {r['fps']} | {r['latency_median_ms']} |")
+        lines += ["", f"INT8 vs FP at the device default: **{sp['int8_vs_fp_default']}x**; vs FP at f32: **{sp['int8_vs_fp_f32']}x**."]
+    lines += [
+        "",
+        f"Wall time {report['seconds']['total']} s (quantization {report['seconds']['quantization']} s), peak RSS {report['peak_rss_mb']:.0f} MB.",
+    ]
+    if "validation_calls" in report:
+        vc = report["validation_calls"]
+        lines.append(f"Accuracy control ran {vc['full']} full validations and {vc['ranking']} ranking validations ({vc['seconds']} s).")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def plot_sensitivity(report: dict[str, Any], path: Path) -> None:
+    """mAP as layers are reverted (0 = fully INT8), with the FP level and the budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = report["accuracy"]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    xs = [0] + [s["rank"] for s in report["reverted"]]
+    first = report.get("first_int8_metric")
+    ys = [first if first is not None else (acc["int8"] if not report["reverted"] else None)] + [s["metric_after"] for s in report["reverted"]]
+    pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label="INT8 after reverting")
+    if acc["fp"] is not None:
+        ax.axhline(acc["fp"], color="g", ls="--", label=f"FP {acc['fp']:.4f}")
+        md = report["quantization"].get("max_drop")
+        if md is not None and report["quantization"].get("drop_type") == "absolute":
+            ax.axhline(acc["fp"] - md, color="r", ls=":", label=f"budget (drop {md})")
+    if acc["int8"] is not None:
+        ax.axhline(acc["int8"], color="k", ls="-.", lw=0.8, label=f"final INT8 {acc['int8']:.4f}")
+    ax.set_xlabel("groups of layers reverted to float (in NNCF's rank order)")
+    ax.set_ylabel("mAP50-95")
+    ax.set_title(f"{report['model']}: accuracy vs reverted layers ({report['deployment_precision']})")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,118 @@
+"""Benchmark: real timing of a tiny real model; the table and its ratios; the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+from ovq.bench import BenchResult, benchmark, format_table
+from ovq.cli import main
+from ovq.convert import convert
+from ovq.errors import ConfigError, ModelError
+from ovq.metadata import read_info, write_info
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A small conv net with a YOLO-shaped output, converted to an ovq IR (u8 NHWC input)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="images")
+    w1 = ops.constant(rng.normal(0, 0.2, (16, 3, 3, 3)).astype(np.float32))
+    h = ops.relu(ops.convolution(x, w1, [1, 1], [1, 1], [1, 1], [1, 1]))
+    w2 = ops.constant(rng.normal(0, 0.2, (6, 16, 8, 8)).astype(np.float32))
+    y = ops.convolution(h, w2, [8, 8], [0, 0], [0, 0], [1, 1])  # [1, 6, 8, 8]
+    out = ops.reshape(y, ops.constant(np.array([1, 6, 64], np.int64)), special_zero=False)
+    src = tmp / "tiny.xml"
+    ov.save_model(ov.Model([out], [x], "tiny"), str(src))
+    return convert(src, tmp / "tiny_ovq", family="yolo", labels=["a", "b"])
+
+
+def test_benchmark_returns_sane_numbers(tiny):
+    r = benchmark(tiny, seconds=0.5, hint="throughput")
+    assert r.model == "tiny_ovq" and r.device == "CPU" and r.hint == "throughput"
+    assert r.precision_requested == "default" and r.precision_used in ("bf16", "f32", "f16")
+    assert r.requests >= 1 and r.iterations > 10 and 0.4 < r.seconds < 5
+    assert r.throughput_fps == pytest.approx(r.iterations / r.seconds)
+    assert 0 < r.latency_min_ms <= r.latency_median_ms <= r.latency_p95_ms <= r.latency_max_ms
+    assert r.input_shape == (1, 64, 64, 3)
+    # requests in flight cannot finish faster than one at a time allows
+    assert r.throughput_fps <= r.requests * 1000.0 / r.latency_min_ms * 1.05
+
+
+def test_latency_hint_uses_one_request_and_f32_is_reported(tiny):
+    r = benchmark(tiny, seconds=0.3, hint="latency", precision="f32")
+    assert r.requests == 1 and r.precision_requested == "f32" and r.precision_used == "f32"
+    # one request at a time: throughput is bounded by the mean latency
+    assert r.throughput_fps <= 1000.0 / r.latency_mean_ms * 1.05
+
+
+def test_precision_stored_in_the_model_is_honoured(tiny, tmp_path):
+    core = ov.Core()
+    model = core.read_model(str(tiny))
+    info = read_info(model)
+    info.compile_config = {"INFERENCE_PRECISION_HINT": "f32"}
+    write_info(model, info)
+    path = tmp_path / "stored" / "model.xml"
+    ov.save_model(model, str(path))
+    stored = benchmark(path, seconds=0.2)
+    assert stored.precision_requested == "model (f32)" and stored.precision_used == "f32"
+    forced = benchmark(path, seconds=0.2, precision="default")
+    assert forced.precision_requested == "default"
+    assert forced.precision_used == benchmark(tiny, seconds=0.2).precision_used  # the device's own again
+
+
+def test_bad_options_are_typed_errors(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="unknown performance hint 'fast'"):
+        benchmark(tiny, hint="fast")
+    with pytest.raises(ConfigError, match="must be positive"):
+        benchmark(tiny, seconds=0)
+    with pytest.raises(ModelError, match="no such file"):
+        benchmark(tmp_path / "nope.xml")
+
+
+def _result(model, fps, median, hint="throughput", used="bf16", asked="default"):
+    return BenchResult(model, "CPU", hint, asked, used, fps, median, median * 1.2, 2, int(fps * 10), 10.0)
+
+
+def test_format_table_ratios_per_device_and_hint():
+    table = format_table(
+        [
+            _result("fp32", 100.0, 10.0),
+            _result("int8", 250.0, 4.0),
+            _result("fp32", 50.0, 20.0, hint="latency", used="f32", asked="f32"),
+            _result("int8", 80.0, 12.5, hint="latency", used="f32", asked="bf16"),
+        ]
+    )
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["model", "device", "hint", "precision"] and len(lines) == 6
+    assert lines[2].split()[-1] == "1.00x" and lines[3].split()[-1] == "2.50x"
+    assert lines[4].split()[-1] == "1.00x" and lines[5].split()[-1] == "1.60x"  # 20 ms / 12.5 ms
+    assert "f32 (asked bf16)" in lines[5] and "(asked" not in lines[4]
+
+
+def test_cli_bench_two_models_table_and_json(tiny, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = ["bench", str(tiny), str(tiny), "--time", "0.3", "--precision", "f32", "--precision", "default"]
+    assert main([*args, "--json", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    rows = [ln for ln in text.splitlines() if ln.startswith("tiny_ovq")]
+    assert len(rows) == 4 and rows[0].split()[-1] == "1.00x"
+    assert rows[0].split()[3] == "f32" and rows[1].split()[3] == "f32"
+    data = json.loads(out.read_text())
+    assert data["openvino"] and len(data["results"]) == 4
+    assert [r["precision_requested"] for r in data["results"]] == ["f32", "f32", "default", "default"]
+    assert all(r["throughput_fps"] > 0 and r["precision_used"] for r in data["results"])
+
+
+def test_cli_bench_bad_model_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<net>")
+    assert main(["bench", str(bad), "--time", "0.1", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0]

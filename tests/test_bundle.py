@@ -1,0 +1,286 @@
+"""``ovq bundle``: the deploy folder, its pinned requirements and wheel, the systemd unit, a fresh-venv run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+import yaml
+
+from ovq.bundle import build_bundle, pinned_requirements, service_unit
+from ovq.cli import main
+from ovq.config import load_pipeline_config
+from ovq.convert import convert
+from ovq.errors import ConfigError, DependencyError, ModelError
+
+VIDEO = "videos/car-detection.mp4"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A small real conv net with a YOLO-shaped output, converted to an ovq IR."""
+    tmp = tmp_path_factory.mktemp("bundle")
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="images")
+    w1 = ops.constant(rng.normal(0, 0.2, (16, 3, 3, 3)).astype(np.float32))
+    h = ops.relu(ops.convolution(x, w1, [1, 1], [1, 1], [1, 1], [1, 1]))
+    w2 = ops.constant(rng.normal(0, 0.2, (6, 16, 8, 8)).astype(np.float32))
+    y = ops.convolution(h, w2, [8, 8], [0, 0], [0, 0], [1, 1])
+    out = ops.reshape(y, ops.constant(np.array([1, 6, 64], np.int64)), special_zero=False)
+    src = tmp / "tiny.xml"
+    ov.save_model(ov.Model([out], [x], "tiny"), str(src))
+    return convert(src, tmp / "tiny_ovq", family="yolo", labels=["a", "b"])
+
+
+PIPELINE = """
+model: ignored/by/bundle
+device: AUTO:GPU,CPU
+cache: {cache}
+sources:
+  - {{name: line1, url: "${{OVQ_TEST_CAM:-synth://conveyor?width=96&height=64}}"}}
+  - {video}
+conf: 0.3
+sinks:
+  video: {{path: results/line1.mp4, fps: 10}}
+  jsonl: results/line1.jsonl
+  mqtt: {{topic_prefix: factory/line1}}
+max_frames: 20
+"""
+
+
+def _pipeline(tmp_path: Path, video: Path) -> Path:
+    path = tmp_path / "src" / "line1.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(PIPELINE.format(video=video, cache=tmp_path / "buildcache"))
+    return path
+
+
+def _some_video(tmp_path: Path) -> Path:
+    video = tmp_path / "clip.avi"
+    import cv2
+
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(5):
+        w.write(np.full((64, 96, 3), 40 * i, np.uint8))
+    w.release()
+    return video
+
+
+@pytest.fixture(scope="module")
+def built(tiny, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("built")
+    video = _some_video(tmp)
+    out = tmp / "line1-bundle"
+    os.environ["OVQ_TEST_CAM"] = "rtsp://viewer:hunter2@cam/1"  # set here; must not land in the bundle
+    try:
+        result = build_bundle(tiny, _pipeline(tmp, video), out, install_dir=str(out))
+    finally:
+        del os.environ["OVQ_TEST_CAM"]
+    return result, video
+
+
+def test_bundle_layout(built, tiny):
+    result, video = built
+    out = result.out_dir
+    assert sorted(result.files) == sorted([
+        "README.md", "models/model/model.bin", "models/model/model.xml", "ovq.service", "pipeline.yaml",
+        "requirements.txt", "run.sh", f"wheels/{result.wheel.name}",
+    ])
+    assert (out / "output").is_dir()
+    assert (out / "models/model/model.bin").read_bytes() == tiny.with_suffix(".bin").read_bytes()
+    assert os.access(out / "run.sh", os.X_OK)
+    assert oct(out.stat().st_mode & 0o777) == "0o755"
+    assert not list(out.parent.glob(".line1-bundle.*"))  # no temporary folder left behind
+    shipped = yaml.safe_load((out / "pipeline.yaml").read_text())
+    assert shipped["model"] == "models/model/model.xml"
+    assert shipped["sinks"]["video"] == {"path": "output/line1.mp4", "fps": 10}
+    assert shipped["sinks"]["jsonl"] == "output/line1.jsonl"
+    assert "cache" not in shipped  # the build machine's cache folder is not the target's
+    assert shipped["sources"][0]["url"] == "${OVQ_TEST_CAM:-synth://conveyor?width=96&height=64}"
+    assert shipped["sources"][1] == str(video)  # a local file keeps its absolute path
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix != ".bin" and path.suffix != ".whl":
+            assert "hunter2" not in path.read_text(), path
+    # the shipped file loads as it is, relative to the bundle
+    cfg = load_pipeline_config(out / "pipeline.yaml", environ={})
+    assert cfg.model == out / "models/model/model.xml" and cfg.sinks.jsonl == out / "output/line1.jsonl"
+    assert "OVQ_TEST_CAM=..." in (out / "README.md").read_text()
+
+
+def test_requirements_are_pinned_to_what_is_installed(built):
+    result, _ = built
+    lines = [ln for ln in (result.out_dir / "requirements.txt").read_text().splitlines() if not ln.startswith("#")]
+    assert lines == result.requirements and len(lines) > 5
+    pins = dict(ln.split("==") for ln in lines)
+    for name in ("openvino", "nncf", "numpy", "opencv-python", "pyyaml", "paho-mqtt", "packaging"):
+        assert pins[name] == metadata.version(name), name  # paho-mqtt: the pipeline has an MQTT sink
+    assert "ovq" not in pins  # ovq comes from the wheel
+    for name, version in pins.items():
+        assert metadata.version(name) == version
+
+
+def test_the_wheel_is_this_ovq(built):
+    result, _ = built
+    import ovq
+
+    with zipfile.ZipFile(result.wheel) as zf:
+        names = zf.namelist()
+        meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
+        shipped_config = zf.read("ovq/config.py")
+    assert f"Version: {ovq.__version__}" in meta
+    assert "ovq/bundle.py" in names and "ovq/cli/pipeline.py" in names and "ovq/py.typed" in names
+    assert not [n for n in names if "__pycache__" in n]
+    assert shipped_config == (Path(ovq.__file__).parent / "config.py").read_bytes()
+
+
+def test_run_script_is_valid_bash(built):
+    result, _ = built
+    proc = subprocess.run(["bash", "-n", str(result.out_dir / "run.sh")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_service_unit(built):
+    result, _ = built
+    unit = (result.out_dir / "ovq.service").read_text()
+    d = str(result.out_dir)
+    for line in ("User=ovq", "Restart=on-failure", "RestartSec=10", f"WorkingDirectory={d}", f"ExecStart={d}/run.sh",
+                 "NoNewPrivileges=yes", "ProtectSystem=strict", f"ReadWritePaths={d}/output",
+                 "EnvironmentFile=-/etc/ovq/ovq.env", "WantedBy=multi-user.target"):
+        assert line in unit.splitlines(), line
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_service_unit_passes_systemd_analyze_verify(built, tmp_path):
+    result, _ = built
+    proc = subprocess.run(["systemd-analyze", "verify", str(result.out_dir / "ovq.service")],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "" and proc.stderr.strip() == ""
+    # the check has teeth: a unit whose program does not exist, or with a typo, fails it
+    bad = tmp_path / "ovq.service"
+    bad.write_text(service_unit("/nonexistent/ovq/x"))
+    proc = subprocess.run(["systemd-analyze", "verify", str(bad)], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode != 0 and "/nonexistent/ovq/x/run.sh is not executable" in proc.stderr
+    bad.write_text(service_unit(str(result.out_dir)).replace("Restart=on-failure", "Restart=on-fial"))
+    proc = subprocess.run(["systemd-analyze", "verify", str(bad)], capture_output=True, text=True, check=False, timeout=60)
+    assert "Failed to parse service restart specifier" in proc.stderr
+
+
+def test_existing_output_needs_force_and_failures_leave_nothing(tiny, tmp_path):
+    video = _some_video(tmp_path)
+    pipeline = _pipeline(tmp_path, video)
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    with pytest.raises(ConfigError, match="exists and is not empty; pass --force"):
+        build_bundle(tiny, pipeline, out)
+    with pytest.raises(ModelError, match="no such file or folder"):
+        build_bundle(tmp_path / "missing.xml", pipeline, out, overwrite=True)
+    with pytest.raises(DependencyError, match="expected an ovq wheel file"):
+        build_bundle(tiny, pipeline, out, overwrite=True, wheel=video)
+    assert sorted(p.name for p in out.iterdir()) == ["stale.txt"]  # untouched by the failures
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".b.")] == []
+    result = build_bundle(tiny, pipeline, out, overwrite=True)
+    assert not (out / "stale.txt").exists() and (out / "run.sh").exists()
+    assert result.install_dir == "/opt/ovq/b" and "WorkingDirectory=/opt/ovq/b" in (out / "ovq.service").read_text()
+    with pytest.raises(ConfigError, match="hides home folders"):
+        build_bundle(tiny, pipeline, tmp_path / "c", install_dir="/home/me/ovq")
+    with pytest.raises(ConfigError, match="expected an unprivileged user"):
+        build_bundle(tiny, pipeline, tmp_path / "c", user="root")
+
+
+def test_quantized_model_is_shipped_only_when_made_and_fresh(tiny, tmp_path):
+    pipeline = tmp_path / "q.yaml"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(b"x")
+    pipeline.write_text(f"model: {tiny}\nquantize: {{data: data, output: int8}}\nsources: [synth://conveyor]\n")
+    with pytest.raises(ConfigError, match=r"quantize.output .*int8 does not exist yet; run `ovq pipeline"):
+        build_bundle(tiny, pipeline, tmp_path / "b1")
+    for path in (data / "a.jpg", data):
+        os.utime(path, (1e9, 1e9))
+    shutil.copytree(tiny.parent, tmp_path / "int8")  # stands for the quantized IR: newer than model and data
+    for path in (tmp_path / "int8").iterdir():
+        os.utime(path)  # now
+    result = build_bundle(tiny, pipeline, tmp_path / "b2")
+    assert result.model_xml == tmp_path / "b2/models/model-int8/model.xml"
+    shipped = yaml.safe_load((tmp_path / "b2/pipeline.yaml").read_text())
+    assert shipped["model"] == "models/model-int8/model.xml" and "quantize" not in shipped
+    assert (tmp_path / "b2/models/model/model.xml").exists()  # the float model too
+    (data / "b.jpg").write_bytes(b"y")  # the data changed after quantizing
+    os.utime(data / "b.jpg", (2e9, 2e9))
+    with pytest.raises(ConfigError, match="is older than"):
+        build_bundle(tiny, pipeline, tmp_path / "b3")
+
+
+def test_pinned_requirements():
+    pins = pinned_requirements(["PyYAML>=6", "matplotlib", "nothere; python_version < '3'"])
+    names = [p.split("==")[0] for p in pins]
+    assert f"pyyaml=={metadata.version('PyYAML')}" in pins
+    assert "pillow" in names and "numpy" in names  # matplotlib's own dependencies, pinned too
+    assert "nothere" not in names and names == sorted(names)
+    assert "paho-mqtt" not in [p.split("==")[0] for p in pinned_requirements(["paho-mqtt; extra == 'mqtt'"])]
+    assert pinned_requirements(["paho-mqtt; extra == 'mqtt'"], extras=["mqtt"]) == [
+        f"paho-mqtt=={metadata.version('paho-mqtt')}"]
+    with pytest.raises(DependencyError, match="cannot pin 'surely-not-installed-pkg': it is not installed here"):
+        pinned_requirements(["surely-not-installed-pkg>=1"])
+    with pytest.raises(DependencyError, match="does not satisfy"):
+        pinned_requirements(["numpy<1"])
+
+
+def test_cli_bundle(tiny, tmp_path, capsys):
+    video = _some_video(tmp_path)
+    assert main(["bundle", str(tiny), "--pipeline", str(_pipeline(tmp_path, video)), "-o", str(tmp_path / "b"),
+                 "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'b'} (8 files)" in out and "install dir /opt/ovq/b" in out
+    assert main(["bundle", str(tiny), "--pipeline", str(tmp_path / "none.yaml"), "-o", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none.yaml: no such file" in err[0]
+
+
+@pytest.mark.slow
+def test_bundle_installs_in_a_fresh_venv_and_runs_its_pipeline(assets, tmp_path):
+    """The real thing: build, create a fresh venv (no system packages) from the pinned requirements and the
+    wheel via run.sh, run the pipeline on a video for N frames, count the JSON lines."""
+    n = 12
+    yolox = convert(assets / "models/yolox_nano/yolox_nano.onnx", tmp_path / "yolox")
+    pipeline = tmp_path / "cars.yaml"
+    pipeline.write_text(f"model: x\ndevice: CPU\nsources: [{{name: cars, url: {assets / VIDEO}}}]\n"
+                        "sinks: {jsonl: cars.jsonl}\n")
+    out = tmp_path / "bundle"
+    build_bundle(yolox, pipeline, out, install_dir=str(out))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["OVQ_CACHE_DIR"] = str(tmp_path / "cache")
+    proc = subprocess.run([str(out / "run.sh"), "--max-frames", str(n), "--json"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run.sh: installing into" in proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["frames"] == n and summary["streams"]["cars"]["frames"] == n
+    records = [json.loads(line) for line in (out / "output/cars.jsonl").read_text().splitlines()]
+    assert len(records) == n and [r["frame_index"] for r in records] == list(range(n))
+    venv_python = out / ".venv/bin/python"
+    where = subprocess.run([str(venv_python), "-c", "import ovq, sys; print(ovq.__file__); print(sys.prefix)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert where[0].startswith(str(out / ".venv")) and where[1] == str(out / ".venv")  # not the source tree
+    frozen = subprocess.run([str(venv_python), "-m", "pip", "freeze"], env=env, capture_output=True, text=True,
+                            check=True).stdout
+    pinned = [ln for ln in (out / "requirements.txt").read_text().splitlines() if "==" in ln]
+    installed = {ln.split("==")[0].lower().replace("_", "-") for ln in frozen.splitlines() if "==" in ln}
+    for pin in pinned:
+        assert pin.split("==")[0] in installed, pin
+    # a second start reuses the venv
+    proc = subprocess.run([str(out / "run.sh"), "--max-frames", "2"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, check=False, timeout=300)
+    assert proc.returncode == 0 and "installing" not in proc.stderr
+    assert len((out / "output/cars.jsonl").read_text().splitlines()) == 2

@@ -1,0 +1,501 @@
+"""Pipeline YAML: loading, every kind of error with file and key path, env references, the examples, running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+import yaml
+
+from ovq.cli import main
+from ovq.config import (
+    PipelineConfig,
+    build_sinks,
+    check_paths,
+    env_references,
+    has_literal_password,
+    load_pipeline_config,
+    mask_url,
+    parse_pipeline_config,
+    quantized_is_fresh,
+    run_pipeline_config,
+)
+from ovq.convert import convert
+from ovq.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINES = ROOT / "pipelines"
+VIDEO = "videos/car-detection.mp4"
+GIF = "videos/people-detection.gif"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A small real conv net with a YOLO-shaped output, converted to an ovq IR."""
+    tmp = tmp_path_factory.mktemp("cfg")
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="images")
+    w1 = ops.constant(rng.normal(0, 0.2, (16, 3, 3, 3)).astype(np.float32))
+    h = ops.relu(ops.convolution(x, w1, [1, 1], [1, 1], [1, 1], [1, 1]))
+    w2 = ops.constant(rng.normal(0, 0.2, (6, 16, 8, 8)).astype(np.float32))
+    y = ops.convolution(h, w2, [8, 8], [0, 0], [0, 0], [1, 1])
+    out = ops.reshape(y, ops.constant(np.array([1, 6, 64], np.int64)), special_zero=False)
+    src = tmp / "tiny.xml"
+    ov.save_model(ov.Model([out], [x], "tiny"), str(src))
+    return convert(src, tmp / "tiny_ovq", family="yolo", labels=["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def fastestdet(assets, tmp_path_factory) -> Path:
+    """The shared FastestDet (the smallest real detector: quick to quantize) as an ovq IR."""
+    return convert(assets / "models/fastestdet/FastestDet.onnx", tmp_path_factory.mktemp("fastestdet") / "ir")
+
+
+FULL = """
+model: models/det
+quantize:
+  data: data/line1.yaml
+  max_drop: 0.01
+  calib_split: calib
+  ignore: [head.*]
+device: auto:gpu,cpu
+precision: f32
+hint: latency
+nireq: 4
+cache: false
+sources:
+  - {name: cam1, url: "rtsp://${CAM_USER:-viewer}:${CAM_PASSWORD}@10.0.0.11/stream1"}
+  - 0
+  - synth://conveyor?fps=30
+  - videos/a.mp4
+track: true
+conf: 0.4
+sinks:
+  video: {path: out/line1.mp4, fps: 10}
+  jsonl: out/line1.jsonl
+  mqtt: {url_env: MY_BROKER, topic_prefix: factory/line1}
+  show: false
+max_frames: null
+stats_interval: 5
+reconnect: {initial_delay: 1, max_delay: 20, stall_timeout: 3, retry: true}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_full_file_loads_with_paths_relative_to_it(tmp_path):
+    cfg = load_pipeline_config(write(tmp_path, FULL), environ={"CAM_PASSWORD": "s3cret"})
+    assert cfg.model == tmp_path / "models/det"
+    q = cfg.quantize
+    assert q is not None and q.data == tmp_path / "data/line1.yaml" and q.max_drop == 0.01
+    assert q.calib_split == "calib" and q.val_split == "val" and q.ignore == ("head.*",)
+    assert q.output == tmp_path / "det-int8"  # default: beside the pipeline file
+    assert (cfg.device, cfg.precision, cfg.hint, cfg.nireq, cfg.cache) == ("AUTO:GPU,CPU", "f32", "latency", 4, False)
+    assert [s.url for s in cfg.sources] == [
+        "rtsp://viewer:s3cret@10.0.0.11/stream1", "0", "synth://conveyor?fps=30", str(tmp_path / "videos/a.mp4")]
+    assert cfg.source_names == ["cam1", "source1", "source2", "source3"]
+    assert cfg.track and cfg.conf == 0.4 and cfg.max_frames is None and cfg.stats_interval == 5
+    assert cfg.sinks.video == tmp_path / "out/line1.mp4" and cfg.sinks.video_fps == 10
+    assert cfg.sinks.jsonl == tmp_path / "out/line1.jsonl"
+    assert cfg.sinks.mqtt is not None and cfg.sinks.mqtt.url_env == "MY_BROKER"
+    assert cfg.sinks.mqtt.topic_prefix == "factory/line1" and cfg.sinks.mqtt.url is None
+    assert (cfg.reconnect.initial_delay, cfg.reconnect.max_delay, cfg.reconnect.stall_timeout) == (1, 20, 3)
+    shown = cfg.to_dict()
+    assert shown["sources"][0]["url"] == "rtsp://viewer:***@10.0.0.11/stream1"
+    assert "s3cret" not in json.dumps(shown)
+    assert "s3cret" in json.dumps(cfg.to_dict(mask_secrets=False))
+
+
+def test_minimal_file_defaults(tmp_path):
+    cfg = load_pipeline_config(write(tmp_path, "model: m.xml\nsources: 0\n"))
+    assert cfg == PipelineConfig(path=tmp_path / "p.yaml", model=tmp_path / "m.xml", sources=cfg.sources,
+                                 raw={"model": "m.xml", "sources": 0})
+    assert [s.url for s in cfg.sources] == ["0"] and cfg.source_names is None
+    assert cfg.device == "AUTO" and cfg.cache is True and cfg.quantize is None and cfg.sinks.mqtt is None
+
+
+BASE = {"model": "m.xml", "sources": ["synth://conveyor"]}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"sinks": {"mqtt": {"topic_prefix": 3}}}, "p.yaml: sinks.mqtt.topic_prefix: expected a string, got 3"),
+        ({"devise": "CPU"}, "p.yaml: unknown key 'devise'; did you mean 'device'?"),
+        ({"sinks": {"jsnl": "x"}}, "p.yaml: sinks: unknown key 'jsnl'; did you mean 'jsonl'?"),
+        ({"quantize": {"data": "d", "max_dorp": 0.1}}, "p.yaml: quantize: unknown key 'max_dorp'; did you mean 'max_drop'?"),
+        ({"reconnect": {"zzz": 1}}, "p.yaml: reconnect: unknown key 'zzz'; expected one of: initial_delay, max_delay"),
+        ({"sources": [{"nmae": "a", "url": "0"}]}, "p.yaml: sources[0]: unknown key 'nmae'; did you mean 'name'?"),
+        ({"conf": True}, "p.yaml: conf: expected a number, got true"),
+        ({"conf": 1.5}, "p.yaml: conf: expected a number <= 1, got 1.5"),
+        ({"conf": "high"}, "p.yaml: conf: expected a number, got 'high'"),
+        ({"nireq": -1}, "p.yaml: nireq: expected an integer >= 0, got -1"),
+        ({"nireq": 2.5}, "p.yaml: nireq: expected an integer, got 2.5"),
+        ({"max_frames": 0}, "p.yaml: max_frames: expected an integer >= 1, got 0"),
+        ({"track": "yes"}, "p.yaml: track: expected true or false, got 'yes'"),
+        ({"hint": "fast"}, "p.yaml: hint: expected one of throughput, latency, cumulative_throughput, got 'fast'"),
+        ({"precision": "int4"}, "p.yaml: precision: expected one of default, f32, bf16, f16, got 'int4'"),
+        ({"device": "XPU:CPU"}, "p.yaml: device: device 'XPU:CPU': only AUTO, MULTI, HETERO, BATCH take"),
+        ({"device": "HETERO"}, "p.yaml: device: device 'HETERO': HETERO needs a device list"),
+        ({"sources": []}, "p.yaml: sources: expected a non-empty list of sources, got an empty list"),
+        ({"sources": None}, "p.yaml: sources: required"),
+        ({"model": None}, "p.yaml: model: required"),
+        ({"model": ""}, "p.yaml: model: expected a non-empty string"),
+        ({"sources": ["rstp://cam/1"]}, "p.yaml: sources[0]: unknown stream scheme 'rstp://'; did you mean 'rtsp://'?"),
+        ({"sources": [-1]}, "p.yaml: sources[0]: a camera index must be >= 0, got -1"),
+        ({"sources": [{"name": "a"}]}, "p.yaml: sources[0].url: required"),
+        ({"sources": [{"name": "a", "url": "0"}, {"name": "a", "url": "1"}]}, "source name 'a' is used twice"),
+        ({"sinks": {"mqtt": "localhost"}}, "p.yaml: sinks.mqtt: expected a broker URL like mqtt://host:1883"),
+        ({"sinks": {"mqtt": {"topic_prefix": "a/#"}}}, "p.yaml: sinks.mqtt.topic_prefix: MQTT wildcards"),
+        ({"sinks": {"mqtt": {"url_env": "not a name"}}}, "p.yaml: sinks.mqtt.url_env: 'not a name' is not an env"),
+        ({"sinks": {"video": {"fps": 5}}}, "p.yaml: sinks.video.path: required"),
+        ({"sinks": {"video": {"path": "a.mp4", "fps": 0}}}, "p.yaml: sinks.video.fps: expected a number > 0"),
+        ({"sinks": {"show": 1}}, "p.yaml: sinks.show: expected true or false, got 1"),
+        ({"sinks": ["video"]}, "p.yaml: sinks: expected a mapping, got a list"),
+        ({"reconnect": {"initial_delay": 5, "max_delay": 1}}, "p.yaml: reconnect.max_delay: must be >= initial_delay"),
+        ({"reconnect": {"stall_timeout": 0}}, "p.yaml: reconnect.stall_timeout: expected a number > 0, got 0"),
+        ({"quantize": {"max_drop": 0.1}}, "p.yaml: quantize.data: required"),
+        ({"quantize": {"data": "d", "max_drop": 0}}, "p.yaml: quantize.max_drop: expected a number > 0 and <= 1"),
+        ({"quantize": {"data": "d", "preset": "fast"}}, "p.yaml: quantize.preset: expected one of mixed, performance"),
+        ({"quantize": {"data": "d", "ignore": "head"}}, "p.yaml: quantize.ignore: expected a list of layer names"),
+        ({"quantize": {"data": "d", "precision": "f16"}}, "p.yaml: quantize.precision: expected one of default, f32, bf16"),
+        ({"quantize": {"data": "d", "subset_size": 0}}, "p.yaml: quantize.subset_size: expected an integer >= 1"),
+        ({"cache": 3}, "p.yaml: cache: expected true or false, got 3"),
+        ({"stats_interval": -1}, "p.yaml: stats_interval: expected a number >= 0, got -1"),
+    ],
+)
+def test_bad_values_name_file_and_key(tmp_path, change, message):
+    data = {**BASE, **change}
+    with pytest.raises(ConfigError) as err:
+        parse_pipeline_config(data, tmp_path / "p.yaml", environ={})
+    assert message in str(err.value)
+    assert str(err.value).startswith(str(tmp_path / "p.yaml"))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "the file is empty"),
+        ("- a\n- b\n", "expected a mapping, got a list"),
+        ("model: m\nsources: [0\n", "line 3: invalid YAML"),
+        ("model: m\ndevice: CPU\nsources: [0]\ndevice: GPU\n", "line 4: invalid YAML: duplicate key 'device'"),
+        ("model: m\nsinks:\n  jsonl: a\n  jsonl: b\nsources: [0]\n", "line 4: invalid YAML: duplicate key 'jsonl'"),
+        ("model: m\n\tsources: [0]\n", "invalid YAML"),
+    ],
+)
+def test_bad_files(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline_config(write(tmp_path, text))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope.yaml: no such file"):
+        load_pipeline_config(tmp_path / "nope.yaml")
+
+
+def test_environment_references(tmp_path):
+    text = 'model: "${MODELS}/det.xml"\nsources: ["${CAM:-synth://conveyor}", "${CAM2}"]\n'
+    path = write(tmp_path, text)
+    cfg = load_pipeline_config(path, environ={"MODELS": "/srv/models", "CAM2": "rtsp://h/2"})
+    assert cfg.model == Path("/srv/models/det.xml")
+    assert [s.url for s in cfg.sources] == ["synth://conveyor", "rtsp://h/2"]
+    with pytest.raises(ConfigError, match=r"p.yaml: sources\[1\]: environment variable CAM2 is not set \(referenced as \$\{CAM2\}\)"):
+        load_pipeline_config(path, environ={"MODELS": "/m"})
+    raw = load_pipeline_config(path, resolve_env=False, environ={})
+    assert [s.url for s in raw.sources] == ["${CAM:-synth://conveyor}", "${CAM2}"]
+    assert env_references(raw.raw) == ["CAM", "CAM2", "MODELS"]
+
+
+@pytest.mark.parametrize(
+    "url, literal",
+    [
+        ("rtsp://admin:secret@10.0.0.1/s", True),
+        ("rtsp://${U}:${P}@10.0.0.1/s", False),
+        ("rtsp://${U:-viewer}:${P}@10.0.0.1/s", False),
+        ("rtsp://admin:x${P}@10.0.0.1/s", True),
+        ("rtsp://10.0.0.1:554/s", False),
+        ("rtsp://admin@10.0.0.1/s", False),
+        ("mqtt://u:pw@broker:1883", True),
+        ("videos/a:b@c.mp4", False),
+    ],
+)
+def test_literal_passwords(url, literal):
+    assert has_literal_password(url) is literal
+
+
+def test_password_in_the_file_is_rejected(tmp_path):
+    for key, value in (("sources", ["rtsp://admin:hunter2@cam/1"]), ("sinks", {"mqtt": "mqtt://u:hunter2@b:1883"})):
+        with pytest.raises(ConfigError, match="holds a password written in the file; reference the environment"):
+            parse_pipeline_config({**BASE, key: value}, tmp_path / "p.yaml", environ={})
+    assert mask_url("rtsp://admin:hunter2@cam:554/1") == "rtsp://admin:***@cam:554/1"
+    assert mask_url("rtsp://cam/1") == "rtsp://cam/1"
+
+
+def test_check_paths(tmp_path, tiny):
+    good = {"model": str(tiny), "sources": ["synth://conveyor?fps=5", "0"]}
+    check_paths(parse_pipeline_config(good, tmp_path / "p.yaml"))
+    cases = [
+        ({"model": "missing.xml"}, r"p.yaml: model: .*missing.xml: no such file or folder"),
+        ({"sources": ["clip.mp4"]}, r"p.yaml: sources\[0\]: .*clip.mp4: no such file or folder"),
+        ({"sources": ["synth://conveyor?fsp=5"]}, r"p.yaml: sources\[0\]: .*unknown key 'fsp'; did you mean 'fps'"),
+        ({"sources": ["synth://belt"]}, r"p.yaml: sources\[0\]: .*unknown synthetic scene 'belt'"),
+        ({"sources": ["rtsp:///nohost"]}, r"p.yaml: sources\[0\]: .*URL has no host"),
+        ({"quantize": {"data": "nodata"}}, r"p.yaml: quantize.data: .*nodata: no such file or folder"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            check_paths(parse_pipeline_config({**good, **change}, tmp_path / "p.yaml"))
+
+
+def _touch(path: Path, mtime: float, root: Path) -> None:
+    """Create or update ``path`` as if at ``mtime``: the folders it was added to change too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text("x")
+        parent = path.parent
+        while parent != root:
+            os.utime(parent, (mtime, mtime))
+            parent = parent.parent
+    os.utime(path, (mtime, mtime))
+
+
+def test_quantized_output_is_reused_only_when_newer_than_model_and_data(tmp_path):
+    cfg = parse_pipeline_config(
+        {"model": "fp", "quantize": {"data": "data", "output": "int8"}, "sources": [0]}, tmp_path / "p.yaml")
+    q = cfg.quantize
+    t = time.time() - 1000
+
+    def touch(rel: str, dt: float) -> None:
+        _touch(tmp_path / rel, t + dt, tmp_path)
+
+    touch("fp/model.xml", 0)
+    touch("fp/model.bin", 0)
+    touch("data/images/a.jpg", 0)
+    touch("data/images/b.jpg", 0)
+    assert not quantized_is_fresh(q, cfg.model)  # nothing made yet
+    touch("int8/model.xml", 10)
+    assert not quantized_is_fresh(q, cfg.model)  # .bin missing
+    touch("int8/model.bin", 10)
+    assert quantized_is_fresh(q, cfg.model)
+    touch("data/images/new.jpg", 20)  # an image added to the data, deep in the folder
+    assert not quantized_is_fresh(q, cfg.model)
+    touch("int8/model.xml", 30)
+    touch("int8/model.bin", 30)
+    assert quantized_is_fresh(q, cfg.model)
+    (tmp_path / "data/images/a.jpg").unlink()  # an image removed: only its folder's time tells
+    assert not quantized_is_fresh(q, cfg.model)
+    touch("int8/model.xml", time.time() - t + 10)
+    touch("int8/model.bin", time.time() - t + 10)
+    assert quantized_is_fresh(q, cfg.model)
+    touch("fp/model.bin", time.time() - t + 20)  # the model was re-converted
+    assert not quantized_is_fresh(q, cfg.model)
+
+
+def test_failing_sink_closes_the_ones_already_made(tmp_path):
+    cfg = parse_pipeline_config(
+        {**BASE, "sinks": {"jsonl": "out/a.jsonl", "mqtt": {"url_env": "NOT_SET_ANYWHERE"}}}, tmp_path / "p.yaml")
+    with pytest.raises(ConfigError, match="sinks.mqtt.url_env: environment variable NOT_SET_ANYWHERE is not set"):
+        build_sinks(cfg, environ={})
+    assert (tmp_path / "out/a.jsonl").read_text() == ""
+
+
+# --- the shipped examples ------------------------------------------------------------------------------------
+
+EXAMPLES = sorted(PIPELINES.glob("*.yaml"))
+
+
+def test_examples_exist():
+    assert {p.name for p in EXAMPLES} >= {"single_camera_int8.yaml", "rtsp_mqtt.yaml", "conveyor_demo.yaml"}
+    readme = (PIPELINES / "README.md").read_text()
+    for p in EXAMPLES + [PIPELINES / "compress_with_accuracy_control.py"]:
+        assert p.name in readme, f"{p.name} has no section in pipelines/README.md"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_load(path, tiny, tmp_path):
+    cfg = load_pipeline_config(path, environ={})
+    assert cfg.model == ROOT / "data" / "demo_model"
+    # with the model present, every path and source string in the example checks out (or is a camera)
+    data = yaml.safe_load(path.read_text())
+    data["model"] = str(tiny)
+    data.pop("quantize", None)
+    check_paths(parse_pipeline_config(data, path, environ={}))
+
+
+def _example_on_assets(name: str, model: Path, tmp_path: Path, **changes) -> dict:
+    data = yaml.safe_load((PIPELINES / name).read_text())
+    data["model"] = str(model)
+    data["sinks"] = {k: v for k, v in (data.get("sinks") or {}).items() if k == "mqtt"}
+    data["sinks"]["jsonl"] = str(tmp_path / "out.jsonl")
+    data.update(changes)
+    return data
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_conveyor_demo_runs(tiny, tmp_path):
+    data = _example_on_assets("conveyor_demo.yaml", tiny, tmp_path, quantize=None, max_frames=6, track=False)
+    data["sources"][0]["url"] = data["sources"][0]["url"].replace("width=640&height=480", "width=160&height=120")
+    cfg = parse_pipeline_config(data, PIPELINES / "conveyor_demo.yaml")
+    summary = run_pipeline_config(cfg)
+    assert summary.frames == 6 and list(summary.streams) == ["conveyor"]
+    recs = _records(tmp_path / "out.jsonl")
+    assert len(recs) == 6 and {r["stream"] for r in recs} == {"conveyor"}
+    assert all(r["width"] == 160 and r["height"] == 120 for r in recs)
+
+
+@pytest.mark.slow
+def test_single_camera_int8_quantizes_once_then_reuses(fastestdet, assets, tmp_path, caplog):
+    import logging
+
+    out = tmp_path / "int8"
+    data = _example_on_assets(
+        "single_camera_int8.yaml", fastestdet, tmp_path,
+        quantize={"data": str(assets / "coco128/images/train2017"), "subset_size": 8, "output": str(out)},
+        sources=[{"name": "cam0", "url": str(assets / VIDEO)}], max_frames=4,
+    )
+    cfg = parse_pipeline_config(data, PIPELINES / "single_camera_int8.yaml")
+    with caplog.at_level(logging.INFO, logger="ovq.config"):
+        first = run_pipeline_config(cfg)
+    made = (out / "model.xml").stat().st_mtime_ns
+    assert first.frames == 4 and "quantizing" in caplog.text
+    from ovq.metadata import read_info
+    from ovq.runtime import read_model
+
+    assert read_info(read_model(out / "model.xml")).quantization["calib_images"] == 8
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ovq.config"):
+        second = run_pipeline_config(cfg, max_frames=3)
+    assert second.frames == 3 and f"using {out}" in caplog.text and "quantizing" not in caplog.text
+    assert (out / "model.xml").stat().st_mtime_ns == made
+    assert len(_records(tmp_path / "out.jsonl")) == 3
+
+
+@pytest.mark.services
+def test_rtsp_mqtt_example_with_a_real_camera_server_and_broker(fastestdet, assets, tmp_path, monkeypatch):
+    from services import Mosquitto, RtspServer
+
+    for reason in (RtspServer.available(), Mosquitto.available()):
+        if reason:
+            pytest.skip(reason)
+    from test_sinks import Subscriber
+
+    data = _example_on_assets("rtsp_mqtt.yaml", fastestdet, tmp_path, max_frames=5)
+    with RtspServer(assets / "videos/one-by-one-person-detection.mp4") as cam, Mosquitto(tmp_path) as broker:
+        for i in (1, 2, 3):
+            monkeypatch.setenv(f"OVQ_CAM{i}_URL", cam.url)
+        monkeypatch.setenv("OVQ_MQTT_URL", broker.url)
+        sub = Subscriber(broker.port, topic="factory/hall1/#")
+        assert sub.subscribed.wait(10)
+        cfg = parse_pipeline_config(data, PIPELINES / "rtsp_mqtt.yaml")
+        assert [s.url for s in cfg.sources] == [cam.url] * 3
+        summary = run_pipeline_config(cfg)
+        assert sub.wait(15, 10)
+        sub.close()
+    assert summary.frames == 15 and set(summary.streams) == {"line1", "line2", "line3"}
+    assert {t for t, _ in sub.messages} == {"factory/hall1/line1", "factory/hall1/line2", "factory/hall1/line3"}
+    assert len(_records(tmp_path / "out.jsonl")) == 15
+
+
+# --- the command ---------------------------------------------------------------------------------------------
+
+
+def test_cli_check_prints_the_resolved_config(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CAM_PASSWORD", "hunter2")
+    path = write(tmp_path, f"model: {tiny}\ndevice: cpu\nsources:\n  - rtsp://viewer:${{CAM_PASSWORD}}@cam/1\n")
+    assert main(["pipeline", str(path), "--check", "--max-frames", "7"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"# {path}: OK (device CPU is available")
+    shown = yaml.safe_load(out)
+    assert shown["device"] == "CPU" and shown["max_frames"] == 7 and shown["model"] == str(tiny)
+    assert shown["sources"] == [{"name": None, "url": "rtsp://viewer:***@cam/1"}]
+    assert "hunter2" not in out
+    assert main(["pipeline", str(path), "--check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["device"] == "CPU"
+
+
+@pytest.mark.parametrize(
+    "text, device, message",
+    [
+        ("conf: 7\n", None, "p.yaml: conf: expected a number <= 1, got 7"),
+        ("", "NPU", "device 'NPU' is not available on this machine; available: "),
+        ("devcie: CPU\n", None, "p.yaml: unknown key 'devcie'; did you mean 'device'?"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, message):
+    if device and device in ov.Core().available_devices:
+        pytest.skip(f"{device} is present here")
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\n{text}")
+    args = ["pipeline", str(path)] + (["--device", device] if device else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("ovq pipeline: error: ")
+
+
+def test_cli_runs_and_prints_the_summary(tiny, tmp_path, capsys):
+    path = write(tmp_path, f"model: {tiny}\ndevice: CPU\nsources: [{{name: belt, url: 'synth://conveyor?width=96&height=64'}}]\n"
+                           "sinks: {jsonl: o.jsonl}\n")
+    assert main(["pipeline", str(path), "--max-frames", "5", "--json", "-q"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == 5 and summary["streams"]["belt"]["frames"] == 5 and summary["device"] == "CPU"
+    assert len(_records(tmp_path / "o.jsonl")) == 5
+
+
+@pytest.mark.slow
+def test_sigterm_drains_and_exits_0(tiny, tmp_path):
+    """What `systemctl stop` does: SIGTERM; the pipeline stops, closes its files and exits 0."""
+    path = write(tmp_path, f"model: {tiny}\ndevice: CPU\nsources: ['synth://conveyor?width=96&height=64&fps=20']\n"
+                           "sinks: {jsonl: o.jsonl}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "ovq", "pipeline", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out = tmp_path / "o.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "SIGTERM, stopping" in stderr
+    recs = _records(out)  # every line is complete JSON
+    assert len(recs) >= 5 and f"{len(recs)} frames from 1 stream(s)" in stdout
+
+
+@pytest.mark.slow
+def test_compress_with_accuracy_control_script(fastestdet, assets, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compress_ac", PIPELINES / "compress_with_accuracy_control.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "int8"
+    metrics = module.main(fastestdet, assets / "coco128", out, max_drop=0.02, calib_split="train", val_split="val",
+                          subset_size=16, bench_seconds=0, progress=False)
+    report = json.loads((out / "report.json").read_text())
+    assert metrics["model_xml"] == str(out / "model.xml") and (out / "model.bin").exists()
+    assert metrics["val_images"] == 128 and metrics["precision"] == report["deployment_precision"]
+    assert metrics["fp_map50_95"] == pytest.approx(report["accuracy"]["fp"], abs=1e-4)
+    assert metrics["int8_map50_95"] == pytest.approx(report["accuracy"]["int8"], abs=1e-4)
+    assert metrics["drop"] == pytest.approx(metrics["fp_map50_95"] - metrics["int8_map50_95"])
+    assert metrics["within_budget"] is (metrics["drop"] <= 0.02)
+    assert 0.1 < metrics["fp_map50_95"] < 0.3  # FastestDet on coco128 val (README: 0.191 at bf16)
+    from ovq.metadata import read_info
+    from ovq.runtime import read_model
+
+    q = read_info(read_model(out / "model.xml")).quantization
+    assert q["mode"] == "accuracy_control" and q["max_drop"] == 0.02 and q["calib_images"] == 16

@@ -1,0 +1,271 @@
+"""Datasets: the four layouts, boxes in pixels, and every label error named by file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ovq.datasets import image_size, label_path_for, load_dataset
+from ovq.errors import DatasetError
+from ovq.geometry import box_iou
+from ovq.labels import COCO80
+
+
+def _image(path: Path, width: int, height: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.full((height, width, 3), 90, np.uint8)
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def _yolo_folder(root: Path, split: str = "val", names: list[str] | None = None) -> Path:
+    """Three images: one labelled, one background (no label file), one with an empty label file."""
+    _image(root / "images" / split / "a.png", 200, 100)
+    _image(root / "images" / split / "b.png", 64, 48)
+    _image(root / "images" / split / "c.jpg", 50, 50)
+    labels = root / "labels" / split
+    labels.mkdir(parents=True)
+    (labels / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n\n0 0.1 0.9 0.2 0.2\n")
+    (labels / "c.txt").write_text("")
+    if names:
+        (root / "classes.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def test_yolo_folder_boxes_in_original_pixels(tmp_path):
+    root = _yolo_folder(tmp_path / "ds", split="val2017", names=["cat", "dog"])
+    ds = load_dataset(root, split="val")  # 'val' finds the only folder starting with it
+    assert ds.split == "val2017" and ds.labelled and ds.names == ["cat", "dog"] and len(ds) == 3
+    a, b, c = ds.samples
+    assert (a.width, a.height) == (200, 100) and (b.width, b.height) == (64, 48)
+    np.testing.assert_allclose(a.xyxy, [[80, 30, 120, 70], [0, 80, 40, 100]], atol=1e-4)
+    assert a.class_id.tolist() == [1, 0] and a.xyxy.dtype == np.float32 and a.class_id.dtype == np.int64
+    assert b.xyxy.shape == (0, 4) and c.class_id.shape == (0,)  # missing and empty label files: background
+
+
+def test_yolo_folder_names_from_argument_bound_the_classes(tmp_path):
+    root = _yolo_folder(tmp_path / "ds")
+    assert load_dataset(root, names=["x", "y", "z"]).names == ["x", "y", "z"]
+    assert load_dataset(root).names == ["0", "1"]  # no names anywhere: numbered up to the largest id
+    with pytest.raises(DatasetError, match=r"a\.txt:1: class 1 is out of range 0..0"):
+        load_dataset(root, names=["only"])
+
+
+def test_ultralytics_yaml_folder_list_and_txt(tmp_path):
+    root = tmp_path / "data"
+    _yolo_folder(root)
+    _image(root / "images" / "extra" / "d.png", 100, 100)
+    (root / "labels" / "extra").mkdir(parents=True)
+    (root / "labels" / "extra" / "d.txt").write_text("2 0.5 0.5 1.0 1.0\n")
+    (root / "val.txt").write_text("images/extra/d.png\n")
+    cfg = tmp_path / "cfg" / "data.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text(
+        "path: ../data\ntrain: [images/val, val.txt]\nval: images/val\nnames:\n  0: cat\n  1: dog\n  2: fox\n"
+    )
+    val = load_dataset(cfg, split="val")
+    assert val.format == "yaml" and val.names == ["cat", "dog", "fox"] and len(val) == 3 and val.boxes == 2
+    train = load_dataset(cfg, split="train")
+    assert len(train) == 4 and train.samples[-1].image.name == "d.png"
+    np.testing.assert_allclose(train.samples[-1].xyxy, [[0, 0, 100, 100]])
+    assert train.samples[-1].class_id.tolist() == [2]
+    with pytest.raises(DatasetError, match=r"data\.yaml: no split 'test'; the file names: train, val"):
+        load_dataset(cfg, split="test")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("path: .\nval: nowhere\nnames: [a]\n", r"entry 'nowhere' not found"),
+        ("path: .\nval: .\n", r"missing 'names'"),
+        ("path: .\nval: .\nnc: 3\nnames: [a, b]\n", r"'nc' is 3 but 'names' lists 2"),
+        ("path: missing_dir\nval: .\nnames: [a]\n", r"dataset folder 'missing_dir'"),
+        ("val: [unclosed\n", r"data\.yaml:\d+: not valid YAML"),
+    ],
+)
+def test_yaml_errors_name_the_file(tmp_path, text, message):
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(text)
+    with pytest.raises(DatasetError, match=message) as info:
+        load_dataset(cfg)
+    assert str(cfg) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_label_path_replaces_last_images_folder():
+    assert label_path_for(Path("/d/images/x/images/val/a.jpg")) == Path("/d/images/x/labels/val/a.txt")
+    assert label_path_for(Path("/d/pics/a.jpg")) == Path("/d/pics/a.txt")
+
+
+def _coco_json(root: Path) -> Path:
+    _image(root / "images" / "val2030" / "p.jpg", 100, 80)
+    _image(root / "images" / "val2030" / "q.jpg", 40, 30)
+    doc = {
+        "images": [
+            {"id": 7, "file_name": "q.jpg", "width": 40, "height": 30},
+            {"id": 3, "file_name": "p.jpg", "width": 100, "height": 80},
+        ],
+        "categories": [{"id": 12, "name": "tree"}, {"id": 3, "name": "car"}, {"id": 7, "name": "cup"}],
+        "annotations": [
+            {"id": 1, "image_id": 3, "category_id": 12, "bbox": [10, 20, 30, 40], "iscrowd": 0},
+            {"id": 2, "image_id": 3, "category_id": 3, "bbox": [0, 0, 100, 80], "iscrowd": 0},
+            {"id": 3, "image_id": 3, "category_id": 7, "bbox": [5, 5, 10, 10], "iscrowd": 1},
+        ],
+    }
+    path = root / "annotations" / "instances_val2030.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_coco_json_maps_category_ids_to_contiguous_indices(tmp_path):
+    path = _coco_json(tmp_path / "coco")
+    ds = load_dataset(path)
+    assert ds.format == "coco" and ds.split == "val2030" and ds.names == ["car", "cup", "tree"]
+    assert [s.image.name for s in ds.samples] == ["p.jpg", "q.jpg"]
+    p, q = ds.samples
+    np.testing.assert_allclose(p.xyxy, [[10, 20, 40, 60], [0, 0, 100, 80]])
+    assert p.class_id.tolist() == [2, 0]  # 12 -> 2 (tree), 3 -> 0 (car); the crowd box is left out
+    assert q.xyxy.shape == (0, 4) and (q.width, q.height) == (40, 30)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["annotations"][0].update(category_id=99), r"annotation id 1: category_id 99 is not among"),
+        (lambda d: d["annotations"][1].update(bbox=[50, 0, 100, 80]), r"annotation id 2: bbox .* is outside"),
+        (lambda d: d["annotations"][1].update(bbox=[1, 2]), r"annotation id 2: needs"),
+        (lambda d: d["annotations"][0].update(image_id=5), r"annotation id 1: image_id 5 is not among"),
+        (lambda d: d["images"][0].update(file_name="gone.jpg"), r"image gone\.jpg \(id 7\) not found"),
+        (lambda d: d.pop("categories"), r"not a COCO instances file"),
+    ],
+)
+def test_coco_json_errors(tmp_path, change, message):
+    path = _coco_json(tmp_path / "coco")
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=message) as info:
+        load_dataset(path)
+    assert str(path) in str(info.value)
+
+
+def test_coco_json_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "instances_x.json"
+    path.write_text('{\n  "images": [\n  oops\n}')
+    with pytest.raises(DatasetError, match=r"instances_x\.json:3: not valid JSON"):
+        load_dataset(path)
+
+
+def test_plain_image_folder_is_unlabelled(tmp_path):
+    _image(tmp_path / "pics" / "a.png", 30, 20)
+    _image(tmp_path / "pics" / "b.jpg", 10, 10)
+    ds = load_dataset(tmp_path / "pics", split="train")
+    assert not ds.labelled and ds.format == "images" and len(ds) == 2 and ds.samples[0].width == 30
+
+
+def test_empty_or_missing_dataset_is_an_error(tmp_path):
+    (tmp_path / "ds" / "images" / "val").mkdir(parents=True)
+    (tmp_path / "ds" / "labels" / "val").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="holds no images"):
+        load_dataset(tmp_path / "ds")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(DatasetError, match="no images here"):
+        load_dataset(tmp_path / "nothing")
+    with pytest.raises(DatasetError, match="no such file or folder"):
+        load_dataset(tmp_path / "absent")
+    with pytest.raises(DatasetError, match=r"no split 'test' under images/; found: val"):
+        load_dataset(tmp_path / "ds", split="test")
+
+
+GOOD = "0 0.5 0.5 0.2 0.2\n1 0.25 0.25 0.5 0.5\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("5 0.5 0.5 0.1 0.1", r"class 5 is out of range 0..1 \(2 names\)"),
+        ("-1 0.5 0.5 0.1 0.1", r"class '-1' is not a non-negative integer"),
+        ("0.5 0.5 0.5 0.1 0.1", r"class '0.5' is not a non-negative integer"),
+        ("0 0.5 0.5 0.1", r"malformed line '0 0.5 0.5 0.1'"),
+        ("0 0.5 0.5 0.1 0.1 0.3", r"malformed line"),
+        ("0 a 0.5 0.1 0.1", r"malformed line .*not all fields are numbers"),
+        ("0 nan 0.5 0.1 0.1", r"non-finite"),
+        ("0 1.2 0.5 0.1 0.1", r"box 1.2 0.5 0.1 0.1 is outside 0..1"),
+        ("0 0.95 0.5 0.2 0.1", r"reaches outside the image"),
+        ("0 0.5 0.5 0 0.1", r"zero width or height"),
+    ],
+)
+def test_label_errors_name_file_and_line(tmp_path, line, message):
+    root = _yolo_folder(tmp_path / "ds", names=["cat", "dog"])
+    label = root / "labels" / "val" / "a.txt"
+    label.write_text(GOOD + line + "\n")
+    with pytest.raises(DatasetError, match=message) as info:
+        load_dataset(root)
+    text = str(info.value)
+    assert text.startswith(f"{label}:3: ") and "\n" not in text
+
+
+def test_polygon_labels_become_their_bounding_box(tmp_path):
+    root = _yolo_folder(tmp_path / "ds", names=["cat", "dog"])
+    (root / "labels" / "val" / "a.txt").write_text("1 0.1 0.2 0.5 0.2 0.3 0.8\n")
+    np.testing.assert_allclose(load_dataset(root).samples[0].xyxy, [[20, 20, 100, 80]], atol=1e-4)
+
+
+def test_image_size_reads_header_and_applies_exif_rotation(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "rot.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.fromarray(np.zeros((40, 100, 3), np.uint8)).save(path, exif=exif.tobytes())
+    decoded = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
+    assert image_size(path) == (decoded.shape[1], decoded.shape[0]) == (40, 100)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="broken.png: not a readable image"):
+        image_size(broken)
+
+
+def test_shared_coco128_in_place(assets):
+    val = load_dataset(assets / "coco128", split="val", names=COCO80)
+    assert val.split == "val2017" and len(val) == 128 and val.boxes == 898 and val.names == COCO80
+    train = load_dataset(assets / "coco128", split="train2017", names=COCO80)
+    background = [s.image.name for s in train.samples if not len(s.class_id)]
+    assert len(background) == 2  # two train images have no label file
+    for s in val.samples[:5]:
+        img = cv2.imread(str(s.image))
+        assert (s.width, s.height) == (img.shape[1], img.shape[0])
+
+
+def test_coco128_json_agrees_with_its_yolo_labels(assets):
+    coco = load_dataset(assets / "coco128" / "annotations" / "instances_train2017.json")
+    yolo = load_dataset(assets / "coco128", split="train2017", names=COCO80)
+    assert coco.names == COCO80  # category ids 1..90 with gaps, sorted, are COCO-80 in order
+    assert coco.root == assets / "coco128" / "images" / "train2017"
+    by_name = {s.image.name: s for s in yolo.samples}
+    assert sorted(by_name) == [s.image.name for s in coco.samples]
+    for s in coco.samples:
+        y = by_name[s.image.name]
+        assert (s.width, s.height) == (y.width, y.height)
+        assert sorted(s.class_id.tolist()) == sorted(y.class_id.tolist()), s.image.name
+        # same boxes: every COCO box has its own YOLO box of the same class at IoU > 0.99 (6-digit rounding)
+        iou = box_iou(s.xyxy, y.xyxy) * (s.class_id[:, None] == y.class_id[None, :])
+        if len(iou):
+            best = iou.argmax(axis=1)
+            assert len(set(best.tolist())) == len(best), s.image.name
+            assert (iou[np.arange(len(best)), best] > 0.99).all(), s.image.name
+
+
+def test_coco_json_image_folder_can_be_named(tmp_path):
+    path = _coco_json(tmp_path / "coco")
+    alone = tmp_path / "elsewhere" / path.name
+    alone.parent.mkdir()
+    alone.write_text(path.read_text())
+    with pytest.raises(DatasetError, match=r"cannot find its images .*pass the image folder"):
+        load_dataset(alone)
+    ds = load_dataset(alone, images=tmp_path / "coco" / "images" / "val2030")
+    assert len(ds) == 2 and ds.boxes == 2

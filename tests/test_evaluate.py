@@ -1,0 +1,314 @@
+"""COCO mAP: equal to pycocotools on synthetic predictions; async prediction; real-model accuracy; CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ovq.cli import main
+from ovq.convert import convert
+from ovq.datasets import Sample, load_dataset
+from ovq.detections import Detections
+from ovq.errors import DatasetError
+from ovq.evaluate import coco_map, coco_results, evaluate, predict_samples
+from ovq.geometry import ResizeInfo
+from ovq.labels import COCO80
+from ovq.model import Detector
+
+NC = 5
+
+
+def _synthetic(seed: int = 0, n_images: int = 40) -> tuple[list[Sample], list[Detections]]:
+    """Random ground truth and predictions made from it: jittered, missed, wrong class, false positives."""
+    rng = np.random.default_rng(seed)
+    samples, preds = [], []
+    for i in range(n_images):
+        w, h = int(rng.integers(80, 640)), int(rng.integers(80, 480))
+        n = int(rng.integers(0, 9)) if i % 7 else 0  # every 7th image is background
+        x1 = rng.uniform(0, w * 0.8, n)
+        y1 = rng.uniform(0, h * 0.8, n)
+        bw = rng.uniform(2, w * 0.5, n)
+        bh = rng.uniform(2, h * 0.5, n)
+        gt = np.stack([x1, y1, np.minimum(x1 + bw, w), np.minimum(y1 + bh, h)], 1).reshape(-1, 4)
+        cls = rng.integers(0, NC, n)
+        samples.append(Sample(Path(f"/synthetic/{i:06d}.jpg"), gt, cls, w, h))
+        keep = rng.random(n) > 0.15
+        jitter = rng.normal(0, 0.08, (n, 4)) * np.c_[bw, bh, bw, bh]
+        boxes = (gt + jitter)[keep]
+        pcls = np.where(rng.random(n) < 0.1, rng.integers(0, NC, n), cls)[keep]
+        n_fp = int(rng.integers(0, 6)) if i != 3 else 150  # one image with more than 100 predictions
+        fx, fy = rng.uniform(0, w * 0.9, n_fp), rng.uniform(0, h * 0.9, n_fp)
+        fp = np.stack([fx, fy, fx + rng.uniform(2, w * 0.3, n_fp), fy + rng.uniform(2, h * 0.3, n_fp)], 1)
+        boxes = np.concatenate([boxes, fp]).reshape(-1, 4)
+        pcls = np.concatenate([pcls, rng.integers(0, NC, n_fp)])
+        scores = rng.uniform(0.001, 1.0, len(boxes))
+        preds.append(Detections(boxes, scores, pcls))
+    return samples, preds
+
+
+def _pycocotools(samples, preds, *, num_classes=NC, cat_ids=None, img_ids=None) -> np.ndarray:
+    """COCOeval stats computed independently: GT dict and loadRes results built here, 100 best per image."""
+    gt = {"images": [], "annotations": [], "categories": [{"id": k} for k in range(num_classes)]}
+    results = []
+    for i, (s, d) in enumerate(zip(samples, preds), start=1):
+        gt["images"].append({"id": i, "width": s.width, "height": s.height})
+        for (x1, y1, x2, y2), c in zip(s.xyxy.tolist(), s.class_id.tolist()):
+            gt["annotations"].append(
+                {"id": len(gt["annotations"]) + 1, "image_id": i, "category_id": c,
+                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
+            )
+        order = np.argsort(-d.confidence, kind="stable")[:100]
+        for j in order:
+            x1, y1, x2, y2 = d.xyxy[j].tolist()
+            results.append({"image_id": i, "category_id": int(d.class_id[j]), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                            "score": float(d.confidence[j])})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        ev = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
+        if cat_ids is not None:
+            ev.params.catIds = cat_ids
+        if img_ids is not None:
+            ev.params.imgIds = img_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_map_equals_pycocotools(seed):
+    samples, preds = _synthetic(seed)
+    result = coco_map(samples, preds, num_classes=NC, per_image=True)
+    stats = _pycocotools(samples, preds)
+    assert 0.05 < result.map50_95 < 0.95  # a non-trivial case
+    assert result.map50_95 == pytest.approx(stats[0], abs=1e-4)
+    assert result.map50 == pytest.approx(stats[1], abs=1e-4)
+    for k in range(NC):
+        assert result.per_class[str(k)] == pytest.approx(_pycocotools(samples, preds, cat_ids=[k])[0], abs=1e-4)
+    assert len(result.per_image) == len(samples)
+    for i in (1, 2, 3, 5, 10):  # per-image score = COCOeval restricted to that image
+        if len(samples[i].class_id):
+            expect = _pycocotools(samples, preds, img_ids=[i + 1])[0]
+            assert result.per_image[i] == pytest.approx(expect, abs=1e-6), i
+    # background images score 1 - their highest prediction score (1 without predictions)
+    for s, p, v in zip(samples, preds, result.per_image):
+        if not len(s.class_id):
+            assert v == pytest.approx(1.0 - float(p.confidence.max()) if len(p) else 1.0)
+
+
+def test_perfect_and_empty_predictions():
+    samples, _ = _synthetic(4, n_images=12)
+    perfect = [Detections(s.xyxy, np.linspace(1, 0.5, len(s.class_id)), s.class_id) for s in samples]
+    result = coco_map(samples, perfect, num_classes=NC, per_image=True, names=list("abcde"))
+    assert result.map50_95 == pytest.approx(1.0) and result.map50 == pytest.approx(1.0)
+    assert set(result.per_class) <= set("abcde") and all(v == pytest.approx(1.0) for v in result.per_class.values())
+    assert result.per_image == pytest.approx([1.0] * len(samples))
+    nothing = coco_map(samples, [Detections.empty() for _ in samples], num_classes=NC, per_image=True)
+    assert nothing.map50_95 == 0.0 and all(v == 0.0 for v in nothing.per_class.values())
+    assert [v for s, v in zip(samples, nothing.per_image) if len(s.class_id)] == [0.0] * sum(
+        1 for s in samples if len(s.class_id)
+    )
+
+
+def test_coco_map_rejects_mismatched_input():
+    samples, preds = _synthetic(5, n_images=3)
+    with pytest.raises(ValueError, match="3 samples but 2 predictions"):
+        coco_map(samples, preds[:2], num_classes=NC)
+    bad = [Detections([[0, 0, 5, 5]], [0.9], [NC])] + preds[1:]
+    with pytest.raises(DatasetError, match=f"class {NC} is out of range"):
+        coco_map(samples, bad, num_classes=NC)
+
+
+# --- a tiny real model: the detector's boxes depend on each image's size ----------------------------
+
+
+def _tiny_yolo(tmp_path: Path) -> Path:
+    """A conv net with a YOLO-shaped output [1, 4 + 2, 64]: runs for real, boxes depend on the input."""
+    x = ops.parameter([1, 3, 32, 32], ov.Type.f32, name="images")
+    rng = np.random.default_rng(0)
+    conv = ops.convolution(x, ops.constant(rng.normal(0, 0.5, (6, 3, 4, 4)).astype(np.float32)), [4, 4], [0, 0], [0, 0], [1, 1])
+    flat = ops.reshape(conv, ops.constant(np.array([1, 6, 64], np.int64)), special_zero=False)
+    box = ops.multiply(ops.sigmoid(ops.slice(flat, [0], [4], [1], [1])), ops.constant(np.float32(32.0)))
+    cls = ops.sigmoid(ops.slice(flat, [4], [6], [1], [1]))
+    out = ops.concat([box, cls], axis=1)
+    src = tmp_path / "tiny.xml"
+    ov.save_model(ov.Model([out], [x], "tiny"), str(src))
+    return convert(src, tmp_path / "tiny_ovq", family="yolo", labels=["a", "b"])
+
+
+def test_predict_samples_matches_sync_in_sample_order(tmp_path):
+    xml = _tiny_yolo(tmp_path)
+    detector = Detector(xml, precision="f32", cache=False)
+    rng = np.random.default_rng(3)
+    samples = []
+    for i in range(9):
+        w, h = 40 + 13 * i, 90 - 5 * i
+        path = tmp_path / "imgs" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(path), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        samples.append(Sample(path, np.zeros((0, 4)), np.zeros(0), w, h))
+    preds = predict_samples(detector.compiled, detector, samples, conf=0.05, progress=False)
+    assert len(preds) == len(samples) and sum(len(p) for p in preds) > 0
+    for s, p in zip(samples, preds):
+        expect = detector(cv2.imread(str(s.image)), conf=0.05)
+        np.testing.assert_allclose(p.xyxy, expect.xyxy, atol=1e-4)
+        np.testing.assert_array_equal(p.class_id, expect.class_id)
+        if len(p):
+            assert p.xyxy[:, 2].max() <= s.width and p.xyxy[:, 3].max() <= s.height
+
+
+def test_predict_samples_rejects_wrong_size_and_unreadable_images(tmp_path):
+    xml = _tiny_yolo(tmp_path)
+    detector = Detector(xml, cache=False)
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), np.zeros((20, 30, 3), np.uint8))
+    wrong = Sample(path, np.zeros((0, 4)), np.zeros(0), 31, 20)
+    with pytest.raises(DatasetError, match=r"a\.png: image is 30x20 but the dataset says 31x20"):
+        predict_samples(detector.compiled, detector, [wrong], progress=False)
+    broken = tmp_path / "b.png"
+    broken.write_bytes(b"no")
+    with pytest.raises(DatasetError, match=r"b\.png: not a readable image"):
+        predict_samples(detector.compiled, detector, [Sample(broken, np.zeros((0, 4)), np.zeros(0), 1, 1)], progress=False)
+
+
+def test_predict_samples_postprocessing_error_propagates(tmp_path, monkeypatch):
+    xml = _tiny_yolo(tmp_path)
+    detector = Detector(xml, cache=False)
+    samples = []
+    for i in range(6):
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), np.zeros((20, 30, 3), np.uint8))
+        samples.append(Sample(path, np.zeros((0, 4)), np.zeros(0), 30, 20))
+
+    def boom(outputs, rinfo, *, conf=None):
+        raise ValueError("decoder broke")
+
+    monkeypatch.setattr(detector, "postprocess", boom)
+    with pytest.raises(ValueError, match="decoder broke"):
+        predict_samples(detector.compiled, detector, samples, progress=False)
+
+
+def _bad_dataset(root: Path) -> Path:
+    for name in ("x", "y"):
+        (root / "images" / "val").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "images" / "val" / f"{name}.png"), np.zeros((20, 20, 3), np.uint8))
+    (root / "labels" / "val").mkdir(parents=True)
+    (root / "labels" / "val" / "x.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "labels" / "val" / "y.txt").write_text("1 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2 0.2\n")
+    return root
+
+
+def test_cli_eval_bad_data_exits_2_with_file_and_line(tmp_path, capsys):
+    xml = _tiny_yolo(tmp_path)
+    ds = _bad_dataset(tmp_path / "ds")
+    assert main(["eval", str(xml), "--data", str(ds), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ovq eval: error: {ds / 'labels' / 'val' / 'y.txt'}:2: class 7 is out of range 0..1 (2 names)"]
+    (ds / "labels" / "val" / "y.txt").write_text("")
+    (ds / "labels" / "val" / "x.txt").write_text("")
+    assert main(["eval", str(xml), "--data", str(ds), "-q"]) == 2
+    assert "has no labelled boxes" in capsys.readouterr().err
+    assert main(["eval", str(xml), "--data", str(tmp_path / "missing"), "-q"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_cli_eval_runs_and_writes_json(tmp_path, capsys):
+    xml = _tiny_yolo(tmp_path)
+    ds = _bad_dataset(tmp_path / "ds")
+    (ds / "labels" / "val" / "y.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    out = tmp_path / "res" / "preds.json"
+    metrics = tmp_path / "metrics.json"
+    code = main(["eval", str(xml), "--data", str(ds), "--save-json", str(out), "--json", str(metrics), "-q"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "mAP50-95" in text and "inference precision" in text
+    records = json.loads(out.read_text())
+    assert records and {r["image_id"] for r in records} <= {"x", "y"}
+    saved = json.loads(metrics.read_text())
+    assert saved["images"] == 2 and saved["boxes"] == 2 and 0.0 <= saved["map50_95"] <= 1.0
+
+
+# --- real models on coco128 (reference numbers: ../shared/assets/README.md) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def coco128_val(assets):
+    return load_dataset(assets / "coco128", split="val", names=COCO80)
+
+
+@pytest.mark.slow
+def test_yolox_nano_map_on_coco128_val(assets, coco128_val, tmp_path):
+    out = tmp_path / "yolox.json"
+    result = evaluate(assets / "models/yolox_nano/yolox_nano.onnx", coco128_val, save_json=out, progress=False)
+    assert result.images == 128 and result.split == "val2017" and result.precision in ("bf16", "f32")
+    assert result.map50_95 == pytest.approx(0.337, abs=0.005)  # independent pycocotools reference
+    assert 0.47 < result.map50 < 0.51  # the reference says 0.494; ovq measures 0.485 (see README notes)
+    assert result.per_class["person"] > 0.3 and len(result.per_class) == 73  # classes present in val2017
+    # the saved results, scored again by pycocotools independently, give the same mAP
+    records = json.loads(out.read_text())
+    stems = {int(s.image.stem): i + 1 for i, s in enumerate(coco128_val.samples)}
+    assert {r["image_id"] for r in records} <= set(stems)
+    per_image = {}
+    for r in records:
+        per_image[r["image_id"]] = per_image.get(r["image_id"], 0) + 1
+        assert 0 <= r["category_id"] < 80 and len(r["bbox"]) == 4 and 0 < r["score"] <= 1
+    assert max(per_image.values()) <= 100
+    preds = []
+    for s in coco128_val.samples:
+        rs = [r for r in records if r["image_id"] == int(s.image.stem)]
+        xywh = np.asarray([r["bbox"] for r in rs], np.float32).reshape(-1, 4)
+        preds.append(Detections(np.c_[xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], [r["score"] for r in rs],
+                                [r["category_id"] for r in rs]))
+    stats = _pycocotools(coco128_val.samples, preds, num_classes=80)
+    assert stats[0] == pytest.approx(result.map50_95, abs=2e-3)  # bbox rounded to 0.01 px in the file
+
+
+def _unclipped(rinfo: ResizeInfo, margin: float = 10_000.0) -> ResizeInfo:
+    """The same mapping with the image frame moved by ``margin`` so clipping to it never bites."""
+    return dataclasses.replace(
+        rinfo, pad_x=rinfo.pad_x - margin * rinfo.scale_x, pad_y=rinfo.pad_y - margin * rinfo.scale_y,
+        orig_w=rinfo.orig_w + int(2 * margin), orig_h=rinfo.orig_h + int(2 * margin),
+    )
+
+
+@pytest.mark.slow
+def test_fastestdet_map_on_coco128_val(assets, coco128_val):
+    """ovq clips boxes to the image; the independent reference (0.191) did not. Both are checked."""
+    detector = Detector(assets / "models/fastestdet/FastestDet.onnx", hint="throughput")
+    clipped = evaluate(detector, coco128_val, progress=False)
+    assert clipped.precision in ("bf16", "f32")
+    assert clipped.map50_95 == pytest.approx(0.2056, abs=0.005)  # measured by ovq (clipped boxes)
+    raw = []
+    for s in coco128_val.samples:
+        tensor, rinfo = detector.preprocess(cv2.imread(str(s.image)))
+        outputs = [o.copy() for o in detector.compiled(tensor).values()]
+        dets = detector.postprocess(outputs, _unclipped(rinfo), conf=0.001)
+        dets.xyxy -= 10_000.0
+        raw.append(dets)
+    unclipped = coco_map(coco128_val.samples, raw, num_classes=80)
+    assert unclipped.map50_95 == pytest.approx(0.191, abs=0.005)  # independent pycocotools reference
+
+
+@pytest.mark.slow
+def test_predict_samples_real_model_matches_sync(assets, coco128_val):
+    detector = Detector(assets / "models/yolox_nano/yolox_nano.onnx", hint="throughput")
+    samples = coco128_val.samples[:12]
+    preds = predict_samples(detector.compiled, detector, samples, progress=False)
+    for s, p in zip(samples, preds):
+        expect = detector(cv2.imread(str(s.image)), conf=0.001)
+        assert len(p) == len(expect)
+        np.testing.assert_allclose(p.xyxy, expect.xyxy, atol=1e-3)
+    assert coco_results(samples, preds)[0]["image_id"] == int(samples[0].image.stem)

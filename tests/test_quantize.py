@@ -1,0 +1,111 @@
+"""INT8 quantization: plain and under an accuracy budget, at the deployment precision."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import openvino as ov
+import pytest
+
+from ovq.cli import main
+from ovq.errors import DatasetError, OvqError
+from ovq.model import Detector
+from ovq.quantize import AdvancedQuantizeOptions, _nncf_validates_at, decode_tail, int8_layers, quantize
+
+FAST = AdvancedQuantizeOptions(bench_seconds=0.0)
+
+
+def _coco(assets):
+    return assets / "coco128"
+
+
+def test_decode_tail_stops_at_convolutions():
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 3, 8, 8], ov.Type.f32, name="x")
+    w = ops.constant(np.ones((6, 3, 1, 1), np.float32))
+    conv = ops.convolution(x, w, [1, 1], [0, 0], [0, 0], [1, 1], name="head_conv")
+    sig = ops.sigmoid(conv, name="tail_sigmoid")
+    mul = ops.multiply(sig, ops.constant(np.float32(8.0)), name="tail_stride")
+    out = ops.reshape(mul, ops.constant(np.array([1, 6, 64], np.int64)), False, name="tail_reshape")
+    names = set(decode_tail(ov.Model([out], [x])))
+    assert {"tail_sigmoid", "tail_stride", "tail_reshape"} <= names
+    assert "head_conv" not in names and "x" not in names
+
+
+def test_nncf_validates_at_the_deployment_precision(assets):
+    """NNCF 3.4 forces f32 for validation; inside ovq's context it compiles like deployment does."""
+    from nncf.quantization.algorithms.accuracy_control.openvino_backend import OVPreparedModel
+
+    det = Detector(assets / "models/fastestdet/FastestDet.onnx")
+    default = det.inference_precision
+    assert OVPreparedModel(det.model).model_for_inference.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+    with _nncf_validates_at("default"):
+        got = OVPreparedModel(det.model).model_for_inference.get_property("INFERENCE_PRECISION_HINT").to_string()
+    assert got == default
+    with _nncf_validates_at("f32"):
+        got = OVPreparedModel(det.model).model_for_inference.get_property("INFERENCE_PRECISION_HINT").to_string()
+    assert got == "f32"
+    # and the patch is undone afterwards
+    assert OVPreparedModel(det.model).model_for_inference.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+
+
+@pytest.mark.slow
+def test_plain_int8_yolox_holds_accuracy(assets, tmp_path):
+    out = tmp_path / "q"
+    result = quantize(
+        assets / "models/yolox_nano/yolox_nano.onnx", _coco(assets), out,
+        calib_split="train2017", val_split="val2017", advanced=FAST, progress=False,
+    )
+    assert result.fp_map == pytest.approx(0.337, abs=0.005)
+    assert result.fp_map - result.int8_map <= 0.005
+    report = json.loads((out / "report.json").read_text())
+    assert report["accuracy"]["int8"] == pytest.approx(result.int8_map, abs=1e-4)
+    assert report["quantized_ops"] > 50 and report["reverted"] == []
+    assert report["size_mb"]["int8"] < 0.5 * report["size_mb"]["fp32"]
+    assert (out / "report.md").read_text().count("mAP50-95") >= 1 and (out / "sensitivity.png").stat().st_size > 1000
+    # the saved model carries its provenance and runs with no flags
+    det = Detector(out)
+    assert det.info.quantization["mode"] == "plain" and det.info.quantization["calib_split"] == "train2017"
+    assert len(int8_layers(det.compiled)) > 50
+
+
+def test_max_drop_needs_labels(assets, tmp_path, capsys):
+    out = tmp_path / "q"
+    code = main([
+        "quantize", str(assets / "models/fastestdet/FastestDet.onnx"), "--data", str(assets / "images"),
+        "-o", str(out), "--max-drop", "0.01", "-q",
+    ])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs a labelled dataset" in err[0] and "images" in err[0]
+    assert not out.exists()
+
+
+def test_calibration_and_validation_must_differ(assets, tmp_path):
+    with pytest.raises(DatasetError, match="share 128 images"):
+        quantize(
+            assets / "models/fastestdet/FastestDet.onnx", _coco(assets), tmp_path / "q", max_drop=0.01,
+            calib_split="val2017", val_split="val2017", advanced=FAST, progress=False,
+        )
+    assert not (tmp_path / "q").exists()
+
+
+def test_few_calibration_images_warn_with_count(assets, tmp_path, caplog):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for p in sorted((assets / "coco128/images/train2017").glob("*.jpg"))[:5]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="ovq"):
+        result = quantize(assets / "models/fastestdet/FastestDet.onnx", folder, tmp_path / "q", subset_size=300,
+                          advanced=FAST, progress=False)
+    assert any("calibrating on 5 images" in r.getMessage() and "300" in r.getMessage() for r in caplog.records)
+    assert result.fp_map is None and (tmp_path / "q" / "model.xml").exists()  # no labels: no accuracy, still a model
+
+
+def test_bad_ignore_pattern_is_rejected_before_work(assets, tmp_path):
+    with pytest.raises(OvqError, match="matches no layer"):
+        quantize(assets / "models/fastestdet/FastestDet.onnx", assets / "images", tmp_path / "q",
+                 ignore=["no_such_layer_.*"], advanced=FAST, progress=False)
+    assert not (tmp_path / "q").exists()
