@@ -449,7 +449,14 @@ RestrictRealtime=yes
 RestrictNamespaces=yes
 LockPersonality=yes
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+CapabilityBoundingSet=
+AmbientCapabilities=
+SystemCallArchitectures=native
+RemoveIPC=yes
+ProtectProc=invisible
 UMask=0027
+# not set on purpose: MemoryDenyWriteExecute (OpenVINO's CPU plugin JIT-compiles kernels),
+# PrivateDevices/DevicePolicy (cameras /dev/video*, iGPU /dev/dri, NPU /dev/accel are needed)
 
 [Install]
 WantedBy=multi-user.target

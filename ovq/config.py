@@ -39,9 +39,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from ovq.devices import parse_device
+from ovq.devices import default_hint, parse_device
 from ovq.errors import ConfigError, OvqError, SourceError, unknown_key_message
-from ovq.runtime import HINTS, PRECISIONS
+from ovq.runtime import HINTS, PRECISIONS, check_device
 from ovq.sources import URL_SCHEMES, parse_source
 
 logger = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ class _Ctx:
                 raise ConfigError(unknown_key_message(k, known, where))
         return value
 
-    def string(self, value: Any, key: str, *, allow_empty: bool = False) -> str:
+    def string(self, value: Any, key: str) -> str:
         if not isinstance(value, str):
             raise self.error(key, f"expected a string, got {_describe(value)}")
         if has_literal_password(value):
@@ -315,7 +315,7 @@ class _Ctx:
                 "e.g. rtsp://${CAM_USER}:${CAM_PASSWORD}@host/stream (MQTT: OVQ_MQTT_USERNAME / OVQ_MQTT_PASSWORD)"
             )
         text = self.expand(value, key) if self.resolve_env else value
-        if not text.strip() and not allow_empty:
+        if not text.strip():
             raise self.error(key, "expected a non-empty string")
         return text
 
@@ -599,6 +599,16 @@ def check_paths(cfg: PipelineConfig) -> None:
             raise ConfigError(f"{name}: sources[{i}]: {exc}") from None
 
 
+def check_environment(cfg: PipelineConfig, environ: dict[str, str] | None = None) -> None:
+    """Raise :class:`ConfigError` when the MQTT sink's broker variable is not set (``${VAR}`` references were
+    already resolved when the file was loaded)."""
+    environ = dict(os.environ if environ is None else environ)
+    mqtt = cfg.sinks.mqtt
+    if mqtt is not None and mqtt.url is None and not environ.get(mqtt.url_env):
+        raise ConfigError(f"{cfg.path}: sinks.mqtt: no broker URL: set the environment variable {mqtt.url_env} "
+                          "(e.g. mqtt://broker:1883) or give sinks.mqtt.url")
+
+
 def is_local_path(url: str) -> bool:
     """Whether a source string names a local file or folder (not a camera index or a stream URL)."""
     return not (url.isdigit() or _SCHEME.match(url) or url.startswith("/dev/video"))
@@ -624,15 +634,42 @@ def newest_mtime(path: Path) -> float:
     return newest
 
 
+def dataset_root(data: Path) -> Path:
+    """The folder whose files make up a dataset given as a folder, a YOLO ``data.yaml`` or a COCO JSON.
+
+    A YAML's ``path:`` (relative to the YAML) when it has one, else the YAML's folder; the folder above
+    ``annotations/`` for a COCO JSON in one, else the JSON's folder.
+    """
+    if data.is_dir():
+        return data
+    if data.suffix.lower() in (".yaml", ".yml"):
+        try:
+            doc = yaml.safe_load(data.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("path"), str) and doc["path"].strip():
+            root = _join(data.parent, doc["path"])
+            if root.is_dir():
+                return root
+        return data.parent
+    if data.parent.name == "annotations":
+        return data.parent.parent
+    return data.parent
+
+
 def quantized_is_fresh(q: QuantizeConfig, model: Path) -> bool:
-    """Whether ``q.output`` holds a model newer than the source model and the data (so quantizing is skipped)."""
+    """Whether ``q.output`` holds a model newer than the source model and the data (so quantizing is skipped).
+
+    The data counts with every file and folder of its :func:`dataset_root` (an image added or removed).
+    """
     from ovq.convert import MODEL_XML
 
     out_xml = q.output / MODEL_XML
     if not (out_xml.exists() and out_xml.with_suffix(".bin").exists()):
         return False
     built = min(out_xml.stat().st_mtime, out_xml.with_suffix(".bin").stat().st_mtime)
-    return built > newest_mtime(model) and built > newest_mtime(q.data)
+    data_time = max(newest_mtime(q.data), newest_mtime(dataset_root(q.data)))
+    return built > newest_mtime(model) and built > data_time
 
 
 def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:
@@ -669,13 +706,8 @@ def build_sinks(cfg: PipelineConfig, *, environ: dict[str, str] | None = None) -
         if s.jsonl is not None:
             out.append(ovq.JsonlSink(s.jsonl))
         if s.mqtt is not None:
-            url = s.mqtt.url
-            if url is None and s.mqtt.url_env != MQTT_URL_ENV:
-                url = environ.get(s.mqtt.url_env)
-                if not url:
-                    raise ConfigError(
-                        f"{cfg.path}: sinks.mqtt.url_env: environment variable {s.mqtt.url_env} is not set"
-                    )
+            check_environment(cfg, environ)
+            url = s.mqtt.url or environ[s.mqtt.url_env]
             out.append(ovq.MqttSink(url, topic_prefix=s.mqtt.topic_prefix))
         if s.show:
             out.append(ovq.WindowSink())
@@ -701,15 +733,15 @@ def build_pipeline(cfg: PipelineConfig, *, max_frames: int | None = None, device
     ``throughput`` (several streams share the requests), except ``latency`` on an NPU.
     """
     import ovq
-    from ovq.devices import parse_device
 
     check_paths(cfg)
+    check_environment(cfg)
+    device = device or cfg.device
+    spec = check_device(device)  # before a quantization that may take minutes
     model: Path = cfg.model
     if cfg.quantize is not None:
         model = ensure_quantized(cfg.quantize, cfg.model)
-    device = device or cfg.device
-    spec = parse_device(device)
-    hint = cfg.hint or ("latency" if not spec.is_virtual and spec.names_family("NPU") else "throughput")
+    hint = cfg.hint or default_hint(spec)
     detector = ovq.Detector(model, device=device, conf=cfg.conf, precision=cfg.precision, hint=hint,
                             cache=cfg.cache)  # type: ignore[arg-type]  # a cache folder is accepted too
     r = cfg.reconnect

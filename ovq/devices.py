@@ -228,6 +228,13 @@ def device_config(spec: DeviceSpec, config: dict[str, Any] | None = None) -> dic
     return cfg
 
 
+def default_hint(device: str | DeviceSpec) -> str:
+    """The performance hint for a video pipeline when none was asked for: ``latency`` on an NPU (alone: it
+    runs one request at a time best), else ``throughput`` (frames are pipelined through several requests)."""
+    spec = device if isinstance(device, DeviceSpec) else parse_device(device)
+    return "latency" if not spec.is_virtual and family_of(spec.text) == "NPU" else "throughput"
+
+
 def static_input_shapes(
     model: ov.Model, *, input_size: tuple[int, int] | None = None, device: str = "this device"
 ) -> dict[str, list[int]]:

@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ from ovq.datasets import Dataset, Sample, load_dataset
 from ovq.detections import Detections
 from ovq.errors import DatasetError
 from ovq.fileio import write_text_atomic
+from ovq.geometry import ResizeInfo
 from ovq.images import read_image
 from ovq.metrics import MAX_DETS, MapResult, coco_map, top_k
 from ovq.model import Detector, load
@@ -81,6 +82,7 @@ def predict_samples(
     conf: float = DEFAULT_CONF,
     progress: bool | str = True,
     jobs: int = 0,
+    preprocessed: Mapping[Path, tuple[np.ndarray, ResizeInfo]] | None = None,
 ) -> list[Detections]:
     """Detections for every sample, in sample order, running ``compiled`` asynchronously.
 
@@ -88,6 +90,8 @@ def predict_samples(
     same graph (e.g. NNCF's). ``jobs=0`` uses the device's optimal number of infer requests. Images are
     decoded ahead on a worker thread and outputs decoded on another while the device infers.
     A decoded image whose size differs from the sample's raises :class:`DatasetError`.
+    ``preprocessed`` maps image paths to model inputs already made (``detector.preprocess``), so a caller
+    that validates the same images many times (accuracy control) decodes them once.
     """
     samples = list(samples)
     results: list[Detections | None] = [None] * len(samples)
@@ -102,6 +106,8 @@ def predict_samples(
 
     def load_one(index: int):
         sample = samples[index]
+        if preprocessed is not None and sample.image in preprocessed:
+            return preprocessed[sample.image]
         image = read_image(sample.image)
         if image.shape[1] != sample.width or image.shape[0] != sample.height:
             raise DatasetError(

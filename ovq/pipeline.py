@@ -197,14 +197,17 @@ class Pipeline:
         t0 = time.monotonic()
         try:
             self._open_sources()
+            infer_queue = self.detector.async_queue(self.nireq, self._on_done)
+            for sink in self.sinks:
+                start = getattr(sink, "start", None)
+                if callable(start):
+                    start(self.names)
         except BaseException:
+            for st in self._streams:
+                if st.reader is not None:
+                    st.reader.release()
             self._close_sinks()
             raise
-        infer_queue = self.detector.async_queue(self.nireq, self._on_done)
-        for sink in self.sinks:
-            start = getattr(sink, "start", None)
-            if callable(start):
-                start(self.names)
         post = threading.Thread(target=self._post_loop, name="ovq-post", daemon=True)
         scheduler = threading.Thread(target=self._schedule_loop, args=(infer_queue,), name="ovq-schedule", daemon=True)
         logger.info(

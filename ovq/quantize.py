@@ -115,16 +115,21 @@ def _nncf_validates_at(precision: str) -> Iterator[None]:
         cls.__init__ = original
 
 
+def _layer_name(name: str) -> str:
+    # OpenVINO's ONNX front end names a convolution "X/WithoutBiases" and its bias Add "X"
+    return name.removesuffix("/WithoutBiases")
+
+
 def quantizable_layers(model: ov.Model) -> set[str]:
     """Names of the layers NNCF can quantize (convolutions and matmuls)."""
-    return {op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in _QUANTIZABLE_TYPES}
+    return {_layer_name(op.get_friendly_name()) for op in model.get_ops() if op.get_type_name() in _QUANTIZABLE_TYPES}
 
 
 def int8_layers(compiled: ov.CompiledModel, known: set[str] | None = None) -> set[str]:
     """Names of the original layers that the device runs in INT8.
 
     The device fuses ops (bias, batch-norm scale) into its convolutions; ``known`` (the model's
-    quantizable layer names) keeps the names a user recognises.
+    quantizable layer names, see :func:`quantizable_layers`) keeps the names a user recognises.
     """
     names: set[str] = set()
     for op in compiled.get_runtime_model().get_ops():
@@ -133,10 +138,13 @@ def int8_layers(compiled: ov.CompiledModel, known: set[str] | None = None) -> se
             continue
         if rt["layerType"].astype(str) not in ("Convolution", "FullyConnected", "Deconvolution", "MatMul"):
             continue
+        layer = set()
         for name in rt["originalLayersNames"].astype(str).split(","):
-            name = name.removesuffix("/WithoutBiases")
+            name = _layer_name(name)
             if name and (known is None or name in known):
-                names.add(name)
+                layer.add(name)
+        # a fused layer none of whose names is known still counts, under its own name
+        names.update(layer or {_layer_name(op.get_friendly_name())})
     return names
 
 
@@ -158,6 +166,7 @@ class _Validator:
     conf: float
     total: int
     fp_result: tuple[float, list[float]] | None = None
+    inputs: dict[Path, tuple[np.ndarray, Any]] = field(default_factory=dict)
     calls: list[_Call] = field(default_factory=list)
 
     def __call__(self, compiled: ov.CompiledModel, items: Any) -> tuple[float, list[float]]:
@@ -172,13 +181,15 @@ class _Validator:
             )
         int8 = frozenset(int8_layers(compiled, self.known_layers))
         full = len(samples) == self.total
-        if full and not int8 and self.fp_result is not None:
+        if full and not int8 and self.fp_result is not None:  # NNCF validating the float model again
             metric, per_image = self.fp_result
             self.calls.append(_Call(len(samples), metric, int8, 0.0))
             return metric, per_image
         start = time.perf_counter()
         phase = "validating" if full else "ranking"
-        preds = predict_samples(compiled, self.detector, samples, conf=self.conf, progress=phase if full else False)
+        preds = predict_samples(
+            compiled, self.detector, samples, conf=self.conf, progress=phase if full else False, preprocessed=self.inputs
+        )
         result = coco_map(samples, preds, num_classes=len(self.detector.labels), per_image=True)
         self.calls.append(_Call(len(samples), result.map50_95, int8, time.perf_counter() - start))
         if full:
@@ -355,7 +366,11 @@ def quantize(
         from ovq.evaluate import coco_map, predict_samples
 
         logger.info("validating the FP model at %s on %d images", used_precision, len(val))
-        preds = predict_samples(detector.compiled, detector, val.samples, conf=adv.eval_conf, progress="FP model" if progress else False)
+        val_inputs = {s.image: detector.preprocess(read_image(s.image)) for s in val.samples}
+        preds = predict_samples(
+            detector.compiled, detector, val.samples, conf=adv.eval_conf,
+            progress="FP model" if progress else False, preprocessed=val_inputs,
+        )
         fp_res = coco_map(val.samples, preds, num_classes=len(info.labels), per_image=True)
         fp_map, fp_per_image = fp_res.map50_95, list(fp_res.per_image)
         logger.info("FP mAP50-95 %.4f at %s", fp_map, used_precision)
@@ -370,7 +385,10 @@ def quantize(
             )
         else:
             assert val is not None and fp_map is not None and fp_per_image is not None
-            validator = _Validator(detector, quantizable_layers(fp_model), used_precision, adv.eval_conf, len(val), (fp_map, fp_per_image))
+            validator = _Validator(
+                detector, quantizable_layers(fp_model), used_precision, adv.eval_conf, len(val),
+                (fp_map, fp_per_image), val_inputs,
+            )
             params = nncf.AdvancedAccuracyRestorerParameters(
                 ranking_subset_size=min(adv.ranking_subset_size, len(val)),
                 num_ranking_workers=adv.num_ranking_workers,

@@ -148,6 +148,11 @@ class FileReader:
     def stop(self) -> None:
         self._stop.set()
 
+    def release(self) -> None:
+        """Close the source of a reader that was never started."""
+        self._stop.set()
+        self.source.close()
+
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
@@ -216,6 +221,13 @@ class LiveReader:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def release(self) -> None:
+        """Close the source opened at start-up of a reader that was never started."""
+        self._stop.set()
+        first, self._first = self._first, None
+        if first is not None:
+            first.close()
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -61,6 +61,10 @@ def build_report(
         # an independent evaluation of the saved model, compiled as run/eval/bench will compile it
         det = Detector(xml, device=device, cache=False)
         final_int8 = int8_layers(det.compiled, quantizable_layers(fp_model))
+        if not final_int8:
+            from ovq.errors import OvqError
+
+            raise OvqError(f"{fp_info.source}: no layer runs in INT8 after quantization on {device}; nothing gained")
         reverted: list[RevertStep] = validator.revert_steps(final_int8) if validator is not None else []
         q_info.quantization["reverted_layers"] = sorted({n for s in reverted if s.kept for n in s.layers})
         from ovq.metadata import write_info

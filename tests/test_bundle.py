@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -154,7 +155,8 @@ def test_service_unit(built):
     d = str(result.out_dir)
     for line in ("User=ovq", "Restart=on-failure", "RestartSec=10", f"WorkingDirectory={d}", f"ExecStart={d}/run.sh",
                  "NoNewPrivileges=yes", "ProtectSystem=strict", f"ReadWritePaths={d}/output",
-                 "EnvironmentFile=-/etc/ovq/ovq.env", "WantedBy=multi-user.target"):
+                 "EnvironmentFile=-/etc/ovq/ovq.env", "WantedBy=multi-user.target", "CapabilityBoundingSet=",
+                 "CacheDirectory=ovq", "Environment=OVQ_CACHE_DIR=%C/ovq/ov_cache"):
         assert line in unit.splitlines(), line
 
 
@@ -165,6 +167,12 @@ def test_service_unit_passes_systemd_analyze_verify(built, tmp_path):
                           capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "" and proc.stderr.strip() == ""
+    # systemd's own hardening score (offline analysis of the file): "OK" is below 4.5 on its 0-10 scale
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", str(result.out_dir / "ovq.service")],
+                          capture_output=True, text=True, check=False, timeout=60)
+    match = re.search(r"Overall exposure level for ovq.service: ([0-9.]+)", proc.stdout + proc.stderr)
+    assert match is not None, proc.stdout + proc.stderr
+    assert float(match.group(1)) <= 4.0
     # the check has teeth: a unit whose program does not exist, or with a typo, fails it
     bad = tmp_path / "ovq.service"
     bad.write_text(service_unit("/nonexistent/ovq/x"))

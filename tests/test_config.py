@@ -308,7 +308,7 @@ def test_quantized_output_is_reused_only_when_newer_than_model_and_data(tmp_path
 def test_failing_sink_closes_the_ones_already_made(tmp_path):
     cfg = parse_pipeline_config(
         {**BASE, "sinks": {"jsonl": "out/a.jsonl", "mqtt": {"url_env": "NOT_SET_ANYWHERE"}}}, tmp_path / "p.yaml")
-    with pytest.raises(ConfigError, match="sinks.mqtt.url_env: environment variable NOT_SET_ANYWHERE is not set"):
+    with pytest.raises(ConfigError, match="sinks.mqtt: no broker URL: set the environment variable NOT_SET_ANYWHERE"):
         build_sinks(cfg, environ={})
     assert (tmp_path / "out/a.jsonl").read_text() == ""
 
@@ -436,6 +436,7 @@ def test_cli_check_prints_the_resolved_config(tiny, tmp_path, capsys, monkeypatc
         ("conf: 7\n", None, "p.yaml: conf: expected a number <= 1, got 7"),
         ("", "NPU", "device 'NPU' is not available on this machine; available: "),
         ("devcie: CPU\n", None, "p.yaml: unknown key 'devcie'; did you mean 'device'?"),
+        ("sinks: {mqtt: {url_env: OVQ_TEST_NO_BROKER}}\n", None, "sinks.mqtt: no broker URL: set the environment"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, message):
@@ -443,6 +444,7 @@ def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, me
         pytest.skip(f"{device} is present here")
     path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\n{text}")
     args = ["pipeline", str(path)] + (["--device", device] if device else [])
+    assert main([*args, "--check"]) == 2 and message in capsys.readouterr().err
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith("ovq pipeline: error: ")
@@ -499,3 +501,33 @@ def test_compress_with_accuracy_control_script(fastestdet, assets, tmp_path):
 
     q = read_info(read_model(out / "model.xml")).quantization
     assert q["mode"] == "accuracy_control" and q["max_drop"] == 0.02 and q["calib_images"] == 16
+
+
+def test_dataset_root(tmp_path):
+    from ovq.config import dataset_root
+
+    (tmp_path / "ds/images").mkdir(parents=True)
+    (tmp_path / "ds/data.yaml").write_text("path: .\ntrain: images\n")
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg/elsewhere.yaml").write_text("path: ../ds\ntrain: images\n")
+    (tmp_path / "cfg/nopath.yaml").write_text("train: /x\n")
+    (tmp_path / "coco/annotations").mkdir(parents=True)
+    (tmp_path / "coco/annotations/instances.json").write_text("{}")
+    assert dataset_root(tmp_path / "ds") == tmp_path / "ds"
+    assert dataset_root(tmp_path / "ds/data.yaml") == tmp_path / "ds"
+    assert dataset_root(tmp_path / "cfg/elsewhere.yaml") == tmp_path / "ds"
+    assert dataset_root(tmp_path / "cfg/nopath.yaml") == tmp_path / "cfg"
+    assert dataset_root(tmp_path / "coco/annotations/instances.json") == tmp_path / "coco"
+    # an image added beside a data.yaml makes an older quantized model stale
+    cfg = parse_pipeline_config({"model": "fp", "quantize": {"data": "ds/data.yaml", "output": "int8"},
+                                 "sources": [0]}, tmp_path / "p.yaml")
+    t = time.time() - 1000
+    for rel in ("fp/model.xml", "fp/model.bin", "ds/images/a.jpg"):
+        _touch(tmp_path / rel, t, tmp_path)
+    for rel in ("ds/data.yaml", "ds/images", "ds"):
+        os.utime(tmp_path / rel, (t, t))
+    for rel in ("int8/model.xml", "int8/model.bin"):
+        _touch(tmp_path / rel, t + 10, tmp_path)
+    assert quantized_is_fresh(cfg.quantize, cfg.model)
+    _touch(tmp_path / "ds/images/b.jpg", t + 20, tmp_path)
+    assert not quantized_is_fresh(cfg.quantize, cfg.model)

@@ -386,3 +386,11 @@ def test_device_spec_is_hashable_and_frozen():
     assert {spec: 1}[DeviceSpec("AUTO:GPU,CPU", "AUTO", ("GPU", "CPU"))] == 1
     with pytest.raises(AttributeError):
         spec.text = "CPU"  # type: ignore[misc]
+
+
+def test_default_hint():
+    from ovq.devices import default_hint
+
+    assert default_hint("NPU") == "latency" and default_hint("npu.0") == "latency"
+    assert default_hint("CPU") == "throughput" and default_hint("GPU.1") == "throughput"
+    assert default_hint("AUTO:NPU,CPU") == "throughput"  # AUTO picks its own device; MULTI/HETERO spread work

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ovq.errors import OvqError
 
-COMMANDS = ("convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "eval", "bench")
+COMMANDS = ("convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "eval", "bench", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from ovq.config import build_pipeline, check_paths, load_pipeline_config
+    from ovq.config import build_pipeline, check_environment, check_paths, load_pipeline_config
     from ovq.errors import ConfigError
     from ovq.runtime import check_device
 
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_pipeline_config(args.file)
     if args.check:
         check_paths(cfg)
+        check_environment(cfg)
         spec = check_device(args.device or cfg.device)
         resolved = cfg.to_dict()
         resolved["device"] = spec.text

@@ -48,7 +48,8 @@ def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, list[np.ndarray]
             raise OSError(f"cannot read {path}")
         h, w = img.shape[:2]
         images.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-        rows = np.loadtxt(data_dir / "labels" / split / f"{path.stem}.txt", ndmin=2).reshape(-1, 5)
+        text = (data_dir / "labels" / split / f"{path.stem}.txt").read_text(encoding="utf-8")
+        rows = np.array(text.split(), dtype=np.float64).reshape(-1, 5)
         cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
         boxes.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1).astype(np.float32))
         classes.append(rows[:, 0].astype(np.int64))
@@ -325,13 +326,15 @@ def main(
     widths: tuple[int, ...] = (16, 24, 48, 80, 112),
     neck: int = 48,
     time_budget: float | None = None,
+    init: str | Path | None = None,
 ) -> dict:
     """Generate data, train, export ``out/demo.onnx``, evaluate it, write and return ``out/metrics.json``.
 
     Training is deterministic for a seed: fixed data, order, flips and step count. ``time_budget`` (seconds
     of training) trades that for a deadline on a busy machine: the cosine schedule then follows
     ``max(step / total_steps, elapsed / time_budget)`` and training stops when either reaches 1, so the
-    number of steps (recorded as ``steps`` in the metrics) depends on the machine's speed.
+    number of steps (recorded as ``steps`` in the metrics) depends on the machine's speed. ``init`` starts
+    from saved weights (a ``last_ema.pt``) instead of random ones, to continue a run.
     """
     wall = time.monotonic()
     out = Path(out)
@@ -347,7 +350,10 @@ def main(
     images = torch.from_numpy(images_np)
     logger.info("loaded %d training images", len(images))
 
-    model = Detector(len(synth.CLASSES), widths=widths, neck=neck).to(memory_format=torch.channels_last)
+    model = Detector(len(synth.CLASSES), widths=widths, neck=neck)
+    if init is not None:
+        model.load_state_dict(torch.load(init, map_location="cpu"))
+    model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (decay if p.ndim > 1 else no_decay).append(p)
@@ -406,7 +412,7 @@ def main(
         "wall_seconds": round(time.monotonic() - wall, 1),
         "params": count_params(ema.model),
         "onnx_bytes": onnx_path.stat().st_size,
-        "steps": step, "batch": batch, "time_budget": time_budget, "epochs": epochs, "n_train": n_train, "n_val": n_val, "seed": seed, "imgsz": IMGSZ,
+        "steps": step, "init": str(init) if init is not None else None, "batch": batch, "time_budget": time_budget, "epochs": epochs, "n_train": n_train, "n_val": n_val, "seed": seed, "imgsz": IMGSZ,
         "classes": list(synth.CLASSES),
     })
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -427,10 +433,11 @@ if __name__ == "__main__":
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init", type=Path, default=None, help="start from these weights (a last_ema.pt)")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds of training; ends the cosine schedule early on a busy machine (not bit-reproducible)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     result = main(out=args.out, epochs=args.epochs, n_train=args.n_train, n_val=args.n_val, n_calib=args.n_calib,
-                  batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads, time_budget=args.time_budget)
+                  batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads, time_budget=args.time_budget, init=args.init)
     print(json.dumps({k: result[k] for k in ("mAP50-95", "mAP50", "images", "train_seconds", "params")}))
