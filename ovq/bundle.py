@@ -250,10 +250,31 @@ def source_tree() -> Path | None:
     return root if (root / "pyproject.toml").exists() and (root / "ovq" / "__init__.py").exists() else None
 
 
-def build_wheel(dest: Path) -> Path:
-    """Build ovq's wheel from the source tree into ``dest`` (offline: no build isolation).
+def _build_requirements_met(pyproject: Path) -> bool:
+    """Whether the installed packages satisfy ``[build-system].requires`` (then no isolated build is needed)."""
+    import tomllib
 
-    The sources are copied to a temporary folder first, so nothing is written into the checkout.
+    try:
+        requires = tomllib.loads(pyproject.read_text(encoding="utf-8"))["build-system"]["requires"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return False
+    for line in requires:
+        req = Requirement(line)
+        try:
+            version = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            return False
+        if req.specifier and not req.specifier.contains(version, prereleases=True):
+            return False
+    return True
+
+
+def build_wheel(dest: Path) -> Path:
+    """Build ovq's wheel from the source tree into ``dest``.
+
+    The sources are copied to a temporary folder first, so nothing is written into the checkout. When the
+    installed build backend satisfies ``[build-system].requires`` the build runs without isolation (offline);
+    otherwise pip fetches the backend into an isolated build environment.
     """
     root = source_tree()
     if root is None:
@@ -269,8 +290,12 @@ def build_wheel(dest: Path) -> Path:
             (src / "README.md").write_text("ovq\n", encoding="utf-8")
         shutil.copytree(root / "ovq", src / "ovq", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         out = Path(work) / "dist"
-        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-               str(src)]
+        if _build_requirements_met(src / "pyproject.toml"):
+            isolation = ["--no-build-isolation"]
+        else:
+            logger.info("the installed setuptools does not meet ovq's build requirements; pip fetches one")
+            isolation = []  # pip's default: an isolated build environment with the declared backend
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(out), str(src)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wheels = sorted(out.glob("ovq-*.whl"))
         if proc.returncode != 0 or not wheels:

@@ -220,7 +220,7 @@ def evaluate(
         ov_model, info = load(model)
         labels = info.labels
     dataset = data if isinstance(data, Dataset) else load_dataset(data, split=split, names=labels, images=images)
-    _check_dataset(dataset, labels, model)
+    check_dataset(dataset, labels, model)
     if ov_model is not None:
         detector = Detector(ov_model, device=device, precision=precision, hint="throughput")
     logger.info(
@@ -248,7 +248,7 @@ def evaluate(
     )
 
 
-def _check_dataset(dataset: Dataset, labels: list[str], model: Any) -> None:
+def check_dataset(dataset: Dataset, labels: list[str], model: Any) -> None:
     where = dataset.source or dataset.root
     if not dataset.labelled:
         raise DatasetError(f"{where}: split '{dataset.split}' has no labels; evaluation needs labelled images")

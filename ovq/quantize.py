@@ -323,10 +323,10 @@ def quantize(
     if info.quantization:
         raise ModelError(f"{model}: already quantized by ovq; quantize the float model")
 
-    calib = load_dataset(data, split=calib_split)
+    calib = load_dataset(data, split=calib_split, names=info.labels)
     val = None
     try:
-        val = load_dataset(data, split=val_split)
+        val = load_dataset(data, split=val_split, names=info.labels)
     except DatasetError:
         if max_drop is not None:
             raise
@@ -337,6 +337,16 @@ def quantize(
                 "(a metric needs labels): use a YOLO dataset or COCO JSON"
             )
         val = None
+    if val is not None:
+        from ovq.evaluate import check_dataset
+
+        try:
+            check_dataset(val, info.labels, model)
+        except DatasetError as exc:
+            if max_drop is not None:
+                raise
+            logger.warning("accuracy not measured: %s", exc)
+            val = None
     if val is not None:
         _check_disjoint(data, calib, val)
 

@@ -292,3 +292,19 @@ def test_bundle_installs_in_a_fresh_venv_and_runs_its_pipeline(assets, tmp_path)
                           text=True, check=False, timeout=300)
     assert proc.returncode == 0 and "installing" not in proc.stderr
     assert len((out / "output/cars.jsonl").read_text().splitlines()) == 2
+
+
+def test_build_requirements_decide_build_isolation(tmp_path):
+    from ovq.bundle import _build_requirements_met
+
+    def project(requires: str) -> Path:
+        path = tmp_path / "pyproject.toml"
+        path.write_text(f'[build-system]\nrequires = [{requires}]\nbuild-backend = "setuptools.build_meta"\n')
+        return path
+
+    have = metadata.version("setuptools")
+    assert _build_requirements_met(project(f'"setuptools>={have}"'))
+    assert not _build_requirements_met(project(f'"setuptools>{have}"'))
+    assert not _build_requirements_met(project('"setuptools", "surely-not-installed-backend"'))
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert not _build_requirements_met(tmp_path / "pyproject.toml")
