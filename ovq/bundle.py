@@ -118,8 +118,8 @@ def build_bundle(
         if cfg.quantize is not None:
             run_rel = _ship_quantized(cfg, tmp)
         wheel_path = _ship_wheel(Path(wheel) if wheel else None, tmp / WHEELS_DIR)
-        extras = ["mqtt"] if cfg.sinks.mqtt is not None else []
-        pins = pinned_requirements(_wheel_requirements(wheel_path), extras=extras)
+        requires, extras = _runtime_requirements(cfg, _wheel_requirements(wheel_path))
+        pins = pinned_requirements(requires, extras=extras)
         (tmp / OUTPUT_DIR).mkdir()
         _write(tmp / "pipeline.yaml", rewrite_pipeline(cfg, run_rel))
         _write(tmp / "requirements.txt", _requirements_text(pins, wheel_path.name))
@@ -359,6 +359,33 @@ def pinned_requirements(requires: list[str], *, extras: list[str] = ()) -> list[
         for sub in dist.requires or []:
             todo.append((sub, tuple(req.extras)))
     return [f"{name}=={version}" for name, version in sorted(pins.items())]
+
+
+# Pipeline features that need more than ovq's core dependencies: ovq's extra, and the packages it stands for.
+FEATURE_EXTRAS: dict[str, tuple[str, ...]] = {"mqtt": ("paho-mqtt",), "track": ("trackers",)}
+
+
+def _runtime_requirements(cfg: PipelineConfig, requires: list[str]) -> tuple[list[str], list[str]]:
+    """The requirement lines and extras the pipeline needs: ovq's own plus its features' (MQTT, tracking).
+
+    A feature whose extra the wheel declares is pinned through the extra; otherwise through the packages
+    it stands for (:data:`FEATURE_EXTRAS`), which must then be installed here.
+    """
+    features = [name for name, used in (("mqtt", cfg.sinks.mqtt is not None), ("track", cfg.track)) if used]
+    declared = {m for line in requires for m in re.findall(r"""extra\s*==\s*["']([^"']+)["']""", line)}
+    extras = [f for f in features if f in declared]
+    extra_lines: list[str] = []
+    for feature in (f for f in features if f not in declared):
+        for pkg in FEATURE_EXTRAS[feature]:
+            try:
+                metadata.version(pkg)
+            except metadata.PackageNotFoundError:
+                raise DependencyError(
+                    f"{cfg.path}: the pipeline uses {feature} but {pkg} is not installed here, so the bundle "
+                    f"cannot pin a tested version: pip install {pkg}"
+                ) from None
+            extra_lines.append(pkg)
+    return [*requires, *extra_lines], extras
 
 
 def _requirements_text(pins: list[str], wheel_name: str) -> str:

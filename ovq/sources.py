@@ -13,6 +13,10 @@ they fail. Files and folders are read losslessly, every frame in order.
 
 Opening never substitutes anything for a missing frame: a source either yields a real decoded frame or
 ``None`` (ended or failed), and a live source that cannot be opened raises :class:`SourceError`.
+
+OpenCV opens every FFmpeg capture and writer of a process under one global lock: while one URL is being opened
+(an RTSP open probes the stream for a few seconds; a silent host holds it until ``timeout``), other opens wait.
+Reading frames is not affected, so running streams go on; reconnects of several dead cameras are serialised.
 """
 
 from __future__ import annotations

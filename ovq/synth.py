@@ -366,7 +366,7 @@ def _make_layout(rng: np.random.Generator, width: int, height: int) -> _Layout:
     return _Layout(
         width=width, height=height, belt_y0=belt_y0, belt_y1=belt_y1, rail_h=rail_h, light=light,
         shadow=float(rng.uniform(0.25, 0.55)), lighting=lighting, rails=rails, rail_rows=rail_rows,
-        parts_scale=min(width, height) / 320.0,
+        parts_scale=max(width, height) / 320.0,  # parts look the same size once letterboxed to 320
     )
 
 

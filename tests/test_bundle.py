@@ -308,3 +308,21 @@ def test_build_requirements_decide_build_isolation(tmp_path):
     assert not _build_requirements_met(project('"setuptools", "surely-not-installed-backend"'))
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     assert not _build_requirements_met(tmp_path / "pyproject.toml")
+
+
+def test_pipeline_features_add_their_packages(tmp_path):
+    from ovq.bundle import _runtime_requirements
+    from ovq.config import parse_pipeline_config
+
+    def cfg(**changes):
+        return parse_pipeline_config({"model": "m", "sources": [0], **changes}, tmp_path / "p.yaml")
+
+    core = ["numpy>=1.26", "paho-mqtt>=2.0; extra == 'mqtt'"]
+    assert _runtime_requirements(cfg(), core) == (core, [])
+    assert _runtime_requirements(cfg(sinks={"mqtt": True}), core) == (core, ["mqtt"])  # through the extra
+    assert _runtime_requirements(cfg(track=True), core) == ([*core, "trackers"], [])  # no 'track' extra declared
+    assert _runtime_requirements(cfg(track=True), [*core, "trackers; extra == \"track\""])[1] == ["track"]
+    requires, extras = _runtime_requirements(cfg(track=True, sinks={"mqtt": True}), core)
+    pins = pinned_requirements(requires, extras=extras)
+    names = {p.split("==")[0] for p in pins}
+    assert {"trackers", "supervision", "paho-mqtt", "numpy"} <= names

@@ -221,7 +221,8 @@ def test_rtsp_server_restart_reconnects_while_other_streams_go_on(assets, detect
     with RtspServer(assets / VIDEO) as server:
         pipeline = Pipeline(
             detector, [server.url, "synth://conveyor?fps=10&width=160&height=120"], names=["cam", "belt"],
-            sinks=[sink], stats_interval=0, reconnect=ReconnectPolicy(stall_timeout=3.0),
+            # retries at most 1 s apart: the return is noticed within 1 s, plus FFmpeg's ~3 s stream probe
+            sinks=[sink], stats_interval=0, reconnect=ReconnectPolicy(max_delay=1.0, stall_timeout=3.0),
         )
         thread, out = run_in_thread(pipeline)
         try:
@@ -242,6 +243,7 @@ def test_rtsp_server_restart_reconnects_while_other_streams_go_on(assets, detect
             resumed = [t for t, r in zip(sink.arrived, sink.results) if r.stream == "cam" and t > back]
             assert resumed, ovq_log.messages()
             reconnect_s = resumed[0] - back
+            print(f"first RTSP result {reconnect_s:.2f} s after the server returned")
             time.sleep(1.0)
         finally:
             pipeline.stop()

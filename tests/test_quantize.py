@@ -109,3 +109,27 @@ def test_bad_ignore_pattern_is_rejected_before_work(assets, tmp_path):
         quantize(assets / "models/fastestdet/FastestDet.onnx", assets / "images", tmp_path / "q",
                  ignore=["no_such_layer_.*"], advanced=FAST, progress=False)
     assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.slow
+def test_accuracy_control_fastestdet_holds_budget_at_default_precision(assets, tmp_path):
+    """--max-drop 0.002 reverts layers and lands within it at the device default, judged independently."""
+    from ovq.evaluate import evaluate
+
+    out = tmp_path / "q"
+    result = quantize(
+        assets / "models/fastestdet/FastestDet.onnx", _coco(assets), out, max_drop=0.002,
+        calib_split="train2017", val_split="val2017",
+        advanced=AdvancedQuantizeOptions(bench_seconds=0.0, ranking_subset_size=48), progress=False,
+    )
+    kept = [s for s in result.reverted if s.kept]
+    assert kept and all(s.layers for s in kept)
+    report = json.loads((out / "report.json").read_text())
+    assert report["quantization"]["reverted_layers"] == sorted({n for s in kept for n in s.layers})
+    assert report["first_int8_metric"] < result.fp_map - 0.002  # plain INT8 alone broke the budget
+    # an independent evaluation of the saved model, compiled the way `ovq eval` does by default
+    det_default = evaluate(out, _coco(assets), split="val2017", progress=False)
+    fp_default = evaluate(assets / "models/fastestdet/FastestDet.onnx", _coco(assets), split="val2017", progress=False)
+    assert det_default.precision == fp_default.precision  # both at the device default (bf16 on AMX)
+    assert fp_default.map50_95 - det_default.map50_95 <= 0.002 + 1e-4
+    assert Detector(out).info.quantization["validated_precision"] == det_default.precision

@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jsonl", metavar="FILE", help="JSON Lines: one record per frame with its detections")
     p.add_argument(
         "--mqtt", nargs="?", const="", default=None, metavar="URL",
-        help="publish one message per frame to mqtt://HOST[:PORT] (no URL: $OVQ_MQTT_URL); credentials only "
-             "from $OVQ_MQTT_USERNAME / $OVQ_MQTT_PASSWORD",
+        help="publish one message per frame to mqtt://HOST[:PORT] (no URL: $OVQ_MQTT_URL; then put --mqtt after "
+             "MODEL); credentials only from $OVQ_MQTT_USERNAME / $OVQ_MQTT_PASSWORD",
     )
     p.add_argument("--mqtt-topic", default="ovq", metavar="PREFIX", help="MQTT topic prefix; topic PREFIX/STREAM")
     p.add_argument("--show", action="store_true", help="show annotated streams in windows (q or Esc stops)")
