@@ -1,0 +1,25 @@
+"""`ovq demo` end to end on the shipped model, small sizes."""
+
+import json
+
+import cv2
+import pytest
+
+from ovq.demo import DEMO_MODEL, run_demo
+
+
+@pytest.mark.slow
+def test_demo_runs_the_main_job(tmp_path):
+    if not (DEMO_MODEL / "model.xml").exists():
+        pytest.fail("the shipped demo model data/demo_model/model.xml is missing")
+    s = run_demo(tmp_path / "d", n_calib=48, n_val=48, frames=40, max_drop=0.02, bench_seconds=0.5, progress=False)
+    assert s.fp_map is not None and s.fp_map > 0.4  # the shipped detector really detects on fresh data
+    assert s.fp_map - s.int8_map <= 0.02 + 1e-4
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert summary["pipeline"]["streams"]["conveyor"]["frames"] == 40
+    cap = cv2.VideoCapture(str(tmp_path / "d" / "conveyor_int8.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 40
+    assert (tmp_path / "d" / "int8" / "report.md").exists() and (tmp_path / "d" / "frame.png").exists()
