@@ -226,7 +226,8 @@ def image_size(path: Path) -> tuple[int, int]:
             if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: OpenCV applies it when decoding
                 width, height = height, width
             return int(width), int(height)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError):
+            # ImportError: Ultralytics, once imported, patches Image.open to try an optional HEIF plugin
             pass
     image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
     if image is None:

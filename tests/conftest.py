@@ -30,3 +30,22 @@ def make_dets(boxes, scores=None, classes=None, tracker_id=None) -> Detections:
         class_id=np.zeros(n, np.int64) if classes is None else np.asarray(classes, np.int64),
         tracker_id=tracker_id,
     )
+
+
+def tiny_yolo_ir(tmp: Path) -> Path:
+    """A small real conv net with a YOLO-shaped output ([1, 6, 64]: 2 classes), converted to an ovq IR."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from ovq.convert import convert
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="images")
+    w1 = ops.constant(rng.normal(0, 0.2, (16, 3, 3, 3)).astype(np.float32))
+    h = ops.relu(ops.convolution(x, w1, [1, 1], [1, 1], [1, 1], [1, 1]))
+    w2 = ops.constant(rng.normal(0, 0.2, (6, 16, 8, 8)).astype(np.float32))
+    y = ops.convolution(h, w2, [8, 8], [0, 0], [0, 0], [1, 1])
+    out = ops.reshape(y, ops.constant(np.array([1, 6, 64], np.int64)), special_zero=False)
+    src = tmp / "tiny.xml"
+    ov.save_model(ov.Model([out], [x], "tiny"), str(src))
+    return convert(src, tmp / "tiny_ovq", family="yolo", labels=["a", "b"])

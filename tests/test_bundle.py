@@ -20,6 +20,7 @@ import yaml
 from ovq.bundle import build_bundle, pinned_requirements, service_unit
 from ovq.cli import main
 from ovq.config import load_pipeline_config
+from conftest import tiny_yolo_ir
 from ovq.convert import convert
 from ovq.errors import ConfigError, DependencyError, ModelError
 
@@ -28,18 +29,7 @@ VIDEO = "videos/car-detection.mp4"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    """A small real conv net with a YOLO-shaped output, converted to an ovq IR."""
-    tmp = tmp_path_factory.mktemp("bundle")
-    rng = np.random.default_rng(0)
-    x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="images")
-    w1 = ops.constant(rng.normal(0, 0.2, (16, 3, 3, 3)).astype(np.float32))
-    h = ops.relu(ops.convolution(x, w1, [1, 1], [1, 1], [1, 1], [1, 1]))
-    w2 = ops.constant(rng.normal(0, 0.2, (6, 16, 8, 8)).astype(np.float32))
-    y = ops.convolution(h, w2, [8, 8], [0, 0], [0, 0], [1, 1])
-    out = ops.reshape(y, ops.constant(np.array([1, 6, 64], np.int64)), special_zero=False)
-    src = tmp / "tiny.xml"
-    ov.save_model(ov.Model([out], [x], "tiny"), str(src))
-    return convert(src, tmp / "tiny_ovq", family="yolo", labels=["a", "b"])
+    return tiny_yolo_ir(tmp_path_factory.mktemp("bundle"))
 
 
 PIPELINE = """

@@ -29,6 +29,7 @@ from ovq.config import (
     quantized_is_fresh,
     run_pipeline_config,
 )
+from conftest import tiny_yolo_ir
 from ovq.convert import convert
 from ovq.errors import ConfigError
 
@@ -40,18 +41,7 @@ GIF = "videos/people-detection.gif"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    """A small real conv net with a YOLO-shaped output, converted to an ovq IR."""
-    tmp = tmp_path_factory.mktemp("cfg")
-    rng = np.random.default_rng(0)
-    x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="images")
-    w1 = ops.constant(rng.normal(0, 0.2, (16, 3, 3, 3)).astype(np.float32))
-    h = ops.relu(ops.convolution(x, w1, [1, 1], [1, 1], [1, 1], [1, 1]))
-    w2 = ops.constant(rng.normal(0, 0.2, (6, 16, 8, 8)).astype(np.float32))
-    y = ops.convolution(h, w2, [8, 8], [0, 0], [0, 0], [1, 1])
-    out = ops.reshape(y, ops.constant(np.array([1, 6, 64], np.int64)), special_zero=False)
-    src = tmp / "tiny.xml"
-    ov.save_model(ov.Model([out], [x], "tiny"), str(src))
-    return convert(src, tmp / "tiny_ovq", family="yolo", labels=["a", "b"])
+    return tiny_yolo_ir(tmp_path_factory.mktemp("cfg"))
 
 
 @pytest.fixture(scope="module")
