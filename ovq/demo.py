@@ -91,10 +91,15 @@ def run_demo(
     detector = Detector(out / "int8", device="CPU", hint="throughput")
     labels = detector.labels
     video = out / "conveyor_int8.mp4"
+    import importlib.util
+
+    track = importlib.util.find_spec("trackers") is not None
+    if not track:
+        logger.info("tracking off: install the 'track' extra (pip install 'ovq[track]') for track IDs")
     pipeline = Pipeline(
         detector, ["synth://conveyor?fps=30&width=640&height=480&seed=1"], names=["conveyor"],
         sinks=[VideoSink(video, labels=labels), JsonlSink(out / "detections.jsonl", labels=labels)],
-        max_frames=frames, track=True, stats_interval=5.0,
+        max_frames=frames, track=track, stats_interval=5.0,
     )
     run = pipeline.run().to_dict()
     seconds["pipeline"] = round(time.perf_counter() - t, 1)
