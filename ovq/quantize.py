@@ -369,7 +369,7 @@ def quantize(
     ignored = _ignored_scope(fp_model, info, ignore, adv.keep_decode_tail_float)
     nncf_preset = nncf.QuantizationPreset.MIXED if preset is Preset.MIXED else nncf.QuantizationPreset.PERFORMANCE
 
-    fp_map = None
+    fp_map = fp_map50 = None
     fp_per_image: list[float] | None = None
     validator = None
     if val is not None:
@@ -382,7 +382,7 @@ def quantize(
             progress="FP model" if progress else False, preprocessed=val_inputs,
         )
         fp_res = coco_map(val.samples, preds, num_classes=len(info.labels), per_image=True)
-        fp_map, fp_per_image = fp_res.map50_95, list(fp_res.per_image)
+        fp_map, fp_map50, fp_per_image = fp_res.map50_95, fp_res.map50, list(fp_res.per_image)
         logger.info("FP mAP50-95 %.4f at %s", fp_map, used_precision)
 
     q_start = time.perf_counter()
@@ -445,7 +445,7 @@ def quantize(
 
     return build_report(
         fp_model=fp_model, fp_info=fp_info, quantized=quantized, q_info=q_info, out_dir=out_dir,
-        val=val, fp_map=fp_map, validator=validator, device=device,
+        val=val, fp_map=fp_map, fp_map50=fp_map50, validator=validator, device=device,
         used_precision=used_precision, started=started, quant_seconds=quant_seconds, adv=adv, progress=progress,
         peak_rss_mb=_peak_rss_mb,
     )
