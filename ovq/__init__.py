@@ -25,6 +25,7 @@ from ovq.metadata import ModelInfo
 from ovq.model import Detector
 from ovq.pipeline import FrameResult, Pipeline, Sink
 from ovq.predict import predict
+from ovq.quantize import AdvancedQuantizeOptions, QuantizeResult, RankBy, quantize
 from ovq.readers import ReconnectPolicy
 from ovq.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
 from ovq.stats import RunSummary, StreamStats
@@ -32,6 +33,7 @@ from ovq.stats import RunSummary, StreamStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdvancedQuantizeOptions",
     "BenchResult",
     "BundleResult",
     "DECODERS",
@@ -54,6 +56,8 @@ __all__ = [
     "MqttSink",
     "OvqError",
     "PipelineConfig",
+    "QuantizeResult",
+    "RankBy",
     "Pipeline",
     "ReconnectPolicy",
     "RunSummary",
@@ -77,6 +81,7 @@ __all__ = [
     "predict",
     "predict_samples",
     "prepare",
+    "quantize",
     "query_devices",
     "run_pipeline_config",
 ]

@@ -63,6 +63,7 @@ def prepare(
     preprocessing: SourcePreprocessing | None = None,
     conf_threshold: float | None = None,
     iou_threshold: float | None = None,
+    agnostic_nms: bool | None = None,
     core: ov.Core | None = None,
 ) -> tuple[ov.Model, ModelInfo]:
     """Load any supported model and return an ovq model (preprocessing in the graph) and its info.
@@ -81,7 +82,8 @@ def prepare(
                     f"{path}: already converted for input {info.input_size[0]}x{info.input_size[1]}; "
                     "convert the original model to change the input size"
                 )
-            info = _override(info, family=family, labels=labels, conf=conf_threshold, iou=iou_threshold)
+            info = _override(info, family=family, labels=labels, conf=conf_threshold, iou=iou_threshold,
+                             agnostic=agnostic_nms)
             return model, info
         hints = _ultralytics_hints(model, path)
     elif suffix == ".onnx":
@@ -89,10 +91,14 @@ def prepare(
         hints = {}
     else:
         model, hints = _from_ultralytics(path, imgsz)
-    return _build(
+    model, info = _build(
         model, path, imgsz=imgsz, family=family, labels=labels, preprocessing=preprocessing,
         conf=conf_threshold, iou=iou_threshold, hints=hints,
     )
+    if agnostic_nms is not None:
+        info = _override(info, family=None, labels=None, conf=None, iou=None, agnostic=agnostic_nms)
+        write_info(model, info)
+    return model, info
 
 
 def convert(
@@ -106,14 +112,17 @@ def convert(
     preprocessing: SourcePreprocessing | None = None,
     conf_threshold: float | None = None,
     iou_threshold: float | None = None,
+    agnostic_nms: bool | None = None,
 ) -> Path:
     """Convert ``src`` and write ``out_dir/model.xml`` + ``.bin``; returns the ``.xml`` path.
 
-    Weights are stored in FP32 unless ``fp16``. Nothing is written when anything fails.
+    Weights are stored in FP32 unless ``fp16``. ``agnostic_nms`` stores class-agnostic NMS as the
+    model's default (for scenes where objects of different classes do not overlap, e.g. parts on a belt).
+    Nothing is written when anything fails.
     """
     model, info = prepare(
         src, imgsz=imgsz, family=family, labels=labels, preprocessing=preprocessing,
-        conf_threshold=conf_threshold, iou_threshold=iou_threshold,
+        conf_threshold=conf_threshold, iou_threshold=iou_threshold, agnostic_nms=agnostic_nms,
     )
     write_info(model, info)
     return save(model, out_dir, fp16=fp16)
@@ -138,7 +147,7 @@ def _as_hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (int(h), int(w))
 
 
-def _override(info: ModelInfo, *, family, labels, conf, iou) -> ModelInfo:
+def _override(info: ModelInfo, *, family, labels, conf, iou, agnostic=None) -> ModelInfo:
     changes: dict[str, Any] = {}
     if family:
         get_decoder(family)
@@ -149,6 +158,8 @@ def _override(info: ModelInfo, *, family, labels, conf, iou) -> ModelInfo:
         changes["conf_threshold"] = float(conf)
     if iou is not None:
         changes["iou_threshold"] = float(iou)
+    if agnostic is not None:
+        changes["agnostic_nms"] = bool(agnostic)
     return replace(info, **changes) if changes else info
 
 

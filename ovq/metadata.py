@@ -35,6 +35,7 @@ class ModelInfo:
     letterbox_center: bool = True
     conf_threshold: float = 0.25
     iou_threshold: float = 0.45
+    agnostic_nms: bool = False
     max_det: int = 300
     source: str = ""
     compile_config: dict[str, str] = field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ class Detector:
         device: str = "CPU",
         conf: float | None = None,
         iou: float | None = None,
+        agnostic_nms: bool | None = None,
         precision: str | None = None,
         hint: str | None = None,
         config: dict[str, Any] | None = None,
@@ -77,6 +79,7 @@ class Detector:
             conf_threshold=self.info.conf_threshold if conf is None else float(conf),
             iou_threshold=self.info.iou_threshold if iou is None else float(iou),
             max_det=self.info.max_det,
+            agnostic=self.info.agnostic_nms if agnostic_nms is None else bool(agnostic_nms),
         )
         self._request: ov.InferRequest | None = None
         logger.info(
@@ -108,7 +111,7 @@ class Detector:
     def postprocess(self, outputs: list[np.ndarray], rinfo: ResizeInfo, *, conf: float | None = None) -> Detections:
         params = self.params
         if conf is not None:
-            params = DecodeParams(params.input_size, float(conf), params.iou_threshold, params.max_det, params.max_nms)
+            params = replace(params, conf_threshold=float(conf))
         return self.decoder.decode(outputs, rinfo, params)
 
     def outputs_of(self, request: ov.InferRequest) -> list[np.ndarray]:

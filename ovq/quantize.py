@@ -46,6 +46,18 @@ class DropType(str, Enum):
     RELATIVE = "relative"
 
 
+class RankBy(str, Enum):
+    """Order in which accuracy control reverts groups of layers to float.
+
+    ``accuracy``: NNCF's order, the group whose revert restores the most mAP first.
+    ``accuracy-per-latency``: the most mAP restored per millisecond of latency the revert adds (from
+    per-layer performance counters), so the budget is met with the reverts that cost least speed.
+    """
+
+    ACCURACY = "accuracy"
+    ACCURACY_PER_LATENCY = "accuracy-per-latency"
+
+
 @dataclass
 class AdvancedQuantizeOptions:
     """Rarely changed knobs."""
@@ -69,6 +81,10 @@ class RevertStep:
     layers: list[str]
     metric: float
     kept: bool = True
+    cost_ms: float | None = None  # estimated latency the revert adds (performance counters)
+    ranking_gain: float | None = None  # mAP it restored on the ranking subset when it was chosen
+    ranking_round: int = 0  # which of NNCF's rankings it was chosen from (1 = the first)
+    operations: list[str] = field(default_factory=list)  # NNCF's names of the operations it reverted
 
 
 @dataclass
@@ -154,6 +170,8 @@ class _Call:
     metric: float
     int8: frozenset[str]
     seconds: float
+    samples: list[Any] | None = None  # kept for ranking calls (the ranking subset)
+    ranking_round: int = 0
 
 
 @dataclass
@@ -167,7 +185,10 @@ class _Validator:
     total: int
     fp_result: tuple[float, list[float]] | None = None
     inputs: dict[Path, tuple[np.ndarray, Any]] = field(default_factory=dict)
+    max_drop: float | None = None
+    relative: bool = False
     calls: list[_Call] = field(default_factory=list)
+    ranking_round: int = 0  # how many rankings NNCF has done so far (set by _RevertPlanner)
 
     def __call__(self, compiled: ov.CompiledModel, items: Any) -> tuple[float, list[float]]:
         from ovq.evaluate import coco_map, predict_samples
@@ -183,7 +204,7 @@ class _Validator:
         full = len(samples) == self.total
         if full and not int8 and self.fp_result is not None:  # NNCF validating the float model again
             metric, per_image = self.fp_result
-            self.calls.append(_Call(len(samples), metric, int8, 0.0))
+            self.calls.append(_Call(len(samples), metric, int8, 0.0, None, self.ranking_round))
             return metric, per_image
         start = time.perf_counter()
         phase = "validating" if full else "ranking"
@@ -191,7 +212,10 @@ class _Validator:
             compiled, self.detector, samples, conf=self.conf, progress=phase if full else False, preprocessed=self.inputs
         )
         result = coco_map(samples, preds, num_classes=len(self.detector.labels), per_image=True)
-        self.calls.append(_Call(len(samples), result.map50_95, int8, time.perf_counter() - start))
+        self.calls.append(
+            _Call(len(samples), result.map50_95, int8, time.perf_counter() - start, None if full else samples,
+                  self.ranking_round)
+        )
         if full:
             logger.info("%s %d images: mAP50-95 %.4f (%d INT8 layers)", phase, len(samples), result.map50_95, len(int8))
         return result.map50_95, list(result.per_image)
@@ -201,23 +225,164 @@ class _Validator:
         return full[0].metric if full else None
 
     def revert_steps(self, final_int8: set[str]) -> list[RevertStep]:
-        """Reverts in the order NNCF tried them, from the full validations after the first INT8 one.
+        """The revert steps NNCF took, from the full validations after the first INT8 one.
 
-        A step's layers are those it took out of INT8 relative to the last accepted state; it was kept
-        when none of them runs in INT8 in the final model (NNCF undoes a step that made things worse).
+        Whether a step was kept follows NNCF's greedy rule: a step that makes the drop worse is undone,
+        unless the step before it was itself undone (then it is kept and the search goes on). A step's
+        layers are those it took out of INT8 relative to the model it started from. The reconstruction is
+        checked against ``final_int8``, the layers that run in INT8 in the model NNCF returned.
         """
         full = [c for c in self.calls if c.items == self.total and c.int8]
         steps: list[RevertStep] = []
-        if not full:
+        if not full or self.fp_result is None:
             return steps
+        fp = self.fp_result[0]
+
+        def drop(metric: float) -> float:
+            d = fp - metric
+            return d / abs(fp) if self.relative and fp else d
+
         accepted = full[0].int8
+        previous, stepped_back = drop(full[0].metric), True
         for rank, call in enumerate(full[1:], start=1):
-            layers = sorted(accepted - call.int8)
-            kept = not (set(layers) & final_int8)
-            steps.append(RevertStep(rank=rank, layers=layers, metric=call.metric, kept=kept))
+            current = drop(call.metric)
+            met = self.max_drop is not None and current <= self.max_drop
+            kept = met or current <= previous or stepped_back
+            steps.append(RevertStep(rank=rank, layers=sorted(accepted - call.int8), metric=call.metric, kept=kept,
+                                    ranking_round=call.ranking_round))
             if kept:
                 accepted = call.int8
+            stepped_back = not kept
+            previous = current
+        if set(accepted) != set(final_int8):
+            logger.warning(
+                "the reconstructed revert steps do not match the returned model (%d vs %d INT8 layers); "
+                "the step list in the report may be inexact", len(accepted), len(final_int8),
+            )
         return steps
+
+
+# --- choosing reverts by accuracy per latency -------------------------------------------------------
+
+
+@dataclass
+class _GroupScore:
+    layers: frozenset[str]
+    gain: float
+    cost_ms: float
+    operations: tuple[str, ...] = ()
+
+
+@dataclass
+class _RevertPlanner:
+    """Sees each of NNCF's rankings: prices every candidate revert in latency and, for
+    :attr:`RankBy.ACCURACY_PER_LATENCY`, reorders the candidates by mAP restored per millisecond.
+
+    A candidate's gain is its ranking-subset mAP minus the current model's on the same images; its
+    cost is the summed float-minus-INT8 time of the layers it takes out of INT8 (:mod:`ovq.profile`).
+    """
+
+    validator: _Validator
+    rank_by: RankBy
+    fp_times: Any  # ovq.profile.LayerTimes of the float model at the deployment precision
+    device: str
+    config: dict[str, str]
+    int8_times: Any = None
+    rounds: list[list[_GroupScore]] = field(default_factory=list)
+
+    def costs(self) -> dict[str, float]:
+        from ovq.profile import revert_costs
+
+        return revert_costs(self.fp_times, self.int8_times) if self.int8_times is not None else {}
+
+    def cost_of(self, layers: Sequence[str] | frozenset[str]) -> float:
+        costs = self.costs()
+        return float(sum(costs.get(n, 0.0) for n in layers))
+
+    @property
+    def free_ms(self) -> float:
+        """Below this estimated cost a revert counts as free (within the counters' resolution)."""
+        return max(0.005, 0.002 * (self.int8_times.total_ms if self.int8_times is not None else 0.0))
+
+    def _priority(self, s: _GroupScore) -> tuple[int, float, float]:
+        if s.gain <= 0:
+            return (0, s.gain, 0.0)
+        if s.cost_ms <= self.free_ms:  # restores accuracy and costs no measurable time: take it first
+            return (2, s.gain, 0.0)
+        return (1, s.gain / s.cost_ms, s.gain)
+
+    def rank(self, original: Any, ranker: Any, groups: list[Any], quantized_model: ov.Model, *args: Any) -> list[Any]:
+        from ovq.profile import layer_times
+        from ovq.runtime import compile_model
+
+        start = len(self.validator.calls)
+        ranked = original(ranker, groups, quantized_model, *args)
+        calls = self.validator.calls[start:]
+        if len(calls) != len(groups) or any(c.samples is None for c in calls):
+            raise OvqError(
+                f"NNCF ranked {len(groups)} groups with {len(calls)} subset validations; "
+                "this NNCF version is not supported by ovq's revert pricing"
+            )
+        if not groups:
+            return ranked
+        if self.int8_times is None:
+            logger.info("timing each layer of the INT8 model (performance counters)")
+            self.int8_times = layer_times(quantized_model, self.validator.known_layers, device=self.device, config=self.config)
+        compiled = compile_model(quantized_model, "CPU", config=self.config, cache=False)
+        current = frozenset(int8_layers(compiled, self.validator.known_layers))
+        baseline, _ = self.validator(compiled, calls[0].samples)
+        scores = [
+            _GroupScore(frozenset(current - c.int8), c.metric - baseline, self.cost_of(current - c.int8),
+                        tuple(sorted(getattr(op, "node_name", str(op)) for op in getattr(g, "operations", ()))))
+            for c, g in zip(calls, groups)
+        ]
+        if self.rank_by is RankBy.ACCURACY:
+            position = {id(g): i for i, g in enumerate(groups)}
+            order = [position[id(g)] for g in ranked]
+        else:
+            order = sorted(range(len(groups)), key=lambda i: self._priority(scores[i]))  # NNCF pops from the end
+            best = scores[order[-1]]
+            logger.info(
+                "next revert by accuracy per latency: %d layers, +%.4f mAP on the ranking subset for ~%.3f ms",
+                len(best.layers), best.gain, best.cost_ms,
+            )
+        self.rounds.append([scores[i] for i in order])
+        self.validator.ranking_round = len(self.rounds)
+        return ranked if self.rank_by is RankBy.ACCURACY else [groups[i] for i in order]
+
+    def annotate(self, steps: list[RevertStep]) -> None:
+        """Give each step its estimated latency cost and the subset gain it was chosen for.
+
+        Between two rankings NNCF pops candidates off the end of the ranked list, so the p-th step after
+        ranking r took the p-th candidate from the end of that ranking.
+        """
+        taken: dict[int, int] = {}
+        for step in steps:
+            step.cost_ms = round(self.cost_of(step.layers), 4) if self.int8_times is not None else None
+            r = step.ranking_round
+            p = taken.get(r, 0)
+            taken[r] = p + 1
+            if 1 <= r <= len(self.rounds) and p < len(self.rounds[r - 1]):
+                chosen = self.rounds[r - 1][-(p + 1)]
+                step.ranking_gain = chosen.gain
+                step.operations = list(chosen.operations)
+
+
+@contextlib.contextmanager
+def _nncf_ranking_through(planner: _RevertPlanner) -> Iterator[None]:
+    """Route NNCF's ranking of revert candidates through ``planner`` for the duration of the call."""
+    from nncf.quantization.algorithms.accuracy_control.ranker import Ranker
+
+    original = Ranker.rank_groups_of_quantizers
+
+    def rank(self, groups_to_rank, quantized_model, *args):  # noqa: ANN001
+        return planner.rank(original, self, groups_to_rank, quantized_model, *args)
+
+    Ranker.rank_groups_of_quantizers = rank
+    try:
+        yield
+    finally:
+        Ranker.rank_groups_of_quantizers = original
 
 
 # --- the graph NNCF sees ----------------------------------------------------------------------------
@@ -300,6 +465,7 @@ def quantize(
     ignore: Sequence[str] = (),
     device: str = "CPU",
     precision: str = "default",
+    rank_by: RankBy | str = RankBy.ACCURACY,
     advanced: AdvancedQuantizeOptions | None = None,
     progress: bool = True,
 ) -> QuantizeResult:
@@ -307,7 +473,8 @@ def quantize(
 
     ``precision`` is the inference precision the model will run at (``default``: the device's own,
     bf16 on AMX CPUs; ``f32``): accuracy is validated at it and it is stored in the IR so ``run``,
-    ``eval`` and ``bench`` compile the model the same way.
+    ``eval`` and ``bench`` compile the model the same way. ``rank_by`` (with ``max_drop``) picks the order
+    of reverts: see :class:`RankBy`; either way every revert is priced in latency in the report.
     """
     import nncf
 
@@ -316,6 +483,12 @@ def quantize(
     adv = advanced or AdvancedQuantizeOptions()
     preset = Preset(preset)
     drop_type = DropType(drop_type)
+    try:
+        rank_by = RankBy(rank_by)
+    except ValueError:
+        raise OvqError(f"--rank-by '{rank_by}': expected one of {', '.join(r.value for r in RankBy)}") from None
+    if rank_by is not RankBy.ACCURACY and max_drop is None:
+        raise OvqError(f"--rank-by {rank_by.value} orders accuracy-control reverts: it needs --max-drop")
     if precision not in ("default", "f32", "bf16"):
         raise OvqError(f"--precision '{precision}': expected default, f32 or bf16")
     started = time.perf_counter()
@@ -371,7 +544,7 @@ def quantize(
 
     fp_map = fp_map50 = None
     fp_per_image: list[float] | None = None
-    validator = None
+    validator = planner = None
     if val is not None:
         from ovq.evaluate import coco_map, predict_samples
 
@@ -397,7 +570,7 @@ def quantize(
             assert val is not None and fp_map is not None and fp_per_image is not None
             validator = _Validator(
                 detector, quantizable_layers(fp_model), used_precision, adv.eval_conf, len(val),
-                (fp_map, fp_per_image), val_inputs,
+                (fp_map, fp_per_image), val_inputs, max_drop=max_drop, relative=drop_type is DropType.RELATIVE,
             )
             params = nncf.AdvancedAccuracyRestorerParameters(
                 ranking_subset_size=min(adv.ranking_subset_size, len(val)),
@@ -408,7 +581,12 @@ def quantize(
                 "quantizing with accuracy control: max drop %.4f (%s) at %s, ranking on %d images",
                 max_drop, drop_type.value, used_precision, params.ranking_subset_size,
             )
-            with _nncf_validates_at(precision):
+            from ovq.profile import layer_times
+
+            logger.info("timing each layer of the FP model (performance counters, %s)", device)
+            fp_times = layer_times(fp_model, validator.known_layers, device=device, config=deploy_cfg)
+            planner = _RevertPlanner(validator, rank_by, fp_times, device, deploy_cfg)
+            with _nncf_validates_at(precision), _nncf_ranking_through(planner):
                 quantized = nncf.quantize_with_accuracy_control(
                     fp_model, calib_data, nncf.Dataset(val.samples), validator,
                     max_drop=max_drop,
@@ -430,12 +608,14 @@ def quantize(
         "max_drop": max_drop,
         "drop_type": drop_type.value,
         "preset": preset.value,
+        "bias_correction": "fast" if adv.fast_bias_correction else "full",
         "data": str(data),
         "calib_split": calib.split,
         "calib_images": n_calib,
         "val_split": val.split if val else None,
         "val_images": len(val) if val else 0,
         "validated_precision": used_precision,
+        "rank_by": rank_by.value if max_drop is not None else None,
         "ignored": list(ignore),
     }
     q_info = ModelInfo(**{**info.__dict__, "compile_config": deploy_cfg, "quantization": provenance})
@@ -445,7 +625,7 @@ def quantize(
 
     return build_report(
         fp_model=fp_model, fp_info=fp_info, quantized=quantized, q_info=q_info, out_dir=out_dir,
-        val=val, fp_map=fp_map, fp_map50=fp_map50, validator=validator, device=device,
+        val=val, fp_map=fp_map, fp_map50=fp_map50, validator=validator, planner=planner, device=device,
         used_precision=used_precision, started=started, quant_seconds=quant_seconds, adv=adv, progress=progress,
         peak_rss_mb=_peak_rss_mb,
     )

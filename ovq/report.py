@@ -42,6 +42,7 @@ def build_report(
     fp_map50: float | None,
     validator: Any,
     device: str,
+    planner: Any = None,
     used_precision: str,
     started: float,
     quant_seconds: float,
@@ -67,6 +68,8 @@ def build_report(
 
             raise OvqError(f"{fp_info.source}: no layer runs in INT8 after quantization on {device}; nothing gained")
         reverted: list[RevertStep] = validator.revert_steps(final_int8) if validator is not None else []
+        if planner is not None:
+            planner.annotate(reverted)
         q_info.quantization["reverted_layers"] = sorted({n for s in reverted if s.kept for n in s.layers})
         from ovq.metadata import write_info
 
@@ -109,7 +112,10 @@ def build_report(
             },
             "first_int8_metric": _r(validator.first_int8_metric()) if validator is not None else None,
             "reverted": [
-                {"rank": s.rank, "layers": s.layers, "metric_after": _r(s.metric), "kept": s.kept} for s in reverted
+                {"rank": s.rank, "layers": s.layers, "metric_after": _r(s.metric), "kept": s.kept,
+                 "est_latency_added_ms": _r(s.cost_ms), "ranking_gain": _r(s.ranking_gain),
+                 "nncf_operations": s.operations}
+                for s in reverted
             ],
             "quantized_ops": count_fake_quantize(quantized),
             "int8_layers_at_runtime": len(final_int8),
@@ -118,6 +124,22 @@ def build_report(
             "seconds": {"quantization": round(quant_seconds, 1), "total": round(time.perf_counter() - started, 1)},
             "peak_rss_mb": round(peak_rss_mb(), 0),
         }
+        if planner is not None and planner.int8_times is not None:
+            kept_cost = sum(s.cost_ms or 0.0 for s in reverted if s.kept)
+            report["latency_estimate"] = {
+                "method": "per-layer performance counters (PERF_COUNT), median of 30 synchronous inferences, batch 1",
+                "device": device,
+                "precision": planner.fp_times.precision,
+                "fp_ms": _r(planner.fp_times.total_ms, 3),
+                "int8_all_layers_ms": _r(planner.int8_times.total_ms, 3),
+                "reverts_added_ms": _r(kept_cost, 3),
+                "final_ms": _r(planner.int8_times.total_ms + kept_cost, 3),
+                "free_below_ms": _r(planner.free_ms, 4),
+            }
+            report["ranking_rounds"] = [
+                [{"layers": sorted(g.layers), "gain": _r(g.gain), "est_latency_added_ms": _r(g.cost_ms)} for g in scores]
+                for scores in planner.rounds
+            ]
         if validator is not None:
             calls = validator.calls
             report["validation_calls"] = {
@@ -150,7 +172,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- Device: {report['device']}, deployment inference precision for float layers: **{report['deployment_precision']}**"
         f" (validated at it; stored in the IR: {report['compile_config'] or 'device default'})",
         f"- Data: `{q['data']}`, calibration split `{q['calib_split']}` ({q['calib_images']} images), "
-        f"validation split `{q['val_split']}` ({q['val_images']} images); preset {q['preset']}",
+        f"validation split `{q['val_split']}` ({q['val_images']} images); preset {q['preset']}, "
+        f"{q.get('bias_correction', 'full')} bias correction",
         f"- NNCF {q['nncf']}, OpenVINO {q['openvino']}",
         "",
         "## Accuracy (" + acc["metric"] + f", {acc['images']} images, at {report['deployment_precision']})",
@@ -168,10 +191,41 @@ def render_markdown(report: dict[str, Any]) -> str:
         if report.get("first_int8_metric") is not None:
             lines.append(f"Fully quantized, before any revert: mAP50-95 {_fmt(report['first_int8_metric'])}.")
             lines.append("")
-        lines += ["| rank | layers | mAP50-95 after | kept |", "|---|---|---|---|"]
+        rank_by = q.get("rank_by") or "accuracy"
+        lines.append(
+            "Reverts chosen by " + ("**mAP restored per millisecond of latency added**" if rank_by == "accuracy-per-latency"
+                                    else "**mAP restored** (NNCF's order)")
+            + "; 'gain' is what the revert restored on the ranking subset when it was chosen, 'latency' is the"
+            " estimated time it adds per inference (float minus INT8 time of its layers, performance counters)."
+        )
+        lines.append("")
+        lines += ["| step | layers | mAP50-95 after | gain (subset) | latency +ms | gain per ms | kept |", "|---|---|---|---|---|---|---|"]
         for s in report["reverted"]:
-            names = ", ".join(f"`{n}`" for n in s["layers"]) or "(no INT8 layer at runtime)"
-            lines.append(f"| {s['rank']} | {names} | {_fmt(s['metric_after'])} | {'yes' if s['kept'] else 'no (undone: made it worse)'} |")
+            names = ", ".join(f"`{n}`" for n in s["layers"])
+            if not names:
+                ops = s.get("nncf_operations") or []
+                names = ("quantizers of " + ", ".join(f"`{n}`" for n in ops[:4]) + (" ..." if len(ops) > 4 else "")) if ops \
+                    else "(no INT8 layer at runtime)"
+            cost, gain = s.get("est_latency_added_ms"), s.get("ranking_gain")
+            free = (report.get("latency_estimate") or {}).get("free_below_ms", 0.0)
+            if cost is None or gain is None:
+                per_ms = "n/a"
+            elif cost <= free:
+                per_ms = "free"
+            else:
+                per_ms = f"{gain / cost:.3f}"
+            lines.append(
+                f"| {s['rank']} | {names} | {_fmt(s['metric_after'])} | {_fmt(gain)} | "
+                f"{'n/a' if cost is None else f'{cost:+.3f}'} | {per_ms} | {'yes' if s['kept'] else 'no (undone: made it worse)'} |"
+            )
+        le = report.get("latency_estimate")
+        if le:
+            lines += [
+                "",
+                f"Estimated batch-1 latency on {le['device']} ({le['precision']} float layers): FP {le['fp_ms']} ms, "
+                f"all layers INT8 {le['int8_all_layers_ms']} ms, the kept reverts add {le['reverts_added_ms']:+.3f} ms "
+                f"-> {le['final_ms']} ms. The measured throughput below is the final word.",
+            ]
     else:
         lines.append("None: every quantizable layer runs in INT8 (apart from the decode tail kept float by default).")
     lines += [
@@ -207,20 +261,61 @@ def _fmt(v: float | None) -> str:
 
 
 def plot_sensitivity(report: dict[str, Any], path: Path) -> None:
-    """mAP as layers are reverted (0 = fully INT8), with the FP level and the budget."""
+    """mAP as layers are reverted (0 = fully INT8), with the FP level and the budget; and, when the
+    reverts were priced, mAP against the estimated latency the kept reverts add (the trade-off)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     acc = report["accuracy"]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    xs = [0] + [s["rank"] for s in report["reverted"]]
+    steps = report["reverted"]
+    priced = report.get("latency_estimate") is not None and any(s.get("est_latency_added_ms") is not None for s in steps)
+    fig, axes = plt.subplots(1, 2 if priced else 1, figsize=(12 if priced else 7, 4), dpi=110, squeeze=False)
+    ax = axes[0][0]
     first = report.get("first_int8_metric")
-    ys = [first if first is not None else (acc["int8"] if not report["reverted"] else None)] + [s["metric_after"] for s in report["reverted"]]
+    start = first if first is not None else (acc["int8"] if not steps else None)
+    xs = [0] + [s["rank"] for s in steps]
+    ys = [start] + [s["metric_after"] for s in steps]
     pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
     if pts:
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label="INT8 after reverting")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label="INT8 after each revert step")
+        undone = [(s["rank"], s["metric_after"]) for s in steps if not s["kept"]]
+        if undone:
+            ax.plot([u[0] for u in undone], [u[1] for u in undone], "x", color="r", ms=9, label="step undone")
+    _reference_lines(ax, report)
+    order = "accuracy per latency" if report["quantization"].get("rank_by") == "accuracy-per-latency" else "NNCF's accuracy"
+    ax.set_xlabel(f"revert steps (groups of layers back to float, by {order})")
+    ax.set_ylabel("mAP50-95")
+    ax.set_title(f"{report['model']}: accuracy vs reverts ({report['deployment_precision']})", fontsize=10)
+    if priced:
+        tx = axes[0][1]
+        le = report["latency_estimate"]
+        cx, cy, total = [le["int8_all_layers_ms"]], [start], le["int8_all_layers_ms"]
+        for s in steps:
+            if s["kept"]:
+                total += s.get("est_latency_added_ms") or 0.0
+                cx.append(total)
+                cy.append(s["metric_after"])
+        pts = [(x, y) for x, y in zip(cx, cy) if y is not None]
+        if pts:
+            tx.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:purple", label="INT8 + kept reverts")
+        tx.axvline(le["fp_ms"], color="g", ls=":", lw=0.8, label=f"FP {le['fp_ms']} ms")
+        _reference_lines(tx, report)
+        tx.set_xlabel(f"estimated batch-1 latency on {le['device']}, ms (performance counters, {le['precision']})")
+        tx.set_ylabel("mAP50-95")
+        tx.set_title("trade-off: accuracy vs latency", fontsize=10)
+    for a in axes[0]:
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _reference_lines(ax: Any, report: dict[str, Any]) -> None:
+    acc = report["accuracy"]
     if acc["fp"] is not None:
         ax.axhline(acc["fp"], color="g", ls="--", label=f"FP {acc['fp']:.4f}")
         md = report["quantization"].get("max_drop")
@@ -228,12 +323,3 @@ def plot_sensitivity(report: dict[str, Any], path: Path) -> None:
             ax.axhline(acc["fp"] - md, color="r", ls=":", label=f"budget (drop {md})")
     if acc["int8"] is not None:
         ax.axhline(acc["int8"], color="k", ls="-.", lw=0.8, label=f"final INT8 {acc['int8']:.4f}")
-    ax.set_xlabel("groups of layers reverted to float (in NNCF's rank order)")
-    ax.set_ylabel("mAP50-95")
-    ax.set_title(f"{report['model']}: accuracy vs reverted layers ({report['deployment_precision']})")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

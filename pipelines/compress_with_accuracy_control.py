@@ -34,6 +34,7 @@ def main(
     subset_size: int = 300,
     precision: str = "default",
     device: str = "CPU",
+    rank_by: str = "accuracy",
     bench_seconds: float = 5.0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def main(
     """
     result = quantize(
         model, data, out, max_drop=max_drop, drop_type=drop_type, calib_split=calib_split, val_split=val_split,
-        subset_size=subset_size, device=device, precision=precision,
+        subset_size=subset_size, device=device, precision=precision, rank_by=rank_by,
         advanced=AdvancedQuantizeOptions(bench_seconds=bench_seconds), progress=progress,
     )
     rep = result.report
@@ -62,6 +63,8 @@ def main(
         "within_budget": drop is not None and drop <= budget + 1e-9,
         "reverted_layers": sum(len(step["layers"]) for step in kept),
         "val_images": rep["accuracy"]["images"],
+        "rank_by": rank_by,
+        "est_latency_ms": rep.get("latency_estimate"),
         "throughput": rep["throughput"],
         "seconds": rep["seconds"],
     }
@@ -85,6 +88,8 @@ if __name__ == "__main__":
     parser.add_argument("--precision", choices=("default", "f32", "bf16"), default="default",
                         help="inference precision to validate and deploy at (default: the device's, bf16 on AMX)")
     parser.add_argument("--device", default="CPU")
+    parser.add_argument("--rank-by", choices=("accuracy", "accuracy-per-latency"), default="accuracy",
+                        help="order of reverts: most mAP restored first, or most mAP restored per ms of latency added")
     parser.add_argument("--bench-seconds", type=float, default=5.0, help="per throughput measurement (0: skip)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -96,7 +101,7 @@ if __name__ == "__main__":
         result = main(
             args.model, args.data, args.out, max_drop=args.max_drop, drop_type=args.drop_type,
             calib_split=args.calib_split, val_split=args.val_split, subset_size=args.subset_size,
-            precision=args.precision, device=args.device, bench_seconds=args.bench_seconds,
+            precision=args.precision, device=args.device, rank_by=args.rank_by, bench_seconds=args.bench_seconds,
         )
     except OvqError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -57,6 +57,32 @@ def test_yolo_decodes_two_boxes_and_suppresses_duplicate():
     np.testing.assert_allclose(dets.xyxy[0], [150, 75, 250, 125], atol=1e-3)
 
 
+def test_agnostic_nms_keeps_one_box_per_object_across_classes(tmp_path):
+    from dataclasses import replace
+
+    from conftest import tiny_yolo_ir
+
+    from ovq.model import Detector
+
+    rinfo = _info_letterbox()
+    out = np.zeros((1, 4 + 3, 10), np.float32)
+    out[0, :4, 0] = [160, 160, 80, 40]
+    out[0, 4 + 0, 0] = 0.9  # a "nut" ...
+    out[0, :4, 1] = [161, 160, 80, 40]
+    out[0, 4 + 2, 1] = 0.7  # ... and a "washer" on the same part
+    aware = get_decoder("yolo").decode([out], rinfo, _params((320, 320)))
+    agnostic = get_decoder("yolo").decode([out], rinfo, replace(_params((320, 320)), agnostic=True))
+    assert list(aware.class_id) == [0, 2] and list(agnostic.class_id) == [0]
+    # stored in the IR by convert, read back by the Detector, overridable per Detector
+    xml = tiny_yolo_ir(tmp_path)
+    assert Detector(xml, cache=False).params.agnostic is False
+    from ovq.convert import convert
+
+    xml2 = convert(xml, tmp_path / "agnostic", agnostic_nms=True)
+    assert Detector(xml2, cache=False).params.agnostic is True
+    assert Detector(xml2, cache=False, agnostic_nms=False).params.agnostic is False
+
+
 def test_yolo_e2e_takes_rows_as_they_are_without_nms():
     rinfo = _info_letterbox()
     out = np.zeros((1, 300, 6), np.float32)

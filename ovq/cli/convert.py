@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resize", choices=("letterbox", "stretch"), help="how images are fitted to the input")
     p.add_argument("--conf", type=float, help="default confidence threshold stored in the model")
     p.add_argument("--iou", type=float, help="default NMS IoU threshold stored in the model")
+    p.add_argument("--agnostic-nms", action="store_true", default=None,
+                   help="store class-agnostic NMS as the default (one box per object, whatever its class)")
     p.set_defaults(func=run)
 
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz[:2])
     xml = convert(
         args.src, args.out, imgsz=imgsz, fp16=args.fp16, family=args.family,
-        labels=parse_labels(args.labels), preprocessing=pre, conf_threshold=args.conf, iou_threshold=args.iou,
+        labels=parse_labels(args.labels), preprocessing=pre, conf_threshold=args.conf, iou_threshold=args.iou, agnostic_nms=args.agnostic_nms,
     )
     print(xml)
     return 0

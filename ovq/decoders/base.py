@@ -34,6 +34,7 @@ class DecodeParams:
     iou_threshold: float
     max_det: int = 300
     max_nms: int = 30000
+    agnostic: bool = False  # NMS across classes: one box per object whatever its class
 
 
 class Decoder(Protocol):
@@ -59,14 +60,15 @@ def finish(
     *,
     run_nms: bool = True,
 ) -> Detections:
-    """Threshold, keep the top ``max_nms`` candidates, class-aware NMS, map boxes to the original image."""
+    """Threshold, keep the top ``max_nms`` candidates, NMS (class-aware unless ``params.agnostic``), map boxes
+    to the original image."""
     keep = scores >= params.conf_threshold
     boxes_xyxy, scores, class_id = boxes_xyxy[keep], scores[keep], class_id[keep]
     if len(scores) > params.max_nms:
         top = np.argpartition(-scores, params.max_nms)[: params.max_nms]
         boxes_xyxy, scores, class_id = boxes_xyxy[top], scores[top], class_id[top]
     if run_nms:
-        idx = nms(boxes_xyxy, scores, class_id, iou_threshold=params.iou_threshold, max_det=params.max_det)
+        idx = nms(boxes_xyxy, scores, None if params.agnostic else class_id, iou_threshold=params.iou_threshold, max_det=params.max_det)
     else:
         idx = np.argsort(-scores, kind="stable")[: params.max_det]
     return Detections(

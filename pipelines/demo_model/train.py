@@ -314,7 +314,7 @@ def _dataset(out: Path, *, n_train: int, n_val: int, n_calib: int, seed: int) ->
 def main(
     *,
     out: str | Path = HERE / "out",
-    epochs: int = 6,
+    epochs: int = 10,
     n_train: int = 6000,
     n_val: int = 500,
     n_calib: int = 300,
@@ -425,7 +425,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "out")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--n-train", type=int, default=6000)
     parser.add_argument("--n-val", type=int, default=500)
     parser.add_argument("--n-calib", type=int, default=300)
