@@ -49,15 +49,15 @@ def main(out: Path, *, bench_time: float = 10.0) -> list[dict]:
         _run("omz_person_plain", [str(ASSETS / "models/person-detection-retail-0013-fp32"), "--data",
                                   str(coco / "images/train2017"), "--bench-time", str(bench_time)], out),
     ]
-    print(f"{'run':28} {'FP':>7} {'INT8':>7} {'drop':>7} {'reverted':>8} {'FPS fp/f32/int8':>22} {'x dflt':>7} {'x f32':>6} {'wall s':>7} {'RSS MB':>7} {'est ms int8->final':>19}")
+    print(f"{'run':28} {'FP':>7} {'INT8':>7} {'drop':>7} {'reverted':>8} {'FPS fp/f32/int8':>22} {'x dflt':>7} {'x f32':>6} {'wall s':>7} {'RSS MB':>7} {'ms int8->final':>19}")
     for r in runs:
         rep = r["report"]
         acc, sp = rep["accuracy"], rep["throughput"]
         reverted = sum(len(s["layers"]) for s in rep["reverted"] if s["kept"])
         fps = f"{sp['fp_default']['fps']}/{sp['fp_f32']['fps']}/{sp['int8_deploy']['fps']}"
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-        le = rep.get("latency_estimate")
-        est = f"{le['int8_all_layers_ms']}->{le['final_ms']}" if le else ""
+        lat = rep.get("latency")
+        est = f"{lat['int8_all_layers_ms']}->{lat['final_ms']}" if lat else ""
         print(f"{r['name']:28} {fmt(acc['fp']):>7} {fmt(acc['int8']):>7} {fmt(acc['drop']):>7} {reverted:>8} {fps:>22} "
               f"{sp['int8_vs_fp_default']:>7} {sp['int8_vs_fp_f32']:>6} {r['wall_s']:>7} {rep['peak_rss_mb']:>7.0f} {est:>19}")
     print(f"machine: {os.cpu_count()} cores, {os.uname().machine}; precision: device default for FP/INT8 (bf16 on AMX) and f32 as noted; load {os.getloadavg()}")

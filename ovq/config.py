@@ -51,6 +51,7 @@ STREAM_SCHEMES = (*URL_SCHEMES, "synth", "file")
 QUANTIZE_PRESETS = ("mixed", "performance")
 QUANTIZE_PRECISIONS = ("default", "f32", "bf16")
 DROP_TYPES = ("absolute", "relative")
+RANK_BY = ("accuracy", "accuracy-per-latency")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/@]*)@")
@@ -70,10 +71,11 @@ class QuantizeConfig:
     calib_split: str = "train"
     val_split: str = "val"
     subset_size: int = 300
-    preset: str = "mixed"
+    preset: str = "performance"
     ignore: tuple[str, ...] = ()
     device: str = "CPU"
     precision: str = "default"
+    rank_by: str = "accuracy"
     bench_seconds: float = 0.0
 
 
@@ -157,7 +159,7 @@ class PipelineConfig:
                 "data": str(q.data), "output": str(q.output), "max_drop": q.max_drop, "drop_type": q.drop_type,
                 "calib_split": q.calib_split,
                 "val_split": q.val_split, "subset_size": q.subset_size, "preset": q.preset, "ignore": list(q.ignore),
-                "device": q.device, "precision": q.precision, "bench_seconds": q.bench_seconds,
+                "device": q.device, "precision": q.precision, "rank_by": q.rank_by, "bench_seconds": q.bench_seconds,
             },
             "device": self.device,
             "precision": self.precision,
@@ -378,7 +380,7 @@ def _join(base: Path, text: str) -> Path:
 _TOP_KEYS = ("model", "quantize", "device", "precision", "hint", "nireq", "cache", "sources", "track", "conf",
              "sinks", "max_frames", "stats_interval", "reconnect")
 _QUANTIZE_KEYS = ("data", "output", "max_drop", "drop_type", "calib_split", "val_split", "subset_size", "preset", "ignore",
-                  "device", "precision", "bench_seconds")
+                  "device", "precision", "rank_by", "bench_seconds")
 _SOURCE_KEYS = ("name", "url")
 _SINK_KEYS = ("video", "jsonl", "mqtt", "show")
 _VIDEO_KEYS = ("path", "fps")
@@ -407,13 +409,16 @@ def _parse_quantize(ctx: _Ctx, value: Any, model: Path) -> QuantizeConfig:
         calib_split=ctx.string(q.get("calib_split", "train"), "quantize.calib_split"),
         val_split=ctx.string(q.get("val_split", "val"), "quantize.val_split"),
         subset_size=ctx.integer(q.get("subset_size", 300), "quantize.subset_size", low=1),
-        preset=ctx.choice(q.get("preset", "mixed"), "quantize.preset", QUANTIZE_PRESETS),
+        preset=ctx.choice(q.get("preset", "performance"), "quantize.preset", QUANTIZE_PRESETS),
         ignore=tuple(ctx.string(x, f"quantize.ignore[{i}]") for i, x in enumerate(ignore_raw)),
         device=_device(ctx, q.get("device", "CPU"), "quantize.device"),
         precision=ctx.choice(q.get("precision", "default"), "quantize.precision", QUANTIZE_PRECISIONS),
+        rank_by=ctx.choice(q.get("rank_by", "accuracy"), "quantize.rank_by", RANK_BY),
         bench_seconds=(ctx.number(q["bench_seconds"], "quantize.bench_seconds", low=0.0)
                        if _opt(q, "bench_seconds") else 0.0),
     )
+    if cfg.rank_by != "accuracy" and cfg.max_drop is None:
+        raise ctx.error("quantize.rank_by", "orders the reverts of accuracy control: it needs quantize.max_drop")
     return cfg
 
 
@@ -685,7 +690,7 @@ def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:
     result = quantize(
         model, q.data, q.output, max_drop=q.max_drop, drop_type=q.drop_type, calib_split=q.calib_split,
         val_split=q.val_split, subset_size=q.subset_size, preset=q.preset, ignore=q.ignore, device=q.device,
-        precision=q.precision, advanced=AdvancedQuantizeOptions(bench_seconds=q.bench_seconds),
+        precision=q.precision, rank_by=q.rank_by, advanced=AdvancedQuantizeOptions(bench_seconds=q.bench_seconds),
     )
     return Path(result.model_xml)
 

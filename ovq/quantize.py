@@ -71,6 +71,8 @@ class AdvancedQuantizeOptions:
     keep_decode_tail_float: bool = True
     bench_seconds: float = 5.0
     eval_conf: float = 0.001
+    # accuracy control times every candidate revert: median of this many batch-1 inferences (0: off)
+    latency_runs: int = 25
 
 
 @dataclass
@@ -81,7 +83,7 @@ class RevertStep:
     layers: list[str]
     metric: float
     kept: bool = True
-    cost_ms: float | None = None  # estimated latency the revert adds (performance counters)
+    cost_ms: float | None = None  # batch-1 latency the revert added, measured when it was chosen
     ranking_gain: float | None = None  # mAP it restored on the ranking subset when it was chosen
     ranking_round: int = 0  # which of NNCF's rankings it was chosen from (1 = the first)
     operations: list[str] = field(default_factory=list)  # NNCF's names of the operations it reverted
@@ -172,6 +174,8 @@ class _Call:
     seconds: float
     samples: list[Any] | None = None  # kept for ranking calls (the ranking subset)
     ranking_round: int = 0
+    latency_ms: float | None = None  # measured batch-1 latency of the model validated (ranking calls)
+    reference_ms: float | None = None  # ... and of the model it would replace, timed alternately with it
 
 
 @dataclass
@@ -189,6 +193,8 @@ class _Validator:
     relative: bool = False
     calls: list[_Call] = field(default_factory=list)
     ranking_round: int = 0  # how many rankings NNCF has done so far (set by _RevertPlanner)
+    latency_runs: int = 0  # > 0: time every model validated on the ranking subset (median of this many runs)
+    reference: ov.CompiledModel | None = None  # the model the ranked candidates would replace (set by the planner)
 
     def __call__(self, compiled: ov.CompiledModel, items: Any) -> tuple[float, list[float]]:
         from ovq.evaluate import coco_map, predict_samples
@@ -212,9 +218,17 @@ class _Validator:
             compiled, self.detector, samples, conf=self.conf, progress=phase if full else False, preprocessed=self.inputs
         )
         result = coco_map(samples, preds, num_classes=len(self.detector.labels), per_image=True)
+        seconds = time.perf_counter() - start
+        latency = reference = None
+        if not full and self.latency_runs > 0 and self.reference is not None and samples:
+            from ovq.profile import paired_latency_ms
+
+            latency, reference = paired_latency_ms(
+                compiled, self.reference, self.inputs[samples[0].image][0], self.latency_runs
+            )
         self.calls.append(
-            _Call(len(samples), result.map50_95, int8, time.perf_counter() - start, None if full else samples,
-                  self.ranking_round)
+            _Call(len(samples), result.map50_95, int8, seconds, None if full else samples, self.ranking_round,
+                  latency, reference)
         )
         if full:
             logger.info("%s %d images: mAP50-95 %.4f (%d INT8 layers)", phase, len(samples), result.map50_95, len(int8))
@@ -278,61 +292,57 @@ class _RevertPlanner:
     """Sees each of NNCF's rankings: prices every candidate revert in latency and, for
     :attr:`RankBy.ACCURACY_PER_LATENCY`, reorders the candidates by mAP restored per millisecond.
 
-    A candidate's gain is its ranking-subset mAP minus the current model's on the same images; its
-    cost is the summed float-minus-INT8 time of the layers it takes out of INT8 (:mod:`ovq.profile`).
+    A candidate's gain is its ranking-subset mAP minus the current model's on the same images; its cost
+    is its measured batch-1 latency minus the current model's (:mod:`ovq.profile`), both timed on the
+    models NNCF compiled, so the reorders a revert adds at the borders of INT8 regions are counted.
     """
 
     validator: _Validator
     rank_by: RankBy
-    fp_times: Any  # ovq.profile.LayerTimes of the float model at the deployment precision
-    device: str
     config: dict[str, str]
-    int8_times: Any = None
+    fp_latency_ms: float | None = None
+    int8_latency_ms: float | None = None  # the fully quantized model, timed at the first ranking
+    timing_input: np.ndarray | None = None  # the input every latency is measured on
     rounds: list[list[_GroupScore]] = field(default_factory=list)
-
-    def costs(self) -> dict[str, float]:
-        from ovq.profile import revert_costs
-
-        return revert_costs(self.fp_times, self.int8_times) if self.int8_times is not None else {}
-
-    def cost_of(self, layers: Sequence[str] | frozenset[str]) -> float:
-        costs = self.costs()
-        return float(sum(costs.get(n, 0.0) for n in layers))
 
     @property
     def free_ms(self) -> float:
-        """Below this estimated cost a revert counts as free (within the counters' resolution)."""
-        return max(0.005, 0.002 * (self.int8_times.total_ms if self.int8_times is not None else 0.0))
+        """Below this cost a revert counts as free: within the timing noise (2% of the INT8 latency)."""
+        return max(0.01, 0.02 * (self.int8_latency_ms or 0.0))
 
     def _priority(self, s: _GroupScore) -> tuple[int, float, float]:
         if s.gain <= 0:
             return (0, s.gain, 0.0)
-        if s.cost_ms <= self.free_ms:  # restores accuracy and costs no measurable time: take it first
+        if s.cost_ms <= self.free_ms:  # restores accuracy at no measurable cost: take it first
             return (2, s.gain, 0.0)
         return (1, s.gain / s.cost_ms, s.gain)
 
     def rank(self, original: Any, ranker: Any, groups: list[Any], quantized_model: ov.Model, *args: Any) -> list[Any]:
-        from ovq.profile import layer_times
-        from ovq.runtime import compile_model
-
+        # the current model, compiled as NNCF compiles the candidates (CPU, the deployment precision);
+        # each candidate is timed against it in alternation
+        compiled = ov.compile_model(quantized_model, device_name="CPU", config=self.config)
+        timed = self.validator.latency_runs > 0
+        self.validator.reference = compiled if timed else None
         start = len(self.validator.calls)
-        ranked = original(ranker, groups, quantized_model, *args)
+        try:
+            ranked = original(ranker, groups, quantized_model, *args)
+        finally:
+            self.validator.reference = None
         calls = self.validator.calls[start:]
-        if len(calls) != len(groups) or any(c.samples is None for c in calls):
+        if len(calls) != len(groups) or any(c.samples is None or (timed and c.latency_ms is None) for c in calls):
             raise OvqError(
-                f"NNCF ranked {len(groups)} groups with {len(calls)} subset validations; "
+                f"NNCF ranked {len(groups)} groups with {len(calls)} timed subset validations; "
                 "this NNCF version is not supported by ovq's revert pricing"
             )
         if not groups:
             return ranked
-        if self.int8_times is None:
-            logger.info("timing each layer of the INT8 model (performance counters)")
-            self.int8_times = layer_times(quantized_model, self.validator.known_layers, device=self.device, config=self.config)
-        compiled = compile_model(quantized_model, "CPU", config=self.config, cache=False)
         current = frozenset(int8_layers(compiled, self.validator.known_layers))
         baseline, _ = self.validator(compiled, calls[0].samples)
+        if timed and self.int8_latency_ms is None:
+            self.int8_latency_ms = float(np.median([c.reference_ms for c in calls]))
         scores = [
-            _GroupScore(frozenset(current - c.int8), c.metric - baseline, self.cost_of(current - c.int8),
+            _GroupScore(frozenset(current - c.int8), c.metric - baseline,
+                        (c.latency_ms - c.reference_ms) if timed else 0.0,
                         tuple(sorted(getattr(op, "node_name", str(op)) for op in getattr(g, "operations", ()))))
             for c, g in zip(calls, groups)
         ]
@@ -343,7 +353,7 @@ class _RevertPlanner:
             order = sorted(range(len(groups)), key=lambda i: self._priority(scores[i]))  # NNCF pops from the end
             best = scores[order[-1]]
             logger.info(
-                "next revert by accuracy per latency: %d layers, +%.4f mAP on the ranking subset for ~%.3f ms",
+                "next revert by accuracy per latency: %d layers, %+.4f mAP on the ranking subset for %+.3f ms",
                 len(best.layers), best.gain, best.cost_ms,
             )
         self.rounds.append([scores[i] for i in order])
@@ -351,20 +361,20 @@ class _RevertPlanner:
         return ranked if self.rank_by is RankBy.ACCURACY else [groups[i] for i in order]
 
     def annotate(self, steps: list[RevertStep]) -> None:
-        """Give each step its estimated latency cost and the subset gain it was chosen for.
+        """Give each step the latency it was measured to add and the subset gain it was chosen for.
 
         Between two rankings NNCF pops candidates off the end of the ranked list, so the p-th step after
         ranking r took the p-th candidate from the end of that ranking.
         """
         taken: dict[int, int] = {}
         for step in steps:
-            step.cost_ms = round(self.cost_of(step.layers), 4) if self.int8_times is not None else None
             r = step.ranking_round
             p = taken.get(r, 0)
             taken[r] = p + 1
             if 1 <= r <= len(self.rounds) and p < len(self.rounds[r - 1]):
                 chosen = self.rounds[r - 1][-(p + 1)]
                 step.ranking_gain = chosen.gain
+                step.cost_ms = chosen.cost_ms
                 step.operations = list(chosen.operations)
 
 
@@ -581,11 +591,17 @@ def quantize(
                 "quantizing with accuracy control: max drop %.4f (%s) at %s, ranking on %d images",
                 max_drop, drop_type.value, used_precision, params.ranking_subset_size,
             )
-            from ovq.profile import layer_times
+            from ovq.profile import median_latency_ms
 
-            logger.info("timing each layer of the FP model (performance counters, %s)", device)
-            fp_times = layer_times(fp_model, validator.known_layers, device=device, config=deploy_cfg)
-            planner = _RevertPlanner(validator, rank_by, fp_times, device, deploy_cfg)
+            validator.latency_runs = adv.latency_runs
+            planner = _RevertPlanner(validator, rank_by, deploy_cfg)
+            if adv.latency_runs > 0:
+                planner.timing_input = val_inputs[val.samples[0].image][0]
+                planner.fp_latency_ms = median_latency_ms(
+                    ov.Core().compile_model(fp_model, "CPU", deploy_cfg), planner.timing_input, adv.latency_runs
+                )
+            elif rank_by is RankBy.ACCURACY_PER_LATENCY:
+                raise OvqError("--rank-by accuracy-per-latency needs revert timing (latency_runs > 0)")
             with _nncf_validates_at(precision), _nncf_ranking_through(planner):
                 quantized = nncf.quantize_with_accuracy_control(
                     fp_model, calib_data, nncf.Dataset(val.samples), validator,

@@ -113,7 +113,7 @@ def build_report(
             "first_int8_metric": _r(validator.first_int8_metric()) if validator is not None else None,
             "reverted": [
                 {"rank": s.rank, "layers": s.layers, "metric_after": _r(s.metric), "kept": s.kept,
-                 "est_latency_added_ms": _r(s.cost_ms), "ranking_gain": _r(s.ranking_gain),
+                 "latency_added_ms": _r(s.cost_ms), "ranking_gain": _r(s.ranking_gain),
                  "nncf_operations": s.operations}
                 for s in reverted
             ],
@@ -124,20 +124,28 @@ def build_report(
             "seconds": {"quantization": round(quant_seconds, 1), "total": round(time.perf_counter() - started, 1)},
             "peak_rss_mb": round(peak_rss_mb(), 0),
         }
-        if planner is not None and planner.int8_times is not None:
-            kept_cost = sum(s.cost_ms or 0.0 for s in reverted if s.kept)
-            report["latency_estimate"] = {
-                "method": "per-layer performance counters (PERF_COUNT), median of 30 synchronous inferences, batch 1",
-                "device": device,
-                "precision": planner.fp_times.precision,
-                "fp_ms": _r(planner.fp_times.total_ms, 3),
-                "int8_all_layers_ms": _r(planner.int8_times.total_ms, 3),
-                "reverts_added_ms": _r(kept_cost, 3),
-                "final_ms": _r(planner.int8_times.total_ms + kept_cost, 3),
+        if planner is not None and planner.int8_latency_ms is not None:
+            from ovq.profile import paired_latency_ms
+
+            final_ms = None
+            x = planner.timing_input
+            if x is not None and adv.latency_runs > 0:
+                final = ov.compile_model(quantized, device_name="CPU", config=planner.config)
+                base = ov.compile_model(fp_model, device_name="CPU", config=planner.config)
+                final_ms, planner_fp = paired_latency_ms(final, base, x, max(adv.latency_runs, 100))
+            report["latency"] = {
+                "method": f"median of {max(adv.latency_runs, 100)} synchronous batch-1 inferences on CPU, LATENCY hint "
+                          f"(the default), at the validation precision, final and FP timed in alternating blocks; each "
+                          f"revert timed on the candidate NNCF compiled against the model it would replace "
+                          f"(median of {adv.latency_runs} each, alternating)",
+                "precision": used_precision,
+                "fp_ms": _r(planner_fp if final_ms is not None else planner.fp_latency_ms, 3),
+                "int8_all_layers_ms": _r(planner.int8_latency_ms, 3),
+                "final_ms": _r(final_ms, 3),
                 "free_below_ms": _r(planner.free_ms, 4),
             }
             report["ranking_rounds"] = [
-                [{"layers": sorted(g.layers), "gain": _r(g.gain), "est_latency_added_ms": _r(g.cost_ms)} for g in scores]
+                [{"layers": sorted(g.layers), "gain": _r(g.gain), "latency_added_ms": _r(g.cost_ms)} for g in scores]
                 for scores in planner.rounds
             ]
         if validator is not None:
@@ -195,8 +203,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(
             "Reverts chosen by " + ("**mAP restored per millisecond of latency added**" if rank_by == "accuracy-per-latency"
                                     else "**mAP restored** (NNCF's order)")
-            + "; 'gain' is what the revert restored on the ranking subset when it was chosen, 'latency' is the"
-            " estimated time it adds per inference (float minus INT8 time of its layers, performance counters)."
+            + "; 'gain' is the mAP the revert restored on the ranking subset and 'latency' the batch-1 latency it"
+            " added, both measured on the candidate model when it was chosen."
         )
         lines.append("")
         lines += ["| step | layers | mAP50-95 after | gain (subset) | latency +ms | gain per ms | kept |", "|---|---|---|---|---|---|---|"]
@@ -206,8 +214,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 ops = s.get("nncf_operations") or []
                 names = ("quantizers of " + ", ".join(f"`{n}`" for n in ops[:4]) + (" ..." if len(ops) > 4 else "")) if ops \
                     else "(no INT8 layer at runtime)"
-            cost, gain = s.get("est_latency_added_ms"), s.get("ranking_gain")
-            free = (report.get("latency_estimate") or {}).get("free_below_ms", 0.0)
+            cost, gain = s.get("latency_added_ms"), s.get("ranking_gain")
+            free = (report.get("latency") or {}).get("free_below_ms", 0.0)
             if cost is None or gain is None:
                 per_ms = "n/a"
             elif cost <= free:
@@ -218,13 +226,14 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {s['rank']} | {names} | {_fmt(s['metric_after'])} | {_fmt(gain)} | "
                 f"{'n/a' if cost is None else f'{cost:+.3f}'} | {per_ms} | {'yes' if s['kept'] else 'no (undone: made it worse)'} |"
             )
-        le = report.get("latency_estimate")
-        if le:
+        lat = report.get("latency")
+        if lat:
+            final = "n/a" if lat["final_ms"] is None else f"{lat['final_ms']} ms"
             lines += [
                 "",
-                f"Estimated batch-1 latency on {le['device']} ({le['precision']} float layers): FP {le['fp_ms']} ms, "
-                f"all layers INT8 {le['int8_all_layers_ms']} ms, the kept reverts add {le['reverts_added_ms']:+.3f} ms "
-                f"-> {le['final_ms']} ms. The measured throughput below is the final word.",
+                f"Batch-1 latency on CPU ({lat['precision']} float layers), measured: FP {lat['fp_ms']} ms, all layers INT8 "
+                f"{lat['int8_all_layers_ms']} ms, final model {final}. (\"free\": within the timing noise, "
+                f"{lat['free_below_ms']} ms.)",
             ]
     else:
         lines.append("None: every quantizable layer runs in INT8 (apart from the decode tail kept float by default).")
@@ -270,7 +279,7 @@ def plot_sensitivity(report: dict[str, Any], path: Path) -> None:
 
     acc = report["accuracy"]
     steps = report["reverted"]
-    priced = report.get("latency_estimate") is not None and any(s.get("est_latency_added_ms") is not None for s in steps)
+    priced = report.get("latency") is not None and any(s.get("latency_added_ms") is not None for s in steps)
     fig, axes = plt.subplots(1, 2 if priced else 1, figsize=(12 if priced else 7, 4), dpi=110, squeeze=False)
     ax = axes[0][0]
     first = report.get("first_int8_metric")
@@ -290,19 +299,22 @@ def plot_sensitivity(report: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{report['model']}: accuracy vs reverts ({report['deployment_precision']})", fontsize=10)
     if priced:
         tx = axes[0][1]
-        le = report["latency_estimate"]
-        cx, cy, total = [le["int8_all_layers_ms"]], [start], le["int8_all_layers_ms"]
+        lat = report["latency"]
+        cx, cy, total = [lat["int8_all_layers_ms"]], [start], lat["int8_all_layers_ms"]
         for s in steps:
             if s["kept"]:
-                total += s.get("est_latency_added_ms") or 0.0
+                total += s.get("latency_added_ms") or 0.0
                 cx.append(total)
                 cy.append(s["metric_after"])
         pts = [(x, y) for x, y in zip(cx, cy) if y is not None]
         if pts:
-            tx.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:purple", label="INT8 + kept reverts")
-        tx.axvline(le["fp_ms"], color="g", ls=":", lw=0.8, label=f"FP {le['fp_ms']} ms")
+            tx.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="tab:purple", label="INT8 + kept reverts (sum of steps)")
+        if lat.get("final_ms") is not None and acc["int8"] is not None:
+            tx.plot([lat["final_ms"]], [acc["int8"]], "*", color="k", ms=12, label=f"final model, measured {lat['final_ms']} ms")
+        if lat.get("fp_ms") is not None:
+            tx.axvline(lat["fp_ms"], color="g", ls=":", lw=0.8, label=f"FP {lat['fp_ms']} ms")
         _reference_lines(tx, report)
-        tx.set_xlabel(f"estimated batch-1 latency on {le['device']}, ms (performance counters, {le['precision']})")
+        tx.set_xlabel(f"batch-1 latency on CPU, ms ({lat['precision']} float layers)")
         tx.set_ylabel("mAP50-95")
         tx.set_title("trade-off: accuracy vs latency", fontsize=10)
     for a in axes[0]:

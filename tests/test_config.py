@@ -163,6 +163,8 @@ BASE = {"model": "m.xml", "sources": ["synth://conveyor"]}
         ({"quantize": {"data": "d", "ignore": "head"}}, "p.yaml: quantize.ignore: expected a list of layer names"),
         ({"quantize": {"data": "d", "precision": "f16"}}, "p.yaml: quantize.precision: expected one of default, f32, bf16"),
         ({"quantize": {"data": "d", "subset_size": 0}}, "p.yaml: quantize.subset_size: expected an integer >= 1"),
+        ({"quantize": {"data": "d", "rank_by": "speed"}}, "p.yaml: quantize.rank_by: expected one of accuracy, accuracy-per-latency"),
+        ({"quantize": {"data": "d", "rank_by": "accuracy-per-latency"}}, "p.yaml: quantize.rank_by: orders the reverts of accuracy control: it needs quantize.max_drop"),
         ({"cache": 3}, "p.yaml: cache: expected true or false, got 3"),
         ({"stats_interval": -1}, "p.yaml: stats_interval: expected a number >= 0, got -1"),
     ],

@@ -64,9 +64,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"mAP50-95 at {rep['deployment_precision']}: FP {acc['fp']:.4f} -> INT8 {acc['int8']:.4f} (drop {acc['drop']:+.4f})")
     kept = [s for s in rep["reverted"] if s["kept"]]
     line = f"reverted to float: {sum(len(s['layers']) for s in kept)} layers in {len(kept)} steps"
-    if rep.get("latency_estimate"):
-        le = rep["latency_estimate"]
-        line += f", estimated {le['reverts_added_ms']:+.3f} ms per inference ({le['int8_all_layers_ms']} -> {le['final_ms']} ms)"
+    if rep.get("latency") and rep["latency"]["final_ms"] is not None:
+        lat = rep["latency"]
+        line += (f"; batch-1 latency FP {lat['fp_ms']} ms, all-INT8 {lat['int8_all_layers_ms']} ms, "
+                 f"final {lat['final_ms']} ms ({lat['precision']})")
     print(line)
     sp = rep["throughput"]
     if sp:
