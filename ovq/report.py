@@ -255,6 +255,15 @@ def render_markdown(report: dict[str, Any]) -> str:
             r = sp[key]
             lines.append(f"| {label} | {r['precision']} | {r['fps']} | {r['latency_median_ms']} |")
         lines += ["", f"INT8 vs FP at the device default: **{sp['int8_vs_fp_default']}x**; vs FP at f32: **{sp['int8_vs_fp_f32']}x**."]
+        default_prec = sp["fp_default"]["precision"]
+        if sp["int8_vs_fp_default"] < 0.97 and default_prec != "f32" and report["device"].upper().startswith("CPU"):
+            lines += [
+                "",
+                f"On this {report['device']} the FP model at its default {default_prec} is about as fast as INT8 or faster "
+                f"(its matrix units run {default_prec} about as fast as INT8 for this model). INT8 still pays where the "
+                f"float layers run at f32 (CPUs without AMX: {sp['int8_vs_fp_f32']}x here) and where memory or "
+                "model size matters; measure on the target machine with `ovq bench`.",
+            ]
     lines += [
         "",
         f"Wall time {report['seconds']['total']} s (quantization {report['seconds']['quantization']} s), peak RSS {report['peak_rss_mb']:.0f} MB.",
@@ -295,6 +304,9 @@ def plot_sensitivity(report: dict[str, Any], path: Path) -> None:
     _reference_lines(ax, report)
     order = "accuracy per latency" if report["quantization"].get("rank_by") == "accuracy-per-latency" else "NNCF's accuracy"
     ax.set_xlabel(f"revert steps (groups of layers back to float, by {order})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("mAP50-95")
     ax.set_title(f"{report['model']}: accuracy vs reverts ({report['deployment_precision']})", fontsize=10)
     if priced:

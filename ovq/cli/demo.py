@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "demo", "quantize the shipped demo detector with an accuracy budget, compare, and run it on a live synthetic conveyor")
     p.add_argument("-o", "--out", default="ovq-demo", help="output folder (default ./ovq-demo)")
     p.add_argument("--frames", type=int, default=300, help="frames of the live stream to process (default 300)")
-    p.add_argument("--max-drop", type=float, default=0.01, help="accuracy budget, mAP50-95 (default 0.01)")
+    p.add_argument("--max-drop", type=float, default=0.002, help="accuracy budget, mAP50-95 (default 0.002)")
+    p.add_argument("--rank-by", choices=("accuracy", "accuracy-per-latency"), default="accuracy",
+                   help="order of reverts to float: most mAP restored first (default) or most mAP per ms of latency")
     p.add_argument("--model", help="demo model folder (default: data/demo_model of the source tree)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -26,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.demo import run_demo
 
     nncf.set_log_level(logging.DEBUG if args.verbose > 1 else logging.WARNING)
-    run_demo(args.out, model=args.model, frames=args.frames, max_drop=args.max_drop, seed=args.seed)
+    run_demo(args.out, model=args.model, frames=args.frames, max_drop=args.max_drop, rank_by=args.rank_by,
+             seed=args.seed)
     print((Path(args.out) / "summary.md").read_text(encoding="utf-8"), end="")
     return 0
