@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_precision(p)
     p.add_argument("--hint", choices=("throughput", "latency", "cumulative_throughput"), default=None,
                    help="performance hint (default throughput)")
-    p.add_argument("--nireq", type=int, default=0, help="infer requests (default: the device's optimal number)")
+    p.add_argument("--nireq", type=int, default=0, help="infer requests (default: the device's optimal number plus one)")
     add_conf(p)
     p.add_argument("--track", action="store_true", help="assign stable per-stream track IDs (ByteTrack)")
     p.add_argument("--out", metavar="FILE.mp4", help="annotated video (one file per stream: FILE_NAME.mp4)")
