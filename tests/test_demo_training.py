@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_training_is_bit_reproducible_and_exports_a_yolo_layout(tmp_path):
-    pytest.importorskip("torch", reason="the demo model's training needs the 'train' extra (torch)")
+    pytest.importorskip("torch", reason="the demo model's training needs the 'train' extra (torch, onnx)")
+    pytest.importorskip("onnx", reason="the demo model's ONNX export needs the 'train' extra (torch, onnx)")
     sys.path.insert(0, str(ROOT / "pipelines" / "demo_model"))
     try:
         from train import main
