@@ -325,6 +325,9 @@ def _build(
             }
         },
     )
+    from ovq.graph import fuse_focus
+
+    fuse_focus(model)
     model = embed_preprocessing(model, preprocessing)
     write_info(model, info)
     return model, info
