@@ -91,14 +91,10 @@ def prepare(
         hints = {}
     else:
         model, hints = _from_ultralytics(path, imgsz)
-    model, info = _build(
+    return _build(
         model, path, imgsz=imgsz, family=family, labels=labels, preprocessing=preprocessing,
-        conf=conf_threshold, iou=iou_threshold, hints=hints,
+        conf=conf_threshold, iou=iou_threshold, agnostic=bool(agnostic_nms), hints=hints,
     )
-    if agnostic_nms is not None:
-        info = _override(info, family=None, labels=None, conf=None, iou=None, agnostic=agnostic_nms)
-        write_info(model, info)
-    return model, info
 
 
 def convert(
@@ -283,6 +279,7 @@ def _build(
     preprocessing: SourcePreprocessing | None,
     conf: float | None,
     iou: float | None,
+    agnostic: bool,
     hints: dict[str, Any],
 ) -> tuple[ov.Model, ModelInfo]:
     if model.inputs and model.inputs[0].get_element_type() == ov.Type.u8:
@@ -316,6 +313,7 @@ def _build(
         letterbox_center=preprocessing.letterbox_center,
         conf_threshold=0.25 if conf is None else float(conf),
         iou_threshold=iou_default if iou is None else float(iou),
+        agnostic_nms=agnostic,
         source=path.name,
         extra={
             "source_preprocessing": {

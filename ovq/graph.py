@@ -3,7 +3,8 @@
 ``fuse_focus``: YOLOX's (and YOLOv5's first) "Focus" layer takes every second pixel four ways with
 strided Slice ops and concatenates them on channels. OpenVINO's CPU plugin runs those strided slices as
 reference kernels (YOLOX-Nano at 416: 1.3 ms of a 9.4 ms single-thread inference). The same tensor is a
-SpaceToDepth whose channel blocks come in another order, which the next convolution's weights absorb. YOLOX-Nano FP at bf16: 197-208 -> 218-224 FPS (benchmark_app, 2 cores).
+SpaceToDepth whose channel blocks come in another order, which the next convolution's weights absorb.
+YOLOX-Nano FP at bf16: 197-208 -> 218-224 FPS (benchmark_app, 2 cores).
 """
 
 from __future__ import annotations
@@ -116,14 +117,9 @@ def fuse_focus(model: ov.Model) -> int:
 
 
 def after_space_to_depth(model: ov.Model) -> list[str]:
-    """Names of the convolutions that read a SpaceToDepth output (directly or through a Gather)."""
-    names = []
-    for op in model.get_ops():
-        if op.get_type_name() not in ("Convolution", "GroupConvolution"):
-            continue
-        node = op.input_value(0).get_node()
-        while node.get_type_name() == "Gather":
-            node = node.input_value(0).get_node()
-        if node.get_type_name() == "SpaceToDepth":
-            names.append(op.get_friendly_name())
-    return names
+    """Names of the convolutions that read a SpaceToDepth output (the stems :func:`fuse_focus` makes)."""
+    return [
+        op.get_friendly_name() for op in model.get_ops()
+        if op.get_type_name() in ("Convolution", "GroupConvolution")
+        and op.input_value(0).get_node().get_type_name() == "SpaceToDepth"
+    ]

@@ -15,20 +15,6 @@ import numpy as np
 import openvino as ov
 
 
-def median_latency_ms(compiled: ov.CompiledModel, inputs: np.ndarray, runs: int = 25, warmup: int = 3) -> float:
-    """Median wall time (ms) of ``runs`` synchronous batch-1 inferences of ``compiled`` on ``inputs``."""
-    request = compiled.create_infer_request()
-    request.set_tensor(compiled.inputs[0], ov.Tensor(np.ascontiguousarray(inputs)))
-    for _ in range(max(0, warmup)):
-        request.infer()
-    times = []
-    for _ in range(max(1, runs)):
-        start = time.perf_counter()
-        request.infer()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
-
-
 def paired_latency_ms(
     candidate: ov.CompiledModel, reference: ov.CompiledModel, inputs: np.ndarray, runs: int = 25, block: int = 5
 ) -> tuple[float, float]:

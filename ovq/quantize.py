@@ -50,8 +50,9 @@ class RankBy(str, Enum):
     """Order in which accuracy control reverts groups of layers to float.
 
     ``accuracy``: NNCF's order, the group whose revert restores the most mAP first.
-    ``accuracy-per-latency``: the most mAP restored per millisecond of latency the revert adds (from
-    per-layer performance counters), so the budget is met with the reverts that cost least speed.
+    ``accuracy-per-latency``: the most mAP restored per millisecond of latency the revert adds (each
+    candidate timed against the model it would replace), so the budget is met with the reverts that cost
+    least speed.
     """
 
     ACCURACY = "accuracy"
@@ -300,7 +301,6 @@ class _RevertPlanner:
     validator: _Validator
     rank_by: RankBy
     config: dict[str, str]
-    fp_latency_ms: float | None = None
     int8_latency_ms: float | None = None  # the fully quantized model, timed at the first ranking
     timing_input: np.ndarray | None = None  # the input every latency is measured on
     rounds: list[list[_GroupScore]] = field(default_factory=list)
@@ -600,15 +600,10 @@ def quantize(
                 "quantizing with accuracy control: max drop %.4f (%s) at %s, ranking on %d images",
                 max_drop, drop_type.value, used_precision, params.ranking_subset_size,
             )
-            from ovq.profile import median_latency_ms
-
             validator.latency_runs = adv.latency_runs
             planner = _RevertPlanner(validator, rank_by, deploy_cfg)
             if adv.latency_runs > 0:
                 planner.timing_input = val_inputs[val.samples[0].image][0]
-                planner.fp_latency_ms = median_latency_ms(
-                    ov.Core().compile_model(fp_model, "CPU", deploy_cfg), planner.timing_input, adv.latency_runs
-                )
             elif rank_by is RankBy.ACCURACY_PER_LATENCY:
                 raise OvqError("--rank-by accuracy-per-latency needs revert timing (latency_runs > 0)")
             with _nncf_validates_at(precision), _nncf_ranking_through(planner):

@@ -124,22 +124,21 @@ def build_report(
             "seconds": {"quantization": round(quant_seconds, 1), "total": round(time.perf_counter() - started, 1)},
             "peak_rss_mb": round(peak_rss_mb(), 0),
         }
-        if planner is not None and planner.int8_latency_ms is not None:
+        if planner is not None and planner.int8_latency_ms is not None and planner.timing_input is not None:
             from ovq.profile import paired_latency_ms
 
-            final_ms = None
-            x = planner.timing_input
-            if x is not None and adv.latency_runs > 0:
-                final = ov.compile_model(quantized, device_name="CPU", config=planner.config)
-                base = ov.compile_model(fp_model, device_name="CPU", config=planner.config)
-                final_ms, planner_fp = paired_latency_ms(final, base, x, max(adv.latency_runs, 100))
+            final_ms, fp_ms = paired_latency_ms(
+                ov.compile_model(quantized, device_name="CPU", config=planner.config),
+                ov.compile_model(fp_model, device_name="CPU", config=planner.config),
+                planner.timing_input, max(adv.latency_runs, 100),
+            )
             report["latency"] = {
                 "method": f"median of {max(adv.latency_runs, 100)} synchronous batch-1 inferences on CPU, LATENCY hint "
                           f"(the default), at the validation precision, final and FP timed in alternating blocks; each "
                           f"revert timed on the candidate NNCF compiled against the model it would replace "
                           f"(median of {adv.latency_runs} each, alternating)",
                 "precision": used_precision,
-                "fp_ms": _r(planner_fp if final_ms is not None else planner.fp_latency_ms, 3),
+                "fp_ms": _r(fp_ms, 3),
                 "int8_all_layers_ms": _r(planner.int8_latency_ms, 3),
                 "final_ms": _r(final_ms, 3),
                 "free_below_ms": _r(planner.free_ms, 4),

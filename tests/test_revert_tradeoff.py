@@ -15,28 +15,30 @@ from ovq.demo import DEMO_MODEL
 from ovq.quantize import AdvancedQuantizeOptions, RankBy, _Call, _Validator, quantize
 
 
-def _three_convs() -> ov.Model:
+def _three_convs(width: int = 1) -> ov.Model:
     rng = np.random.default_rng(0)
     x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="x")
     y = x
-    for i, (cin, cout) in enumerate(((3, 16), (16, 32), (32, 8))):
+    for i, (cin, cout) in enumerate(((3, 16 * width), (16 * width, 32 * width), (32 * width, 8))):
         w = ops.constant(rng.normal(size=(cout, cin, 3, 3)).astype(np.float32))
         y = ops.relu(ops.convolution(y, w, [1, 1], [1, 1], [1, 1], [1, 1], name=f"conv{i}"))
     return ov.Model([y], [x])
 
 
-def test_median_latency_grows_with_the_work():
-    from ovq.profile import median_latency_ms
+def test_paired_latency_grows_with_the_work():
+    from ovq.profile import paired_latency_ms
 
     core = ov.Core()
-    small = core.compile_model(_three_convs(), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    cfg = {"INFERENCE_PRECISION_HINT": "f32"}
+    small = core.compile_model(_three_convs(), "CPU", cfg)
+    wide = core.compile_model(_three_convs(width=8), "CPU", cfg)
     x = np.random.default_rng(0).random((1, 3, 64, 64), np.float32)
-    t_small = median_latency_ms(small, x, runs=15)
+    t_wide, t_small = paired_latency_ms(wide, small, x, runs=15)
     assert t_small > 0
-    big_model = _three_convs()
-    big_model.reshape([1, 3, 512, 512])
-    big = core.compile_model(big_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    assert median_latency_ms(big, np.random.default_rng(0).random((1, 3, 512, 512), np.float32), runs=5) > 4 * t_small
+    assert t_wide > 4 * t_small
+    # the pairing is symmetric: swapping the roles swaps the numbers' order
+    t_small2, t_wide2 = paired_latency_ms(small, wide, x, runs=15)
+    assert t_wide2 > 4 * t_small2
 
 
 def _validator(max_drop: float) -> _Validator:

@@ -68,7 +68,8 @@ def finish(
         top = np.argpartition(-scores, params.max_nms)[: params.max_nms]
         boxes_xyxy, scores, class_id = boxes_xyxy[top], scores[top], class_id[top]
     if run_nms:
-        idx = nms(boxes_xyxy, scores, None if params.agnostic else class_id, iou_threshold=params.iou_threshold, max_det=params.max_det)
+        classes = None if params.agnostic else class_id
+        idx = nms(boxes_xyxy, scores, classes, iou_threshold=params.iou_threshold, max_det=params.max_det)
     else:
         idx = np.argsort(-scores, kind="stable")[: params.max_det]
     return Detections(
