@@ -51,6 +51,7 @@ class BenchResult:
     latency_min_ms: float = 0.0
     latency_max_ms: float = 0.0
     input_shape: tuple[int, ...] = ()
+    slices_fps: tuple[float, ...] = ()  # throughput of each timed slice (several when interleaved)
 
 
 def model_name(model: str | Path | ov.Model, info: ModelInfo | None = None) -> str:
@@ -81,6 +82,97 @@ def bench_input(info: ModelInfo, image: str | Path | np.ndarray | None = None) -
     return np.ascontiguousarray(resized[None])
 
 
+@dataclass(frozen=True)
+class BenchSpec:
+    """One configuration to benchmark: a model on a device at a precision with a performance hint."""
+
+    model: str | Path | ov.Model
+    device: str = "CPU"
+    precision: str | None = None
+    hint: str = "throughput"
+    requests: int = 0
+    config: dict[str, Any] | None = None
+
+
+class _Prepared:
+    """A compiled configuration with its infer queue full of the input tensor, ready to be timed."""
+
+    def __init__(self, spec: BenchSpec, image: str | Path | np.ndarray | None, core: ov.Core) -> None:
+        if spec.hint not in HINTS:
+            from ovq.errors import ConfigError
+
+            raise ConfigError(f"unknown performance hint '{spec.hint}'; expected one of {', '.join(HINTS)}")
+        ov_model, info = load(spec.model, core=core)
+        asked = None if spec.precision in (None, "model") else spec.precision
+        cfg = compile_config(info, precision=asked, hint=spec.hint, config=spec.config)
+        if asked is None:
+            stored = info.compile_config.get("INFERENCE_PRECISION_HINT")
+            self.requested = f"model ({stored})" if stored else "default"
+        else:
+            self.requested = asked
+        self.spec = spec
+        self.name = model_name(spec.model, info)
+        compiled = compile_model(ov_model, spec.device, config=cfg, core=core)
+        self.used = execution_precision(compiled)
+        requests = spec.requests
+        if requests <= 0:
+            requests = 1 if spec.hint == "latency" else int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.requests = requests
+        self.tensor = bench_input(info, image)
+        self.queue = ov.AsyncInferQueue(compiled, requests)
+        for i in range(len(self.queue)):
+            self.queue[i].set_input_tensor(0, ov.Tensor(self.tensor))
+        self.latencies: list[float] = []
+        self.slices: list[tuple[int, float]] = []  # (inferences, seconds) of every timed slice
+        self.queue.set_callback(self._done)
+
+    def _done(self, request: ov.InferRequest, _: Any) -> None:
+        self.latencies.append(request.latency)
+
+    def time_slice(self, seconds: float, warmup_rounds: int) -> None:
+        """Warm up, then keep the queue full for ``seconds``; the slice's latencies are kept."""
+        for _ in range(warmup_rounds * self.requests):
+            self.queue.start_async()
+        self.queue.wait_all()
+        del self.latencies[len(self.latencies) - warmup_rounds * self.requests:]
+        iterations = 0
+        start = time.perf_counter()
+        end = start + seconds
+        while time.perf_counter() < end:
+            self.queue.start_async()
+            iterations += 1
+        self.queue.wait_all()
+        self.slices.append((iterations, time.perf_counter() - start))
+
+    def result(self) -> BenchResult:
+        iterations = sum(n for n, _ in self.slices)
+        elapsed = sum(t for _, t in self.slices)
+        lat = np.asarray(self.latencies, dtype=np.float64)
+        if len(lat) != iterations:  # pragma: no cover - a lost callback would make the numbers wrong
+            raise RuntimeError(f"benchmark: {iterations} inferences started but {len(lat)} reported back")
+        per_slice = [n / t for n, t in self.slices]
+        return BenchResult(
+            model=self.name,
+            device=self.spec.device,
+            hint=self.spec.hint,
+            precision_requested=self.requested,
+            precision_used=self.used,
+            # one slice: completed inferences over wall time; several: the median slice, so a slow spell
+            # of the machine (another tenant, clock changes) that hits one slice does not move the result
+            throughput_fps=float(np.median(per_slice)) if len(per_slice) > 1 else iterations / elapsed,
+            latency_median_ms=float(np.median(lat)),
+            latency_p95_ms=float(np.percentile(lat, 95)),
+            requests=self.requests,
+            iterations=iterations,
+            seconds=elapsed,
+            latency_mean_ms=float(lat.mean()),
+            latency_min_ms=float(lat.min()),
+            latency_max_ms=float(lat.max()),
+            input_shape=tuple(int(d) for d in self.tensor.shape),
+            slices_fps=tuple(round(f, 2) for f in per_slice),
+        )
+
+
 def benchmark(
     model: str | Path | ov.Model,
     *,
@@ -101,77 +193,51 @@ def benchmark(
     ``requests``: infer requests in flight (0: the device's optimal number for THROUGHPUT, 1 for LATENCY).
     ``config`` is added to the compile config last.
     """
-    if hint not in HINTS:
-        from ovq.errors import ConfigError
+    spec = BenchSpec(model, device=device, precision=precision, hint=hint, requests=requests, config=config)
+    return benchmark_interleaved([spec], seconds=seconds, rounds=1, image=image, core=core)[0]
 
-        raise ConfigError(f"unknown performance hint '{hint}'; expected one of {', '.join(HINTS)}")
+
+def bench_rounds(seconds: float) -> int:
+    """Turns for an interleaved comparison of ``seconds`` per configuration: slices of about 2 s, at least 3."""
+    return max(3, round(seconds / 2))
+
+
+def benchmark_interleaved(
+    specs: Sequence[BenchSpec],
+    *,
+    seconds: float = 10.0,
+    rounds: int = 3,
+    image: str | Path | np.ndarray | None = None,
+    core: ov.Core | None = None,
+) -> list[BenchResult]:
+    """Benchmark several configurations side by side: each is compiled once, then they take turns, ``rounds``
+    slices of ``seconds / rounds`` each, and each one's throughput is its median slice.
+
+    Run one after the other, two configurations can differ by a few percent only because the machine
+    changed between them (clock, temperature, other tenants); taking turns puts every configuration through
+    the same spells, so the ratios between them hold. With ``rounds=1`` this is one run per configuration.
+    """
     if seconds <= 0:
         from ovq.errors import ConfigError
 
         raise ConfigError(f"benchmark time must be positive, got {seconds}")
+    if rounds < 1:
+        from ovq.errors import ConfigError
+
+        raise ConfigError(f"benchmark rounds must be at least 1, got {rounds}")
     core = core or new_core()
-    ov_model, info = load(model, core=core)
-    asked = None if precision in (None, "model") else precision
-    cfg = compile_config(info, precision=asked, hint=hint, config=config)
-    if asked is None:
-        stored = info.compile_config.get("INFERENCE_PRECISION_HINT")
-        requested = f"model ({stored})" if stored else "default"
-    else:
-        requested = asked
-    name = model_name(model, info)
-    compiled = compile_model(ov_model, device, config=cfg, core=core)
-    used = execution_precision(compiled)
-    if requests <= 0:
-        if hint == "latency":
-            requests = 1
-        else:
-            requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    tensor = bench_input(info, image)
-    queue = ov.AsyncInferQueue(compiled, requests)
-    for i in range(len(queue)):
-        queue[i].set_input_tensor(0, ov.Tensor(tensor))
-    latencies: list[float] = []
-
-    def on_done(request: ov.InferRequest, _: Any) -> None:
-        latencies.append(request.latency)
-
-    queue.set_callback(on_done)
-    logger.info(
-        "benchmarking %s on %s: %s hint, %d requests, precision %s (asked %s), %.0f s",
-        name, device, hint, requests, used, requested, seconds,
-    )
-    for _ in range(WARMUP_ROUNDS * requests):
-        queue.start_async()
-    queue.wait_all()
-    latencies.clear()
-    iterations = 0
-    start = time.perf_counter()
-    end = start + seconds
-    while time.perf_counter() < end:
-        queue.start_async()
-        iterations += 1
-    queue.wait_all()
-    elapsed = time.perf_counter() - start
-    lat = np.asarray(latencies, dtype=np.float64)
-    if len(lat) != iterations:  # pragma: no cover - a lost callback would make the numbers wrong
-        raise RuntimeError(f"benchmark: {iterations} inferences started but {len(lat)} reported back")
-    return BenchResult(
-        model=name,
-        device=device,
-        hint=hint,
-        precision_requested=requested,
-        precision_used=used,
-        throughput_fps=iterations / elapsed,
-        latency_median_ms=float(np.median(lat)),
-        latency_p95_ms=float(np.percentile(lat, 95)),
-        requests=requests,
-        iterations=iterations,
-        seconds=elapsed,
-        latency_mean_ms=float(lat.mean()),
-        latency_min_ms=float(lat.min()),
-        latency_max_ms=float(lat.max()),
-        input_shape=tuple(int(d) for d in tensor.shape),
-    )
+    prepared = [_Prepared(spec, image, core) for spec in specs]
+    for p in prepared:
+        logger.info(
+            "benchmarking %s on %s: %s hint, %d requests, precision %s (asked %s), %.0f s%s",
+            p.name, p.spec.device, p.spec.hint, p.requests, p.used, p.requested, seconds,
+            f" in {rounds} turns" if rounds > 1 else "",
+        )
+    for turn in range(rounds):
+        for p in prepared:
+            # a full warm-up before the first slice, one inference per request before the others
+            p.time_slice(seconds / rounds, WARMUP_ROUNDS if turn == 0 else 1)
+    return [p.result() for p in prepared]
 
 
 def format_table(results: Sequence[BenchResult]) -> str:

@@ -77,6 +77,7 @@ class QuantizeConfig:
     precision: str = "default"
     rank_by: str = "accuracy"
     bench_seconds: float = 0.0
+    bias_correction: str | None = None  # fast / full; None: the model family's measured default
 
 
 @dataclass
@@ -160,6 +161,7 @@ class PipelineConfig:
                 "calib_split": q.calib_split,
                 "val_split": q.val_split, "subset_size": q.subset_size, "preset": q.preset, "ignore": list(q.ignore),
                 "device": q.device, "precision": q.precision, "rank_by": q.rank_by, "bench_seconds": q.bench_seconds,
+                "bias_correction": q.bias_correction,
             },
             "device": self.device,
             "precision": self.precision,
@@ -380,7 +382,7 @@ def _join(base: Path, text: str) -> Path:
 _TOP_KEYS = ("model", "quantize", "device", "precision", "hint", "nireq", "cache", "sources", "track", "conf",
              "sinks", "max_frames", "stats_interval", "reconnect")
 _QUANTIZE_KEYS = ("data", "output", "max_drop", "drop_type", "calib_split", "val_split", "subset_size", "preset", "ignore",
-                  "device", "precision", "rank_by", "bench_seconds")
+                  "device", "precision", "rank_by", "bench_seconds", "bias_correction")
 _SOURCE_KEYS = ("name", "url")
 _SINK_KEYS = ("video", "jsonl", "mqtt", "show")
 _VIDEO_KEYS = ("path", "fps")
@@ -416,6 +418,8 @@ def _parse_quantize(ctx: _Ctx, value: Any, model: Path) -> QuantizeConfig:
         rank_by=ctx.choice(q.get("rank_by", "accuracy"), "quantize.rank_by", RANK_BY),
         bench_seconds=(ctx.number(q["bench_seconds"], "quantize.bench_seconds", low=0.0)
                        if _opt(q, "bench_seconds") else 0.0),
+        bias_correction=(ctx.choice(q["bias_correction"], "quantize.bias_correction", ("fast", "full"))
+                         if _opt(q, "bias_correction") else None),
     )
     if cfg.rank_by != "accuracy" and cfg.max_drop is None:
         raise ctx.error("quantize.rank_by", "orders the reverts of accuracy control: it needs quantize.max_drop")
@@ -690,7 +694,10 @@ def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:
     result = quantize(
         model, q.data, q.output, max_drop=q.max_drop, drop_type=q.drop_type, calib_split=q.calib_split,
         val_split=q.val_split, subset_size=q.subset_size, preset=q.preset, ignore=q.ignore, device=q.device,
-        precision=q.precision, rank_by=q.rank_by, advanced=AdvancedQuantizeOptions(bench_seconds=q.bench_seconds),
+        precision=q.precision, rank_by=q.rank_by, advanced=AdvancedQuantizeOptions(
+            bench_seconds=q.bench_seconds,
+            fast_bias_correction=None if q.bias_correction is None else q.bias_correction == "fast",
+        ),
     )
     return Path(result.model_xml)
 

@@ -10,27 +10,39 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from ovq.bench import BenchResult, benchmark, format_table
+from ovq.bench import BenchResult, BenchSpec, benchmark, benchmark_interleaved, format_table
 from ovq.cli import main
 from ovq.convert import convert
 from ovq.errors import ConfigError, ModelError
 from ovq.metadata import read_info, write_info
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """A small conv net with a YOLO-shaped output, converted to an ovq IR (u8 NHWC input)."""
-    tmp = tmp_path_factory.mktemp("bench")
+def _conv_net(tmp: Path, name: str, width: int, depth: int) -> Path:
+    """A conv net with a YOLO-shaped output, converted to an ovq IR (u8 NHWC input)."""
     rng = np.random.default_rng(0)
     x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="images")
-    w1 = ops.constant(rng.normal(0, 0.2, (16, 3, 3, 3)).astype(np.float32))
+    w1 = ops.constant(rng.normal(0, 0.2, (width, 3, 3, 3)).astype(np.float32))
     h = ops.relu(ops.convolution(x, w1, [1, 1], [1, 1], [1, 1], [1, 1]))
-    w2 = ops.constant(rng.normal(0, 0.2, (6, 16, 8, 8)).astype(np.float32))
+    for _ in range(depth):
+        w = ops.constant(rng.normal(0, 0.05, (width, width, 3, 3)).astype(np.float32))
+        h = ops.relu(ops.convolution(h, w, [1, 1], [1, 1], [1, 1], [1, 1]))
+    w2 = ops.constant(rng.normal(0, 0.2, (6, width, 8, 8)).astype(np.float32))
     y = ops.convolution(h, w2, [8, 8], [0, 0], [0, 0], [1, 1])  # [1, 6, 8, 8]
     out = ops.reshape(y, ops.constant(np.array([1, 6, 64], np.int64)), special_zero=False)
-    src = tmp / "tiny.xml"
-    ov.save_model(ov.Model([out], [x], "tiny"), str(src))
-    return convert(src, tmp / "tiny_ovq", family="yolo", labels=["a", "b"])
+    src = tmp / f"{name}.xml"
+    ov.save_model(ov.Model([out], [x], name), str(src))
+    return convert(src, tmp / f"{name}_ovq", family="yolo", labels=["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return _conv_net(tmp_path_factory.mktemp("bench"), "tiny", 16, 0)
+
+
+@pytest.fixture(scope="module")
+def heavy(tmp_path_factory) -> Path:
+    """The same net with four wide 3x3 convolutions more: many times the work."""
+    return _conv_net(tmp_path_factory.mktemp("bench_heavy"), "heavy", 64, 4)
 
 
 def test_benchmark_returns_sane_numbers(tiny):
@@ -43,6 +55,19 @@ def test_benchmark_returns_sane_numbers(tiny):
     assert r.input_shape == (1, 64, 64, 3)
     # requests in flight cannot finish faster than one at a time allows
     assert r.throughput_fps <= r.requests * 1000.0 / r.latency_min_ms * 1.05
+
+
+def test_interleaved_configurations_take_turns(tiny, heavy):
+    light, slow = benchmark_interleaved([BenchSpec(tiny), BenchSpec(heavy)], seconds=0.9, rounds=3)
+    for r in (light, slow):
+        assert len(r.slices_fps) == 3 and all(f > 0 for f in r.slices_fps)
+        assert r.throughput_fps == pytest.approx(float(np.median(r.slices_fps)), rel=1e-2)
+        assert 0.8 < r.seconds < 3 and r.iterations > 3
+    assert (light.model, slow.model) == ("tiny_ovq", "heavy_ovq")
+    # the one with many times the work is slower in every slice
+    assert max(slow.slices_fps) < min(light.slices_fps)
+    with pytest.raises(ConfigError, match="rounds must be at least 1"):
+        benchmark_interleaved([BenchSpec(tiny)], seconds=0.2, rounds=0)
 
 
 def test_latency_hint_uses_one_request_and_f32_is_reported(tiny):
@@ -108,6 +133,11 @@ def test_cli_bench_two_models_table_and_json(tiny, tmp_path, capsys):
     assert data["openvino"] and len(data["results"]) == 4
     assert [r["precision_requested"] for r in data["results"]] == ["f32", "f32", "default", "default"]
     assert all(r["throughput_fps"] > 0 and r["precision_used"] for r in data["results"])
+    # four configurations compared: they took turns (3 slices of 0.1 s each, the minimum of 3)
+    assert "took turns: 3 slices of 0.1 s" in text and all(len(r["slices_fps"]) == 3 for r in data["results"])
+    assert main(["bench", str(tiny), str(tiny), "--time", "0.3", "--rounds", "1", "--json", str(out), "-q"]) == 0
+    assert "took turns" not in capsys.readouterr().out
+    assert all(len(r["slices_fps"]) == 1 for r in json.loads(out.read_text())["results"])
 
 
 def test_cli_bench_bad_model_exits_2(tmp_path, capsys):

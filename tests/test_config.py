@@ -164,6 +164,7 @@ BASE = {"model": "m.xml", "sources": ["synth://conveyor"]}
         ({"quantize": {"data": "d", "precision": "f16"}}, "p.yaml: quantize.precision: expected one of default, f32, bf16"),
         ({"quantize": {"data": "d", "subset_size": 0}}, "p.yaml: quantize.subset_size: expected an integer >= 1"),
         ({"quantize": {"data": "d", "rank_by": "speed"}}, "p.yaml: quantize.rank_by: expected one of accuracy, accuracy-per-latency"),
+        ({"quantize": {"data": "d", "bias_correction": "none"}}, "p.yaml: quantize.bias_correction: expected one of fast, full"),
         ({"quantize": {"data": "d", "rank_by": "accuracy-per-latency"}}, "p.yaml: quantize.rank_by: orders the reverts of accuracy control: it needs quantize.max_drop"),
         ({"cache": 3}, "p.yaml: cache: expected true or false, got 3"),
         ({"stats_interval": -1}, "p.yaml: stats_interval: expected a number >= 0, got -1"),
@@ -359,7 +360,8 @@ def test_single_camera_int8_quantizes_once_then_reuses(fastestdet, assets, tmp_p
     out = tmp_path / "int8"
     data = _example_on_assets(
         "single_camera_int8.yaml", fastestdet, tmp_path,
-        quantize={"data": str(assets / "coco128/images/train2017"), "subset_size": 8, "output": str(out)},
+        quantize={"data": str(assets / "coco128/images/train2017"), "subset_size": 8, "output": str(out),
+                  "bias_correction": "fast"},
         sources=[{"name": "cam0", "url": str(assets / VIDEO)}], max_frames=4,
     )
     cfg = parse_pipeline_config(data, PIPELINES / "single_camera_int8.yaml")
@@ -370,7 +372,8 @@ def test_single_camera_int8_quantizes_once_then_reuses(fastestdet, assets, tmp_p
     from ovq.metadata import read_info
     from ovq.runtime import read_model
 
-    assert read_info(read_model(out / "model.xml")).quantization["calib_images"] == 8
+    provenance = read_info(read_model(out / "model.xml")).quantization
+    assert provenance["calib_images"] == 8 and provenance["bias_correction"] == "fast"  # FastestDet's default is full
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ovq.config"):
         second = run_pipeline_config(cfg, max_frames=3)

@@ -11,6 +11,7 @@ import pytest
 
 from ovq.cli import main
 from ovq.errors import DatasetError, OvqError
+from ovq.metadata import read_info
 from ovq.model import Detector
 from ovq.quantize import AdvancedQuantizeOptions, _nncf_validates_at, decode_tail, int8_layers, quantize
 
@@ -61,6 +62,12 @@ def test_plain_int8_yolox_holds_accuracy(assets, tmp_path):
     )
     assert result.fp_map == pytest.approx(0.337, abs=0.005)
     assert result.fp_map - result.int8_map <= 0.005
+    # the anchor: within 0.005 of the FP32 model's mAP (the float model evaluated at f32)
+    from ovq.evaluate import evaluate
+
+    fp32 = evaluate(assets / "models/yolox_nano/yolox_nano.onnx", _coco(assets), split="val2017", precision="f32",
+                    progress=False).map50_95
+    assert fp32 - result.int8_map <= 0.005
     report = json.loads((out / "report.json").read_text())
     assert report["accuracy"]["int8"] == pytest.approx(result.int8_map, abs=1e-4)
     assert report["quantized_ops"] > 50 and report["reverted"] == []
@@ -69,7 +76,10 @@ def test_plain_int8_yolox_holds_accuracy(assets, tmp_path):
     # the saved model carries its provenance and runs with no flags
     det = Detector(out)
     assert det.info.quantization["mode"] == "plain" and det.info.quantization["calib_split"] == "train2017"
+    assert det.info.quantization["bias_correction"] == "fast"  # YOLOX's measured default
     assert len(int8_layers(det.compiled)) > 50
+    # the Focus stem became one convolution of the image, and it runs INT8 too
+    assert "Conv_41" in int8_layers(det.compiled)
 
 
 def test_max_drop_needs_labels(assets, tmp_path, capsys):
@@ -133,3 +143,21 @@ def test_accuracy_control_fastestdet_holds_budget_at_default_precision(assets, t
     assert det_default.precision == fp_default.precision  # both at the device default (bf16 on AMX)
     assert fp_default.map50_95 - det_default.map50_95 <= 0.002 + 1e-4
     assert Detector(out).info.quantization["validated_precision"] == det_default.precision
+
+
+def test_cli_bias_correction_choice_is_recorded_and_no_progress_is_quiet(assets, tmp_path, capsys):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for p in sorted((assets / "coco128/images/train2017").glob("*.jpg"))[:6]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "q"
+    code = main([
+        "quantize", str(assets / "models/fastestdet/FastestDet.onnx"), "--data", str(folder), "-o", str(out),
+        "--subset-size", "6", "--bias-correction", "fast", "--bench-time", "0", "--no-progress", "-q",
+    ])
+    printed = capsys.readouterr()
+    assert code == 0
+    assert read_info(ov.Core().read_model(out / "model.xml")).quantization["bias_correction"] == "fast"
+    # NNCF's own progress bars are silenced too: only ovq's result lines reach stdout
+    assert "Applying" not in printed.out and "━" not in printed.out
+    assert printed.out.splitlines()[0] == f"wrote {out / 'model.xml'}"

@@ -1,4 +1,4 @@
-"""``ovq bench MODEL... [--device CPU] [--precision default|f32|bf16] [--hint throughput|latency] [--time S]``."""
+"""``ovq bench MODEL... [--device CPU] [--precision default|f32|bf16] [--hint throughput|latency] [--time S] [--rounds N]``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--hint", action="append", choices=("throughput", "latency"), help="performance hint (default throughput); repeatable"
     )
-    p.add_argument("--time", type=float, default=10.0, metavar="S", help="seconds per run (default 10)")
+    p.add_argument("--time", type=float, default=10.0, metavar="S", help="seconds per configuration (default 10)")
+    p.add_argument(
+        "--rounds", type=int, default=None, metavar="N",
+        help="when comparing, the configurations take turns in N slices and report their median slice, so the "
+             "machine drifting between runs does not skew the ratios (default: slices of about 2 s; 1: one run each)",
+    )
     p.add_argument("--requests", type=int, default=0, help="infer requests in flight (default: optimal; 1 for latency)")
     p.add_argument("--image", help="image to feed (default: a fixed synthetic image)")
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
@@ -30,24 +35,26 @@ def run(args: argparse.Namespace) -> int:
 
     import openvino as ov
 
-    from ovq.bench import benchmark, format_table
+    from ovq.bench import BenchSpec, bench_rounds, benchmark_interleaved, format_table
     from ovq.errors import ConfigError
     from ovq.fileio import write_json_atomic
 
     if args.time <= 0:
         raise ConfigError(f"--time {args.time}: must be positive")
-    results = []
-    for device in args.device or ["CPU"]:
-        for hint in args.hint or ["throughput"]:
-            for precision in args.precision or [None]:
-                for model in args.models:
-                    results.append(
-                        benchmark(
-                            model, device=device, precision=precision, hint=hint, seconds=args.time,
-                            requests=args.requests, image=args.image,
-                        )
-                    )
+    if args.rounds is not None and args.rounds < 1:
+        raise ConfigError(f"--rounds {args.rounds}: must be at least 1")
+    specs = [
+        BenchSpec(model, device=device, precision=precision, hint=hint, requests=args.requests)
+        for device in args.device or ["CPU"]
+        for hint in args.hint or ["throughput"]
+        for precision in args.precision or [None]
+        for model in args.models
+    ]
+    rounds = args.rounds if args.rounds is not None else (bench_rounds(args.time) if len(specs) > 1 else 1)
+    results = benchmark_interleaved(specs, seconds=args.time, rounds=rounds, image=args.image)
     print(format_table(results))
+    if rounds > 1:
+        print(f"the configurations took turns: {rounds} slices of {args.time / rounds:.1f} s each; FPS is each one's median slice")
     if args.json:
         write_json_atomic(args.json, {"openvino": ov.get_version(), "results": [asdict(r) for r in results]})
         print(f"wrote {args.json}")

@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank-by", choices=("accuracy", "accuracy-per-latency"), default="accuracy",
                    help="with --max-drop, the order of reverts to float: most mAP restored first (NNCF's, default) "
                         "or most mAP restored per millisecond of latency added")
-    p.add_argument("--fast-bias-correction", action="store_true",
-                   help="NNCF's fast bias correction: less time and memory on large models, usually a little less accurate")
+    p.add_argument("--bias-correction", choices=("fast", "full"), default=None,
+                   help="NNCF's bias correction: full (more time and memory) or fast; default: what measured best "
+                        "for the model's family (fast for YOLOX, full otherwise)")
     p.add_argument("--ranking-subset", type=int, default=64, help="images NNCF ranks layers on (default 64)")
     p.add_argument("--bench-time", type=float, default=5.0, help="seconds per throughput measurement in the report (0: skip)")
     add_device(p)
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         calib_split=args.calib_split, val_split=args.val_split, subset_size=args.subset_size, preset=args.preset,
         ignore=args.ignore, device=args.device, precision=args.precision, rank_by=args.rank_by,
         advanced=AdvancedQuantizeOptions(ranking_subset_size=args.ranking_subset, bench_seconds=args.bench_time,
-                                         fast_bias_correction=args.fast_bias_correction),
+                                         fast_bias_correction=None if args.bias_correction is None else args.bias_correction == "fast"),
         progress=not args.no_progress,
     )
     rep = result.report
