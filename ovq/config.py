@@ -696,7 +696,7 @@ def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:
         val_split=q.val_split, subset_size=q.subset_size, preset=q.preset, ignore=q.ignore, device=q.device,
         precision=q.precision, rank_by=q.rank_by, advanced=AdvancedQuantizeOptions(
             bench_seconds=q.bench_seconds,
-            fast_bias_correction=None if q.bias_correction is None else q.bias_correction == "fast",
+            bias_correction=q.bias_correction,
         ),
     )
     return Path(result.model_xml)

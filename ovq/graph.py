@@ -62,8 +62,8 @@ def _focus_offsets(concat: ov.Node) -> tuple[ov.Output, list[tuple[int, int]]] |
         offsets.append((starts[2], starts[3]))
     if source is None or sorted(offsets) != [(0, 0), (0, 1), (1, 0), (1, 1)]:
         return None
-    shape = source.get_partial_shape()
-    if shape.rank.is_dynamic or shape.rank.get_length() != 4 or shape[1].is_dynamic:
+    shape = source.get_partial_shape()  # static, NCHW, even height and width: the slices tile it exactly
+    if shape.is_dynamic or len(shape) != 4 or shape[2].get_length() % 2 or shape[3].get_length() % 2:
         return None
     return source, offsets
 
@@ -108,10 +108,7 @@ def fuse_focus(model: ov.Model) -> int:
         if found is None or conv is None:
             continue
         source, offsets = found
-        shape = source.get_partial_shape()
-        if shape.is_dynamic or shape[2].get_length() % 2 or shape[3].get_length() % 2:
-            continue
-        channels = shape[1].get_length()
+        channels = source.get_partial_shape()[1].get_length()
         weights = np.asarray(conv.input_value(1).get_node().get_data())
         if weights.ndim != 4 or weights.shape[1] != 4 * channels:
             continue

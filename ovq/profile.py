@@ -23,6 +23,7 @@ def paired_latency_ms(
     Alternating cancels what drifts while a ranking runs (clock, other processes), which otherwise
     shifts every candidate of a ranking against a reference timed once.
     """
+    runs = max(1, runs)
     pairs = []
     for compiled in (candidate, reference):
         request = compiled.create_infer_request()
@@ -32,7 +33,7 @@ def paired_latency_ms(
         pairs.append(request)
     times: tuple[list[float], list[float]] = ([], [])
     done = 0
-    while done < max(1, runs):
+    while done < runs:
         n = min(block, runs - done)
         for request, bucket in zip(pairs, times):
             for _ in range(n):

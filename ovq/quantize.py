@@ -76,9 +76,8 @@ class AdvancedQuantizeOptions:
     ranking_subset_size: int = 64
     max_num_iterations: int | None = None
     num_ranking_workers: int = 1
-    # NNCF's fast bias correction (True), its full one (False), or the family's default (None): see
-    # FAST_BIAS_CORRECTION_FAMILIES
-    fast_bias_correction: bool | None = None
+    # NNCF's bias correction: "fast", "full", or None for the family's default (FAST_BIAS_CORRECTION_FAMILIES)
+    bias_correction: str | None = None
     keep_decode_tail_float: bool = True
     bench_seconds: float = 5.0
     eval_conf: float = 0.001
@@ -523,6 +522,8 @@ def quantize(
         raise OvqError(f"--rank-by {rank_by.value} orders accuracy-control reverts: it needs --max-drop")
     if precision not in ("default", "f32", "bf16"):
         raise OvqError(f"--precision '{precision}': expected default, f32 or bf16")
+    if adv.bias_correction not in (None, "fast", "full"):
+        raise OvqError(f"--bias-correction '{adv.bias_correction}': expected fast or full")
     started = time.perf_counter()
     fp_model, info = load(model)
     if info.quantization:
@@ -571,10 +572,11 @@ def quantize(
     paths = [s.image for s in calib.samples[:n_calib]]
     logger.info("calibration: reading %d images", len(paths))
     calib_data = nncf.Dataset(_calibration_tensors(detector, paths))
-    fast_bc = adv.fast_bias_correction
-    if fast_bc is None:
+    if adv.bias_correction is None:
         fast_bc = info.family in FAST_BIAS_CORRECTION_FAMILIES
         logger.info("bias correction: %s (the %s family's default)", "fast" if fast_bc else "full", info.family)
+    else:
+        fast_bc = adv.bias_correction == "fast"
     ignored = _ignored_scope(fp_model, info, ignore, adv.keep_decode_tail_float)
     nncf_preset = nncf.QuantizationPreset.MIXED if preset is Preset.MIXED else nncf.QuantizationPreset.PERFORMANCE
 
@@ -608,6 +610,7 @@ def quantize(
             validator = _Validator(
                 detector, quantizable_layers(fp_model), used_precision, adv.eval_conf, len(val),
                 (fp_map, fp_per_image), val_inputs, max_drop=max_drop, relative=drop_type is DropType.RELATIVE,
+                latency_runs=adv.latency_runs,
             )
             params = nncf.AdvancedAccuracyRestorerParameters(
                 ranking_subset_size=min(adv.ranking_subset_size, len(val)),
@@ -618,7 +621,6 @@ def quantize(
                 "quantizing with accuracy control: max drop %.4f (%s) at %s, ranking on %d images",
                 max_drop, drop_type.value, used_precision, params.ranking_subset_size,
             )
-            validator.latency_runs = adv.latency_runs
             planner = _RevertPlanner(validator, rank_by, deploy_cfg)
             if adv.latency_runs > 0:
                 planner.timing_input = val_inputs[val.samples[0].image][0]

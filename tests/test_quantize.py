@@ -119,6 +119,10 @@ def test_bad_ignore_pattern_is_rejected_before_work(assets, tmp_path):
         quantize(assets / "models/fastestdet/FastestDet.onnx", assets / "images", tmp_path / "q",
                  ignore=["no_such_layer_.*"], advanced=FAST, progress=False)
     assert not (tmp_path / "q").exists()
+    with pytest.raises(OvqError, match="--bias-correction 'none': expected fast or full"):
+        quantize(assets / "models/fastestdet/FastestDet.onnx", assets / "images", tmp_path / "q",
+                 advanced=AdvancedQuantizeOptions(bias_correction="none"), progress=False)
+    assert not (tmp_path / "q").exists()
 
 
 @pytest.mark.slow

@@ -39,6 +39,9 @@ def test_paired_latency_grows_with_the_work():
     # the pairing is symmetric: swapping the roles swaps the numbers' order
     t_small2, t_wide2 = paired_latency_ms(small, wide, x, runs=15)
     assert t_wide2 > 4 * t_small2
+    # fewer runs than asked for is never none: runs=0 still times once each (and returns)
+    t_one, t_ref = paired_latency_ms(small, wide, x, runs=0)
+    assert 0 < t_one < t_ref
 
 
 def _validator(max_drop: float) -> _Validator:

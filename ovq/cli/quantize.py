@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         calib_split=args.calib_split, val_split=args.val_split, subset_size=args.subset_size, preset=args.preset,
         ignore=args.ignore, device=args.device, precision=args.precision, rank_by=args.rank_by,
         advanced=AdvancedQuantizeOptions(ranking_subset_size=args.ranking_subset, bench_seconds=args.bench_time,
-                                         fast_bias_correction=None if args.bias_correction is None else args.bias_correction == "fast"),
+                                         bias_correction=args.bias_correction),
         progress=not args.no_progress,
     )
     rep = result.report
