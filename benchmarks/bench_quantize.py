@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from ovq.devices import machine_summary
+
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 
 
@@ -60,7 +62,10 @@ def main(out: Path, *, bench_time: float = 10.0) -> list[dict]:
         est = f"{lat['int8_all_layers_ms']}->{lat['final_ms']}" if lat else ""
         print(f"{r['name']:28} {fmt(acc['fp']):>7} {fmt(acc['int8']):>7} {fmt(acc['drop']):>7} {reverted:>8} {fps:>22} "
               f"{sp['int8_vs_fp_default']:>7} {sp['int8_vs_fp_f32']:>6} {r['wall_s']:>7} {rep['peak_rss_mb']:>7.0f} {est:>19}")
-    print(f"machine: {os.cpu_count()} cores, {os.uname().machine}; precision: device default for FP/INT8 (bf16 on AMX) and f32 as noted; load {os.getloadavg()}")
+    machine = f"{machine_summary()}; load {os.getloadavg()}"
+    print(f"machine: {machine}")
+    for r in runs:
+        r["machine"] = machine
     return runs
 
 

@@ -78,6 +78,7 @@ class QuantizeConfig:
     rank_by: str = "accuracy"
     bench_seconds: float = 0.0
     bias_correction: str | None = None  # fast / full; None: the model family's measured default
+    overflow_fix: str = "auto"  # auto / first-layer / enable / disable (ovq.quantize.OVERFLOW_FIXES)
 
 
 @dataclass
@@ -161,7 +162,7 @@ class PipelineConfig:
                 "calib_split": q.calib_split,
                 "val_split": q.val_split, "subset_size": q.subset_size, "preset": q.preset, "ignore": list(q.ignore),
                 "device": q.device, "precision": q.precision, "rank_by": q.rank_by, "bench_seconds": q.bench_seconds,
-                "bias_correction": q.bias_correction,
+                "bias_correction": q.bias_correction, "overflow_fix": q.overflow_fix,
             },
             "device": self.device,
             "precision": self.precision,
@@ -382,7 +383,8 @@ def _join(base: Path, text: str) -> Path:
 _TOP_KEYS = ("model", "quantize", "device", "precision", "hint", "nireq", "cache", "sources", "track", "conf",
              "sinks", "max_frames", "stats_interval", "reconnect")
 _QUANTIZE_KEYS = ("data", "output", "max_drop", "drop_type", "calib_split", "val_split", "subset_size", "preset", "ignore",
-                  "device", "precision", "rank_by", "bench_seconds", "bias_correction")
+                  "device", "precision", "rank_by", "bench_seconds", "bias_correction",
+                  "overflow_fix")
 _SOURCE_KEYS = ("name", "url")
 _SINK_KEYS = ("video", "jsonl", "mqtt", "show")
 _VIDEO_KEYS = ("path", "fps")
@@ -420,6 +422,9 @@ def _parse_quantize(ctx: _Ctx, value: Any, model: Path) -> QuantizeConfig:
                        if _opt(q, "bench_seconds") else 0.0),
         bias_correction=(ctx.choice(q["bias_correction"], "quantize.bias_correction", ("fast", "full"))
                          if _opt(q, "bias_correction") else None),
+        overflow_fix=(ctx.choice(q["overflow_fix"], "quantize.overflow_fix",
+                                 ("auto", "first-layer", "enable", "disable"))
+                      if _opt(q, "overflow_fix") else "auto"),
     )
     if cfg.rank_by != "accuracy" and cfg.max_drop is None:
         raise ctx.error("quantize.rank_by", "orders the reverts of accuracy control: it needs quantize.max_drop")
@@ -697,6 +702,7 @@ def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:
         precision=q.precision, rank_by=q.rank_by, advanced=AdvancedQuantizeOptions(
             bench_seconds=q.bench_seconds,
             bias_correction=q.bias_correction,
+            overflow_fix=q.overflow_fix,
         ),
     )
     return Path(result.model_xml)

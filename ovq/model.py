@@ -14,6 +14,7 @@ import openvino as ov
 from ovq.convert import prepare
 from ovq.decoders import DecodeParams, get_decoder
 from ovq.detections import Detections
+from ovq.devices import int8_saturation_warning
 from ovq.errors import OvqError
 from ovq.geometry import ResizeInfo, letterbox, stretch
 from ovq.metadata import ModelInfo
@@ -82,6 +83,9 @@ class Detector:
             agnostic=self.info.agnostic_nms if agnostic_nms is None else bool(agnostic_nms),
         )
         self._request: ov.InferRequest | None = None
+        saturation = int8_saturation_warning(self.info.quantization, device)
+        if saturation:
+            logger.warning("%s: %s", self.info.source or "model", saturation)
         logger.info(
             "compiled %s (%s) on %s, inference precision %s",
             self.info.source or "model", self.info.family, device, self.inference_precision,

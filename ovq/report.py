@@ -185,7 +185,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f" (validated at it; stored in the IR: {report['compile_config'] or 'device default'})",
         f"- Data: `{q['data']}`, calibration split `{q['calib_split']}` ({q['calib_images']} images), "
         f"validation split `{q['val_split']}` ({q['val_images']} images); preset {q['preset']}, "
-        f"{q.get('bias_correction', 'full')} bias correction",
+        f"{q.get('bias_correction', 'full')} bias correction, overflow fix on {_overflow_fix(q)}",
         f"- NNCF {q['nncf']}, OpenVINO {q['openvino']}",
         "",
         "## Accuracy (" + acc["metric"] + f", {acc['images']} images, at {report['deployment_precision']})",
@@ -280,6 +280,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         vc = report["validation_calls"]
         lines.append(f"Accuracy control ran {vc['full']} full validations and {vc['ranking']} ranking validations ({vc['seconds']} s).")
     return "\n".join(lines) + "\n"
+
+
+def _overflow_fix(q: dict[str, Any]) -> str:
+    fix = q.get("overflow_fix") or "first-layer"
+    text = {"first-layer": "the first layer", "enable": "every layer", "disable": "no layer"}.get(fix, fix)
+    trials = q.get("overflow_fix_trials") or {}
+    if trials:
+        tried = ", ".join(f"{k} {_fmt(v)}" for k, v in trials.items())
+        text += f" (this CPU has no VNNI, so INT8 sums can saturate; INT8 mAP50-95 measured with each: {tried})"
+    elif fix != "enable" and q.get("int8_kernels") == "no-vnni":
+        text += " (this CPU has no VNNI: INT8 sums can saturate)"
+    return text
 
 
 def _fmt(v: float | None) -> str:

@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 
 from ovq.detections import Detections
+from ovq.devices import int8_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
+
+# How this machine's CPU runs INT8 (ovq.devices.int8_kernels): "amx", "vnni", "no-vnni" or "unknown". This
+# project's machines vary between sessions: an AMX Xeon, an AMD EPYC Zen 4 (VNNI), an AMD EPYC Zen 3 (AVX2).
+CPU_INT8 = int8_kernels()
 
 
 @pytest.fixture(scope="session")

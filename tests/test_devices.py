@@ -394,3 +394,37 @@ def test_default_hint():
     assert default_hint("NPU") == "latency" and default_hint("npu.0") == "latency"
     assert default_hint("CPU") == "throughput" and default_hint("GPU.1") == "throughput"
     assert default_hint("AUTO:NPU,CPU") == "throughput"  # AUTO picks its own device; MULTI/HETERO spread work
+
+
+# --- INT8 kernels by CPU kind -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, kind",
+    [
+        (["amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2"], "amx"),  # Xeon SPR
+        (["avx512_bf16", "avx512_vnni", "avx512f", "avx2"], "vnni"),  # EPYC Zen 4
+        (["avx_vnni", "avx2"], "vnni"),  # Alder Lake
+        (["avx2"], "no-vnni"),  # EPYC Zen 3, Core up to 10th gen
+        (["avx512f", "avx2"], "no-vnni"),  # Skylake-SP
+        ([], "unknown"),  # not x86, or no /proc/cpuinfo
+    ],
+)
+def test_int8_kernels_by_cpu_flags(flags, kind):
+    from ovq.devices import int8_kernels
+
+    assert int8_kernels(flags) == kind
+
+
+def test_saturation_warning_names_the_fix_and_only_where_int8_can_saturate():
+    from ovq.devices import int8_saturation_warning
+
+    first = {"mode": "plain", "overflow_fix": "first-layer"}
+    warning = int8_saturation_warning(first, "CPU", ["avx2"])
+    assert warning and "'first-layer'" in warning and "overflow_fix='enable'" in warning
+    assert int8_saturation_warning({"mode": "plain"}, "AUTO", ["avx2"])  # older models had NNCF's default
+    assert int8_saturation_warning(first, "AUTO:GPU,CPU", ["avx2"])
+    assert int8_saturation_warning(first, "CPU", ["avx512_vnni", "avx2"]) is None
+    assert int8_saturation_warning(first, "GPU", ["avx2"]) is None
+    assert int8_saturation_warning({"overflow_fix": "enable"}, "CPU", ["avx2"]) is None
+    assert int8_saturation_warning({}, "CPU", ["avx2"]) is None  # a float model

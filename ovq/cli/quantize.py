@@ -26,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bias-correction", choices=("fast", "full"), default=None,
                    help="NNCF's bias correction: full (more time and memory) or fast; default: what measured best "
                         "for the model's family (fast for YOLOX, full otherwise)")
+    p.add_argument("--overflow-fix", choices=("auto", "first-layer", "enable", "disable"), default="auto",
+                   help="NNCF's overflow fix (7-bit weights) for CPUs without VNNI, whose INT8 sums can saturate: "
+                        "auto (default) measures first-layer against enable on such a CPU and uses NNCF's "
+                        "first-layer elsewhere; say enable when the model will run on a CPU without VNNI")
     p.add_argument("--ranking-subset", type=int, default=64, help="images NNCF ranks layers on (default 64)")
     p.add_argument("--bench-time", type=float, default=5.0, help="seconds per throughput measurement in the report (0: skip)")
     add_device(p)
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         calib_split=args.calib_split, val_split=args.val_split, subset_size=args.subset_size, preset=args.preset,
         ignore=args.ignore, device=args.device, precision=args.precision, rank_by=args.rank_by,
         advanced=AdvancedQuantizeOptions(ranking_subset_size=args.ranking_subset, bench_seconds=args.bench_time,
-                                         bias_correction=args.bias_correction),
+                                         bias_correction=args.bias_correction, overflow_fix=args.overflow_fix),
         progress=not args.no_progress,
     )
     rep = result.report
