@@ -400,13 +400,14 @@ def int8_saturation_warning(quantization: Mapping[str, Any], device: str, flags:
 
     ``quantization`` is the provenance ``ovq quantize`` stores in the IR (``overflow_fix``; models from
     before the option had NNCF's default, the first layer only). ``None`` when there is nothing to fear:
-    not an ovq INT8 model, no CPU in ``device``, or a CPU with VNNI/AMX.
+    not an ovq INT8 model, no CPU in ``device``, a CPU with VNNI/AMX, or a model quantized on a CPU without
+    VNNI (its accuracy was measured with such kernels).
     """
     if not quantization:
         return None
     fix = str(quantization.get("overflow_fix") or "first-layer")
-    if fix == "enable":
-        return None
+    if fix == "enable" or quantization.get("int8_kernels") == "no-vnni":
+        return None  # saturation-proof, or quantized (and its accuracy measured) on a CPU without VNNI
     try:
         spec = parse_device(device)
     except DeviceError:

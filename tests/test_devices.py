@@ -428,3 +428,6 @@ def test_saturation_warning_names_the_fix_and_only_where_int8_can_saturate():
     assert int8_saturation_warning(first, "GPU", ["avx2"]) is None
     assert int8_saturation_warning({"overflow_fix": "enable"}, "CPU", ["avx2"]) is None
     assert int8_saturation_warning({}, "CPU", ["avx2"]) is None  # a float model
+    # quantized on a CPU without VNNI: the fix was measured with saturating kernels, whichever was kept
+    assert int8_saturation_warning({**first, "int8_kernels": "no-vnni"}, "CPU", ["avx2"]) is None
+    assert int8_saturation_warning({**first, "int8_kernels": "vnni"}, "CPU", ["avx2"])

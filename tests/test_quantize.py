@@ -13,7 +13,7 @@ from conftest import CPU_INT8
 
 from ovq.cli import main
 from ovq.errors import DatasetError, OvqError
-from ovq.metadata import read_info
+from ovq.metadata import read_info, write_info
 from ovq.model import Detector
 from ovq.quantize import AdvancedQuantizeOptions, _nncf_validates_at, decode_tail, int8_layers, quantize
 
@@ -135,6 +135,18 @@ def _random_images(folder, n=4, size=(64, 64)):
     return folder
 
 
+def _stamp_quantized_on(folder, kernels: str) -> None:
+    """Rewrite an ovq INT8 model's provenance to say which CPU kind quantized it."""
+    model = ov.Core().read_model(folder / "model.xml")
+    info = read_info(model)
+    info.quantization["int8_kernels"] = kernels
+    write_info(model, info)
+    ov.save_model(model, folder.parent / "stamped.xml", compress_to_fp16=False)
+    del model
+    for ext in ("xml", "bin"):
+        (folder.parent / f"stamped.{ext}").replace(folder / f"model.{ext}")
+
+
 @pytest.mark.parametrize("fix, warns", [("first-layer", True), ("enable", False)])
 def test_model_quantized_for_vnni_warns_on_a_cpu_without_it(fix, warns, tmp_path, monkeypatch, caplog):
     from conftest import tiny_yolo_ir
@@ -145,6 +157,7 @@ def test_model_quantized_for_vnni_warns_on_a_cpu_without_it(fix, warns, tmp_path
     images = _random_images(tmp_path / "calib")
     quantize(model, images, tmp_path / "q", subset_size=4, advanced=AdvancedQuantizeOptions(
         bench_seconds=0.0, overflow_fix=fix), progress=False)
+    _stamp_quantized_on(tmp_path / "q", "vnni")  # as if quantized on a CPU with exact INT8 sums
     monkeypatch.setattr(devices, "cpu_flags", lambda *a, **k: ["avx2"])
     with caplog.at_level(logging.WARNING, logger="ovq"):
         Detector(tmp_path / "q", device="CPU", cache=False)
