@@ -15,8 +15,8 @@ from typing import Any
 
 import cv2
 
-from ovq.errors import ModelError
-from ovq.fileio import write_json_atomic, write_text_atomic
+from ovq.core.errors import ModelError
+from ovq.core.fileio import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,10 @@ def run_demo(
     bench_seconds: float = 3.0,
     progress: bool = True,
 ) -> DemoSummary:
-    from ovq.pipeline import Pipeline
-    from ovq.quantize import AdvancedQuantizeOptions, quantize
-    from ovq.sinks import JsonlSink, VideoSink
-    from ovq.synth import write_yolo_dataset
+    from ovq.streaming.pipeline import Pipeline
+    from ovq.quantization.workflow import AdvancedQuantizeOptions, quantize
+    from ovq.streaming.sinks import JsonlSink, VideoSink
+    from ovq.data.synth import write_yolo_dataset
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def run_demo(
 
     logger.info("[3/4] running the INT8 model on a live synthetic conveyor stream for %d frames", frames)
     t = time.perf_counter()
-    from ovq.model import Detector
+    from ovq.model.detector import Detector
 
     detector = Detector(out / "int8", device="CPU", hint="throughput")
     labels = detector.labels

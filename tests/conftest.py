@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ovq.detections import Detections
-from ovq.devices import int8_kernels
+from ovq.core.detections import Detections
+from ovq.runtime.devices import int8_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
 
-# How this machine's CPU runs INT8 (ovq.devices.int8_kernels): "amx", "vnni", "no-vnni" or "unknown". This
+# How this machine's CPU runs INT8 (ovq.runtime.devices.int8_kernels): "amx", "vnni", "no-vnni" or "unknown". This
 # project's machines vary between sessions: an AMX Xeon, an AMD EPYC Zen 4 (VNNI), an AMD EPYC Zen 3 (AVX2).
 CPU_INT8 = int8_kernels()
 
@@ -42,7 +42,7 @@ def tiny_yolo_ir(tmp: Path) -> Path:
     import openvino as ov
     import openvino.opset13 as ops
 
-    from ovq.convert import convert
+    from ovq.model.conversion import convert
 
     rng = np.random.default_rng(0)
     x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="images")

@@ -10,11 +10,11 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from ovq.bench import BenchResult, BenchSpec, benchmark, benchmark_interleaved, format_table
+from ovq.evaluation.speed import BenchResult, BenchSpec, benchmark, benchmark_interleaved, format_table
 from ovq.cli import main
-from ovq.convert import convert
-from ovq.errors import ConfigError, ModelError
-from ovq.metadata import read_info, write_info
+from ovq.model.conversion import convert
+from ovq.core.errors import ConfigError, ModelError
+from ovq.core.metadata import read_info, write_info
 
 
 def _conv_net(tmp: Path, name: str, width: int, depth: int) -> Path:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from ovq.cli import main
-from ovq.config import (
+from ovq.deployment.config import (
     PipelineConfig,
     build_sinks,
     check_paths,
@@ -30,8 +30,8 @@ from ovq.config import (
     run_pipeline_config,
 )
 from conftest import tiny_yolo_ir
-from ovq.convert import convert
-from ovq.errors import ConfigError
+from ovq.model.conversion import convert
+from ovq.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = ROOT / "pipelines"
@@ -365,17 +365,17 @@ def test_single_camera_int8_quantizes_once_then_reuses(fastestdet, assets, tmp_p
         sources=[{"name": "cam0", "url": str(assets / VIDEO)}], max_frames=4,
     )
     cfg = parse_pipeline_config(data, PIPELINES / "single_camera_int8.yaml")
-    with caplog.at_level(logging.INFO, logger="ovq.config"):
+    with caplog.at_level(logging.INFO, logger="ovq.deployment.config"):
         first = run_pipeline_config(cfg)
     made = (out / "model.xml").stat().st_mtime_ns
     assert first.frames == 4 and "quantizing" in caplog.text
-    from ovq.metadata import read_info
-    from ovq.runtime import read_model
+    from ovq.core.metadata import read_info
+    from ovq.runtime.compilation import read_model
 
     provenance = read_info(read_model(out / "model.xml")).quantization
     assert provenance["calib_images"] == 8 and provenance["bias_correction"] == "fast"  # FastestDet's default is full
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="ovq.config"):
+    with caplog.at_level(logging.INFO, logger="ovq.deployment.config"):
         second = run_pipeline_config(cfg, max_frames=3)
     assert second.frames == 3 and f"using {out}" in caplog.text and "quantizing" not in caplog.text
     assert (out / "model.xml").stat().st_mtime_ns == made
@@ -491,15 +491,15 @@ def test_compress_with_accuracy_control_script(fastestdet, assets, tmp_path):
     assert metrics["drop"] == pytest.approx(metrics["fp_map50_95"] - metrics["int8_map50_95"])
     assert metrics["within_budget"] is (metrics["drop"] <= 0.02)
     assert 0.1 < metrics["fp_map50_95"] < 0.3  # FastestDet on coco128 val (README: 0.191 at bf16)
-    from ovq.metadata import read_info
-    from ovq.runtime import read_model
+    from ovq.core.metadata import read_info
+    from ovq.runtime.compilation import read_model
 
     q = read_info(read_model(out / "model.xml")).quantization
     assert q["mode"] == "accuracy_control" and q["max_drop"] == 0.02 and q["calib_images"] == 16
 
 
 def test_dataset_root(tmp_path):
-    from ovq.config import dataset_root
+    from ovq.deployment.config import dataset_root
 
     (tmp_path / "ds/images").mkdir(parents=True)
     (tmp_path / "ds/data.yaml").write_text("path: .\ntrain: images\n")

@@ -14,10 +14,10 @@ import openvino.opset13 as ops
 import pytest
 
 from ovq.cli import main
-from ovq.convert import convert, prepare
-from ovq.decoders import SourcePreprocessing
-from ovq.errors import ModelError
-from ovq.metadata import read_info
+from ovq.model.conversion import convert, prepare
+from ovq.model.decoders import SourcePreprocessing
+from ovq.core.errors import ModelError
+from ovq.core.metadata import read_info
 
 
 def _echo_model(h: int = 8, w: int = 12) -> ov.Model:
@@ -191,7 +191,7 @@ def test_ultralytics_pt_converts_and_decodes(tmp_path, monkeypatch, arch, family
     ultralytics.YOLO(f"{arch}.yaml").save(str(pt))
     xml = convert(pt, tmp_path / "ir", imgsz=320)
     assert not list(tmp_path.glob("*_openvino_model"))  # nothing written beside the source
-    from ovq.model import Detector
+    from ovq.model.detector import Detector
 
     det = Detector(xml, conf=0.0)
     assert det.info.family == family and len(det.labels) == 80

@@ -10,9 +10,9 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from ovq import runtime
+from ovq.runtime import compilation as runtime
 from ovq.cli import main
-from ovq.devices import (
+from ovq.runtime.devices import (
     DeviceInfo,
     DeviceSpec,
     check_device,
@@ -29,8 +29,8 @@ from ovq.devices import (
     query_devices,
     static_input_shapes,
 )
-from ovq.errors import DeviceError, ModelError
-from ovq.metadata import ModelInfo, read_info, write_info
+from ovq.core.errors import DeviceError, ModelError
+from ovq.core.metadata import ModelInfo, read_info, write_info
 
 CORE = ov.Core()
 AVAILABLE = list(CORE.available_devices)
@@ -139,7 +139,7 @@ def test_check_device_rejects_absent(device, available, message):
 
 
 def test_auto_needs_only_one_of_its_candidates(caplog):
-    with caplog.at_level(logging.INFO, logger="ovq.devices"):
+    with caplog.at_level(logging.INFO, logger="ovq.runtime.devices"):
         spec = check_device("AUTO:GPU,CPU", ["CPU"])
     assert spec.targets == ("GPU", "CPU")
     assert "GPU absent here" in caplog.text
@@ -261,7 +261,7 @@ def test_compiled_model_cache_second_start_loads_from_it(tmp_path, caplog):
     xml = tmp_path / "m.xml"
     ov.save_model(_image_model([1, 32, 32, 3], info=info), str(xml))
     cache = tmp_path / "cache"
-    with caplog.at_level(logging.INFO, logger="ovq.runtime"):
+    with caplog.at_level(logging.INFO, logger="ovq.runtime.compilation"):
         first = runtime.compile_model(runtime.read_model(xml), "CPU", cache=cache)
         blobs = list(cache.glob("*.blob"))
         second = runtime.compile_model(runtime.read_model(xml), "CPU", cache=cache)
@@ -288,7 +288,7 @@ def test_cache_on_by_default_in_the_user_cache_folder(tmp_path, monkeypatch):
 def test_unusable_cache_folder_compiles_without_it(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with caplog.at_level(logging.WARNING, logger="ovq.runtime"):
+    with caplog.at_level(logging.WARNING, logger="ovq.runtime.compilation"):
         compiled = runtime.compile_model(_image_model([1, 8, 8, 3]), "CPU", cache=blocker / "cache")
     assert "is not usable" in caplog.text and "compiling without a cache" in caplog.text
     assert compiled(np.ones((1, 8, 8, 3), np.uint8))[0].shape == (1, 3)
@@ -332,7 +332,7 @@ def test_query_devices_reports_what_openvino_sees(tmp_path):
         (DeviceInfo("CPU", "x", capabilities=["FP32", "BF16", "INT8"], default_precision="bf16"),
          ["avx512_bf16", "avx512_vnni"], ["AVX512-BF16: BF16 is the default", "run with VNNI kernels"]),
         (DeviceInfo("CPU", "x", capabilities=["FP32", "INT8"], default_precision="f32"),
-         ["avx2"], ["FP models run in f32 by default", "no VNNI/AMX"]),
+         ["avx2"], ["FP models run in f32 by default", "INT8 without VNNI/AMX", "overflow fix on every layer"]),
         (DeviceInfo("GPU.0", "x", capabilities=["FP32", "FP16", "INT8"], default_precision="f16"),
          [], ["run in f16 by default on the GPU", "compiled-model cache"]),
         (DeviceInfo("NPU", "x", capabilities=["FP16", "INT8", "EXPORT_IMPORT"]),
@@ -389,7 +389,7 @@ def test_device_spec_is_hashable_and_frozen():
 
 
 def test_default_hint():
-    from ovq.devices import default_hint
+    from ovq.runtime.devices import default_hint
 
     assert default_hint("NPU") == "latency" and default_hint("npu.0") == "latency"
     assert default_hint("CPU") == "throughput" and default_hint("GPU.1") == "throughput"
@@ -411,13 +411,13 @@ def test_default_hint():
     ],
 )
 def test_int8_kernels_by_cpu_flags(flags, kind):
-    from ovq.devices import int8_kernels
+    from ovq.runtime.devices import int8_kernels
 
     assert int8_kernels(flags) == kind
 
 
 def test_saturation_warning_names_the_fix_and_only_where_int8_can_saturate():
-    from ovq.devices import int8_saturation_warning
+    from ovq.runtime.devices import int8_saturation_warning
 
     first = {"mode": "plain", "overflow_fix": "first-layer"}
     warning = int8_saturation_warning(first, "CPU", ["avx2"])

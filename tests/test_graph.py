@@ -6,7 +6,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from ovq.graph import fuse_focus
+from ovq.model.graph import fuse_focus
 
 END = np.iinfo(np.int64).max
 

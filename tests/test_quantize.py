@@ -12,10 +12,10 @@ import pytest
 from conftest import CPU_INT8
 
 from ovq.cli import main
-from ovq.errors import DatasetError, OvqError
-from ovq.metadata import read_info, write_info
-from ovq.model import Detector
-from ovq.quantize import AdvancedQuantizeOptions, _nncf_validates_at, decode_tail, int8_layers, quantize
+from ovq.core.errors import DatasetError, OvqError
+from ovq.core.metadata import read_info, write_info
+from ovq.model.detector import Detector
+from ovq.quantization.workflow import AdvancedQuantizeOptions, _nncf_validates_at, decode_tail, int8_layers, quantize
 
 FAST = AdvancedQuantizeOptions(bench_seconds=0.0)
 
@@ -64,7 +64,7 @@ def test_nncf_validates_at_the_deployment_precision(assets):
 # NNCF calibrates at f32 on every CPU, so the quantized model differs at most by f32 rounding; with AMX or VNNI
 # INT8 sums are exact, and what moves the drop is bf16 rounding of the float layers (AMX and AVX512-BF16 round
 # differently: the same FP model reads 0.3364 and 0.3385). Without VNNI, INT8 sums saturate unless every layer
-# has 7-bit weights, which costs 0.011 (see ovq.devices.int8_kernels).
+# has 7-bit weights, which costs 0.011 (see ovq.runtime.devices.int8_kernels).
 YOLOX_INT8_MAX_DROP = {"amx": 0.005, "vnni": 0.008, "no-vnni": 0.015}
 CPU_KINDS = {"amx": "AMX-INT8", "vnni": "VNNI and no AMX", "no-vnni": "neither VNNI nor AMX (AVX2)"}
 
@@ -83,7 +83,7 @@ def test_plain_int8_yolox_accuracy_on_cpu_kind(kind, assets, tmp_path):
     assert result.fp_map == pytest.approx(0.337, abs=0.005)
     assert result.fp_map - result.int8_map <= budget, f"{kind} CPU: FP {result.fp_map:.4f}, INT8 {result.int8_map:.4f}"
     # and against the FP32 model evaluated at f32
-    from ovq.evaluate import evaluate
+    from ovq.evaluation.accuracy import evaluate
 
     fp32 = evaluate(assets / "models/yolox_nano/yolox_nano.onnx", _coco(assets), split="val2017", precision="f32",
                     progress=False).map50_95
@@ -120,7 +120,7 @@ def test_plain_int8_yolox_accuracy_on_cpu_kind(kind, assets, tmp_path):
     ],
 )
 def test_overflow_fix_candidates_follow_the_cpu(choice, device, flags, expected):
-    from ovq.quantize import overflow_fix_candidates
+    from ovq.quantization.workflow import overflow_fix_candidates
 
     assert overflow_fix_candidates(choice, device, flags) == expected
 
@@ -151,7 +151,7 @@ def _stamp_quantized_on(folder, kernels: str) -> None:
 def test_model_quantized_for_vnni_warns_on_a_cpu_without_it(fix, warns, tmp_path, monkeypatch, caplog):
     from conftest import tiny_yolo_ir
 
-    from ovq import devices
+    from ovq.runtime import devices
 
     model = tiny_yolo_ir(tmp_path)
     images = _random_images(tmp_path / "calib")
@@ -222,7 +222,7 @@ def test_bad_ignore_pattern_is_rejected_before_work(assets, tmp_path):
 @pytest.mark.slow
 def test_accuracy_control_fastestdet_holds_budget_at_default_precision(assets, tmp_path):
     """--max-drop 0.002 reverts layers and lands within it at the device default, judged independently."""
-    from ovq.evaluate import evaluate
+    from ovq.evaluation.accuracy import evaluate
 
     out = tmp_path / "q"
     result = quantize(

@@ -12,7 +12,7 @@ import pytest
 
 from ovq.cli import main
 from ovq.demo import DEMO_MODEL
-from ovq.quantize import AdvancedQuantizeOptions, RankBy, _Call, _Validator, quantize
+from ovq.quantization.workflow import AdvancedQuantizeOptions, RankBy, _Call, _Validator, quantize
 
 
 def _three_convs(width: int = 1) -> ov.Model:
@@ -26,7 +26,7 @@ def _three_convs(width: int = 1) -> ov.Model:
 
 
 def test_paired_latency_grows_with_the_work():
-    from ovq.profile import paired_latency_ms
+    from ovq.runtime.timing import paired_latency_ms
 
     core = ov.Core()
     cfg = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -79,7 +79,7 @@ def _priority(g: dict, free: float) -> tuple:
 
 @pytest.mark.slow
 def test_rank_by_accuracy_per_latency_on_the_demo_model(tmp_path):
-    from ovq.synth import write_yolo_dataset
+    from ovq.data.synth import write_yolo_dataset
 
     data = write_yolo_dataset(tmp_path / "data", n_train=0, n_val=96, n_calib=48, seed=3)
     out = tmp_path / "q"

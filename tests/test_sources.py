@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from services import MjpegServer, RtspServer, free_port
 
-from ovq.errors import ConfigError, SourceError
-from ovq.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy
-from ovq.sources import diagnose_url, open_source, parse_source, redact_url
-from ovq.stats import StreamMeter
+from ovq.core.errors import ConfigError, SourceError
+from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy
+from ovq.streaming.sources import diagnose_url, open_source, parse_source, redact_url
+from ovq.streaming.stats import StreamMeter
 
 
 class LogList(logging.Handler):

@@ -1,4 +1,4 @@
-"""Fast tests of the synthetic conveyor scenes (ovq.synth)."""
+"""Fast tests of the synthetic conveyor scenes (ovq.data.synth)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ovq import synth
+from ovq.data import synth
 
 
 def _render(seed: int, **kwargs) -> synth.Scene:

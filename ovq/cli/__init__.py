@@ -1,7 +1,7 @@
 """The ``ovq`` command line: a thin layer over the Python API.
 
 Each command lives in its own module with ``register(subparsers)``; the list below is the registry.
-Every :class:`ovq.errors.OvqError` becomes one line on stderr and exit code 2.
+Every :class:`ovq.core.errors.OvqError` becomes one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ovq.errors import OvqError
+from ovq.core.errors import OvqError
 
 COMMANDS = ("convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "eval", "bench", "demo")
 

@@ -25,9 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from ovq.config import build_pipeline, check_environment, check_paths, load_pipeline_config
-    from ovq.errors import ConfigError
-    from ovq.runtime import check_device
+    from ovq.deployment.config import build_pipeline, check_environment, check_paths, load_pipeline_config
+    from ovq.core.errors import ConfigError
+    from ovq.runtime.compilation import check_device
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")

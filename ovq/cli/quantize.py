@@ -45,13 +45,13 @@ def run(args: argparse.Namespace) -> int:
 
     import nncf
 
-    from ovq.quantize import AdvancedQuantizeOptions, quantize
+    from ovq.quantization.workflow import AdvancedQuantizeOptions, quantize
 
     # NNCF logs every quantizer it places at INFO; keep it to warnings unless -vv
     nncf.set_log_level(logging.DEBUG if args.verbose > 1 else logging.WARNING)
 
     if args.max_drop is not None and args.max_drop < 0:
-        from ovq.errors import ConfigError
+        from ovq.core.errors import ConfigError
 
         raise ConfigError(f"--max-drop {args.max_drop}: must be >= 0")
     result = quantize(

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check_mqtt_url(url: str) -> None:
     from urllib.parse import urlsplit
 
-    from ovq.errors import ConfigError
+    from ovq.core.errors import ConfigError
 
     parts = urlsplit(url if "://" in url else f"mqtt://{url}")
     if parts.username or parts.password:
@@ -94,10 +94,10 @@ def _progress_sink() -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovq.errors import ConfigError
-    from ovq.pipeline import Pipeline
-    from ovq.readers import ReconnectPolicy
-    from ovq.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
+    from ovq.core.errors import ConfigError
+    from ovq.streaming.pipeline import Pipeline
+    from ovq.streaming.readers import ReconnectPolicy
+    from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
 
     if args.mqtt:
         _check_mqtt_url(args.mqtt)
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     for line in summary.lines():
         print(line)
     if args.summary_json:
-        from ovq.fileio import write_json_atomic
+        from ovq.core.fileio import write_json_atomic
 
         write_json_atomic(args.summary_json, summary.to_dict())
         print(f"wrote {args.summary_json}")
