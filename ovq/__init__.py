@@ -25,7 +25,18 @@ from ovq.core.metadata import ModelInfo
 from ovq.model.detector import Detector
 from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
 from ovq.evaluation.prediction import predict
-from ovq.quantization.workflow import AdvancedQuantizeOptions, QuantizeResult, RankBy, quantize
+from ovq.quantization.options import (
+    AdvancedQuantizeOptions,
+    BiasCorrection,
+    DropType,
+    OverflowFix,
+    Precision,
+    Preset,
+    QuantizeOptions,
+    RankBy,
+)
+from ovq.quantization.report import QuantizeReport
+from ovq.quantization.workflow import QuantizeResult, quantize
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
 from ovq.streaming.stats import RunSummary, StreamStats
@@ -56,7 +67,14 @@ __all__ = [
     "MqttSink",
     "OvqError",
     "PipelineConfig",
+    "QuantizeOptions",
+    "QuantizeReport",
     "QuantizeResult",
+    "BiasCorrection",
+    "DropType",
+    "OverflowFix",
+    "Precision",
+    "Preset",
     "RankBy",
     "Pipeline",
     "ReconnectPolicy",

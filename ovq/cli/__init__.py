@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from ovq.core.errors import OvqError
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except OvqError as exc:
+        if getattr(args, "verbose", 0):  # -v: where it came from, through NNCF's callbacks and all
+            traceback.print_exception(exc, file=sys.stderr)
         print(f"ovq {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
