@@ -18,7 +18,6 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS = ("default", "f32", "bf16", "f16")
 HINTS = ("throughput", "latency", "cumulative_throughput")
-_VIRTUAL = ("AUTO", "MULTI", "HETERO", "BATCH")
 
 
 def new_core() -> ov.Core:
@@ -31,12 +30,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["OVQ_CACHE_DIR"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "ovq" / "ov_cache"
-
-
-def physical_devices(device: str) -> list[str]:
-    """The physical devices named by a device string: 'AUTO:GPU,CPU' -> ['GPU', 'CPU']."""
-    spec = devices.parse_device(device)
-    return list(spec.targets) if spec.is_virtual else [spec.text]
 
 
 def check_device(device: str, core: ov.Core | None = None) -> devices.DeviceSpec:
