@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ovq.core.detections import Detections
-from ovq.runtime.devices import int8_kernels
+from ovq.runtime.cpu import int8_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"

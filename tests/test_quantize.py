@@ -151,7 +151,7 @@ def _stamp_quantized_on(folder, kernels: str) -> None:
 def test_model_quantized_for_vnni_warns_on_a_cpu_without_it(fix, warns, tmp_path, monkeypatch, caplog):
     from conftest import tiny_yolo_ir
 
-    from ovq.runtime import devices
+    from ovq.runtime import cpu as devices  # cpu_flags is defined (and read) in ovq.runtime.cpu
 
     model = tiny_yolo_ir(tmp_path)
     images = _random_images(tmp_path / "calib")

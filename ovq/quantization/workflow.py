@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from ovq.runtime.devices import int8_kernels
+from ovq.runtime.cpu import int8_kernels
 from ovq.core.errors import DatasetError, ModelError, OvqError
 from ovq.data.images import read_image
 from ovq.core.metadata import ModelInfo, write_info
@@ -497,7 +497,8 @@ def _check_disjoint(data: Any, calib, val) -> None:
 
 def overflow_fix_candidates(choice: str | None, device: str, flags: Sequence[str] | None = None) -> list[str]:
     """The overflow-fix settings to try for ``device``: the one asked for, or by the CPU's INT8 kernels."""
-    from ovq.runtime.devices import int8_kernels, parse_device
+    from ovq.runtime.cpu import int8_kernels
+    from ovq.runtime.devices import parse_device
 
     if choice not in (None, "auto"):
         return [str(choice)]

@@ -11,8 +11,8 @@ from typing import Any
 
 import openvino as ov
 
-from ovq.runtime import devices
 from ovq.core.errors import DeviceError, ModelError
+from ovq.runtime import capabilities, devices
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +148,8 @@ def compile_plan(
     spec = devices.effective_device(devices.check_device(device, available), available)
     cfg = devices.device_config(spec, config)
     if "INFERENCE_PRECISION_HINT" in cfg:
-        caps = {d: devices.device_capabilities(core, d) for d in spec.physical if d in available}
-        devices.check_precision(spec, str(cfg["INFERENCE_PRECISION_HINT"]), caps)
+        caps = {d: capabilities.device_capabilities(core, d) for d in spec.physical if d in available}
+        capabilities.check_precision(spec, str(cfg["INFERENCE_PRECISION_HINT"]), caps)
     cache_dir = _cache_dir(cache) if "CACHE_DIR" not in cfg else Path(cfg["CACHE_DIR"])
     if cache_dir is not None:
         cfg["CACHE_DIR"] = str(cache_dir)
