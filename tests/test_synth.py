@@ -1,4 +1,4 @@
-"""Fast tests of the synthetic conveyor scenes (ovq.data.synth)."""
+"""Fast tests of the synthetic conveyor scenes (the ovq.data.synth package)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,12 @@ def test_same_seed_same_scene_and_different_seed_differs() -> None:
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a[0], c[0])
+
+
+def test_every_class_has_a_shape() -> None:
+    from ovq.data.synth.parts import SHAPES
+
+    assert sorted(SHAPES) == sorted(synth.CLASSES)
 
 
 def test_render_scene_types_and_shapes() -> None:
@@ -192,7 +198,7 @@ def test_write_yolo_dataset_failure_leaves_nothing(tmp_path, monkeypatch) -> Non
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(synth, "render_scene", boom)
+    monkeypatch.setattr(synth.scene, "render_scene", boom)  # where write_yolo_dataset looks it up
     with pytest.raises(RuntimeError, match="disk on fire"):
         synth.write_yolo_dataset(out, n_train=2, n_val=1, n_calib=1, width=64, height=64)
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
