@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import time
 
 import cv2
@@ -203,6 +205,20 @@ def test_write_yolo_dataset_failure_leaves_nothing(tmp_path, monkeypatch) -> Non
         synth.write_yolo_dataset(out, n_train=2, n_val=1, n_calib=1, width=64, height=64)
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
+@pytest.mark.parametrize(("mask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)],
+                         ids=["022", "077"])
+def test_write_yolo_dataset_follows_the_umask(tmp_path, mask, dir_mode, file_mode) -> None:
+    out = tmp_path / "ds"
+    old = os.umask(mask)
+    try:
+        synth.write_yolo_dataset(out, n_train=1, n_val=0, n_calib=0, width=64, height=64)
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert modes["."] == dir_mode and modes["images/train"] == dir_mode
+    assert modes["data.yaml"] == modes["images/train/train_000000.jpg"] == file_mode
 
 
 def test_write_yolo_dataset_rejects_negative_counts(tmp_path) -> None:

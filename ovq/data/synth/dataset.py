@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ovq.core.fileio import make_temp_dir
 from ovq.data.synth import scene
 from ovq.data.synth.parts import CLASSES
 
@@ -44,7 +44,7 @@ def write_yolo_dataset(
             raise ValueError(f"n_{split} must be >= 0, got {n}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = make_temp_dir(out_dir.parent, f".{out_dir.name}.tmp-")  # not mkdtemp: the dataset follows the umask
     try:
         start = time.monotonic()
         for split, n in counts.items():
@@ -95,7 +95,7 @@ def _replace_dir(new: Path, out_dir: Path) -> None:
     if not out_dir.exists():
         os.replace(new, out_dir)
         return
-    trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    trash = make_temp_dir(out_dir.parent, f".{out_dir.name}.old-")
     os.replace(out_dir, trash / "old")
     os.replace(new, out_dir)
     shutil.rmtree(trash, ignore_errors=True)
