@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ovq.runtime.devices import machine_summary
+from ovq.runtime.capabilities import machine_summary
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 

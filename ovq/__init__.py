@@ -10,7 +10,8 @@ from ovq.model.conversion import convert, prepare
 from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.model.decoders import REGISTRY as DECODERS
 from ovq.core.detections import Detections
-from ovq.runtime.devices import DeviceInfo, DevicesReport, DeviceSpec, parse_device, query_devices
+from ovq.runtime.capabilities import DeviceInfo, DevicesReport, query_devices
+from ovq.runtime.devices import DeviceSpec, parse_device
 from ovq.core.errors import (
     ConfigError,
     DatasetError,

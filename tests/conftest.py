@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from ovq.core.detections import Detections
-from ovq.runtime.devices import int8_kernels
+from ovq.runtime.cpu import int8_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
 
-# How this machine's CPU runs INT8 (ovq.runtime.devices.int8_kernels): "amx", "vnni", "no-vnni" or "unknown". This
+# How this machine's CPU runs INT8 (ovq.runtime.cpu.int8_kernels): "amx", "vnni", "no-vnni" or "unknown". This
 # project's machines vary between sessions: an AMX Xeon, an AMD EPYC Zen 4 (VNNI), an AMD EPYC Zen 3 (AVX2).
 CPU_INT8 = int8_kernels()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +69,21 @@ def test_metadata_round_trip_and_reconvert_keeps_info(echo_xml, tmp_path):
     assert info.labels == ["x", "y"] and info.conf_threshold == pytest.approx(0.4)
     with pytest.raises(ModelError, match="already converted"):
         prepare(second, imgsz=16)
+
+
+@pytest.mark.parametrize(("mask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)],
+                         ids=["022", "077"])
+def test_converted_model_follows_the_umask(echo_xml, tmp_path, mask, dir_mode, file_mode):
+    """A model converted by one user is readable by a service user when the umask says so (not always 0700)."""
+    out = tmp_path / "converted"
+    old = os.umask(mask)
+    try:
+        assert main(["convert", str(echo_xml), "-o", str(out), "--family", "yolo", "--labels", "a,b"]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == dir_mode
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        "model.xml": file_mode, "model.bin": file_mode}
 
 
 def test_dynamic_input_gets_static_shape(tmp_path):

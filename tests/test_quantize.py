@@ -71,7 +71,7 @@ def test_nncf_validates_at_the_deployment_precision(assets):
 # NNCF calibrates at f32 on every CPU, so the quantized model differs at most by f32 rounding; with AMX or VNNI
 # INT8 sums are exact, and what moves the drop is bf16 rounding of the float layers (AMX and AVX512-BF16 round
 # differently: the same FP model reads 0.3364 and 0.3385). Without VNNI, INT8 sums saturate unless every layer
-# has 7-bit weights, which costs 0.011 (see ovq.devices.int8_kernels).
+# has 7-bit weights, which costs 0.011 (see ovq.runtime.cpu.int8_kernels).
 YOLOX_INT8_MAX_DROP = {"amx": 0.005, "vnni": 0.008, "no-vnni": 0.015}
 CPU_KINDS = {"amx": "AMX-INT8", "vnni": "VNNI and no AMX", "no-vnni": "neither VNNI nor AMX (AVX2)"}
 
@@ -158,14 +158,14 @@ def _stamp_quantized_on(folder, kernels: str) -> None:
 def test_model_quantized_for_vnni_warns_on_a_cpu_without_it(fix, warns, tmp_path, monkeypatch, caplog):
     from conftest import tiny_yolo_ir
 
-    from ovq.runtime import devices
+    from ovq.runtime import cpu  # cpu_flags is defined (and read) there
 
     model = tiny_yolo_ir(tmp_path)
     images = _random_images(tmp_path / "calib")
     quantize(model, images, tmp_path / "q", subset_size=4, advanced=AdvancedQuantizeOptions(
         bench_seconds=0.0, overflow_fix=fix), progress=False)
     _stamp_quantized_on(tmp_path / "q", "vnni")  # as if quantized on a CPU with exact INT8 sums
-    monkeypatch.setattr(devices, "cpu_flags", lambda *a, **k: ["avx2"])
+    monkeypatch.setattr(cpu, "cpu_flags", lambda *a, **k: ["avx2"])
     with caplog.at_level(logging.WARNING, logger="ovq"):
         Detector(tmp_path / "q", device="CPU", cache=False)
     warned = [r.getMessage() for r in caplog.records if "saturate" in r.getMessage()]

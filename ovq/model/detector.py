@@ -14,7 +14,7 @@ import openvino as ov
 from ovq.model.conversion import prepare
 from ovq.model.decoders import DecodeParams, get_decoder
 from ovq.core.detections import Detections
-from ovq.runtime.devices import int8_saturation_warning
+from ovq.runtime.cpu import int8_saturation_warning
 from ovq.core.errors import OvqError
 from ovq.core.geometry import ResizeInfo, letterbox, stretch
 from ovq.core.metadata import ModelInfo

@@ -1,6 +1,6 @@
 """NNCF's overflow fix, chosen for the CPU the model will run on.
 
-On a CPU without VNNI (see :func:`ovq.runtime.devices.int8_kernels`) INT8 convolutions sum pairs of u8 x s8
+On a CPU without VNNI (see :func:`ovq.runtime.cpu.int8_kernels`) INT8 convolutions sum pairs of u8 x s8
 products into saturating int16; NNCF's overflow fix halves the weight range (7 bits) so they cannot saturate,
 by default on the first layer only. Which is right depends on the model. Measured on an AVX2 EPYC (Zen 3),
 coco128 val2017 at f32, plain INT8 (FP / first layer / every layer / none):
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import openvino as ov
 
 from ovq.quantization.options import OverflowFix
-from ovq.runtime.devices import int8_kernels, parse_device
+from ovq.runtime.cpu import int8_kernels
+from ovq.runtime.devices import parse_device
 
 logger = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from ovq.quantization.overflow import OverflowChoice, choose_overflow_fix, nncf_
 from ovq.quantization.plot import plot_sensitivity
 from ovq.quantization.report import QuantizeReport, render_markdown
 from ovq.runtime.compilation import first_line
-from ovq.runtime.devices import cpu_model, int8_kernels
+from ovq.runtime.cpu import cpu_model, int8_kernels
 
 logger = logging.getLogger(__name__)
 

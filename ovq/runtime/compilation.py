@@ -11,14 +11,13 @@ from typing import Any
 
 import openvino as ov
 
-from ovq.runtime import devices
 from ovq.core.errors import DeviceError, ModelError
+from ovq.runtime import capabilities, devices
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("default", "f32", "bf16", "f16")
 HINTS = ("throughput", "latency", "cumulative_throughput")
-_VIRTUAL = ("AUTO", "MULTI", "HETERO", "BATCH")
 
 
 def new_core() -> ov.Core:
@@ -31,12 +30,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["OVQ_CACHE_DIR"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "ovq" / "ov_cache"
-
-
-def physical_devices(device: str) -> list[str]:
-    """The physical devices named by a device string: 'AUTO:GPU,CPU' -> ['GPU', 'CPU']."""
-    spec = devices.parse_device(device)
-    return list(spec.targets) if spec.is_virtual else [spec.text]
 
 
 def check_device(device: str, core: ov.Core | None = None) -> devices.DeviceSpec:
@@ -155,8 +148,8 @@ def compile_plan(
     spec = devices.effective_device(devices.check_device(device, available), available)
     cfg = devices.device_config(spec, config)
     if "INFERENCE_PRECISION_HINT" in cfg:
-        caps = {d: devices.device_capabilities(core, d) for d in spec.physical if d in available}
-        devices.check_precision(spec, str(cfg["INFERENCE_PRECISION_HINT"]), caps)
+        caps = {d: capabilities.device_capabilities(core, d) for d in spec.physical if d in available}
+        capabilities.check_precision(spec, str(cfg["INFERENCE_PRECISION_HINT"]), caps)
     cache_dir = _cache_dir(cache) if "CACHE_DIR" not in cfg else Path(cfg["CACHE_DIR"])
     if cache_dir is not None:
         cfg["CACHE_DIR"] = str(cache_dir)

@@ -31,10 +31,6 @@ class LatencyHistogram:
         self.counts[index] += 1
         self.total += 1
 
-    def merge(self, other: LatencyHistogram) -> None:
-        self.counts += other.counts
-        self.total += other.total
-
     def percentile(self, q: float) -> float | None:
         """The ``q``-th percentile (0..100) in ms, or ``None`` without samples."""
         if self.total == 0:
