@@ -63,7 +63,8 @@ def run_demo(
     progress: bool = True,
 ) -> DemoSummary:
     from ovq.streaming.pipeline import Pipeline
-    from ovq.quantization.workflow import AdvancedQuantizeOptions, quantize
+    from ovq.quantization.options import AdvancedQuantizeOptions
+    from ovq.quantization.workflow import quantize
     from ovq.streaming.sinks import JsonlSink, VideoSink
     from ovq.data.synth import write_yolo_dataset
 

@@ -15,7 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ovq.quantization.workflow import AdvancedQuantizeOptions, quantize
+from ovq.quantization.options import AdvancedQuantizeOptions
+from ovq.quantization.workflow import quantize
 
 ROOT = Path(__file__).resolve().parents[1]
 

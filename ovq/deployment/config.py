@@ -693,7 +693,8 @@ def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:
     if quantized_is_fresh(q, model):
         logger.info("using %s (newer than %s and %s)", q.output, model, q.data)
         return q.output / MODEL_XML
-    from ovq.quantization.workflow import AdvancedQuantizeOptions, quantize
+    from ovq.quantization.options import AdvancedQuantizeOptions
+    from ovq.quantization.workflow import quantize
 
     logger.info("quantizing %s with %s into %s", model, q.data, q.output)
     result = quantize(
