@@ -19,7 +19,7 @@ import yaml
 
 from ovq.deployment.bundle import build_bundle, pinned_requirements, service_unit
 from ovq.cli import main
-from ovq.deployment.config import load_pipeline_config
+from ovq.deployment.loader import load_pipeline_config
 from conftest import tiny_yolo_ir
 from ovq.model.conversion import convert
 from ovq.core.errors import ConfigError, DependencyError, ModelError
@@ -126,12 +126,12 @@ def test_the_wheel_is_this_ovq(built):
     with zipfile.ZipFile(result.wheel) as zf:
         names = zf.namelist()
         meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
-        shipped_config = zf.read("ovq/deployment/config.py")
+        shipped_config = zf.read("ovq/deployment/schema.py")
     assert f"Version: {ovq.__version__}" in meta
     assert "ovq/deployment/bundle.py" in names and "ovq/cli/pipeline.py" in names and "ovq/py.typed" in names
     assert "ovq/model/decoders/yolox.py" in names  # the stage folders, sub-packages included
     assert not [n for n in names if "__pycache__" in n]
-    assert shipped_config == (Path(ovq.__file__).parent / "deployment" / "config.py").read_bytes()
+    assert shipped_config == (Path(ovq.__file__).parent / "deployment" / "schema.py").read_bytes()
 
 
 def test_run_script_is_valid_bash(built):
@@ -303,7 +303,7 @@ def test_build_requirements_decide_build_isolation(tmp_path):
 
 def test_pipeline_features_add_their_packages(tmp_path):
     from ovq.deployment.bundle import _runtime_requirements
-    from ovq.deployment.config import parse_pipeline_config
+    from ovq.deployment.loader import parse_pipeline_config
 
     def cfg(**changes):
         return parse_pipeline_config({"model": "m", "sources": [0], **changes}, tmp_path / "p.yaml")

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from ovq.deployment.config import build_pipeline, check_environment, check_paths, load_pipeline_config
+    from ovq.deployment.build import build_pipeline, check_environment, check_paths
+    from ovq.deployment.loader import load_pipeline_config
     from ovq.core.errors import ConfigError
     from ovq.runtime.compilation import check_device
 

@@ -38,8 +38,11 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ovq.deployment.config import PipelineConfig, env_references, is_local_path, load_pipeline_config, quantized_is_fresh
 from ovq.core.errors import ConfigError, DependencyError, ModelError
+from ovq.core.urls import env_references
+from ovq.deployment.build import quantized_is_fresh
+from ovq.deployment.loader import load_pipeline_config
+from ovq.deployment.schema import PipelineConfig, is_local_path
 
 logger = logging.getLogger(__name__)
 
