@@ -5,7 +5,9 @@ from __future__ import annotations
 from ovq.core.drawing import annotate
 from ovq.evaluation.speed import BenchResult, benchmark, format_table
 from ovq.deployment.bundle import BundleResult, build_bundle
-from ovq.deployment.config import PipelineConfig, load_pipeline_config, run_pipeline_config
+from ovq.deployment.build import run_pipeline_config
+from ovq.deployment.loader import load_pipeline_config
+from ovq.deployment.schema import PipelineConfig
 from ovq.model.conversion import convert, prepare
 from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.model.decoders import REGISTRY as DECODERS
