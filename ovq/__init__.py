@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-from ovq.core.drawing import annotate
-from ovq.evaluation.speed import BenchResult, benchmark, format_table
-from ovq.deployment.bundle import BundleResult, build_bundle
-from ovq.deployment.build import run_pipeline_config
-from ovq.deployment.loader import load_pipeline_config
-from ovq.deployment.schema import PipelineConfig
-from ovq.model.conversion import convert, prepare
-from ovq.data.datasets import Dataset, Sample, load_dataset
-from ovq.model.decoders import REGISTRY as DECODERS
 from ovq.core.detections import Detections
-from ovq.runtime.capabilities import DeviceInfo, DevicesReport, query_devices
-from ovq.runtime.devices import DeviceSpec, parse_device
+from ovq.core.drawing import annotate
 from ovq.core.errors import (
     ConfigError,
     DatasetError,
@@ -23,11 +13,18 @@ from ovq.core.errors import (
     OvqError,
     SourceError,
 )
-from ovq.evaluation.accuracy import EvalResult, MapResult, coco_map, evaluate, predict_samples
 from ovq.core.metadata import ModelInfo
-from ovq.model.detector import Detector
-from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
+from ovq.data.datasets import Dataset, Sample, load_dataset
+from ovq.deployment.build import run_pipeline_config
+from ovq.deployment.bundle import BundleResult, build_bundle
+from ovq.deployment.loader import load_pipeline_config
+from ovq.deployment.schema import PipelineConfig
+from ovq.evaluation.accuracy import EvalResult, MapResult, coco_map, evaluate, predict_samples
 from ovq.evaluation.prediction import predict
+from ovq.evaluation.speed import BenchResult, benchmark, format_table
+from ovq.model.conversion import convert, prepare
+from ovq.model.decoders import REGISTRY as DECODERS
+from ovq.model.detector import Detector
 from ovq.quantization.options import (
     AdvancedQuantizeOptions,
     BiasCorrection,
@@ -40,6 +37,9 @@ from ovq.quantization.options import (
 )
 from ovq.quantization.report import QuantizeReport
 from ovq.quantization.workflow import QuantizeResult, quantize
+from ovq.runtime.capabilities import DeviceInfo, DevicesReport, query_devices
+from ovq.runtime.devices import DeviceSpec, parse_device
+from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
 from ovq.streaming.stats import RunSummary, StreamStats
@@ -47,10 +47,11 @@ from ovq.streaming.stats import RunSummary, StreamStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "DECODERS",
     "AdvancedQuantizeOptions",
     "BenchResult",
+    "BiasCorrection",
     "BundleResult",
-    "DECODERS",
     "ConfigError",
     "Dataset",
     "DatasetError",
@@ -61,6 +62,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceSpec",
     "DevicesReport",
+    "DropType",
     "EvalResult",
     "FrameResult",
     "JsonlSink",
@@ -68,18 +70,16 @@ __all__ = [
     "ModelError",
     "ModelInfo",
     "MqttSink",
+    "OverflowFix",
     "OvqError",
+    "Pipeline",
     "PipelineConfig",
+    "Precision",
+    "Preset",
     "QuantizeOptions",
     "QuantizeReport",
     "QuantizeResult",
-    "BiasCorrection",
-    "DropType",
-    "OverflowFix",
-    "Precision",
-    "Preset",
     "RankBy",
-    "Pipeline",
     "ReconnectPolicy",
     "RunSummary",
     "Sample",

@@ -12,12 +12,8 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
-import openvino.opset13 as ops
 import pytest
 import yaml
-
-from conftest import tiny_yolo_ir
 
 from ovq.cli import main
 from ovq.core.errors import ConfigError, DependencyError, ModelError
@@ -27,11 +23,6 @@ from ovq.deployment.packaging import build_requirements_met, pinned_requirements
 from ovq.model.conversion import convert
 
 VIDEO = "videos/car-detection.mp4"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_yolo_ir(tmp_path_factory.mktemp("bundle"))
 
 
 PIPELINE = """

@@ -12,13 +12,9 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import openvino as ov
-import openvino.opset13 as ops
 import pytest
 import yaml
-
-from conftest import tiny_yolo_ir
 
 from ovq.cli import main
 from ovq.core.errors import ConfigError
@@ -35,11 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = ROOT / "pipelines"
 VIDEO = "videos/car-detection.mp4"
 GIF = "videos/people-detection.gif"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_yolo_ir(tmp_path_factory.mktemp("cfg"))
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ovq.model.decoders import REGISTRY, DecodeParams, get_decoder, infer_family
 from ovq.core.errors import ModelError
 from ovq.core.geometry import letterbox, stretch
+from ovq.model.decoders import REGISTRY, DecodeParams, get_decoder, infer_family
 
 
 def _params(size, conf=0.3, iou=0.5):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import make_dets
+
 from ovq.core.detections import Detections
 
 

@@ -10,8 +10,10 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from ovq.runtime import compilation as runtime
 from ovq.cli import main
+from ovq.core.errors import DeviceError, ModelError
+from ovq.core.metadata import ModelInfo, read_info, write_info
+from ovq.runtime import compilation as runtime
 from ovq.runtime import cpu
 from ovq.runtime.capabilities import (
     DeviceInfo,
@@ -33,8 +35,6 @@ from ovq.runtime.devices import (
     parse_device,
     static_input_shapes,
 )
-from ovq.core.errors import DeviceError, ModelError
-from ovq.core.metadata import ModelInfo, read_info, write_info
 
 CORE = ov.Core()
 AVAILABLE = list(CORE.available_devices)

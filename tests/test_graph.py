@@ -12,7 +12,7 @@ END = np.iinfo(np.int64).max
 
 
 def _half(x, axis: int, start: int):
-    c = lambda v: ops.constant(np.array([v], np.int64))  # noqa: E731
+    c = lambda v: ops.constant(np.array([v], np.int64))
     return ops.slice(x, c(start), c(END), c(2), c(axis))
 
 

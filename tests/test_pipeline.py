@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 import pytest
 from services import MjpegServer, Mosquitto, RtspServer, free_port
-from test_sources import LogList
 
 from ovq.core.errors import ConfigError, DeviceError, OvqError, SourceError
 from ovq.model.detector import Detector
@@ -47,18 +46,6 @@ class Collect:
 
     def of(self, stream: str) -> list[FrameResult]:
         return [r for r in self.results if r.stream == stream]
-
-
-@pytest.fixture
-def ovq_log():
-    handler = LogList()
-    logger = logging.getLogger("ovq")
-    old = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 @pytest.fixture(scope="module")

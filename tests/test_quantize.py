@@ -8,8 +8,7 @@ import logging
 import numpy as np
 import openvino as ov
 import pytest
-
-from conftest import CPU_INT8
+from conftest import CPU_INT8, random_images
 
 from ovq.cli import main
 from ovq.core.errors import DatasetError, OvqError
@@ -132,16 +131,6 @@ def test_overflow_fix_candidates_follow_the_cpu(choice, device, flags, expected)
     assert [c.value for c in overflow_fix_candidates(choice, device, flags)] == expected
 
 
-def _random_images(folder, n=4, size=(64, 64)):
-    import cv2
-
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
-    return folder
-
-
 def _stamp_quantized_on(folder, kernels: str) -> None:
     """Rewrite an ovq INT8 model's provenance to say which CPU kind quantized it."""
     model = ov.Core().read_model(folder / "model.xml")
@@ -161,7 +150,7 @@ def test_model_quantized_for_vnni_warns_on_a_cpu_without_it(fix, warns, tmp_path
     from ovq.runtime import cpu  # cpu_flags is defined (and read) there
 
     model = tiny_yolo_ir(tmp_path)
-    images = _random_images(tmp_path / "calib")
+    images = random_images(tmp_path / "calib")
     quantize(model, images, tmp_path / "q", subset_size=4, advanced=AdvancedQuantizeOptions(
         bench_seconds=0.0, overflow_fix=fix), progress=False)
     _stamp_quantized_on(tmp_path / "q", "vnni")  # as if quantized on a CPU with exact INT8 sums
@@ -376,13 +365,12 @@ def test_hooks_refuse_a_second_concurrent_call_and_are_restored_after_an_error()
     from ovq.quantization.nncf_hooks import ConcurrentQuantizeError
 
     original = Ranker.rank_groups_of_quantizers
-    with accuracy_control_hooks(validate_f32=True, rank=lambda c, g, m: c()):
-        with pytest.raises(ConcurrentQuantizeError, match="another quantization with accuracy control is running"):
-            with accuracy_control_hooks(validate_f32=True, rank=lambda c, g, m: c()):
-                pass
-    with pytest.raises(RuntimeError, match="boom"):
-        with accuracy_control_hooks(validate_f32=True, rank=lambda c, g, m: c()):
-            raise RuntimeError("boom")
+    busy = pytest.raises(ConcurrentQuantizeError, match="another quantization with accuracy control is running")
+    with accuracy_control_hooks(validate_f32=True, rank=lambda c, g, m: c()), busy, \
+            accuracy_control_hooks(validate_f32=True, rank=lambda c, g, m: c()):
+        pass
+    with pytest.raises(RuntimeError, match="boom"), accuracy_control_hooks(validate_f32=True, rank=lambda c, g, m: c()):
+        raise RuntimeError("boom")
     assert Ranker.rank_groups_of_quantizers is original
     with accuracy_control_hooks(validate_f32=True, rank=lambda c, g, m: c()):
         pass  # the lock was released on the error path too
@@ -398,7 +386,7 @@ def test_quiet_progress_leaves_stdout_and_matplotlib_alone(tmp_path):
     from rich import get_console
 
     stdout, backend, quiet = sys.stdout, matplotlib.get_backend(), get_console().quiet
-    images = _random_images(tmp_path / "calib")
+    images = random_images(tmp_path / "calib")
     result = quantize(tiny_yolo_ir(tmp_path), images, tmp_path / "q", subset_size=4,
                       advanced=AdvancedQuantizeOptions(bench_seconds=0.0), progress=False)
     assert sys.stdout is stdout and matplotlib.get_backend() == backend and get_console().quiet == quiet

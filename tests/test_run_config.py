@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import tiny_yolo_ir
 
 from ovq.cli import build_parser, main
 from ovq.cli.run import config_from_args
@@ -15,11 +14,6 @@ from ovq.core.errors import ConfigError, OvqError
 from ovq.deployment.build import build_pipeline
 from ovq.deployment.fields import Origin
 from ovq.deployment.loader import parse_pipeline_config
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_yolo_ir(tmp_path_factory.mktemp("run_cfg"))
 
 
 def from_flags(*argv: str):

@@ -12,14 +12,8 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import tiny_yolo_ir
 
 from ovq.deployment.signals import stop_on_signals
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_yolo_ir(tmp_path_factory.mktemp("signals"))
 
 
 @pytest.fixture
@@ -52,8 +46,8 @@ def test_first_signal_stops_the_second_interrupts_then_handlers_come_back(guarde
     assert len(stops) == 1 and seen == []
     assert signal.getsignal(signal.SIGINT) is record and signal.getsignal(signal.SIGTERM) is record
     err = cap.readouterr().err
-    assert err.splitlines() == ["ovq test: SIGTERM, stopping: finishing the frames in flight and closing the outputs "
-                                "(again to stop at once)"]
+    assert err.splitlines() == [("ovq test: SIGTERM, stopping: finishing the frames in flight and closing the outputs "
+                                "(again to stop at once)")]
 
 
 def test_handlers_come_back_when_the_block_raises(guarded):

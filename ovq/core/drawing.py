@@ -31,7 +31,7 @@ def annotate(
     t = thickness or max(1, round(min(h, w) / 400))
     font_scale = max(0.4, min(h, w) / 1200)
     for i in range(len(dets)):
-        x1, y1, x2, y2 = (int(round(v)) for v in dets.xyxy[i])
+        x1, y1, x2, y2 = (round(v) for v in dets.xyxy[i])
         cid = int(dets.class_id[i])
         color = class_color(cid)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, t, cv2.LINE_AA)

@@ -38,7 +38,7 @@ def letterbox(
     h, w = image.shape[:2]
     th, tw = size
     r = min(th / h, tw / w)
-    nw, nh = int(round(w * r)), int(round(h * r))
+    nw, nh = round(w * r), round(h * r)
     nw, nh = min(max(nw, 1), tw), min(max(nh, 1), th)
     if center:
         left, top = (tw - nw) // 2, (th - nh) // 2

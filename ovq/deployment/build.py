@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
 from ovq.core.errors import SourceError
 from ovq.data.layout import dataset_root, newest_mtime
 from ovq.deployment.schema import PipelineConfig, QuantizeConfig

@@ -32,7 +32,7 @@ MQTT_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl")  # what ovq.streaming.sinks.mqtt_
 STREAM_SCHEMES = (*URL_SCHEMES, "synth", "file")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_OPTION = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])?): (.*)$", re.S)
+_OPTION = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])?): (.*)$", re.DOTALL)
 
 # The quantize section: the shared options (QuantizeOptions and its advanced knobs, flat) and the two keys only a
 # pipeline needs. A pipeline quantizes on start-up, so its report skips the throughput benchmark by default

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.core.detections import Detections
 from ovq.core.errors import DatasetError
 from ovq.core.fileio import write_text_atomic
 from ovq.core.geometry import ResizeInfo
+from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.data.images import read_image
 from ovq.evaluation.metrics import MAX_DETS, MapResult, coco_map, top_k
 from ovq.model.detector import Detector, load

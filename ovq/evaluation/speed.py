@@ -20,8 +20,8 @@ import numpy as np
 import openvino as ov
 
 from ovq.core.geometry import letterbox, stretch
-from ovq.data.images import read_image
 from ovq.core.metadata import ModelInfo
+from ovq.data.images import read_image
 from ovq.model.detector import compile_config, load
 from ovq.runtime.compilation import compile_model, execution_precision, new_core
 

@@ -19,11 +19,11 @@ from typing import Any
 import openvino as ov
 from openvino.preprocess import ColorFormat, PrePostProcessor
 
-from ovq.model.decoders import SourcePreprocessing, get_decoder, infer_family
 from ovq.core.errors import DependencyError, ModelError
 from ovq.core.fileio import atomic_output_dir
 from ovq.core.labels import COCO80
 from ovq.core.metadata import ModelInfo, read_info, read_ultralytics_rt_info, write_info
+from ovq.model.decoders import SourcePreprocessing, get_decoder, infer_family
 from ovq.runtime.compilation import first_line, new_core, read_model
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _convert_onnx(path: Path) -> ov.Model:
         raise ModelError(f"{path}: not an ONNX model (the file does not parse as ONNX)")
     try:
         return ov.convert_model(str(path))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the ONNX front end raises plain RuntimeErrors and others: one line
         raise ModelError(f"{path}: cannot read ONNX model: {first_line(exc)}") from None
 
 
@@ -217,7 +217,7 @@ def _from_ultralytics(path: Path, imgsz: int | tuple[int, int] | None) -> tuple[
                 exported = yolo.export(
                     format="openvino", imgsz=size, dynamic=False, verbose=False, **options
                 )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - Ultralytics raises anything from unpickling to export
             logger.debug("Ultralytics output:\n%s", chatter.getvalue())
             raise ModelError(f"{path}: Ultralytics could not load or export it: {first_line(exc)}") from None
         logger.debug("Ultralytics output:\n%s", chatter.getvalue())
@@ -264,7 +264,7 @@ def _static_input(model: ov.Model, path: Path, imgsz: int | tuple[int, int] | No
     if pshape != target:
         try:
             model.reshape({port.any_name if port.names else 0: target} if port.names else target)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - OpenVINO's shape inference raises plain RuntimeErrors
             raise ModelError(f"{path}: cannot reshape input to {h}x{w}: {first_line(exc)}") from None
     return h, w
 

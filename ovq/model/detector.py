@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from ovq.model.conversion import prepare
-from ovq.model.decoders import DecodeParams, get_decoder
 from ovq.core.detections import Detections
-from ovq.runtime.cpu import int8_saturation_warning
 from ovq.core.errors import OvqError
 from ovq.core.geometry import ResizeInfo, letterbox, stretch
 from ovq.core.metadata import ModelInfo
+from ovq.model.conversion import prepare
+from ovq.model.decoders import DecodeParams, get_decoder
 from ovq.runtime.compilation import compile_model, execution_precision, hint_config, new_core, precision_config
+from ovq.runtime.cpu import int8_saturation_warning
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import openvino as ov
 import psutil
@@ -52,13 +52,13 @@ class PeakMemory:
         while not self._stop.wait(self.interval):
             self._sample()
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         self._sample()
         self._thread = threading.Thread(target=self._run, name="ovq-peak-memory", daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

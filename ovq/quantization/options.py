@@ -8,6 +8,7 @@ so a message reads right whichever way the options came in.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -200,7 +201,7 @@ def _number(name: str, value: Any, *, low: float | None = None, high: float | No
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name}: expected a number, got {value!r}")
     value = float(value)
-    if (low is not None and value < low) or (high is not None and value > high) or value != value:
+    if (low is not None and value < low) or (high is not None and value > high) or math.isnan(value):
         bounds = " and ".join(b for b in (f">= {low:g}" if low is not None else "",
                                           f"<= {high:g}" if high is not None else "") if b)
         raise ConfigError(f"{name}: expected a number {bounds}, got {value:g}")

@@ -172,11 +172,11 @@ def _header(report: QuantizeReport) -> list[str]:
         f"# INT8 quantization report: {report.model}",
         "",
         f"- Mode: **{q['mode']}**{budget}",
-        f"- Device: {report.device}, deployment inference precision for float layers: "
-        f"**{report.deployment_precision}** (validated at it; stored in the IR: {report.compile_config or 'device default'})",
-        f"- Data: `{q['data']}`, calibration split `{q['calib_split']}` ({q['calib_images']} images), "
+        (f"- Device: {report.device}, deployment inference precision for float layers: "
+        f"**{report.deployment_precision}** (validated at it; stored in the IR: {report.compile_config or 'device default'})"),
+        (f"- Data: `{q['data']}`, calibration split `{q['calib_split']}` ({q['calib_images']} images), "
         f"validation split `{q['val_split']}` ({q['val_images']} images); preset {q['preset']}, "
-        f"{q.get('bias_correction', 'full')} bias correction, overflow fix on {overflow_fix_text(q)}",
+        f"{q.get('bias_correction', 'full')} bias correction, overflow fix on {overflow_fix_text(q)}"),
         f"- CPU: {q.get('cpu', 'unknown')} (INT8 kernels: {q.get('int8_kernels', 'unknown')})",
         f"- NNCF {q['nncf']}, OpenVINO {q['openvino']}",
         "",
@@ -240,9 +240,9 @@ def _reverts(report: QuantizeReport) -> list[str]:
         final = "n/a" if lat.final_ms is None else f"{lat.final_ms:.3f} ms"
         lines += [
             "",
-            f"Batch-1 latency on CPU ({lat.precision} float layers), measured: FP {_ms(lat.fp_ms)}, all layers INT8 "
+            (f"Batch-1 latency on CPU ({lat.precision} float layers), measured: FP {_ms(lat.fp_ms)}, all layers INT8 "
             f"{_ms(lat.int8_all_layers_ms)}, final model {final}. (\"free\": within the timing noise, "
-            f"{lat.free_below_ms:.4f} ms.)",
+            f"{lat.free_below_ms:.4f} ms.)"),
         ]
     return lines
 
@@ -262,10 +262,10 @@ def _size_and_speed(report: QuantizeReport) -> list[str]:
         "",
         "## Size and speed",
         "",
-        f"- FakeQuantize ops: {report.quantized_ops}; layers running in INT8 on {report.device}: "
-        f"{report.int8_layers_at_runtime}",
-        f"- Weights: FP32 {report.size_fp32_mb:.2f} MB -> INT8 {report.size_int8_mb:.2f} MB "
-        f"({report.size_int8_mb / report.size_fp32_mb:.3f}x)",
+        (f"- FakeQuantize ops: {report.quantized_ops}; layers running in INT8 on {report.device}: "
+        f"{report.int8_layers_at_runtime}"),
+        (f"- Weights: FP32 {report.size_fp32_mb:.2f} MB -> INT8 {report.size_int8_mb:.2f} MB "
+        f"({report.size_int8_mb / report.size_fp32_mb:.3f}x)"),
     ]
     sp = report.throughput
     if sp is None:
@@ -287,10 +287,10 @@ def _size_and_speed(report: QuantizeReport) -> list[str]:
     if sp.int8_vs_fp_default < 0.97 and default_prec != "f32" and report.device.upper().startswith("CPU"):
         lines += [
             "",
-            f"On this {report.device} the FP model at its default {default_prec} is about as fast as INT8 or faster "
+            (f"On this {report.device} the FP model at its default {default_prec} is about as fast as INT8 or faster "
             f"(its matrix units run {default_prec} about as fast as INT8 for this model). INT8 still pays where the "
             f"float layers run at f32 (CPUs without AMX: {sp.int8_vs_fp_f32}x here) and where memory or "
-            "model size matters; measure on the target machine with `ovq bench`.",
+            "model size matters; measure on the target machine with `ovq bench`."),
         ]
     return lines
 
@@ -298,8 +298,8 @@ def _size_and_speed(report: QuantizeReport) -> list[str]:
 def _footer(report: QuantizeReport) -> list[str]:
     lines = [
         "",
-        f"Wall time {report.total_seconds:.1f} s (quantization {report.quantization_seconds:.1f} s), peak RSS "
-        f"during the call {report.peak_rss_mb:.0f} MB.",
+        (f"Wall time {report.total_seconds:.1f} s (quantization {report.quantization_seconds:.1f} s), peak RSS "
+        f"during the call {report.peak_rss_mb:.0f} MB."),
     ]
     vc = report.validation_calls
     if vc:

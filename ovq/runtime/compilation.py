@@ -70,7 +70,7 @@ def read_model(path: str | Path, core: ov.Core | None = None) -> ov.Model:
     core = core or new_core()
     try:
         return core.read_model(str(path))
-    except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError (and others) with multi-line text
         raise ModelError(f"{path}: cannot read model: {first_line(exc)}") from None
 
 
@@ -187,7 +187,7 @@ def compile_model(
     try:
         target = str(plan.model) if isinstance(plan.model, Path) else plan.model
         compiled = core.compile_model(target, plan.device.text, plan.config)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - plugins raise RuntimeError and others: one line for the user
         raise DeviceError(f"cannot compile for {plan.device.text}: {first_line(exc)}") from None
     seconds = time.perf_counter() - start
     if plan.cache_dir is None:

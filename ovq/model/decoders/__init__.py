@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from ovq.core.errors import ModelError
 from ovq.model.decoders.base import DecodeParams, Decoder, SourcePreprocessing
 from ovq.model.decoders.fastestdet import FastestDetDecoder
 from ovq.model.decoders.ssd import SsdDecoder
 from ovq.model.decoders.yolo import YoloDecoder
 from ovq.model.decoders.yolo_e2e import YoloEndToEndDecoder
 from ovq.model.decoders.yolox import YoloxDecoder
-from ovq.core.errors import ModelError
 
 # Order matters for inference from output shapes: the most specific shapes first.
 REGISTRY: dict[str, Decoder] = {

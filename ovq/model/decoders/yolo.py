@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ovq.model.decoders.base import DecodeParams, SourcePreprocessing, finish
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
+from ovq.model.decoders.base import DecodeParams, SourcePreprocessing, finish
 
 
 class YoloDecoder:

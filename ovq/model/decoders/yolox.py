@@ -9,9 +9,9 @@ import functools
 
 import numpy as np
 
-from ovq.model.decoders.base import DecodeParams, SourcePreprocessing, finish
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
+from ovq.model.decoders.base import DecodeParams, SourcePreprocessing, finish
 
 STRIDES = (8, 16, 32)
 
