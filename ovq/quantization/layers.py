@@ -62,13 +62,13 @@ def decode_tail(model: ov.Model) -> list[str]:
     coordinates: quantizing it costs accuracy and buys nothing measurable.
     """
     names: list[str] = []
-    seen: set[int] = set()
+    seen: set[int] = set()  # OpenVINO's node ids: id() of the Python wrappers is reused once one is freed
     stack = [r.input_value(0).get_node() for r in model.get_results()]
     while stack:
         node = stack.pop()
-        if id(node) in seen:
+        if node.get_instance_id() in seen:
             continue
-        seen.add(id(node))
+        seen.add(node.get_instance_id())
         kind = node.get_type_name()
         if kind in QUANTIZABLE_TYPES or kind in ("Parameter", "Constant"):
             continue
