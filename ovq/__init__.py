@@ -20,11 +20,14 @@ from ovq.deployment.bundle import BundleResult, build_bundle
 from ovq.deployment.loader import load_pipeline_config
 from ovq.deployment.schema import PipelineConfig
 from ovq.evaluation.accuracy import EvalResult, MapResult, coco_map, evaluate, predict_samples
+from ovq.evaluation.metrics import DropInterval, MatchTable, OperatingPoint, bootstrap_drop
 from ovq.evaluation.prediction import predict
 from ovq.evaluation.speed import BenchResult, benchmark, format_table
 from ovq.model.conversion import convert, prepare
 from ovq.model.decoders import REGISTRY as DECODERS
 from ovq.model.detector import Detector
+from ovq.quantization.collapse import CollapseCheck
+from ovq.quantization.findings import ClassAP, HoldoutResult, OperatingPoints, SpeedVerdict
 from ovq.quantization.options import (
     AdvancedQuantizeOptions,
     BiasCorrection,
@@ -52,6 +55,8 @@ __all__ = [
     "BenchResult",
     "BiasCorrection",
     "BundleResult",
+    "ClassAP",
+    "CollapseCheck",
     "ConfigError",
     "Dataset",
     "DatasetError",
@@ -62,14 +67,19 @@ __all__ = [
     "DeviceInfo",
     "DeviceSpec",
     "DevicesReport",
+    "DropInterval",
     "DropType",
     "EvalResult",
     "FrameResult",
+    "HoldoutResult",
     "JsonlSink",
     "MapResult",
+    "MatchTable",
     "ModelError",
     "ModelInfo",
     "MqttSink",
+    "OperatingPoint",
+    "OperatingPoints",
     "OverflowFix",
     "OvqError",
     "Pipeline",
@@ -85,12 +95,14 @@ __all__ = [
     "Sample",
     "Sink",
     "SourceError",
+    "SpeedVerdict",
     "StreamStats",
     "VideoSink",
     "WindowSink",
     "__version__",
     "annotate",
     "benchmark",
+    "bootstrap_drop",
     "build_bundle",
     "coco_map",
     "convert",
