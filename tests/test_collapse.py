@@ -159,6 +159,6 @@ def test_a_model_calibrated_on_the_wrong_images_collapses_twice_and_fails_the_ho
     c = report["collapse"]
     assert c["detected"] and c["retry_collapsed"] and not c["used_retry"]
     assert c["int8"]["map50_95"] < 0.1 and c["retry"]["map50_95"] < 0.1
-    assert report["holdout"]["held"] is False and report["holdout"]["drop"] > 0.5
+    assert report["holdout"]["held"] is False and report["holdout"]["drop"] > 0.05  # one revert cannot mend it
     assert "the budget 0.01 did NOT hold" in printed and "still collapsed" in printed
     assert (out / "model.xml").exists() and "it collapsed too" in (out / "report.md").read_text()

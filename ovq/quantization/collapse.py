@@ -126,7 +126,8 @@ def guard_collapse(
         logger.warning("with the detection head float INT8 holds: mAP50-95 %.4f (FP %.4f, collapsed INT8 %.4f)",
                        result.map50_95, fp.map50_95, first.map50_95)
     else:
-        logger.warning("with the detection head float INT8 collapsed too (%s); going on with the %s model: try "
-                       "more calibration images, preset mixed, or the overflow fix on every layer", check.retry_reason,
+        logger.warning("with the detection head float INT8 collapsed too (%s); going on with the %s model. Check "
+                       "that the calibration images look like the images the model will see; then try more of them, "
+                       "preset mixed, or the overflow fix on every layer", check.retry_reason,
                        "head-float" if check.used_retry else "first")
     return check, retried if check.used_retry else model

@@ -236,6 +236,10 @@ def _collapse_md(t: Trust) -> list[str]:
             lines.append(f"| {label} | {s.map50_95:.4f} | {rec} | {per} |")
         lines += ["", "Kept float: " + ", ".join(f"`{n}`" for n in (c.kept_float or [])[:12])
                   + (" ..." if len(c.kept_float or []) > 12 else ""), ""]
+        if c.retry_reason is not None:
+            lines += [("Keeping the head float did not save it: every activation range may be wrong. Check that the "
+                      "calibration images look like the images the model will see (same camera, lighting, size); "
+                      "then try more of them, `--preset mixed`, or `--overflow-fix enable`."), ""]
     return lines
 
 
