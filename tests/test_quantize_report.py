@@ -112,3 +112,24 @@ def test_speed_verdict_says_when_int8_bought_nothing_and_what_to_try(fps, revert
                          rank_by="accuracy", interval=None, images=64).basis == "batch-1 latency at bf16"
     assert speed_verdict(int8_fps=None, fp_fps=None, fp_ms=None, final_ms=None, precision="f32", reverted_layers=0,
                          rank_by=None, interval=None, images=64) is None
+
+
+def test_plot_states_the_held_out_verdict_on_the_reverts_axis(tmp_path):
+    """The held-out images are others than the plotted ones, so the plot says their verdict in words."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ovq.quantization.plot import _reverts_axis, plot_sensitivity
+
+    report = _report(reverted=[])
+    ax = FigureCanvasAgg(Figure()).figure.subplots()
+    _reverts_axis(ax, report, report.accuracy.int8)
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["held out (64 images): FP 0.1700, INT8 0.1650, drop +0.0050\nbudget NOT held there"]
+    assert ax.get_xlim() == (-0.5, 1.5)
+    report.holdout = None
+    ax = FigureCanvasAgg(Figure()).figure.subplots()
+    _reverts_axis(ax, report, report.accuracy.int8)
+    assert not ax.texts
+    plot_sensitivity(_report(), tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 10_000
