@@ -332,7 +332,7 @@ def test_query_devices_reports_what_openvino_sees(tmp_path):
         (DeviceInfo("CPU", "x", capabilities=["FP32", "BF16", "INT8"], default_precision="bf16"),
          ["avx512_bf16", "avx512_vnni"], ["AVX512-BF16: BF16 is the default", "run with VNNI kernels"]),
         (DeviceInfo("CPU", "x", capabilities=["FP32", "INT8"], default_precision="f32"),
-         ["avx2"], ["FP models run in f32 by default", "no VNNI/AMX"]),
+         ["avx2"], ["FP models run in f32 by default", "INT8 without VNNI/AMX", "overflow fix on every layer"]),
         (DeviceInfo("GPU.0", "x", capabilities=["FP32", "FP16", "INT8"], default_precision="f16"),
          [], ["run in f16 by default on the GPU", "compiled-model cache"]),
         (DeviceInfo("NPU", "x", capabilities=["FP16", "INT8", "EXPORT_IMPORT"]),
