@@ -13,10 +13,13 @@ a hidden ``.NAME.partial.mp4``, never the target.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+
+from ovq.runtime.signal_stack import repair_signal_stack
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -63,6 +66,10 @@ def stop_on_signals(stop: Callable[[], None], *, name: str, at_once: Callable[[]
     """
     fd = _stderr_fd()
     asked = False
+    # compiled models that are about to be collected can leave this thread's signal stack unmapped, which turns
+    # the next signal into a crash (see ovq.runtime.signal_stack): collect them now, then check the stack
+    gc.collect()
+    repair_signal_stack()
 
     def handler(signum: int, frame: object) -> None:
         nonlocal asked
