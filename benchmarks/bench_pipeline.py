@@ -1,6 +1,6 @@
 """End-to-end pipeline FPS on a video file vs. ``ovq bench`` throughput of the same model (target: >= 90 %).
 
-For each model: ``ovq.bench.benchmark`` (an ``AsyncInferQueue`` kept full with one pre-made input: the
+For each model: ``ovq.evaluation.speed.benchmark`` (an ``AsyncInferQueue`` kept full with one pre-made input: the
 device's ceiling) and ``ovq.Pipeline`` on ``one-by-one-person-detection.mp4`` with no sink and no display
 (decode, resize, async inference, decoding and NMS, in order, every frame) - same device, same performance
 hint, same inference precision, one after the other, ``rounds`` times with the order alternated. The
@@ -67,9 +67,9 @@ def main(
     rounds: int = 2, video: Path | None = None,
 ) -> list[PipelineBench]:
     """Run the comparison; returns one :class:`PipelineBench` per model."""
-    from ovq.bench import benchmark
-    from ovq.model import Detector
-    from ovq.pipeline import Pipeline
+    from ovq.evaluation.speed import benchmark
+    from ovq.model.detector import Detector
+    from ovq.streaming.pipeline import Pipeline
 
     if not ASSETS.exists():
         raise SystemExit(f"shared assets not found at {ASSETS}")

@@ -88,7 +88,7 @@ def main(
     precisions: tuple[str, ...] = ("default", "f32"),
     assets: Path = ASSETS,
 ) -> list[Comparison]:
-    from ovq.convert import convert
+    from ovq.model.conversion import convert
 
     if not (assets / "README.md").exists():
         raise SystemExit(f"shared assets not found at {assets}")

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from ovq.annotate import annotate
-from ovq.bench import BenchResult, benchmark, format_table
-from ovq.bundle import BundleResult, build_bundle
-from ovq.config import PipelineConfig, load_pipeline_config, run_pipeline_config
-from ovq.convert import convert, prepare
-from ovq.datasets import Dataset, Sample, load_dataset
-from ovq.decoders import REGISTRY as DECODERS
-from ovq.detections import Detections
-from ovq.devices import DeviceInfo, DevicesReport, DeviceSpec, parse_device, query_devices
-from ovq.errors import (
+from ovq.core.detections import Detections
+from ovq.core.drawing import annotate
+from ovq.core.errors import (
     ConfigError,
     DatasetError,
     DependencyError,
@@ -20,23 +13,45 @@ from ovq.errors import (
     OvqError,
     SourceError,
 )
-from ovq.evaluate import EvalResult, MapResult, coco_map, evaluate, predict_samples
-from ovq.metadata import ModelInfo
-from ovq.model import Detector
-from ovq.pipeline import FrameResult, Pipeline, Sink
-from ovq.predict import predict
-from ovq.quantize import AdvancedQuantizeOptions, QuantizeResult, RankBy, quantize
-from ovq.readers import ReconnectPolicy
-from ovq.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
-from ovq.stats import RunSummary, StreamStats
+from ovq.core.metadata import ModelInfo
+from ovq.data.datasets import Dataset, Sample, load_dataset
+from ovq.deployment.build import run_pipeline_config
+from ovq.deployment.bundle import BundleResult, build_bundle
+from ovq.deployment.loader import load_pipeline_config
+from ovq.deployment.schema import PipelineConfig
+from ovq.evaluation.accuracy import EvalResult, MapResult, coco_map, evaluate, predict_samples
+from ovq.evaluation.prediction import predict
+from ovq.evaluation.speed import BenchResult, benchmark, format_table
+from ovq.model.conversion import convert, prepare
+from ovq.model.decoders import REGISTRY as DECODERS
+from ovq.model.detector import Detector
+from ovq.quantization.options import (
+    AdvancedQuantizeOptions,
+    BiasCorrection,
+    DropType,
+    OverflowFix,
+    Precision,
+    Preset,
+    QuantizeOptions,
+    RankBy,
+)
+from ovq.quantization.report import QuantizeReport
+from ovq.quantization.workflow import QuantizeResult, quantize
+from ovq.runtime.capabilities import DeviceInfo, DevicesReport, query_devices
+from ovq.runtime.devices import DeviceSpec, parse_device
+from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
+from ovq.streaming.readers import ReconnectPolicy
+from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
+from ovq.streaming.stats import RunSummary, StreamStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DECODERS",
     "AdvancedQuantizeOptions",
     "BenchResult",
+    "BiasCorrection",
     "BundleResult",
-    "DECODERS",
     "ConfigError",
     "Dataset",
     "DatasetError",
@@ -47,6 +62,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceSpec",
     "DevicesReport",
+    "DropType",
     "EvalResult",
     "FrameResult",
     "JsonlSink",
@@ -54,11 +70,16 @@ __all__ = [
     "ModelError",
     "ModelInfo",
     "MqttSink",
+    "OverflowFix",
     "OvqError",
+    "Pipeline",
     "PipelineConfig",
+    "Precision",
+    "Preset",
+    "QuantizeOptions",
+    "QuantizeReport",
     "QuantizeResult",
     "RankBy",
-    "Pipeline",
     "ReconnectPolicy",
     "RunSummary",
     "Sample",

@@ -15,8 +15,8 @@ from typing import Any
 
 import cv2
 
-from ovq.errors import ModelError
-from ovq.fileio import write_json_atomic, write_text_atomic
+from ovq.core.errors import ModelError
+from ovq.core.fileio import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,11 @@ def run_demo(
     bench_seconds: float = 3.0,
     progress: bool = True,
 ) -> DemoSummary:
-    from ovq.pipeline import Pipeline
-    from ovq.quantize import AdvancedQuantizeOptions, quantize
-    from ovq.sinks import JsonlSink, VideoSink
-    from ovq.synth import write_yolo_dataset
+    from ovq.data.synth import write_yolo_dataset
+    from ovq.quantization.options import AdvancedQuantizeOptions
+    from ovq.quantization.workflow import quantize
+    from ovq.streaming.pipeline import Pipeline
+    from ovq.streaming.sinks import JsonlSink, VideoSink
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,7 @@ def run_demo(
 
     logger.info("[3/4] running the INT8 model on a live synthetic conveyor stream for %d frames", frames)
     t = time.perf_counter()
-    from ovq.model import Detector
+    from ovq.model.detector import Detector
 
     detector = Detector(out / "int8", device="CPU", hint="throughput")
     labels = detector.labels
@@ -158,14 +159,14 @@ def render_summary(s: DemoSummary) -> str:
         *rows,
         "",
         f"- mAP drop {f(s.drop)} (budget {s.max_drop}); layers reverted to float: {s.reverted_layers}, chosen by {s.rank_by}",
-        *([f"- batch-1 latency ({s.latency['precision']}): FP {s.latency['fp_ms']} ms, all layers INT8 "
-           f"{s.latency['int8_all_layers_ms']} ms, final INT8 {s.latency['final_ms']} ms"] if s.latency else []),
-        f"- pipeline: {stream.get('frames', 'n/a')} frames of a live synthetic conveyor (640x480, 30 fps), "
+        *([(f"- batch-1 latency ({s.latency['precision']}): FP {s.latency['fp_ms']} ms, all layers INT8 "
+           f"{s.latency['int8_all_layers_ms']} ms, final INT8 {s.latency['final_ms']} ms")] if s.latency else []),
+        (f"- pipeline: {stream.get('frames', 'n/a')} frames of a live synthetic conveyor (640x480, 30 fps), "
         f"{f(stream.get('fps'), 1)} FPS, latency p50 {f(stream.get('latency_p50_ms'), 1)} ms / p95 "
-        f"{f(stream.get('latency_p95_ms'), 1)} ms, dropped {stream.get('dropped', 'n/a')}",
+        f"{f(stream.get('latency_p95_ms'), 1)} ms, dropped {stream.get('dropped', 'n/a')}"),
         f"- time: {s.seconds}",
         "",
-        "Files: `int8/` (model, report.md, report.json, sensitivity.png), `conveyor_int8.mp4`, `detections.jsonl`, "
-        "`frame.png`, `data/` (generated calib/val sets).",
+        ("Files: `int8/` (model, report.md, report.json, sensitivity.png), `conveyor_int8.mp4`, `detections.jsonl`, "
+        "`frame.png`, `data/` (generated calib/val sets)."),
     ]
     return "\n".join(lines) + "\n"

@@ -15,7 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ovq.quantize import AdvancedQuantizeOptions, quantize
+from ovq.quantization.options import AdvancedQuantizeOptions
+from ovq.quantization.workflow import quantize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +96,7 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import sys
 
-    from ovq.errors import OvqError
+    from ovq.core.errors import OvqError
 
     try:
         result = main(

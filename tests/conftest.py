@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ovq.detections import Detections
-from ovq.devices import int8_kernels
+from ovq.core.detections import Detections
+from ovq.runtime.cpu import int8_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets"
 
-# How this machine's CPU runs INT8 (ovq.devices.int8_kernels): "amx", "vnni", "no-vnni" or "unknown". This
+# How this machine's CPU runs INT8 (ovq.runtime.cpu.int8_kernels): "amx", "vnni", "no-vnni" or "unknown". This
 # project's machines vary between sessions: an AMX Xeon, an AMD EPYC Zen 4 (VNNI), an AMD EPYC Zen 3 (AVX2).
 CPU_INT8 = int8_kernels()
 
@@ -42,7 +43,7 @@ def tiny_yolo_ir(tmp: Path) -> Path:
     import openvino as ov
     import openvino.opset13 as ops
 
-    from ovq.convert import convert
+    from ovq.model.conversion import convert
 
     rng = np.random.default_rng(0)
     x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="images")
@@ -54,3 +55,47 @@ def tiny_yolo_ir(tmp: Path) -> Path:
     src = tmp / "tiny.xml"
     ov.save_model(ov.Model([out], [x], "tiny"), str(src))
     return convert(src, tmp / "tiny_ovq", family="yolo", labels=["a", "b"])
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """The tiny 2-class YOLO-shaped IR (:func:`tiny_yolo_ir`), built once per test session; read-only."""
+    return tiny_yolo_ir(tmp_path_factory.mktemp("tiny"))
+
+
+def random_images(folder: Path, n: int = 4, size: tuple[int, int] = (64, 64)) -> Path:
+    """A folder of ``n`` random BGR images (an unlabelled calibration set)."""
+    import cv2
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return folder
+
+
+class LogList(logging.Handler):
+    """Collects ovq's log records (attached to the 'ovq' logger, so it works whatever propagation is)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int = logging.DEBUG) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
+
+@pytest.fixture
+def ovq_log():
+    """Every record the 'ovq' loggers emit during the test, at DEBUG."""
+    handler = LogList()
+    logger = logging.getLogger("ovq")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)

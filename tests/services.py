@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import cv2
 
@@ -96,7 +97,7 @@ class RtspServer:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
-    def __enter__(self) -> RtspServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -151,7 +152,7 @@ class Mosquitto:
             self.proc.wait(10)
         self.proc = None
 
-    def __enter__(self) -> Mosquitto:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -204,7 +205,7 @@ class MjpegServer:
         self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> MjpegServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

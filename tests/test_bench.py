@@ -10,11 +10,11 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from ovq.bench import BenchResult, BenchSpec, benchmark, benchmark_interleaved, format_table
 from ovq.cli import main
-from ovq.convert import convert
-from ovq.errors import ConfigError, ModelError
-from ovq.metadata import read_info, write_info
+from ovq.core.errors import ConfigError, ModelError
+from ovq.core.metadata import read_info, write_info
+from ovq.evaluation.speed import BenchResult, BenchSpec, benchmark, benchmark_interleaved, format_table
+from ovq.model.conversion import convert
 
 
 def _conv_net(tmp: Path, name: str, width: int, depth: int) -> Path:
@@ -35,7 +35,7 @@ def _conv_net(tmp: Path, name: str, width: int, depth: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
+def tiny_net(tmp_path_factory) -> Path:
     return _conv_net(tmp_path_factory.mktemp("bench"), "tiny", 16, 0)
 
 
@@ -45,8 +45,8 @@ def heavy(tmp_path_factory) -> Path:
     return _conv_net(tmp_path_factory.mktemp("bench_heavy"), "heavy", 64, 4)
 
 
-def test_benchmark_returns_sane_numbers(tiny):
-    r = benchmark(tiny, seconds=0.5, hint="throughput")
+def test_benchmark_returns_sane_numbers(tiny_net):
+    r = benchmark(tiny_net, seconds=0.5, hint="throughput")
     assert r.model == "tiny_ovq" and r.device == "CPU" and r.hint == "throughput"
     assert r.precision_requested == "default" and r.precision_used in ("bf16", "f32", "f16")
     assert r.requests >= 1 and r.iterations > 10 and 0.4 < r.seconds < 5
@@ -57,8 +57,8 @@ def test_benchmark_returns_sane_numbers(tiny):
     assert r.throughput_fps <= r.requests * 1000.0 / r.latency_min_ms * 1.05
 
 
-def test_interleaved_configurations_take_turns(tiny, heavy):
-    light, slow = benchmark_interleaved([BenchSpec(tiny), BenchSpec(heavy)], seconds=0.9, rounds=3)
+def test_interleaved_configurations_take_turns(tiny_net, heavy):
+    light, slow = benchmark_interleaved([BenchSpec(tiny_net), BenchSpec(heavy)], seconds=0.9, rounds=3)
     for r in (light, slow):
         assert len(r.slices_fps) == 3 and all(f > 0 for f in r.slices_fps)
         assert r.throughput_fps == pytest.approx(float(np.median(r.slices_fps)), rel=1e-2)
@@ -67,19 +67,19 @@ def test_interleaved_configurations_take_turns(tiny, heavy):
     # the one with many times the work is slower in every slice
     assert max(slow.slices_fps) < min(light.slices_fps)
     with pytest.raises(ConfigError, match="rounds must be at least 1"):
-        benchmark_interleaved([BenchSpec(tiny)], seconds=0.2, rounds=0)
+        benchmark_interleaved([BenchSpec(tiny_net)], seconds=0.2, rounds=0)
 
 
-def test_latency_hint_uses_one_request_and_f32_is_reported(tiny):
-    r = benchmark(tiny, seconds=0.3, hint="latency", precision="f32")
+def test_latency_hint_uses_one_request_and_f32_is_reported(tiny_net):
+    r = benchmark(tiny_net, seconds=0.3, hint="latency", precision="f32")
     assert r.requests == 1 and r.precision_requested == "f32" and r.precision_used == "f32"
     # one request at a time: throughput is bounded by the mean latency
     assert r.throughput_fps <= 1000.0 / r.latency_mean_ms * 1.05
 
 
-def test_precision_stored_in_the_model_is_honoured(tiny, tmp_path):
+def test_precision_stored_in_the_model_is_honoured(tiny_net, tmp_path):
     core = ov.Core()
-    model = core.read_model(str(tiny))
+    model = core.read_model(str(tiny_net))
     info = read_info(model)
     info.compile_config = {"INFERENCE_PRECISION_HINT": "f32"}
     write_info(model, info)
@@ -89,14 +89,14 @@ def test_precision_stored_in_the_model_is_honoured(tiny, tmp_path):
     assert stored.precision_requested == "model (f32)" and stored.precision_used == "f32"
     forced = benchmark(path, seconds=0.2, precision="default")
     assert forced.precision_requested == "default"
-    assert forced.precision_used == benchmark(tiny, seconds=0.2).precision_used  # the device's own again
+    assert forced.precision_used == benchmark(tiny_net, seconds=0.2).precision_used  # the device's own again
 
 
-def test_bad_options_are_typed_errors(tiny, tmp_path):
+def test_bad_options_are_typed_errors(tiny_net, tmp_path):
     with pytest.raises(ConfigError, match="unknown performance hint 'fast'"):
-        benchmark(tiny, hint="fast")
+        benchmark(tiny_net, hint="fast")
     with pytest.raises(ConfigError, match="must be positive"):
-        benchmark(tiny, seconds=0)
+        benchmark(tiny_net, seconds=0)
     with pytest.raises(ModelError, match="no such file"):
         benchmark(tmp_path / "nope.xml")
 
@@ -121,9 +121,9 @@ def test_format_table_ratios_per_device_and_hint():
     assert "f32 (asked bf16)" in lines[5] and "(asked" not in lines[4]
 
 
-def test_cli_bench_two_models_table_and_json(tiny, tmp_path, capsys):
+def test_cli_bench_two_models_table_and_json(tiny_net, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    args = ["bench", str(tiny), str(tiny), "--time", "0.3", "--precision", "f32", "--precision", "default"]
+    args = ["bench", str(tiny_net), str(tiny_net), "--time", "0.3", "--precision", "f32", "--precision", "default"]
     assert main([*args, "--json", str(out), "-q"]) == 0
     text = capsys.readouterr().out
     rows = [ln for ln in text.splitlines() if ln.startswith("tiny_ovq")]
@@ -135,7 +135,7 @@ def test_cli_bench_two_models_table_and_json(tiny, tmp_path, capsys):
     assert all(r["throughput_fps"] > 0 and r["precision_used"] for r in data["results"])
     # four configurations compared: they took turns (3 slices of 0.1 s each, the minimum of 3)
     assert "took turns: 3 slices of 0.1 s" in text and all(len(r["slices_fps"]) == 3 for r in data["results"])
-    assert main(["bench", str(tiny), str(tiny), "--time", "0.3", "--rounds", "1", "--json", str(out), "-q"]) == 0
+    assert main(["bench", str(tiny_net), str(tiny_net), "--time", "0.3", "--rounds", "1", "--json", str(out), "-q"]) == 0
     assert "took turns" not in capsys.readouterr().out
     assert all(len(r["slices_fps"]) == 1 for r in json.loads(out.read_text())["results"])
 

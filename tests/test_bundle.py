@@ -12,24 +12,17 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
-import openvino.opset13 as ops
 import pytest
 import yaml
 
-from ovq.bundle import build_bundle, pinned_requirements, service_unit
 from ovq.cli import main
-from ovq.config import load_pipeline_config
-from conftest import tiny_yolo_ir
-from ovq.convert import convert
-from ovq.errors import ConfigError, DependencyError, ModelError
+from ovq.core.errors import ConfigError, DependencyError, ModelError
+from ovq.deployment.bundle import build_bundle, service_unit
+from ovq.deployment.loader import load_pipeline_config, parse_pipeline_config
+from ovq.deployment.packaging import build_requirements_met, pinned_requirements, runtime_requirements
+from ovq.model.conversion import convert
 
 VIDEO = "videos/car-detection.mp4"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_yolo_ir(tmp_path_factory.mktemp("bundle"))
 
 
 PIPELINE = """
@@ -126,11 +119,16 @@ def test_the_wheel_is_this_ovq(built):
     with zipfile.ZipFile(result.wheel) as zf:
         names = zf.namelist()
         meta = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
-        shipped_config = zf.read("ovq/config.py")
+        shipped_config = zf.read("ovq/deployment/schema.py")
+        shipped_unit = zf.read("ovq/deployment/templates/ovq.service")
     assert f"Version: {ovq.__version__}" in meta
-    assert "ovq/bundle.py" in names and "ovq/cli/pipeline.py" in names and "ovq/py.typed" in names
+    assert "ovq/deployment/bundle.py" in names and "ovq/cli/pipeline.py" in names and "ovq/py.typed" in names
+    # the run script, unit and README templates are package data: an installed ovq can bundle too
+    assert {"ovq/deployment/templates/run.sh", "ovq/deployment/templates/README.md"} <= set(names)
+    assert shipped_unit == (Path(ovq.__file__).parent / "deployment" / "templates" / "ovq.service").read_bytes()
+    assert "ovq/model/decoders/yolox.py" in names  # the stage folders, sub-packages included
     assert not [n for n in names if "__pycache__" in n]
-    assert shipped_config == (Path(ovq.__file__).parent / "config.py").read_bytes()
+    assert shipped_config == (Path(ovq.__file__).parent / "deployment" / "schema.py").read_bytes()
 
 
 def test_run_script_is_valid_bash(built):
@@ -285,34 +283,29 @@ def test_bundle_installs_in_a_fresh_venv_and_runs_its_pipeline(assets, tmp_path)
 
 
 def test_build_requirements_decide_build_isolation(tmp_path):
-    from ovq.bundle import _build_requirements_met
-
     def project(requires: str) -> Path:
         path = tmp_path / "pyproject.toml"
         path.write_text(f'[build-system]\nrequires = [{requires}]\nbuild-backend = "setuptools.build_meta"\n')
         return path
 
     have = metadata.version("setuptools")
-    assert _build_requirements_met(project(f'"setuptools>={have}"'))
-    assert not _build_requirements_met(project(f'"setuptools>{have}"'))
-    assert not _build_requirements_met(project('"setuptools", "surely-not-installed-backend"'))
+    assert build_requirements_met(project(f'"setuptools>={have}"'))
+    assert not build_requirements_met(project(f'"setuptools>{have}"'))
+    assert not build_requirements_met(project('"setuptools", "surely-not-installed-backend"'))
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
-    assert not _build_requirements_met(tmp_path / "pyproject.toml")
+    assert not build_requirements_met(tmp_path / "pyproject.toml")
 
 
 def test_pipeline_features_add_their_packages(tmp_path):
-    from ovq.bundle import _runtime_requirements
-    from ovq.config import parse_pipeline_config
-
     def cfg(**changes):
         return parse_pipeline_config({"model": "m", "sources": [0], **changes}, tmp_path / "p.yaml")
 
     core = ["numpy>=1.26", "paho-mqtt>=2.0; extra == 'mqtt'"]
-    assert _runtime_requirements(cfg(), core) == (core, [])
-    assert _runtime_requirements(cfg(sinks={"mqtt": True}), core) == (core, ["mqtt"])  # through the extra
-    assert _runtime_requirements(cfg(track=True), core) == ([*core, "trackers"], [])  # no 'track' extra declared
-    assert _runtime_requirements(cfg(track=True), [*core, "trackers; extra == \"track\""])[1] == ["track"]
-    requires, extras = _runtime_requirements(cfg(track=True, sinks={"mqtt": True}), core)
+    assert runtime_requirements(cfg(), core) == (core, [])
+    assert runtime_requirements(cfg(sinks={"mqtt": True}), core) == (core, ["mqtt"])  # through the extra
+    assert runtime_requirements(cfg(track=True), core) == ([*core, "trackers"], [])  # no 'track' extra declared
+    assert runtime_requirements(cfg(track=True), [*core, "trackers; extra == \"track\""])[1] == ["track"]
+    requires, extras = runtime_requirements(cfg(track=True, sinks={"mqtt": True}), core)
     pins = pinned_requirements(requires, extras=extras)
     names = {p.split("==")[0] for p in pins}
     assert {"trackers", "supervision", "paho-mqtt", "numpy"} <= names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -9,39 +10,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
 import openvino as ov
-import openvino.opset13 as ops
 import pytest
 import yaml
 
 from ovq.cli import main
-from ovq.config import (
-    PipelineConfig,
-    build_sinks,
-    check_paths,
-    env_references,
-    has_literal_password,
-    load_pipeline_config,
-    mask_url,
-    parse_pipeline_config,
-    quantized_is_fresh,
-    run_pipeline_config,
-)
-from conftest import tiny_yolo_ir
-from ovq.convert import convert
-from ovq.errors import ConfigError
+from ovq.core.errors import ConfigError
+from ovq.core.urls import env_references, has_literal_password, mask_url
+from ovq.data.layout import dataset_root
+from ovq.deployment.build import build_sinks, check_paths, ensure_quantized, quantized_is_fresh, run_pipeline_config
+from ovq.deployment.loader import load_pipeline_config, parse_pipeline_config
+from ovq.deployment.schema import PipelineConfig
+from ovq.model.conversion import convert
+from ovq.quantization import workflow
+from ovq.quantization.options import QuantizeOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = ROOT / "pipelines"
 VIDEO = "videos/car-detection.mp4"
 GIF = "videos/people-detection.gif"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_yolo_ir(tmp_path_factory.mktemp("cfg"))
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +79,9 @@ def test_full_file_loads_with_paths_relative_to_it(tmp_path):
     cfg = load_pipeline_config(write(tmp_path, FULL), environ={"CAM_PASSWORD": "s3cret"})
     assert cfg.model == tmp_path / "models/det"
     q = cfg.quantize
-    assert q is not None and q.data == tmp_path / "data/line1.yaml" and q.max_drop == 0.01
-    assert q.calib_split == "calib" and q.val_split == "val" and q.ignore == ("head.*",)
+    assert q is not None and q.data == tmp_path / "data/line1.yaml" and q.options.max_drop == 0.01
+    assert q.options.calib_split == "calib" and q.options.val_split == "val" and q.options.ignore == ("head.*",)
+    assert q.options.advanced.bench_seconds == 0  # a pipeline's quantization skips the throughput benchmark
     assert q.output == tmp_path / "det-int8"  # default: beside the pipeline file
     assert (cfg.device, cfg.precision, cfg.hint, cfg.nireq, cfg.cache) == ("AUTO:GPU,CPU", "f32", "latency", 4, False)
     assert [s.url for s in cfg.sources] == [
@@ -158,14 +148,20 @@ BASE = {"model": "m.xml", "sources": ["synth://conveyor"]}
         ({"reconnect": {"initial_delay": 5, "max_delay": 1}}, "p.yaml: reconnect.max_delay: must be >= initial_delay"),
         ({"reconnect": {"stall_timeout": 0}}, "p.yaml: reconnect.stall_timeout: expected a number > 0, got 0"),
         ({"quantize": {"max_drop": 0.1}}, "p.yaml: quantize.data: required"),
-        ({"quantize": {"data": "d", "max_drop": 0}}, "p.yaml: quantize.max_drop: expected a number > 0 and <= 1"),
-        ({"quantize": {"data": "d", "preset": "fast"}}, "p.yaml: quantize.preset: expected one of mixed, performance"),
-        ({"quantize": {"data": "d", "ignore": "head"}}, "p.yaml: quantize.ignore: expected a list of layer names"),
+        ({"quantize": {"data": "d", "max_drop": 2}}, "p.yaml: quantize.max_drop: expected a number >= 0 and <= 1, got 2"),
+        ({"quantize": {"data": "d", "preset": "fast"}}, "p.yaml: quantize.preset: expected one of performance, mixed, got 'fast'"),
+        ({"quantize": {"data": "d", "ignore": "head"}}, "p.yaml: quantize.ignore: expected a list of layer-name patterns"),
+        ({"quantize": {"data": "d", "ignore": ["("]}}, "p.yaml: quantize.ignore[0]: '(' is not a valid regular expression"),
         ({"quantize": {"data": "d", "precision": "f16"}}, "p.yaml: quantize.precision: expected one of default, f32, bf16"),
         ({"quantize": {"data": "d", "subset_size": 0}}, "p.yaml: quantize.subset_size: expected an integer >= 1"),
         ({"quantize": {"data": "d", "rank_by": "speed"}}, "p.yaml: quantize.rank_by: expected one of accuracy, accuracy-per-latency"),
-        ({"quantize": {"data": "d", "bias_correction": "none"}}, "p.yaml: quantize.bias_correction: expected one of fast, full"),
-        ({"quantize": {"data": "d", "rank_by": "accuracy-per-latency"}}, "p.yaml: quantize.rank_by: orders the reverts of accuracy control: it needs quantize.max_drop"),
+        ({"quantize": {"data": "d", "bias_correction": "none"}}, "p.yaml: quantize.bias_correction: expected one of auto, fast, full"),
+        ({"quantize": {"data": "d", "rank_by": "accuracy-per-latency"}}, "p.yaml: quantize.rank_by: accuracy-per-latency orders the reverts of accuracy control: it needs max_drop"),
+        ({"quantize": {"data": "d", "outptu": "x"}}, "p.yaml: quantize: unknown key 'outptu'; did you mean 'output'?"),
+        ({"quantize": {"data": "d", "latency_runs": -1}}, "p.yaml: quantize.latency_runs: expected an integer >= 0, got -1"),
+        ({"quantize": {"data": "d", "device": "XPU:CPU"}}, "p.yaml: quantize.device: device 'XPU:CPU': only AUTO"),
+        ({"quantize": ["d"]}, "p.yaml: quantize: expected a mapping, got a list"),
+        ({"realtime": "no"}, "p.yaml: realtime: expected true or false, got 'no'"),
         ({"cache": 3}, "p.yaml: cache: expected true or false, got 3"),
         ({"stats_interval": -1}, "p.yaml: stats_interval: expected a number >= 0, got -1"),
     ],
@@ -306,6 +302,37 @@ def test_failing_sink_closes_the_ones_already_made(tmp_path):
     assert (tmp_path / "out/a.jsonl").read_text() == ""
 
 
+def test_ensure_quantized_hands_the_options_object_to_quantize(tmp_path, monkeypatch):
+    cfg = parse_pipeline_config(
+        {"model": "fp", "quantize": {"data": "data", "output": "int8", "max_drop": 0.02, "subset_size": 8,
+                                     "latency_runs": 5}, "sources": [0]}, tmp_path / "p.yaml")
+    (tmp_path / "fp").mkdir()
+    (tmp_path / "data").mkdir()
+    calls = []
+
+    def fake_quantize(*args, **kwargs):
+        calls.append((args, kwargs))
+        return SimpleNamespace(model_xml=str(tmp_path / "int8/model.xml"))
+
+    monkeypatch.setattr(workflow, "quantize", fake_quantize)
+    assert ensure_quantized(cfg.quantize, cfg.model) == tmp_path / "int8/model.xml"
+    [(args, kwargs)] = calls
+    q = cfg.quantize
+    assert args == (cfg.model, q.data, q.output, q.options) and kwargs == {}
+    assert isinstance(args[3], QuantizeOptions) and args[3].max_drop == 0.02 and args[3].subset_size == 8
+    assert args[3].advanced.latency_runs == 5 and args[3].advanced.bench_seconds == 0
+    # once the output is newer than the model and the data, it is reused without quantizing
+    for name in ("model.xml", "model.bin"):
+        _touch(tmp_path / "int8" / name, time.time() + 10, tmp_path)
+    assert ensure_quantized(q, cfg.model) == tmp_path / "int8/model.xml" and len(calls) == 1
+
+
+def test_quantize_takes_the_options_object_where_ensure_quantized_passes_it():
+    params = list(inspect.signature(workflow.quantize).parameters)
+    inspect.signature(workflow.quantize).bind("model", "data", "out", QuantizeOptions())
+    assert params[3] == "options"
+
+
 # --- the shipped examples ------------------------------------------------------------------------------------
 
 EXAMPLES = sorted(PIPELINES.glob("*.yaml"))
@@ -365,17 +392,17 @@ def test_single_camera_int8_quantizes_once_then_reuses(fastestdet, assets, tmp_p
         sources=[{"name": "cam0", "url": str(assets / VIDEO)}], max_frames=4,
     )
     cfg = parse_pipeline_config(data, PIPELINES / "single_camera_int8.yaml")
-    with caplog.at_level(logging.INFO, logger="ovq.config"):
+    with caplog.at_level(logging.INFO, logger="ovq.deployment.build"):
         first = run_pipeline_config(cfg)
     made = (out / "model.xml").stat().st_mtime_ns
     assert first.frames == 4 and "quantizing" in caplog.text
-    from ovq.metadata import read_info
-    from ovq.runtime import read_model
+    from ovq.core.metadata import read_info
+    from ovq.runtime.compilation import read_model
 
     provenance = read_info(read_model(out / "model.xml")).quantization
     assert provenance["calib_images"] == 8 and provenance["bias_correction"] == "fast"  # FastestDet's default is full
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="ovq.config"):
+    with caplog.at_level(logging.INFO, logger="ovq.deployment.build"):
         second = run_pipeline_config(cfg, max_frames=3)
     assert second.frames == 3 and f"using {out}" in caplog.text and "quantizing" not in caplog.text
     assert (out / "model.xml").stat().st_mtime_ns == made
@@ -491,27 +518,27 @@ def test_compress_with_accuracy_control_script(fastestdet, assets, tmp_path):
     assert metrics["drop"] == pytest.approx(metrics["fp_map50_95"] - metrics["int8_map50_95"])
     assert metrics["within_budget"] is (metrics["drop"] <= 0.02)
     assert 0.1 < metrics["fp_map50_95"] < 0.3  # FastestDet on coco128 val (README: 0.191 at bf16)
-    from ovq.metadata import read_info
-    from ovq.runtime import read_model
+    from ovq.core.metadata import read_info
+    from ovq.runtime.compilation import read_model
 
     q = read_info(read_model(out / "model.xml")).quantization
     assert q["mode"] == "accuracy_control" and q["max_drop"] == 0.02 and q["calib_images"] == 16
 
 
 def test_dataset_root(tmp_path):
-    from ovq.config import dataset_root
-
     (tmp_path / "ds/images").mkdir(parents=True)
     (tmp_path / "ds/data.yaml").write_text("path: .\ntrain: images\n")
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg/elsewhere.yaml").write_text("path: ../ds\ntrain: images\n")
     (tmp_path / "cfg/nopath.yaml").write_text("train: /x\n")
+    (tmp_path / "cfg/broken.yaml").write_text("path: [../ds\n")  # unreadable: its own folder is watched
     (tmp_path / "coco/annotations").mkdir(parents=True)
     (tmp_path / "coco/annotations/instances.json").write_text("{}")
     assert dataset_root(tmp_path / "ds") == tmp_path / "ds"
     assert dataset_root(tmp_path / "ds/data.yaml") == tmp_path / "ds"
     assert dataset_root(tmp_path / "cfg/elsewhere.yaml") == tmp_path / "ds"
     assert dataset_root(tmp_path / "cfg/nopath.yaml") == tmp_path / "cfg"
+    assert dataset_root(tmp_path / "cfg/broken.yaml") == tmp_path / "cfg"
     assert dataset_root(tmp_path / "coco/annotations/instances.json") == tmp_path / "coco"
     # an image added beside a data.yaml makes an older quantized model stale
     cfg = parse_pipeline_config({"model": "fp", "quantize": {"data": "ds/data.yaml", "output": "int8"},

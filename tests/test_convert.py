@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +16,10 @@ import openvino.opset13 as ops
 import pytest
 
 from ovq.cli import main
-from ovq.convert import convert, prepare
-from ovq.decoders import SourcePreprocessing
-from ovq.errors import ModelError
-from ovq.metadata import read_info
+from ovq.core.errors import ModelError
+from ovq.core.metadata import read_info
+from ovq.model.conversion import convert, prepare
+from ovq.model.decoders import SourcePreprocessing
 
 
 def _echo_model(h: int = 8, w: int = 12) -> ov.Model:
@@ -67,6 +69,21 @@ def test_metadata_round_trip_and_reconvert_keeps_info(echo_xml, tmp_path):
     assert info.labels == ["x", "y"] and info.conf_threshold == pytest.approx(0.4)
     with pytest.raises(ModelError, match="already converted"):
         prepare(second, imgsz=16)
+
+
+@pytest.mark.parametrize(("mask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)],
+                         ids=["022", "077"])
+def test_converted_model_follows_the_umask(echo_xml, tmp_path, mask, dir_mode, file_mode):
+    """A model converted by one user is readable by a service user when the umask says so (not always 0700)."""
+    out = tmp_path / "converted"
+    old = os.umask(mask)
+    try:
+        assert main(["convert", str(echo_xml), "-o", str(out), "--family", "yolo", "--labels", "a,b"]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == dir_mode
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        "model.xml": file_mode, "model.bin": file_mode}
 
 
 def test_dynamic_input_gets_static_shape(tmp_path):
@@ -171,7 +188,7 @@ def test_bad_model_subprocess_has_no_traceback(assets, tmp_path):
     legacy = assets / "models/person-detection-retail-0013-irv4-legacy"
     proc = subprocess.run(
         [sys.executable, "-m", "ovq", "predict", str(legacy), str(assets / "images/dog.jpg"), "-o", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120,
+        check=False, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -191,7 +208,7 @@ def test_ultralytics_pt_converts_and_decodes(tmp_path, monkeypatch, arch, family
     ultralytics.YOLO(f"{arch}.yaml").save(str(pt))
     xml = convert(pt, tmp_path / "ir", imgsz=320)
     assert not list(tmp_path.glob("*_openvino_model"))  # nothing written beside the source
-    from ovq.model import Detector
+    from ovq.model.detector import Detector
 
     det = Detector(xml, conf=0.0)
     assert det.info.family == family and len(det.labels) == 80

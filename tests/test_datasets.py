@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from ovq.datasets import image_size, label_path_for, load_dataset
-from ovq.errors import DatasetError
-from ovq.geometry import box_iou
-from ovq.labels import COCO80
+from ovq.core.errors import DatasetError
+from ovq.core.geometry import box_iou
+from ovq.core.labels import COCO80
+from ovq.data.datasets import image_size, label_path_for, load_dataset
 
 
 def _image(path: Path, width: int, height: int) -> Path:

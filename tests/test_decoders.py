@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ovq.decoders import REGISTRY, DecodeParams, get_decoder, infer_family
-from ovq.errors import ModelError
-from ovq.geometry import letterbox, stretch
+from ovq.core.errors import ModelError
+from ovq.core.geometry import letterbox, stretch
+from ovq.model.decoders import REGISTRY, DecodeParams, get_decoder, infer_family
 
 
 def _params(size, conf=0.3, iou=0.5):
@@ -62,7 +62,7 @@ def test_agnostic_nms_keeps_one_box_per_object_across_classes(tmp_path):
 
     from conftest import tiny_yolo_ir
 
-    from ovq.model import Detector
+    from ovq.model.detector import Detector
 
     rinfo = _info_letterbox()
     out = np.zeros((1, 4 + 3, 10), np.float32)
@@ -76,7 +76,7 @@ def test_agnostic_nms_keeps_one_box_per_object_across_classes(tmp_path):
     # stored in the IR by convert, read back by the Detector, overridable per Detector
     xml = tiny_yolo_ir(tmp_path)
     assert Detector(xml, cache=False).params.agnostic is False
-    from ovq.convert import convert
+    from ovq.model.conversion import convert
 
     xml2 = convert(xml, tmp_path / "agnostic", agnostic_nms=True)
     assert Detector(xml2, cache=False).params.agnostic is True

@@ -26,7 +26,7 @@ def test_training_is_bit_reproducible_and_exports_a_yolo_layout(tmp_path):
     assert runs[0]["mAP50-95"] == runs[1]["mAP50-95"] and runs[0]["steps"] == 4
 
     import ovq
-    from ovq.synth import CLASSES
+    from ovq.data.synth import CLASSES
 
     xml = ovq.convert(tmp_path / "run1" / "demo.onnx", tmp_path / "ir", family="yolo", labels=list(CLASSES))
     det = ovq.Detector(xml, cache=False)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-
 from conftest import make_dets
-from ovq.detections import Detections
+
+from ovq.core.detections import Detections
 
 
 def test_mask_and_index_return_detections():

@@ -10,27 +10,31 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from ovq import runtime
 from ovq.cli import main
-from ovq.devices import (
+from ovq.core.errors import DeviceError, ModelError
+from ovq.core.metadata import ModelInfo, read_info, write_info
+from ovq.runtime import compilation as runtime
+from ovq.runtime import cpu
+from ovq.runtime.capabilities import (
     DeviceInfo,
-    DeviceSpec,
-    check_device,
     check_precision,
-    cpu_flags,
     describe_device,
     device_capabilities,
+    machine_summary,
+    query_devices,
+)
+from ovq.runtime.cpu import cpu_flags, cpu_model, int8_kernels, int8_saturation_warning
+from ovq.runtime.devices import (
+    DeviceSpec,
+    check_device,
     device_config,
     effective_device,
     is_present,
     make_static,
     needs_static_shapes,
     parse_device,
-    query_devices,
     static_input_shapes,
 )
-from ovq.errors import DeviceError, ModelError
-from ovq.metadata import ModelInfo, read_info, write_info
 
 CORE = ov.Core()
 AVAILABLE = list(CORE.available_devices)
@@ -139,7 +143,7 @@ def test_check_device_rejects_absent(device, available, message):
 
 
 def test_auto_needs_only_one_of_its_candidates(caplog):
-    with caplog.at_level(logging.INFO, logger="ovq.devices"):
+    with caplog.at_level(logging.INFO, logger="ovq.runtime.devices"):
         spec = check_device("AUTO:GPU,CPU", ["CPU"])
     assert spec.targets == ("GPU", "CPU")
     assert "GPU absent here" in caplog.text
@@ -261,7 +265,7 @@ def test_compiled_model_cache_second_start_loads_from_it(tmp_path, caplog):
     xml = tmp_path / "m.xml"
     ov.save_model(_image_model([1, 32, 32, 3], info=info), str(xml))
     cache = tmp_path / "cache"
-    with caplog.at_level(logging.INFO, logger="ovq.runtime"):
+    with caplog.at_level(logging.INFO, logger="ovq.runtime.compilation"):
         first = runtime.compile_model(runtime.read_model(xml), "CPU", cache=cache)
         blobs = list(cache.glob("*.blob"))
         second = runtime.compile_model(runtime.read_model(xml), "CPU", cache=cache)
@@ -288,7 +292,7 @@ def test_cache_on_by_default_in_the_user_cache_folder(tmp_path, monkeypatch):
 def test_unusable_cache_folder_compiles_without_it(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with caplog.at_level(logging.WARNING, logger="ovq.runtime"):
+    with caplog.at_level(logging.WARNING, logger="ovq.runtime.compilation"):
         compiled = runtime.compile_model(_image_model([1, 8, 8, 3]), "CPU", cache=blocker / "cache")
     assert "is not usable" in caplog.text and "compiling without a cache" in caplog.text
     assert compiled(np.ones((1, 8, 8, 3), np.uint8))[0].shape == (1, 3)
@@ -352,6 +356,34 @@ def test_cpu_flags_from_a_cpuinfo_file(tmp_path):
     assert cpu_flags(tmp_path / "missing") == []
 
 
+def test_cpu_model_names_family_and_model_of_the_first_processor(tmp_path):
+    f = tmp_path / "cpuinfo"
+    block = "processor\t: {n}\ncpu family\t: 25\nmodel\t\t: {m}\nmodel name\t: AMD EPYC\n\n"
+    f.write_text(block.format(n=0, m=1) + block.format(n=1, m=17))
+    assert cpu_model(f) == "AMD EPYC (family 25, model 1)"
+    f.write_text("processor\t: 0\nmodel name\t: Neoverse\n")
+    assert cpu_model(f) == "Neoverse"
+    assert cpu_model(tmp_path / "missing") == "unknown"
+
+
+@pytest.mark.parametrize("flags, kind", [(["avx512_vnni", "avx512f", "avx2"], "vnni"), (["avx2"], "no-vnni")])
+def test_patching_cpu_flags_where_they_are_defined_plays_another_cpu(flags, kind, monkeypatch):
+    """Every reader of this CPU's flags looks them up in ovq.runtime.cpu, so tests can play a CPU kind.
+
+    Both kinds are played, so the test fails on any machine if one reader bypasses the patch.
+    """
+    monkeypatch.setattr(cpu, "cpu_flags", lambda *a, **k: list(flags))
+    assert int8_kernels() == kind
+    first = {"mode": "plain", "overflow_fix": "first-layer"}
+    assert bool(int8_saturation_warning(first, "CPU")) == (kind == "no-vnni")
+    report = query_devices(CORE)
+    assert report.cpu_flags == flags
+    notes = " | ".join(next(d for d in report.devices if d.name == "CPU").notes)
+    if "INT8" in device_capabilities(CORE, "CPU"):
+        assert ("INT8 without VNNI/AMX" in notes) == (kind == "no-vnni")
+    assert f"INT8 kernels: {kind}," in machine_summary(CORE)
+
+
 def test_cli_devices(capsys):
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
@@ -389,7 +421,7 @@ def test_device_spec_is_hashable_and_frozen():
 
 
 def test_default_hint():
-    from ovq.devices import default_hint
+    from ovq.runtime.devices import default_hint
 
     assert default_hint("NPU") == "latency" and default_hint("npu.0") == "latency"
     assert default_hint("CPU") == "throughput" and default_hint("GPU.1") == "throughput"
@@ -411,14 +443,10 @@ def test_default_hint():
     ],
 )
 def test_int8_kernels_by_cpu_flags(flags, kind):
-    from ovq.devices import int8_kernels
-
     assert int8_kernels(flags) == kind
 
 
 def test_saturation_warning_names_the_fix_and_only_where_int8_can_saturate():
-    from ovq.devices import int8_saturation_warning
-
     first = {"mode": "plain", "overflow_fix": "first-layer"}
     warning = int8_saturation_warning(first, "CPU", ["avx2"])
     assert warning and "'first-layer'" in warning and "overflow_fix='enable'" in warning

@@ -17,14 +17,14 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ovq.cli import main
-from ovq.convert import convert
-from ovq.datasets import Sample, load_dataset
-from ovq.detections import Detections
-from ovq.errors import DatasetError
-from ovq.evaluate import coco_map, coco_results, evaluate, predict_samples
-from ovq.geometry import ResizeInfo
-from ovq.labels import COCO80
-from ovq.model import Detector
+from ovq.core.detections import Detections
+from ovq.core.errors import DatasetError
+from ovq.core.geometry import ResizeInfo
+from ovq.core.labels import COCO80
+from ovq.data.datasets import Sample, load_dataset
+from ovq.evaluation.accuracy import coco_map, coco_results, evaluate, predict_samples
+from ovq.model.conversion import convert
+from ovq.model.detector import Detector
 
 NC = 5
 

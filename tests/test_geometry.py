@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ovq.geometry import box_iou, forward_boxes, letterbox, nms, scale_boxes, stretch
+from ovq.core.geometry import box_iou, forward_boxes, letterbox, nms, scale_boxes, stretch
 
 
 @pytest.mark.parametrize("shape", [(480, 640), (640, 480), (333, 517), (416, 416), (100, 1000)])

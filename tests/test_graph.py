@@ -6,13 +6,13 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from ovq.graph import fuse_focus
+from ovq.model.graph import fuse_focus
 
 END = np.iinfo(np.int64).max
 
 
 def _half(x, axis: int, start: int):
-    c = lambda v: ops.constant(np.array([v], np.int64))  # noqa: E731
+    c = lambda v: ops.constant(np.array([v], np.int64))
     return ops.slice(x, c(start), c(END), c(2), c(axis))
 
 

@@ -17,13 +17,12 @@ import cv2
 import numpy as np
 import pytest
 from services import MjpegServer, Mosquitto, RtspServer, free_port
-from test_sources import LogList
 
-from ovq.errors import ConfigError, DeviceError, OvqError, SourceError
-from ovq.model import Detector
-from ovq.pipeline import FrameResult, Pipeline
-from ovq.readers import ReconnectPolicy
-from ovq.sinks import JsonlSink
+from ovq.core.errors import ConfigError, DeviceError, OvqError, SourceError
+from ovq.model.detector import Detector
+from ovq.streaming.pipeline import FrameResult, Pipeline
+from ovq.streaming.readers import ReconnectPolicy
+from ovq.streaming.sinks import JsonlSink
 
 VIDEO = "videos/one-by-one-person-detection.mp4"
 GIF = "videos/people-detection.gif"
@@ -47,18 +46,6 @@ class Collect:
 
     def of(self, stream: str) -> list[FrameResult]:
         return [r for r in self.results if r.stream == stream]
-
-
-@pytest.fixture
-def ovq_log():
-    handler = LogList()
-    logger = logging.getLogger("ovq")
-    old = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old)
 
 
 @pytest.fixture(scope="module")
@@ -441,7 +428,7 @@ def test_cli_publishes_to_mqtt(assets, tmp_path):
 
 # -- tracking and stats units ----------------------------------------------------------------------------------
 def test_tracking_without_the_package_is_a_dependency_error(assets, detector, monkeypatch):
-    from ovq.errors import DependencyError
+    from ovq.core.errors import DependencyError
 
     monkeypatch.setitem(sys.modules, "trackers", None)  # as if it were not installed
     with pytest.raises(DependencyError, match=r"pip install 'ovq\[track\]'"):
@@ -452,7 +439,7 @@ def test_byte_tracker_keeps_input_order():
     pytest.importorskip("trackers", reason="tracking needs the optional 'trackers' package (pip install trackers)")
     from conftest import make_dets
 
-    from ovq.tracking import ByteTracker
+    from ovq.streaming.tracking import ByteTracker
 
     tracker = ByteTracker(frame_rate=10)
     seen = []
@@ -468,7 +455,7 @@ def test_byte_tracker_keeps_input_order():
 
 
 def test_latency_percentiles_are_within_two_percent():
-    from ovq.stats import LatencyHistogram
+    from ovq.streaming.stats import LatencyHistogram
 
     values = np.random.default_rng(0).lognormal(mean=3.0, sigma=0.8, size=5000)
     hist = LatencyHistogram()
@@ -480,7 +467,7 @@ def test_latency_percentiles_are_within_two_percent():
 
 
 def test_stream_meter_and_summary():
-    from ovq.stats import RunSummary, StreamMeter
+    from ovq.streaming.stats import RunSummary, StreamMeter
 
     meter = StreamMeter("s0", "cam", connected=False)
     for ms in (10.0, 20.0, 30.0):

@@ -10,8 +10,8 @@ import openvino as ov
 import pytest
 
 from ovq.cli import main
-from ovq.geometry import box_iou
-from ovq.model import Detector
+from ovq.core.geometry import box_iou
+from ovq.model.detector import Detector
 
 pytestmark = pytest.mark.slow
 

@@ -8,14 +8,16 @@ import logging
 import numpy as np
 import openvino as ov
 import pytest
-
-from conftest import CPU_INT8
+from conftest import CPU_INT8, random_images
 
 from ovq.cli import main
-from ovq.errors import DatasetError, OvqError
-from ovq.metadata import read_info, write_info
-from ovq.model import Detector
-from ovq.quantize import AdvancedQuantizeOptions, _nncf_validates_at, decode_tail, int8_layers, quantize
+from ovq.core.errors import DatasetError, OvqError
+from ovq.core.metadata import read_info, write_info
+from ovq.model.detector import Detector
+from ovq.quantization.layers import decode_tail, int8_layers
+from ovq.quantization.nncf_hooks import accuracy_control_hooks
+from ovq.quantization.options import AdvancedQuantizeOptions
+from ovq.quantization.workflow import quantize
 
 FAST = AdvancedQuantizeOptions(bench_seconds=0.0)
 
@@ -39,20 +41,24 @@ def test_decode_tail_stops_at_convolutions():
 
 
 def test_nncf_validates_at_the_deployment_precision(assets):
-    """NNCF 3.4 forces f32 for validation; inside ovq's context it compiles like deployment does."""
+    """NNCF 3.4 forces f32 for validation; inside ovq's hooks it compiles like deployment does."""
     from nncf.quantization.algorithms.accuracy_control.openvino_backend import OVPreparedModel
 
     det = Detector(assets / "models/fastestdet/FastestDet.onnx")
     default = det.inference_precision
-    assert OVPreparedModel(det.model).model_for_inference.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
-    with _nncf_validates_at("default"):
-        got = OVPreparedModel(det.model).model_for_inference.get_property("INFERENCE_PRECISION_HINT").to_string()
-    assert got == default
-    with _nncf_validates_at("f32"):
-        got = OVPreparedModel(det.model).model_for_inference.get_property("INFERENCE_PRECISION_HINT").to_string()
-    assert got == "f32"
-    # and the patch is undone afterwards
-    assert OVPreparedModel(det.model).model_for_inference.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+
+    def precision_nncf_uses() -> str:
+        return OVPreparedModel(det.model).model_for_inference.get_property("INFERENCE_PRECISION_HINT").to_string()
+
+    def keep_order(call_nncf, groups, model):
+        return call_nncf()
+
+    assert precision_nncf_uses() == "f32"
+    with accuracy_control_hooks(validate_f32=False, rank=keep_order):
+        assert precision_nncf_uses() == default
+    with accuracy_control_hooks(validate_f32=True, rank=keep_order):
+        assert precision_nncf_uses() == "f32"
+    assert precision_nncf_uses() == "f32"  # and the hook is undone afterwards
 
 
 # Plain INT8 YOLOX-Nano on coco128 (calibrated on train2017, scored on val2017, 128 images): the largest mAP drop
@@ -64,7 +70,7 @@ def test_nncf_validates_at_the_deployment_precision(assets):
 # NNCF calibrates at f32 on every CPU, so the quantized model differs at most by f32 rounding; with AMX or VNNI
 # INT8 sums are exact, and what moves the drop is bf16 rounding of the float layers (AMX and AVX512-BF16 round
 # differently: the same FP model reads 0.3364 and 0.3385). Without VNNI, INT8 sums saturate unless every layer
-# has 7-bit weights, which costs 0.011 (see ovq.devices.int8_kernels).
+# has 7-bit weights, which costs 0.011 (see ovq.runtime.cpu.int8_kernels).
 YOLOX_INT8_MAX_DROP = {"amx": 0.005, "vnni": 0.008, "no-vnni": 0.015}
 CPU_KINDS = {"amx": "AMX-INT8", "vnni": "VNNI and no AMX", "no-vnni": "neither VNNI nor AMX (AVX2)"}
 
@@ -83,7 +89,7 @@ def test_plain_int8_yolox_accuracy_on_cpu_kind(kind, assets, tmp_path):
     assert result.fp_map == pytest.approx(0.337, abs=0.005)
     assert result.fp_map - result.int8_map <= budget, f"{kind} CPU: FP {result.fp_map:.4f}, INT8 {result.int8_map:.4f}"
     # and against the FP32 model evaluated at f32
-    from ovq.evaluate import evaluate
+    from ovq.evaluation.accuracy import evaluate
 
     fp32 = evaluate(assets / "models/yolox_nano/yolox_nano.onnx", _coco(assets), split="val2017", precision="f32",
                     progress=False).map50_95
@@ -120,19 +126,9 @@ def test_plain_int8_yolox_accuracy_on_cpu_kind(kind, assets, tmp_path):
     ],
 )
 def test_overflow_fix_candidates_follow_the_cpu(choice, device, flags, expected):
-    from ovq.quantize import overflow_fix_candidates
+    from ovq.quantization.overflow import overflow_fix_candidates
 
-    assert overflow_fix_candidates(choice, device, flags) == expected
-
-
-def _random_images(folder, n=4, size=(64, 64)):
-    import cv2
-
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
-    return folder
+    assert [c.value for c in overflow_fix_candidates(choice, device, flags)] == expected
 
 
 def _stamp_quantized_on(folder, kernels: str) -> None:
@@ -151,14 +147,14 @@ def _stamp_quantized_on(folder, kernels: str) -> None:
 def test_model_quantized_for_vnni_warns_on_a_cpu_without_it(fix, warns, tmp_path, monkeypatch, caplog):
     from conftest import tiny_yolo_ir
 
-    from ovq import devices
+    from ovq.runtime import cpu  # cpu_flags is defined (and read) there
 
     model = tiny_yolo_ir(tmp_path)
-    images = _random_images(tmp_path / "calib")
+    images = random_images(tmp_path / "calib")
     quantize(model, images, tmp_path / "q", subset_size=4, advanced=AdvancedQuantizeOptions(
         bench_seconds=0.0, overflow_fix=fix), progress=False)
     _stamp_quantized_on(tmp_path / "q", "vnni")  # as if quantized on a CPU with exact INT8 sums
-    monkeypatch.setattr(devices, "cpu_flags", lambda *a, **k: ["avx2"])
+    monkeypatch.setattr(cpu, "cpu_flags", lambda *a, **k: ["avx2"])
     with caplog.at_level(logging.WARNING, logger="ovq"):
         Detector(tmp_path / "q", device="CPU", cache=False)
     warned = [r.getMessage() for r in caplog.records if "saturate" in r.getMessage()]
@@ -171,7 +167,7 @@ def test_unknown_overflow_fix_is_rejected(tmp_path):
     from conftest import tiny_yolo_ir
 
     model = tiny_yolo_ir(tmp_path)
-    with pytest.raises(OvqError, match="overflow-fix 'half': expected one of auto, first-layer, enable, disable"):
+    with pytest.raises(OvqError, match="overflow_fix: expected one of auto, first-layer, enable, disable, got 'half'"):
         quantize(model, tmp_path, tmp_path / "q", advanced=AdvancedQuantizeOptions(overflow_fix="half"), progress=False)
     assert not (tmp_path / "q").exists()
 
@@ -213,7 +209,7 @@ def test_bad_ignore_pattern_is_rejected_before_work(assets, tmp_path):
         quantize(assets / "models/fastestdet/FastestDet.onnx", assets / "images", tmp_path / "q",
                  ignore=["no_such_layer_.*"], advanced=FAST, progress=False)
     assert not (tmp_path / "q").exists()
-    with pytest.raises(OvqError, match="--bias-correction 'none': expected fast or full"):
+    with pytest.raises(OvqError, match="bias_correction: expected one of auto, fast, full, got 'none'"):
         quantize(assets / "models/fastestdet/FastestDet.onnx", assets / "images", tmp_path / "q",
                  advanced=AdvancedQuantizeOptions(bias_correction="none"), progress=False)
     assert not (tmp_path / "q").exists()
@@ -222,7 +218,7 @@ def test_bad_ignore_pattern_is_rejected_before_work(assets, tmp_path):
 @pytest.mark.slow
 def test_accuracy_control_fastestdet_holds_budget_at_default_precision(assets, tmp_path):
     """--max-drop 0.002 reverts layers and lands within it at the device default, judged independently."""
-    from ovq.evaluate import evaluate
+    from ovq.evaluation.accuracy import evaluate
 
     out = tmp_path / "q"
     result = quantize(
@@ -259,3 +255,170 @@ def test_cli_bias_correction_choice_is_recorded_and_no_progress_is_quiet(assets,
     # NNCF's own progress bars are silenced too: only ovq's result lines reach stdout
     assert "Applying" not in printed.out and "━" not in printed.out
     assert printed.out.splitlines()[0] == f"wrote {out / 'model.xml'}"
+
+
+# --- one options type, checked once ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"max_drop": -0.1}, "max_drop: expected a number >= 0 and <= 1, got -0.1"),
+        ({"max_drop": 2}, "max_drop: expected a number >= 0 and <= 1, got 2"),
+        ({"max_drop": "0.1"}, "max_drop: expected a number, got '0.1'"),
+        ({"precision": "f16"}, "precision: expected one of default, f32, bf16, got 'f16'"),
+        ({"rank_by": "accuracy-per-latency"}, "rank_by: accuracy-per-latency orders the reverts of accuracy control: it needs max_drop"),
+        ({"subset_size": 0}, "subset_size: expected an integer >= 1, got 0"),
+        ({"ignore": ["conv("]}, r"ignore\[0\]: 'conv\(' is not a valid regular expression"),
+        ({"ignore": "conv.*"}, "ignore: expected a list of layer-name patterns"),
+        ({"preset": "fast"}, "preset: expected one of performance, mixed, got 'fast'"),
+    ],
+)
+def test_options_are_checked_once_with_the_option_named(fields, message):
+    from ovq.core.errors import ConfigError
+    from ovq.quantization.options import QuantizeOptions
+
+    with pytest.raises(ConfigError, match=message):
+        QuantizeOptions(**fields).validate()
+
+
+def test_options_from_a_mapping_reject_unknown_keys_and_take_advanced_ones():
+    from ovq.core.errors import ConfigError
+    from ovq.quantization.options import BiasCorrection, OverflowFix, Precision, QuantizeOptions
+
+    opts = QuantizeOptions.from_mapping({"max_drop": 0.01, "precision": "BF16", "bias_correction": "fast",
+                                         "overflow_fix": "enable", "bench_seconds": 0, "ignore": ["a.*"]})
+    assert opts.precision is Precision.BF16 and opts.ignore == ("a.*",)
+    assert opts.advanced.bias_correction is BiasCorrection.FAST and opts.advanced.overflow_fix is OverflowFix.ENABLE
+    assert QuantizeOptions.from_mapping(opts.to_dict()) == opts  # round trip through plain data
+    with pytest.raises(ConfigError, match="unknown key 'max_dorp'; did you mean 'max_drop'"):
+        QuantizeOptions.from_mapping({"max_dorp": 0.01})
+
+
+def test_the_api_takes_options_or_fields_not_both(tmp_path):
+    from ovq.core.errors import ConfigError
+    from ovq.quantization.options import QuantizeOptions
+
+    with pytest.raises(ConfigError, match="not both"):
+        quantize("m", "d", options=QuantizeOptions(), max_drop=0.1)
+    with pytest.raises(ConfigError, match="unknown key 'maxdrop'; did you mean 'max_drop'"):
+        quantize("m", "d", maxdrop=0.1)
+
+
+def test_cli_errors_name_the_option_the_api_names(tmp_path, capsys):
+    code = main(["quantize", "m.onnx", "--data", "d", "-o", str(tmp_path / "q"), "--max-drop", "-1", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["ovq quantize: error: max_drop: expected a number >= 0 and <= 1, got -1"]
+
+
+# --- NNCF hooks: a checked contract, no lasting side effects ---------------------------------------------
+
+
+def test_installed_nncf_has_what_the_hooks_bind_by_name():
+    """Fails loudly when an NNCF release renames the parameters ovq's hooks rely on."""
+    import inspect
+
+    from ovq.quantization.nncf_hooks import HOOKS, check_contract
+
+    check_contract()
+    for hook in HOOKS:
+        _, original, signature = hook.resolve()
+        assert set(hook.parameters) <= set(signature.parameters), hook.where
+        assert inspect.isfunction(original)
+
+
+def test_contract_check_names_a_renamed_parameter(monkeypatch):
+    from ovq.core.errors import DependencyError
+    from ovq.quantization import nncf_hooks
+
+    renamed = nncf_hooks.Hook(nncf_hooks.RANKING.module, nncf_hooks.RANKING.owner, nncf_hooks.RANKING.method,
+                              ("groups_to_rank", "model_to_rank"))
+    monkeypatch.setattr(nncf_hooks, "HOOKS", (renamed,))
+    with pytest.raises(DependencyError, match="has no parameter model_to_rank; ovq's accuracy control supports NNCF 3.4"):
+        nncf_hooks.check_contract()
+
+
+def test_ranking_hook_binds_by_name_and_is_undone():
+    from nncf.quantization.algorithms.accuracy_control.ranker import Ranker
+
+    original = Ranker.rank_groups_of_quantizers
+    seen = {}
+
+    def rank(call_nncf, groups, model):
+        seen["groups"], seen["model"] = groups, model
+        return ["reordered"]
+
+    with accuracy_control_hooks(validate_f32=True, rank=rank):
+        # keyword and positional calls reach the planner the same way
+        got = Ranker.rank_groups_of_quantizers(None, quantized_model="M", groups_to_rank=["g"],
+                                               quantized_model_graph=None, reference_values_for_each_item=[],
+                                               approximate_values_for_each_item=[])
+        assert got == ["reordered"] and seen == {"groups": ["g"], "model": "M"}
+        Ranker.rank_groups_of_quantizers(None, ["h"], "N", None, [], [])
+        assert seen == {"groups": ["h"], "model": "N"}
+    assert Ranker.rank_groups_of_quantizers is original
+
+
+def test_hooks_refuse_a_second_concurrent_call_and_are_restored_after_an_error():
+    from nncf.quantization.algorithms.accuracy_control.ranker import Ranker
+
+    from ovq.quantization.nncf_hooks import ConcurrentQuantizeError
+
+    original = Ranker.rank_groups_of_quantizers
+    busy = pytest.raises(ConcurrentQuantizeError, match="another quantization with accuracy control is running")
+    with accuracy_control_hooks(validate_f32=True, rank=lambda c, g, m: c()), busy, \
+            accuracy_control_hooks(validate_f32=True, rank=lambda c, g, m: c()):
+        pass
+    with pytest.raises(RuntimeError, match="boom"), accuracy_control_hooks(validate_f32=True, rank=lambda c, g, m: c()):
+        raise RuntimeError("boom")
+    assert Ranker.rank_groups_of_quantizers is original
+    with accuracy_control_hooks(validate_f32=True, rank=lambda c, g, m: c()):
+        pass  # the lock was released on the error path too
+
+
+def test_quiet_progress_leaves_stdout_and_matplotlib_alone(tmp_path):
+    """No process-wide side effects: sys.stdout is never swapped, rich's console and matplotlib's backend are
+    as they were, and the peak memory is the call's own."""
+    import sys
+
+    import matplotlib
+    from conftest import tiny_yolo_ir
+    from rich import get_console
+
+    stdout, backend, quiet = sys.stdout, matplotlib.get_backend(), get_console().quiet
+    images = random_images(tmp_path / "calib")
+    result = quantize(tiny_yolo_ir(tmp_path), images, tmp_path / "q", subset_size=4,
+                      advanced=AdvancedQuantizeOptions(bench_seconds=0.0), progress=False)
+    assert sys.stdout is stdout and matplotlib.get_backend() == backend and get_console().quiet == quiet
+    assert (tmp_path / "q" / "sensitivity.png").stat().st_size > 1000
+    import psutil
+
+    assert 0 < result.details.peak_rss_mb <= psutil.Process().memory_info().rss / 2**20 * 2
+
+
+def test_an_error_inside_nncf_is_one_line_and_keeps_its_traceback_at_v(tmp_path, capsys, monkeypatch):
+    """ovq's own validation function failing inside NNCF's accuracy control: one line, the whole chain with -v."""
+    from ovq.data.synth import write_yolo_dataset
+    from ovq.demo import DEMO_MODEL
+    from ovq.quantization.accuracy_control import Validator
+
+    data = write_yolo_dataset(tmp_path / "data", n_train=0, n_val=8, n_calib=8, seed=3, width=160, height=160)
+    original = Validator.__call__
+
+    def broken_validation(self, compiled, items):
+        if self.calls:  # NNCF's second call: the INT8 model
+            raise KeyError("a bug in ovq's callback")
+        return original(self, compiled, items)
+
+    monkeypatch.setattr(Validator, "__call__", broken_validation)
+    args = ["quantize", str(DEMO_MODEL), "--data", str(data), "-o", str(tmp_path / "q"), "--calib-split", "calib",
+            "--subset-size", "8", "--max-drop", "0.01", "--bench-time", "0", "--no-progress", "--overflow-fix", "first-layer"]
+    assert main([*args, "-q"]) == 2
+    err = capsys.readouterr().err  # (torch, imported by NNCF, may add its own warning line)
+    assert "Traceback" not in err and "NNCF failed" in err.strip().splitlines()[-1]
+    assert "a bug in ovq's callback" in err.strip().splitlines()[-1]
+    assert main([*args, "-v"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in broken_validation" in err and "quantize_with_accuracy_control" in err
+    assert err.strip().splitlines()[-1].startswith("ovq quantize: error:")
+    assert not (tmp_path / "q").exists()

@@ -12,7 +12,9 @@ import pytest
 
 from ovq.cli import main
 from ovq.demo import DEMO_MODEL
-from ovq.quantize import AdvancedQuantizeOptions, RankBy, _Call, _Validator, quantize
+from ovq.quantization.accuracy_control import ValidationCall, Validator
+from ovq.quantization.options import AdvancedQuantizeOptions, RankBy
+from ovq.quantization.workflow import quantize
 
 
 def _three_convs(width: int = 1) -> ov.Model:
@@ -26,7 +28,7 @@ def _three_convs(width: int = 1) -> ov.Model:
 
 
 def test_paired_latency_grows_with_the_work():
-    from ovq.profile import paired_latency_ms
+    from ovq.runtime.timing import paired_latency_ms
 
     core = ov.Core()
     cfg = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -44,8 +46,8 @@ def test_paired_latency_grows_with_the_work():
     assert 0 < t_one < t_ref
 
 
-def _validator(max_drop: float) -> _Validator:
-    v = _Validator(detector=None, known_layers=set(), expected_precision="bf16", conf=0.001, total=100,  # type: ignore[arg-type]
+def _validator(max_drop: float) -> Validator:
+    v = Validator(detector=None, known_layers=set(), expected_precision="bf16", conf=0.001, total=100,  # type: ignore[arg-type]
                    fp_result=(0.50, []), max_drop=max_drop)
     return v
 
@@ -55,13 +57,13 @@ def test_revert_steps_follow_nncfs_greedy_rule():
     v = _validator(max_drop=0.01)
     every = frozenset("abcd")
     v.calls = [
-        _Call(100, 0.50, frozenset(), 0.0),  # FP (no INT8 layer): not a step
-        _Call(100, 0.470, every, 0.0),  # fully INT8
-        _Call(16, 0.9, every - {"a"}, 0.0),  # a ranking call: not a step
-        _Call(100, 0.475, every - {"a"}, 0.0),  # 1: better -> kept
-        _Call(100, 0.460, every - {"a", "b"}, 0.0),  # 2: worse -> undone
-        _Call(100, 0.455, every - {"a", "c"}, 0.0),  # 3: worse, but after an undo -> kept
-        _Call(100, 0.495, every - {"a", "c", "d"}, 0.0),  # 4: budget met -> kept
+        ValidationCall(100, 0.50, frozenset(), 0.0),  # FP (no INT8 layer): not a step
+        ValidationCall(100, 0.470, every, 0.0),  # fully INT8
+        ValidationCall(16, 0.9, every - {"a"}, 0.0),  # a ranking call: not a step
+        ValidationCall(100, 0.475, every - {"a"}, 0.0),  # 1: better -> kept
+        ValidationCall(100, 0.460, every - {"a", "b"}, 0.0),  # 2: worse -> undone
+        ValidationCall(100, 0.455, every - {"a", "c"}, 0.0),  # 3: worse, but after an undo -> kept
+        ValidationCall(100, 0.495, every - {"a", "c", "d"}, 0.0),  # 4: budget met -> kept
     ]
     steps = v.revert_steps(final_int8={"b"})
     assert [s.layers for s in steps] == [["a"], ["b"], ["c"], ["d"]]
@@ -79,7 +81,7 @@ def _priority(g: dict, free: float) -> tuple:
 
 @pytest.mark.slow
 def test_rank_by_accuracy_per_latency_on_the_demo_model(tmp_path):
-    from ovq.synth import write_yolo_dataset
+    from ovq.data.synth import write_yolo_dataset
 
     data = write_yolo_dataset(tmp_path / "data", n_train=0, n_val=96, n_calib=48, seed=3)
     out = tmp_path / "q"
@@ -113,5 +115,5 @@ def test_rank_by_needs_max_drop(tmp_path, capsys):
     code = main(["quantize", str(DEMO_MODEL), "--data", str(tmp_path), "-o", str(tmp_path / "q"),
                  "--rank-by", "accuracy-per-latency", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "needs --max-drop" in err[0]
+    assert code == 2 and len(err) == 1 and "rank_by: accuracy-per-latency orders the reverts of accuracy control: it needs max_drop" in err[0]
     assert not (tmp_path / "q").exists()

@@ -16,9 +16,9 @@ import pytest
 from conftest import make_dets
 from services import Mosquitto, free_port
 
-from ovq.errors import ConfigError
-from ovq.pipeline import FrameResult
-from ovq.sinks import JsonlSink, MqttSink, RateMeter, VideoSink, WindowSink, frame_record, mqtt_settings
+from ovq.core.errors import ConfigError
+from ovq.streaming.pipeline import FrameResult
+from ovq.streaming.sinks import JsonlSink, MqttSink, RateMeter, VideoSink, WindowSink, frame_record, mqtt_settings
 
 LABELS = ["person", "car"]
 

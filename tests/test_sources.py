@@ -14,36 +14,10 @@ import numpy as np
 import pytest
 from services import MjpegServer, RtspServer, free_port
 
-from ovq.errors import ConfigError, SourceError
-from ovq.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy
-from ovq.sources import diagnose_url, open_source, parse_source, redact_url
-from ovq.stats import StreamMeter
-
-
-class LogList(logging.Handler):
-    """Collects ovq's log records (attached to the 'ovq' logger, so it works whatever propagation is)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self, level: int = logging.DEBUG) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= level]
-
-
-@pytest.fixture
-def ovq_log():
-    handler = LogList()
-    logger = logging.getLogger("ovq")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+from ovq.core.errors import ConfigError, SourceError
+from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy
+from ovq.streaming.sources import diagnose_url, open_source, parse_source, redact_url
+from ovq.streaming.stats import StreamMeter
 
 
 # -- parsing ---------------------------------------------------------------------------------------------------

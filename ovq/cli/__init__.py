@@ -1,7 +1,7 @@
 """The ``ovq`` command line: a thin layer over the Python API.
 
 Each command lives in its own module with ``register(subparsers)``; the list below is the registry.
-Every :class:`ovq.errors.OvqError` becomes one line on stderr and exit code 2.
+Every :class:`ovq.core.errors.OvqError` becomes one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
-from ovq.errors import OvqError
+from ovq.core.errors import OvqError
 
 COMMANDS = ("convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "eval", "bench", "demo")
 
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except OvqError as exc:
+        if getattr(args, "verbose", 0):  # -v: where it came from, through NNCF's callbacks and all
+            traceback.print_exception(exc, file=sys.stderr)
         print(f"ovq {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ovq.errors import ConfigError
+from ovq.core.errors import ConfigError
 
 
 def _logging_options() -> argparse.ArgumentParser:

@@ -35,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     import openvino as ov
 
-    from ovq.bench import BenchSpec, bench_rounds, benchmark_interleaved, format_table
-    from ovq.errors import ConfigError
-    from ovq.fileio import write_json_atomic
+    from ovq.core.errors import ConfigError
+    from ovq.core.fileio import write_json_atomic
+    from ovq.evaluation.speed import BenchSpec, bench_rounds, benchmark_interleaved, format_table
 
     if args.time <= 0:
         raise ConfigError(f"--time {args.time}: must be positive")

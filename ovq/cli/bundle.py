@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovq.bundle import build_bundle
+    from ovq.deployment.bundle import build_bundle
 
     result = build_bundle(
         args.model, args.pipeline, args.out, install_dir=args.install_dir, user=args.user, wheel=args.wheel,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ovq.cli._common import add_command, parse_labels
-from ovq.decoders import REGISTRY, SourcePreprocessing
+from ovq.model.decoders import REGISTRY, SourcePreprocessing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,11 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovq.convert import convert
+    from ovq.model.conversion import convert
 
     pre = None
     if any(v is not None for v in (args.color, args.mean, args.scale, args.resize)):
-        from ovq.decoders import get_decoder
+        from ovq.model.decoders import get_decoder
 
         if args.family is None:
             base = SourcePreprocessing()

@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovq.devices import KEY_CAPABILITIES, query_devices
-    from ovq.runtime import default_cache_dir
+    from ovq.runtime.capabilities import KEY_CAPABILITIES, query_devices
+    from ovq.runtime.compilation import default_cache_dir
 
     report = query_devices(cache_dir=default_cache_dir())
     if args.json:

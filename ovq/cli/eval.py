@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from ovq.evaluate import evaluate
-    from ovq.fileio import write_json_atomic
+    from ovq.core.fileio import write_json_atomic
+    from ovq.evaluation.accuracy import evaluate
 
     result = evaluate(
         args.model, args.data, split=args.split, conf=args.conf, device=args.device, precision=args.precision,

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+from ovq.cli._common import add_command
+
+if TYPE_CHECKING:
+    from ovq.deployment.schema import PipelineConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ovq.cli._common import add_command
-
     p = add_command(sub, "pipeline", "run a pipeline described in a YAML file (see pipelines/ for examples)")
     p.add_argument("file", help="pipeline YAML file")
     p.add_argument("--check", action="store_true",
@@ -23,52 +24,44 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from ovq.config import build_pipeline, check_environment, check_paths, load_pipeline_config
-    from ovq.errors import ConfigError
-    from ovq.runtime import check_device
+    from ovq.core.errors import ConfigError
+    from ovq.deployment.build import build_pipeline
+    from ovq.deployment.loader import load_pipeline_config
+    from ovq.deployment.signals import exit_now, stop_on_signals
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     cfg = load_pipeline_config(args.file)
     if args.check:
-        check_paths(cfg)
-        check_environment(cfg)
-        spec = check_device(args.device or cfg.device)
-        resolved = cfg.to_dict()
-        resolved["device"] = spec.text
-        if args.max_frames is not None:
-            resolved["max_frames"] = args.max_frames
-        if args.json:
-            print(json.dumps(resolved, indent=2))
-        else:
-            print(f"# {args.file}: OK (device {spec.text} is available; passwords masked)")
-            print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False).rstrip())
-        return 0
+        return _check(cfg, args)
     pipeline = build_pipeline(cfg, max_frames=args.max_frames, device=args.device)
-    previous = _stop_on_signals(pipeline)
-    try:
+    # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
+    with stop_on_signals(pipeline.stop, name="ovq pipeline", at_once=exit_now("ovq pipeline")):
         summary = pipeline.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if args.json:
-        print(json.dumps(summary.to_dict(), indent=2))
-    else:
-        for line in summary.lines():
-            print(line)
+        if args.json:
+            print(json.dumps(summary.to_dict(), indent=2))
+        else:
+            for line in summary.lines():
+                print(line)
     return 0
 
 
-def _stop_on_signals(pipeline: Any) -> dict[int, Any]:
-    """SIGTERM (systemd stop) and SIGINT make the pipeline drain, close its sinks and return."""
+def _check(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    import yaml
 
-    def handler(signum: int, frame: Any) -> None:
-        print(f"ovq pipeline: {signal.Signals(signum).name}, stopping", file=sys.stderr)
-        pipeline.stop()
+    from ovq.deployment.build import check_environment, check_paths
+    from ovq.runtime.compilation import check_device
 
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, handler)
-    return previous
+    check_paths(cfg)
+    check_environment(cfg)
+    spec = check_device(args.device or cfg.device)
+    resolved = cfg.to_dict()
+    resolved["device"] = spec.text
+    if args.max_frames is not None:
+        resolved["max_frames"] = args.max_frames
+    if args.json:
+        print(json.dumps(resolved, indent=2))
+    else:
+        print(f"# {args.file}: OK (device {spec.text} is available; passwords masked)")
+        print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False).rstrip())
+    return 0

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovq.predict import predict
+    from ovq.evaluation.prediction import predict
 
     results = predict(args.model, args.images, args.out, conf=args.conf, device=args.device, precision=args.precision)
     for r in results:

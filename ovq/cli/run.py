@@ -1,16 +1,30 @@
-"""``ovq run MODEL --source SRC [--source SRC ...]``: detect on video streams, write results, print a summary."""
+"""``ovq run MODEL --source SRC [--source SRC ...]``: detect on video streams, write results, print a summary.
+
+The flags become the same :class:`~ovq.deployment.schema.PipelineConfig` a pipeline YAML file loads into, checked
+by the same code and built by the same :func:`~ovq.deployment.build.build_pipeline` as ``ovq pipeline``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ovq.cli._common import add_command, add_conf, add_precision
+from ovq.runtime.compilation import HINTS
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from ovq.deployment.schema import PipelineConfig
+
+# How messages about a config made from this command's flags name its keys (see ovq.deployment.fields.Origin).
+FLAGS = {
+    "model": "MODEL", "sources": "--source", "device": "--device", "precision": "--precision", "hint": "--hint",
+    "nireq": "--nireq", "conf": "--conf", "track": "--track", "sinks.video": "--out", "sinks.jsonl": "--jsonl",
+    "sinks.mqtt": "--mqtt", "sinks.mqtt.url": "--mqtt URL", "sinks.mqtt.topic_prefix": "--mqtt-topic",
+    "sinks.show": "--show", "max_frames": "--max-frames", "stats_interval": "--stats-interval",
+    "reconnect.max_delay": "--retry-max-delay", "reconnect.stall_timeout": "--stall-timeout",
+    "reconnect.retry": "--no-retry", "realtime": "--realtime",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", action="append", metavar="NAME", help="stream name, one per --source (default s0, s1...)")
     p.add_argument("--device", default="AUTO", help="OpenVINO device: CPU, GPU, NPU, AUTO... (default AUTO)")
     add_precision(p)
-    p.add_argument("--hint", choices=("throughput", "latency", "cumulative_throughput"), default=None,
-                   help="performance hint (default throughput)")
+    p.add_argument("--hint", choices=HINTS, default=None,
+                   help="performance hint (default throughput; latency on an NPU)")
     p.add_argument("--nireq", type=int, default=0, help="infer requests (default: the device's optimal number plus one)")
     add_conf(p)
     p.add_argument("--track", action="store_true", help="assign stable per-stream track IDs (ByteTrack)")
@@ -53,16 +67,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _check_mqtt_url(url: str) -> None:
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    """The pipeline config these flags describe; relative paths stay relative to the working directory."""
+    from ovq.core.errors import ConfigError
+    from ovq.deployment.fields import Origin
+    from ovq.deployment.schema import PipelineConfig, ReconnectConfig
+
+    if args.name is not None and len(args.name) != len(args.source):
+        raise ConfigError(f"--name: {len(args.name)} stream names for {len(args.source)} sources (one per --source)")
+    sources: list[Any] = list(args.source)
+    if args.name is not None:
+        sources = [{"name": name, "url": url} for name, url in zip(args.name, args.source, strict=True)]
+    reconnect: dict[str, Any] = {"max_delay": args.retry_max_delay, "stall_timeout": args.stall_timeout,
+                                 "retry": not args.no_retry}
+    if 0 < args.retry_max_delay < ReconnectConfig.initial_delay:
+        reconnect["initial_delay"] = args.retry_max_delay  # a shorter longest wait: the back-off starts there too
+    data = {
+        "model": args.model, "sources": sources, "device": args.device, "precision": args.precision,
+        "hint": args.hint, "nireq": args.nireq, "track": args.track, "conf": args.conf,
+        "sinks": {"video": args.out, "jsonl": args.jsonl, "mqtt": _mqtt(args), "show": args.show},
+        "max_frames": args.max_frames, "stats_interval": args.stats_interval, "reconnect": reconnect,
+        "realtime": args.realtime,
+    }
+    return PipelineConfig.from_mapping(data, Origin.command_line(FLAGS))
+
+
+def _mqtt(args: argparse.Namespace) -> dict[str, str] | None:
+    """The MQTT sink section: ``--mqtt`` alone reads the broker from $OVQ_MQTT_URL, ``--mqtt HOST[:PORT]`` is
+    taken as ``mqtt://HOST[:PORT]``. Credentials on the command line are refused (``ps`` shows them)."""
     from urllib.parse import urlsplit
 
-    from ovq.errors import ConfigError
+    from ovq.core.errors import ConfigError
 
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.username or parts.password:
-        raise ConfigError(
-            "--mqtt: do not put credentials on the command line; set OVQ_MQTT_USERNAME and OVQ_MQTT_PASSWORD"
-        )
+    if args.mqtt is None:
+        return None
+    section = {"topic_prefix": args.mqtt_topic}
+    if args.mqtt:
+        url = args.mqtt if "://" in args.mqtt else f"mqtt://{args.mqtt}"
+        parts = urlsplit(url)
+        if parts.username or parts.password:
+            raise ConfigError(
+                "--mqtt: do not put credentials on the command line; set OVQ_MQTT_USERNAME and OVQ_MQTT_PASSWORD"
+            )
+        section["url"] = url
+    return section
 
 
 def _quiet_video_backends(verbose: int) -> None:
@@ -77,82 +125,42 @@ def _quiet_video_backends(verbose: int) -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
-def _progress_sink() -> Any:
-    from tqdm import tqdm
+class _Progress:
+    """A progress bar on stderr counting frames; a sink of this command only (the pipeline's logs are the rest)."""
 
-    class _Progress:
-        def __init__(self) -> None:
-            self.bar = tqdm( unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
+    def __init__(self) -> None:
+        from tqdm import tqdm
 
-        def write(self, result: Any) -> None:
-            self.bar.update(1)
+        self.bar = tqdm(unit="frame", file=sys.stderr, dynamic_ncols=True, leave=False)
 
-        def close(self) -> None:
-            self.bar.close()
+    def write(self, result: Any) -> None:
+        self.bar.update(1)
 
-    return _Progress()
+    def close(self) -> None:
+        self.bar.close()
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovq.errors import ConfigError
-    from ovq.pipeline import Pipeline
-    from ovq.readers import ReconnectPolicy
-    from ovq.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
+    from ovq.core.fileio import write_json_atomic
+    from ovq.deployment.build import build_pipeline
+    from ovq.deployment.signals import exit_now, stop_on_signals
+    from ovq.streaming.sinks import JsonlSink
 
-    if args.mqtt:
-        _check_mqtt_url(args.mqtt)
+    cfg = config_from_args(args)
     _quiet_video_backends(args.verbose)
-    if args.max_frames is not None and args.max_frames <= 0:
-        raise ConfigError(f"--max-frames must be > 0, got {args.max_frames}")
-    policy = ReconnectPolicy(
-        max_delay=max(args.retry_max_delay, 0.5), stall_timeout=args.stall_timeout, retry=not args.no_retry
-    )
-    sinks: list[Any] = []
-    try:
-        if args.out:
-            sinks.append(VideoSink(args.out))
-        if args.jsonl:
-            sinks.append(JsonlSink(args.jsonl))
-        if args.mqtt is not None:
-            sinks.append(MqttSink(args.mqtt or None, topic_prefix=args.mqtt_topic))
-        window = WindowSink() if args.show else None
-        if window is not None:
-            sinks.append(window)
-        if not args.no_progress and sys.stderr.isatty():
-            sinks.append(_progress_sink())
-        pipeline = Pipeline(
-            args.model, args.source, names=args.name, device=args.device, conf=args.conf, precision=args.precision,
-            hint=args.hint, nireq=args.nireq, track=args.track, sinks=sinks, max_frames=args.max_frames,
-            stats_interval=args.stats_interval, reconnect=policy, realtime_files=args.realtime,
-        )
-    except BaseException:
-        for sink in sinks:
-            sink.close()
-        raise
-    if window is not None:
-        window.on_quit = pipeline.stop
-
-    def on_signal(signum: int, frame: Any) -> None:
-        pipeline.stop()
-        # a second Ctrl-C while draining interrupts for real
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    progress = [_Progress()] if not args.no_progress and sys.stderr.isatty() else []
+    pipeline = build_pipeline(cfg, extra_sinks=progress)
+    # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
+    with stop_on_signals(pipeline.stop, name="ovq run", at_once=exit_now("ovq run")):
         summary = pipeline.run()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    for line in summary.lines():
-        print(line)
-    if args.summary_json:
-        from ovq.fileio import write_json_atomic
-
-        write_json_atomic(args.summary_json, summary.to_dict())
-        print(f"wrote {args.summary_json}")
-    for sink in sinks:
-        for path in getattr(sink, "written", {}).values():
-            print(f"wrote {path}")
-        if isinstance(sink, JsonlSink):
-            print(f"wrote {sink.path} ({sink.records} records)")
+        for line in summary.lines():
+            print(line)
+        if args.summary_json:
+            write_json_atomic(args.summary_json, summary.to_dict())
+            print(f"wrote {args.summary_json}")
+        for sink in pipeline.sinks:
+            for path in getattr(sink, "written", {}).values():
+                print(f"wrote {path}")
+            if isinstance(sink, JsonlSink):
+                print(f"wrote {sink.path} ({sink.records} records)")
     return 0

@@ -1,4 +1,4 @@
-"""Train the conveyor demo detector on ``ovq.synth`` scenes, export YOLOv8-layout ONNX, report COCO mAP.
+"""Train the conveyor demo detector on ``ovq.data.synth`` scenes, export YOLOv8-layout ONNX, report COCO mAP.
 
 Run ``python pipelines/demo_model/train.py --help``. :func:`main` returns the metrics it writes, so tiny
 settings (``main(epochs=1, n_train=16, n_val=8, ...)``) make a test that runs in seconds.
@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from model import Detector, count_params
 
-from ovq import synth
+from ovq.data import synth
 
 logger = logging.getLogger("pipelines.demo_model.train")
 

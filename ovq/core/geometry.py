@@ -1,0 +1,136 @@
+"""Pure geometry: resizing with letterbox, mapping boxes back, non-maximum suppression."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ResizeInfo:
+    """How an original image was mapped onto the model input; its exact inverse maps boxes back.
+
+    A point (x, y) of the original lands at (x * scale_x + pad_x, y * scale_y + pad_y) of the input.
+    """
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    orig_w: int
+    orig_h: int
+
+
+def letterbox(
+    image: np.ndarray,
+    size: tuple[int, int],
+    *,
+    pad_value: int = 114,
+    center: bool = True,
+    interpolation: int = cv2.INTER_LINEAR,
+) -> tuple[np.ndarray, ResizeInfo]:
+    """Resize keeping the aspect ratio and pad to ``size`` = (height, width).
+
+    ``center=True`` splits the padding evenly (Ultralytics); ``False`` puts the image top-left (YOLOX).
+    """
+    h, w = image.shape[:2]
+    th, tw = size
+    r = min(th / h, tw / w)
+    nw, nh = round(w * r), round(h * r)
+    nw, nh = min(max(nw, 1), tw), min(max(nh, 1), th)
+    if center:
+        left, top = (tw - nw) // 2, (th - nh) // 2
+    else:
+        left, top = 0, 0
+    out = np.full((th, tw) + image.shape[2:], pad_value, dtype=image.dtype)
+    resized = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=interpolation)
+    out[top : top + nh, left : left + nw] = resized
+    return out, ResizeInfo(nw / w, nh / h, float(left), float(top), w, h)
+
+
+def stretch(
+    image: np.ndarray, size: tuple[int, int], *, interpolation: int = cv2.INTER_LINEAR
+) -> tuple[np.ndarray, ResizeInfo]:
+    """Plain resize to ``size`` = (height, width), ignoring the aspect ratio."""
+    h, w = image.shape[:2]
+    th, tw = size
+    resized = image if (w, h) == (tw, th) else cv2.resize(image, (tw, th), interpolation=interpolation)
+    return resized, ResizeInfo(tw / w, th / h, 0.0, 0.0, w, h)
+
+
+def scale_boxes(xyxy: np.ndarray, info: ResizeInfo, *, clip: bool = True) -> np.ndarray:
+    """Map boxes from model-input pixels back to original-image pixels (inverse of the resize)."""
+    boxes = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4).copy()
+    boxes[:, [0, 2]] = (boxes[:, [0, 2]] - info.pad_x) / info.scale_x
+    boxes[:, [1, 3]] = (boxes[:, [1, 3]] - info.pad_y) / info.scale_y
+    if clip:
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, info.orig_w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, info.orig_h)
+    return boxes
+
+
+def forward_boxes(xyxy: np.ndarray, info: ResizeInfo) -> np.ndarray:
+    """Map boxes from original-image pixels to model-input pixels (the resize itself)."""
+    boxes = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4).copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]] * info.scale_x + info.pad_x
+    boxes[:, [1, 3]] = boxes[:, [1, 3]] * info.scale_y + info.pad_y
+    return boxes
+
+
+def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float32)
+    half = boxes[..., 2:4] / 2
+    return np.concatenate([boxes[..., :2] - half, boxes[..., :2] + half], axis=-1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes, shape (N, M)."""
+    a = np.asarray(a, dtype=np.float32).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
+
+
+def nms(
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    class_id: np.ndarray | None = None,
+    *,
+    iou_threshold: float = 0.5,
+    max_det: int = 300,
+) -> np.ndarray:
+    """Greedy NMS, class-aware when ``class_id`` is given; returns kept indices by falling score.
+
+    Vectorised per step: each kept box suppresses all remaining boxes of its class at once.
+    Class awareness uses the usual offset trick (boxes of different classes never overlap).
+    """
+    xyxy = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    if len(xyxy) == 0:
+        return np.zeros((0,), dtype=np.int64)
+    boxes = xyxy.astype(np.float64)
+    if class_id is not None:
+        span = float(np.abs(boxes).max()) + 1.0
+        boxes = boxes + (np.asarray(class_id, dtype=np.float64).reshape(-1, 1) * span * 2.0)
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    keep: list[int] = []
+    while order.size and len(keep) < max_det:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = w * h
+        union = areas[i] + areas[rest] - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)

@@ -1,0 +1,1 @@
+"""Images and labelled datasets (YOLO, COCO JSON, folders), and generated scenes."""

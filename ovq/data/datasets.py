@@ -1,0 +1,488 @@
+"""Labelled images for calibration and evaluation, from the layouts people actually have.
+
+:func:`load_dataset` accepts
+
+- an Ultralytics dataset YAML (``path``, ``train``/``val``/``test``, ``names``); each split is a folder, a
+  ``.txt`` list of images or a list of those; labels are found by replacing ``/images/`` with ``/labels/``;
+- a folder with ``images/<split>/`` and ``labels/<split>/`` (YOLO txt, ``class cx cy w h`` normalized);
+  ``--split val`` also finds ``images/val2017`` when that is the only folder starting with ``val``;
+- a COCO ``instances_*.json`` with its image folder (found at ``images/<split>`` beside the ``annotations``
+  folder, or next to the JSON); category ids, sorted, become contiguous class indices 0..K-1;
+- a plain folder of images (calibration only: ``labelled=False``).
+
+Every box ends up as ``xyxy`` in original-image pixels. Labels are checked as they are read: a class out
+of range, a malformed line or a box outside the image raises :class:`DatasetError` naming the file and
+line (or annotation id). A missing label file means a background image. Image sizes come from the file
+header (EXIF orientation applied, as OpenCV's decoder does), so no image is decoded here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ovq.core.errors import DatasetError
+from ovq.data.images import IMAGE_SUFFIXES
+
+logger = logging.getLogger(__name__)
+
+BOX_TOLERANCE = 1e-3  # normalized coordinates may overshoot 0..1 by this much (rounding); then clipped
+NAME_FILES = ("classes.txt", "names.txt")  # one class name a line, beside images/ and labels/
+
+
+@dataclass
+class Sample:
+    """One image and its ground truth: ``xyxy`` (N, 4) float32 in original-image pixels, ``class_id`` (N,)."""
+
+    image: Path
+    xyxy: np.ndarray
+    class_id: np.ndarray
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        self.image = Path(self.image)
+        self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+        self.class_id = np.asarray(self.class_id, dtype=np.int64).reshape(-1)
+        if len(self.class_id) != len(self.xyxy):
+            raise ValueError(
+                f"Sample {self.image}: {len(self.xyxy)} boxes but {len(self.class_id)} class ids"
+            )
+
+
+@dataclass
+class Dataset:
+    """One split of a dataset. ``labelled`` is False for a plain image folder (calibration only)."""
+
+    root: Path
+    split: str
+    names: list[str]
+    samples: list[Sample]
+    labelled: bool
+    format: str = "yolo"  # yolo | yaml | coco | images
+    source: Path | None = None  # what was passed (folder, YAML or JSON file)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def boxes(self) -> int:
+        return int(sum(len(s.class_id) for s in self.samples))
+
+    def describe(self) -> str:
+        kind = {"yolo": "YOLO folder", "yaml": "Ultralytics YAML", "coco": "COCO JSON", "images": "image folder"}
+        return (
+            f"{self.source or self.root} ({kind.get(self.format, self.format)}, split {self.split}, "
+            f"{len(self)} images, {self.boxes} boxes)"
+        )
+
+
+def load_dataset(
+    data: str | Path,
+    *,
+    split: str = "val",
+    names: Sequence[str] | None = None,
+    images: str | Path | None = None,
+) -> Dataset:
+    """Load one split of ``data`` (YAML, YOLO folder, COCO JSON or plain image folder).
+
+    ``names``: class names to use when the dataset carries none (a YOLO folder without ``classes.txt``,
+    typically the model's labels); they also bound the class ids. Without any names, ids are checked only
+    for being non-negative integers and named by number. ``images``: the image folder of a COCO JSON, when
+    it is not found beside it. Raises :class:`DatasetError` (one line, naming file and line) on bad data.
+    """
+    path = Path(data)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".yaml", ".yml"):
+            ds = _load_yaml(path, split, names)
+        elif suffix == ".json":
+            ds = _load_coco(path, split, Path(images) if images else None)
+        else:
+            raise DatasetError(
+                f"{path}: not a dataset; expected a dataset YAML, a COCO .json, or a folder of images"
+            )
+    else:
+        ds = _load_folder(path, split, names)
+    if not ds.samples:
+        raise DatasetError(f"{ds.source}: split '{ds.split}' holds no images")
+    logger.info("dataset %s", ds.describe())
+    return ds
+
+
+# --- YOLO txt labels --------------------------------------------------------------------------------
+
+
+def parse_yolo_labels(label: Path, width: int, height: int, num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (xyxy pixels) and class ids of one YOLO label file; :class:`DatasetError` naming file:line."""
+    try:
+        text = label.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{label}: cannot read label file: {exc}") from None
+    boxes: list[tuple[float, float, float, float]] = []
+    classes: list[int] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{label}:{lineno}"
+        if len(fields) < 5 or (len(fields) > 5 and (len(fields) - 1) % 2):
+            raise DatasetError(
+                f"{where}: malformed line '{line.strip()[:60]}': expected 'class cx cy w h' "
+                "(or 'class x1 y1 x2 y2 ...' for a polygon)"
+            )
+        try:
+            cls_value = float(fields[0])
+            values = [float(v) for v in fields[1:]]
+        except ValueError:
+            raise DatasetError(f"{where}: malformed line '{line.strip()[:60]}': not all fields are numbers") from None
+        if not all(math.isfinite(v) for v in (cls_value, *values)):
+            raise DatasetError(f"{where}: malformed line '{line.strip()[:60]}': non-finite number")
+        if cls_value != int(cls_value) or cls_value < 0:
+            raise DatasetError(f"{where}: class '{fields[0]}' is not a non-negative integer")
+        cls = int(cls_value)
+        if num_classes is not None and cls >= num_classes:
+            raise DatasetError(f"{where}: class {cls} is out of range 0..{num_classes - 1} ({num_classes} names)")
+        if len(values) == 4:
+            cx, cy, w, h = values
+            if min(values) < 0 or max(values) > 1:
+                raise DatasetError(f"{where}: box {' '.join(fields[1:])} is outside 0..1 (normalized cx cy w h expected)")
+            x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        else:
+            xs, ys = values[0::2], values[1::2]
+            if min(values) < 0 or max(values) > 1:
+                raise DatasetError(f"{where}: polygon point outside 0..1 (normalized coordinates expected)")
+            x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
+        if x1 < -BOX_TOLERANCE or y1 < -BOX_TOLERANCE or x2 > 1 + BOX_TOLERANCE or y2 > 1 + BOX_TOLERANCE:
+            raise DatasetError(
+                f"{where}: box {' '.join(fields[1:5])} reaches outside the image "
+                f"(x {x1:.4f}..{x2:.4f}, y {y1:.4f}..{y2:.4f}; 0..1 expected)"
+            )
+        if x2 - x1 <= 0 or y2 - y1 <= 0:
+            raise DatasetError(f"{where}: box {' '.join(fields[1:5])} has zero width or height")
+        x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in (x1, y1, x2, y2))
+        boxes.append((x1 * width, y1 * height, x2 * width, y2 * height))
+        classes.append(cls)
+    xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    return xyxy, np.asarray(classes, dtype=np.int64)
+
+
+def label_path_for(image: Path) -> Path:
+    """Ultralytics' convention: the last ``/images/`` of the path becomes ``/labels/``, suffix ``.txt``."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _yolo_samples(
+    images: list[Path], label_for, num_classes: int | None
+) -> tuple[list[Sample], int, int]:
+    samples: list[Sample] = []
+    found = 0
+    max_class = -1
+    for image in images:
+        width, height = image_size(image)
+        label = label_for(image)
+        if label is not None and label.is_file():
+            found += 1
+            xyxy, cls = parse_yolo_labels(label, width, height, num_classes)
+            if len(cls):
+                max_class = max(max_class, int(cls.max()))
+        else:
+            xyxy, cls = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+        samples.append(Sample(image=image, xyxy=xyxy, class_id=cls, width=width, height=height))
+    return samples, found, max_class
+
+
+# --- image sizes --------------------------------------------------------------------------------
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) as OpenCV will decode it (EXIF rotation applied), read from the header when possible."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:  # pragma: no cover - Pillow comes with matplotlib
+        Image = None
+    if Image is not None:
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+                orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
+            if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: OpenCV applies it when decoding
+                width, height = height, width
+            return int(width), int(height)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError):
+            # ImportError: Ultralytics, once imported, patches Image.open to try an optional HEIF plugin
+            pass
+    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
+    if image is None:
+        raise DatasetError(f"{path}: not a readable image")
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def _images_in(folder: Path, *, recursive: bool = False) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+# --- folders --------------------------------------------------------------------------------
+
+
+def _find_split_dir(parent: Path, split: str) -> Path | None:
+    exact = parent / split
+    if exact.is_dir():
+        return exact
+    candidates = sorted(p for p in parent.iterdir() if p.is_dir() and p.name.startswith(split))
+    if len(candidates) == 1:
+        logger.info("%s: split '%s' taken from folder %s", parent, split, candidates[0].name)
+        return candidates[0]
+    return None
+
+
+def _names_file(root: Path) -> list[str] | None:
+    for name in NAME_FILES:
+        path = root / name
+        if path.is_file():
+            names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            if not names:
+                raise DatasetError(f"{path}: holds no class names")
+            return names
+    return None
+
+
+def _load_folder(root: Path, split: str, names: Sequence[str] | None) -> Dataset:
+    images_root = root / "images"
+    if images_root.is_dir():
+        split_dir = _find_split_dir(images_root, split)
+        if split_dir is None:
+            if _images_in(images_root):  # images/ and labels/ without split folders
+                split_dir = images_root
+            else:
+                splits = sorted(p.name for p in images_root.iterdir() if p.is_dir())
+                raise DatasetError(
+                    f"{root}: no split '{split}' under images/; found: {', '.join(splits) or 'none'}"
+                )
+        labels_dir = root / "labels" / split_dir.relative_to(images_root)
+        files = _images_in(split_dir)
+        own_names = _names_file(root)
+        class_names = own_names if own_names is not None else (list(names) if names else None)
+        if not labels_dir.is_dir():
+            logger.warning("%s: no labels folder %s; images are unlabelled", root, labels_dir)
+            return Dataset(root, split_dir.name, class_names or [], _unlabelled(files), False, "images", root)
+        samples, _, max_class = _yolo_samples(
+            files, lambda p: labels_dir / (p.stem + ".txt"), len(class_names) if class_names else None
+        )
+        if class_names is None:
+            class_names = [str(i) for i in range(max_class + 1)]
+        return Dataset(root, split_dir.name, class_names, samples, True, "yolo", root)
+    files = _images_in(root)
+    if not files:
+        if (root / "annotations").is_dir():
+            jsons = sorted((root / "annotations").glob("instances_*.json"))
+            hint = f"; for COCO JSON pass the file, e.g. {jsons[0]}" if jsons else ""
+        else:
+            hint = ""
+        raise DatasetError(
+            f"{root}: no images here and no images/<split>/ folder; expected a YOLO dataset folder, "
+            f"a dataset YAML, a COCO JSON or a folder of images{hint}"
+        )
+    return Dataset(root, split, list(names or []), _unlabelled(files), False, "images", root)
+
+
+def _unlabelled(files: list[Path]) -> list[Sample]:
+    samples = []
+    for f in files:
+        width, height = image_size(f)
+        samples.append(
+            Sample(image=f, xyxy=np.zeros((0, 4), np.float32), class_id=np.zeros((0,), np.int64), width=width, height=height)
+        )
+    return samples
+
+
+# --- Ultralytics YAML --------------------------------------------------------------------------------
+
+
+def _load_yaml(path: Path, split: str, fallback_names: Sequence[str] | None) -> Dataset:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise DatasetError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(doc, dict):
+        raise DatasetError(f"{path}: expected a mapping with path, train, val and names")
+    names = _yaml_names(path, doc)
+    base = doc.get("path")
+    root = path.parent if not base else (Path(base) if Path(base).is_absolute() else path.parent / base)
+    if not root.is_dir():
+        raise DatasetError(f"{path}: dataset folder '{base}' (key 'path') not found at {root}")
+    if split not in doc or doc[split] in (None, "", []):
+        splits = [k for k in ("train", "val", "test") if doc.get(k)]
+        raise DatasetError(f"{path}: no split '{split}'; the file names: {', '.join(splits) or 'none'}")
+    entries = doc[split] if isinstance(doc[split], list) else [doc[split]]
+    files: list[Path] = []
+    for entry in entries:
+        target = Path(str(entry))
+        target = target if target.is_absolute() else root / target
+        if target.is_dir():
+            found = _images_in(target, recursive=True)
+            if not found:
+                raise DatasetError(f"{path}: split '{split}' folder {target} holds no images")
+            files.extend(found)
+        elif target.is_file() and target.suffix.lower() == ".txt":
+            files.extend(_image_list(target))
+        elif target.is_file() and target.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(target)
+        else:
+            raise DatasetError(f"{path}: split '{split}' entry '{entry}' not found at {target}")
+    samples, found, _ = _yolo_samples(files, label_path_for, len(names))
+    labelled = found > 0
+    if not labelled:
+        logger.warning("%s: no label files found for split '%s' (looked beside /labels/); unlabelled", path, split)
+    return Dataset(root, split, names, samples, labelled, "yaml", path)
+
+
+def _yaml_names(path: Path, doc: dict[str, Any]) -> list[str]:
+    raw = doc.get("names")
+    if isinstance(raw, dict):
+        try:
+            keys = sorted(int(k) for k in raw)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path}: 'names' keys must be class indices 0..N-1") from None
+        if keys != list(range(len(keys))):
+            raise DatasetError(f"{path}: 'names' indices must be 0..{len(keys) - 1} without gaps")
+        names = [str(raw[k] if k in raw else raw[str(k)]) for k in keys]
+    elif isinstance(raw, list) and raw:
+        names = [str(x) for x in raw]
+    else:
+        raise DatasetError(f"{path}: missing 'names' (a list, or a mapping index -> name)")
+    nc = doc.get("nc")
+    if nc is not None and int(nc) != len(names):
+        raise DatasetError(f"{path}: 'nc' is {nc} but 'names' lists {len(names)} classes")
+    return names
+
+
+def _image_list(listing: Path) -> list[Path]:
+    files = []
+    for lineno, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), start=1):
+        entry = line.strip()
+        if not entry:
+            continue
+        p = Path(entry)
+        p = p if p.is_absolute() else listing.parent / p
+        if not p.is_file():
+            raise DatasetError(f"{listing}:{lineno}: image '{entry}' not found")
+        files.append(p)
+    return files
+
+
+# --- COCO JSON --------------------------------------------------------------------------------
+
+_INSTANCES = re.compile(r"^instances_(.+)$")
+
+
+def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")):
+        raise DatasetError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and 'categories' lists)")
+    match = _INSTANCES.match(path.stem)
+    split_name = match.group(1) if match else split
+    try:
+        cats = sorted(doc["categories"], key=lambda c: int(c["id"]))
+        cat_index = {int(c["id"]): i for i, c in enumerate(cats)}
+        names = [str(c.get("name", c["id"])) for c in cats]
+    except (KeyError, TypeError, ValueError):
+        raise DatasetError(f"{path}: every category needs an integer 'id'") from None
+    if not cats:
+        raise DatasetError(f"{path}: no categories")
+    images: dict[int, dict[str, Any]] = {}
+    for img in doc["images"]:
+        try:
+            images[int(img["id"])] = img
+            str(img["file_name"])
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(f"{path}: image entry {str(img)[:80]} needs 'id' and 'file_name'") from None
+    folder = images_dir or _coco_image_folder(path, split_name, [str(i["file_name"]) for i in images.values()][:3])
+    if not folder.is_dir():
+        raise DatasetError(f"{path}: image folder {folder} not found")
+    boxes: dict[int, list[tuple[float, float, float, float]]] = {k: [] for k in images}
+    classes: dict[int, list[int]] = {k: [] for k in images}
+    skipped_crowd = skipped_empty = 0
+    for ann in doc["annotations"]:
+        aid = ann.get("id", "?") if isinstance(ann, dict) else "?"
+        where = f"{path}: annotation id {aid}"
+        try:
+            image_id = int(ann["image_id"])
+            category = int(ann["category_id"])
+            x, y, w, h = (float(v) for v in ann["bbox"])
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(f"{where}: needs 'image_id', 'category_id' and a 4-number 'bbox'") from None
+        if image_id not in images:
+            raise DatasetError(f"{where}: image_id {image_id} is not among the images")
+        if category not in cat_index:
+            raise DatasetError(f"{where}: category_id {category} is not among the categories")
+        if ann.get("iscrowd", 0):
+            skipped_crowd += 1  # crowd regions are not objects to find (Ultralytics drops them too)
+            continue
+        if w <= 0 or h <= 0:
+            skipped_empty += 1
+            continue
+        img = images[image_id]
+        iw, ih = float(img.get("width", 0) or 0), float(img.get("height", 0) or 0)
+        tol = 1.0  # a pixel of slack for rounding
+        if x < -tol or y < -tol or (iw and x + w > iw + tol) or (ih and y + h > ih + tol):
+            raise DatasetError(f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] is outside the {iw:g}x{ih:g} image")
+        boxes[image_id].append((x, y, x + w, y + h))
+        classes[image_id].append(cat_index[category])
+    if skipped_crowd or skipped_empty:
+        logger.info("%s: skipped %d crowd and %d zero-size annotations", path, skipped_crowd, skipped_empty)
+    samples = []
+    for image_id, img in sorted(images.items(), key=lambda kv: str(kv[1]["file_name"])):
+        file = folder / str(img["file_name"])
+        if not file.is_file():
+            raise DatasetError(f"{path}: image {img['file_name']} (id {image_id}) not found in {folder}")
+        width, height = int(img.get("width") or 0), int(img.get("height") or 0)
+        if width <= 0 or height <= 0:
+            width, height = image_size(file)
+        xyxy = np.asarray(boxes[image_id], dtype=np.float32).reshape(-1, 4)
+        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
+        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+        samples.append(Sample(file, xyxy, np.asarray(classes[image_id], np.int64), width, height))
+    return Dataset(folder, split_name, names, samples, True, "coco", path, extra={"category_ids": [int(c["id"]) for c in cats]})
+
+
+def _coco_image_folder(path: Path, split: str, first_files: list[str]) -> Path:
+    parent = path.parent
+    candidates = [
+        parent.parent / "images" / split,
+        parent / "images" / split,
+        parent.parent / split,
+        parent / split,
+        parent / "images",
+        parent,
+    ]
+    for folder in candidates:
+        if folder.is_dir() and any((folder / f).is_file() for f in first_files):
+            return folder
+    looked = ", ".join(str(c) for c in candidates[:4])
+    raise DatasetError(f"{path}: cannot find its images (looked in {looked}); pass the image folder (--images, or images=)")

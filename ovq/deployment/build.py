@@ -1,0 +1,165 @@
+"""From a checked :class:`PipelineConfig` to a running :class:`~ovq.streaming.pipeline.Pipeline`.
+
+The one build path of ``ovq pipeline FILE.yaml`` and ``ovq run MODEL --source ...``: check what the job reads
+(paths, environment, device) before anything slow starts, quantize when asked and stale, compile the model,
+make the sinks, assemble the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ovq.core.errors import SourceError
+from ovq.data.layout import dataset_root, newest_mtime
+from ovq.deployment.schema import PipelineConfig, QuantizeConfig
+from ovq.model.conversion import MODEL_XML
+from ovq.model.detector import Detector
+from ovq.runtime.compilation import check_device
+from ovq.runtime.devices import default_hint
+from ovq.streaming.pipeline import Pipeline, Sink
+from ovq.streaming.readers import ReconnectPolicy
+from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
+from ovq.streaming.sources import parse_source
+from ovq.streaming.stats import RunSummary
+
+logger = logging.getLogger(__name__)
+
+
+def check_paths(cfg: PipelineConfig) -> None:
+    """Raise :class:`ConfigError` when a file the pipeline reads is missing (model, dataset, local sources)
+    or a source string is invalid (``ovq.streaming.sources.parse_source``: URL host, ``synth://`` parameters...).
+
+    (The quantization output and sink outputs are written, so they need not exist.) Opens nothing.
+    """
+    where = cfg.where
+    if (cfg.quantize is None or not cfg.quantize.output.exists()) and not cfg.model.exists():
+        raise where.error("model", f"{cfg.model}: no such file or folder")
+    if cfg.quantize is not None and not cfg.quantize.data.exists():
+        raise where.error("quantize.data", f"{cfg.quantize.data}: no such file or folder")
+    for i, src in enumerate(cfg.sources):
+        try:
+            parse_source(src.url)
+        except SourceError as exc:
+            raise where.error(f"sources[{i}]", str(exc)) from None
+
+
+def check_environment(cfg: PipelineConfig, environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`ConfigError` when the MQTT sink's broker variable is not set (``${VAR}`` references were
+    already resolved when the file was loaded)."""
+    environ = os.environ if environ is None else environ
+    mqtt = cfg.sinks.mqtt
+    if mqtt is not None and mqtt.url is None and not environ.get(mqtt.url_env):
+        where = cfg.where
+        raise where.error("sinks.mqtt", f"no broker URL: set the environment variable {mqtt.url_env} "
+                                        f"(e.g. mqtt://broker:1883) or give {where.name_of('sinks.mqtt.url')}")
+
+
+def quantized_is_fresh(q: QuantizeConfig, model: Path) -> bool:
+    """Whether ``q.output`` holds a model newer than the source model and the data (so quantizing is skipped).
+
+    The data counts with every file and folder of its :func:`~ovq.data.layout.dataset_root` (an image added or
+    removed).
+    """
+    out_xml = q.output / MODEL_XML
+    out_bin = out_xml.with_suffix(".bin")
+    if not (out_xml.exists() and out_bin.exists()):
+        return False
+    built = min(out_xml.stat().st_mtime, out_bin.stat().st_mtime)
+    data_time = max(newest_mtime(q.data), newest_mtime(dataset_root(q.data)))
+    return built > newest_mtime(model) and built > data_time
+
+
+def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:
+    """The quantized model's ``.xml``: quantized now (:func:`ovq.quantization.workflow.quantize`), or reused
+    when up to date."""
+    if quantized_is_fresh(q, model):
+        logger.info("using %s (newer than %s and %s)", q.output, model, q.data)
+        return q.output / MODEL_XML
+    from ovq.quantization import workflow  # NNCF and the report load only when there is quantizing to do
+
+    logger.info("quantizing %s with %s into %s", model, q.data, q.output)
+    result = workflow.quantize(model, q.data, q.output, q.options)
+    return Path(result.model_xml)
+
+
+def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None) -> list[Sink]:
+    """The sink objects the config asks for (:mod:`ovq.streaming.sinks`): video, JSON Lines, MQTT, window.
+
+    When one cannot be made, the ones already made are closed before the error propagates.
+    """
+    environ = os.environ if environ is None else environ
+    s = cfg.sinks
+    out: list[Sink] = []
+    try:
+        if s.video is not None:
+            out.append(VideoSink(s.video, fps=s.video_fps))
+        if s.jsonl is not None:
+            out.append(JsonlSink(s.jsonl))
+        if s.mqtt is not None:
+            check_environment(cfg, environ)
+            out.append(MqttSink(s.mqtt.url or environ[s.mqtt.url_env], topic_prefix=s.mqtt.topic_prefix))
+        if s.show:
+            out.append(WindowSink())
+    except BaseException:
+        close_all(out)
+        raise
+    return out
+
+
+def close_all(sinks: Sequence[Sink]) -> None:
+    """Close sinks after a failed start; a failure to close is logged, the error that stopped the start wins."""
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as exc:  # noqa: BLE001 - the first error is the one to report
+            logger.debug("closing %r after a failed start: %s", sink, exc)
+
+
+def build_pipeline(
+    cfg: PipelineConfig, *, max_frames: int | None = None, device: str | None = None, extra_sinks: Sequence[Sink] = ()
+) -> Pipeline:
+    """Check, quantize if asked (or reuse an up-to-date result), compile the model and build the pipeline.
+
+    ``max_frames`` and ``device`` override the config's. ``extra_sinks`` (e.g. the command line's progress bar)
+    receive results after the configured ones; the pipeline owns them like its own (closes them, also when
+    the build fails). The performance hint defaults to ``throughput`` (several streams share the requests),
+    except ``latency`` on an NPU. A window's ``q``/Esc stops the pipeline.
+    """
+    device = device or cfg.device
+    try:
+        check_paths(cfg)
+        check_environment(cfg)
+        spec = check_device(device)  # before a quantization that may take minutes
+        model = ensure_quantized(cfg.quantize, cfg.model) if cfg.quantize is not None else cfg.model
+        # cache: a folder is accepted too (compile_model), though Detector's annotation says bool
+        detector = Detector(model, device=device, conf=cfg.conf, precision=cfg.precision,
+                            hint=cfg.hint or default_hint(spec), cache=cfg.cache)  # type: ignore[arg-type]
+        sinks = [*build_sinks(cfg), *extra_sinks]
+    except BaseException:
+        close_all(extra_sinks)
+        raise
+    r = cfg.reconnect
+    try:
+        pipeline = Pipeline(
+            detector, [s.url for s in cfg.sources], names=cfg.source_names, device=device, conf=cfg.conf,
+            nireq=cfg.nireq, track=cfg.track, sinks=sinks,
+            max_frames=max_frames if max_frames is not None else cfg.max_frames, stats_interval=cfg.stats_interval,
+            reconnect=ReconnectPolicy(initial_delay=r.initial_delay, max_delay=r.max_delay,
+                                      stall_timeout=r.stall_timeout, retry=r.retry),
+            realtime_files=cfg.realtime,
+        )
+    except BaseException:
+        close_all(sinks)
+        raise
+    for sink in sinks:
+        if isinstance(sink, WindowSink):
+            sink.on_quit = pipeline.stop
+    return pipeline
+
+
+def run_pipeline_config(cfg: PipelineConfig, *, max_frames: int | None = None, device: str | None = None) -> RunSummary:
+    """:func:`build_pipeline`, then run it; returns its :class:`~ovq.streaming.stats.RunSummary`."""
+    return build_pipeline(cfg, max_frames=max_frames, device=device).run()

@@ -1,0 +1,293 @@
+"""A self-contained deploy folder for an industrial PC: model IR(s), pipeline, run script, systemd unit.
+
+Layout of a bundle::
+
+    models/model/model.xml,.bin          the model (converted to IR when given as .onnx/.pt)
+    models/model-int8/model.xml,.bin     the quantized model, when the pipeline's quantize section made it
+    pipeline.yaml                        the pipeline, paths rewritten relative to the bundle
+    output/                              where the pipeline's video / JSONL sinks write
+    requirements.txt                     ovq's runtime dependencies pinned to the versions installed here
+    wheels/ovq-<version>-py3-none-any.whl   ovq itself (plus every dependency with ``offline=True``)
+    run.sh                               creates .venv next to itself on first use, then runs the pipeline
+    ovq.service                          systemd unit: unprivileged user, restart on failure, hardened
+    README.md                            install and run steps
+
+The bundle is built in a temporary folder next to ``out_dir`` and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+
+from ovq.core.errors import ConfigError, ModelError
+from ovq.core.metadata import read_info
+from ovq.core.urls import env_references
+from ovq.deployment.build import quantized_is_fresh
+from ovq.deployment.loader import load_pipeline_config
+from ovq.deployment.packaging import (
+    WHEELS_DIR,
+    download_wheels,
+    pinned_requirements,
+    requirements_text,
+    runtime_requirements,
+    ship_wheel,
+    wheel_requirements,
+)
+from ovq.deployment.schema import PipelineConfig, is_local_path
+from ovq.model.conversion import MODEL_XML, convert, resolve_model_path
+from ovq.runtime.compilation import read_model
+
+logger = logging.getLogger(__name__)
+
+MODELS_DIR = "models"
+OUTPUT_DIR = "output"
+SERVICE_FILE = "ovq.service"
+
+
+@dataclass
+class BundleResult:
+    """What :func:`bundle` wrote."""
+
+    out_dir: Path
+    model_xml: Path
+    pipeline: Path
+    wheel: Path
+    requirements: list[str]
+    install_dir: str
+    service: Path
+    files: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [
+            f"wrote {self.out_dir} ({len(self.files)} files)",
+            f"  model:        {self.model_xml.relative_to(self.out_dir)}",
+            f"  pipeline:     {self.pipeline.relative_to(self.out_dir)}",
+            f"  ovq wheel:    {self.wheel.relative_to(self.out_dir)}",
+            f"  requirements: {len(self.requirements)} pinned packages",
+            f"  service:      {self.service.name} (install dir {self.install_dir})",
+            f"next: copy {self.out_dir} to {self.install_dir} on the target and follow its README.md",
+        ]
+
+
+def build_bundle(
+    model: str | Path,
+    pipeline: str | Path,
+    out_dir: str | Path,
+    *,
+    install_dir: str | None = None,
+    user: str = "ovq",
+    wheel: str | Path | None = None,
+    offline: bool = False,
+    overwrite: bool = False,
+) -> BundleResult:
+    """Build a deploy folder for ``model`` running ``pipeline`` (see the module docstring for the layout).
+
+    ``model`` replaces the pipeline's ``model``. When the pipeline has a ``quantize`` section, its output must
+    already exist and be up to date (run the pipeline, or ``ovq quantize``, once): the quantized IR is shipped
+    and the section is dropped, since the target has no dataset. ``${VAR}`` references stay as they are, so no
+    secret from this machine lands in the bundle. ``install_dir`` is where the folder will live on the target
+    (default ``/opt/ovq/<out_dir name>``); the systemd unit points there.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{out_dir}: exists and is not empty; pass --force to replace it")
+    cfg = load_pipeline_config(pipeline, resolve_env=False)
+    install_dir = install_dir or f"/opt/ovq/{out_dir.resolve().name}"
+    if not install_dir.startswith("/"):
+        raise ConfigError(f"install dir '{install_dir}' must be an absolute path on the target")
+    if install_dir.startswith(("/home/", "/root/", "/run/user/")):
+        raise ConfigError(f"install dir '{install_dir}': the service hides home folders (ProtectHome); use e.g. /opt/ovq")
+    _check_user(user)
+    src_model = Path(model)
+    if not src_model.exists():
+        raise ModelError(f"{src_model}: no such file or folder")
+
+    parent = out_dir.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the service user must read it
+    try:
+        model_rel = _ship_model(src_model, tmp, "model")
+        run_rel = model_rel
+        if cfg.quantize is not None:
+            run_rel = _ship_quantized(cfg, tmp)
+        wheel_path = ship_wheel(Path(wheel) if wheel else None, tmp / WHEELS_DIR)
+        requires, extras = runtime_requirements(cfg, wheel_requirements(wheel_path))
+        pins = pinned_requirements(requires, extras=extras)
+        (tmp / OUTPUT_DIR).mkdir()
+        _write(tmp / "pipeline.yaml", rewrite_pipeline(cfg, run_rel))
+        _write(tmp / "requirements.txt", requirements_text(pins, wheel_path.name))
+        if offline:
+            download_wheels(tmp / "requirements.txt", tmp / WHEELS_DIR)
+        _write(tmp / "run.sh", run_script(), mode=0o755)
+        _write(tmp / SERVICE_FILE, service_unit(install_dir, user=user, description=cfg.path.stem))
+        _write(tmp / "README.md", readme(cfg, install_dir=install_dir, user=user, run_model=run_rel,
+                                         wheel=wheel_path.name, offline=offline))
+        # the shipped pipeline must load as it is (paths inside the bundle, env references intact)
+        load_pipeline_config(tmp / "pipeline.yaml", resolve_env=False)
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BundleResult(
+        out_dir=out_dir, model_xml=out_dir / run_rel, pipeline=out_dir / "pipeline.yaml",
+        wheel=out_dir / WHEELS_DIR / wheel_path.name, requirements=pins, install_dir=install_dir,
+        service=out_dir / SERVICE_FILE, files=files,
+    )
+
+
+def _check_user(user: str) -> None:
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user) or user == "root":
+        raise ConfigError(f"service user '{user}': expected an unprivileged user name like ovq (not root)")
+
+
+def _write(path: Path, text: str, *, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` to ``out_dir``; an existing ``out_dir`` is moved aside first and removed after."""
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=tmp.parent))
+    os.replace(out_dir, trash / "old")
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        os.replace(trash / "old", out_dir)
+        raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+# --- models --------------------------------------------------------------------------------------------------
+
+
+def _ship_model(src: Path, root: Path, name: str) -> str:
+    """Copy an ovq IR (or convert another model to one) into ``root/models/<name>``; returns the relative .xml."""
+    dest = root / MODELS_DIR / name
+    path = resolve_model_path(src)
+    if path.suffix.lower() == ".xml" and read_info(read_model(path)) is not None:
+        dest.mkdir(parents=True)
+        shutil.copy2(path, dest / MODEL_XML)
+        shutil.copy2(path.with_suffix(".bin"), dest / "model.bin")
+    else:
+        logger.info("converting %s to IR for the bundle", path)
+        convert(path, dest)
+    return f"{MODELS_DIR}/{name}/{MODEL_XML}"
+
+
+def _ship_quantized(cfg: PipelineConfig, root: Path) -> str:
+    q = cfg.quantize
+    assert q is not None
+    if not q.output.exists():
+        raise ConfigError(
+            f"{cfg.path}: quantize.output {q.output} does not exist yet; run `ovq pipeline {cfg.path}` "
+            "(or ovq quantize) once to make it, or remove the quantize section"
+        )
+    if not quantized_is_fresh(q, cfg.model):
+        raise ConfigError(
+            f"{cfg.path}: quantize.output {q.output} is older than {cfg.model} or {q.data}; "
+            f"run `ovq pipeline {cfg.path} --max-frames 1` to quantize again first"
+        )
+    return _ship_model(q.output, root, "model-int8")
+
+
+def rewrite_pipeline(cfg: PipelineConfig, model_rel: str) -> str:
+    """The pipeline YAML as shipped: bundle-relative model and outputs, no quantize section, env refs intact."""
+    data: dict[str, Any] = copy.deepcopy(cfg.raw)
+    data["model"] = model_rel
+    data.pop("quantize", None)
+    if not isinstance(data.get("cache", True), bool):
+        data.pop("cache")  # a build-machine folder; the service sets OVQ_CACHE_DIR
+    sinks = data.get("sinks") or {}
+    if isinstance(sinks.get("video"), dict) and sinks["video"].get("path") is not None:
+        sinks["video"]["path"] = f"{OUTPUT_DIR}/{Path(str(sinks['video']['path'])).name}"
+    elif sinks.get("video") is not None:
+        sinks["video"] = f"{OUTPUT_DIR}/{Path(str(sinks['video'])).name}"
+    if sinks.get("jsonl") is not None:
+        sinks["jsonl"] = f"{OUTPUT_DIR}/{Path(str(sinks['jsonl'])).name}"
+    sources = data.get("sources")
+    if not isinstance(sources, list):
+        sources = [sources]
+        data["sources"] = sources
+    for i, (item, parsed) in enumerate(zip(sources, cfg.sources, strict=True)):
+        raw_url = item.get("url") if isinstance(item, dict) else item
+        if isinstance(raw_url, str) and "${" not in raw_url and is_local_path(parsed.url):
+            logger.warning("source %d (%s) is a local file: it must exist at that path on the target", i, parsed.url)
+            if isinstance(item, dict):
+                item["url"] = parsed.url
+            else:
+                sources[i] = parsed.url
+    header = (
+        f"# Pipeline shipped by `ovq bundle` from {cfg.path.name}.\n"
+        "# Paths are relative to this file. ${VAR} values come from the environment\n"
+        "# (the service reads /etc/ovq/ovq.env). Check it with: ./run.sh --check\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+# --- scripts, unit and README: text files under templates/, filled in with string.Template ---------------------
+
+
+def _template(name: str) -> Template:
+    """A file of ``templates/`` (shipped as package data): ``${name}`` fields, ``$$`` for a literal ``$``."""
+    return Template(resources.files("ovq.deployment").joinpath("templates", name).read_text(encoding="utf-8"))
+
+
+def run_script() -> str:
+    """``run.sh``: set up ``.venv`` next to the bundle when missing or outdated, then run the pipeline."""
+    return resources.files("ovq.deployment").joinpath("templates", "run.sh").read_text(encoding="utf-8")
+
+
+def service_unit(install_dir: str, *, user: str = "ovq", description: str = "pipeline") -> str:
+    """The systemd unit: runs ``run.sh`` as ``user``, restarts on failure, read-only system but the outputs."""
+    return _template(SERVICE_FILE).substitute(
+        install_dir=install_dir.rstrip("/"), user=user, description=description, output_dir=OUTPUT_DIR)
+
+
+def readme(
+    cfg: PipelineConfig, *, install_dir: str, user: str, run_model: str, wheel: str, offline: bool
+) -> str:
+    """The bundle's README: what is inside and how to install, check, run and watch it."""
+    d = install_dir.rstrip("/")
+    outputs = [p for p in (cfg.sinks.video, cfg.sinks.jsonl) if p is not None]
+    mqtt = cfg.sinks.mqtt
+    env_lines: list[str] = []
+    if mqtt is not None:
+        if mqtt.url is None:
+            env_lines.append(f"{mqtt.url_env}=mqtt://broker.local:1883")
+        env_lines += ["OVQ_MQTT_USERNAME=...", "OVQ_MQTT_PASSWORD=..."]
+    known = {line.split("=")[0] for line in env_lines}
+    env_lines += [f"{v}=..." for v in env_references(cfg.raw) if v not in known]
+    return _template("README.md").substitute(
+        name=cfg.path.stem if cfg.path is not None else "pipeline",
+        run_model=run_model,
+        outputs=", ".join(f"`{OUTPUT_DIR}/{p.name}`" for p in outputs) or "none (see pipeline.yaml)",
+        wheel=wheel,
+        network=("every dependency is in `wheels/` (built with --offline): no network needed" if offline
+                 else "pip downloads the pinned dependencies from PyPI (or your mirror: set PIP_INDEX_URL)"),
+        user=user,
+        install_dir=d,
+        install_parent=str(Path(d).parent),
+        service=Path(d).name,
+        env_lines="\n".join(env_lines or ["# nothing needed by this pipeline yet"]),
+        stats_interval=f"{cfg.stats_interval:g}",
+        device=cfg.device,
+    )

@@ -1,0 +1,86 @@
+"""Pipeline YAML files: read one, fill in ``${VAR}`` references, check it into a :class:`PipelineConfig`.
+
+.. code-block:: yaml
+
+    model: models/detector          # folder / .xml / .onnx / .pt, relative to this file
+    quantize:                       # optional: quantize first; skipped when the output is up to date
+      data: datasets/line1/data.yaml
+      max_drop: 0.01                # any option of ovq quantize (ovq.quantization.options.QuantizeOptions)
+      output: models/detector-int8
+    device: AUTO:GPU,CPU            # precision, hint, nireq, cache too
+    sources:
+      - {name: cam1, url: "rtsp://${CAM1_USER}:${CAM1_PASSWORD}@10.0.0.11/stream1"}
+      - synth://conveyor?fps=30
+    track: true
+    conf: 0.4
+    sinks: {video: out/line1.mp4, jsonl: out/line1.jsonl, mqtt: {topic_prefix: factory/line1}, show: false}
+    max_frames: null
+    stats_interval: 10
+    reconnect: {initial_delay: 0.5, max_delay: 30, stall_timeout: 5}
+    realtime: false                 # true: read video files at their frame rate, like a camera
+
+String values may reference environment variables as ``${VAR}`` or ``${VAR:-default}``; credentials belong in
+the environment, so a password written literally in a URL is rejected. Relative paths are relative to the file.
+The keys and their checks are in :mod:`ovq.deployment.schema`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ovq.core.errors import ConfigError
+from ovq.core.urls import expand_env, has_literal_password
+from ovq.core.yamlio import read_yaml
+from ovq.deployment.fields import Origin
+from ovq.deployment.schema import PipelineConfig
+
+_PASSWORD_IN_FILE = (
+    "holds a password written in the file; reference the environment instead, "
+    "e.g. rtsp://${CAM_USER}:${CAM_PASSWORD}@host/stream (MQTT: OVQ_MQTT_USERNAME / OVQ_MQTT_PASSWORD)"
+)
+
+
+def parse_pipeline_config(
+    data: Any, path: str | Path, *, resolve_env: bool = True, environ: Mapping[str, str] | None = None
+) -> PipelineConfig:
+    """Build a :class:`PipelineConfig` from parsed YAML ``data`` that came from ``path``.
+
+    ``resolve_env=False`` leaves ``${VAR}`` references as they are (to rewrite a file without its secrets);
+    ``environ`` replaces ``os.environ`` as the source of their values.
+    """
+    path = Path(path)
+    origin = Origin.yaml_file(path, unresolved_env=not resolve_env)
+    env = dict(os.environ if environ is None else environ) if resolve_env else None
+    return PipelineConfig.from_mapping(_expand(data, "", origin, env), origin, raw=data)
+
+
+def load_pipeline_config(
+    path: str | Path, *, resolve_env: bool = True, environ: Mapping[str, str] | None = None
+) -> PipelineConfig:
+    """Read and check a pipeline YAML file. Raises :class:`ConfigError` naming the file and key on any problem."""
+    return parse_pipeline_config(read_yaml(path), path, resolve_env=resolve_env, environ=environ)
+
+
+def _expand(value: Any, key: str, origin: Origin, environ: dict[str, str] | None) -> Any:
+    """A copy of ``value`` with ``${VAR}`` filled in from ``environ`` (``None``: left as written).
+
+    Every string is first checked for a password written out in a URL: the file is what gets committed and
+    copied, so that is where it must not be, whether or not the references are resolved.
+    """
+    if isinstance(value, str):
+        if has_literal_password(value):
+            raise origin.error(key, _PASSWORD_IN_FILE)
+        if environ is None:
+            return value
+        try:
+            return expand_env(value, environ)
+        except ConfigError as exc:
+            raise origin.error(key, str(exc)) from None
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{key}.{k}" if key else str(k), origin, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{key}[{i}]", origin, environ) for i, v in enumerate(value)]
+    return value

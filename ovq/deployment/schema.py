@@ -1,0 +1,360 @@
+"""What a pipeline job is: model, optional quantization, device, sources, sinks, reconnection; checked once.
+
+One :class:`PipelineConfig` describes a job however it was written: ``ovq pipeline FILE.yaml`` reads it from a
+file (:mod:`ovq.deployment.loader`), ``ovq run MODEL --source ...`` from its flags; both go through
+:meth:`PipelineConfig.from_mapping`, and :mod:`ovq.deployment.build` turns the result into a running pipeline.
+
+Every key is checked as it is read: an unknown key is an error with a close-match suggestion, a bad value an
+error naming the file and the key path (``line1.yaml: sinks.mqtt.topic_prefix: expected a string, got 3``) or,
+from the command line, the flag. The ``quantize`` section is :class:`~ovq.quantization.options.QuantizeOptions`
+(the options ``ovq quantize`` takes) plus where the data is and where the result goes.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ovq.core.errors import ConfigError, OvqError
+from ovq.core.urls import mask_url
+from ovq.deployment.fields import Origin, describe, given
+from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
+from ovq.runtime.compilation import HINTS, PRECISIONS
+from ovq.runtime.devices import parse_device
+from ovq.streaming.sources import URL_SCHEMES
+
+MQTT_URL_ENV = "OVQ_MQTT_URL"
+MQTT_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl")  # what ovq.streaming.sinks.mqtt_settings connects to
+STREAM_SCHEMES = (*URL_SCHEMES, "synth", "file")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPTION = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])?): (.*)$", re.DOTALL)
+
+# The quantize section: the shared options (QuantizeOptions and its advanced knobs, flat) and the two keys only a
+# pipeline needs. A pipeline quantizes on start-up, so its report skips the throughput benchmark by default
+# (QuantizeOptions' 5 s per configuration would delay every start that quantizes).
+_OPTION_KEYS = tuple(f.name for f in fields(QuantizeOptions) if f.name != "advanced") + tuple(
+    f.name for f in fields(AdvancedQuantizeOptions))
+QUANTIZE_KEYS = ("data", "output", *_OPTION_KEYS)
+PIPELINE_QUANTIZE_DEFAULTS = {"bench_seconds": 0.0}
+
+
+def device_text(origin: Origin, value: Any, key: str) -> str:
+    """A device string, normalized (``auto:gpu,cpu`` -> ``AUTO:GPU,CPU``); its syntax checked, not the hardware."""
+    text = origin.string(value, key)
+    if origin.is_reference(text):
+        return text
+    try:
+        return parse_device(text).text
+    except OvqError as exc:
+        raise origin.error(key, str(exc)) from None
+
+
+@dataclass
+class QuantizeConfig:
+    """Quantize the model to INT8 before running (``ovq.quantization``); skipped while ``output`` is up to date."""
+
+    data: Path
+    output: Path
+    options: QuantizeOptions = field(default_factory=QuantizeOptions)
+
+    @classmethod
+    def from_mapping(cls, value: Any, origin: Origin, model: Path) -> QuantizeConfig:
+        q = origin.mapping(value, "quantize", QUANTIZE_KEYS)
+        if not given(q, "data"):
+            raise origin.error("quantize.data", "required: the dataset to calibrate (and validate) with")
+        output = origin.base / f"{model.stem}-int8"  # beside the pipeline file unless given
+        if given(q, "output"):
+            output = origin.path(q["output"], "quantize.output")
+        asked = {k: v for k, v in q.items() if k not in ("data", "output") and v is not None}
+        try:
+            options = QuantizeOptions.from_mapping({**PIPELINE_QUANTIZE_DEFAULTS, **asked})
+        except ConfigError as exc:  # "max_drop: expected ..." -> "FILE: quantize.max_drop: expected ..."
+            match = _OPTION.match(str(exc))
+            if match is None:
+                raise origin.error("quantize", str(exc)) from None
+            raise origin.error(f"quantize.{match.group(1)}", match.group(2)) from None
+        # the same device syntax as the pipeline's own device (QuantizeOptions only checks it is a string)
+        options = replace(options, device=device_text(origin, options.device, "quantize.device"))
+        return cls(data=origin.path(q["data"], "quantize.data"), output=output, options=options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": str(self.data), "output": str(self.output), **self.options.to_dict()}
+
+
+@dataclass
+class SourceConfig:
+    """One video source: ``url`` is a camera index (``"0"``), a file or folder, or ``rtsp://``, ``synth://``..."""
+
+    url: str
+    name: str | None = None
+
+    @classmethod
+    def from_value(cls, value: Any, origin: Origin, key: str) -> SourceConfig:
+        """From a source string, a camera index, or ``{name, url}``."""
+        name = None
+        if isinstance(value, dict):
+            item = origin.mapping(value, key, ("name", "url"))
+            if not given(item, "url"):
+                raise origin.error(f"{key}.url", "required: a camera index, file, folder or stream URL")
+            if given(item, "name"):
+                name = origin.string(item["name"], f"{key}.name")
+            value, key = item["url"], f"{key}.url"
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise origin.error(key, f"a camera index must be >= 0, got {value}")
+            return cls(url=str(value), name=name)
+        text = origin.string(value, key).strip()
+        scheme = _SCHEME.match(text)
+        if scheme:
+            if scheme.group(1).lower() not in STREAM_SCHEMES:
+                close = difflib.get_close_matches(scheme.group(1).lower(), STREAM_SCHEMES, n=1, cutoff=0.5)
+                hint = f"; did you mean '{close[0]}://'?" if close else f"; expected one of {', '.join(STREAM_SCHEMES)}"
+                raise origin.error(key, f"unknown stream scheme '{scheme.group(1)}://'{hint}")
+            return cls(url=text, name=name)
+        if text.isdigit() or origin.is_reference(text):
+            return cls(url=text, name=name)
+        return cls(url=str(origin.path(text, key)), name=name)
+
+    def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
+        return {"name": self.name, "url": mask_url(self.url) if mask_secrets else self.url}
+
+
+def is_local_path(url: str) -> bool:
+    """Whether a source string names a local file or folder (not a camera index or a stream URL)."""
+    return not (url.isdigit() or _SCHEME.match(url) or url.startswith("/dev/video"))
+
+
+@dataclass
+class MqttConfig:
+    """Publish detections to MQTT. ``url`` wins over ``url_env`` (the variable holding the broker URL)."""
+
+    url: str | None = None
+    url_env: str = MQTT_URL_ENV
+    topic_prefix: str = "ovq"
+
+    @classmethod
+    def from_value(cls, value: Any, origin: Origin) -> MqttConfig | None:
+        """From ``true``/``false``, a broker URL, or ``{url, url_env, topic_prefix}``."""
+        if value is True or value is False:
+            return cls() if value else None
+        if isinstance(value, str):
+            return cls(url=_broker_url(origin, value, "sinks.mqtt"))
+        m = origin.mapping(value, "sinks.mqtt", ("url", "url_env", "topic_prefix"))
+        cfg = cls()
+        if given(m, "url"):
+            cfg.url = _broker_url(origin, m["url"], "sinks.mqtt.url")
+        if given(m, "url_env"):
+            cfg.url_env = origin.string(m["url_env"], "sinks.mqtt.url_env")
+            if not _ENV_NAME.fullmatch(cfg.url_env):
+                raise origin.error("sinks.mqtt.url_env", f"'{cfg.url_env}' is not an environment variable name")
+        if given(m, "topic_prefix"):
+            cfg.topic_prefix = origin.string(m["topic_prefix"], "sinks.mqtt.topic_prefix")
+            if any(c in cfg.topic_prefix for c in "#+"):
+                raise origin.error("sinks.mqtt.topic_prefix", "MQTT wildcards # and + cannot be published to")
+        return cfg
+
+    def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
+        url = mask_url(self.url) if (mask_secrets and self.url) else self.url
+        return {"url": url, "url_env": self.url_env, "topic_prefix": self.topic_prefix}
+
+
+def _broker_url(origin: Origin, value: Any, key: str) -> str:
+    text = origin.string(value, key)
+    if origin.is_reference(text):
+        return text
+    scheme = _SCHEME.match(text)
+    if not scheme or scheme.group(1).lower() not in MQTT_SCHEMES:
+        raise origin.error(key, f"expected a broker URL like mqtt://host:1883, got {describe(value)}")
+    return text
+
+
+@dataclass
+class SinksConfig:
+    """Where results go: an annotated video, a JSON-lines file, MQTT, a window."""
+
+    video: Path | None = None
+    video_fps: float | None = None
+    jsonl: Path | None = None
+    mqtt: MqttConfig | None = None
+    show: bool = False
+
+    @classmethod
+    def from_mapping(cls, value: Any, origin: Origin) -> SinksConfig:
+        s = origin.mapping(value, "sinks", ("video", "jsonl", "mqtt", "show"))
+        sinks = cls()
+        if isinstance(s.get("video"), dict):
+            v = origin.mapping(s["video"], "sinks.video", ("path", "fps"))
+            if not given(v, "path"):
+                raise origin.error("sinks.video.path", "required: the video file to write")
+            sinks.video = origin.path(v["path"], "sinks.video.path")
+            if given(v, "fps"):
+                sinks.video_fps = origin.number(v["fps"], "sinks.video.fps", low=0.0, low_open=True)
+        elif given(s, "video"):
+            sinks.video = origin.path(s["video"], "sinks.video")
+        if given(s, "jsonl"):
+            sinks.jsonl = origin.path(s["jsonl"], "sinks.jsonl")
+        if given(s, "mqtt"):
+            sinks.mqtt = MqttConfig.from_value(s["mqtt"], origin)
+        if "show" in s:
+            sinks.show = origin.boolean(s["show"], "sinks.show")
+        return sinks
+
+    def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
+        return {
+            "video": None if self.video is None else str(self.video),
+            "video_fps": self.video_fps,
+            "jsonl": None if self.jsonl is None else str(self.jsonl),
+            "mqtt": None if self.mqtt is None else self.mqtt.to_dict(mask_secrets),
+            "show": self.show,
+        }
+
+
+@dataclass
+class ReconnectConfig:
+    """How live sources reconnect after a drop (``ovq.streaming.readers.ReconnectPolicy``)."""
+
+    initial_delay: float = 0.5
+    max_delay: float = 30.0
+    stall_timeout: float = 5.0
+    retry: bool = True
+
+    @classmethod
+    def from_value(cls, value: Any, origin: Origin) -> ReconnectConfig:
+        """From ``true``/``false`` (retry or not) or ``{initial_delay, max_delay, stall_timeout, retry}``."""
+        if isinstance(value, bool):
+            return cls(retry=value)
+        r = origin.mapping(value, "reconnect", ("initial_delay", "max_delay", "stall_timeout", "retry"))
+        cfg = cls()
+        for key in ("initial_delay", "max_delay", "stall_timeout"):
+            if given(r, key):
+                setattr(cfg, key, origin.number(r[key], f"reconnect.{key}", low=0.0, low_open=True))
+        if "retry" in r:
+            cfg.retry = origin.boolean(r["retry"], "reconnect.retry")
+        if cfg.max_delay < cfg.initial_delay:
+            raise origin.error("reconnect.max_delay",
+                               f"must be >= initial_delay ({cfg.initial_delay:g} s), got {cfg.max_delay:g}")
+        return cfg
+
+
+_TOP_KEYS = ("model", "quantize", "device", "precision", "hint", "nireq", "cache", "sources", "track", "conf",
+             "sinks", "max_frames", "stats_interval", "reconnect", "realtime")
+
+
+@dataclass
+class PipelineConfig:
+    """A whole job: see :meth:`from_mapping` (and :func:`ovq.deployment.loader.load_pipeline_config` for files).
+
+    ``path`` is the YAML file it came from, ``None`` for the command line. ``raw`` is the mapping as written
+    (``${VAR}`` references unexpanded), from which ``ovq bundle`` writes the shipped file.
+    """
+
+    path: Path | None
+    model: Path
+    sources: list[SourceConfig]
+    device: str = "AUTO"
+    precision: str | None = None
+    hint: str | None = None
+    nireq: int = 0
+    cache: bool | Path = True
+    quantize: QuantizeConfig | None = None
+    track: bool = False
+    conf: float | None = None
+    sinks: SinksConfig = field(default_factory=SinksConfig)
+    max_frames: int | None = None
+    stats_interval: float = 10.0
+    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    realtime: bool = False  # read files at their frame rate, dropping frames like a live camera
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    origin: Origin | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def where(self) -> Origin:
+        """The :class:`~ovq.deployment.fields.Origin` its messages name (its file, or the command line)."""
+        if self.origin is not None:
+            return self.origin
+        return Origin.yaml_file(self.path) if self.path is not None else Origin.command_line({})
+
+    @classmethod
+    def from_mapping(cls, data: Any, origin: Origin, *, raw: Any = None) -> PipelineConfig:
+        """Check ``data`` (a parsed YAML file with ``${VAR}`` expanded, or the command line's options) key by key.
+
+        Raises :class:`ConfigError` naming the file (or flag) and the key on the first problem.
+        """
+        if data is None:
+            raise origin.error("", "the file is empty; expected at least 'model' and 'sources'")
+        top = origin.mapping(data, "", _TOP_KEYS)
+        for key in ("model", "sources"):
+            if not given(top, key):
+                raise origin.error(key, "required")
+        model = origin.path(top["model"], "model")
+        o, t = origin, top
+        return cls(
+            path=o.file,
+            model=model,
+            sources=_sources(o, t["sources"]),
+            device=device_text(o, t["device"], "device") if given(t, "device") else "AUTO",
+            precision=o.choice(t["precision"], "precision", PRECISIONS) if given(t, "precision") else None,
+            hint=o.choice(t["hint"], "hint", HINTS) if given(t, "hint") else None,
+            nireq=o.integer(t["nireq"], "nireq", low=0) if given(t, "nireq") else 0,
+            cache=_cache(o, t["cache"]) if "cache" in t else True,
+            quantize=QuantizeConfig.from_mapping(t["quantize"], o, model) if given(t, "quantize") else None,
+            track=o.boolean(t["track"], "track") if "track" in t else False,
+            conf=o.number(t["conf"], "conf", low=0.0, high=1.0) if given(t, "conf") else None,
+            sinks=SinksConfig.from_mapping(t["sinks"], o) if given(t, "sinks") else SinksConfig(),
+            max_frames=o.integer(t["max_frames"], "max_frames", low=1) if given(t, "max_frames") else None,
+            stats_interval=(o.number(t["stats_interval"], "stats_interval", low=0.0)
+                            if given(t, "stats_interval") else 10.0),
+            reconnect=ReconnectConfig.from_value(t["reconnect"], o) if given(t, "reconnect") else ReconnectConfig(),
+            realtime=o.boolean(t["realtime"], "realtime") if "realtime" in t else False,
+            raw=copy.deepcopy(data if raw is None else raw),
+            origin=origin,
+        )
+
+    @property
+    def source_names(self) -> list[str] | None:
+        """Names for every source when any was named (unnamed ones get ``source<i>``), else ``None``."""
+        if not any(s.name for s in self.sources):
+            return None
+        return [s.name or f"source{i}" for i, s in enumerate(self.sources)]
+
+    def to_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
+        """The resolved config as plain data (paths as strings); passwords in URLs masked unless asked."""
+        return {
+            "model": str(self.model),
+            "quantize": None if self.quantize is None else self.quantize.to_dict(),
+            "device": self.device,
+            "precision": self.precision,
+            "hint": self.hint,
+            "nireq": self.nireq,
+            "cache": self.cache if isinstance(self.cache, bool) else str(self.cache),
+            "sources": [s.to_dict(mask_secrets) for s in self.sources],
+            "track": self.track,
+            "conf": self.conf,
+            "sinks": self.sinks.to_dict(mask_secrets),
+            "max_frames": self.max_frames,
+            "stats_interval": self.stats_interval,
+            "reconnect": asdict(self.reconnect),
+            "realtime": self.realtime,
+        }
+
+
+def _sources(origin: Origin, value: Any) -> list[SourceConfig]:
+    items = [value] if isinstance(value, (str, int, dict)) and not isinstance(value, bool) else value
+    if not isinstance(items, list) or not items:
+        raise origin.error("sources", f"expected a non-empty list of sources, got {describe(value)}")
+    sources = [SourceConfig.from_value(item, origin, f"sources[{i}]") for i, item in enumerate(items)]
+    names = [s.name for s in sources if s.name]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise origin.error("sources", f"source name '{dup[0]}' is used twice")
+    return sources
+
+
+def _cache(origin: Origin, value: Any) -> bool | Path:
+    """``true``/``false`` (the default cache folder or none), or a cache folder."""
+    return origin.path(value, "cache") if isinstance(value, str) else origin.boolean(value, "cache")

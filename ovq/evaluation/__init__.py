@@ -1,0 +1,1 @@
+"""How good and how fast: COCO mAP, predictions on images, throughput and latency."""

@@ -1,0 +1,271 @@
+"""``ovq eval``: COCO mAP of a model on a labelled dataset, with asynchronous inference.
+
+:func:`predict_samples` runs an ``AsyncInferQueue`` over any compiled model (the detector's, or the one
+NNCF compiles while it validates) with image decoding and postprocessing on worker threads, so all
+three overlap; :func:`ovq.evaluation.metrics.coco_map` scores the results with pycocotools.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from ovq.core.detections import Detections
+from ovq.core.errors import DatasetError
+from ovq.core.fileio import write_text_atomic
+from ovq.core.geometry import ResizeInfo
+from ovq.data.datasets import Dataset, Sample, load_dataset
+from ovq.data.images import read_image
+from ovq.evaluation.metrics import MAX_DETS, MapResult, coco_map, top_k
+from ovq.model.detector import Detector, load
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONF = 0.001  # COCO evaluation keeps nearly everything; the 100 best per image are scored
+
+__all__ = [
+    "DEFAULT_CONF",
+    "EvalResult",
+    "MapResult",
+    "coco_map",
+    "coco_results",
+    "evaluate",
+    "predict_samples",
+]
+
+
+@dataclass
+class EvalResult:
+    """What ``ovq eval`` measured. ``precision`` is the inference precision the device actually used."""
+
+    map50_95: float
+    map50: float
+    per_class: dict[str, float]
+    images: int
+    seconds: float
+    device: str
+    precision: str
+    model: str
+    data: str
+    split: str
+    boxes: int = 0
+    conf: float = DEFAULT_CONF
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def progress_bar(total: int, progress: bool | str, unit: str = "img"):
+    """A tqdm bar on stderr, off when ``progress`` is False or stderr is not a terminal."""
+    from tqdm import tqdm
+
+    desc = progress if isinstance(progress, str) else None
+    enabled = bool(progress) and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, leave=False)
+
+
+def predict_samples(
+    compiled: ov.CompiledModel,
+    detector: Detector,
+    samples: Sequence[Sample],
+    *,
+    conf: float = DEFAULT_CONF,
+    progress: bool | str = True,
+    jobs: int = 0,
+    preprocessed: Mapping[Path, tuple[np.ndarray, ResizeInfo]] | None = None,
+) -> list[Detections]:
+    """Detections for every sample, in sample order, running ``compiled`` asynchronously.
+
+    ``detector`` supplies preprocessing and decoding; ``compiled`` may be a different compilation of the
+    same graph (e.g. NNCF's). ``jobs=0`` uses the device's optimal number of infer requests. Images are
+    decoded ahead on a worker thread and outputs decoded on another while the device infers.
+    A decoded image whose size differs from the sample's raises :class:`DatasetError`.
+    ``preprocessed`` maps image paths to model inputs already made (``detector.preprocess``), so a caller
+    that validates the same images many times (accuracy control) decodes them once.
+    """
+    samples = list(samples)
+    results: list[Detections | None] = [None] * len(samples)
+    if not samples:
+        return []
+    queue = ov.AsyncInferQueue(compiled, jobs)
+    n_outputs = len(compiled.outputs)
+    errors: list[BaseException] = []
+    pending: list[Future] = []
+    lock = threading.Lock()
+    bar = progress_bar(len(samples), progress)
+
+    def load_one(index: int):
+        sample = samples[index]
+        if preprocessed is not None and sample.image in preprocessed:
+            return preprocessed[sample.image]
+        image = read_image(sample.image)
+        if image.shape[1] != sample.width or image.shape[0] != sample.height:
+            raise DatasetError(
+                f"{sample.image}: image is {image.shape[1]}x{image.shape[0]} but the dataset says "
+                f"{sample.width}x{sample.height}"
+            )
+        return detector.preprocess(image)
+
+    def finish_one(index: int, outputs: list[np.ndarray], rinfo) -> None:
+        results[index] = detector.postprocess(outputs, rinfo, conf=conf)
+        with lock:
+            bar.update(1)
+
+    try:
+        _run_queue(queue, samples, load_one, finish_one, n_outputs, errors, pending)
+    finally:
+        bar.close()
+    if errors:
+        raise errors[0]
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:  # pragma: no cover - would mean a lost callback
+        raise RuntimeError(f"predict_samples: no result for {len(missing)} samples (first {samples[missing[0]].image})")
+    return results  # type: ignore[return-value]
+
+
+def _run_queue(queue, samples, load_one, finish_one, n_outputs, errors, pending) -> None:
+    """Decode ahead on one thread, infer on the queue, postprocess on another thread; keep order by index."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovq-load") as loader, ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="ovq-post"
+    ) as post:
+
+        def on_done(request: ov.InferRequest, userdata: tuple[int, Any]) -> None:
+            try:
+                index, rinfo = userdata
+                outputs = [request.get_output_tensor(i).data.copy() for i in range(n_outputs)]
+                pending.append(post.submit(finish_one, index, outputs, rinfo))
+            except Exception as exc:  # noqa: BLE001 - re-raised below; it must not vanish in OpenVINO's thread
+                errors.append(exc)
+
+        queue.set_callback(on_done)
+        ahead = len(queue) + 2
+        loads: collections.deque[Future] = collections.deque(
+            loader.submit(load_one, i) for i in range(min(ahead, len(samples)))
+        )
+        try:
+            for index in range(len(samples)):
+                tensor, rinfo = loads.popleft().result()
+                nxt = index + len(loads) + 1
+                if nxt < len(samples):
+                    loads.append(loader.submit(load_one, nxt))
+                if errors:
+                    break
+                queue.start_async({0: tensor}, (index, rinfo))
+        finally:
+            queue.wait_all()
+            for f in loads:
+                f.cancel()
+        for f in pending:
+            f.result()
+
+
+def coco_results(samples: Sequence[Sample], predictions: Sequence[Detections]) -> list[dict[str, Any]]:
+    """COCO result records of what is scored (the 100 best per image).
+
+    ``image_id`` is the image file's stem (as an int when it is all digits, which matches COCO's own ids),
+    ``category_id`` the contiguous class index, ``bbox`` ``[x, y, w, h]`` in original-image pixels.
+    """
+    records = []
+    for sample, dets in zip(samples, predictions):
+        stem = sample.image.stem
+        image_id: int | str = int(stem) if stem.isdigit() else stem
+        dets = top_k(dets, MAX_DETS)
+        for box, cls, score in zip(dets.xyxy.tolist(), dets.class_id.tolist(), dets.confidence.tolist()):
+            records.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(cls),
+                    "bbox": [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
+                    "score": round(float(score), 5),
+                }
+            )
+    return records
+
+
+def evaluate(
+    model: str | Path | Detector,
+    data: str | Path | Dataset,
+    *,
+    split: str = "val",
+    conf: float = DEFAULT_CONF,
+    device: str = "CPU",
+    precision: str | None = None,
+    save_json: str | Path | None = None,
+    progress: bool | str = True,
+    images: str | Path | None = None,
+) -> EvalResult:
+    """COCO mAP50-95 / mAP50 / per-class AP of ``model`` on one split of ``data``.
+
+    ``model`` is a model path (folder, ``.xml``, ``.onnx``, ``.pt``) or a :class:`Detector` (then ``device``
+    and ``precision`` are its own). ``precision``: ``None`` uses the model's stored compile settings, else
+    the device default; ``default``/``f32``/``bf16`` override. ``save_json`` writes COCO-format results.
+    ``images``: the image folder of a COCO JSON when it is not beside the JSON.
+    """
+    start = time.perf_counter()
+    if isinstance(model, Detector):
+        detector = model
+        labels = detector.labels
+        ov_model = None
+    else:
+        ov_model, info = load(model)
+        labels = info.labels
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, split=split, names=labels, images=images)
+    check_dataset(dataset, labels, model)
+    if ov_model is not None:
+        detector = Detector(ov_model, device=device, precision=precision, hint="throughput")
+    logger.info(
+        "evaluating on %s, %d images, inference precision %s", device if ov_model is not None else detector.device,
+        len(dataset), detector.inference_precision,
+    )
+    preds = predict_samples(detector.compiled, detector, dataset.samples, conf=conf, progress=progress)
+    scored = coco_map(dataset.samples, preds, num_classes=len(labels), names=labels)
+    if save_json is not None:
+        write_text_atomic(save_json, json.dumps(coco_results(dataset.samples, preds)) + "\n")
+        logger.info("wrote %s", save_json)
+    return EvalResult(
+        map50_95=scored.map50_95,
+        map50=scored.map50,
+        per_class=scored.per_class,
+        images=len(dataset),
+        seconds=time.perf_counter() - start,
+        device=detector.device,
+        precision=detector.inference_precision,
+        model=str(model) if not isinstance(model, Detector) else (detector.info.source or "model"),
+        data=str(dataset.source or dataset.root),
+        split=dataset.split,
+        boxes=dataset.boxes,
+        conf=conf,
+    )
+
+
+def check_dataset(dataset: Dataset, labels: list[str], model: Any) -> None:
+    where = dataset.source or dataset.root
+    if not dataset.labelled:
+        raise DatasetError(f"{where}: split '{dataset.split}' has no labels; evaluation needs labelled images")
+    if dataset.boxes == 0:
+        raise DatasetError(f"{where}: split '{dataset.split}' has no labelled boxes; mAP is undefined")
+    if len(dataset.names) != len(labels):
+        raise DatasetError(
+            f"{where}: the dataset has {len(dataset.names)} classes, the model {len(labels)}; "
+            "class indices must mean the same thing"
+        )
+    max_class = max(int(s.class_id.max()) for s in dataset.samples if len(s.class_id))
+    if max_class >= len(labels):
+        raise DatasetError(f"{where}: class {max_class} is out of range for the model's {len(labels)} classes")
+    differ = [(i, a, b) for i, (a, b) in enumerate(zip(dataset.names, labels)) if a.lower() != b.lower()]
+    if differ:
+        i, a, b = differ[0]
+        logger.warning(
+            "%s: %d class names differ from the model's (first: class %d is '%s' in the data, '%s' in %s)",
+            where, len(differ), i, a, b, model,
+        )

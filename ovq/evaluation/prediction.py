@@ -1,0 +1,52 @@
+"""``ovq predict``: detections for a few images, as JSON and annotated pictures."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from ovq.core.drawing import annotate
+from ovq.core.fileio import atomic_output_dir, write_json_atomic
+from ovq.data.images import list_images, read_image
+from ovq.model.detector import Detector
+
+logger = logging.getLogger(__name__)
+
+
+def predict(
+    model: str | Path | Detector,
+    images: Sequence[str | Path],
+    out_dir: str | Path | None = None,
+    *,
+    conf: float | None = None,
+    device: str = "CPU",
+    precision: str | None = None,
+) -> list[dict[str, Any]]:
+    """Detect in each image; with ``out_dir`` write ``predictions.json`` and annotated images there."""
+    files = list_images(images)
+    detector = model if isinstance(model, Detector) else Detector(model, device=device, conf=conf, precision=precision)
+    results: list[dict[str, Any]] = []
+    annotated: list[tuple[str, Any]] = []
+    names_seen: set[str] = set()
+    for path in files:
+        image = read_image(path)
+        dets = detector(image, conf=conf)
+        results.append({"file": str(path), "detections": dets.to_records(detector.labels)})
+        if out_dir is not None:
+            name = path.stem + ".jpg"
+            if name in names_seen:
+                name = f"{path.stem}_{len(names_seen)}.jpg"
+            names_seen.add(name)
+            annotated.append((name, annotate(image, dets, detector.labels)))
+        logger.info("%s: %d detections", path, len(dets))
+    if out_dir is not None:
+        with atomic_output_dir(out_dir) as tmp:
+            for name, frame in annotated:
+                if not cv2.imwrite(str(tmp / name), frame):
+                    raise OSError(f"{tmp / name}: cannot write image")
+            write_json_atomic(tmp / "predictions.json", results)
+    return results

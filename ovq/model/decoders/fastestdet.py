@@ -1,0 +1,49 @@
+"""FastestDet: ``[1, 5 + nc, H, W]``; ch0 objectness, ch1-2 cell offsets (tanh), ch3-4 w, h (sigmoid,
+relative to the image), ch5.. class scores (softmaxed). score = obj^0.6 * cls^0.4, then NMS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ovq.core.detections import Detections
+from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
+from ovq.model.decoders.base import DecodeParams, SourcePreprocessing, finish
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class FastestDetDecoder:
+    family = "fastestdet"
+    preprocessing = SourcePreprocessing(color="BGR", scale=(255.0, 255.0, 255.0), resize="stretch")
+    default_iou = 0.45
+
+    def matches(self, output_shapes: list[tuple[int, ...]], input_size: tuple[int, int]) -> bool:
+        shape = output_shapes[0]
+        return len(shape) == 4 and shape[0] == 1 and shape[1] > 5 and shape[2] < shape[1] and shape[3] < shape[1]
+
+    def num_classes(self, output_shapes: list[tuple[int, ...]]) -> int | None:
+        return output_shapes[0][1] - 5
+
+    def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:
+        pred = np.asarray(outputs[0])[0]  # (5 + nc, H, W)
+        _, gh, gw = pred.shape
+        flat = pred.reshape(pred.shape[0], -1).T  # (H*W, 5 + nc)
+        obj = flat[:, 0]
+        cls = flat[:, 5:]
+        class_id = cls.argmax(axis=1)
+        cls_score = np.take_along_axis(cls, class_id[:, None], axis=1)[:, 0]
+        scores = (np.clip(obj, 0, None) ** 0.6) * (np.clip(cls_score, 0, None) ** 0.4)
+        keep = scores >= params.conf_threshold
+        idx = np.nonzero(keep)[0]
+        gy, gx = np.divmod(idx, gw)
+        f = flat[keep]
+        h, w = params.input_size
+        cx = (np.tanh(f[:, 1]) + gx) / gw * w
+        cy = (np.tanh(f[:, 2]) + gy) / gh * h
+        bw = _sigmoid(f[:, 3]) * w
+        bh = _sigmoid(f[:, 4]) * h
+        boxes = cxcywh_to_xyxy(np.stack([cx, cy, bw, bh], axis=1))
+        return finish(boxes, scores[keep].astype(np.float32), class_id[keep], resize, params)

@@ -1,0 +1,62 @@
+"""YOLOX (Megvii export): ``[1, N, 5 + nc]`` raw per-cell outputs over strides 8/16/32, then NMS.
+
+xy = (raw_xy + grid) * stride, wh = exp(raw_wh) * stride, score = objectness * class score.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ovq.core.detections import Detections
+from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
+from ovq.model.decoders.base import DecodeParams, SourcePreprocessing, finish
+
+STRIDES = (8, 16, 32)
+
+
+@functools.lru_cache(maxsize=8)
+def grid_cells(input_size: tuple[int, int], strides: tuple[int, ...] = STRIDES) -> tuple[np.ndarray, np.ndarray]:
+    """Grid (x, y) of every cell and its stride, in the export's order (stride by stride, row-major)."""
+    h, w = input_size
+    grids, cell_strides = [], []
+    for s in strides:
+        gh, gw = h // s, w // s
+        ys, xs = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+        grids.append(np.stack([xs, ys], axis=-1).reshape(-1, 2))
+        cell_strides.append(np.full((gh * gw, 1), s))
+    return np.concatenate(grids).astype(np.float32), np.concatenate(cell_strides).astype(np.float32)
+
+
+class YoloxDecoder:
+    family = "yolox"
+    preprocessing = SourcePreprocessing(
+        color="BGR", scale=(1.0, 1.0, 1.0), resize="letterbox", letterbox_center=False, pad_value=114
+    )
+    default_iou = 0.65
+
+    def matches(self, output_shapes: list[tuple[int, ...]], input_size: tuple[int, int]) -> bool:
+        shape = output_shapes[0]
+        if len(shape) != 3 or shape[0] != 1 or shape[2] < 6:
+            return False
+        h, w = input_size
+        return shape[1] == sum((h // s) * (w // s) for s in STRIDES)
+
+    def num_classes(self, output_shapes: list[tuple[int, ...]]) -> int | None:
+        return output_shapes[0][2] - 5
+
+    def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:
+        pred = np.asarray(outputs[0])[0]  # (N, 5 + nc)
+        grid, stride = grid_cells(params.input_size)
+        if len(grid) != pred.shape[0]:
+            raise ValueError(f"YOLOX output has {pred.shape[0]} cells, expected {len(grid)} for {params.input_size}")
+        cls = pred[:, 5:] * pred[:, 4:5]
+        class_id = cls.argmax(axis=1)
+        scores = np.take_along_axis(cls, class_id[:, None], axis=1)[:, 0]
+        keep = scores >= params.conf_threshold
+        p, g, s = pred[keep], grid[keep], stride[keep]
+        xy = (p[:, :2] + g) * s
+        wh = np.exp(np.clip(p[:, 2:4], -20, 20)) * s
+        boxes = cxcywh_to_xyxy(np.concatenate([xy, wh], axis=1))
+        return finish(boxes, scores[keep], class_id[keep], resize, params)

@@ -1,0 +1,291 @@
+"""``ovq.quantize``: post-training INT8 with NNCF, optionally under an accuracy budget, as a sequence of steps.
+
+1. options: one :class:`QuantizeOptions`, validated once (the CLI, YAML and Python all come through here);
+2. the float model and its inputs: calibration tensors, validation images read once (:mod:`.inputs`);
+3. the FP baseline: mAP at the deployment precision (bf16 on CPUs with AMX or AVX512-BF16, unless f32 is asked);
+4. the overflow fix for the CPU's INT8 kernels (:mod:`.overflow`);
+5. NNCF: ``nncf.quantize``, or ``nncf.quantize_with_accuracy_control`` validated at the deployment precision
+   with every revert priced in latency (:mod:`.accuracy_control`, :mod:`.nncf_hooks`);
+6. provenance into the IR, then measuring the result (:mod:`.measure`) and writing it (:mod:`.report`, :mod:`.plot`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import openvino as ov
+
+from ovq.core.errors import ConfigError, ModelError, OvqError
+from ovq.core.fileio import atomic_output_dir, write_json_atomic, write_text_atomic
+from ovq.core.metadata import ModelInfo, write_info
+from ovq.evaluation.metrics import MapResult
+from ovq.model.detector import Detector, load
+from ovq.quantization.accuracy_control import RevertPlanner, RevertStep, Validator
+from ovq.quantization.inputs import QuantizeInputs, read_inputs
+from ovq.quantization.layers import ignored_scope, quantizable_layers
+from ovq.quantization.measure import PeakMemory, measure_result
+from ovq.quantization.nncf_hooks import accuracy_control_hooks, nncf_progress
+from ovq.quantization.options import (
+    FAST_BIAS_CORRECTION_FAMILIES,
+    BiasCorrection,
+    DropType,
+    OverflowFix,
+    Precision,
+    Preset,
+    QuantizeOptions,
+    RankBy,
+)
+from ovq.quantization.overflow import OverflowChoice, choose_overflow_fix, nncf_parameters, overflow_fix_candidates
+from ovq.quantization.plot import plot_sensitivity
+from ovq.quantization.report import QuantizeReport, render_markdown
+from ovq.runtime.compilation import first_line
+from ovq.runtime.cpu import cpu_model, int8_kernels
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class QuantizeResult:
+    """What :func:`quantize` made: ``report`` is the content of ``report.json``, ``details`` the typed report."""
+
+    model_xml: Path | None
+    model: ov.Model
+    fp_map: float | None
+    int8_map: float | None
+    reverted: list[RevertStep]
+    report: dict[str, Any]
+    details: QuantizeReport
+
+    @property
+    def drop(self) -> float | None:
+        if self.fp_map is None or self.int8_map is None:
+            return None
+        return self.fp_map - self.int8_map
+
+
+@dataclass
+class _Plan:
+    """What NNCF is called with, worked out once from the options and the model."""
+
+    calibration: Any  # nncf.Dataset
+    subset_size: int
+    preset: Any  # nncf.QuantizationPreset
+    fast_bias_correction: bool
+    ignored: Any  # nncf.IgnoredScope | None
+    deploy_config: dict[str, str]
+
+
+def quantize(
+    model: str | Path | ov.Model,
+    data: str | Path,
+    out_dir: str | Path | None = None,
+    options: QuantizeOptions | None = None,
+    *,
+    progress: bool = True,
+    **fields: Any,
+) -> QuantizeResult:
+    """Quantize ``model`` to INT8; with ``out_dir`` write the IR, ``report.json``/``.md`` and ``sensitivity.png``.
+
+    Options come as a :class:`QuantizeOptions` or as its fields by keyword (``max_drop=0.005,
+    calib_split="train2017", advanced=AdvancedQuantizeOptions(...)``), not both. ``precision`` is the inference
+    precision the model will run at: accuracy is validated at it and it is stored in the IR, so ``run``,
+    ``eval`` and ``bench`` compile the model the same way.
+    """
+    opts = _options(options, fields)
+    started = time.perf_counter()
+    with PeakMemory() as memory:
+        fp_model, info = _float_model(model)
+        deploy = {} if opts.precision is Precision.DEFAULT else {"INFERENCE_PRECISION_HINT": opts.precision.value}
+        if opts.max_drop is not None and opts.device.upper() != "CPU":
+            logger.warning("NNCF's accuracy control validates on CPU; the budget is checked there, not on %s",
+                           opts.device)
+        detector = Detector(fp_model, device=opts.device, config=deploy, cache=False)
+        precision = detector.inference_precision
+        inputs = read_inputs(data, model, detector, opts)
+        fp = _fp_baseline(detector, inputs, opts, precision, progress)
+        plan = _plan(fp_model, info, inputs, opts, deploy)
+        q_start = time.perf_counter()
+        try:
+            quantized, overflow, validator, planner = _run_nncf(fp_model, detector, inputs, fp, opts, plan,
+                                                                precision, progress)
+        except OvqError:
+            raise
+        except Exception as exc:  # NNCF's own failure: one line for the CLI, the chain kept for -v
+            raise OvqError(f"{model}: NNCF failed: {first_line(exc)}") from exc
+        q_info = _provenance(info, data, opts, inputs, plan, overflow, precision)
+        write_info(quantized, q_info)
+        measured = measure_result(
+            fp_model=fp_model, quantized=quantized, info=q_info, options=opts, inputs=inputs, fp=fp,
+            validator=validator, planner=planner, precision=precision,
+            seconds=(time.perf_counter() - q_start, started), memory=memory, progress=progress,
+        )
+        q_info.quantization["reverted_layers"] = sorted({n for s in measured.report.reverted if s.kept for n in s.layers})
+        write_info(quantized, q_info)
+    report = measured.report
+    report.quantization = q_info.quantization
+    report.peak_rss_mb = memory.peak_mb
+    model_xml = _write(out_dir, quantized, report) if out_dir is not None else None
+    return QuantizeResult(model_xml=model_xml, model=quantized, fp_map=report.accuracy.fp,
+                          int8_map=report.accuracy.int8, reverted=report.reverted, report=report.to_dict(),
+                          details=report)
+
+
+def _options(options: QuantizeOptions | None, fields: Mapping[str, Any]) -> QuantizeOptions:
+    if options is not None and fields:
+        raise ConfigError(f"pass options as a QuantizeOptions or by keyword, not both (got {', '.join(fields)})")
+    if options is None:
+        try:
+            options = QuantizeOptions(**fields)
+        except TypeError:
+            from ovq.core.errors import unknown_key_message
+
+            known = QuantizeOptions.__dataclass_fields__
+            bad = next(k for k in fields if k not in known)
+            raise ConfigError(unknown_key_message(bad, known)) from None
+    return options.validate()
+
+
+def _float_model(model: str | Path | ov.Model) -> tuple[ov.Model, ModelInfo]:
+    fp_model, info = load(model)
+    if info.quantization:
+        raise ModelError(f"{model}: already quantized by ovq; quantize the float model")
+    return fp_model, info
+
+
+def _fp_baseline(detector: Detector, inputs: QuantizeInputs, opts: QuantizeOptions, precision: str,
+                 progress: bool) -> MapResult | None:
+    """The FP model's mAP (and per-image scores for NNCF) at the deployment precision, or ``None`` without labels."""
+    if inputs.val is None:
+        return None
+    logger.info("validating the FP model at %s on %d images", precision, len(inputs.val))
+    fp = inputs.score(detector.compiled, detector, conf=opts.advanced.eval_conf,
+                      progress="FP model" if progress else False, per_image=True)
+    logger.info("FP mAP50-95 %.4f at %s", fp.map50_95, precision)
+    return fp
+
+
+def _plan(fp_model: ov.Model, info: ModelInfo, inputs: QuantizeInputs, opts: QuantizeOptions,
+          deploy: dict[str, str]) -> _Plan:
+    import nncf
+
+    adv = opts.advanced
+    if adv.bias_correction is BiasCorrection.AUTO:
+        fast = info.family in FAST_BIAS_CORRECTION_FAMILIES
+        logger.info("bias correction: %s (the %s family's default)", "fast" if fast else "full", info.family)
+    else:
+        fast = adv.bias_correction is BiasCorrection.FAST
+    return _Plan(
+        calibration=nncf.Dataset(inputs.calib_tensors),
+        subset_size=len(inputs.calib_tensors),
+        preset=nncf.QuantizationPreset.MIXED if opts.preset is Preset.MIXED else nncf.QuantizationPreset.PERFORMANCE,
+        fast_bias_correction=fast,
+        ignored=ignored_scope(fp_model, opts.ignore, keep_tail=adv.keep_decode_tail_float),
+        deploy_config=deploy,
+    )
+
+
+def _run_nncf(fp_model: ov.Model, detector: Detector, inputs: QuantizeInputs, fp: MapResult | None,
+              opts: QuantizeOptions, plan: _Plan, precision: str, progress: bool):
+    """The INT8 model, the overflow fix chosen, and (with a budget) the validator and planner NNCF went through."""
+    import nncf
+
+    def plain(fix: OverflowFix) -> ov.Model:
+        logger.info("quantizing (%s preset, %d calibration images, overflow fix %s)", opts.preset.value,
+                    plan.subset_size, fix.value)
+        with nncf_progress(progress):
+            return nncf.quantize(fp_model, plan.calibration, preset=plan.preset, subset_size=plan.subset_size,
+                                 fast_bias_correction=plan.fast_bias_correction, ignored_scope=plan.ignored,
+                                 advanced_parameters=nncf_parameters(fix))
+
+    def score(model: ov.Model) -> float:
+        compiled = ov.compile_model(model, device_name=opts.device, config=plan.deploy_config)
+        return inputs.score(compiled, detector, conf=opts.advanced.eval_conf).map50_95
+
+    candidates = overflow_fix_candidates(opts.advanced.overflow_fix, opts.device)
+    choice = choose_overflow_fix(candidates, plain, score if inputs.val is not None else None)
+    if opts.max_drop is None:
+        return choice.model if choice.model is not None else plain(choice.fix), choice, None, None
+    assert fp is not None and inputs.val is not None
+    quantized, validator, planner = _accuracy_control(fp_model, detector, inputs, fp, opts, plan, precision,
+                                                      choice.fix, progress)
+    return quantized, choice, validator, planner
+
+
+def _accuracy_control(fp_model: ov.Model, detector: Detector, inputs: QuantizeInputs, fp: MapResult,
+                      opts: QuantizeOptions, plan: _Plan, precision: str, fix: OverflowFix, progress: bool):
+    import nncf
+
+    adv = opts.advanced
+    val = inputs.val
+    assert val is not None and opts.max_drop is not None
+    validator = Validator(
+        detector, quantizable_layers(fp_model), precision, adv.eval_conf, len(val), (fp.map50_95, list(fp.per_image)),
+        inputs.val_inputs, max_drop=opts.max_drop, relative=opts.drop_type is DropType.RELATIVE,
+        latency_runs=adv.latency_runs,
+    )
+    planner = RevertPlanner(validator, RankBy(opts.rank_by), plan.deploy_config)
+    if adv.latency_runs > 0:
+        planner.timing_input = inputs.val_inputs[val.samples[0].image][0]
+    params = nncf.AdvancedAccuracyRestorerParameters(
+        ranking_subset_size=min(adv.ranking_subset_size, len(val)),
+        num_ranking_workers=adv.num_ranking_workers,
+        **({"max_num_iterations": adv.max_num_iterations} if adv.max_num_iterations else {}),
+    )
+    logger.info("quantizing with accuracy control: max drop %.4f (%s) at %s, ranking on %d images",
+                opts.max_drop, opts.drop_type.value, precision, params.ranking_subset_size)
+    drop_type = nncf.DropType.ABSOLUTE if opts.drop_type is DropType.ABSOLUTE else nncf.DropType.RELATIVE
+    with accuracy_control_hooks(validate_f32=opts.precision is Precision.F32, rank=planner.rank), \
+            nncf_progress(progress):
+        quantized = nncf.quantize_with_accuracy_control(
+            fp_model, plan.calibration, nncf.Dataset(val.samples), validator, max_drop=opts.max_drop,
+            drop_type=drop_type, preset=plan.preset, subset_size=plan.subset_size,
+            fast_bias_correction=plan.fast_bias_correction, ignored_scope=plan.ignored,
+            advanced_accuracy_restorer_parameters=params, advanced_quantization_parameters=nncf_parameters(fix),
+        )
+    return quantized, validator, planner
+
+
+def _provenance(info: ModelInfo, data: Any, opts: QuantizeOptions, inputs: QuantizeInputs, plan: _Plan,
+                overflow: OverflowChoice, precision: str) -> ModelInfo:
+    """The model's info with its compile settings and where its INT8 came from, for the IR's rt_info."""
+    import nncf
+
+    budget = opts.max_drop is not None
+    provenance = {
+        "tool": "ovq",
+        "nncf": nncf.__version__,
+        "openvino": ov.get_version(),
+        "mode": "accuracy_control" if budget else "plain",
+        "max_drop": opts.max_drop,
+        "drop_type": opts.drop_type.value,
+        "preset": opts.preset.value,
+        "bias_correction": "fast" if plan.fast_bias_correction else "full",
+        "overflow_fix": overflow.fix.value,
+        "overflow_fix_trials": {k: round(v, 4) for k, v in overflow.trials.items()},
+        "cpu": cpu_model(),
+        "int8_kernels": int8_kernels(),
+        "data": str(data),
+        "calib_split": inputs.calib.split,
+        "calib_images": plan.subset_size,
+        "val_split": inputs.val.split if inputs.val else None,
+        "val_images": len(inputs.val) if inputs.val else 0,
+        "validated_precision": precision,
+        "rank_by": opts.rank_by.value if budget else None,
+        "ignored": list(opts.ignore),
+    }
+    return replace(info, compile_config=dict(plan.deploy_config), quantization=provenance)
+
+
+def _write(out_dir: str | Path, quantized: ov.Model, report: QuantizeReport) -> Path:
+    """The IR, report.json, report.md and sensitivity.png, all or nothing."""
+    with atomic_output_dir(out_dir) as target:
+        ov.save_model(quantized, str(target / "model.xml"), compress_to_fp16=False)
+        write_json_atomic(target / "report.json", report.to_dict())
+        write_text_atomic(target / "report.md", render_markdown(report))
+        plot_sensitivity(report, target / "sensitivity.png")
+    return Path(out_dir) / "model.xml"

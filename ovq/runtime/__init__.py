@@ -1,0 +1,1 @@
+"""OpenVINO underneath: devices, compiling with the right settings, timing compiled models."""

@@ -1,0 +1,1 @@
+"""Video: sources, reader threads, the async multi-stream pipeline, sinks, tracking, stats."""

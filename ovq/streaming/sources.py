@@ -1,0 +1,274 @@
+"""Video sources: what a source string means, and opening it as something that yields BGR frames.
+
+Source strings:
+
+- ``0``, ``1``...: a camera by index (V4L2 on Linux);
+- a video file (MP4, MKV, AVI, GIF...: anything FFmpeg reads), an image file, or a folder of images;
+- ``rtsp://``, ``rtsps://``, ``rtmp://``, ``http://``, ``https://`` (MJPEG or any stream FFmpeg reads),
+  ``udp://``, ``tcp://``, ``srt://`` URLs, opened through OpenCV's FFmpeg backend;
+- ``synth://conveyor[?fps=30&width=640&height=480&seed=0]``: the synthetic conveyor camera of :mod:`ovq.data.synth`.
+
+Cameras, URLs and ``synth://`` are *live*: the pipeline keeps only their newest frame and reconnects them when
+they fail. Files and folders are read losslessly, every frame in order.
+
+Opening never substitutes anything for a missing frame: a source either yields a real decoded frame or
+``None`` (ended or failed), and a live source that cannot be opened raises :class:`SourceError`.
+
+OpenCV opens every FFmpeg capture and writer of a process under one global lock: while one URL is being opened
+(an RTSP open probes the stream for a few seconds; a silent host holds it until ``timeout``), other opens wait.
+Reading frames is not affected, so running streams go on; reconnects of several dead cameras are serialised.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+
+from ovq.core.errors import SourceError, unknown_key_message
+from ovq.data.images import IMAGE_SUFFIXES
+
+logger = logging.getLogger(__name__)
+
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+SYNTH_SCENES = ("conveyor",)
+_SYNTH_PARAMS = {"fps": float, "width": int, "height": int, "seed": int}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source string. ``kind`` is one of ``camera``, ``url``, ``synth``, ``video``, ``images``."""
+
+    text: str
+    kind: str
+    camera: int | None = None
+    path: Path | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        return self.kind in ("camera", "url", "synth")
+
+    @property
+    def display(self) -> str:
+        """The source string with any password in a URL replaced by ``***`` (for logs and records)."""
+        return redact_url(self.text) if self.kind == "url" else self.text
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_source(text: str | int | Path) -> SourceSpec:
+    """What a source string names. Raises :class:`SourceError` for a missing file or an unknown scheme."""
+    if isinstance(text, int):
+        text = str(text)
+    text = str(text).strip()
+    if not text:
+        raise SourceError("empty source string")
+    if re.fullmatch(r"\d{1,3}", text):
+        return SourceSpec(text=text, kind="camera", camera=int(text))
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme == "synth":
+        return _parse_synth(text)
+    if scheme in URL_SCHEMES:
+        parts = urlsplit(text)
+        if not parts.hostname:
+            raise SourceError(f"{redact_url(text)}: URL has no host")
+        return SourceSpec(text=text, kind="url")
+    if scheme and scheme != "file":
+        raise SourceError(
+            f"{text}: unknown source scheme '{scheme}://'; expected a camera index, a file or folder, "
+            f"synth://conveyor or a URL ({', '.join(s + '://' for s in URL_SCHEMES)})"
+        )
+    path = Path(text[len("file://"):] if scheme == "file" else text).expanduser()
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise SourceError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return SourceSpec(text=text, kind="images", path=path, params={"files": tuple(images)})
+    if path.is_file():
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return SourceSpec(text=text, kind="images", path=path, params={"files": (path,)})
+        return SourceSpec(text=text, kind="video", path=path)
+    raise SourceError(f"{path}: no such file or folder")
+
+
+def _parse_synth(text: str) -> SourceSpec:
+    parts = urlsplit(text)
+    scene = (parts.netloc + parts.path).strip("/")
+    if scene not in SYNTH_SCENES:
+        raise SourceError(f"{text}: unknown synthetic scene '{scene}'; expected one of: {', '.join(SYNTH_SCENES)}")
+    params: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in _SYNTH_PARAMS:
+            raise SourceError(unknown_key_message(key, _SYNTH_PARAMS, where=text))
+        try:
+            params[key] = _SYNTH_PARAMS[key](value)
+        except ValueError:
+            raise SourceError(f"{text}: {key}={value!r} is not a valid {_SYNTH_PARAMS[key].__name__}") from None
+    if params.get("fps", 1.0) <= 0 or params.get("width", 32) < 32 or params.get("height", 32) < 32:
+        raise SourceError(f"{text}: fps must be > 0 and width, height at least 32")
+    return SourceSpec(text=text, kind="synth", params={"scene": scene, **params})
+
+
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
+
+
+def diagnose_url(url: str, *, timeout: float = 2.0) -> str:
+    """Why a URL gave no video, as far as a plain TCP connection can tell."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return "bad port in URL"
+    if scheme not in _DEFAULT_PORTS or port is None or not parts.hostname:
+        return "cannot open the stream"
+    where = f"{parts.hostname}:{port}"
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except socket.gaierror:
+        return f"cannot resolve host '{parts.hostname}'"
+    except ConnectionRefusedError:
+        return f"connection refused by {where} (no server listening)"
+    except TimeoutError:
+        return f"no answer from {where} within {timeout:.0f} s"
+    except OSError as exc:
+        return f"cannot connect to {where}: {exc.strerror or exc}"
+    return f"{where} accepts connections but sent no video stream FFmpeg could open (wrong path or format?)"
+
+
+class FrameSource(Protocol):
+    """An opened source: ``read()`` gives the next BGR frame or ``None`` when it ended or failed."""
+
+    fps: float | None
+    frame_count: int | None
+
+    def read(self) -> np.ndarray | None: ...
+
+    def close(self) -> None: ...
+
+
+class CaptureSource:
+    """A video file, camera or URL read with ``cv2.VideoCapture`` (FFmpeg backend for files and URLs).
+
+    ``timeout`` (seconds) bounds both opening and each read of a URL, so a dead or silent server makes
+    ``read()`` return ``None`` instead of blocking.
+    """
+
+    def __init__(self, spec: SourceSpec, *, timeout: float = 5.0, decode_threads: int | None = None) -> None:
+        self.spec = spec
+        ms = int(max(timeout, 0.1) * 1000)
+        if spec.kind == "camera":
+            if sys.platform.startswith("linux"):
+                if not Path(f"/dev/video{spec.camera}").exists():
+                    raise SourceError(f"{spec.text}: no such camera (/dev/video{spec.camera} does not exist)")
+                cap = cv2.VideoCapture(spec.camera, cv2.CAP_V4L2)
+            else:
+                cap = cv2.VideoCapture(spec.camera)
+        else:
+            target = str(spec.path) if spec.kind == "video" else spec.text
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            if decode_threads:
+                params += [cv2.CAP_PROP_N_THREADS, int(decode_threads)]
+            cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            if spec.kind == "url":
+                what = diagnose_url(spec.text, timeout=min(timeout, 2.0))
+            elif spec.kind == "camera":
+                what = "cannot open camera"
+            else:
+                what = "cannot open as a video (not a video file, or a format FFmpeg cannot read)"
+            raise SourceError(f"{spec.display}: {what}")
+        if spec.kind == "camera":
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self._cap = cap
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps: float | None = float(fps) if fps and 0 < fps < 1000 else None
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if spec.kind == "video" else 0
+        self.frame_count: int | None = count if count > 0 else None
+
+    def read(self) -> np.ndarray | None:
+        ok, frame = self._cap.read()
+        if not ok or frame is None or frame.size == 0:
+            return None
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        return frame
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageSource:
+    """Image files in order; a file that cannot be decoded is logged and skipped."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        self._files: tuple[Path, ...] = spec.params["files"]
+        self._next = 0
+        self.fps: float | None = None
+        self.frame_count: int | None = len(self._files)
+        self.skipped = 0
+
+    def read(self) -> np.ndarray | None:
+        while self._next < len(self._files):
+            path = self._files[self._next]
+            self._next += 1
+            data = np.fromfile(str(path), dtype=np.uint8)
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+            if image is not None:
+                return image
+            self.skipped += 1
+            logger.warning("%s: not a readable image, skipped", path)
+        return None
+
+    def close(self) -> None:
+        self._next = len(self._files)
+
+
+class SynthSource:
+    """The synthetic conveyor camera (:class:`ovq.data.synth.ConveyorStream`), paced to its fps."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        try:
+            from ovq.data.synth import ConveyorStream
+        except ImportError as exc:  # the module is optional in a trimmed install
+            raise SourceError(f"{spec.text}: synthetic sources need ovq.data.synth ({exc})") from None
+        p = spec.params
+        self._stream = ConveyorStream(
+            width=p.get("width", 640), height=p.get("height", 480), fps=p.get("fps", 30.0), seed=p.get("seed", 0),
+            realtime=True,
+        )
+        self.fps: float | None = float(p.get("fps", 30.0))
+        self.frame_count: int | None = None
+
+    def read(self) -> np.ndarray | None:
+        return self._stream.read()
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def open_source(spec: SourceSpec, *, timeout: float = 5.0, decode_threads: int | None = None) -> FrameSource:
+    """Open ``spec``; :class:`SourceError` naming the source when it cannot be opened."""
+    if spec.kind == "images":
+        return ImageSource(spec)
+    if spec.kind == "synth":
+        return SynthSource(spec)
+    return CaptureSource(spec, timeout=timeout, decode_threads=decode_threads)

@@ -1,0 +1,158 @@
+"""Atomic outputs (ovq.core.fileio): never half-written, and with the permissions the umask asks for."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ovq.core import fileio
+from ovq.core.fileio import atomic_output_dir, make_temp_dir, write_json_atomic, write_text_atomic
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    """Run the block under ``mask``; the process umask is put back whatever happens."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize(("mask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600),
+                                                               (0o002, 0o775, 0o664)], ids=["022", "077", "002"])
+def test_atomic_output_dir_follows_the_umask(tmp_path, mask, dir_mode, file_mode):
+    out = tmp_path / "model"
+    with umask(mask), atomic_output_dir(out) as tmp:
+        (tmp / "model.xml").write_text("<net/>")
+        (tmp / "sub").mkdir()
+        cv2.imwrite(str(tmp / "sub" / "a.png"), np.zeros((2, 2, 3), np.uint8))
+        write_json_atomic(tmp / "report.json", {"ok": True})
+    assert (mode(out), mode(out / "sub")) == (dir_mode, dir_mode)
+    assert [mode(out / f) for f in ("model.xml", "sub/a.png", "report.json")] == [file_mode] * 3
+    assert names(tmp_path) == ["model"]  # the temporary folder became it
+
+
+def test_atomic_output_dir_into_an_existing_folder_keeps_its_mode(tmp_path):
+    out = tmp_path / "model"
+    out.mkdir()
+    out.chmod(0o750)
+    (out / "old.txt").write_text("old")
+    with umask(0o022), atomic_output_dir(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert mode(out) == 0o750 and mode(out / "new.txt") == 0o644
+    assert names(out) == ["new.txt", "old.txt"] and names(tmp_path) == ["model"]
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_atomic_output_dir_failure_leaves_the_output_as_it_was(tmp_path, exists):
+    out = tmp_path / "model"
+    if exists:
+        out.mkdir()
+        (out / "model.xml").write_text("old")
+    with pytest.raises(RuntimeError, match="converter crashed"), atomic_output_dir(out) as tmp:
+        (tmp / "model.xml").write_text("half")
+        raise RuntimeError("converter crashed")
+    assert names(tmp_path) == (["model"] if exists else [])
+    if exists:
+        assert names(out) == ["model.xml"] and (out / "model.xml").read_text() == "old"
+
+
+@pytest.mark.parametrize(("mask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)],
+                         ids=["022", "077"])
+def test_write_text_atomic_follows_the_umask(tmp_path, mask, dir_mode, file_mode):
+    path = tmp_path / "new" / "summary.md"
+    with umask(mask):
+        write_text_atomic(path, "naïve café\n")
+    assert path.read_text(encoding="utf-8") == "naïve café\n"
+    assert (mode(path.parent), mode(path)) == (dir_mode, file_mode)
+    assert names(path.parent) == ["summary.md"]
+
+
+def test_write_text_atomic_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    path = tmp_path / "secrets.json"
+    path.write_text("old")
+    path.chmod(0o640)
+    with umask(0o022):
+        write_text_atomic(path, "new")
+    assert path.read_text() == "new" and mode(path) == 0o640
+
+
+def test_write_text_atomic_failure_while_writing_keeps_the_old_contents(tmp_path):
+    path = tmp_path / "report.md"
+    path.write_text("old")
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(path, "x" * 100_000 + "\ud800")  # a lone surrogate cannot be encoded
+    assert path.read_text() == "old" and names(tmp_path) == ["report.md"]
+
+
+def test_write_text_atomic_failure_to_rename_keeps_the_old_contents(tmp_path, monkeypatch):
+    path = tmp_path / "report.md"
+    path.write_text("old")
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(fileio.os, "replace", refuse)
+    with pytest.raises(PermissionError):
+        write_text_atomic(path, "new")
+    monkeypatch.undo()
+    assert path.read_text() == "old" and names(tmp_path) == ["report.md"]
+
+
+def test_write_json_atomic_writes_nothing_when_the_data_does_not_serialize(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text("{}\n")
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"when": object()})
+    assert path.read_text() == "{}\n" and names(tmp_path) == ["r.json"]
+
+
+def test_temporary_names_in_use_are_skipped_and_the_search_ends(tmp_path, monkeypatch):
+    tokens = iter(["aaaa", "aaaa", "bbbb"])
+    monkeypatch.setattr(fileio.secrets, "token_hex", lambda n: next(tokens))
+    (tmp_path / ".x-aaaa").mkdir()
+    assert make_temp_dir(tmp_path, ".x-") == tmp_path / ".x-bbbb"
+    monkeypatch.setattr(fileio.secrets, "token_hex", lambda n: "aaaa")
+    with pytest.raises(FileExistsError, match=r"no free name for a temporary '\.x-\*' in 100 tries"):
+        make_temp_dir(tmp_path, ".x-")
+
+
+def test_write_text_atomic_never_writes_through_a_symlink_at_its_temporary_name(tmp_path, monkeypatch):
+    victim = tmp_path / "victim"
+    victim.write_text("safe")
+    tokens = iter(["aaaa", "bbbb"])
+    monkeypatch.setattr(fileio.secrets, "token_hex", lambda n: next(tokens))
+    (tmp_path / ".out.txt.tmp-aaaa").symlink_to(victim)
+    write_text_atomic(tmp_path / "out.txt", "data")
+    assert victim.read_text() == "safe" and (tmp_path / "out.txt").read_text() == "data"
+
+
+def test_predict_output_follows_the_umask(tmp_path):
+    from conftest import tiny_yolo_ir
+
+    from ovq.evaluation.prediction import predict
+
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((64, 64, 3), 128, np.uint8))
+    model = tiny_yolo_ir(tmp_path)
+    out = tmp_path / "pred"
+    with umask(0o022):
+        predict(model, [images], out_dir=out, device="CPU")
+    assert mode(out) == 0o755
+    assert {p.name: mode(p) for p in out.iterdir()} == {"a.jpg": 0o644, "predictions.json": 0o644}

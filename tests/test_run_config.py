@@ -1,0 +1,142 @@
+"""One build path: ``ovq run``'s flags become the same PipelineConfig a YAML file loads, built by the same code."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from ovq.cli import build_parser, main
+from ovq.cli.run import config_from_args
+from ovq.core.errors import ConfigError, OvqError
+from ovq.deployment.build import build_pipeline
+from ovq.deployment.fields import Origin
+from ovq.deployment.loader import parse_pipeline_config
+
+
+def from_flags(*argv: str):
+    return config_from_args(build_parser().parse_args(["run", *argv]))
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.results: list = []
+        self.closed = False
+
+    def write(self, result) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_flags_make_the_config_a_yaml_file_would(tmp_path):
+    model, video = tmp_path / "m.xml", tmp_path / "a.mp4"
+    cli = from_flags(str(model), "--source", str(video), "--source", "synth://conveyor")
+    yml = parse_pipeline_config({"model": str(model), "sources": [str(video), "synth://conveyor"]},
+                                tmp_path / "p.yaml", environ={})
+    assert cli.path is None
+    assert dataclasses.replace(cli, path=yml.path, raw=yml.raw) == yml  # every default the same
+
+
+def test_every_flag_lands_in_the_config(tmp_path):
+    cfg = from_flags(
+        "m.xml", "--source", "clip.mp4", "--source", "0", "--name", "door", "--name", "cam", "--device", "cpu",
+        "--precision", "f32", "--hint", "latency", "--nireq", "3", "--conf", "0.4", "--track", "--out", "o/x.mp4",
+        "--jsonl", "o/x.jsonl", "--mqtt", "broker:1884", "--mqtt-topic", "line3", "--max-frames", "9",
+        "--stats-interval", "0", "--no-retry", "--stall-timeout", "2", "--retry-max-delay", "0.2", "--realtime",
+    )
+    assert cfg.model == Path("m.xml")  # relative paths stay relative to the working directory
+    assert [(s.name, s.url) for s in cfg.sources] == [("door", "clip.mp4"), ("cam", "0")]
+    assert (cfg.device, cfg.precision, cfg.hint, cfg.nireq, cfg.conf, cfg.track) == ("CPU", "f32", "latency", 3, 0.4, True)
+    assert cfg.sinks.video == Path("o/x.mp4") and cfg.sinks.jsonl == Path("o/x.jsonl") and not cfg.sinks.show
+    assert cfg.sinks.mqtt.url == "mqtt://broker:1884" and cfg.sinks.mqtt.topic_prefix == "line3"
+    assert (cfg.max_frames, cfg.stats_interval, cfg.realtime) == (9, 0, True)
+    r = cfg.reconnect
+    assert (r.initial_delay, r.max_delay, r.stall_timeout, r.retry) == (0.2, 0.2, 2, False)
+    bare = from_flags("m.xml", "--source", "0", "--mqtt")
+    assert bare.sinks.mqtt.url is None and bare.sinks.mqtt.url_env == "OVQ_MQTT_URL"
+    assert bare.sinks.mqtt.topic_prefix == "ovq" and bare.source_names is None
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--conf", "7"], "--conf: expected a number <= 1, got 7"),
+        (["--max-frames", "0"], "--max-frames: expected an integer >= 1, got 0"),
+        (["--nireq", "-1"], "--nireq: expected an integer >= 0, got -1"),
+        (["--stall-timeout", "0"], "--stall-timeout: expected a number > 0, got 0"),
+        (["--retry-max-delay", "0"], "--retry-max-delay: expected a number > 0, got 0"),
+        (["--mqtt-topic", "a/#", "--mqtt", "b"], "--mqtt-topic: MQTT wildcards # and + cannot be published to"),
+        (["--mqtt", "ws://b"], "--mqtt URL: expected a broker URL like mqtt://host:1883, got 'ws://b'"),
+        (["--mqtt", "mqtt://u:pw@b"], "--mqtt: do not put credentials on the command line"),
+        (["--device", "XPU:CPU"], "--device: device 'XPU:CPU': only AUTO, MULTI, HETERO, BATCH take"),
+        (["--name", "a", "--source", "1"], "--name: 1 stream names for 2 sources (one per --source)"),
+        (["--source", "rstp://cam/1"], "--source: unknown stream scheme 'rstp://'; did you mean 'rtsp://'?"),
+    ],
+)
+def test_bad_flags_are_named(argv, message):
+    with pytest.raises(ConfigError) as err:
+        from_flags("m.xml", "--source", "0", *argv)
+    assert str(err.value) == message or str(err.value).startswith(message)
+
+
+def test_cli_errors_name_the_flag_in_one_line(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OVQ_MQTT_URL", raising=False)
+    cases = [
+        ([str(tmp_path / "nope.xml"), "--source", "0"], f"MODEL: {tmp_path / 'nope.xml'}: no such file or folder"),
+        ([str(tiny), "--source", str(tmp_path / "clip.mp4")], f"--source: {tmp_path / 'clip.mp4'}: no such file"),
+        ([str(tiny), "--source", "synth://conveyor", "--mqtt"],
+         "--mqtt: no broker URL: set the environment variable OVQ_MQTT_URL (e.g. mqtt://broker:1883) or give --mqtt URL"),
+    ]
+    for argv, message in cases:
+        assert main(["run", *argv, "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"ovq run: error: {message}"] or (len(err) == 1 and err[0].startswith(f"ovq run: error: {message}"))
+
+
+def test_command_line_origin_names_flags_and_parents():
+    origin = Origin.command_line({"sources": "--source", "sinks.mqtt": "--mqtt", "sinks.mqtt.url": "--mqtt URL"})
+    assert origin.name_of("sources[3].url") == "--source"
+    assert origin.name_of("sinks.mqtt.topic_prefix") == "--mqtt"
+    assert origin.name_of("sinks.mqtt.url") == "--mqtt URL"
+    assert origin.name_of("realtime") == "realtime"  # no flag for it: the key path
+    assert str(origin.error("", "whole")) == "whole"
+    assert str(Origin.yaml_file(Path("a/p.yaml")).error("sinks.mqtt", "x")) == "a/p.yaml: sinks.mqtt: x"
+
+
+def test_build_pipeline_feeds_extra_sinks_and_closes_them(tiny, tmp_path):
+    cfg = from_flags(str(tiny), "--source", "synth://conveyor?width=96&height=64", "--device", "CPU",
+                     "--max-frames", "4", "--jsonl", str(tmp_path / "o.jsonl"), "--stats-interval", "0")
+    extra = Collect()
+    summary = build_pipeline(cfg, extra_sinks=[extra]).run()
+    assert summary.frames == 4 and len(extra.results) == 4 and extra.closed
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 4
+    assert summary.device == "CPU"
+
+
+def test_a_failed_build_closes_the_extra_sinks(tiny, tmp_path):
+    missing = from_flags(str(tmp_path / "nope.xml"), "--source", "0")
+    extra = Collect()
+    with pytest.raises(ConfigError, match="MODEL: .*nope.xml: no such file"):
+        build_pipeline(missing, extra_sinks=[extra])
+    assert extra.closed
+    extra = Collect()
+    bad_name = from_flags(str(tiny), "--source", "synth://conveyor", "--name", "a b", "--device", "CPU",
+                          "--jsonl", str(tmp_path / "x.jsonl"))
+    with pytest.raises(OvqError, match="stream name 'a b'"):  # refused by the Pipeline, after the sinks were made
+        build_pipeline(bad_name, extra_sinks=[extra])
+    assert extra.closed
+
+
+def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):
+    out, jsonl, summary = tmp_path / "x.mp4", tmp_path / "x.jsonl", tmp_path / "s.json"
+    argv = ["run", str(tiny), "--source", "synth://conveyor?width=96&height=64", "--device", "CPU",
+            "--max-frames", "5", "--out", str(out), "--jsonl", str(jsonl), "--summary-json", str(summary), "-q"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("5 frames from 1 stream(s)")
+    assert lines[-3:] == [f"wrote {summary}", f"wrote {out}", f"wrote {jsonl} (5 records)"]
+    assert json.loads(summary.read_text())["streams"]["s0"]["frames"] == 5

@@ -1,0 +1,128 @@
+"""Ctrl-C / SIGTERM: the first drains and closes the outputs (exit 0), the second stops at once (exit 130)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from ovq.deployment.signals import stop_on_signals
+
+
+@pytest.fixture
+def guarded():
+    """Handlers of this test's own in place of the defaults, so a helper that failed to install its handler
+    records the signal here instead of killing (SIGTERM) or interrupting (SIGINT) the test session."""
+    seen: list[int] = []
+
+    def record(signum, frame):
+        seen.append(signum)
+
+    old = {s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield seen, record
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+@pytest.mark.parametrize("capture", ["capfd", "capsys"])  # stderr as a file descriptor, or replaced in Python
+def test_first_signal_stops_the_second_interrupts_then_handlers_come_back(guarded, capture, request):
+    cap = request.getfixturevalue(capture)
+    seen, record = guarded
+    stops = []
+    with stop_on_signals(lambda: stops.append(time.monotonic()), name="ovq test"):
+        signal.raise_signal(signal.SIGTERM)
+        assert len(stops) == 1
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):  # and any after it
+            signal.raise_signal(signal.SIGTERM)
+    assert len(stops) == 1 and seen == []
+    assert signal.getsignal(signal.SIGINT) is record and signal.getsignal(signal.SIGTERM) is record
+    err = cap.readouterr().err
+    assert err.splitlines() == [("ovq test: SIGTERM, stopping: finishing the frames in flight and closing the outputs "
+                                "(again to stop at once)")]
+
+
+def test_handlers_come_back_when_the_block_raises(guarded):
+    _, record = guarded
+    with pytest.raises(RuntimeError), stop_on_signals(lambda: None, name="x"):
+        raise RuntimeError("the run failed")
+    assert signal.getsignal(signal.SIGINT) is record and signal.getsignal(signal.SIGTERM) is record
+
+
+# --- the real command ---------------------------------------------------------------------------------------
+
+
+def _start(tiny: Path, tmp_path: Path) -> tuple[subprocess.Popen, dict[str, Path]]:
+    files = {"out": tmp_path / "x.mp4", "jsonl": tmp_path / "x.jsonl", "summary": tmp_path / "s.json"}
+    cmd = [sys.executable, "-m", "ovq", "run", str(tiny), "--source", "synth://conveyor?width=160&height=120&fps=30",
+           "--device", "CPU", "--out", str(files["out"]), "--jsonl", str(files["jsonl"]),
+           "--summary-json", str(files["summary"])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if files["jsonl"].exists() and len(files["jsonl"].read_text().splitlines()) >= 10:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    return proc, files
+
+
+def _frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+def test_one_sigint_drains_closes_the_outputs_and_exits_0(tiny, tmp_path):
+    proc, files = _start(tiny, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert [ln for ln in stderr.splitlines() if "stopping" in ln] == [
+        "ovq run: SIGINT, stopping: finishing the frames in flight and closing the outputs (again to stop at once)"]
+    records = len(files["jsonl"].read_text().splitlines())
+    summary = json.loads(files["summary"].read_text())
+    assert records >= 10 and _frames(files["out"]) == records == summary["frames"]  # a playable, complete MP4
+    assert summary["stopped"] is True
+    assert f"{records} frames from 1 stream(s)" in stdout and f"wrote {files['out']}" in stdout
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_two_quick_sigints_stop_at_once_with_130(tiny, tmp_path):
+    proc, files = _start(tiny, tmp_path)
+    said = threading.Event()
+    lines: list[str] = []
+
+    def read_stderr() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "stopping" in line:
+                said.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    proc.send_signal(signal.SIGINT)
+    # the second one right after the first was handled (the line says so), while the pipeline drains: two
+    # signals sent back to back could merge into one before Python's handler runs
+    assert said.wait(30), "".join(lines)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    stdout = proc.stdout.read()
+    proc.wait(timeout=60)
+    reader.join(10)
+    assert proc.returncode == 130, "".join(lines)
+    assert time.monotonic() - t0 < 5
+    assert lines[-1].strip() == "ovq run: interrupted again, stopping at once (outputs in progress are not finished)"
+    assert "terminate called" not in "".join(lines)  # no C++ abort from native threads left running (was exit 134)
+    assert "Traceback" not in "".join(lines) and "frames from" not in stdout  # no summary: it did not finish
+    assert not files["summary"].exists()
