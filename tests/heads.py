@@ -6,6 +6,8 @@ so the families' graph checks see what they would see in an exported model.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
@@ -86,6 +88,42 @@ def raw_grid(size=(352, 352), channels: int = 8, stride: int = 16, seed: int = 0
     rng = np.random.default_rng(seed)
     x = _input(size)
     return ov.Model([_conv(x, 3, channels, stride, rng, std=0.5)], [x], "raw_grid")
+
+
+def onnx_yolo(path: Path, nc: int = 3, metadata: dict[str, str] | None = None, size: int = 64,
+              dynamic: bool = False) -> Path:
+    """A tiny ONNX with an Ultralytics-shaped output [1, 4 + nc, (size/8)^2] and the given metadata_props:
+    boxes (pixels, spread over the image) and sigmoided class scores concatenated, as Ultralytics' head ends."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (4 + nc, 3, 8, 8)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([1, 4 + nc, -1], np.int64), "shape"),
+        numpy_helper.from_array(np.array([4, nc], np.int64), "split"),
+        numpy_helper.from_array(np.array([size, size, size / 4, size / 4], np.float32).reshape(1, 4, 1), "scale"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["images", "w"], ["conv"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Reshape", ["conv", "shape"], ["raw"]),
+        helper.make_node("Split", ["raw", "split"], ["box_raw", "cls_raw"], axis=1),
+        helper.make_node("Sigmoid", ["box_raw"], ["box_unit"]),
+        helper.make_node("Mul", ["box_unit", "scale"], ["boxes"]),
+        helper.make_node("Sigmoid", ["cls_raw"], ["scores"]),
+        helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1),
+    ]
+    dims = ["batch", 3, "h", "w"] if dynamic else [1, 3, size, size]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, None)], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in (metadata or {}).items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save(model, str(path))
+    return path
 
 
 def save(model: ov.Model, path) -> str:

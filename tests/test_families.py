@@ -35,42 +35,6 @@ def _one_error_line(capsys) -> str:
     return err[0]
 
 
-def onnx_yolo(path: Path, nc: int = 3, metadata: dict[str, str] | None = None, size: int = 64,
-              dynamic: bool = False) -> Path:
-    """A tiny ONNX with an Ultralytics-shaped output [1, 4 + nc, (size/8)^2] and the given metadata_props:
-    boxes (pixels, spread over the image) and sigmoided class scores concatenated, as Ultralytics' head ends."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits = [
-        numpy_helper.from_array(rng.normal(0, 0.3, (4 + nc, 3, 8, 8)).astype(np.float32), "w"),
-        numpy_helper.from_array(np.array([1, 4 + nc, -1], np.int64), "shape"),
-        numpy_helper.from_array(np.array([4, nc], np.int64), "split"),
-        numpy_helper.from_array(np.array([size, size, size / 4, size / 4], np.float32).reshape(1, 4, 1), "scale"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["images", "w"], ["conv"], kernel_shape=[8, 8], strides=[8, 8]),
-        helper.make_node("Reshape", ["conv", "shape"], ["raw"]),
-        helper.make_node("Split", ["raw", "split"], ["box_raw", "cls_raw"], axis=1),
-        helper.make_node("Sigmoid", ["box_raw"], ["box_unit"]),
-        helper.make_node("Mul", ["box_unit", "scale"], ["boxes"]),
-        helper.make_node("Sigmoid", ["cls_raw"], ["scores"]),
-        helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1),
-    ]
-    dims = ["batch", 3, "h", "w"] if dynamic else [1, 3, size, size]
-    graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, dims)],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, None)], inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    for key, value in (metadata or {}).items():
-        prop = model.metadata_props.add()
-        prop.key, prop.value = key, value
-    onnx.save(model, str(path))
-    return path
-
-
 ULTRALYTICS_META = {"task": "detect", "head": "Detect", "end2end": "False", "stride": "32", "imgsz": "[64, 64]",
                     "names": "{0: 'bolt', 1: 'hex nut', 2: 'washer'}", "author": "Ultralytics"}
 
@@ -113,7 +77,7 @@ def test_two_families_claiming_a_model_ask_for_family(tmp_path, capsys, monkeypa
         family = "greedy"
 
     monkeypatch.setitem(decoders.BUILTIN, "greedy", Greedy())
-    onnx = onnx_yolo(tmp_path / "m.onnx")
+    onnx = heads.onnx_yolo(tmp_path / "m.onnx")
     assert main(["convert", str(onnx), "-o", str(tmp_path / "a"), "-q"]) == 2
     line = _one_error_line(capsys)
     assert "m.onnx: the outputs [1, 7, 64] fit several families (yolo, greedy); pass --family to say which" in line
@@ -168,7 +132,7 @@ def _dataset(root: Path, lines: str = "0 0.5 0.5 0.2 0.2\n2 0.3 0.3 0.1 0.1\n") 
 
 
 def test_ultralytics_onnx_names_survive_convert_predict_eval(tmp_path, capsys):
-    onnx = onnx_yolo(tmp_path / "custom.onnx", metadata=ULTRALYTICS_META)
+    onnx = heads.onnx_yolo(tmp_path / "custom.onnx", metadata=ULTRALYTICS_META)
     ir = tmp_path / "ir"
     assert main(["convert", str(onnx), "-o", str(ir)]) == 0
     assert "custom.onnx: 3 class names from ONNX metadata 'names'" in capsys.readouterr().err
@@ -187,7 +151,7 @@ def test_ultralytics_onnx_names_survive_convert_predict_eval(tmp_path, capsys):
 
 
 def test_labels_flag_overrides_the_models_names_and_must_match_the_class_count(tmp_path, capsys):
-    onnx = onnx_yolo(tmp_path / "custom.onnx", metadata=ULTRALYTICS_META)
+    onnx = heads.onnx_yolo(tmp_path / "custom.onnx", metadata=ULTRALYTICS_META)
     xml = convert(onnx, tmp_path / "a", labels=["x", "y", "z"])
     assert read_info(ov.Core().read_model(str(xml))).labels == ["x", "y", "z"]
     assert main(["convert", str(onnx), "-o", str(tmp_path / "b"), "--labels", "x,y", "-q"]) == 2
@@ -207,7 +171,7 @@ def test_labels_flag_overrides_the_models_names_and_must_match_the_class_count(t
     ],
 )
 def test_metadata_that_contradicts_the_model_exits_2(tmp_path, capsys, metadata, error):
-    onnx = onnx_yolo(tmp_path / "m.onnx", metadata=metadata)
+    onnx = heads.onnx_yolo(tmp_path / "m.onnx", metadata=metadata)
     assert main(["convert", str(onnx), "-o", str(tmp_path / "ir"), "-q"]) == 2
     line = _one_error_line(capsys)
     assert line.startswith("ovq convert: error:") and "m.onnx" in line and error in line
@@ -216,14 +180,14 @@ def test_metadata_that_contradicts_the_model_exits_2(tmp_path, capsys, metadata,
 
 @pytest.mark.parametrize(("nc", "expected"), [(80, COCO80), (3, ["class0", "class1", "class2"])])
 def test_coco_names_only_for_80_silent_classes_and_the_log_says_so(tmp_path, ovq_log, nc, expected):
-    _, info = prepare(onnx_yolo(tmp_path / "m.onnx", nc=nc, size=128))
+    _, info = prepare(heads.onnx_yolo(tmp_path / "m.onnx", nc=nc, size=128))
     assert info.labels == expected
     said = [m for m in ovq_log.messages() if "names no classes" in m]
     assert len(said) == 1 and ("taken for COCO's" in said[0]) == (nc == 80)
 
 
 def test_dynamic_input_takes_the_exporters_imgsz(tmp_path, ovq_log):
-    onnx = onnx_yolo(tmp_path / "dyn.onnx", metadata={**ULTRALYTICS_META, "imgsz": "[96, 128]"}, dynamic=True)
+    onnx = heads.onnx_yolo(tmp_path / "dyn.onnx", metadata={**ULTRALYTICS_META, "imgsz": "[96, 128]"}, dynamic=True)
     _, info = prepare(onnx)
     assert info.input_size == (96, 128)
     assert any("using 96x128, the size the exporter wrote" in m for m in ovq_log.messages())
@@ -231,7 +195,7 @@ def test_dynamic_input_takes_the_exporters_imgsz(tmp_path, ovq_log):
 
 def _foreign_ir(tmp_path: Path, folder: str = "exported") -> Path:
     """An IR as another tool saved it (no ovq metadata) from the tiny Ultralytics-shaped ONNX."""
-    model = ov.convert_model(str(onnx_yolo(tmp_path / "src.onnx")))
+    model = ov.convert_model(str(heads.onnx_yolo(tmp_path / "src.onnx")))
     (tmp_path / folder).mkdir()
     heads.save(model, tmp_path / folder / "best.xml")
     return tmp_path / folder
@@ -254,7 +218,7 @@ def test_broken_metadata_yaml_is_one_line_naming_it(tmp_path, capsys):
 
 
 def test_model_api_rt_info_labels_are_read(tmp_path):
-    model = ov.convert_model(str(onnx_yolo(tmp_path / "src.onnx")))
+    model = ov.convert_model(str(heads.onnx_yolo(tmp_path / "src.onnx")))
     model.set_rt_info("bolt hex_nut washer", ["model_info", "labels"])
     xml = heads.save(model, tmp_path / "omz.xml")
     _, info = prepare(xml)
@@ -265,7 +229,7 @@ def test_model_api_rt_info_labels_are_read(tmp_path):
 
 
 def test_predict_classes_by_name_or_id_max_det_and_iou(tmp_path, capsys):
-    xml = convert(onnx_yolo(tmp_path / "m.onnx", metadata=ULTRALYTICS_META), tmp_path / "ir")
+    xml = convert(heads.onnx_yolo(tmp_path / "m.onnx", metadata=ULTRALYTICS_META), tmp_path / "ir")
     image = str(_image(tmp_path))
     found = {}
     for name, flags in {"all": [], "washer": ["--classes", "washer"], "ids": ["--classes", "0,2"],
