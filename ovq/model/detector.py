@@ -19,7 +19,14 @@ from ovq.core.metadata import ModelInfo
 from ovq.model.conversion import prepare
 from ovq.model.decoders import DecodeParams
 from ovq.model.identify import check_family
-from ovq.runtime.compilation import compile_model, execution_precision, hint_config, new_core, precision_config
+from ovq.runtime.compilation import (
+    check_device,
+    compile_model,
+    execution_precision,
+    hint_config,
+    new_core,
+    precision_config,
+)
 from ovq.runtime.cpu import int8_saturation_warning
 
 logger = logging.getLogger(__name__)
@@ -101,6 +108,7 @@ class Detector:
         self.model, self.info = load(model, core=self.core, **({"labels": list(labels)} if labels else {}))
         if labels and isinstance(model, ov.Model):
             self.info = replace(self.info, labels=list(labels))
+        check_device(device, self.core)  # a missing device is the first thing to say, before the model's fit
         self.decoder = check_family(self.model, self.info, self.info.source or "model")
         self.device = device
         self.config = compile_config(self.info, precision=precision, hint=hint, config=config)

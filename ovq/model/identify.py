@@ -79,8 +79,8 @@ def choose_labels(
             )
         return list(labels)
     if nc == 80:
-        logger.warning("%s: the model names no classes; its 80 classes are taken for COCO's (--labels to name them)",
-                       where)
+        logger.info("%s: the model names no classes; its 80 classes are taken for COCO's (--labels to name them)",
+                    where)
         return list(COCO80)
     if nc:
         logger.info("%s: the model names no classes; calling its %d classes class0..class%d (--labels to name them)",
