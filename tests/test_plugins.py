@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -25,37 +26,23 @@ from ovq.core.metadata import read_info
 
 pytestmark = pytest.mark.slow  # pip builds and installs two packages; each CLI call is a fresh interpreter
 
-# The plug-in: a CenterPoint-style family with two outputs no built-in family takes.
-CENTERPOINT = '''
-"""CenterPoint-style detector outputs: a heatmap [1, nc, H, W] and per-cell boxes [1, 4, H, W] (x1 y1 x2 y2)."""
-
-import numpy as np
-
-from ovq.decoders import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
+ROOT = Path(__file__).resolve().parents[1]
 
 
-class CenterPointDecoder:
-    family = "centerpoint"
-    expects = "two outputs: heatmap [1, nc, H, W] (sigmoided), boxes [1, 4, H, W] (x1, y1, x2, y2 in pixels)"
-    preprocessing = SourcePreprocessing(color="RGB", scale=(255.0, 255.0, 255.0), resize="stretch")
-    default_iou = 0.5
+def readme_example() -> tuple[str, str]:
+    """The plug-in of the README's "Bring your own detector": its Python module and its pyproject.toml, as printed
+    there (so the documented example is the one that is tested)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Bring your own detector"):]
+    section = section[: section.index("\n## ", 5)]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.DOTALL)
+    python = next(code for lang, code in blocks if lang == "python")
+    toml = next(code for lang, code in blocks if lang == "toml")
+    return python, toml
 
-    def matches(self, facts: ModelFacts) -> bool:
-        if len(facts.output_shapes) != 2:
-            return False
-        heat, boxes = facts.output_shapes
-        return len(heat) == 4 and len(boxes) == 4 and heat[0] == 1 and boxes[:2] == (1, 4) and heat[2:] == boxes[2:]
 
-    def num_classes(self, facts: ModelFacts) -> int | None:
-        return facts.output_shapes[0][1]
-
-    def decode(self, outputs, resize, params: DecodeParams):
-        heat = np.asarray(outputs[0])[0].reshape(np.asarray(outputs[0]).shape[1], -1)
-        boxes = np.asarray(outputs[1])[0].reshape(4, -1).T
-        class_id = heat.argmax(axis=0)
-        scores = check_confidences(heat[class_id, np.arange(heat.shape[1])])
-        return finish(boxes, scores, class_id, resize, params)
-'''
+# The plug-in: a CenterPoint-style family with two outputs no built-in family takes (the README's example).
+CENTERPOINT, CENTERPOINT_TOML = readme_example()
 
 # A second package, with what can go wrong: a family claiming what "yolo" claims, a built-in name, a broken import.
 TROUBLE = '''
@@ -167,6 +154,11 @@ def _dataset(root: Path, size=(96, 128)) -> Path:
     return root
 
 
+def test_the_readme_example_declares_the_entry_point_the_test_installs():
+    assert '[project.entry-points."ovq.decoders"]\ncenterpoint = "ovq_centerpoint:CenterPointDecoder"' in CENTERPOINT_TOML
+    assert 'name = "ovq-centerpoint"' in CENTERPOINT_TOML and "class CenterPointDecoder:" in CENTERPOINT
+
+
 def test_families_lists_builtin_and_plugin_families(plugin):
     proc = ovq("families", site=plugin)
     assert proc.returncode == 0, proc.stderr
@@ -179,7 +171,7 @@ def test_families_lists_builtin_and_plugin_families(plugin):
     assert listed["centerpoint"]["distribution"] == "ovq-centerpoint" and listed["rtdetr"]["origin"] == "built-in"
 
 
-def test_stock_cli_runs_a_plugin_family_convert_predict_eval(plugin, tmp_path):
+def test_stock_cli_runs_a_plugin_family_convert_predict_eval_run(plugin, tmp_path):
     src = centerpoint_ir(tmp_path / "cp.xml")
     proc = ovq("convert", str(src), "-o", str(tmp_path / "ir"), site=plugin)
     assert proc.returncode == 0, proc.stderr
@@ -200,6 +192,13 @@ def test_stock_cli_runs_a_plugin_family_convert_predict_eval(plugin, tmp_path):
     proc = ovq("eval", str(tmp_path / "ir"), "--data", str(data), "--no-progress", "-q", site=plugin)
     assert proc.returncode == 0, proc.stderr
     assert "mAP50-95   1.0000" in proc.stdout and "bolt" in proc.stdout  # the planted boxes are the labels
+
+    jsonl = tmp_path / "run.jsonl"  # the streaming pipeline (ovq run, ovq pipeline) builds the same Detector
+    proc = ovq("run", str(tmp_path / "ir"), "--source", "synth://conveyor?width=128&height=96", "--max-frames", "2",
+               "--jsonl", str(jsonl), "-q", site=plugin)
+    assert proc.returncode == 0, proc.stderr
+    frames = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(frames) == 2 and [d["label"] for d in frames[0]["detections"]] == ["bolt", "nut"]
 
 
 def test_without_the_plugin_the_model_says_what_to_install(plugin, tmp_path):
