@@ -82,7 +82,9 @@ class Detector:
     """Detect objects in BGR images with one compiled model.
 
     ``detector(image)`` runs synchronously; ``preprocess``/``postprocess`` let an async pipeline put
-    ``compiled`` (or an ``AsyncInferQueue`` over it) in between.
+    ``compiled`` (or an ``AsyncInferQueue`` over it) in between. The model's family (built in or from a plug-in)
+    is checked against its outputs when it loads. ``conf``, ``iou``, ``agnostic_nms`` and ``max_det`` override
+    the model's stored defaults; ``classes`` keeps only those class ids or names; ``labels`` renames the classes.
     """
 
     def __init__(
