@@ -23,7 +23,8 @@ from ovq.evaluation.accuracy import EvalResult, MapResult, coco_map, evaluate, p
 from ovq.evaluation.prediction import predict
 from ovq.evaluation.speed import BenchResult, benchmark, format_table
 from ovq.model.conversion import convert, prepare
-from ovq.model.decoders import REGISTRY as DECODERS
+from ovq.model.decoders import BUILTIN as DECODERS
+from ovq.model.decoders import Family, families
 from ovq.model.detector import Detector
 from ovq.quantization.options import (
     AdvancedQuantizeOptions,
@@ -64,6 +65,7 @@ __all__ = [
     "DevicesReport",
     "DropType",
     "EvalResult",
+    "Family",
     "FrameResult",
     "JsonlSink",
     "MapResult",
@@ -95,6 +97,7 @@ __all__ = [
     "coco_map",
     "convert",
     "evaluate",
+    "families",
     "format_table",
     "load_dataset",
     "load_pipeline_config",
