@@ -24,7 +24,8 @@ from ovq.evaluation.metrics import DropInterval, MatchTable, OperatingPoint, boo
 from ovq.evaluation.prediction import predict
 from ovq.evaluation.speed import BenchResult, benchmark, format_table
 from ovq.model.conversion import convert, prepare
-from ovq.model.decoders import REGISTRY as DECODERS
+from ovq.model.decoders import BUILTIN as DECODERS
+from ovq.model.decoders import Family, families
 from ovq.model.detector import Detector
 from ovq.quantization.collapse import CollapseCheck
 from ovq.quantization.findings import ClassAP, HoldoutResult, OperatingPoints, SpeedVerdict
@@ -70,6 +71,7 @@ __all__ = [
     "DropInterval",
     "DropType",
     "EvalResult",
+    "Family",
     "FrameResult",
     "HoldoutResult",
     "JsonlSink",
@@ -107,6 +109,7 @@ __all__ = [
     "coco_map",
     "convert",
     "evaluate",
+    "families",
     "format_table",
     "load_dataset",
     "load_pipeline_config",
