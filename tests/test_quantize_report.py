@@ -133,3 +133,22 @@ def test_plot_states_the_held_out_verdict_on_the_reverts_axis(tmp_path):
     assert not ax.texts
     plot_sensitivity(_report(), tmp_path / "s.png")
     assert (tmp_path / "s.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("int8_recall, stored", [(0.36, 0.2137), (0.415, 0.25)])
+def test_recalibrate_threshold_is_stored_only_when_int8_shifted(int8_recall, stored):
+    """Asked to recalibrate, ovq moves the IR's threshold only when INT8's recall moved more than noise."""
+    from ovq.core.metadata import ModelInfo
+    from ovq.quantization.options import QuantizeOptions
+    from ovq.quantization.workflow import _settle_provenance
+
+    report = _report()
+    report.operating.int8 = _point(0.25, 0.64, int8_recall, 2.5)
+    info = ModelInfo("fastestdet", ["a"], (352, 352), conf_threshold=0.25, quantization={})
+    _settle_provenance(info, report, QuantizeOptions(recalibrate_threshold=True))
+    assert info.conf_threshold == stored and report.operating.applied == (stored != 0.25)
+    assert ("conf_threshold_fp" in info.quantization) == (stored != 0.25)
+    assert info.quantization["reverted_layers"] == ["Conv_1", "Conv_2", "Conv_3"]
+    unasked = ModelInfo("fastestdet", ["a"], (352, 352), conf_threshold=0.25, quantization={})
+    _settle_provenance(unasked, _report(), QuantizeOptions())
+    assert unasked.conf_threshold == 0.25 and "conf_threshold_fp" not in unasked.quantization

@@ -104,5 +104,7 @@ def _holdout_note(ax: Any, report: QuantizeReport) -> None:
     text = f"held out ({h.images} images): FP {h.fp[0]:.4f}, INT8 {h.int8[0]:.4f}, drop {h.drop:+.4f}"
     if h.held is not None:
         text += "\nbudget " + ("held" if h.held else "NOT held") + " there"
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.25 * (high - low))  # headroom: the note sits above the FP line, not on it
     ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", fontsize=8,
             bbox={"boxstyle": "round", "facecolor": "white" if h.held is not False else "mistyrose", "alpha": 0.9})
