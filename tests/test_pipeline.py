@@ -356,11 +356,27 @@ def test_cli_unreachable_url(assets):
         f"ovq run: error: {url}: connection refused by 127.0.0.1:{port} (no server listening) (not retrying)"
     ]
     # without --no-retry it keeps trying, says so, and still exits 0 on SIGTERM
+    # SIGTERM only once it has retried twice: a fixed sleep raced start-up on a loaded 2-core machine (import and
+    # model load took over 6 s at load 9, and a SIGTERM before the run installs its handlers ends it with -15)
     proc = subprocess.Popen(ovq_cmd(str(assets / MODEL), "--source", url, "--device", "CPU"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)
+    lines: list[str] = []
+    retried = threading.Event()
+
+    def read_stderr() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if sum("retrying in" in ln for ln in lines) >= 2:
+                retried.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    assert retried.wait(timeout=120), "".join(lines)
     proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout = proc.stdout.read()
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    stderr = "".join(lines)
     assert proc.returncode == 0, stderr
     retries = [ln for ln in stderr.splitlines() if "connection refused" in ln and "retrying in" in ln]
     assert len(retries) >= 2, stderr
