@@ -167,17 +167,19 @@ def test_live_source_keeps_the_newest_frame_and_counts_drops(detector):
     class Slow(Collect):
         def write(self, result: FrameResult) -> None:
             super().write(result)
-            time.sleep(0.1)
+            time.sleep(0.3)
 
+    # the sink (0.3 s a frame) must be far slower than the camera even when the camera's renderer is starved:
+    # at load 13 on 2 cores the 60 fps synthetic camera rendered only about 12 fps, and a 0.1 s sink saw frame 13
     sink = Slow()
-    summary = Pipeline(detector, ["synth://conveyor?fps=60&width=160&height=120"], sinks=[sink], max_frames=12,
+    summary = Pipeline(detector, ["synth://conveyor?fps=30&width=160&height=120"], sinks=[sink], max_frames=12,
                        stats_interval=0).run()
     indices = [r.frame_index for r in sink.results]
     assert len(indices) == 12 and indices == sorted(indices)
     stats = summary.streams["s0"]
     assert stats.dropped > 0
     assert stats.dropped >= indices[-1] + 1 - len(indices)  # every skipped index was counted as dropped
-    assert indices[-1] > 20  # the stream kept moving: results are recent frames, not a backlog
+    assert indices[-1] > 2 * len(indices)  # the stream kept moving: results are recent frames, not a backlog
 
 
 def test_mjpeg_http_source(assets, detector):
