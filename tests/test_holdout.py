@@ -239,3 +239,22 @@ def test_holdout_is_scored_once_on_the_images_left_out(demo_data, tmp_path, caps
         assert "no recalibration needed" in md
     assert "## Held-out images (never seen by quantization)" in md and "## Operating point" in md
     assert "## Per class: the 5 largest drops" in md and "Noise: resampling these 48 images" in md
+
+
+@pytest.mark.slow
+def test_test_split_is_scored_whole_and_validation_keeps_every_image(demo_data, tmp_path):
+    """--test-split: the named split is the held-out set, every image of it scored once; the validation split is
+    used whole; no budget, so the report has no verdict to give there (held is None)."""
+    from ovq.data.synth import write_yolo_dataset
+    from ovq.evaluation.accuracy import evaluate
+
+    other = write_yolo_dataset(tmp_path / "other", n_train=0, n_val=24, n_calib=0, seed=11)
+    data = _with_split(demo_data, "test", str(other.parent / "images" / "val"))
+    result = quantize(DEMO_MODEL, data, tmp_path / "q", calib_split="calib", test_split="test",
+                      advanced=AdvancedQuantizeOptions(bench_seconds=0.0, bootstrap_rounds=0), progress=False)
+    held = result.report["holdout"]
+    assert held["images"] == 24 and result.report["accuracy"]["images"] == 96 and held["held"] is None
+    assert "split 'test'" in held["source"] and result.holdout_held is None
+    test = load_dataset(data, split="test")
+    assert held["fp"]["map50_95"] == pytest.approx(evaluate(DEMO_MODEL, test, progress=False).map50_95, abs=1e-4)
+    assert held["int8"]["map50_95"] == pytest.approx(evaluate(tmp_path / "q", test, progress=False).map50_95, abs=1e-4)
