@@ -30,6 +30,7 @@ import openvino as ov
 from ovq.core.errors import ConfigError, DependencyError
 from ovq.model.detector import Detector
 from ovq.serving.client import INFO_TENSOR, v2_datatype
+from ovq.serving.repository import model_stem
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +75,6 @@ def served_models(models: Sequence[str | Path], names: Sequence[str] | None, opt
     kind = _served_model_class()
     return [kind(name, Detector(m, device=options.device, hint=options.hint), options.nireq)
             for name, m in zip(chosen, models, strict=True)]
-
-
-def model_stem(model: str | Path) -> str:
-    path = Path(model)
-    stem = path.name if path.is_dir() else path.stem
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "model"
 
 
 def _served_model_class() -> type:
