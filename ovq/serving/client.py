@@ -51,6 +51,11 @@ def _triton_grpc() -> Any:
         raise DependencyError(
             f"a grpc:// model URL needs tritonclient's gRPC client ({exc.name} is missing): pip install 'ovq[serve]'"
         ) from exc
+    except TypeError as exc:  # "duplicate symbol 'inference.ServerLiveRequest'": kserve's protos are loaded
+        raise DependencyError(
+            "a grpc:// model URL cannot be used in a process that imported kserve (both define the v2 protocol's "
+            "gRPC messages); use an http:// URL there, or a separate process"
+        ) from exc
     return module
 
 
