@@ -315,3 +315,24 @@ def test_server_killed_and_restarted_mid_run(yolox: Path, assets: Path, tmp_path
         assert run.returncode == 2, stderr
         assert "inference failed on frame" in stderr and "Traceback" not in stderr
         assert [r["frame_index"] for r in records] == list(range(len(records)))  # what was written stays whole
+
+
+@pytest.mark.slow
+def test_run_started_before_its_server_waits_for_it(yolox: Path, assets: Path, tmp_path: Path) -> None:
+    srv = OvqServe(yolox)
+    jsonl = tmp_path / "out.jsonl"
+    video = assets / "videos" / "car-detection.mp4"
+    run = subprocess.Popen([sys.executable, "-m", "ovq", "run", srv.url("http"), "--source", str(video), "--jsonl",
+                            str(jsonl), "--max-frames", "3", "--no-progress"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        time.sleep(3)
+        assert run.poll() is None, run.communicate()[1]  # still waiting, not failed
+        srv.start()
+        _, stderr = run.communicate(timeout=600)
+    finally:
+        run.kill()
+        srv.kill()
+    assert run.returncode == 0, stderr
+    assert "waiting for the server" in stderr and "server reached" in stderr
+    assert [json.loads(line)["frame_index"] for line in jsonl.read_text().splitlines()] == [0, 1, 2]

@@ -138,7 +138,8 @@ def build_pipeline(
         # cache: a folder is accepted too (compile_model), though Detector's annotation says bool; a serving URL
         # gives a remote detector that waits for its server like a camera unless reconnect.retry is off
         detector = open_detector(model, device=device, conf=cfg.conf, precision=cfg.precision,
-                                 hint=cfg.hint or default_hint(spec), cache=cfg.cache, retry=cfg.reconnect.retry)
+                                 hint=cfg.hint or default_hint(spec), cache=cfg.cache, retry=cfg.reconnect.retry,
+                                 wait=cfg.reconnect.retry)
         sinks = [*build_sinks(cfg), *extra_sinks]
     except BaseException:
         close_all(extra_sinks)

@@ -156,7 +156,8 @@ class RemoteDetector:
     ``grpc://HOST:PORT/v2/models/NAME``); the model's ovq metadata comes from the server.
 
     ``jobs``: requests in flight; ``timeout``: seconds for each call; ``retry``: wait for a server that went
-    away (True) or fail (False). A model that is not ready, carries no ovq metadata or has an input that does
+    away (True) or fail (False); ``wait``: also wait for one that is not reachable yet (a pipeline that
+    starts before its server). A model that is not ready, carries no ovq metadata or has an input that does
     not fit its metadata is a :class:`ServingError`/:class:`ModelError` here, before anything runs.
     """
 
@@ -177,6 +178,7 @@ class RemoteDetector:
         jobs: int = DEFAULT_JOBS,
         timeout: float = 10.0,
         retry: bool = True,
+        wait: bool = False,
     ) -> None:
         if jobs < 1:
             raise ConfigError(f"jobs {jobs}: expected at least 1 request in flight")
@@ -185,14 +187,7 @@ class RemoteDetector:
         self.url = url if isinstance(url, ServingURL) else parse_serving_url(url)
         self.jobs, self.timeout, self.retry = int(jobs), float(timeout), bool(retry)
         self.device = str(self.url)
-        client = V2Client(self.url, timeout=self.timeout)
-        try:
-            if not client.model_ready():
-                raise ServingError(f"{self.url}: the server has model '{self.url.model}' but it is not ready")
-            meta = client.metadata()
-            self.info = client.ovq_info(meta)
-        finally:
-            client.close()
+        meta = self._connect(wait)
         if labels:
             self.info = replace(self.info, labels=list(labels))
         self.input_name, self.output_names = self._check_metadata(meta)
@@ -213,6 +208,29 @@ class RemoteDetector:
         self.cancelled = False
         logger.info("using %s (%s, %d classes) served at %s", self.url.model, self.info.family,
                     len(self.info.labels), self.url.address)
+
+    def _connect(self, wait: bool) -> dict[str, Any]:
+        """The model's metadata and ovq info; with ``wait``, an unreachable server is waited for like a camera."""
+        attempt = 0
+        while True:
+            client = V2Client(self.url, timeout=self.timeout)
+            try:
+                if not client.model_ready():
+                    raise ServingError(f"{self.url}: the server has model '{self.url.model}' but it is not ready")
+                meta = client.metadata()
+                self.info = client.ovq_info(meta)
+                if attempt:
+                    logger.warning("%s: server reached", self.url)
+                return meta
+            except ServerUnavailable as exc:
+                if not wait:
+                    raise
+                if not attempt:
+                    logger.warning("%s; waiting for the server (--no-retry: fail instead)", exc)
+            finally:
+                client.close()
+            time.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+            attempt += 1
 
     @property
     def labels(self) -> list[str]:
@@ -310,5 +328,5 @@ class RemoteDetector:
         return request.outputs
 
 
-REMOTE_ONLY = frozenset(("jobs", "timeout", "retry"))
+REMOTE_ONLY = frozenset(("jobs", "timeout", "retry", "wait"))
 REMOTE_OPTIONS = frozenset(("conf", "iou", "agnostic_nms", "classes", "max_det", "labels")) | REMOTE_ONLY
