@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,7 +46,8 @@ def free_port() -> int:
 def yolov8n_onnx(folder: Path) -> Path:
     from ultralytics import YOLO
 
-    return Path(YOLO("yolov8n.yaml").export(format="onnx", imgsz=640, project=str(folder)))
+    exported = Path(YOLO("yolov8n.yaml").export(format="onnx", imgsz=640))  # written to the working folder
+    return Path(shutil.move(exported, folder / exported.name))
 
 
 def bench_model(name: str, model: Path, seconds: float, requests: int, protocols: list[str]) -> dict:
