@@ -9,6 +9,7 @@ Layout of a bundle::
     requirements.txt                     ovq's runtime dependencies pinned to the versions installed here
     wheels/ovq-<version>-py3-none-any.whl   ovq itself (plus every dependency with ``offline=True``)
     run.sh                               creates .venv next to itself on first use, then runs the pipeline
+    install.sh                           as root: service user, copy to the install dir, .venv, enable the unit
     ovq.service                          systemd unit: unprivileged user, restart on failure, hardened
     README.md                            install and run steps
 
@@ -46,7 +47,7 @@ from ovq.deployment.packaging import (
     wheel_requirements,
 )
 from ovq.deployment.schema import PipelineConfig, is_local_path
-from ovq.deployment.unit import DEFAULT_ALLOW_IP, OUTPUT_DIR, SERVICE_FILE, check_allow_ip, service_unit
+from ovq.deployment.unit import DEFAULT_ALLOW_IP, OUTPUT_DIR, SERVICE_FILE, check_allow_ip, service_unit, unit_name
 from ovq.model.conversion import MODEL_XML, convert, resolve_model_path
 from ovq.runtime.compilation import read_model
 
@@ -136,6 +137,8 @@ def build_bundle(
         if offline:
             download_wheels(tmp / "requirements.txt", tmp / WHEELS_DIR)
         _write(tmp / "run.sh", run_script(), mode=0o755)
+        _write(tmp / "install.sh", _template("install.sh").substitute(
+            install_dir=install_dir, user=user, unit=unit_name(install_dir)), mode=0o755)
         _write(tmp / SERVICE_FILE, service_unit(cfg, install_dir, user=user, allow_ip=allow_ip))
         _write(tmp / "README.md", readme(cfg, install_dir=install_dir, user=user, run_model=run_rel,
                                          wheel=wheel_path.name, offline=offline))
@@ -297,8 +300,7 @@ def readme(
                  else "pip downloads the pinned dependencies from PyPI (or your mirror: set PIP_INDEX_URL)"),
         user=user,
         install_dir=d,
-        install_parent=str(Path(d).parent),
-        service=Path(d).name,
+        unit=unit_name(d),
         env_lines="\n".join(env_lines or ["# nothing needed by this pipeline yet"]),
         stats_interval=f"{cfg.stats_interval:g}",
         device=cfg.device,

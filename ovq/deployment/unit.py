@@ -66,6 +66,12 @@ def _source_kinds(url: str) -> tuple[str, ...]:
     return ("network",) if scheme and scheme not in _LOCAL_SCHEMES else ()
 
 
+def unit_name(install_dir: str) -> str:
+    """``ovq-<install folder name>.service``, the name made of characters a unit name may hold."""
+    stem = re.sub(r"[^A-Za-z0-9_.:-]+", "-", install_dir.rstrip("/").rsplit("/", 1)[-1]).strip("-") or "pipeline"
+    return f"ovq-{stem}.service"
+
+
 def check_allow_ip(items: tuple[str, ...]) -> tuple[str, ...]:
     """``IPAddressAllow`` entries, checked: ``any``, ``localhost``, ``link-local``, ``multicast`` or an address /
     CIDR prefix (nothing else reaches the unit file)."""
