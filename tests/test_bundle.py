@@ -439,7 +439,7 @@ def test_offline_bundle_installs_without_network_and_runs_60_frames(tiny, tmp_pa
     records = [json.loads(line) for line in (dest / "output/belt.jsonl").read_text().splitlines()]
     assert len(records) == 60 and {r["stream"] for r in records} == {"belt"}
     where = subprocess.run([str(dest / ".venv/bin/python"), "-c", "import ovq, trackers; print(ovq.__file__)"],
-                           env=env, capture_output=True, text=True, check=True).stdout
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(dest / ".venv"))  # the bundle's ovq (and the track extra), not this source tree
 
 
