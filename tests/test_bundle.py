@@ -133,10 +133,29 @@ def test_the_wheel_is_this_ovq(built):
     assert shipped_config == (Path(ovq.__file__).parent / "deployment" / "schema.py").read_bytes()
 
 
-def test_run_script_is_valid_bash(built):
+def test_run_and_install_scripts_are_valid_bash(built):
     result, _ = built
-    proc = subprocess.run(["bash", "-n", str(result.out_dir / "run.sh")], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
+    for script in ("run.sh", "install.sh"):
+        proc = subprocess.run(["bash", "-n", str(result.out_dir / script)], capture_output=True, text=True,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr
+    install = (result.out_dir / "install.sh").read_text()
+    assert f"DEST=\"$ROOT\"'{result.install_dir}'" in install and "UNIT='ovq-line1-bundle.service'" in install
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root to switch to nobody")
+def test_install_script_refuses_to_run_unprivileged(built, tmp_path):
+    result, _ = built
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as where:  # pytest's folders are private to root
+        os.chmod(where, 0o755)
+        script = Path(where) / "install.sh"
+        shutil.copy2(result.out_dir / "install.sh", script)
+        proc = subprocess.run(["runuser", "-u", "nobody", "--", "bash", str(script)], capture_output=True, text=True,
+                              check=False, timeout=60, env={**os.environ, "ROOT": str(tmp_path)})
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [f"install.sh: run as root (sudo {script})"]
+    assert list(tmp_path.iterdir()) == []  # nothing made
 
 
 def test_service_unit(built):
