@@ -148,6 +148,15 @@ def test_pipeline_file_keeps_a_serving_url_and_refuses_to_quantize_it(tmp_path: 
         load_pipeline_config(bad)
 
 
+def test_bundle_of_a_pipeline_with_a_served_model_is_one_line(tmp_path: Path) -> None:
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("model: grpc://10.0.0.5:8001/v2/models/det\nsources: [video.mp4]\n")
+    r = ovq("bundle", "--pipeline", str(pipeline), "-o", str(tmp_path / "out"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "the model is served at grpc://10.0.0.5:8001/v2/models/det" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # -- export-serving ------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_export_serving_layouts_keep_versions_and_other_models(yolox: Path, assets: Path, tmp_path: Path) -> None:
