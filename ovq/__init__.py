@@ -43,6 +43,9 @@ from ovq.quantization.report import QuantizeReport
 from ovq.quantization.workflow import QuantizeResult, quantize
 from ovq.runtime.capabilities import DeviceInfo, DevicesReport, query_devices
 from ovq.runtime.devices import DeviceSpec, parse_device
+from ovq.serving.client import ServerUnavailable, ServingError
+from ovq.serving.remote import RemoteDetector, open_detector
+from ovq.serving.repository import ExportOptions, export_serving
 from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
@@ -71,6 +74,7 @@ __all__ = [
     "DropInterval",
     "DropType",
     "EvalResult",
+    "ExportOptions",
     "Family",
     "FrameResult",
     "HoldoutResult",
@@ -93,8 +97,11 @@ __all__ = [
     "QuantizeResult",
     "RankBy",
     "ReconnectPolicy",
+    "RemoteDetector",
     "RunSummary",
     "Sample",
+    "ServerUnavailable",
+    "ServingError",
     "Sink",
     "SourceError",
     "SpeedVerdict",
@@ -109,10 +116,12 @@ __all__ = [
     "coco_map",
     "convert",
     "evaluate",
+    "export_serving",
     "families",
     "format_table",
     "load_dataset",
     "load_pipeline_config",
+    "open_detector",
     "parse_device",
     "predict",
     "predict_samples",
