@@ -40,6 +40,7 @@ from ovq.quantization.report import QuantizeReport
 from ovq.quantization.workflow import QuantizeResult, quantize
 from ovq.runtime.capabilities import DeviceInfo, DevicesReport, query_devices
 from ovq.runtime.devices import DeviceSpec, parse_device
+from ovq.streaming.capacity import CapacityReport, Trial, capacity
 from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
@@ -53,6 +54,7 @@ __all__ = [
     "BenchResult",
     "BiasCorrection",
     "BundleResult",
+    "CapacityReport",
     "ConfigError",
     "Dataset",
     "DatasetError",
@@ -88,12 +90,14 @@ __all__ = [
     "Sink",
     "SourceError",
     "StreamStats",
+    "Trial",
     "VideoSink",
     "WindowSink",
     "__version__",
     "annotate",
     "benchmark",
     "build_bundle",
+    "capacity",
     "coco_map",
     "convert",
     "evaluate",

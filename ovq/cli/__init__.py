@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ovq.core.errors import OvqError
 
 COMMANDS = (
-    "convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "eval", "bench", "families", "demo",
+    "convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "eval", "bench", "capacity", "families", "demo",
 )
 
 

@@ -36,7 +36,7 @@ from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
 from ovq.runtime.signal_stack import repair_signal_stack
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
-from ovq.streaming.sources import SourceSpec, open_source, parse_source
+from ovq.streaming.sources import SourceSpec, decode_threads, open_source, parse_source
 from ovq.streaming.stats import RunSummary, StreamMeter
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,15 @@ class Pipeline:
     reopened by ``reconnect`` when they fail. :meth:`run` blocks until every source ended, each stream reached
     ``max_frames``, or :meth:`stop` was called; it drains the requests in flight, closes the sinks and returns
     a :class:`RunSummary`.
+
+    ``realtime_files`` reads files at their own frame rate, ``pace_fps`` at that rate, keeping only the newest
+    frame as a camera would (``ovq capacity`` runs N copies of one file this way); paced streams start out of
+    phase, spread over one frame period, like independent cameras.
+
+    What the pipeline asks of its detector (a remote one implements just this): ``preprocess(image) -> (tensor,
+    rinfo)``, ``async_queue(jobs, callback)`` (``start_async({0: tensor}, job)`` / ``wait_all()``),
+    ``outputs_of(request)`` in the callback, ``postprocess(outputs, rinfo, conf=)``, and ``compiled``,
+    ``device``, ``labels``, ``info.source``, ``inference_precision`` for the record.
     """
 
     def __init__(
@@ -127,6 +136,7 @@ class Pipeline:
         stats_interval: float = 10.0,
         reconnect: ReconnectPolicy | None = None,
         realtime_files: bool = False,
+        pace_fps: float | None = None,
     ) -> None:
         if isinstance(sources, (str, Path)):
             sources = [str(sources)]
@@ -146,6 +156,8 @@ class Pipeline:
             raise ConfigError(f"max_frames must be > 0, got {max_frames}")
         if nireq < 0:
             raise ConfigError(f"nireq must be >= 0, got {nireq}")
+        if pace_fps is not None and not pace_fps > 0:
+            raise ConfigError(f"pace_fps must be > 0, got {pace_fps}")
         for sink in sinks:
             if not isinstance(sink, Sink):
                 raise ConfigError(f"{sink!r} is not a sink: it needs write(result) and close()")
@@ -154,7 +166,8 @@ class Pipeline:
         self.sinks = list(sinks)
         self.max_frames = max_frames
         self.stats_interval = stats_interval
-        self.realtime_files = realtime_files
+        self.realtime_files = realtime_files or pace_fps is not None
+        self.pace_fps = pace_fps
         self.track = track
         self.conf = conf
         if track:
@@ -242,6 +255,7 @@ class Pipeline:
         """Open files (and live sources when not retrying) now, so bad input fails before anything runs."""
         opened = []
         try:
+            threads = decode_threads(len(self._streams))
             for st in self._streams:
                 live = st.spec.live or self.realtime_files
                 st.buffer = FrameBuffer(FILE_BUFFER, latest_only=live, wake=self._wake)
@@ -254,11 +268,13 @@ class Pipeline:
                     st.reader = LiveReader(st.name, st.spec, st.buffer, st.meter, self.reconnect, first=first)
                     st.fps = first.fps if first is not None else st.spec.params.get("fps")
                 else:
-                    source = open_source(st.spec)
+                    source = open_source(st.spec, decode_threads=threads)
                     opened.append(source)
-                    st.fps = source.fps
+                    st.fps = self.pace_fps or source.fps
+                    phase = st.index / len(self._streams) / st.fps if self.realtime_files and st.fps else 0.0
                     st.reader = FileReader(
-                        st.name, source, st.buffer, st.meter, limit=self.max_frames, realtime=self.realtime_files
+                        st.name, source, st.buffer, st.meter, limit=self.max_frames, realtime=self.realtime_files,
+                        pace_fps=self.pace_fps, start_delay=phase,
                     )
                     count = source.frame_count
                     if self.max_frames is not None:

@@ -22,6 +22,7 @@ Reading frames is not affected, so running streams go on; reconnects of several 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import sys
@@ -263,6 +264,16 @@ class SynthSource:
 
     def close(self) -> None:
         self._stream.close()
+
+
+def decode_threads(streams: int, cores: int | None = None) -> int:
+    """FFmpeg decoder threads per stream when ``streams`` decode at once: the cores shared out, 1 to 4 each.
+
+    FFmpeg's default (one thread per core for every capture) oversubscribes the cores as soon as several
+    streams run, and each extra frame thread holds one more decoded frame of latency.
+    """
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(4, cores // max(1, streams)))
 
 
 def open_source(spec: SourceSpec, *, timeout: float = 5.0, decode_threads: int | None = None) -> FrameSource:
