@@ -23,6 +23,36 @@ class ResizeInfo:
     orig_h: int
 
 
+def letterbox_info(src: tuple[int, int], size: tuple[int, int], *, center: bool = True) -> ResizeInfo:
+    """Where :func:`letterbox` puts an image of ``src`` = (height, width) inside ``size`` = (height, width)."""
+    h, w = src
+    th, tw = size
+    r = min(th / h, tw / w)
+    nw, nh = min(max(round(w * r), 1), tw), min(max(round(h * r), 1), th)
+    left, top = ((tw - nw) // 2, (th - nh) // 2) if center else (0, 0)
+    return ResizeInfo(nw / w, nh / h, float(left), float(top), w, h)
+
+
+def stretch_info(src: tuple[int, int], size: tuple[int, int]) -> ResizeInfo:
+    """Where :func:`stretch` maps an image of ``src`` = (height, width)."""
+    (h, w), (th, tw) = src, size
+    return ResizeInfo(tw / w, th / h, 0.0, 0.0, w, h)
+
+
+def resized_extent(info: ResizeInfo) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the resized image inside the model input."""
+    return int(info.pad_y), int(info.pad_x), round(info.orig_h * info.scale_y), round(info.orig_w * info.scale_x)
+
+
+def then(first: ResizeInfo, second: ResizeInfo) -> ResizeInfo:
+    """The mapping ``first`` followed by ``second`` (``second`` maps ``first``'s output size onward)."""
+    return ResizeInfo(
+        first.scale_x * second.scale_x, first.scale_y * second.scale_y,
+        first.pad_x * second.scale_x + second.pad_x, first.pad_y * second.scale_y + second.pad_y,
+        first.orig_w, first.orig_h,
+    )
+
+
 def letterbox(
     image: np.ndarray,
     size: tuple[int, int],
@@ -36,18 +66,12 @@ def letterbox(
     ``center=True`` splits the padding evenly (Ultralytics); ``False`` puts the image top-left (YOLOX).
     """
     h, w = image.shape[:2]
-    th, tw = size
-    r = min(th / h, tw / w)
-    nw, nh = round(w * r), round(h * r)
-    nw, nh = min(max(nw, 1), tw), min(max(nh, 1), th)
-    if center:
-        left, top = (tw - nw) // 2, (th - nh) // 2
-    else:
-        left, top = 0, 0
-    out = np.full((th, tw) + image.shape[2:], pad_value, dtype=image.dtype)
+    info = letterbox_info((h, w), size, center=center)
+    top, left, nh, nw = resized_extent(info)
+    out = np.full(tuple(size) + image.shape[2:], pad_value, dtype=image.dtype)
     resized = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=interpolation)
     out[top : top + nh, left : left + nw] = resized
-    return out, ResizeInfo(nw / w, nh / h, float(left), float(top), w, h)
+    return out, info
 
 
 def stretch(
@@ -57,7 +81,7 @@ def stretch(
     h, w = image.shape[:2]
     th, tw = size
     resized = image if (w, h) == (tw, th) else cv2.resize(image, (tw, th), interpolation=interpolation)
-    return resized, ResizeInfo(tw / w, th / h, 0.0, 0.0, w, h)
+    return resized, stretch_info((h, w), size)
 
 
 def scale_boxes(xyxy: np.ndarray, info: ResizeInfo, *, clip: bool = True) -> np.ndarray:

@@ -74,6 +74,7 @@ class _Job:
     seq: int
     frame: Frame
     rinfo: ResizeInfo
+    tensor: Any = None  # the input, shared with the request until its callback ran
     outputs: list[np.ndarray] | None = None
     error: BaseException | None = None
 
@@ -85,6 +86,7 @@ class _Stream:
     spec: SourceSpec
     meter: StreamMeter
     buffer: FrameBuffer | None = None
+    size: tuple[int, int] | None = None  # (height, width) the source said it sends
     reader: FileReader | LiveReader | None = None
     tracker: Any = None
     fps: float | None = None
@@ -109,12 +111,19 @@ class Pipeline:
     ``max_frames``, or :meth:`stop` was called; it drains the requests in flight, closes the sinks and returns
     a :class:`RunSummary`.
 
+    With ``resize_in_graph`` (the default), when every source says its frame size at opening (files, and live
+    sources opened at start-up) and the sizes agree, the detector runs a variant that letterboxes inside
+    OpenVINO (:meth:`Detector.for_source`): decoded frames go to the device as they are, with no Python resize
+    and no copy. Otherwise frames are resized in Python.
+
     ``realtime_files`` reads files at their own frame rate, ``pace_fps`` at that rate, keeping only the newest
     frame as a camera would (``ovq capacity`` runs N copies of one file this way); paced streams start out of
     phase, spread over one frame period, like independent cameras.
 
     What the pipeline asks of its detector (a remote one implements just this): ``preprocess(image) -> (tensor,
-    rinfo)``, ``async_queue(jobs, callback)`` (``start_async({0: tensor}, job)`` / ``wait_all()``),
+    rinfo)``, ``async_queue(jobs, callback)`` (``start_async({0: tensor}, job, share_inputs=True)`` - the
+    pipeline keeps ``tensor`` alive until the callback ran - and ``wait_all()``), optionally
+    ``for_source(height, width)`` returning a detector of the same kind whose ``preprocess`` takes such frames,
     ``outputs_of(request)`` in the callback, ``postprocess(outputs, rinfo, conf=)``, and ``compiled``,
     ``device``, ``labels``, ``info.source``, ``inference_precision`` for the record.
     """
@@ -137,6 +146,7 @@ class Pipeline:
         reconnect: ReconnectPolicy | None = None,
         realtime_files: bool = False,
         pace_fps: float | None = None,
+        resize_in_graph: bool = True,
     ) -> None:
         if isinstance(sources, (str, Path)):
             sources = [str(sources)]
@@ -168,6 +178,8 @@ class Pipeline:
         self.stats_interval = stats_interval
         self.realtime_files = realtime_files or pace_fps is not None
         self.pace_fps = pace_fps
+        self.resize_in_graph = resize_in_graph
+        self.resized_from: tuple[int, int] | None = None  # the frame size the graph resizes from, when it does
         self.track = track
         self.conf = conf
         if track:
@@ -246,6 +258,7 @@ class Pipeline:
             inference_precision=self.detector.inference_precision,
             nireq=self.nireq,
             stopped=self._stop_requested,
+            extra={"resize": f"graph from {self.resized_from[1]}x{self.resized_from[0]}" if self.resized_from else "python"},
         )
         if self._error is not None:
             raise self._error
@@ -267,10 +280,12 @@ class Pipeline:
                         logger.info("%s: opened %s", st.name, st.spec.display)
                     st.reader = LiveReader(st.name, st.spec, st.buffer, st.meter, self.reconnect, first=first)
                     st.fps = first.fps if first is not None else st.spec.params.get("fps")
+                    st.size = getattr(first, "size", None)
                 else:
                     source = open_source(st.spec, decode_threads=threads)
                     opened.append(source)
                     st.fps = self.pace_fps or source.fps
+                    st.size = getattr(source, "size", None)
                     phase = st.index / len(self._streams) / st.fps if self.realtime_files and st.fps else 0.0
                     st.reader = FileReader(
                         st.name, source, st.buffer, st.meter, limit=self.max_frames, realtime=self.realtime_files,
@@ -288,6 +303,18 @@ class Pipeline:
             for source in opened:
                 source.close()
             raise
+        self._choose_resize()
+
+    def _choose_resize(self) -> None:
+        sizes = {st.size for st in self._streams}
+        for_source = getattr(self.detector, "for_source", None)
+        if not self.resize_in_graph or for_source is None or None in sizes or len(sizes) != 1:
+            if self.resize_in_graph and len(sizes - {None}) > 1:
+                logger.info("resizing in Python: the sources' frame sizes differ (%s)", sorted(sizes - {None}))
+            return
+        (size,) = sizes
+        self.detector = for_source(*size)
+        self.resized_from = size
 
     def _supervise(self, post: threading.Thread) -> None:
         next_stats = time.monotonic() + self.stats_interval if self.stats_interval > 0 else float("inf")
@@ -358,11 +385,11 @@ class Pipeline:
                 continue
             st, frame = picked
             tensor, rinfo = self.detector.preprocess(frame.image)
-            job = _Job(stream=st.index, seq=st.submitted, frame=frame, rinfo=rinfo)
+            job = _Job(stream=st.index, seq=st.submitted, frame=frame, rinfo=rinfo, tensor=tensor)
             if st.submitted == 0:
                 st.meter.started()
             st.submitted += 1
-            infer_queue.start_async({0: tensor}, job)
+            infer_queue.start_async({0: tensor}, job, share_inputs=True)
             if self.max_frames is not None and st.submitted >= self.max_frames:
                 self._finish_stream(st, "reached --max-frames")
 
@@ -391,6 +418,7 @@ class Pipeline:
             job.outputs = self.detector.outputs_of(request)
         except BaseException as exc:  # noqa: BLE001 - reported by the post-processing thread
             job.error = exc
+        job.tensor = None
         self._results.put(job)
 
     # -- post-processing thread ----------------------------------------------------------------------------

@@ -158,6 +158,7 @@ class FrameSource(Protocol):
 
     fps: float | None
     frame_count: int | None
+    size: tuple[int, int] | None  # (height, width) of every frame when the source says so, else None
 
     def read(self) -> np.ndarray | None: ...
 
@@ -203,6 +204,8 @@ class CaptureSource:
         self.fps: float | None = float(fps) if fps and 0 < fps < 1000 else None
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if spec.kind == "video" else 0
         self.frame_count: int | None = count if count > 0 else None
+        h, w = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        self.size: tuple[int, int] | None = (h, w) if h > 0 and w > 0 else None  # what the stream says it sends
 
     def read(self) -> np.ndarray | None:
         ok, frame = self._cap.read()
@@ -225,6 +228,7 @@ class ImageSource:
         self._next = 0
         self.fps: float | None = None
         self.frame_count: int | None = len(self._files)
+        self.size: tuple[int, int] | None = None  # images may differ in size
         self.skipped = 0
 
     def read(self) -> np.ndarray | None:
@@ -258,6 +262,7 @@ class SynthSource:
         )
         self.fps: float | None = float(p.get("fps", 30.0))
         self.frame_count: int | None = None
+        self.size: tuple[int, int] | None = (p.get("height", 480), p.get("width", 640))
 
     def read(self) -> np.ndarray | None:
         return self._stream.read()
