@@ -36,7 +36,7 @@ from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
 from ovq.runtime.signal_stack import repair_signal_stack
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
-from ovq.streaming.sources import SourceSpec, decode_threads, open_source, parse_source
+from ovq.streaming.sources import SourceSpec, check_decode, decode_threads, open_source, parse_source
 from ovq.streaming.stats import RunSummary, StreamMeter
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class _Stream:
     meter: StreamMeter
     buffer: FrameBuffer | None = None
     size: tuple[int, int] | None = None  # (height, width) the source said it sends
+    decoder: str | None = None  # video decoding in use ("software", "vaapi", ...), None when not a video
     reader: FileReader | LiveReader | None = None
     tracker: Any = None
     fps: float | None = None
@@ -115,6 +116,10 @@ class Pipeline:
     sources opened at start-up) and the sizes agree, the detector runs a variant that letterboxes inside
     OpenVINO (:meth:`Detector.for_source`): decoded frames go to the device as they are, with no Python resize
     and no copy. Otherwise frames are resized in Python.
+
+    ``decode`` selects hardware video decoding for files (``ovq.streaming.sources.DECODE_MODES``: "auto" takes
+    what OpenCV's FFmpeg offers, VA-API on Intel iGPUs, else software); the summary's ``extra["decode"]``
+    says what each stream got. Software decoders get the cores shared out over the streams.
 
     ``realtime_files`` reads files at their own frame rate, ``pace_fps`` at that rate, keeping only the newest
     frame as a camera would (``ovq capacity`` runs N copies of one file this way); paced streams start out of
@@ -147,6 +152,7 @@ class Pipeline:
         realtime_files: bool = False,
         pace_fps: float | None = None,
         resize_in_graph: bool = True,
+        decode: str = "auto",
     ) -> None:
         if isinstance(sources, (str, Path)):
             sources = [str(sources)]
@@ -171,6 +177,7 @@ class Pipeline:
         for sink in sinks:
             if not isinstance(sink, Sink):
                 raise ConfigError(f"{sink!r} is not a sink: it needs write(result) and close()")
+        check_decode(decode)
         specs = [parse_source(s) for s in sources]
         self.reconnect = reconnect or ReconnectPolicy()
         self.sinks = list(sinks)
@@ -179,6 +186,7 @@ class Pipeline:
         self.realtime_files = realtime_files or pace_fps is not None
         self.pace_fps = pace_fps
         self.resize_in_graph = resize_in_graph
+        self.decode = decode
         self.resized_from: tuple[int, int] | None = None  # the frame size the graph resizes from, when it does
         self.track = track
         self.conf = conf
@@ -258,7 +266,7 @@ class Pipeline:
             inference_precision=self.detector.inference_precision,
             nireq=self.nireq,
             stopped=self._stop_requested,
-            extra={"resize": f"graph from {self.resized_from[1]}x{self.resized_from[0]}" if self.resized_from else "python"},
+            extra={"decode": {st.name: st.decoder for st in self._streams}, "resize": self._resize_text()},
         )
         if self._error is not None:
             raise self._error
@@ -282,7 +290,7 @@ class Pipeline:
                     st.fps = first.fps if first is not None else st.spec.params.get("fps")
                     st.size = getattr(first, "size", None)
                 else:
-                    source = open_source(st.spec, decode_threads=threads)
+                    source = open_source(st.spec, decode_threads=threads, decode=self.decode)
                     opened.append(source)
                     st.fps = self.pace_fps or source.fps
                     st.size = getattr(source, "size", None)
@@ -294,7 +302,11 @@ class Pipeline:
                     count = source.frame_count
                     if self.max_frames is not None:
                         count = min(count or self.max_frames, self.max_frames)
-                    logger.info("%s: opened %s (%s frames)", st.name, st.spec.display, count or "?")
+                    st.decoder = getattr(source, "decoder", None)
+                    logger.info(
+                        "%s: opened %s (%s frames, %s decoding%s)", st.name, st.spec.display, count or "?",
+                        st.decoder or "image", f", {threads} thread(s)" if st.decoder == "software" else "",
+                    )
                 if self.track:
                     from ovq.streaming.tracking import ByteTracker
 
@@ -304,6 +316,9 @@ class Pipeline:
                 source.close()
             raise
         self._choose_resize()
+
+    def _resize_text(self) -> str:
+        return f"graph from {self.resized_from[1]}x{self.resized_from[0]}" if self.resized_from else "python"
 
     def _choose_resize(self) -> None:
         sizes = {st.size for st in self._streams}
