@@ -4,7 +4,12 @@ An ovq IR takes a u8 BGR NHWC image of the model's input size; the caller resize
 size is known and fixed, :func:`resize_variant` puts the letterbox (or stretch) in front of it with OpenVINO's
 PrePostProcessor, so the variant takes the decoded frame (u8 BGR, source size) with no Python resize and no
 copy. The geometry is the one :func:`ovq.core.geometry.letterbox` uses, so box mapping stays exact; only the
-interpolation is OpenVINO's instead of OpenCV's (both bilinear with half-pixel centres, no antialiasing).
+interpolation is OpenVINO's instead of OpenCV's (both bilinear with half-pixel centres, no antialiasing, on u8:
+at most one grey level apart, as OpenCV's INTER_LINEAR is from its INTER_LINEAR_EXACT). Resizing the bytes
+before converting to float measured 10.0 vs 10.5 ms CPU a frame for FastestDet on 768x432 frames (interleaved,
+loaded 2-core EPYC Zen 3). Measured against the Python path at f32 (that CPU): coco128 val mAP50-95 YOLOX-Nano
+0.3368 -> 0.3374, FastestDet 0.2067 -> 0.2059; on the shared person video 99.2 % (YOLOX-Nano) and 95.5 %
+(FastestDet) of the boxes moved at most 1 px - exactly as many as between OpenCV's two bilinear resizes.
 """
 
 from __future__ import annotations
@@ -43,10 +48,11 @@ def resize_variant(model: ov.Model, info: ModelInfo, source: tuple[int, int]) ->
     inp = ppp.input(0)
     inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_shape([1, h, w, 3])
     inp.model().set_layout(ov.Layout("NHWC"))
-    steps = inp.preprocess().convert_element_type(ov.Type.f32)
-    if (nh, nw) != (h, w):
+    steps = inp.preprocess()
+    if (nh, nw) != (h, w):  # on u8: cheaper than on floats (see the module doc)
         steps.resize(ResizeAlgorithm.RESIZE_LINEAR, nh, nw)
-    if (nh, nw) != (th, tw):
+    if (nh, nw) != (th, tw):  # the PrePostProcessor pads floats only
+        steps.convert_element_type(ov.Type.f32)
         steps.pad([0, top, left, 0], [0, th - nh - top, tw - nw - left, 0], float(info.pad_value), PaddingMode.CONSTANT)
     variant = ppp.build()
     _skip_u8_round_trip(variant)
