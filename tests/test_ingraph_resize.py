@@ -140,7 +140,7 @@ def shifts_on_video(detector: Detector, video, every: int = 4) -> tuple[np.ndarr
             unmatched += missing
             tensor, rinfo = letterbox(image, detector.info.input_size, pad_value=detector.info.pad_value,
                                       center=detector.info.letterbox_center, interpolation=cv2.INTER_LINEAR_EXACT)
-            exact = detector.postprocess(detector.compiled({0: tensor[None]})[0:1], rinfo, conf=0.1)
+            exact = detector.postprocess([detector.compiled({0: tensor[None]})[0]], rinfo, conf=0.1)
             control.append(box_shifts(python, exact)[0])
         index += 1
         ok, image = cap.read()
