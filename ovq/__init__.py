@@ -40,6 +40,9 @@ from ovq.quantization.report import QuantizeReport
 from ovq.quantization.workflow import QuantizeResult, quantize
 from ovq.runtime.capabilities import DeviceInfo, DevicesReport, query_devices
 from ovq.runtime.devices import DeviceSpec, parse_device
+from ovq.serving.client import ServerUnavailable, ServingError
+from ovq.serving.remote import RemoteDetector, open_detector
+from ovq.serving.repository import ExportOptions, export_serving
 from ovq.streaming.capacity import CapacityReport, Trial, capacity
 from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
@@ -67,6 +70,7 @@ __all__ = [
     "DevicesReport",
     "DropType",
     "EvalResult",
+    "ExportOptions",
     "Family",
     "FrameResult",
     "JsonlSink",
@@ -85,8 +89,11 @@ __all__ = [
     "QuantizeResult",
     "RankBy",
     "ReconnectPolicy",
+    "RemoteDetector",
     "RunSummary",
     "Sample",
+    "ServerUnavailable",
+    "ServingError",
     "Sink",
     "SourceError",
     "StreamStats",
@@ -101,10 +108,12 @@ __all__ = [
     "coco_map",
     "convert",
     "evaluate",
+    "export_serving",
     "families",
     "format_table",
     "load_dataset",
     "load_pipeline_config",
+    "open_detector",
     "parse_device",
     "predict",
     "predict_samples",

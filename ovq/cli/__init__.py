@@ -17,7 +17,7 @@ from ovq.core.errors import OvqError
 
 COMMANDS = (
     "convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "health", "eval", "bench", "capacity",
-    "families", "demo",
+    "families", "demo", "serve", "export-serving",
 )
 
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ovq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"ovq.cli.{name}").register(sub)
+        importlib.import_module(f"ovq.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 

@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import openvino as ov
 
 from ovq.core.detections import Detections
 from ovq.core.errors import ConfigError, OvqError
 from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
 from ovq.runtime.signal_stack import repair_signal_stack
+from ovq.serving.remote import RemoteDetector, open_detector
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
 from ovq.streaming.sources import SourceSpec, check_decode, decode_threads, open_source, parse_source
 from ovq.streaming.stats import RunSummary, StreamMeter
@@ -129,8 +131,8 @@ class Pipeline:
     phase, spread over one frame period, like independent cameras.
 
     What the pipeline asks of its detector (a remote one implements just this): ``preprocess(image) -> (tensor,
-    rinfo)``, ``async_queue(jobs, callback)`` (``start_async({0: tensor}, job, share_inputs=True)`` - the
-    pipeline keeps ``tensor`` alive until the callback ran - and ``wait_all()``), optionally
+    rinfo)``, ``async_queue(jobs, callback)`` (``start_async({0: tensor}, job)`` - an OpenVINO queue also gets
+    ``share_inputs=True``, the job keeping ``tensor`` alive until the callback ran - and ``wait_all()``), optionally
     ``for_source(height, width)`` returning a detector of the same kind whose ``preprocess`` takes such frames,
     ``outputs_of(request)`` in the callback, ``postprocess(outputs, rinfo, conf=)``, and ``compiled``,
     ``device``, ``labels``, ``info.source``, ``inference_precision`` for the record.
@@ -138,7 +140,7 @@ class Pipeline:
 
     def __init__(
         self,
-        model: str | Path | Detector,
+        model: str | Path | Detector | RemoteDetector,
         sources: Sequence[str],
         *,
         names: Sequence[str] | None = None,
@@ -197,10 +199,8 @@ class Pipeline:
             from ovq.streaming.tracking import check_tracking_available
 
             check_tracking_available()
-        if isinstance(model, Detector):
-            self.detector = model
-        else:
-            self.detector = Detector(model, device=device, conf=conf, precision=precision, hint=hint or "throughput")
+        # a model path, a Detector, a serving URL or a RemoteDetector (ovq.serving.remote)
+        self.detector = open_detector(model, device=device, conf=conf, precision=precision, hint=hint or "throughput")
         # one request more than the device runs at once keeps it fed while Python decodes, resizes and
         # post-processes (FastestDet on 2 cores: 372 -> 406 FPS; larger models unchanged)
         self.nireq = nireq or int(self.detector.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) + 1
@@ -347,6 +347,8 @@ class Pipeline:
                 repair_signal_stack()
             if self._stop_requested and not self._stopping.is_set():
                 logger.info("stop requested: draining requests in flight")
+                if isinstance(self.detector, RemoteDetector):
+                    self.detector.cancel()  # requests waiting for a server that is away fail instead of waiting
                 self._stopping.set()
                 self._wake.set()
             now = time.monotonic()
@@ -393,6 +395,7 @@ class Pipeline:
 
     def _schedule(self, infer_queue: Any) -> None:
         turn = itertools.cycle(range(len(self._streams)))
+        share = isinstance(infer_queue, ov.AsyncInferQueue)
         while not self._stopping.is_set():
             if all(st.done for st in self._streams):
                 return
@@ -410,7 +413,10 @@ class Pipeline:
             if st.submitted == 0:
                 st.meter.started()
             st.submitted += 1
-            infer_queue.start_async({0: tensor}, job, share_inputs=True)
+            if share:  # OpenVINO reads the frame where it is; the job holds it until the callback ran
+                infer_queue.start_async({0: tensor}, job, share_inputs=True)
+            else:
+                infer_queue.start_async({0: tensor}, job)
             if self.max_frames is not None and st.submitted >= self.max_frames:
                 self._finish_stream(st, "reached --max-frames")
 
