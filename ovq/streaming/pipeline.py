@@ -118,9 +118,9 @@ class Pipeline:
     at start-up) and the sizes agree, the detector runs a variant that letterboxes inside OpenVINO
     (:meth:`Detector.for_source`): decoded frames go to the device as they are, with no Python resize and no
     copy. Otherwise frames are resized in Python. ``None`` (the default) resizes in the graph on GPU and NPU,
-    where it takes the resize off the CPU, and in Python on the CPU, where OpenCV's resize costs less than the
-    plugin's (FastestDet, 768x432 frames, one inference thread: 8.9 ms CPU a frame resizing in Python, 10.0 in
-    the graph; person-0013: 52.8 vs 50.7; interleaved on a loaded 2-core EPYC Zen 3 - re-take on a quiet one).
+    where it takes the resize off the CPU, and in Python on the CPU, until a quiet machine settles it: on a
+    loaded 2-core EPYC Zen 3 (f32, interleaved) FastestDet ran 155 fps resizing in Python vs 123 in the graph
+    (and 8.9 vs 10.0 ms CPU a frame), while YOLOX-Nano (18 vs 27) and person-0013 (25 vs 35) ran faster in the graph.
 
     ``decode`` selects hardware video decoding for files (``ovq.streaming.sources.DECODE_MODES``: "auto" takes
     what OpenCV's FFmpeg offers, VA-API on Intel iGPUs, else software); the summary's ``extra["decode"]``
