@@ -43,6 +43,7 @@ from ovq.runtime.devices import DeviceSpec, parse_device
 from ovq.serving.client import ServerUnavailable, ServingError
 from ovq.serving.remote import RemoteDetector, open_detector
 from ovq.serving.repository import ExportOptions, export_serving
+from ovq.streaming.capacity import CapacityReport, Trial, capacity
 from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
@@ -56,6 +57,7 @@ __all__ = [
     "BenchResult",
     "BiasCorrection",
     "BundleResult",
+    "CapacityReport",
     "ConfigError",
     "Dataset",
     "DatasetError",
@@ -95,12 +97,14 @@ __all__ = [
     "Sink",
     "SourceError",
     "StreamStats",
+    "Trial",
     "VideoSink",
     "WindowSink",
     "__version__",
     "annotate",
     "benchmark",
     "build_bundle",
+    "capacity",
     "coco_map",
     "convert",
     "evaluate",
