@@ -1,17 +1,22 @@
-"""End-to-end pipeline FPS on a video file vs. ``ovq bench`` throughput of the same model (target: >= 90 %).
+"""``ovq run`` on a video vs ``benchmark_app`` on the same IR, against the decode ceiling; capacity tables.
 
-For each model: ``ovq.evaluation.speed.benchmark`` (an ``AsyncInferQueue`` kept full with one pre-made input: the
-device's ceiling) and ``ovq.Pipeline`` on ``one-by-one-person-detection.mp4`` with no sink and no display
-(decode, resize, async inference, decoding and NMS, in order, every frame) - same device, same performance
-hint, same inference precision, one after the other, ``rounds`` times with the order alternated. The
-pipeline's FPS is the stream's results per second from its first result to its last.
+For each model, interleaved ``rounds`` times (the order rotates, so a machine drifting between runs does not
+skew the ratios):
 
-Both compete for the same cores: on a 2-core machine video decoding and post-processing take CPU time that
-inference would otherwise get, so the ratio says how much of the device the pipeline keeps busy. The machine
-is shared; the 1-minute load average before each run is recorded.
+- ``benchmark_app -hint throughput`` on the very IR the pipeline compiles (saved next to the results), at the
+  detector's inference precision: the device's ceiling for inference alone;
+- ``ovq.Pipeline`` on the shared person video, no sinks: decode, resize, async inference, decoding and NMS,
+  in order, every frame - once resizing in Python, once in the graph (:meth:`Detector.for_source`).
 
-    python benchmarks/bench_pipeline.py [--models yolox_nano fastestdet] [--device CPU] [--precision f32]
-                                        [--time 10] [--rounds 2] [--json out.json]
+Both compete for the same cores: video decoding takes CPU time inference would otherwise get. The physical
+ceiling is inference plus software decoding: with ``d`` CPU-seconds of decoding a frame (measured single-threaded)
+on ``c`` cores, ``ceiling = 1 / (1 / B + d / c)`` for benchmark_app's ``B`` FPS. Each ratio is reported against
+benchmark_app and against that ceiling. Then :func:`ovq.capacity` at 10 and 25 fps.
+
+The 1-minute load average before each run is recorded: on a shared machine, say so with the numbers.
+
+    python benchmarks/bench_pipeline.py [--models yolox_nano fastestdet person-0013] [--precision f32]
+        [--time 10] [--rounds 2] [--capacity-fps 10 25] [--capacity-seconds 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ import argparse
 import json
 import logging
 import os
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,82 +41,126 @@ MODELS = {
     "person-0013": "models/person-detection-retail-0013-fp32/person-detection-retail-0013.xml",
 }
 VIDEO = "videos/one-by-one-person-detection.mp4"
-TARGET = 0.90
 
 
 @dataclass
 class PipelineBench:
     model: str
-    device: str
-    precision_used: str
-    bench_fps: list[float] = field(default_factory=list)
-    pipeline_fps: list[float] = field(default_factory=list)
-    pipeline_latency_p50_ms: list[float] = field(default_factory=list)
-    load_before: list[float] = field(default_factory=list)
-    frames: int = 0
-    nireq: int = 0
+    precision: str
+    cpu: str
+    decode_ms: float  # CPU ms to decode one frame, one thread
+    app_fps: list[float] = field(default_factory=list)
+    python_fps: list[float] = field(default_factory=list)
+    graph_fps: list[float] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)
+    capacity: dict[str, int] = field(default_factory=dict)  # fps -> streams
+    capacity_tables: list[str] = field(default_factory=list)
 
-    @property
-    def ratio(self) -> float:
-        return statistics.median(self.pipeline_fps) / statistics.median(self.bench_fps)
+    def ceiling(self) -> float:
+        app = statistics.median(self.app_fps)
+        return 1.0 / (1.0 / app + self.decode_ms / 1000.0 / (os.cpu_count() or 1))
+
+    def ratios(self) -> dict[str, float]:
+        app = statistics.median(self.app_fps)
+        out = {"ceiling/app": self.ceiling() / app}
+        for name, fps in (("python", self.python_fps), ("graph", self.graph_fps)):
+            out[f"{name}/app"] = statistics.median(fps) / app
+            out[f"{name}/ceiling"] = statistics.median(fps) / self.ceiling()
+        return out
 
     def line(self) -> str:
-        ok = "ok" if self.ratio >= TARGET else "BELOW TARGET"
+        r = self.ratios()
         return (
-            f"{self.model:12s} {self.device} {self.precision_used:5s}"
-            f" ovq bench {statistics.median(self.bench_fps):7.1f} fps"
-            f" | pipeline {statistics.median(self.pipeline_fps):7.1f} fps ({self.frames} frames, {self.nireq} requests,"
-            f" latency p50 {statistics.median(self.pipeline_latency_p50_ms):.0f} ms)"
-            f" | ratio {self.ratio:.2f} {ok}"
+            f"{self.model:12s} {self.precision:4s} benchmark_app {statistics.median(self.app_fps):6.1f} fps | ovq run "
+            f"python-resize {statistics.median(self.python_fps):6.1f} ({r['python/app']:.2f}x app, "
+            f"{r['python/ceiling']:.2f}x ceiling) graph-resize {statistics.median(self.graph_fps):6.1f} "
+            f"({r['graph/app']:.2f}x app, {r['graph/ceiling']:.2f}x ceiling) | decode {self.decode_ms:.2f} ms/frame "
+            f"-> ceiling {self.ceiling():.1f} fps ({r['ceiling/app']:.2f}x app) | load {min(self.load):.1f}-{max(self.load):.1f}"
         )
 
 
+def decode_cost_ms(video: Path, frames: int = 400) -> float:
+    """CPU milliseconds FFmpeg (through OpenCV, one thread) spends decoding one frame of ``video``."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    cap.read()
+    t0, n = time.thread_time(), 0
+    while n < frames and cap.read()[0]:
+        n += 1
+    spent = time.thread_time() - t0
+    cap.release()
+    return spent / max(n, 1) * 1000.0
+
+
+def benchmark_app(xml: Path, precision: str, seconds: float) -> float:
+    app = Path(sys.executable).with_name("benchmark_app")
+    cmd = [str(app), "-m", str(xml), "-d", "CPU", "-hint", "throughput", "-t", str(int(seconds)),
+           "-infer_precision", precision]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Throughput:\s+([\d.]+) FPS", out)
+    if match is None:
+        raise RuntimeError(f"benchmark_app printed no throughput:\n{out[-2000:]}")
+    return float(match.group(1))
+
+
 def main(
-    models: list[str] | None = None, *, device: str = "CPU", precision: str | None = None, seconds: float = 10.0,
-    rounds: int = 2, video: Path | None = None,
+    models: list[str] | None = None, *, precision: str | None = None, seconds: float = 10.0, rounds: int = 2,
+    capacity_fps: tuple[float, ...] = (10.0, 25.0), capacity_seconds: float = 5.0, video: Path | None = None,
 ) -> list[PipelineBench]:
-    """Run the comparison; returns one :class:`PipelineBench` per model."""
-    from ovq.evaluation.speed import benchmark
+    """Run the comparison and the capacity searches; one :class:`PipelineBench` per model."""
+    import openvino as ov
+
     from ovq.model.detector import Detector
+    from ovq.runtime.cpu import cpu_model
+    from ovq.streaming.capacity import capacity
     from ovq.streaming.pipeline import Pipeline
 
     if not ASSETS.exists():
         raise SystemExit(f"shared assets not found at {ASSETS}")
     video = video or ASSETS / VIDEO
+    decode_ms = decode_cost_ms(video)
     results = []
-    for name in models or list(MODELS):
-        path = ASSETS / MODELS[name]
-        detector = Detector(path, device=device, precision=precision, hint="throughput")
-        row = PipelineBench(model=name, device=device, precision_used=detector.inference_precision)
-        for r in range(rounds):
-            order = ("bench", "pipeline") if r % 2 == 0 else ("pipeline", "bench")
-            for what in order:
-                row.load_before.append(os.getloadavg()[0])
-                if what == "bench":
-                    res = benchmark(path, device=device, precision=precision, hint="throughput", seconds=seconds)
-                    row.bench_fps.append(res.throughput_fps)
-                else:
-                    summary = Pipeline(detector, [str(video)], stats_interval=0).run()
-                    stats = summary.streams["s0"]
-                    row.pipeline_fps.append(stats.fps)
-                    row.pipeline_latency_p50_ms.append(stats.latency_p50_ms or 0.0)
-                    row.frames, row.nireq = stats.frames, summary.nireq
-        print(row.line(), flush=True)
-        results.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models or list(MODELS):
+            detector = Detector(ASSETS / MODELS[name], precision=precision, hint="throughput")
+            xml = Path(tmp) / f"{name}.xml"
+            ov.save_model(detector.model, str(xml), compress_to_fp16=False)
+            row = PipelineBench(model=name, precision=detector.inference_precision, cpu=cpu_model(), decode_ms=decode_ms)
+            runs = ("app", "python", "graph")
+            for r in range(rounds):
+                for what in runs[r % 3:] + runs[: r % 3]:
+                    row.load.append(os.getloadavg()[0])
+                    if what == "app":
+                        row.app_fps.append(benchmark_app(xml, detector.inference_precision, seconds))
+                        continue
+                    pipeline = Pipeline(detector, [str(video)], stats_interval=0, resize_in_graph=what == "graph")
+                    summary = pipeline.run()
+                    assert summary.extra["resize"].startswith(what), summary.extra
+                    (row.python_fps if what == "python" else row.graph_fps).append(summary.streams["s0"].fps)
+            print(row.line(), flush=True)
+            for fps in capacity_fps:
+                report = capacity(detector, video, fps=fps, seconds=capacity_seconds, warmup=1.0)
+                row.capacity[f"{fps:g}"] = report.streams
+                row.capacity_tables.append(report.table())
+                print(report.table(), flush=True)
+            results.append(row)
     return results
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=None)
-    parser.add_argument("--device", default="CPU")
-    parser.add_argument("--precision", choices=("default", "f32", "bf16"), default=None)
-    parser.add_argument("--time", type=float, default=10.0, help="seconds per ovq bench run")
+    parser.add_argument("--precision", choices=("f32", "bf16"), default=None)
+    parser.add_argument("--time", type=float, default=10.0, help="seconds per benchmark_app run")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--capacity-fps", type=float, nargs="*", default=[10.0, 25.0])
+    parser.add_argument("--capacity-seconds", type=float, default=5.0)
     parser.add_argument("--json", help="write the results as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    rows = main(args.models, device=args.device, precision=args.precision, seconds=args.time, rounds=args.rounds)
+    rows = main(args.models, precision=args.precision, seconds=args.time, rounds=args.rounds,
+                capacity_fps=tuple(args.capacity_fps), capacity_seconds=args.capacity_seconds)
     if args.json:
-        Path(args.json).write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows], indent=2) + "\n")
+        Path(args.json).write_text(json.dumps([{**asdict(r), "ratios": r.ratios()} for r in rows], indent=2) + "\n")
     sys.exit(0)

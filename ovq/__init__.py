@@ -46,6 +46,7 @@ from ovq.runtime.devices import DeviceSpec, parse_device
 from ovq.serving.client import ServerUnavailable, ServingError
 from ovq.serving.remote import RemoteDetector, open_detector
 from ovq.serving.repository import ExportOptions, export_serving
+from ovq.streaming.capacity import CapacityReport, Trial, capacity
 from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
@@ -59,6 +60,7 @@ __all__ = [
     "BenchResult",
     "BiasCorrection",
     "BundleResult",
+    "CapacityReport",
     "ClassAP",
     "CollapseCheck",
     "ConfigError",
@@ -106,6 +108,7 @@ __all__ = [
     "SourceError",
     "SpeedVerdict",
     "StreamStats",
+    "Trial",
     "VideoSink",
     "WindowSink",
     "__version__",
@@ -113,6 +116,7 @@ __all__ = [
     "benchmark",
     "bootstrap_drop",
     "build_bundle",
+    "capacity",
     "coco_map",
     "convert",
     "evaluate",

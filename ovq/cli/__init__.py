@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from ovq.core.errors import OvqError
 
 COMMANDS = (
-    "convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "health", "eval", "bench", "families",
-    "demo", "serve", "export-serving",
+    "convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "health", "eval", "bench", "capacity",
+    "families", "demo", "serve", "export-serving",
 )
 
 

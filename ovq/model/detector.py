@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import openvino as ov
 
 from ovq.core.detections import Detections
 from ovq.core.errors import ConfigError, ModelError, OvqError
-from ovq.core.geometry import ResizeInfo, letterbox, stretch
+from ovq.core.geometry import ResizeInfo, letterbox, stretch, stretch_info, then
 from ovq.core.metadata import ModelInfo
 from ovq.model.conversion import prepare
 from ovq.model.decoders import DecodeParams
@@ -115,6 +118,7 @@ class Detector:
         self.device = device
         self.config = compile_config(self.info, precision=precision, hint=hint, config=config)
         self.compiled = compile_model(self.model, device, config=self.config, core=self.core, cache=cache)
+        self._cache = cache
         self.params = DecodeParams(
             input_size=self.info.input_size,
             conf_threshold=self.info.conf_threshold if conf is None else float(conf),
@@ -124,6 +128,10 @@ class Detector:
             classes=None if classes is None else class_ids(classes, self.info.labels),
         )
         self._request: ov.InferRequest | None = None
+        self.source_size: tuple[int, int] | None = None  # (h, w) the graph resizes from; None: Python resizes
+        self._source_rinfo: ResizeInfo | None = None
+        self._variants: dict[tuple[int, int], Detector] = {}
+        self._variants_lock = threading.Lock()
         saturation = int8_saturation_warning(self.info.quantization, device)
         if saturation:
             logger.warning("%s: %s", self.info.source or "model", saturation)
@@ -140,11 +148,37 @@ class Detector:
     def inference_precision(self) -> str:
         return execution_precision(self.compiled)
 
+    def for_source(self, height: int, width: int) -> Detector:
+        """This detector with the resize in the graph, for frames of ``height`` x ``width`` (compiled once per size).
+
+        Its ``preprocess`` hands such a frame to OpenVINO as it is (no Python resize, no copy); a frame of another
+        size is first stretched to the variant's size in Python, with the box mapping composed, so boxes stay
+        exact. Everything else (decoding, thresholds, labels) is shared with this detector.
+        """
+        from ovq.model.ingraph import resize_variant
+
+        base = self if self.source_size is None else self._base
+        key = (int(height), int(width))
+        with base._variants_lock:
+            view = base._variants.get(key)
+            if view is None:
+                model, rinfo = resize_variant(base.model, base.info, key)
+                view = copy.copy(base)
+                view._base = base
+                view.compiled = compile_model(model, base.device, config=base.config, core=base.core, cache=base._cache)
+                view.source_size, view._source_rinfo, view._request = key, rinfo, None
+                view._warned_size = False
+                base._variants[key] = view
+                logger.info("%s: resizing in the graph from %dx%d", base.info.source or "model", key[1], key[0])
+        return view
+
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, ResizeInfo]:
         """The model input (u8 NHWC, batch 1) for a BGR image, and how it was resized."""
         if image is None or image.ndim != 3 or image.shape[2] != 3:
             shape = None if image is None else image.shape
             raise ValueError(f"expected a BGR image of shape (H, W, 3), got {shape}")
+        if self.source_size is not None:
+            return self._preprocess_in_graph(image)
         if self.info.resize == "letterbox":
             resized, rinfo = letterbox(
                 image, self.info.input_size, pad_value=self.info.pad_value, center=self.info.letterbox_center
@@ -152,6 +186,20 @@ class Detector:
         else:
             resized, rinfo = stretch(image, self.info.input_size)
         return np.ascontiguousarray(resized[None]), rinfo
+
+    def _preprocess_in_graph(self, image: np.ndarray) -> tuple[np.ndarray, ResizeInfo]:
+        h, w = self.source_size
+        if image.shape[:2] == (h, w):
+            return np.ascontiguousarray(image)[None], self._source_rinfo
+        if not self._warned_size:  # a live source reconnected at another resolution, say
+            self._warned_size = True
+            logger.warning(
+                "%s: a %dx%d frame for a graph that resizes from %dx%d: stretching it in Python first",
+                self.info.source or "model", image.shape[1], image.shape[0], w, h,
+            )
+        first = stretch_info(image.shape[:2], (h, w))
+        resized = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        return resized[None], then(first, self._source_rinfo)
 
     def postprocess(self, outputs: list[np.ndarray], rinfo: ResizeInfo, *, conf: float | None = None) -> Detections:
         """Decode raw outputs; a decoder that fails or yields confidences outside [0, 1] is a :class:`ModelError`."""

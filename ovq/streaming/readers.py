@@ -122,21 +122,23 @@ class FrameBuffer:
 class FileReader:
     """Reads an opened file source into ``buffer``: every frame, blocking while the buffer is full.
 
-    With ``realtime=True`` frames are paced to the file's fps, as a camera would deliver them (use a
-    ``latest_only`` buffer then, to drop what inference cannot keep up with).
+    With ``realtime=True`` frames are paced to the file's fps (or ``pace_fps``), as a camera would deliver them
+    (use a ``latest_only`` buffer then, to drop what inference cannot keep up with); ``start_delay`` (seconds)
+    shifts the first frame, so several paced files are out of phase like independent cameras.
     """
 
     def __init__(
         self, name: str, source: FrameSource, buffer: FrameBuffer, meter: StreamMeter, *,
-        limit: int | None = None, realtime: bool = False,
+        limit: int | None = None, realtime: bool = False, pace_fps: float | None = None, start_delay: float = 0.0,
     ) -> None:
         self.name = name
         self.source = source
         self.buffer = buffer
         self.meter = meter
         self.limit = limit
-        self.realtime = realtime
-        self.fps = source.fps
+        self.realtime = realtime or pace_fps is not None
+        self.fps = pace_fps or source.fps
+        self.start_delay = start_delay
         self.frames_read = 0
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -157,8 +159,8 @@ class FileReader:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        period = 1.0 / self.source.fps if self.realtime and self.source.fps else 0.0
-        next_time = time.monotonic()
+        period = 1.0 / self.fps if self.realtime and self.fps else 0.0
+        next_time = time.monotonic() + (self.start_delay if period else 0.0)
         try:
             while not self._stop.is_set() and (self.limit is None or self.frames_read < self.limit):
                 if period:

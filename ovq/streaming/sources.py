@@ -21,7 +21,9 @@ Reading frames is not affected, so running streams go on; reconnects of several 
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
 import re
 import socket
 import sys
@@ -33,10 +35,24 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import cv2
 import numpy as np
 
-from ovq.core.errors import SourceError, unknown_key_message
+from ovq.core.errors import ConfigError, SourceError, unknown_key_message
 from ovq.data.images import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
+
+# Video decoding: "auto" lets OpenCV's FFmpeg backend take any hardware decoder it was built with (VA-API on
+# Intel iGPUs under Linux, D3D11/MFX on Windows) and fall back to software; "software" never tries; a named
+# accelerator is required (an error when it is not there). What was selected is reported per source.
+DECODE_MODES = {
+    "auto": cv2.VIDEO_ACCELERATION_ANY,
+    "software": cv2.VIDEO_ACCELERATION_NONE,
+    "vaapi": cv2.VIDEO_ACCELERATION_VAAPI,
+    "mfx": cv2.VIDEO_ACCELERATION_MFX,
+    "d3d11": cv2.VIDEO_ACCELERATION_D3D11,
+}
+_ACCELERATION_NAMES = {v: k for k, v in DECODE_MODES.items() if k != "auto"} | {
+    cv2.VIDEO_ACCELERATION_DRM: "drm"
+}
 
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 SYNTH_SCENES = ("conveyor",)
@@ -157,6 +173,7 @@ class FrameSource(Protocol):
 
     fps: float | None
     frame_count: int | None
+    size: tuple[int, int] | None  # (height, width) of every frame when the source says so, else None
 
     def read(self) -> np.ndarray | None: ...
 
@@ -170,8 +187,11 @@ class CaptureSource:
     ``read()`` return ``None`` instead of blocking.
     """
 
-    def __init__(self, spec: SourceSpec, *, timeout: float = 5.0, decode_threads: int | None = None) -> None:
+    def __init__(
+        self, spec: SourceSpec, *, timeout: float = 5.0, decode_threads: int | None = None, decode: str = "auto"
+    ) -> None:
         self.spec = spec
+        accel = check_decode(decode)
         ms = int(max(timeout, 0.1) * 1000)
         if spec.kind == "camera":
             if sys.platform.startswith("linux"):
@@ -183,11 +203,17 @@ class CaptureSource:
         else:
             target = str(spec.path) if spec.kind == "video" else spec.text
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            params += [cv2.CAP_PROP_HW_ACCELERATION, accel]
             if decode_threads:
                 params += [cv2.CAP_PROP_N_THREADS, int(decode_threads)]
             cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
+            if decode not in ("auto", "software") and spec.kind != "camera":
+                raise SourceError(
+                    f"{spec.display}: cannot open with {decode} hardware decoding (not on this machine, or not in "
+                    "this OpenCV build); use decode 'auto' or 'software'"
+                )
             if spec.kind == "url":
                 what = diagnose_url(spec.text, timeout=min(timeout, 2.0))
             elif spec.kind == "camera":
@@ -198,10 +224,18 @@ class CaptureSource:
         if spec.kind == "camera":
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         self._cap = cap
+        used = int(cap.get(cv2.CAP_PROP_HW_ACCELERATION) or 0) if spec.kind != "camera" else 0
+        self.decoder = _ACCELERATION_NAMES.get(used, f"accelerated ({used})") if used > 0 else "software"
+        self.decode_threads = decode_threads
+        if decode not in ("auto", "software") and self.decoder != decode:
+            cap.release()
+            raise SourceError(f"{spec.display}: {decode} hardware decoding was asked for, OpenCV chose {self.decoder}")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps: float | None = float(fps) if fps and 0 < fps < 1000 else None
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if spec.kind == "video" else 0
         self.frame_count: int | None = count if count > 0 else None
+        h, w = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        self.size: tuple[int, int] | None = (h, w) if h > 0 and w > 0 else None  # what the stream says it sends
 
     def read(self) -> np.ndarray | None:
         ok, frame = self._cap.read()
@@ -224,6 +258,7 @@ class ImageSource:
         self._next = 0
         self.fps: float | None = None
         self.frame_count: int | None = len(self._files)
+        self.size: tuple[int, int] | None = None  # images may differ in size
         self.skipped = 0
 
     def read(self) -> np.ndarray | None:
@@ -257,6 +292,7 @@ class SynthSource:
         )
         self.fps: float | None = float(p.get("fps", 30.0))
         self.frame_count: int | None = None
+        self.size: tuple[int, int] | None = (p.get("height", 480), p.get("width", 640))
 
     def read(self) -> np.ndarray | None:
         return self._stream.read()
@@ -265,10 +301,34 @@ class SynthSource:
         self._stream.close()
 
 
-def open_source(spec: SourceSpec, *, timeout: float = 5.0, decode_threads: int | None = None) -> FrameSource:
-    """Open ``spec``; :class:`SourceError` naming the source when it cannot be opened."""
+def check_decode(decode: str) -> int:
+    """OpenCV's acceleration constant for a decode mode; :class:`ConfigError` for an unknown one."""
+    if decode not in DECODE_MODES:
+        close = difflib.get_close_matches(str(decode), list(DECODE_MODES), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"decode '{decode}': expected one of {', '.join(DECODE_MODES)}{hint}")
+    return DECODE_MODES[decode]
+
+
+def decode_threads(streams: int, cores: int | None = None) -> int:
+    """FFmpeg decoder threads per stream when ``streams`` decode at once: the cores shared out, 1 to 4 each.
+
+    FFmpeg's default (one thread per core for every capture) oversubscribes the cores as soon as several
+    streams run, and each extra frame thread holds one more decoded frame of latency.
+    """
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(4, cores // max(1, streams)))
+
+
+def open_source(
+    spec: SourceSpec, *, timeout: float = 5.0, decode_threads: int | None = None, decode: str = "auto"
+) -> FrameSource:
+    """Open ``spec``; :class:`SourceError` naming the source when it cannot be opened.
+
+    ``decode`` (:data:`DECODE_MODES`) selects hardware video decoding; a video source reports what it got in
+    ``decoder`` ("software", "vaapi", ...)."""
     if spec.kind == "images":
         return ImageSource(spec)
     if spec.kind == "synth":
         return SynthSource(spec)
-    return CaptureSource(spec, timeout=timeout, decode_threads=decode_threads)
+    return CaptureSource(spec, timeout=timeout, decode_threads=decode_threads, decode=decode)

@@ -35,16 +35,18 @@ class FastestDetDecoder:
     def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:
         pred = np.asarray(outputs[0])[0]  # (5 + nc, H, W)
         _, gh, gw = pred.shape
-        flat = pred.reshape(pred.shape[0], -1).T  # (H*W, 5 + nc)
-        obj = flat[:, 0]
-        cls = flat[:, 5:]
+        flat = pred.reshape(pred.shape[0], -1)  # (5 + nc, H*W)
+        obj = np.clip(check_confidences(flat[0]), 0, None)
+        # score = obj^0.6 * cls^0.4 <= obj^0.6 (class scores are softmaxed): other cells cannot reach the threshold
+        idx = np.flatnonzero(obj ** 0.6 >= params.conf_threshold)
+        f = flat[:, idx].T  # (candidates, 5 + nc)
+        cls = f[:, 5:]
         class_id = cls.argmax(axis=1)
-        cls_score = np.take_along_axis(cls, class_id[:, None], axis=1)[:, 0]
-        scores = check_confidences((np.clip(obj, 0, None) ** 0.6) * (np.clip(cls_score, 0, None) ** 0.4))
+        cls_score = cls[np.arange(len(idx)), class_id]
+        scores = check_confidences((obj[idx] ** 0.6) * (np.clip(cls_score, 0, None) ** 0.4))
         keep = scores >= params.conf_threshold
-        idx = np.nonzero(keep)[0]
+        idx, f = idx[keep], f[keep]
         gy, gx = np.divmod(idx, gw)
-        f = flat[keep]
         h, w = params.input_size
         cx = (np.tanh(f[:, 1]) + gx) / gw * w
         cy = (np.tanh(f[:, 2]) + gy) / gh * h

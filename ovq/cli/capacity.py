@@ -1,0 +1,49 @@
+"""``ovq capacity MODEL --source FILE --fps N [--max-p95-ms L] [--json OUT]``: cameras per PC (stream density)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ovq.cli._common import add_command, add_device, add_precision
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub, "capacity",
+        "how many real-time streams of a video (paced at --fps, like cameras) this machine runs through a model "
+        "with no dropped frames (and p95 latency under --max-p95-ms)",
+    )
+    p.add_argument("model", metavar="MODEL", help="model folder, .xml, .onnx or .pt")
+    p.add_argument("--source", required=True, metavar="FILE", help="a video file, played as every camera")
+    p.add_argument("--fps", type=float, required=True, metavar="N", help="frames per second of each camera")
+    p.add_argument("--max-p95-ms", type=float, default=None, metavar="L", help="p95 latency bound per stream (ms)")
+    add_device(p)
+    add_precision(p)
+    p.add_argument("--seconds", type=float, default=8.0, metavar="S", help="measured seconds per trial (default 8)")
+    p.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds before measuring (default 2)")
+    p.add_argument("--max-streams", type=int, default=64, metavar="N", help="search no higher (default 64)")
+    p.add_argument("--json", metavar="OUT", help="write the answer and every trial as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ovq.core.errors import ConfigError, OvqError
+    from ovq.core.fileio import write_json_atomic
+    from ovq.streaming.capacity import capacity
+
+    if args.json and not Path(args.json).resolve().parent.is_dir():  # say so before minutes of trials, not after
+        raise ConfigError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
+    report = capacity(
+        args.model, args.source, fps=args.fps, max_p95_ms=args.max_p95_ms, device=args.device, precision=args.precision,
+        seconds=args.seconds, warmup=args.warmup, max_streams=args.max_streams,
+    )
+    print(report.table())
+    if args.json:
+        try:
+            write_json_atomic(args.json, report.to_dict())
+        except OSError as exc:
+            raise OvqError(f"--json {args.json}: cannot write: {exc.strerror or exc}") from None
+        print(f"wrote {args.json}")
+    return 0

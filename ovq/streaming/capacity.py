@@ -1,0 +1,270 @@
+"""Stream density: how many cameras at N fps one machine sustains with a model.
+
+A *trial* runs ``n`` copies of one video file through the pipeline, each paced at ``fps`` like a camera
+(newest frame only, the copies out of phase), for a warm-up and then a measured window. It passes when, in
+the window, no stream dropped a frame, every stream delivered ``fps`` results per second, and (when a bound is
+given) the p95 capture-to-result latency of every stream stayed under it. :func:`search` doubles ``n`` until
+a trial fails, then bisects between the last pass and the first failure; the answer is the largest ``n`` that
+passed (0 when even one stream cannot keep up).
+
+    report = capacity("model.xml", "camera.mp4", fps=25, max_p95_ms=200)
+    report.streams    # the answer
+    report.trials     # every trial, in the order run
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ovq.core.errors import ConfigError, SourceError
+from ovq.model.detector import Detector
+from ovq.streaming.sources import open_source, parse_source
+
+logger = logging.getLogger(__name__)
+
+FPS_TOLERANCE = 0.02  # a stream keeps up when it delivers >= 98 % of the frames due in the window (minus one)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial: ``streams`` paced copies; the slowest stream's fps, the worst stream's p95, drops in all."""
+
+    streams: int
+    fps: float  # results per second of the slowest stream, in the measured window
+    p95_ms: float | None  # the largest per-stream p95 latency (capture -> result), ms
+    dropped: int  # frames replaced before inference took them, all streams, in the window
+    cpu_percent: float  # this process's CPU time over the window, in % of all cores
+    passed: bool
+    why: str = ""  # what failed, empty when passed
+
+
+@dataclass
+class CapacityReport:
+    """The answer (``streams``) and every trial behind it."""
+
+    model: str
+    source: str
+    fps: float
+    max_p95_ms: float | None
+    device: str
+    inference_precision: str
+    cpu: str
+    cores: int
+    seconds: float  # measured window per trial
+    streams: int = 0
+    trials: list[Trial] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "trials": [asdict(t) for t in sorted(self.trials, key=lambda t: t.streams)]}
+
+    def table(self) -> str:
+        bound = f", p95 <= {self.max_p95_ms:g} ms" if self.max_p95_ms is not None else ""
+        head = (
+            f"{Path(self.model).name} on {self.device} ({self.inference_precision}), {self.cpu}, {self.cores} cores; "
+            f"source {self.source} paced at {self.fps:g} fps{bound}"
+        )
+        lines = [
+            head,
+            f"{'streams':>7} {'fps/stream':>10} {'p95 ms':>7} {'dropped':>7} {'CPU %':>6}  result",
+        ]
+        for t in sorted(self.trials, key=lambda t: t.streams):
+            p95 = f"{t.p95_ms:7.1f}" if t.p95_ms is not None else f"{'-':>7}"
+            verdict = "ok" if t.passed else f"FAIL: {t.why}"
+            lines.append(f"{t.streams:7d} {t.fps:10.2f} {p95} {t.dropped:7d} {t.cpu_percent:6.0f}  {verdict}")
+        lines.append(f"capacity: {self.streams} stream(s) at {self.fps:g} fps")
+        return "\n".join(lines)
+
+
+def search(trial: Callable[[int], Trial], *, max_streams: int) -> tuple[int, list[Trial]]:
+    """The largest ``n`` in 1..``max_streams`` whose trial passes (doubling, then bisection), and the trials run.
+
+    Assumes passing is monotonic in ``n`` (more streams never make it easier).
+    """
+    if max_streams < 1:
+        raise ConfigError(f"max_streams {max_streams}: must be at least 1")
+    trials: list[Trial] = []
+
+    def run(n: int) -> bool:
+        result = trial(n)
+        trials.append(result)
+        return result.passed
+
+    good, bad = 0, None
+    n = 1
+    while n <= max_streams:
+        if not run(n):
+            bad = n
+            break
+        good = n
+        if n == max_streams:
+            break
+        n = min(2 * n, max_streams)
+    if bad is None:
+        return good, trials
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if run(mid):
+            good = mid
+        else:
+            bad = mid
+    return good, trials
+
+
+class _Recorder:
+    """A sink that keeps, per stream, when each result came, its frame index and latency."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, list[tuple[float, int, float]]] = {}
+
+    def write(self, result: Any) -> None:
+        self.records.setdefault(result.stream, []).append((time.monotonic(), result.frame_index, result.latency_ms))
+
+    def close(self) -> None:
+        pass
+
+    def window(self, start: float, end: float) -> dict[str, tuple[int, int, float | None]]:
+        """Per stream: results in [start, end), frames dropped between them, p95 latency (ms)."""
+        out = {}
+        for name, rows in self.records.items():
+            inside = [r for r in rows if start <= r[0] < end]
+            before = [r for r in rows if r[0] < start]
+            last = before[-1][1] if before else (inside[0][1] - 1 if inside else 0)
+            dropped = 0
+            for _, index, _ in inside:
+                dropped += max(0, index - last - 1)
+                last = index
+            p95 = float(np.percentile([r[2] for r in inside], 95)) if inside else None
+            out[name] = (len(inside), dropped, p95)
+        return out
+
+
+def run_trial(
+    detector: Detector, source: str, streams: int, *, fps: float, seconds: float, warmup: float,
+    max_p95_ms: float | None = None,
+) -> Trial:
+    """Run ``streams`` copies of ``source`` paced at ``fps`` for ``warmup`` + ``seconds``; measure the window."""
+    from ovq.streaming.pipeline import Pipeline
+
+    recorder = _Recorder()
+    frames = math.ceil(fps * (warmup + seconds)) + 2
+    pipeline = Pipeline(
+        detector, [source] * streams, sinks=[recorder], max_frames=frames, pace_fps=fps, stats_interval=0
+    )
+    t0 = time.monotonic()
+    cpu0 = _cpu_seconds()
+    start, end = t0 + warmup, t0 + warmup + seconds
+    marks: dict[str, float] = {}
+
+    def sample_cpu() -> None:  # CPU time of the window only, not of opening files or draining at the end
+        for name, at in (("start", start), ("end", end)):
+            if stop.wait(max(0.0, at - time.monotonic())):
+                return
+            marks[name] = _cpu_seconds()
+        pipeline.stop()  # a trial that falls behind must not run on
+
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_cpu, name="ovq-capacity-cpu", daemon=True)
+    sampler.start()
+    try:
+        pipeline.run()
+    finally:
+        stop.set()
+        sampler.join()
+    if "end" in marks:
+        cpu = (marks["end"] - marks.get("start", cpu0)) / seconds
+    else:  # the run ended before the window did (a short file): the whole run
+        cpu = (_cpu_seconds() - cpu0) / max(time.monotonic() - t0, 1e-6)
+    stats = recorder.window(start, end)
+    counts = [stats.get(f"s{i}", (0, 0, None)) for i in range(streams)]
+    slowest = min(c[0] for c in counts) / seconds
+    dropped = sum(c[1] for c in counts)
+    p95s = [c[2] for c in counts if c[2] is not None]
+    p95 = max(p95s) if p95s else None
+    why = []
+    if dropped:
+        why.append(f"{dropped} dropped")
+    if slowest < fps * (1 - FPS_TOLERANCE) - 1.0 / seconds:
+        why.append(f"{slowest:.1f} < {fps:g} fps")
+    if max_p95_ms is not None and (p95 is None or p95 > max_p95_ms):
+        why.append(f"p95 {p95:.0f} > {max_p95_ms:g} ms" if p95 is not None else "no results")
+    trial = Trial(
+        streams=streams, fps=slowest, p95_ms=p95, dropped=dropped, cpu_percent=100.0 * cpu / (os.cpu_count() or 1),
+        passed=not why, why=", ".join(why),
+    )
+    logger.info(
+        "%d stream(s): %.2f fps/stream, p95 %s ms, %d dropped, CPU %.0f %%: %s",
+        streams, trial.fps, "-" if p95 is None else f"{p95:.1f}", dropped, trial.cpu_percent,
+        "ok" if trial.passed else trial.why,
+    )
+    return trial
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def capacity(
+    model: str | Path | Detector,
+    source: str | Path,
+    *,
+    fps: float,
+    max_p95_ms: float | None = None,
+    device: str = "CPU",
+    precision: str | None = None,
+    seconds: float = 8.0,
+    warmup: float = 2.0,
+    max_streams: int = 64,
+) -> CapacityReport:
+    """How many copies of ``source``, each paced at ``fps``, the machine runs through ``model`` in real time.
+
+    ``model`` is a path or a built :class:`Detector` (compiled with the throughput hint when built here). Each
+    trial takes ``warmup + seconds``; a search takes about ``2 log2(answer) + 1`` trials.
+    """
+    from ovq.runtime.cpu import cpu_model
+
+    if not fps > 0:
+        raise ConfigError(f"fps {fps}: must be > 0")
+    if max_p95_ms is not None and not max_p95_ms > 0:
+        raise ConfigError(f"max_p95_ms {max_p95_ms}: must be > 0")
+    if not seconds > 0 or warmup < 0:
+        raise ConfigError(f"seconds {seconds} must be > 0 and warmup {warmup} >= 0")
+    spec = parse_source(source)
+    if spec.kind != "video":
+        raise SourceError(f"{spec.display}: capacity needs a video file (it plays copies of it as cameras)")
+    probe = open_source(spec)
+    try:
+        count = probe.frame_count
+    finally:
+        probe.close()
+    needed = math.ceil(fps * (warmup + seconds))
+    if count is not None and count < needed:
+        raise SourceError(
+            f"{spec.display}: {count} frames, a trial needs {needed} ({warmup:g} + {seconds:g} s at {fps:g} fps); "
+            "use a longer file or shorter --seconds"
+        )
+    detector = model if isinstance(model, Detector) else Detector(
+        model, device=device, precision=precision, hint="throughput"
+    )
+    report = CapacityReport(
+        model=str(detector.info.source or model), source=spec.display, fps=float(fps), max_p95_ms=max_p95_ms,
+        device=detector.device, inference_precision=detector.inference_precision, cpu=cpu_model(),
+        cores=os.cpu_count() or 1, seconds=seconds,
+    )
+    report.streams, report.trials = search(
+        lambda n: run_trial(
+            detector, str(source), n, fps=fps, seconds=seconds, warmup=warmup, max_p95_ms=max_p95_ms
+        ),
+        max_streams=max_streams,
+    )
+    return report

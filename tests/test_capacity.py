@@ -1,0 +1,136 @@
+"""``ovq capacity``: the search, the trial's measurements, the command and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from ovq.core.errors import ConfigError, SourceError
+from ovq.model.detector import Detector
+from ovq.streaming.capacity import Trial, _Recorder, capacity, search
+
+VIDEO = "videos/one-by-one-person-detection.mp4"
+GIF = "videos/people-detection.gif"
+
+
+def threshold_trial(limit: int, seen: list[int]):
+    """A trial that passes up to ``limit`` streams, recording which counts were tried."""
+
+    def trial(n: int) -> Trial:
+        seen.append(n)
+        return Trial(streams=n, fps=10.0, p95_ms=5.0, dropped=0, cpu_percent=1.0, passed=n <= limit)
+
+    return trial
+
+
+@pytest.mark.parametrize("limit, max_streams, expected", [(0, 64, 0), (1, 64, 1), (5, 64, 5), (37, 64, 37),
+                                                           (64, 64, 64), (100, 64, 64), (9, 12, 9), (12, 12, 12)])
+def test_search_finds_the_largest_passing_count(limit, max_streams, expected):
+    seen: list[int] = []
+    found, trials = search(threshold_trial(limit, seen), max_streams=max_streams)
+    assert found == expected
+    assert [t.streams for t in trials] == seen
+    assert len(set(seen)) == len(seen), f"a count was tried twice: {seen}"
+    assert len(seen) <= 2 * max(1, expected).bit_length() + 2, seen
+
+
+def test_search_doubles_then_bisects():
+    seen: list[int] = []
+    assert search(threshold_trial(5, seen), max_streams=64)[0] == 5
+    assert seen == [1, 2, 4, 8, 6, 5]
+
+
+def test_search_rejects_a_zero_bound():
+    with pytest.raises(ConfigError, match="max_streams 0"):
+        search(threshold_trial(1, []), max_streams=0)
+
+
+def test_recorder_counts_gaps_in_the_window_as_drops():
+    rec = _Recorder()
+    rows = [(0.5, 0, 10.0), (1.0, 1, 20.0), (1.5, 2, 30.0), (2.0, 5, 40.0), (2.5, 6, 50.0), (3.5, 9, 60.0)]
+    for t, index, latency in rows:
+        rec.records.setdefault("s0", []).append((t, index, latency))
+    count, dropped, p95 = rec.window(1.0, 3.0)["s0"]
+    assert count == 4  # t = 1.0, 1.5, 2.0, 2.5
+    assert dropped == 2  # frames 3 and 4; the gap after the window does not count
+    assert p95 == pytest.approx(48.5)
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tiny) -> Detector:
+    return Detector(tiny, hint="throughput")
+
+
+def test_two_slow_streams_fit_and_the_report_says_so(assets, tiny_detector):
+    report = capacity(tiny_detector, assets / VIDEO, fps=5, seconds=2, warmup=0.5, max_streams=2)
+    assert report.streams == 2
+    assert [t.streams for t in report.trials] == [1, 2]
+    for t in report.trials:
+        assert t.passed and t.dropped == 0 and t.fps >= 5 * 0.98 - 0.5, t
+        assert t.p95_ms is not None and 0 < t.p95_ms < 1000
+        assert 0 < t.cpu_percent <= 100
+    table = report.table()
+    assert "capacity: 2 stream(s) at 5 fps" in table and table.count(" ok") == 2
+    assert json.loads(json.dumps(report.to_dict()))["streams"] == 2
+
+
+def test_a_latency_bound_no_frame_meets_gives_zero(assets, tiny_detector):
+    report = capacity(tiny_detector, assets / VIDEO, fps=5, max_p95_ms=0.001, seconds=1, warmup=0.5)
+    assert report.streams == 0
+    assert len(report.trials) == 1 and not report.trials[0].passed
+    assert "p95" in report.trials[0].why and "> 0.001 ms" in report.trials[0].why
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"fps": 0}, ConfigError, "fps 0: must be > 0"),
+    ({"fps": 5, "max_p95_ms": -1}, ConfigError, "max_p95_ms -1"),
+    ({"fps": 5, "seconds": 0}, ConfigError, "seconds 0"),
+    ({"fps": 500, "seconds": 8}, SourceError, "1394 frames, a trial needs 5000"),
+])
+def test_bad_arguments(assets, tiny_detector, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        capacity(tiny_detector, assets / VIDEO, **kwargs)
+
+
+def test_only_video_files(assets, tiny_detector):
+    with pytest.raises(SourceError, match="capacity needs a video file"):
+        capacity(tiny_detector, assets / "coco128/images/val2017", fps=5)
+    with pytest.raises(SourceError, match="no such file"):
+        capacity(tiny_detector, assets / "videos/nope.mp4", fps=5)
+
+
+# -- the command line ------------------------------------------------------------------------------------------
+def ovq_capacity(*args: str, timeout: float = 180) -> SimpleNamespace:
+    proc = subprocess.run([sys.executable, "-m", "ovq", "capacity", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    return SimpleNamespace(code=proc.returncode, out=proc.stdout, err=proc.stderr)
+
+
+def test_cli_prints_the_table_and_writes_json(assets, tiny, tmp_path):
+    out = tmp_path / "cap.json"
+    r = ovq_capacity(str(tiny), "--source", str(assets / VIDEO), "--fps", "5", "--seconds", "1.5", "--warmup", "0.5",
+                     "--max-streams", "2", "--json", str(out), "-q")
+    assert r.code == 0, r.err
+    assert "streams fps/stream  p95 ms dropped  CPU %" in r.out
+    assert "capacity: 2 stream(s) at 5 fps" in r.out
+    data = json.loads(out.read_text())
+    assert data["streams"] == 2 and data["fps"] == 5 and [t["streams"] for t in data["trials"]] == [1, 2]
+    assert data["cpu"] and data["inference_precision"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--fps", "-3"], "fps -3.0: must be > 0"),
+    (["--fps", "5", "--json", "/nonexistent-dir/cap.json"], "--json /nonexistent-dir/cap.json: the folder"),
+    (["--fps", "200", "--source-is", "gif"], "frames, a trial needs"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(assets, tiny, args, message):
+    source = assets / (GIF if "--source-is" in args else VIDEO)
+    args = [a for a in args if a not in ("--source-is", "gif")]
+    r = ovq_capacity(str(tiny), "--source", str(source), *args, "-q")
+    assert r.code == 2, r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.err
