@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 TOKEN_ENV = "OVQ_SERVE_TOKEN"
 MJPEG_TILES = 4  # MJPEG tiles at most + the stats poll + a spare stay within the browser's 6 connections
 BOUNDARY = "ovqframe"
+RESEND_S = 1.0  # an MJPEG viewer gets the newest frame again after this long without a new one
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -166,7 +167,10 @@ class LiveServer:
 
     def _on_frame(self, stream: str) -> None:  # encoder thread
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._notify, stream)
+            try:
+                self._loop.call_soon_threadsafe(self._notify, stream)
+            except RuntimeError:  # the server closed meanwhile: nobody left to tell
+                pass
 
     def _notify(self, stream: str) -> None:  # server thread: wake whoever waits for this stream's next frame
         event = self._events.pop(stream, None)
@@ -220,16 +224,19 @@ class LiveServer:
             **_HEADERS, "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}"})
         await response.prepare(request)
         self.view.watch(stream, +1)
-        sent = 0
+        sent, sent_at = 0, 0.0
         try:
+            await response.write(f"--{BOUNDARY}\r\n".encode())
             while not self._closing.is_set():
                 jpeg = self.view.latest(stream)
-                if jpeg is None or jpeg.seq == sent:
-                    await self._next_frame(stream, 1.0)
+                # Chromium shows a part only once the next one arrives: a stream with no new frame (ended,
+                # stalled, or slower than 1 fps) sends its newest one again each second, so it is on screen
+                if jpeg is None or (jpeg.seq == sent and time.monotonic() - sent_at < RESEND_S):
+                    await self._next_frame(stream, RESEND_S)
                     continue
-                sent = jpeg.seq
-                head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg.data)}\r\n\r\n"
-                await response.write(head.encode() + jpeg.data + b"\r\n")  # waits for this viewer only
+                sent, sent_at = jpeg.seq, time.monotonic()
+                head = f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg.data)}\r\n\r\n".encode()
+                await response.write(head + jpeg.data + f"\r\n--{BOUNDARY}\r\n".encode())  # waits for this viewer
         except (ConnectionError, asyncio.CancelledError):
             pass  # the viewer left
         finally:
