@@ -1,7 +1,6 @@
 """The live view's page in a real headless Chromium (Debian's chromium + chromedriver, driven by Selenium).
 
-An MJPEG page never finishes loading, so the driver does not wait for ``load`` (page_load_strategy "none"): the
-tests poll the page's own state instead. Set ``OVQ_TEST_ARTIFACTS=DIR`` to keep the screenshots.
+An MJPEG page never finishes loading: the tests poll the page's own state (tests/chromium.py). Set ``OVQ_TEST_ARTIFACTS=DIR`` to keep the screenshots.
 """
 
 from __future__ import annotations
@@ -17,39 +16,17 @@ from pathlib import Path
 
 import cv2
 import pytest
+from chromium import open_chromium, unavailable, wait_for
 from test_web import Feeder
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                       reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"),
-]
-webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))]
 
 
 @pytest.fixture
 def browser():
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
-        options.add_argument(arg)
-    options.binary_location = CHROMIUM
-    options.page_load_strategy = "none"  # an MJPEG <img> keeps the page loading for good
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    driver = open_chromium()
     yield driver
     driver.quit()
-
-
-def wait_for(driver, script: str, timeout: float = 30.0):
-    """Poll ``script`` (a JS expression) until it is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(f"return {script}")
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"the page never got {script!r}: {driver.execute_script('return document.body.innerText')}")
 
 
 IMAGES = "Array.from(document.images)"

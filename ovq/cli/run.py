@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nireq", type=int, default=0, help="infer requests (default: the device's optimal number plus one)")
     add_conf(p)
     p.add_argument("--track", action="store_true", help="assign stable per-stream track IDs (ByteTrack)")
-    p.add_argument("--out", metavar="FILE.mp4", help="annotated video (one file per stream: FILE_NAME.mp4)")
+    p.add_argument("--out", metavar="FILE.mp4",
+                   help="annotated video, .mp4 (H.264 with ovq[video], else MPEG-4 Part 2) or .webm (VP9); "
+                        "one file per stream: FILE_NAME.mp4")
     p.add_argument("--jsonl", metavar="FILE", help="JSON Lines: one record per frame with its detections")
     p.add_argument(
         "--mqtt", nargs="?", const="", default=None, metavar="URL",
