@@ -339,6 +339,22 @@ def test_bad_serve_flags_exit_2_with_one_line(flags, message, tiny):
     assert r.stderr.strip() == message
 
 
+def test_a_pipeline_file_with_serve_builds_the_server_beside_the_sinks(tmp_path):
+    from ovq.deployment.build import build_sinks
+
+    cfg = parse_pipeline_config({"model": "m.xml", "sources": ["0"], "sinks": {"jsonl": "out.jsonl"},
+                                 "serve": {"listen": "127.0.0.1:0", "fps": 3}}, tmp_path / "p.yaml")
+    sinks = build_sinks(cfg, environ={"OVQ_SERVE_TOKEN": "from-env"})
+    try:
+        live = [s for s in sinks if isinstance(s, LiveServer)]
+        assert len(live) == 1 and live[0].port > 0
+        assert (live[0].view.fps, live[0].token) == (3.0, "from-env")
+        assert get(f"http://127.0.0.1:{live[0].port}/stats.json")[0] == 401
+    finally:
+        for sink in sinks:
+            sink.close()
+
+
 def test_ovq_run_serves_while_it_runs(tiny):
     """The command as a user runs it: the server is up during the run and gone after it."""
     with socket.socket() as s:
@@ -364,10 +380,16 @@ def test_ovq_run_serves_while_it_runs(tiny):
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         parts = mjpeg_parts(port, "/stream/belt.mjpg", 2)
         assert cv2.imdecode(np.frombuffer(parts[1][1], np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
+        watching = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # still connected at the stop
+        watching.request("GET", "/stream/belt.mjpg")
+        response = watching.getresponse()
+        response.read(100)
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+    assert b"--" + BOUNDARY.encode() in response.read()  # the viewer's stream ended with the run, it did not hang
+    watching.close()
     assert f"live view: http://127.0.0.1:{port}/" in err
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
