@@ -285,6 +285,8 @@ def test_a_port_in_use_is_one_clear_error():
         port = taken.getsockname()[1]
         with pytest.raises(OvqError, match=rf"--serve 127.0.0.1:{port}: cannot listen: .*(in use|already)"):
             LiveServer("127.0.0.1", port)
+    with pytest.raises(OvqError, match=r"--serve no-such-host.invalid:0: cannot listen: "):
+        LiveServer("no-such-host.invalid", 0)
 
 
 def test_only_an_open_bind_without_a_token_warns(ovq_log):

@@ -158,11 +158,18 @@ class LiveView:
             self._states[stream].viewers = max(0, self._states[stream].viewers + delta)
         self._wake.set()
 
-    def want(self, stream: str) -> None:
-        """Someone asked for a snapshot: encode ``stream`` for the next ``SNAPSHOT_DEMAND_S`` seconds."""
+    def want(self, stream: str) -> bool:
+        """Someone asked for a snapshot: encode ``stream`` for the next ``SNAPSHOT_DEMAND_S`` seconds.
+
+        Returns whether a frame newer than the last JPEG is waiting (else, e.g. for a stream that ended, the
+        last JPEG is as new as it gets).
+        """
         with self._lock:
-            self._states[stream].wanted_until = time.monotonic() + SNAPSHOT_DEMAND_S
+            st = self._states[stream]
+            st.wanted_until = time.monotonic() + SNAPSHOT_DEMAND_S
+            pending = st.fresh
         self._wake.set()
+        return pending
 
     def viewers(self) -> int:
         with self._lock:

@@ -128,17 +128,19 @@ class LiveServer:
 
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        runner = web.AppRunner(self._app(), handle_signals=False, access_log=None)
+        runner = None
         try:
+            runner = web.AppRunner(self._app(), handle_signals=False, access_log=None)
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, self.host, self.port)
             loop.run_until_complete(site.start())
             self.port = runner.addresses[0][1]
             self._closing = asyncio.Event()
             self._loop = loop
-        except (OSError, ValueError) as exc:
+        except BaseException as exc:  # noqa: BLE001 - the constructor, waiting for _ready, raises it
             self._error = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            loop.run_until_complete(runner.cleanup())
+            if runner is not None:
+                loop.run_until_complete(runner.cleanup())
             loop.close()
             self._ready.set()
             return
@@ -152,7 +154,11 @@ class LiveServer:
     def _app(self) -> Any:
         from aiohttp import web
 
-        app = web.Application(middlewares=[self._auth])
+        @web.middleware
+        async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+            return await self._auth(request, handler)
+
+        app = web.Application(middlewares=[auth])
         name = r"{name:[A-Za-z0-9_.-]+}"
         app.add_routes([
             web.get("/", self._index),
@@ -161,7 +167,7 @@ class LiveServer:
             web.get("/stats.json", self._stats),
             web.get("/healthz", self._healthz),
             web.get("/metrics", self._metrics),
-            web.get("/favicon.ico", lambda request: web.Response(status=204)),
+            web.get("/favicon.ico", self._no_content),
         ])
         return app
 
@@ -188,18 +194,16 @@ class LiveServer:
                 task.cancel()
 
     # -- handlers ------------------------------------------------------------------------------------------
-    async def _auth(self, app: Any, handler: Any) -> Any:
+    async def _auth(self, request: Any, handler: Any) -> Any:
+        """Every endpoint but /healthz needs the token, when one is set."""
         from aiohttp import web
 
-        async def check(request: web.Request) -> web.StreamResponse:
-            if self.token and request.path != "/healthz":
-                given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
-                if not hmac.compare_digest(given.encode(), self.token.encode()):
-                    return web.Response(status=401, text="401: this live view needs its token (?token=...)\n",
-                                        headers={**_HEADERS, "WWW-Authenticate": "Bearer"})
-            return await handler(request)
-
-        return check
+        if self.token and request.path != "/healthz":
+            given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return web.Response(status=401, text="401: this live view needs its token (?token=...)\n",
+                                    headers={**_HEADERS, "WWW-Authenticate": "Bearer"})
+        return await handler(request)
 
     def _stream_name(self, request: Any) -> str:
         from aiohttp import web
@@ -208,6 +212,11 @@ class LiveServer:
         if name not in self.view.streams:
             raise web.HTTPNotFound(text=f"404: no stream '{name}'\n", headers=_HEADERS)
         return name
+
+    async def _no_content(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.Response(status=204)
 
     async def _index(self, request: Any) -> Any:
         from aiohttp import web
@@ -247,9 +256,9 @@ class LiveServer:
         from aiohttp import web
 
         stream = self._stream_name(request)
-        self.view.want(stream)
+        pending = self.view.want(stream)
         jpeg = self.view.latest(stream)
-        if jpeg is None or time.monotonic() - jpeg.encoded_at > 2.0 / self.view.fps:
+        if jpeg is None or (pending and time.monotonic() - jpeg.encoded_at > 2.0 / self.view.fps):
             await self._next_frame(stream, 2.0)
             jpeg = self.view.latest(stream) or jpeg
         if jpeg is None:
