@@ -40,6 +40,9 @@ from ovq.quantization.report import QuantizeReport
 from ovq.quantization.workflow import QuantizeResult, quantize
 from ovq.runtime.capabilities import DeviceInfo, DevicesReport, query_devices
 from ovq.runtime.devices import DeviceSpec, parse_device
+from ovq.serving.client import ServerUnavailable, ServingError
+from ovq.serving.remote import RemoteDetector, open_detector
+from ovq.serving.repository import ExportOptions, export_serving
 from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
@@ -66,6 +69,7 @@ __all__ = [
     "DevicesReport",
     "DropType",
     "EvalResult",
+    "ExportOptions",
     "Family",
     "FrameResult",
     "JsonlSink",
@@ -85,9 +89,12 @@ __all__ = [
     "QuantizeResult",
     "RankBy",
     "ReconnectPolicy",
+    "RemoteDetector",
     "RunSummary",
     "Sample",
     "ServeConfig",
+    "ServerUnavailable",
+    "ServingError",
     "Sink",
     "SourceError",
     "StreamStats",
@@ -100,10 +107,12 @@ __all__ = [
     "coco_map",
     "convert",
     "evaluate",
+    "export_serving",
     "families",
     "format_table",
     "load_dataset",
     "load_pipeline_config",
+    "open_detector",
     "parse_device",
     "predict",
     "predict_samples",

@@ -30,6 +30,8 @@ from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.data.images import read_image
 from ovq.evaluation.metrics import MAX_DETS, MapResult, coco_map, top_k
 from ovq.model.detector import Detector, load
+from ovq.serving.remote import RemoteDetector, RemoteQueue, open_detector
+from ovq.serving.urls import is_serving_url
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +99,8 @@ def predict_samples(
     results: list[Detections | None] = [None] * len(samples)
     if not samples:
         return []
-    queue = ov.AsyncInferQueue(compiled, jobs)
+    # the detector's own queue when it is the detector's compilation (a served model's runs on its server)
+    queue = detector.async_queue(jobs) if compiled is detector.compiled else ov.AsyncInferQueue(compiled, jobs)
     n_outputs = len(compiled.outputs)
     errors: list[BaseException] = []
     pending: list[Future] = []
@@ -125,6 +128,8 @@ def predict_samples(
         _run_queue(queue, samples, load_one, finish_one, n_outputs, errors, pending)
     finally:
         bar.close()
+        if isinstance(queue, RemoteQueue):
+            queue.close()
     if errors:
         raise errors[0]
     missing = [i for i, r in enumerate(results) if r is None]
@@ -193,7 +198,7 @@ def coco_results(samples: Sequence[Sample], predictions: Sequence[Detections]) -
 
 
 def evaluate(
-    model: str | Path | Detector,
+    model: str | Path | Detector | RemoteDetector,
     data: str | Path | Dataset,
     *,
     split: str = "val",
@@ -212,8 +217,8 @@ def evaluate(
     ``images``: the image folder of a COCO JSON when it is not beside the JSON.
     """
     start = time.perf_counter()
-    if isinstance(model, Detector):
-        detector = model
+    if isinstance(model, (Detector, RemoteDetector)) or is_serving_url(model):
+        detector = open_detector(model)
         labels = detector.labels
         ov_model = None
     else:
@@ -240,7 +245,7 @@ def evaluate(
         seconds=time.perf_counter() - start,
         device=detector.device,
         precision=detector.inference_precision,
-        model=str(model) if not isinstance(model, Detector) else (detector.info.source or "model"),
+        model=str(model) if isinstance(model, (str, Path)) else (detector.info.source or "model"),
         data=str(dataset.source or dataset.root),
         split=dataset.split,
         boxes=dataset.boxes,
