@@ -18,7 +18,7 @@ from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.deployment.build import run_pipeline_config
 from ovq.deployment.bundle import BundleResult, build_bundle
 from ovq.deployment.loader import load_pipeline_config
-from ovq.deployment.schema import PipelineConfig
+from ovq.deployment.schema import PipelineConfig, ServeConfig
 from ovq.evaluation.accuracy import EvalResult, MapResult, coco_map, evaluate, predict_samples
 from ovq.evaluation.metrics import DropInterval, MatchTable, OperatingPoint, bootstrap_drop
 from ovq.evaluation.prediction import predict
@@ -51,6 +51,7 @@ from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
 from ovq.streaming.stats import RunSummary, StreamStats
+from ovq.streaming.web import LiveServer
 
 __version__ = "0.1.0"
 
@@ -81,6 +82,7 @@ __all__ = [
     "FrameResult",
     "HoldoutResult",
     "JsonlSink",
+    "LiveServer",
     "MapResult",
     "MatchTable",
     "ModelError",
@@ -102,6 +104,7 @@ __all__ = [
     "RemoteDetector",
     "RunSummary",
     "Sample",
+    "ServeConfig",
     "ServerUnavailable",
     "ServingError",
     "Sink",

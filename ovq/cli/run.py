@@ -23,7 +23,8 @@ FLAGS = {
     "sinks.mqtt": "--mqtt", "sinks.mqtt.url": "--mqtt URL", "sinks.mqtt.topic_prefix": "--mqtt-topic",
     "sinks.show": "--show", "max_frames": "--max-frames", "stats_interval": "--stats-interval",
     "reconnect.max_delay": "--retry-max-delay", "reconnect.stall_timeout": "--stall-timeout",
-    "reconnect.retry": "--no-retry", "realtime": "--realtime",
+    "reconnect.retry": "--no-retry", "realtime": "--realtime", "serve": "--serve", "serve.fps": "--serve-fps",
+    "serve.token": "--serve-token",
 }
 
 
@@ -43,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nireq", type=int, default=0, help="infer requests (default: the device's optimal number plus one)")
     add_conf(p)
     p.add_argument("--track", action="store_true", help="assign stable per-stream track IDs (ByteTrack)")
-    p.add_argument("--out", metavar="FILE.mp4", help="annotated video (one file per stream: FILE_NAME.mp4)")
+    p.add_argument("--out", metavar="FILE.mp4",
+                   help="annotated video, .mp4 (H.264 with ovq[video], else MPEG-4 Part 2) or .webm (VP9); "
+                        "one file per stream: FILE_NAME.mp4")
     p.add_argument("--jsonl", metavar="FILE", help="JSON Lines: one record per frame with its detections")
     p.add_argument(
         "--mqtt", nargs="?", const="", default=None, metavar="URL",
@@ -52,6 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mqtt-topic", default="ovq", metavar="PREFIX", help="MQTT topic prefix; topic PREFIX/STREAM")
     p.add_argument("--show", action="store_true", help="show annotated streams in windows (q or Esc stops)")
+    p.add_argument("--serve", metavar="[HOST:]PORT",
+                   help="live view in a browser at http://HOST:PORT/ (MJPEG, stats, /healthz, /metrics); "
+                        "HOST defaults to 127.0.0.1")
+    p.add_argument("--serve-fps", type=float, default=None, metavar="FPS",
+                   help="frames per second per stream sent to viewers (default 10)")
+    p.add_argument("--serve-token", metavar="TOKEN",
+                   help="token the live view requires (?token=...); better from $OVQ_SERVE_TOKEN, which ps cannot show")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop each stream after N frames")
     p.add_argument("--stats-interval", type=float, default=10.0, metavar="S",
                    help="seconds between stats lines (0: off)")
@@ -87,9 +97,21 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "hint": args.hint, "nireq": args.nireq, "track": args.track, "conf": args.conf,
         "sinks": {"video": args.out, "jsonl": args.jsonl, "mqtt": _mqtt(args), "show": args.show},
         "max_frames": args.max_frames, "stats_interval": args.stats_interval, "reconnect": reconnect,
-        "realtime": args.realtime,
+        "realtime": args.realtime, "serve": _serve(args),
     }
     return PipelineConfig.from_mapping(data, Origin.command_line(FLAGS))
+
+
+def _serve(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The live view's section: ``--serve-fps`` and ``--serve-token`` only mean something with ``--serve``."""
+    from ovq.core.errors import ConfigError
+
+    if args.serve is None:
+        for flag, value in (("--serve-fps", args.serve_fps), ("--serve-token", args.serve_token)):
+            if value is not None:
+                raise ConfigError(f"{flag} needs --serve [HOST:]PORT")
+        return None
+    return {"listen": args.serve, "fps": args.serve_fps, "token": args.serve_token}
 
 
 def _mqtt(args: argparse.Namespace) -> dict[str, str] | None:

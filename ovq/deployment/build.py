@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ovq.core.errors import SourceError
 from ovq.data.layout import dataset_root, newest_mtime
-from ovq.deployment.schema import PipelineConfig, QuantizeConfig
+from ovq.deployment.schema import PipelineConfig, QuantizeConfig, ServeConfig
 from ovq.model.conversion import MODEL_XML
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
@@ -24,6 +24,7 @@ from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
 from ovq.streaming.sources import parse_source
 from ovq.streaming.stats import RunSummary
+from ovq.streaming.web import LiveServer, token_from_env
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:
 
 
 def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None) -> list[Sink]:
-    """The sink objects the config asks for (:mod:`ovq.streaming.sinks`): video, JSON Lines, MQTT, window.
+    """The sink objects the config asks for (:mod:`ovq.streaming.sinks`): video, JSON Lines, MQTT, window, and the
+    live view's server (:mod:`ovq.streaming.web`).
 
     When one cannot be made, the ones already made are closed before the error propagates.
     """
@@ -104,10 +106,18 @@ def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None
             out.append(MqttSink(s.mqtt.url or environ[s.mqtt.url_env], topic_prefix=s.mqtt.topic_prefix))
         if s.show:
             out.append(WindowSink())
+        if cfg.serve is not None:
+            out.append(build_server(cfg.serve, environ))
     except BaseException:
         close_all(out)
         raise
     return out
+
+
+def build_server(serve: ServeConfig, environ: Mapping[str, str] | None = None) -> LiveServer:
+    """The live view's server (a sink), listening already; its token from the config or ``$OVQ_SERVE_TOKEN``."""
+    return LiveServer(serve.host, serve.port, fps=serve.fps, token=serve.token or token_from_env(environ),
+                      stall_s=serve.stall_timeout)
 
 
 def close_all(sinks: Sequence[Sink]) -> None:
@@ -160,6 +170,9 @@ def build_pipeline(
     for sink in sinks:
         if isinstance(sink, WindowSink):
             sink.on_quit = pipeline.stop
+        attach = getattr(sink, "attach_stats", None)
+        if callable(attach):  # the live view shows the pipeline's own counters (dropped, reconnects)
+            attach(pipeline.stream_stats)
     return pipeline
 
 

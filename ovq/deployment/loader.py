@@ -18,6 +18,7 @@
     stats_interval: 10
     reconnect: {initial_delay: 0.5, max_delay: 30, stall_timeout: 5}
     realtime: false                 # true: read video files at their frame rate, like a camera
+    serve: {listen: "127.0.0.1:8080", fps: 10}  # live view in a browser; token from $OVQ_SERVE_TOKEN
 
 String values may reference environment variables as ``${VAR}`` or ``${VAR:-default}``; credentials belong in
 the environment, so a password written literally in a URL is rejected. Relative paths are relative to the file.
@@ -73,6 +74,9 @@ def _expand(value: Any, key: str, origin: Origin, environ: dict[str, str] | None
     if isinstance(value, str):
         if has_literal_password(value):
             raise origin.error(key, _PASSWORD_IN_FILE)
+        if key == "serve.token" and "${" not in value:
+            raise origin.error(key, "a token written in the file; reference the environment instead, "
+                                    "e.g. token: ${OVQ_SERVE_TOKEN} (or leave it out: OVQ_SERVE_TOKEN is read anyway)")
         if environ is None:
             return value
         try:

@@ -216,6 +216,71 @@ class SinksConfig:
 
 
 @dataclass
+class ServeConfig:
+    """The live view over HTTP (:class:`ovq.streaming.web.LiveServer`): where it listens, how fast, its token.
+
+    ``host`` is 127.0.0.1 unless given; ``token`` (else ``$OVQ_SERVE_TOKEN`` when the server starts) is then
+    required by the page and every endpoint but ``/healthz``. A stream with no result for ``stall_timeout``
+    seconds turns ``/healthz`` to 503.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    fps: float = 10.0
+    token: str | None = None
+    stall_timeout: float = 10.0
+
+    @property
+    def url(self) -> str:
+        """The page's address (what a unit's health check or a user's browser opens)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    @classmethod
+    def from_value(cls, value: Any, origin: Origin) -> ServeConfig | None:
+        """From ``true``/``false``, a port, ``"[HOST:]PORT"``, or ``{listen, fps, token, stall_timeout}``."""
+        if value is False:
+            return None
+        if value is True:
+            return cls()
+        if not isinstance(value, dict):
+            value = {"listen": value}
+        m = origin.mapping(value, "serve", ("listen", "fps", "token", "stall_timeout"))
+        cfg = cls()
+        if given(m, "listen"):
+            cfg.host, cfg.port = parse_listen(origin, m["listen"], "serve.listen")
+        if given(m, "fps"):
+            cfg.fps = origin.number(m["fps"], "serve.fps", low=0.0, low_open=True, high=60.0)
+        if given(m, "token"):
+            cfg.token = origin.string(m["token"], "serve.token")
+        if given(m, "stall_timeout"):
+            cfg.stall_timeout = origin.number(m["stall_timeout"], "serve.stall_timeout", low=0.0, low_open=True)
+        return cfg
+
+    def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
+        token = "***" if (mask_secrets and self.token) else self.token
+        return {"host": self.host, "port": self.port, "fps": self.fps, "token": token,
+                "stall_timeout": self.stall_timeout}
+
+
+def parse_listen(origin: Origin, value: Any, key: str) -> tuple[str, int]:
+    """``8080``, ``"8080"``, ``"0.0.0.0:8080"`` or ``"[::1]:8080"`` as (host, port); the host defaults to 127.0.0.1."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        host, port_text = "127.0.0.1", str(value)
+    else:
+        text = origin.string(value, key).strip()
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host = "127.0.0.1"
+        host = host.strip("[]") if host.startswith("[") else host
+        if not host or (":" in host and not text.startswith("[")):
+            raise origin.error(key, f"expected [HOST:]PORT (IPv6 as [::1]:PORT), got {describe(value)}")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise origin.error(key, f"expected a port 0..65535, got {describe(value)}")
+    return host, int(port_text)
+
+
+@dataclass
 class ReconnectConfig:
     """How live sources reconnect after a drop (``ovq.streaming.readers.ReconnectPolicy``)."""
 
@@ -255,7 +320,7 @@ def _model(origin: Origin, value: Any) -> Path | str:
 
 
 _TOP_KEYS = ("model", "quantize", "device", "precision", "hint", "nireq", "cache", "sources", "track", "conf",
-             "sinks", "max_frames", "stats_interval", "reconnect", "realtime")
+             "sinks", "max_frames", "stats_interval", "reconnect", "realtime", "serve")
 
 
 @dataclass
@@ -282,6 +347,7 @@ class PipelineConfig:
     stats_interval: float = 10.0
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
     realtime: bool = False  # read files at their frame rate, dropping frames like a live camera
+    serve: ServeConfig | None = None  # the live view over HTTP (ovq.streaming.web)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     origin: Origin | None = field(default=None, repr=False, compare=False)
 
@@ -326,6 +392,7 @@ class PipelineConfig:
                             if given(t, "stats_interval") else 10.0),
             reconnect=ReconnectConfig.from_value(t["reconnect"], o) if given(t, "reconnect") else ReconnectConfig(),
             realtime=o.boolean(t["realtime"], "realtime") if "realtime" in t else False,
+            serve=ServeConfig.from_value(t["serve"], o) if given(t, "serve") else None,
             raw=copy.deepcopy(data if raw is None else raw),
             origin=origin,
         )
@@ -355,6 +422,7 @@ class PipelineConfig:
             "stats_interval": self.stats_interval,
             "reconnect": asdict(self.reconnect),
             "realtime": self.realtime,
+            "serve": None if self.serve is None else self.serve.to_dict(mask_secrets),
         }
 
 

@@ -39,7 +39,7 @@ from ovq.runtime.signal_stack import repair_signal_stack
 from ovq.serving.remote import RemoteDetector, open_detector
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
 from ovq.streaming.sources import SourceSpec, check_decode, decode_threads, open_source, parse_source
-from ovq.streaming.stats import RunSummary, StreamMeter
+from ovq.streaming.stats import RunSummary, StreamMeter, StreamStats
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,10 @@ class Pipeline:
     @property
     def names(self) -> list[str]:
         return [s.name for s in self._streams]
+
+    def stream_stats(self) -> dict[str, StreamStats]:
+        """Each stream's counters for the whole run so far (safe from any thread; the live view polls it)."""
+        return {st.name: st.meter.snapshot() for st in self._streams}
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop: sources stop, requests in flight drain, sinks close.

@@ -6,8 +6,8 @@ frame, so a sink can lay out one output per stream.
 
 Output files:
 
-- :class:`VideoSink` writes each MP4 (OpenCV ``VideoWriter``, ``mp4v``) to a hidden temporary file beside the
-  target and renames it on :meth:`~VideoSink.close`, so the target path only ever holds a finished, playable
+- :class:`VideoSink` writes each video (H.264 MP4 or VP9 WebM a browser plays where the installed libraries allow:
+  :mod:`ovq.streaming.video`) to a hidden temporary file beside the target and renames it on :meth:`~VideoSink.close`, so the target path only ever holds a finished, playable
   video. An MP4 is only readable once its index is written at close anyway: a hard kill (SIGKILL, power
   loss) leaves an unreadable file either way, and this way it is a hidden ``.NAME.partial.mp4``, not the
   target. SIGINT/SIGTERM through ``ovq run`` close it properly.
@@ -39,6 +39,7 @@ import cv2
 from ovq.core.drawing import annotate
 from ovq.core.errors import ConfigError, DependencyError, OvqError
 from ovq.streaming.pipeline import FrameResult
+from ovq.streaming.video import VideoWriter, check_suffix, even_size, open_writer
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +83,18 @@ def _safe_name(name: str) -> str:
 class _Writer:
     path: Path
     tmp: Path
-    writer: cv2.VideoWriter
+    writer: VideoWriter
     size: tuple[int, int]  # (width, height)
     rate: RateMeter
     frames: int = 0
 
 
 class VideoSink:
-    """Annotated MP4 (boxes, labels, track IDs, stream name and FPS overlay), one file per stream.
+    """Annotated video (boxes, labels, track IDs, stream name and FPS overlay), one file per stream.
+
+    ``.mp4`` is H.264 and ``.webm`` VP9 when PyAV is installed (``ovq[video]``); without it ``.webm`` is still VP9
+    (OpenCV, slow) and ``.mp4`` MPEG-4 Part 2, which browsers do not play (:mod:`ovq.streaming.video`). The log
+    says which codec each file got. ``use_av=False`` forces OpenCV.
 
     With a single stream the file is ``path``; with several, ``path`` gets the stream name as a suffix
     (``out.mp4`` -> ``out_s0.mp4``, ``out_s1.mp4``). ``fps`` is the frame rate written into the file (default:
@@ -102,11 +107,12 @@ class VideoSink:
     """
 
     def __init__(
-        self, path: str | Path, *, labels: list[str] | None = None, fps: float | None = None, queue_size: int = 64
+        self, path: str | Path, *, labels: list[str] | None = None, fps: float | None = None, queue_size: int = 64,
+        use_av: bool | None = None,
     ) -> None:
         self.path = Path(path)
-        if self.path.suffix.lower() not in (".mp4", ".m4v", ".mov"):
-            raise ConfigError(f"{self.path}: video output must end in .mp4")
+        check_suffix(self.path)
+        self.use_av = use_av
         if fps is not None and fps <= 0:
             raise ConfigError(f"{self.path}: fps must be > 0, got {fps}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,11 +169,12 @@ class VideoSink:
         path = self.path_for(result.stream)
         tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
         h, w = result.frame.shape[:2]
+        w, h = even_size(w, h)
         fps = self.fps or result.fps or 25.0
-        writer = cv2.VideoWriter(str(tmp), cv2.CAP_FFMPEG, cv2.VideoWriter.fourcc(*"mp4v"), float(fps), (w, h))
-        if not writer.isOpened():
-            raise OvqError(f"{path}: cannot open for writing an mp4v video of {w}x{h} at {fps} fps")
-        logger.info("%s: writing %s (%dx%d, %.1f fps)", result.stream, path, w, h, fps)
+        writer = open_writer(tmp, path.suffix, (w, h), fps, use_av=self.use_av)
+        logger.info("%s: writing %s (%dx%d, %.1f fps, %s)", result.stream, path, w, h, fps, writer.codec)
+        if writer.note:
+            logger.warning("%s: %s", path, writer.note)
         state = _Writer(path=path, tmp=tmp, writer=writer, size=(w, h), rate=RateMeter())
         self._writers[result.stream] = state
         return state
@@ -180,12 +187,12 @@ class VideoSink:
             self._thread = None
         errors = [str(self._error)] if self._error is not None else []
         for stream, w in self._writers.items():
-            w.writer.release()
             try:
+                w.writer.release()
                 os.replace(w.tmp, w.path)
                 self.written[stream] = w.path
                 logger.info("%s: wrote %s (%d frames)", stream, w.path, w.frames)
-            except OSError as exc:
+            except (OSError, OvqError) as exc:
                 errors.append(f"{w.path}: {exc}")
         self._writers.clear()
         if errors:
