@@ -30,6 +30,7 @@ from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.data.images import read_image
 from ovq.evaluation.metrics import MAX_DETS, MapResult, coco_map, top_k
 from ovq.model.detector import Detector, load
+from ovq.runtime.inference import InferQueue
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,6 @@ def predict_samples(
     results: list[Detections | None] = [None] * len(samples)
     if not samples:
         return []
-    queue = ov.AsyncInferQueue(compiled, jobs)
     n_outputs = len(compiled.outputs)
     errors: list[BaseException] = []
     pending: list[Future] = []
@@ -122,7 +122,7 @@ def predict_samples(
             bar.update(1)
 
     try:
-        _run_queue(queue, samples, load_one, finish_one, n_outputs, errors, pending)
+        _run_queue(compiled, jobs, samples, load_one, finish_one, n_outputs, errors, pending)
     finally:
         bar.close()
     if errors:
@@ -133,8 +133,8 @@ def predict_samples(
     return results  # type: ignore[return-value]
 
 
-def _run_queue(queue, samples, load_one, finish_one, n_outputs, errors, pending) -> None:
-    """Decode ahead on one thread, infer on the queue, postprocess on another thread; keep order by index."""
+def _run_queue(compiled, jobs, samples, load_one, finish_one, n_outputs, errors, pending) -> None:
+    """Decode ahead on one thread, infer on ``jobs`` requests, postprocess on another thread; keep order by index."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovq-load") as loader, ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="ovq-post"
     ) as post:
@@ -147,7 +147,7 @@ def _run_queue(queue, samples, load_one, finish_one, n_outputs, errors, pending)
             except Exception as exc:  # noqa: BLE001 - re-raised below; it must not vanish in OpenVINO's thread
                 errors.append(exc)
 
-        queue.set_callback(on_done)
+        queue = InferQueue(compiled, jobs, on_done)
         ahead = len(queue) + 2
         loads: collections.deque[Future] = collections.deque(
             loader.submit(load_one, i) for i in range(min(ahead, len(samples)))
@@ -162,7 +162,7 @@ def _run_queue(queue, samples, load_one, finish_one, n_outputs, errors, pending)
                     break
                 queue.start_async({0: tensor}, (index, rinfo))
         finally:
-            queue.wait_all()
+            queue.close()
             for f in loads:
                 f.cancel()
         for f in pending:

@@ -34,6 +34,7 @@ from ovq.core.detections import Detections
 from ovq.core.errors import ConfigError, OvqError
 from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
+from ovq.runtime.inference import InferQueue
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
 from ovq.streaming.sources import SourceSpec, open_source, parse_source
 from ovq.streaming.stats import RunSummary, StreamMeter
@@ -197,14 +198,17 @@ class Pipeline:
             raise RuntimeError("a Pipeline runs once; build a new one to run again")
         self._ran = True
         t0 = time.monotonic()
+        infer_queue: InferQueue | None = None
         try:
             self._open_sources()
-            infer_queue = self.detector.async_queue(self.nireq, self._on_done)
+            infer_queue = InferQueue(self.detector.compiled, self.nireq, self._on_done)
             for sink in self.sinks:
                 start = getattr(sink, "start", None)
                 if callable(start):
                     start(self.names)
         except BaseException:
+            if infer_queue is not None:
+                infer_queue.close()
             for st in self._streams:
                 if st.reader is not None:
                     st.reader.release()
@@ -311,18 +315,18 @@ class Pipeline:
                     self._error = exc
 
     # -- scheduler thread ----------------------------------------------------------------------------------
-    def _schedule_loop(self, infer_queue: Any) -> None:
+    def _schedule_loop(self, infer_queue: InferQueue) -> None:
         try:
             self._schedule(infer_queue)
         except BaseException as exc:  # noqa: BLE001 - handed to run(), which raises it
             self._fail(exc)
         finally:
             try:
-                infer_queue.wait_all()
+                infer_queue.close()
             finally:
                 self._results.put(_END)
 
-    def _schedule(self, infer_queue: Any) -> None:
+    def _schedule(self, infer_queue: InferQueue) -> None:
         turn = itertools.cycle(range(len(self._streams)))
         while not self._stopping.is_set():
             if all(st.done for st in self._streams):
