@@ -24,7 +24,7 @@ import openvino as ov
 
 from ovq.core.detections import Detections
 from ovq.core.errors import DatasetError
-from ovq.core.fileio import write_text_atomic
+from ovq.core.fileio import check_output_file, write_text_atomic
 from ovq.core.geometry import ResizeInfo
 from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.data.images import read_image
@@ -209,9 +209,12 @@ def evaluate(
     ``model`` is a model path (folder, ``.xml``, ``.onnx``, ``.pt``) or a :class:`Detector` (then ``device``
     and ``precision`` are its own). ``precision``: ``None`` uses the model's stored compile settings, else
     the device default; ``default``/``f32``/``bf16`` override. ``save_json`` writes COCO-format results.
-    ``images``: the image folder of a COCO JSON when it is not beside the JSON.
+    ``images``: the image folder of a COCO JSON when it is not beside the JSON. Whether ``save_json`` can be
+    written is checked before anything loads.
     """
     start = time.perf_counter()
+    if save_json is not None:
+        check_output_file(save_json)
     if isinstance(model, Detector):
         detector = model
         labels = detector.labels

@@ -10,7 +10,8 @@ from typing import Any
 import cv2
 
 from ovq.core.drawing import annotate
-from ovq.core.fileio import atomic_output_dir, write_json_atomic
+from ovq.core.errors import OutputError
+from ovq.core.fileio import atomic_output_dir, check_output_dir, write_json_atomic
 from ovq.data.images import list_images, read_image
 from ovq.model.detector import Detector
 
@@ -26,8 +27,13 @@ def predict(
     device: str = "CPU",
     precision: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Detect in each image; with ``out_dir`` write ``predictions.json`` and annotated images there."""
+    """Detect in each image; with ``out_dir`` write ``predictions.json`` and annotated images there.
+
+    Whether ``out_dir`` can be written (a folder, or a place to make one) is checked before the model loads.
+    """
     files = list_images(images)
+    if out_dir is not None:
+        check_output_dir(out_dir)
     detector = model if isinstance(model, Detector) else Detector(model, device=device, conf=conf, precision=precision)
     results: list[dict[str, Any]] = []
     annotated: list[tuple[str, Any]] = []
@@ -46,7 +52,7 @@ def predict(
     if out_dir is not None:
         with atomic_output_dir(out_dir) as tmp:
             for name, frame in annotated:
-                if not cv2.imwrite(str(tmp / name), frame):
-                    raise OSError(f"{tmp / name}: cannot write image")
+                if not cv2.imwrite(str(tmp / name), frame):  # OpenCV says no more than that (a full disk too)
+                    raise OutputError(f"{Path(out_dir) / name}: cannot write the image (disk full?); nothing was written")
             write_json_atomic(tmp / "predictions.json", results)
     return results
