@@ -69,7 +69,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Sink": ("ovq.streaming.pipeline", "Sink"),
     "ReconnectPolicy": ("ovq.streaming.readers", "ReconnectPolicy"),
     "JsonlSink": ("ovq.streaming.sinks", "JsonlSink"),
-    "MqttSink": ("ovq.streaming.sinks", "MqttSink"),
+    "MqttSink": ("ovq.streaming.mqtt", "MqttSink"),
     "VideoSink": ("ovq.streaming.sinks", "VideoSink"),
     "WindowSink": ("ovq.streaming.sinks", "WindowSink"),
     "RunSummary": ("ovq.streaming.stats", "RunSummary"),
@@ -194,7 +194,8 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from ovq.runtime.capabilities import DeviceInfo, DevicesReport, query_devices
     from ovq.runtime.devices import DeviceSpec, parse_device
     from ovq.runtime.inference import InferQueue
+    from ovq.streaming.mqtt import MqttSink
     from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
     from ovq.streaming.readers import ReconnectPolicy
-    from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
+    from ovq.streaming.sinks import JsonlSink, VideoSink, WindowSink
     from ovq.streaming.stats import RunSummary, StreamStats

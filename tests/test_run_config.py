@@ -138,5 +138,5 @@ def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("5 frames from 1 stream(s)")
-    assert lines[-3:] == [f"wrote {summary}", f"wrote {out}", f"wrote {jsonl} (5 records)"]
+    assert lines[-3:] == [f"wrote {out} (5 frames)", f"wrote {jsonl} (5 records)", f"wrote {summary}"]
     assert json.loads(summary.read_text())["streams"]["s0"]["frames"] == 5

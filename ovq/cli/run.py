@@ -21,7 +21,8 @@ FLAGS = {
     "model": "MODEL", "sources": "--source", "device": "--device", "precision": "--precision", "hint": "--hint",
     "nireq": "--nireq", "conf": "--conf", "track": "--track", "sinks.video": "--out", "sinks.jsonl": "--jsonl",
     "sinks.mqtt": "--mqtt", "sinks.mqtt.url": "--mqtt URL", "sinks.mqtt.topic_prefix": "--mqtt-topic",
-    "sinks.show": "--show", "max_frames": "--max-frames", "stats_interval": "--stats-interval",
+    "sinks.show": "--show", "sinks.jsonl.path": "--jsonl", "sinks.jsonl.append": "--jsonl-append",
+    "max_frames": "--max-frames", "stats_interval": "--stats-interval",
     "reconnect.max_delay": "--retry-max-delay", "reconnect.stall_timeout": "--stall-timeout",
     "reconnect.retry": "--no-retry", "realtime": "--realtime",
 }
@@ -44,7 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_conf(p)
     p.add_argument("--track", action="store_true", help="assign stable per-stream track IDs (ByteTrack)")
     p.add_argument("--out", metavar="FILE.mp4", help="annotated video (one file per stream: FILE_NAME.mp4)")
-    p.add_argument("--jsonl", metavar="FILE", help="JSON Lines: one record per frame with its detections")
+    p.add_argument("--jsonl", metavar="FILE",
+                   help="JSON Lines: one record per frame with its detections; replaces FILE at the end of a run "
+                        "that wrote records (a run that fails to start leaves it as it was)")
+    p.add_argument("--jsonl-append", action="store_true",
+                   help="append to the --jsonl file instead of replacing it (a service's restarts keep adding)")
     p.add_argument(
         "--mqtt", nargs="?", const="", default=None, metavar="URL",
         help="publish one message per frame to mqtt://HOST[:PORT] (no URL: $OVQ_MQTT_URL; then put --mqtt after "
@@ -85,11 +90,19 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     data = {
         "model": args.model, "sources": sources, "device": args.device, "precision": args.precision,
         "hint": args.hint, "nireq": args.nireq, "track": args.track, "conf": args.conf,
-        "sinks": {"video": args.out, "jsonl": args.jsonl, "mqtt": _mqtt(args), "show": args.show},
+        "sinks": {"video": args.out, "jsonl": _jsonl(args), "mqtt": _mqtt(args), "show": args.show},
         "max_frames": args.max_frames, "stats_interval": args.stats_interval, "reconnect": reconnect,
         "realtime": args.realtime,
     }
     return PipelineConfig.from_mapping(data, Origin.command_line(FLAGS))
+
+
+def _jsonl(args: argparse.Namespace) -> str | dict[str, Any] | None:
+    from ovq.core.errors import ConfigError
+
+    if args.jsonl_append and not args.jsonl:
+        raise ConfigError("--jsonl-append: give the file with --jsonl FILE")
+    return {"path": args.jsonl, "append": True} if args.jsonl_append else args.jsonl
 
 
 def _mqtt(args: argparse.Namespace) -> dict[str, str] | None:
@@ -141,26 +154,34 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovq.core.fileio import write_json_atomic
+    from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.deployment.build import build_pipeline
     from ovq.deployment.signals import stop_on_signals
-    from ovq.streaming.sinks import JsonlSink
 
     cfg = config_from_args(args)
+    if args.summary_json:
+        check_output_file(args.summary_json)  # before the run, not after it
     _quiet_video_backends(args.verbose)
     progress = [_Progress()] if not args.no_progress and sys.stderr.isatty() else []
     pipeline = build_pipeline(cfg, extra_sinks=progress)
     # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
     with stop_on_signals(pipeline.stop, name="ovq run"):
-        summary = pipeline.run()
+        try:
+            summary = pipeline.run()
+        except BaseException:
+            print_written(pipeline.sinks)  # what was finished, also when another output failed
+            raise
         for line in summary.lines():
             print(line)
+        print_written(pipeline.sinks)
         if args.summary_json:
             write_json_atomic(args.summary_json, summary.to_dict())
             print(f"wrote {args.summary_json}")
-        for sink in pipeline.sinks:
-            for path in getattr(sink, "written", {}).values():
-                print(f"wrote {path}")
-            if isinstance(sink, JsonlSink):
-                print(f"wrote {sink.path} ({sink.records} records)")
     return 0
+
+
+def print_written(sinks: list[Any]) -> None:
+    """``wrote PATH (what)`` for every file a sink finished; a file that is not complete is never listed."""
+    for sink in sinks:
+        for path, what in getattr(sink, "written", {}).items():
+            print(f"wrote {path} ({what})")

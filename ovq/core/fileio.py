@@ -70,7 +70,7 @@ def _probe(path: Path, folder: Path, need_bytes: int) -> None:
     """Create (and remove) a file in ``folder``: the only test that holds for root, read-only mounts and ACLs;
     then compare its free space with ``need_bytes``."""
     try:
-        fd, tmp = _create_temp_file(folder, ".ovq-write-test-")
+        fd, tmp = create_temp_file(folder, ".ovq-write-test-")
     except OSError as exc:
         raise OutputError(f"{path}: cannot write in {folder}: {_reason(exc)}") from None
     os.close(fd)
@@ -139,8 +139,9 @@ def make_temp_dir(parent: str | Path, prefix: str) -> Path:
     return path
 
 
-def _create_temp_file(parent: Path, prefix: str) -> tuple[int, Path]:
-    """A new file ``parent/<prefix><random>`` open for writing, with the permissions of a plain ``open``."""
+def create_temp_file(parent: Path, prefix: str) -> tuple[int, Path]:
+    """A new file ``parent/<prefix><random>`` open for writing (a raw descriptor), with the permissions of a
+    plain ``open``."""
     # O_EXCL: never open an existing file, nor follow a symlink planted at the name
     path, fd = _create_new(parent, prefix, lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     return fd, path
@@ -204,7 +205,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
             keep_mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
         except FileNotFoundError:
             keep_mode = None
-        fd, tmp = _create_temp_file(path.parent, f".{path.name}.tmp-")
+        fd, tmp = create_temp_file(path.parent, f".{path.name}.tmp-")
     except OSError as exc:
         raise OutputError(f"{path}: {_reason(exc)}") from None
     try:

@@ -19,9 +19,10 @@ from ovq.model.conversion import MODEL_XML
 from ovq.model.detector import Detector
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
+from ovq.streaming.mqtt import MqttSink
 from ovq.streaming.pipeline import Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
-from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
+from ovq.streaming.sinks import JsonlSink, VideoSink, WindowSink
 from ovq.streaming.sources import parse_source
 from ovq.streaming.stats import RunSummary
 
@@ -88,7 +89,9 @@ def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:
 def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None) -> list[Sink]:
     """The sink objects the config asks for (:mod:`ovq.streaming.sinks`): video, JSON Lines, MQTT, window.
 
-    When one cannot be made, the ones already made are closed before the error propagates.
+    Making them checks their outputs can be written and opens nothing: files are opened when the pipeline
+    starts them, after the model, device and sources were opened. When one cannot be made, the ones already
+    made are closed before the error propagates.
     """
     environ = os.environ if environ is None else environ
     s = cfg.sinks
@@ -97,7 +100,7 @@ def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None
         if s.video is not None:
             out.append(VideoSink(s.video, fps=s.video_fps))
         if s.jsonl is not None:
-            out.append(JsonlSink(s.jsonl))
+            out.append(JsonlSink(s.jsonl, append=s.jsonl_append))
         if s.mqtt is not None:
             check_environment(cfg, environ)
             out.append(MqttSink(s.mqtt.url or environ[s.mqtt.url_env], topic_prefix=s.mqtt.topic_prefix))
@@ -129,20 +132,18 @@ def build_pipeline(
     except ``latency`` on an NPU. A window's ``q``/Esc stops the pipeline.
     """
     device = device or cfg.device
+    own: list[Sink] = []
     try:
         check_paths(cfg)
         check_environment(cfg)
         spec = check_device(device)  # before a quantization that may take minutes
+        own = build_sinks(cfg)  # their outputs checked, nothing opened yet
         model = ensure_quantized(cfg.quantize, cfg.model) if cfg.quantize is not None else cfg.model
         # cache: a folder is accepted too (compile_model), though Detector's annotation says bool
         detector = Detector(model, device=device, conf=cfg.conf, precision=cfg.precision,
                             hint=cfg.hint or default_hint(spec), cache=cfg.cache)  # type: ignore[arg-type]
-        sinks = [*build_sinks(cfg), *extra_sinks]
-    except BaseException:
-        close_all(extra_sinks)
-        raise
-    r = cfg.reconnect
-    try:
+        r = cfg.reconnect
+        sinks = [*own, *extra_sinks]
         pipeline = Pipeline(
             detector, [s.url for s in cfg.sources], names=cfg.source_names, device=device, conf=cfg.conf,
             nireq=cfg.nireq, track=cfg.track, sinks=sinks,
@@ -152,7 +153,7 @@ def build_pipeline(
             realtime_files=cfg.realtime,
         )
     except BaseException:
-        close_all(sinks)
+        close_all([*own, *extra_sinks])
         raise
     for sink in sinks:
         if isinstance(sink, WindowSink):

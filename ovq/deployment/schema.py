@@ -28,7 +28,7 @@ from ovq.runtime.devices import parse_device
 from ovq.streaming.sources import URL_SCHEMES
 
 MQTT_URL_ENV = "OVQ_MQTT_URL"
-MQTT_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl")  # what ovq.streaming.sinks.mqtt_settings connects to
+MQTT_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl")  # what ovq.streaming.mqtt.mqtt_settings connects to
 STREAM_SCHEMES = (*URL_SCHEMES, "synth", "file")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -180,6 +180,7 @@ class SinksConfig:
     video: Path | None = None
     video_fps: float | None = None
     jsonl: Path | None = None
+    jsonl_append: bool = False  # append to the file instead of replacing it with this run's records
     mqtt: MqttConfig | None = None
     show: bool = False
 
@@ -196,7 +197,14 @@ class SinksConfig:
                 sinks.video_fps = origin.number(v["fps"], "sinks.video.fps", low=0.0, low_open=True)
         elif given(s, "video"):
             sinks.video = origin.path(s["video"], "sinks.video")
-        if given(s, "jsonl"):
+        if isinstance(s.get("jsonl"), dict):
+            j = origin.mapping(s["jsonl"], "sinks.jsonl", ("path", "append"))
+            if not given(j, "path"):
+                raise origin.error("sinks.jsonl.path", "required: the JSON Lines file to write")
+            sinks.jsonl = origin.path(j["path"], "sinks.jsonl.path")
+            if "append" in j:
+                sinks.jsonl_append = origin.boolean(j["append"], "sinks.jsonl.append")
+        elif given(s, "jsonl"):
             sinks.jsonl = origin.path(s["jsonl"], "sinks.jsonl")
         if given(s, "mqtt"):
             sinks.mqtt = MqttConfig.from_value(s["mqtt"], origin)
@@ -209,6 +217,7 @@ class SinksConfig:
             "video": None if self.video is None else str(self.video),
             "video_fps": self.video_fps,
             "jsonl": None if self.jsonl is None else str(self.jsonl),
+            "jsonl_append": self.jsonl_append,
             "mqtt": None if self.mqtt is None else self.mqtt.to_dict(mask_secrets),
             "show": self.show,
         }

@@ -61,7 +61,12 @@ class FrameResult:
 
 @runtime_checkable
 class Sink(Protocol):
-    """Receives every result of every stream, in frame order per stream, from one thread."""
+    """Receives every result of every stream, in frame order per stream, from one thread.
+
+    Optional: ``start(stream_names)``, called once the model, device and sources are open (open files there,
+    not before); ``abort()``, called instead of ``close()`` when the run failed (replace no earlier output);
+    ``written``, a mapping of the files finished by ``close()`` to what they hold.
+    """
 
     def write(self, result: FrameResult) -> None: ...
 
@@ -212,7 +217,7 @@ class Pipeline:
             for st in self._streams:
                 if st.reader is not None:
                     st.reader.release()
-            self._close_sinks()
+            self._close_sinks(failed=True)
             raise
         post = threading.Thread(target=self._post_loop, name="ovq-post", daemon=True)
         scheduler = threading.Thread(target=self._schedule_loop, args=(infer_queue,), name="ovq-schedule", daemon=True)
@@ -305,10 +310,12 @@ class Pipeline:
         for st in self._streams:
             st.reader.join(timeout=1.0)
 
-    def _close_sinks(self) -> None:
+    def _close_sinks(self, failed: bool = False) -> None:
+        """Close every sink; after a failure, ``abort()`` those that have it (they replace no earlier output)."""
         for sink in self.sinks:
+            abort = getattr(sink, "abort", None) if failed or self._error is not None else None
             try:
-                sink.close()
+                abort() if callable(abort) else sink.close()
             except Exception as exc:  # noqa: BLE001 - one failing sink must not keep the others open
                 logger.error("closing %s failed: %s", type(sink).__name__, exc)
                 if self._error is None:
@@ -416,6 +423,7 @@ class Pipeline:
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
-            logger.error("pipeline stopping: %s", exc)
+            logger.error("stopping the run after an error: draining the frames in flight (the error follows)")
+            logger.debug("the error: %s", exc)
         self._stopping.set()
         self._wake.set()
