@@ -8,7 +8,6 @@ folder a read-only tmpfs (both need root, as CI has: skipped with that reason ot
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
