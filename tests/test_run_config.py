@@ -70,11 +70,11 @@ def test_every_flag_lands_in_the_config(tmp_path):
         (["--stall-timeout", "0"], "--stall-timeout: expected a number > 0, got 0"),
         (["--retry-max-delay", "0"], "--retry-max-delay: expected a number > 0, got 0"),
         (["--mqtt-topic", "a/#", "--mqtt", "b"], "--mqtt-topic: MQTT wildcards # and + cannot be published to"),
-        (["--mqtt", "ws://b"], "--mqtt URL: expected a broker URL like mqtt://host:1883, got 'ws://b'"),
+        (["--mqtt", "ws://b"], "--mqtt URL: ws://b: unknown MQTT broker scheme 'ws://'"),
         (["--mqtt", "mqtt://u:pw@b"], "--mqtt: do not put credentials on the command line"),
         (["--device", "XPU:CPU"], "--device: device 'XPU:CPU': only AUTO, MULTI, HETERO, BATCH take"),
         (["--name", "a", "--source", "1"], "--name: 1 stream names for 2 sources (one per --source)"),
-        (["--source", "rstp://cam/1"], "--source: unknown stream scheme 'rstp://'; did you mean 'rtsp://'?"),
+        (["--source", "rstp://cam/1"], "--source: rstp://cam/1: unknown stream scheme 'rstp://'; did you mean 'rtsp://'?"),
     ],
 )
 def test_bad_flags_are_named(argv, message):

@@ -194,6 +194,7 @@ def test_mqtt_settings_from_url_and_environment(monkeypatch):
         mqtt_settings(None)
     assert mqtt_settings("mqtt://broker.local") == {
         "host": "broker.local", "port": 1883, "tls": False, "username": None, "password": None,
+        "display": "mqtt://broker.local",
     }
     assert mqtt_settings("mqtts://b:9999")["port"] == 9999
     assert mqtt_settings("mqtts://b")["tls"] is True
@@ -204,10 +205,12 @@ def test_mqtt_settings_from_url_and_environment(monkeypatch):
     monkeypatch.setenv("OVQ_MQTT_PASSWORD", "envpass")
     s = mqtt_settings(None)
     assert (s["username"], s["password"]) == ("envuser", "envpass")
-    with pytest.raises(ConfigError, match="scheme 'ws://'"):
+    with pytest.raises(ConfigError, match="unknown MQTT broker scheme 'ws://'"):
         mqtt_settings("ws://b")
     with pytest.raises(ConfigError, match="no host"):
         mqtt_settings("mqtt://:1883")
+    with pytest.raises(ConfigError, match=r"mqtt://u:\*\*\*@b:70000: bad port '70000'"):
+        mqtt_settings("mqtt://u:s3cret@b:70000")
 
 
 class Subscriber:

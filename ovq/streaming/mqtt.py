@@ -8,13 +8,25 @@ import os
 import secrets
 import threading
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from ovq.core.errors import ConfigError, DependencyError
+from ovq.core.urls import Url, parse_url
 from ovq.streaming.pipeline import FrameResult
 from ovq.streaming.sinks import frame_record
 
 logger = logging.getLogger(__name__)
+
+
+MQTT_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl")  # mqtts:// and ssl:// are TLS
+TLS_SCHEMES = ("mqtts", "ssl")
+
+
+def parse_broker_url(text: str) -> Url:
+    """A broker URL (``mqtt://host[:port]``, ``mqtts://...``; ``host[:port]`` alone means ``mqtt://``), checked
+    by the parser every stream URL goes through; :class:`ConfigError` naming the problem, password hidden.
+    WebSocket brokers (``ws://``, ``wss://``) are not supported, by ``ovq pipeline --check`` as by the run."""
+    url = parse_url(text if "://" in text else f"mqtt://{text}", schemes=MQTT_SCHEMES, what="MQTT broker")
+    return url
 
 
 def mqtt_settings(url: str | None = None) -> dict[str, Any]:
@@ -25,20 +37,12 @@ def mqtt_settings(url: str | None = None) -> dict[str, Any]:
     url = url or os.environ.get("OVQ_MQTT_URL")
     if not url:
         raise ConfigError("no MQTT broker: pass a URL (mqtt://HOST[:PORT]) or set OVQ_MQTT_URL")
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    scheme = parts.scheme.lower()
-    if scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ConfigError(f"MQTT URL scheme '{scheme}://' is not supported; use mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise ConfigError("MQTT URL has no host; expected mqtt://HOST[:PORT]")
-    tls = scheme in ("mqtts", "ssl")
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError:
-        raise ConfigError(f"MQTT URL has a bad port: {parts.netloc.rpartition('@')[2]}") from None
-    username = os.environ.get("OVQ_MQTT_USERNAME") or (unquote(parts.username) if parts.username else None)
-    password = os.environ.get("OVQ_MQTT_PASSWORD") or (unquote(parts.password) if parts.password else None)
-    return {"host": parts.hostname, "port": port, "tls": tls, "username": username, "password": password}
+    parsed = parse_broker_url(url)
+    tls = parsed.scheme in TLS_SCHEMES
+    username = os.environ.get("OVQ_MQTT_USERNAME") or parsed.username or None
+    password = os.environ.get("OVQ_MQTT_PASSWORD") or parsed.password or None
+    return {"host": parsed.host, "port": parsed.port or (8883 if tls else 1883), "tls": tls,
+            "username": username, "password": password, "display": parsed.redacted()}
 
 
 class MqttSink:
