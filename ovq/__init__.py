@@ -45,7 +45,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "format_table": ("ovq.evaluation.speed", "format_table"),
     "convert": ("ovq.model.conversion", "convert"),
     "prepare": ("ovq.model.conversion", "prepare"),
-    "DECODERS": ("ovq.model.decoders", "REGISTRY"),
+    "DECODERS": ("ovq.model.decoders", "BUILTIN"),
+    "Family": ("ovq.model.decoders", "Family"),
+    "families": ("ovq.model.decoders", "families"),
     "Detector": ("ovq.model.detector", "Detector"),
     "AdvancedQuantizeOptions": ("ovq.quantization.options", "AdvancedQuantizeOptions"),
     "BiasCorrection": ("ovq.quantization.options", "BiasCorrection"),
@@ -94,6 +96,7 @@ __all__ = [
     "DevicesReport",
     "DropType",
     "EvalResult",
+    "Family",
     "FrameResult",
     "InferQueue",
     "JsonlSink",
@@ -127,6 +130,7 @@ __all__ = [
     "coco_map",
     "convert",
     "evaluate",
+    "families",
     "format_table",
     "load_dataset",
     "load_pipeline_config",
@@ -177,7 +181,8 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from ovq.evaluation.prediction import predict
     from ovq.evaluation.speed import BenchResult, benchmark, format_table
     from ovq.model.conversion import convert, prepare
-    from ovq.model.decoders import REGISTRY as DECODERS
+    from ovq.model.decoders import BUILTIN as DECODERS
+    from ovq.model.decoders import Family, families
     from ovq.model.detector import Detector
     from ovq.quantization.options import (
         AdvancedQuantizeOptions,

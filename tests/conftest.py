@@ -39,7 +39,8 @@ def make_dets(boxes, scores=None, classes=None, tracker_id=None) -> Detections:
 
 
 def tiny_yolo_ir(tmp: Path) -> Path:
-    """A small real conv net with a YOLO-shaped output ([1, 6, 64]: 2 classes), converted to an ovq IR."""
+    """A small real conv net with a YOLO-shaped output ([1, 6, 64]: 2 classes, sigmoided scores), converted to an
+    ovq IR."""
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -51,7 +52,9 @@ def tiny_yolo_ir(tmp: Path) -> Path:
     h = ops.relu(ops.convolution(x, w1, [1, 1], [1, 1], [1, 1], [1, 1]))
     w2 = ops.constant(rng.normal(0, 0.2, (6, 16, 8, 8)).astype(np.float32))
     y = ops.convolution(h, w2, [8, 8], [0, 0], [0, 0], [1, 1])
-    out = ops.reshape(y, ops.constant(np.array([1, 6, 64], np.int64)), special_zero=False)
+    raw = ops.reshape(y, ops.constant(np.array([1, 6, 64], np.int64)), special_zero=False)
+    boxes, scores = ops.variadic_split(raw, ops.constant(np.int64(1)), ops.constant(np.array([4, 2], np.int64))).outputs()
+    out = ops.concat([boxes, ops.sigmoid(scores)], axis=1)  # class scores in [0, 1], as YOLO's head gives them
     src = tmp / "tiny.xml"
     ov.save_model(ov.Model([out], [x], "tiny"), str(src))
     return convert(src, tmp / "tiny_ovq", family="yolo", labels=["a", "b"])

@@ -1,13 +1,15 @@
-"""Each decoder family on hand-made outputs whose right answer is known."""
+"""Each decoder family on hand-made outputs whose right answer is known; which family claims which model."""
 
 from __future__ import annotations
 
+import heads
 import numpy as np
 import pytest
 
 from ovq.core.errors import ModelError
 from ovq.core.geometry import letterbox, stretch
-from ovq.model.decoders import REGISTRY, DecodeParams, get_decoder, infer_family
+from ovq.model.decoders import BUILTIN, DecodeParams, ModelFacts, check_confidences, get_decoder, infer_families
+from ovq.model.identify import facts_of
 
 
 def _params(size, conf=0.3, iou=0.5):
@@ -19,25 +21,62 @@ def _info_letterbox(orig=(200, 400), size=(320, 320)):
 
 
 def test_registry_lists_every_family():
-    assert set(REGISTRY) == {"yolo", "yolo_e2e", "yolox", "ssd", "fastestdet"}
-    with pytest.raises(ModelError, match="unknown decoder family 'nope'"):
+    assert set(BUILTIN) == {"yolo", "yolo_e2e", "rtdetr", "yolov5", "yolox", "ssd", "fastestdet"}
+    with pytest.raises(ModelError, match="unknown decoder family 'nope': not built in and no installed package"):
         get_decoder("nope")
 
 
 @pytest.mark.parametrize(
-    ("shapes", "size", "family"),
+    ("shapes", "size", "metadata", "families"),
     [
-        ([(1, 84, 8400)], (640, 640), "yolo"),
-        ([(1, 9, 2100)], (320, 320), "yolo"),
-        ([(1, 300, 6)], (640, 640), "yolo_e2e"),
-        ([(1, 3549, 85)], (416, 416), "yolox"),
-        ([(1, 1, 200, 7)], (320, 544), "ssd"),
-        ([(1, 85, 22, 22)], (352, 352), "fastestdet"),
-        ([(1, 1000)], (224, 224), None),
+        ([(1, 84, 8400)], (640, 640), {}, ["yolo"]),
+        ([(1, 9, 2100)], (320, 320), {}, ["yolo"]),
+        ([(1, 300, 6)], (640, 640), {}, ["yolo_e2e"]),
+        ([(1, 300, 6)], (640, 640), {"head": "RTDETRDecoder", "end2end": "False"}, ["rtdetr"]),
+        ([(1, 300, 6)], (640, 640), {"head": "Detect", "end2end": "True"}, ["yolo_e2e"]),
+        ([(1, 84, 8400)], (640, 640), {"head": "Detect", "end2end": "True"}, []),
+        ([(1, 3549, 85)], (416, 416), {}, ["yolox"]),
+        ([(1, 3549, 85)], (416, 416), {"task": "detect"}, []),  # an Ultralytics export is never YOLOX
+        ([(1, 25200, 85)], (640, 640), {}, []),  # YOLOv5 needs its graph to be told from anything else
+        ([(1, 1, 200, 7)], (320, 544), {}, ["ssd"]),
+        ([(1, 85, 22, 22)], (352, 352), {}, ["fastestdet"]),
+        ([(1, 85, 11, 11)], (352, 352), {}, []),  # not FastestDet's stride 16
+        ([(1, 80, 11, 11), (1, 80, 22, 22)], (352, 352), {}, []),  # every output must fit, not the first
+        ([(1, 84, 8400), (1, 32, 160, 160)], (640, 640), {}, []),  # a segmentation model is not a detector
+        ([(1, 1000)], (224, 224), {}, []),
     ],
 )
-def test_family_inferred_from_output_shapes(shapes, size, family):
-    assert infer_family(shapes, size) == family
+def test_families_claim_only_outputs_that_fit(shapes, size, metadata, families):
+    assert infer_families(ModelFacts(shapes, size, metadata)) == families
+
+
+@pytest.mark.parametrize("anchors", [1, 3])
+def test_yolov5_and_yolox_told_apart_by_the_graph_not_the_count(anchors):
+    """With one anchor a YOLOv5-style head has YOLOX's exact output shape; the graph still tells them apart."""
+    yolox, v5 = heads.yolox_raw_head(), heads.anchor_head(anchors=anchors)
+    yolox_shape, v5_shape = tuple(yolox.outputs[0].get_shape()), tuple(v5.outputs[0].get_shape())
+    assert yolox_shape == (1, 84, 7) and v5_shape == (1, 84 * anchors, 7)
+    assert infer_families(facts_of(yolox, (64, 64), {})) == ["yolox"]
+    assert infer_families(facts_of(v5, (64, 64), {})) == ["yolov5"]
+
+
+@pytest.mark.parametrize(("normalised", "family"), [(True, "rtdetr"), (False, "yolo_e2e")])
+def test_end_to_end_box_convention_read_from_the_graph(normalised, family):
+    """[1, K, 6] is RT-DETR when the boxes come out of a Sigmoid (0..1), YOLO26/YOLOv10 when in pixels."""
+    model = heads.end_to_end_head(normalised=normalised)
+    assert infer_families(facts_of(model, (64, 64), {})) == [family]
+
+
+def test_confidences_outside_0_1_or_nan_are_errors():
+    np.testing.assert_allclose(check_confidences(np.array([0.0, 0.5, 1.004])), [0.0, 0.5, 1.0])  # rounding
+    for bad in ([0.2, 8.57], [0.2, -0.5], [0.2, np.nan]):
+        with pytest.raises(ModelError, match=r"not in \[0, 1\]: the outputs do not fit this family"):
+            check_confidences(np.array(bad, np.float32))
+    out = np.zeros((1, 4 + 2, 10), np.float32)
+    out[0, :4, 0] = [100, 100, 20, 20]
+    out[0, 5, 0] = 8.57  # raw logits where the family expects sigmoided scores
+    with pytest.raises(ModelError, match="8.57"):
+        get_decoder("yolo").decode([out], _info_letterbox(), _params((320, 320)))
 
 
 def test_yolo_decodes_two_boxes_and_suppresses_duplicate():
@@ -107,6 +146,48 @@ def test_yolox_grid_decoding():
     assert len(dets) == 1 and dets.class_id[0] == 1
     np.testing.assert_allclose(dets.confidence[0], 0.72, atol=1e-6)
     np.testing.assert_allclose(dets.xyxy[0], [24, 16, 56, 32], atol=1e-4)
+
+
+def test_rtdetr_scales_normalised_centre_boxes_to_the_image():
+    _, rinfo = stretch(np.zeros((200, 400, 3), np.uint8), (320, 320))
+    out = np.zeros((1, 300, 6), np.float32)
+    out[0, 0] = [0.5, 0.5, 0.25, 0.5, 0.9, 7]  # centre of the image, a quarter of its width, half its height
+    out[0, 1] = [0.5, 0.5, 0.25, 0.5, 0.8, 7]  # a duplicate: kept, the head needs no NMS
+    out[0, 2] = [0.1, 0.1, 0.1, 0.1, 0.2, 3]  # under the threshold
+    dets = get_decoder("rtdetr").decode([out], rinfo, _params((320, 320)))
+    assert list(dets.class_id) == [7, 7]
+    np.testing.assert_allclose(dets.xyxy[0], [150, 50, 250, 150], atol=1e-3)
+    np.testing.assert_allclose(dets.confidence, [0.9, 0.8])
+
+
+def test_yolov5_score_is_objectness_times_class_and_boxes_are_pixels():
+    rinfo = _info_letterbox()  # 200x400 -> scale 0.8, pad_y 80
+    out = np.zeros((1, 20, 5 + 3), np.float32)
+    out[0, 0] = [160, 160, 80, 40, 0.9, 0.1, 0.8, 0.1]
+    out[0, 1] = [162, 160, 80, 40, 0.8, 0.1, 0.8, 0.1]  # overlapping, same class, lower: suppressed
+    out[0, 2] = [40, 120, 20, 20, 0.5, 0.9, 0.0, 0.0]  # 0.45
+    out[0, 3] = [300, 300, 20, 20, 0.2, 0.0, 0.0, 0.99]  # 0.198: under 0.3
+    dets = get_decoder("yolov5").decode([out], rinfo, _params((320, 320)))
+    assert list(dets.class_id) == [1, 0]
+    np.testing.assert_allclose(dets.confidence, [0.72, 0.45], rtol=1e-5)
+    np.testing.assert_allclose(dets.xyxy[0], [150, 75, 250, 125], atol=1e-3)
+
+
+def test_classes_and_max_det_filter_before_nms():
+    from dataclasses import replace
+
+    rinfo = _info_letterbox()
+    out = np.zeros((1, 4 + 3, 10), np.float32)
+    for i, (cls, score) in enumerate([(0, 0.9), (2, 0.8), (1, 0.7), (2, 0.6)]):
+        out[0, :4, i] = [40 + 60 * i, 160, 40, 40]
+        out[0, 4 + cls, i] = score
+    out[0, :4, 4] = [41, 160, 40, 40]  # a class-2 box over the class-0 one: agnostic NMS would drop it ...
+    out[0, 4 + 2, 4] = 0.85
+    params = replace(_params((320, 320)), classes=(2,), agnostic=True)
+    dets = get_decoder("yolo").decode([out], rinfo, params)  # ... but class 0 is filtered out first
+    np.testing.assert_allclose(dets.confidence, [0.85, 0.8, 0.6])
+    dets = get_decoder("yolo").decode([out], rinfo, replace(params, max_det=2))
+    np.testing.assert_allclose(dets.confidence, [0.85, 0.8])
 
 
 def test_ssd_skips_padding_rows_and_scales_normalised_boxes():

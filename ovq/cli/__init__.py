@@ -17,7 +17,9 @@ from collections.abc import Sequence
 
 from ovq.core.errors import OvqError, os_error_message
 
-COMMANDS = ("convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "eval", "bench", "demo")
+COMMANDS = (
+    "convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "eval", "bench", "families", "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

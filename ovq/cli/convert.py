@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ovq.cli._common import add_command, parse_labels
-from ovq.model.decoders import REGISTRY, SourcePreprocessing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,8 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, help="output folder (model.xml/.bin)")
     p.add_argument("--imgsz", type=int, nargs="+", metavar="N", help="input size: N (square) or H W")
     p.add_argument("--fp16", action="store_true", help="store weights in FP16 (default FP32)")
-    p.add_argument("--family", choices=sorted(REGISTRY), help="decoder family, when it cannot be inferred")
-    p.add_argument("--labels", help="class labels: comma-separated or a file with one label a line")
+    p.add_argument("--family", help="decoder family (`ovq families` lists them), checked against the outputs; "
+                                    "default: the one family the outputs fit")
+    p.add_argument("--labels", help="class labels: comma-separated or a file with one label a line "
+                                    "(default: the names the model carries)")
     p.add_argument("--color", choices=("RGB", "BGR"), help="channel order the source network expects")
     p.add_argument("--mean", type=float, nargs=3, metavar=("B", "G", "R"), help="per-channel mean (network's channel order)")
     p.add_argument("--scale", type=float, nargs=3, metavar=("S1", "S2", "S3"), help="per-channel divisor after mean")
@@ -29,15 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ovq.model.conversion import convert
+    from ovq.model.decoders import SourcePreprocessing, get_decoder
 
     pre = None
     if any(v is not None for v in (args.color, args.mean, args.scale, args.resize)):
-        from ovq.model.decoders import get_decoder
-
-        if args.family is None:
-            base = SourcePreprocessing()
-        else:
-            base = get_decoder(args.family).preprocessing
+        base = SourcePreprocessing() if args.family is None else get_decoder(args.family).preprocessing
         pre = SourcePreprocessing(
             color=args.color or base.color,
             mean=tuple(args.mean) if args.mean else base.mean,
@@ -51,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz[:2])
     xml = convert(
         args.src, args.out, imgsz=imgsz, fp16=args.fp16, family=args.family,
-        labels=parse_labels(args.labels), preprocessing=pre, conf_threshold=args.conf, iou_threshold=args.iou, agnostic_nms=args.agnostic_nms,
+        labels=parse_labels(args.labels), preprocessing=pre, conf_threshold=args.conf, iou_threshold=args.iou,
+        agnostic_nms=args.agnostic_nms,
     )
     print(xml)
     return 0

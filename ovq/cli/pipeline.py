@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.errors import ConfigError
     from ovq.deployment.build import build_pipeline
     from ovq.deployment.loader import load_pipeline_config
-    from ovq.deployment.signals import stop_on_signals
+    from ovq.deployment.signals import exit_now, stop_on_signals
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         return _check(cfg, args)
     pipeline = build_pipeline(cfg, max_frames=args.max_frames, device=args.device)
     # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
-    with stop_on_signals(pipeline.stop, name="ovq pipeline"):
+    with stop_on_signals(pipeline.stop, name="ovq pipeline", at_once=exit_now("ovq pipeline")):
         summary = pipeline.run()
         if args.json:
             print(json.dumps(summary.to_dict(), indent=2))

@@ -1,4 +1,4 @@
-"""``ovq predict MODEL IMAGE... -o OUT_DIR``."""
+"""``ovq predict MODEL IMAGE... -o OUT_DIR [--conf C] [--iou T] [--classes 0,2] [--max-det N]``."""
 
 from __future__ import annotations
 
@@ -13,15 +13,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("-o", "--out", required=True, help="output folder")
     add_conf(p)
+    p.add_argument("--iou", type=float, help="NMS IoU threshold (default: the model's)")
+    p.add_argument("--classes", help="keep only these classes: ids or names, comma-separated (e.g. 0,2 or person,car)")
+    p.add_argument("--max-det", type=int, help="at most this many detections per image (default: the model's, 300)")
+    p.add_argument("--labels", help="class names to report (comma-separated or a file, one a line), "
+                                    "when the model's own are wrong")
     add_device(p)
     add_precision(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovq.cli._common import parse_labels
     from ovq.evaluation.prediction import predict
 
-    results = predict(args.model, args.images, args.out, conf=args.conf, device=args.device, precision=args.precision)
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes is not None else None
+    results = predict(
+        args.model, args.images, args.out, conf=args.conf, iou=args.iou, classes=classes, max_det=args.max_det,
+        labels=parse_labels(args.labels), device=args.device, precision=args.precision,
+    )
     for r in results:
         found = ", ".join(f"{d['label']} {d['confidence']:.2f}" for d in r["detections"]) or "nothing"
         print(f"{r['file']}: {found}")

@@ -156,7 +156,7 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.deployment.build import build_pipeline
-    from ovq.deployment.signals import stop_on_signals
+    from ovq.deployment.signals import exit_now, stop_on_signals
 
     cfg = config_from_args(args)
     if args.summary_json:
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     progress = [_Progress()] if not args.no_progress and sys.stderr.isatty() else []
     pipeline = build_pipeline(cfg, extra_sinks=progress)
     # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
-    with stop_on_signals(pipeline.stop, name="ovq run"):
+    with stop_on_signals(pipeline.stop, name="ovq run", at_once=exit_now("ovq run")):
         try:
             summary = pipeline.run()
         except BaseException:

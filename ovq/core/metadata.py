@@ -78,12 +78,3 @@ def read_info(model: ov.Model) -> ModelInfo | None:
         return None
     text = model.get_rt_info([RT_KEY, "info"]).astype(str)
     return ModelInfo.from_json(text)
-
-
-def read_ultralytics_rt_info(model: ov.Model) -> dict[str, Any]:
-    """Ultralytics' own rt_info keys (``model_info``: model_type, labels, iou_threshold...), if any."""
-    out: dict[str, Any] = {}
-    for key in ("model_type", "labels", "iou_threshold", "confidence_threshold", "pad_value", "resize_type"):
-        if model.has_rt_info(["model_info", key]):
-            out[key] = model.get_rt_info(["model_info", key]).astype(str)
-    return out

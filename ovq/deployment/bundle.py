@@ -124,7 +124,8 @@ def build_bundle(
         if cfg.quantize is not None:
             run_rel = _ship_quantized(cfg, tmp)
         wheel_path = ship_wheel(Path(wheel) if wheel else None, tmp / WHEELS_DIR)
-        requires, extras = runtime_requirements(cfg, wheel_requirements(wheel_path))
+        families = {read_info(read_model(tmp / rel)).family for rel in {model_rel, run_rel}}  # plug-ins are pinned
+        requires, extras = runtime_requirements(cfg, wheel_requirements(wheel_path), families=families)
         pins = pinned_requirements(requires, extras=extras)
         (tmp / OUTPUT_DIR).mkdir()
         _write(tmp / "pipeline.yaml", rewrite_pipeline(cfg, run_rel))

@@ -23,6 +23,7 @@ from packaging.utils import canonicalize_name
 
 from ovq.core.errors import DependencyError
 from ovq.deployment.schema import PipelineConfig
+from ovq.model.decoders import family_distribution
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +152,11 @@ def pinned_requirements(requires: list[str], *, extras: Sequence[str] = ()) -> l
 FEATURE_EXTRAS: dict[str, tuple[str, ...]] = {"mqtt": ("paho-mqtt",), "track": ("trackers",)}
 
 
-def runtime_requirements(cfg: PipelineConfig, requires: list[str]) -> tuple[list[str], list[str]]:
-    """The requirement lines and extras the pipeline needs: ovq's own plus its features' (MQTT, tracking).
+def runtime_requirements(
+    cfg: PipelineConfig, requires: list[str], *, families: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
+    """The requirement lines and extras the pipeline needs: ovq's own plus its features' (MQTT, tracking)
+    and the packages providing the models' plug-in decoder ``families``.
 
     A feature whose extra the wheel declares is pinned through the extra; otherwise through the packages
     it stands for (:data:`FEATURE_EXTRAS`), which must then be installed here.
@@ -171,6 +175,10 @@ def runtime_requirements(cfg: PipelineConfig, requires: list[str]) -> tuple[list
                     f"cannot pin a tested version: pip install {pkg}"
                 ) from None
             extra_lines.append(pkg)
+    for family in sorted(set(families)):
+        provider = family_distribution(family)  # None for a built-in family
+        if provider is not None:
+            extra_lines.append(provider[0])
     return [*requires, *extra_lines], extras
 
 

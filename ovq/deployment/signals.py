@@ -1,18 +1,25 @@
 """Ctrl-C and ``systemctl stop`` for a running pipeline: the first asks it to finish cleanly, the second stops now.
 
 A pipeline stopped by its first SIGINT or SIGTERM drains the frames in flight and closes its outputs (the MP4
-gets its index, so it plays), and the command exits 0 with its summary. A second signal raises
-:class:`KeyboardInterrupt` at once, for a drain that hangs (e.g. on a broker that does not answer); the CLI
-turns that into exit code 130.
+gets its index, so it plays), and the command exits 0 with its summary. A second signal is for a drain that
+hangs (e.g. on a broker that does not answer): the commands end the process at once with exit code 130
+(:func:`exit_now`). It does not raise :class:`KeyboardInterrupt` into the run there: with OpenVINO's inference
+threads and the pipeline's own still working, unwinding the main thread left native threads alive at
+interpreter exit, and the C++ runtime aborted the process (``terminate called without an active exception``,
+exit 134). Files stay consistent anyway: JSON Lines are written a whole line at a time, and an unfinished MP4 is
+a hidden ``.NAME.partial.mp4``, never the target.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+
+from ovq.runtime.signal_stack import repair_signal_stack
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -24,31 +31,54 @@ def _stderr_fd() -> int | None:
         return None
 
 
+def exit_now(name: str) -> Callable[[], None]:
+    """What a command does on the second signal: say so on stderr and end the process with exit code 130."""
+
+    def stop_now() -> None:
+        _say(_stderr_fd(), f"{name}: interrupted again, stopping at once (outputs in progress are not finished)\n")
+        os._exit(130)
+
+    return stop_now
+
+
+def _say(fd: int | None, line: str) -> None:
+    # a handler can interrupt the main thread in the middle of a write to sys.stderr (a log line), and a
+    # second write into that buffered stream would raise "reentrant call"; the raw file descriptor has no
+    # buffer to re-enter
+    if fd is not None:
+        os.write(fd, line.encode())
+    else:
+        print(line, end="", file=sys.stderr)
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
-def stop_on_signals(stop: Callable[[], None], *, name: str) -> Iterator[None]:
-    """Within the block, the first SIGINT/SIGTERM calls ``stop()`` and says so on stderr, the next ones raise
-    :class:`KeyboardInterrupt`. The previous handlers are back when the block ends.
+def stop_on_signals(stop: Callable[[], None], *, name: str, at_once: Callable[[], None] = _interrupt) -> Iterator[None]:
+    """Within the block, the first SIGINT/SIGTERM calls ``stop()`` and says so on stderr, the next ones call
+    ``at_once()`` (default: raise :class:`KeyboardInterrupt`; the commands pass :func:`exit_now`). The previous
+    handlers are back when the block ends.
 
     ``stop`` runs inside the signal handler, so it must only set a flag (as ``Pipeline.stop`` does). ``name``
     starts the line printed (``ovq run``). Python runs handlers in the main thread only, so call this there.
     """
     fd = _stderr_fd()
     asked = False
+    # compiled models that are about to be collected can leave this thread's signal stack unmapped, which turns
+    # the next signal into a crash (see ovq.runtime.signal_stack): collect them now, then check the stack
+    gc.collect()
+    repair_signal_stack()
 
     def handler(signum: int, frame: object) -> None:
         nonlocal asked
         if asked:
-            raise KeyboardInterrupt
+            at_once()
+            return
         asked = True
-        line = (f"{name}: {signal.Signals(signum).name}, stopping: finishing the frames in flight and closing the "
-                "outputs (again to stop at once)\n")
-        # a handler can interrupt the main thread in the middle of a write to sys.stderr (a log line), and a
-        # second write into that buffered stream would raise "reentrant call"; the raw file descriptor has no
-        # buffer to re-enter
-        if fd is not None:
-            os.write(fd, line.encode())
-        else:
-            print(line, end="", file=sys.stderr)
+        _say(fd, f"{name}: {signal.Signals(signum).name}, stopping: finishing the frames in flight and closing the "
+                 "outputs (again to stop at once)\n")
         stop()
 
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}

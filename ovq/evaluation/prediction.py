@@ -24,17 +24,28 @@ def predict(
     out_dir: str | Path | None = None,
     *,
     conf: float | None = None,
+    iou: float | None = None,
+    classes: Sequence[int | str] | None = None,
+    max_det: int | None = None,
+    labels: Sequence[str] | None = None,
     device: str = "CPU",
     precision: str | None = None,
 ) -> list[dict[str, Any]]:
     """Detect in each image; with ``out_dir`` write ``predictions.json`` and annotated images there.
 
-    Whether ``out_dir`` can be written (a folder, or a place to make one) is checked before the model loads.
+    ``conf``, ``iou``, ``max_det`` override the model's defaults; ``classes`` keeps only those class ids or
+    names; ``labels`` renames the model's classes. With a :class:`Detector`, only ``conf`` applies (the rest
+    are the detector's own). Whether ``out_dir`` can be written (a folder, or a place to make one) is checked
+    before the model loads.
     """
     files = list_images(images)
     if out_dir is not None:
         check_output_dir(out_dir)
-    detector = model if isinstance(model, Detector) else Detector(model, device=device, conf=conf, precision=precision)
+    if isinstance(model, Detector):
+        detector = model
+    else:
+        detector = Detector(model, device=device, conf=conf, iou=iou, classes=classes, max_det=max_det,
+                            labels=labels, precision=precision)
     results: list[dict[str, Any]] = []
     annotated: list[tuple[str, Any]] = []
     names_seen: set[str] = set()

@@ -3,15 +3,13 @@
 The compiled model takes a u8 BGR NHWC image of the model's static input size; colour order, scale,
 mean/std and layout of the source model happen inside the graph (OpenVINO's PrePostProcessor).
 Resizing (letterbox or plain) happens once in Python, and its exact inverse maps boxes back.
+The family (how outputs decode) and the class names are decided here, from the model itself
+(:mod:`ovq.model.identify`), and stored in the IR with everything else a later step needs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,39 +17,19 @@ from typing import Any
 import openvino as ov
 from openvino.preprocess import ColorFormat, PrePostProcessor
 
-from ovq.core.errors import DependencyError, ModelError, OutputError
+from ovq.core.errors import ModelError, OutputError
 from ovq.core.fileio import atomic_output_dir, check_output_dir, free_bytes
-from ovq.core.labels import COCO80
-from ovq.core.metadata import ModelInfo, read_info, read_ultralytics_rt_info, write_info
-from ovq.model.decoders import SourcePreprocessing, get_decoder, infer_family
+from ovq.core.metadata import ModelInfo, read_info, write_info
+from ovq.model.decoders import SourcePreprocessing, get_decoder
+from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
+from ovq.model.identify import EXPORTER_KEY, choose_family, choose_labels, facts_of
+from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, resolve_model_path
 from ovq.runtime.compilation import first_line, new_core, read_model
 
 logger = logging.getLogger(__name__)
 
-MODEL_XML = "model.xml"
 DEFAULT_IMGSZ = 640
-SOURCE_SUFFIXES = (".xml", ".onnx", ".pt")
-
-
-def resolve_model_path(src: str | Path) -> Path:
-    """A model folder (with ``model.xml`` or one ``*.xml``), an ``.xml``, ``.onnx`` or ``.pt`` file."""
-    path = Path(src)
-    if not path.exists():
-        raise ModelError(f"{path}: no such file or folder")
-    if path.is_dir():
-        if (path / MODEL_XML).exists():
-            return path / MODEL_XML
-        xmls = sorted(path.glob("*.xml"))
-        if len(xmls) == 1:
-            return xmls[0]
-        if not xmls:
-            raise ModelError(f"{path}: folder holds no model (.xml) file")
-        raise ModelError(f"{path}: folder holds several .xml files; name one of {', '.join(x.name for x in xmls)}")
-    if path.suffix.lower() not in SOURCE_SUFFIXES:
-        raise ModelError(f"{path}: unsupported model file type '{path.suffix}'; expected .xml, .onnx or .pt")
-    if path.stat().st_size == 0:
-        raise ModelError(f"{path}: file is empty")
-    return path
+__all__ = ["MODEL_XML", "SOURCE_SUFFIXES", "convert", "embed_preprocessing", "prepare", "resolve_model_path", "save"]
 
 
 def prepare(
@@ -68,7 +46,7 @@ def prepare(
 ) -> tuple[ov.Model, ModelInfo]:
     """Load any supported model and return an ovq model (preprocessing in the graph) and its info.
 
-    An ovq IR is returned as it is. Nothing is written.
+    An ovq IR is returned as it is (with ``labels``/thresholds overridden when given). Nothing is written.
     """
     core = core or new_core()
     path = resolve_model_path(src)
@@ -77,23 +55,19 @@ def prepare(
         model = read_model(path, core)
         info = read_info(model)
         if info is not None:
-            if imgsz is not None and _as_hw(imgsz) != tuple(info.input_size):
-                raise ModelError(
-                    f"{path}: already converted for input {info.input_size[0]}x{info.input_size[1]}; "
-                    "convert the original model to change the input size"
-                )
-            info = _override(info, family=family, labels=labels, conf=conf_threshold, iou=iou_threshold,
-                             agnostic=agnostic_nms)
-            return model, info
-        hints = _ultralytics_hints(model, path)
+            return model, _override(model, info, path, imgsz=imgsz, family=family, labels=labels,
+                                    conf=conf_threshold, iou=iou_threshold, agnostic=agnostic_nms)
+        meta = read_exporter_metadata(model, path)
     elif suffix == ".onnx":
         model = _convert_onnx(path)
-        hints = {}
+        meta = read_exporter_metadata(model, path)
     else:
-        model, hints = _from_ultralytics(path, imgsz)
+        from ovq.model.ultralytics import export_pt
+
+        model, meta = export_pt(path, list(_as_hw(imgsz)) if imgsz is not None else DEFAULT_IMGSZ)
     return _build(
         model, path, imgsz=imgsz, family=family, labels=labels, preprocessing=preprocessing,
-        conf=conf_threshold, iou=iou_threshold, agnostic=bool(agnostic_nms), hints=hints,
+        conf=conf_threshold, iou=iou_threshold, agnostic=bool(agnostic_nms), meta=meta,
     )
 
 
@@ -112,10 +86,12 @@ def convert(
 ) -> Path:
     """Convert ``src`` and write ``out_dir/model.xml`` + ``.bin``; returns the ``.xml`` path.
 
-    Weights are stored in FP32 unless ``fp16``. ``agnostic_nms`` stores class-agnostic NMS as the
-    model's default (for scenes where objects of different classes do not overlap, e.g. parts on a belt).
-    Nothing is written when anything fails; whether ``out_dir`` can take the model (a folder, writable, with
-    room for about the size of the source's weights) is checked before converting.
+    Weights are stored in FP32 unless ``fp16``. ``family`` is checked against the model's outputs (when
+    not given, exactly one family must fit them). ``labels`` overrides the class names the model carries.
+    ``agnostic_nms`` stores class-agnostic NMS as the model's default (for scenes where objects of different
+    classes do not overlap, e.g. parts on a belt). Nothing is written when anything fails; whether ``out_dir``
+    can take the model (a folder, writable, with room for about the size of the source's weights) is checked
+    before converting.
     """
     check_output_dir(out_dir, need_bytes=output_estimate(src, fp16=fp16))
     model, info = prepare(
@@ -162,12 +138,24 @@ def _as_hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (int(h), int(w))
 
 
-def _override(info: ModelInfo, *, family, labels, conf, iou, agnostic=None) -> ModelInfo:
+def _override(model: ov.Model, info: ModelInfo, path: Path, *, imgsz, family, labels, conf, iou, agnostic) -> ModelInfo:
+    """An ovq IR's info with new labels or thresholds; its input size and family are fixed by its graph."""
+    if imgsz is not None and _as_hw(imgsz) != tuple(info.input_size):
+        raise ModelError(
+            f"{path}: already converted for input {info.input_size[0]}x{info.input_size[1]}; "
+            "convert the original model to change the input size"
+        )
+    if family and family != info.family:
+        raise ModelError(
+            f"{path}: already converted as family '{info.family}' (its preprocessing is in the graph); "
+            f"convert the original model to use --family {family}"
+        )
     changes: dict[str, Any] = {}
-    if family:
-        get_decoder(family)
-        changes["family"] = family
     if labels:
+        decoder = get_decoder(info.family)
+        nc = decoder.num_classes(facts_of(model, info.input_size, info.extra.get(EXPORTER_KEY, {})))
+        if nc is not None and len(labels) != nc:
+            raise ModelError(f"{path}: --labels names {len(labels)} classes but the outputs have {nc}")
         changes["labels"] = list(labels)
     if conf is not None:
         changes["conf_threshold"] = float(conf)
@@ -191,76 +179,7 @@ def _convert_onnx(path: Path) -> ov.Model:
         raise ModelError(f"{path}: cannot read ONNX model: {first_line(exc)}") from None
 
 
-def _ultralytics_hints(model: ov.Model, path: Path) -> dict[str, Any]:
-    hints = read_ultralytics_rt_info(model)
-    meta = path.parent / "metadata.yaml"
-    if meta.exists():
-        import yaml
-
-        try:
-            data = yaml.safe_load(meta.read_text()) or {}
-        except yaml.YAMLError:
-            data = {}
-        names = data.get("names")
-        if isinstance(names, dict):
-            hints["names"] = [str(names[k]) for k in sorted(names)]
-        if data.get("imgsz"):
-            hints["imgsz"] = data["imgsz"]
-    return hints
-
-
-def _from_ultralytics(path: Path, imgsz: int | tuple[int, int] | None) -> tuple[ov.Model, dict[str, Any]]:
-    try:
-        from ultralytics import YOLO
-    except ImportError:
-        raise DependencyError(
-            f"{path}: converting .pt files needs Ultralytics; install it with: pip install 'ovq[ultralytics]'"
-        ) from None
-    logger.warning(
-        "%s: loading through Ultralytics, which unpickles the file (only load .pt files you trust)", path
-    )
-    size = list(_as_hw(imgsz)) if imgsz is not None else DEFAULT_IMGSZ
-    with tempfile.TemporaryDirectory(prefix="ovq-pt-") as tmp:
-        local = Path(tmp) / path.name
-        shutil.copyfile(path, local)  # Ultralytics exports beside the source; keep the source folder clean
-        chatter = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), _quiet("ultralytics"):
-                yolo = YOLO(str(local), task="detect")
-                names = [str(yolo.names[k]) for k in sorted(yolo.names)]
-                head = yolo.model.model[-1]
-                options: dict[str, Any] = {}
-                if getattr(head, "one2one_cv2", None) is not None:
-                    # YOLO26 / YOLOv10: export the NMS-free one-to-one head ([1, 300, 6]), the deploy mode
-                    options["nms"] = False
-                exported = yolo.export(
-                    format="openvino", imgsz=size, dynamic=False, verbose=False, **options
-                )
-        except Exception as exc:  # noqa: BLE001 - Ultralytics raises anything from unpickling to export
-            logger.debug("Ultralytics output:\n%s", chatter.getvalue())
-            raise ModelError(f"{path}: Ultralytics could not load or export it: {first_line(exc)}") from None
-        logger.debug("Ultralytics output:\n%s", chatter.getvalue())
-        xml = resolve_model_path(exported)
-        model = read_model(xml)
-        hints = _ultralytics_hints(model, xml)
-        hints["names"] = names
-        hints["ultralytics"] = True
-    return model, hints
-
-
-@contextlib.contextmanager
-def _quiet(name: str):
-    """Hold a chatty library's logger at WARNING while it works."""
-    lib_logger = logging.getLogger(name)
-    level = lib_logger.level
-    lib_logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        lib_logger.setLevel(level)
-
-
-def _static_input(model: ov.Model, path: Path, imgsz: int | tuple[int, int] | None, hints: dict[str, Any]) -> tuple[int, int]:
+def _static_input(model: ov.Model, path: Path, imgsz: int | tuple[int, int] | None, meta: ExporterMetadata) -> tuple[int, int]:
     if len(model.inputs) != 1:
         raise ModelError(f"{path}: expected one image input, the model has {len(model.inputs)}")
     port = model.inputs[0]
@@ -274,8 +193,9 @@ def _static_input(model: ov.Model, path: Path, imgsz: int | tuple[int, int] | No
         h, w = _as_hw(imgsz)
     elif pshape[2].is_static and pshape[3].is_static:
         h, w = pshape[2].get_length(), pshape[3].get_length()
-    elif hints.get("imgsz"):
-        h, w = _as_hw(hints["imgsz"])
+    elif meta.imgsz() is not None:
+        h, w = meta.imgsz()
+        logger.info("%s: input size is dynamic; using %dx%d, the size the exporter wrote", path, h, w)
     else:
         h, w = DEFAULT_IMGSZ, DEFAULT_IMGSZ
         logger.info("%s: input size is dynamic; using %dx%d (set --imgsz to change)", path, h, w)
@@ -299,30 +219,21 @@ def _build(
     conf: float | None,
     iou: float | None,
     agnostic: bool,
-    hints: dict[str, Any],
+    meta: ExporterMetadata,
 ) -> tuple[ov.Model, ModelInfo]:
     if model.inputs and model.inputs[0].get_element_type() == ov.Type.u8:
         raise ModelError(f"{path}: input is already u8; is this an IR converted by another tool? convert its source")
-    h, w = _static_input(model, path, imgsz, hints)
-    out_shapes = [tuple(o.get_shape()) for o in model.outputs if o.get_partial_shape().is_static]
-    if len(out_shapes) != len(model.outputs):
+    task = meta.values.get("task")
+    if task not in (None, "detect"):
+        raise ModelError(f"{path}: {meta.where['task']} says this is a '{task}' model; ovq runs detection models")
+    h, w = _static_input(model, path, imgsz, meta)
+    if any(not o.get_partial_shape().is_static for o in model.outputs):
         raise ModelError(f"{path}: output shapes stay dynamic after fixing the input to {h}x{w}")
-    if family is None:
-        family = infer_family(out_shapes, (h, w))
-        if family is None:
-            raise ModelError(
-                f"{path}: cannot tell the model family from its outputs {out_shapes}; pass --family"
-            )
-        logger.info("%s: decoder family '%s' inferred from output shapes %s", path, family, out_shapes)
-    decoder = get_decoder(family)
+    facts = facts_of(model, (h, w), meta.values)
+    family, decoder = choose_family(facts, family, str(path))
+    labels = choose_labels(decoder, facts, labels, meta, str(path))
     if preprocessing is None:
         preprocessing = decoder.preprocessing
-    if labels is None:
-        labels = hints.get("names") or _labels_from_hint(hints.get("labels"))
-    if not labels:
-        nc = decoder.num_classes(out_shapes)
-        labels = list(COCO80) if nc == 80 else [f"class{i}" for i in range(nc or 0)]
-    iou_default = decoder.default_iou
     info = ModelInfo(
         family=family,
         labels=list(labels),
@@ -331,7 +242,7 @@ def _build(
         pad_value=preprocessing.pad_value,
         letterbox_center=preprocessing.letterbox_center,
         conf_threshold=0.25 if conf is None else float(conf),
-        iou_threshold=iou_default if iou is None else float(iou),
+        iou_threshold=decoder.default_iou if iou is None else float(iou),
         agnostic_nms=agnostic,
         source=path.name,
         extra={
@@ -339,7 +250,8 @@ def _build(
                 "color": preprocessing.color,
                 "mean": list(preprocessing.mean),
                 "scale": list(preprocessing.scale),
-            }
+            },
+            EXPORTER_KEY: meta.kept(),
         },
     )
     from ovq.model.graph import fuse_focus
@@ -348,12 +260,6 @@ def _build(
     model = embed_preprocessing(model, preprocessing)
     write_info(model, info)
     return model, info
-
-
-def _labels_from_hint(text: Any) -> list[str] | None:
-    if not text:
-        return None
-    return [t for t in str(text).replace(",", " ").split() if t]
 
 
 def embed_preprocessing(model: ov.Model, pre: SourcePreprocessing) -> ov.Model:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,20 @@ import numpy as np
 import openvino as ov
 
 from ovq.core.detections import Detections
-from ovq.core.errors import OvqError
+from ovq.core.errors import ConfigError, ModelError, OvqError
 from ovq.core.geometry import ResizeInfo, letterbox, stretch
 from ovq.core.metadata import ModelInfo
 from ovq.model.conversion import prepare
-from ovq.model.decoders import DecodeParams, get_decoder
-from ovq.runtime.compilation import compile_model, execution_precision, hint_config, new_core, precision_config
+from ovq.model.decoders import DecodeParams
+from ovq.model.identify import check_family
+from ovq.runtime.compilation import (
+    check_device,
+    compile_model,
+    execution_precision,
+    hint_config,
+    new_core,
+    precision_config,
+)
 from ovq.runtime.cpu import int8_saturation_warning
 
 logger = logging.getLogger(__name__)
@@ -48,11 +57,34 @@ def compile_config(
     return cfg
 
 
+def class_ids(classes: Sequence[int | str], labels: Sequence[str]) -> tuple[int, ...]:
+    """Class ids for ``classes`` given as ids or as names of ``labels`` (Ultralytics' ``classes=[0, 2]``)."""
+    ids = []
+    for c in classes:
+        text = str(c).strip()
+        if text.isdigit():
+            cid = int(text)
+            if labels and cid >= len(labels):
+                raise ConfigError(f"classes: class id {cid} is out of range; the model has {len(labels)} classes")
+        elif text in labels:
+            cid = list(labels).index(text)
+        else:
+            close = difflib.get_close_matches(text, list(labels), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"classes: the model has no class '{text}'{hint}")
+        ids.append(cid)
+    if not ids:
+        raise ConfigError("classes: give at least one class id or name")
+    return tuple(ids)
+
+
 class Detector:
     """Detect objects in BGR images with one compiled model.
 
     ``detector(image)`` runs synchronously; ``preprocess``/``postprocess`` let an async pipeline put
-    ``compiled`` (or an ``AsyncInferQueue`` over it) in between.
+    ``compiled`` (or an ``AsyncInferQueue`` over it) in between. The model's family (built in or from a plug-in)
+    is checked against its outputs when it loads. ``conf``, ``iou``, ``agnostic_nms`` and ``max_det`` override
+    the model's stored defaults; ``classes`` keeps only those class ids or names; ``labels`` renames the classes.
     """
 
     def __init__(
@@ -63,15 +95,23 @@ class Detector:
         conf: float | None = None,
         iou: float | None = None,
         agnostic_nms: bool | None = None,
+        classes: Sequence[int | str] | None = None,
+        max_det: int | None = None,
+        labels: Sequence[str] | None = None,
         precision: str | None = None,
         hint: str | None = None,
         config: dict[str, Any] | None = None,
         core: ov.Core | None = None,
         cache: bool = True,
     ) -> None:
+        if max_det is not None and int(max_det) < 1:
+            raise ConfigError(f"max_det {max_det}: expected at least 1")
         self.core = core or new_core()
-        self.model, self.info = load(model, core=self.core)
-        self.decoder = get_decoder(self.info.family)
+        self.model, self.info = load(model, core=self.core, **({"labels": list(labels)} if labels else {}))
+        if labels and isinstance(model, ov.Model):
+            self.info = replace(self.info, labels=list(labels))
+        check_device(device, self.core)  # a missing device is the first thing to say, before the model's fit
+        self.decoder = check_family(self.model, self.info, self.info.source or "model")
         self.device = device
         self.config = compile_config(self.info, precision=precision, hint=hint, config=config)
         self.compiled = compile_model(self.model, device, config=self.config, core=self.core, cache=cache)
@@ -79,8 +119,9 @@ class Detector:
             input_size=self.info.input_size,
             conf_threshold=self.info.conf_threshold if conf is None else float(conf),
             iou_threshold=self.info.iou_threshold if iou is None else float(iou),
-            max_det=self.info.max_det,
+            max_det=self.info.max_det if max_det is None else int(max_det),
             agnostic=self.info.agnostic_nms if agnostic_nms is None else bool(agnostic_nms),
+            classes=None if classes is None else class_ids(classes, self.info.labels),
         )
         self._request: ov.InferRequest | None = None
         saturation = int8_saturation_warning(self.info.quantization, device)
@@ -113,10 +154,24 @@ class Detector:
         return np.ascontiguousarray(resized[None]), rinfo
 
     def postprocess(self, outputs: list[np.ndarray], rinfo: ResizeInfo, *, conf: float | None = None) -> Detections:
+        """Decode raw outputs; a decoder that fails or yields confidences outside [0, 1] is a :class:`ModelError`."""
         params = self.params
         if conf is not None:
             params = replace(params, conf_threshold=float(conf))
-        return self.decoder.decode(outputs, rinfo, params)
+        where = f"{self.info.source or 'model'} (family {self.info.family})"
+        try:
+            dets = self.decoder.decode(outputs, rinfo, params)
+        except OvqError as exc:
+            raise ModelError(f"{where}: {exc}") from exc
+        except Exception as exc:
+            raise ModelError(f"{where}: decoding failed: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(dets, Detections):
+            raise ModelError(f"{where}: the decoder returned {type(dets).__name__}, not Detections")
+        if len(dets) and (dets.confidence.min() < 0 or dets.confidence.max() > 1 or np.isnan(dets.confidence).any()):
+            raise ModelError(f"{where}: decoded confidences up to {dets.confidence.max():.3g} are not in [0, 1]")
+        if params.classes is not None and len(dets):
+            dets = dets[np.isin(dets.class_id, params.classes)]
+        return dets
 
     def outputs_of(self, request: ov.InferRequest) -> list[np.ndarray]:
         return [request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]

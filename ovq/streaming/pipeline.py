@@ -35,6 +35,7 @@ from ovq.core.errors import ConfigError, OvqError
 from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
 from ovq.runtime.inference import InferQueue
+from ovq.runtime.signal_stack import repair_signal_stack
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
 from ovq.streaming.sources import SourceSpec, open_source, parse_source
 from ovq.streaming.stats import RunSummary, StreamMeter
@@ -283,8 +284,12 @@ class Pipeline:
 
     def _supervise(self, post: threading.Thread) -> None:
         next_stats = time.monotonic() + self.stats_interval if self.stats_interval > 0 else float("inf")
+        next_stack_check = 0.0
         while post.is_alive():
             post.join(0.1)
+            if time.monotonic() >= next_stack_check:  # a compiled model collected meanwhile must not turn Ctrl-C
+                next_stack_check = time.monotonic() + 1.0  # into a crash (ovq.runtime.signal_stack)
+                repair_signal_stack()
             if self._stop_requested and not self._stopping.is_set():
                 logger.info("stop requested: draining requests in flight")
                 self._stopping.set()

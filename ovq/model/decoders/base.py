@@ -1,14 +1,23 @@
-"""What every decoder family provides."""
+"""The decoder protocol: what a model family provides, and what ovq hands it.
+
+This is the contract for third-party families too (import it from :mod:`ovq.decoders`, the stable place):
+a class with the attributes and methods of :class:`Decoder`, which ovq instantiates with no arguments.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from ovq.core.detections import Detections
+from ovq.core.errors import ModelError
 from ovq.core.geometry import ResizeInfo, nms, scale_boxes
+
+# Decoded confidences may stray this far outside [0, 1] through float rounding (bf16 keeps 8 bits of mantissa).
+CONFIDENCE_SLACK = 1e-2
 
 
 @dataclass(frozen=True)
@@ -35,20 +44,79 @@ class DecodeParams:
     max_det: int = 300
     max_nms: int = 30000
     agnostic: bool = False  # NMS across classes: one box per object whatever its class
+    classes: tuple[int, ...] | None = None  # keep only these class ids (None: every class)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What ovq knows about a model when it asks a family whether the model is one of its own.
+
+    ``output_shapes``: the static shape of every output, in the model's output order.
+    ``input_size``: (height, width) of the image input.
+    ``metadata``: what the exporter wrote about the model, as strings: ONNX ``metadata_props`` (Ultralytics:
+    ``task``, ``head``, ``end2end``, ``stride``, ``imgsz``; YOLOv5: ``stride``), Ultralytics' ``metadata.yaml``,
+    OpenVINO Model API ``model_info`` (``model_type``). Empty when the model says nothing.
+    ``graph``: the ``openvino.Model`` itself, for families told apart by their graph; ``None`` when only the
+    shapes are known (then a family that needs the graph to be sure must not claim the model).
+    """
+
+    output_shapes: tuple[tuple[int, ...], ...]
+    input_size: tuple[int, int]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    graph: Any = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_shapes", tuple(tuple(int(d) for d in s) for s in self.output_shapes))
+        object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
+
+    @property
+    def single_output(self) -> tuple[int, ...] | None:
+        """The shape of the only output, or ``None`` when the model has several (or none)."""
+        return self.output_shapes[0] if len(self.output_shapes) == 1 else None
 
 
 class Decoder(Protocol):
-    """A model family: how it wants its input, whether outputs look like it, how to decode them."""
+    """A model family: how it wants its input, whether a model is one of its own, how to decode its outputs.
+
+    ``family`` is the name stored in converted models (for a plug-in: its entry point's name);
+    ``expects`` says in one line which outputs the family takes (shown by ``ovq families`` and in errors).
+    ``matches`` must check *every* output's count and shape (and the graph or metadata where shapes alone
+    could fit another family): ovq refuses a model two families claim. ``num_classes`` is the class count
+    the outputs imply, or ``None`` when they do not say. ``decode`` returns detections in original-image
+    pixels with confidences in [0, 1]; :func:`finish` does the common tail (threshold, NMS, mapping back).
+    """
 
     family: str
+    expects: str
     preprocessing: SourcePreprocessing
     default_iou: float
 
-    def matches(self, output_shapes: list[tuple[int, ...]], input_size: tuple[int, int]) -> bool: ...
+    def matches(self, facts: ModelFacts) -> bool: ...
 
-    def num_classes(self, output_shapes: list[tuple[int, ...]]) -> int | None: ...
+    def num_classes(self, facts: ModelFacts) -> int | None: ...
 
     def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections: ...
+
+
+def check_confidences(scores: np.ndarray) -> np.ndarray:
+    """``scores`` clipped to [0, 1]; :class:`ModelError` when any is NaN or clearly outside [0, 1].
+
+    Confidences outside [0, 1] mean the outputs are not what the family thinks they are (raw logits, a
+    different layout): that is an error, never an output.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.size == 0:
+        return scores
+    lo, hi = float(np.min(scores)), float(np.max(scores))
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -CONFIDENCE_SLACK or hi > 1 + CONFIDENCE_SLACK:
+        nan = int(np.count_nonzero(~np.isfinite(scores)))
+        finite = scores[np.isfinite(scores)]
+        span = f"{float(finite.min()):.3g}..{float(finite.max()):.3g}" if finite.size else "none finite"
+        raise ModelError(
+            f"decoded confidences {span}{f' ({nan} not finite)' if nan else ''} are not in [0, 1]: "
+            "the outputs do not fit this family"
+        )
+    return np.clip(scores, 0.0, 1.0)
 
 
 def finish(
@@ -60,10 +128,15 @@ def finish(
     *,
     run_nms: bool = True,
 ) -> Detections:
-    """Threshold, keep the top ``max_nms`` candidates, NMS (class-aware unless ``params.agnostic``), map boxes
-    to the original image."""
+    """Check the confidences, threshold, keep the wanted classes and the top ``max_nms`` candidates, NMS
+    (class-aware unless ``params.agnostic``), map boxes to the original image."""
+    scores = check_confidences(scores)
     keep = scores >= params.conf_threshold
+    if params.classes is not None:
+        keep &= np.isin(class_id, params.classes)
     boxes_xyxy, scores, class_id = boxes_xyxy[keep], scores[keep], class_id[keep]
+    if not np.isfinite(boxes_xyxy).all():
+        raise ModelError("decoded boxes are not finite: the outputs do not fit this family")
     if len(scores) > params.max_nms:
         top = np.argpartition(-scores, params.max_nms)[: params.max_nms]
         boxes_xyxy, scores, class_id = boxes_xyxy[top], scores[top], class_id[top]

@@ -1,5 +1,6 @@
 """FastestDet: ``[1, 5 + nc, H, W]``; ch0 objectness, ch1-2 cell offsets (tanh), ch3-4 w, h (sigmoid,
 relative to the image), ch5.. class scores (softmaxed). score = obj^0.6 * cls^0.4, then NMS.
+FastestDet predicts on one stride-16 grid, so H and W are the input's over 16.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import numpy as np
 
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
-from ovq.model.decoders.base import DecodeParams, SourcePreprocessing, finish
+from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -17,15 +18,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 class FastestDetDecoder:
     family = "fastestdet"
+    expects = "one output [1, 5 + nc, H/16, W/16]: objectness, offsets, size, class scores per stride-16 cell"
     preprocessing = SourcePreprocessing(color="BGR", scale=(255.0, 255.0, 255.0), resize="stretch")
     default_iou = 0.45
 
-    def matches(self, output_shapes: list[tuple[int, ...]], input_size: tuple[int, int]) -> bool:
-        shape = output_shapes[0]
-        return len(shape) == 4 and shape[0] == 1 and shape[1] > 5 and shape[2] < shape[1] and shape[3] < shape[1]
+    def matches(self, facts: ModelFacts) -> bool:
+        shape = facts.single_output
+        if shape is None or len(shape) != 4 or shape[0] != 1 or shape[1] < 6:
+            return False
+        h, w = facts.input_size
+        return (shape[2], shape[3]) == (h // 16, w // 16)
 
-    def num_classes(self, output_shapes: list[tuple[int, ...]]) -> int | None:
-        return output_shapes[0][1] - 5
+    def num_classes(self, facts: ModelFacts) -> int | None:
+        return facts.output_shapes[0][1] - 5
 
     def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:
         pred = np.asarray(outputs[0])[0]  # (5 + nc, H, W)
@@ -35,7 +40,7 @@ class FastestDetDecoder:
         cls = flat[:, 5:]
         class_id = cls.argmax(axis=1)
         cls_score = np.take_along_axis(cls, class_id[:, None], axis=1)[:, 0]
-        scores = (np.clip(obj, 0, None) ** 0.6) * (np.clip(cls_score, 0, None) ** 0.4)
+        scores = check_confidences((np.clip(obj, 0, None) ** 0.6) * (np.clip(cls_score, 0, None) ** 0.4))
         keep = scores >= params.conf_threshold
         idx = np.nonzero(keep)[0]
         gy, gx = np.divmod(idx, gw)

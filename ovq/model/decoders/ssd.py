@@ -9,19 +9,20 @@ import numpy as np
 
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo
-from ovq.model.decoders.base import DecodeParams, SourcePreprocessing, finish
+from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, finish
 
 
 class SsdDecoder:
     family = "ssd"
+    expects = "one output [1, 1, N, 7]: image_id, label, conf, x1, y1, x2, y2 normalised (DetectionOutput)"
     preprocessing = SourcePreprocessing(color="BGR", scale=(1.0, 1.0, 1.0), resize="stretch")
     default_iou = 0.5
 
-    def matches(self, output_shapes: list[tuple[int, ...]], input_size: tuple[int, int]) -> bool:
-        shape = output_shapes[0]
-        return len(shape) == 4 and shape[0] == 1 and shape[1] == 1 and shape[3] == 7
+    def matches(self, facts: ModelFacts) -> bool:
+        shape = facts.single_output
+        return shape is not None and len(shape) == 4 and shape[:2] == (1, 1) and shape[3] == 7
 
-    def num_classes(self, output_shapes: list[tuple[int, ...]]) -> int | None:
+    def num_classes(self, facts: ModelFacts) -> int | None:
         return None
 
     def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:

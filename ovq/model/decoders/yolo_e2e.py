@@ -1,4 +1,9 @@
-"""End-to-end heads (YOLO26 one-to-one, YOLOv10): ``[1, K, 6]`` = x1, y1, x2, y2, score, class; no NMS."""
+"""End-to-end heads (YOLO26 one-to-one, YOLOv10): ``[1, K, 6]`` = x1, y1, x2, y2 in pixels, score, class; no NMS.
+
+YOLO26 gives this head when exported with ``nms=False`` (what ``ovq convert x.pt`` asks Ultralytics for).
+RT-DETR's export has the same shape with normalised centre boxes; the graph (boxes out of a Sigmoid) or the
+exporter's metadata tells them apart.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,23 @@ import numpy as np
 
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo
-from ovq.model.decoders.base import DecodeParams, SourcePreprocessing, finish
+from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, finish
+from ovq.model.decoders.signatures import boxes_normalised
 
 
 class YoloEndToEndDecoder:
     family = "yolo_e2e"
+    expects = "one output [1, K, 6]: x1, y1, x2, y2 in pixels, score, class (boxes not out of a Sigmoid)"
     preprocessing = SourcePreprocessing(color="RGB", scale=(255.0, 255.0, 255.0), resize="letterbox")
     default_iou = 0.7
 
-    def matches(self, output_shapes: list[tuple[int, ...]], input_size: tuple[int, int]) -> bool:
-        shape = output_shapes[0]
-        return len(shape) == 3 and shape[0] == 1 and shape[2] == 6 and shape[1] <= 1000
+    def matches(self, facts: ModelFacts) -> bool:
+        shape = facts.single_output
+        if shape is None or len(shape) != 3 or shape[0] != 1 or shape[2] != 6 or shape[1] > 1000:
+            return False
+        return boxes_normalised(facts.graph, facts.metadata) is not True
 
-    def num_classes(self, output_shapes: list[tuple[int, ...]]) -> int | None:
+    def num_classes(self, facts: ModelFacts) -> int | None:
         return None
 
     def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:

@@ -1,6 +1,9 @@
 """YOLOX (Megvii export): ``[1, N, 5 + nc]`` raw per-cell outputs over strides 8/16/32, then NMS.
 
 xy = (raw_xy + grid) * stride, wh = exp(raw_wh) * stride, score = objectness * class score.
+YOLOv5/v7 exports have the same ``[1, N, 5 + nc]`` shape with boxes already decoded; their graph shows an
+anchor-based head (see :mod:`ovq.model.decoders.signatures`), YOLOX's does not, so YOLOX claims a model only
+when the count N is its own and no anchor grid is in the graph.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import numpy as np
 
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
-from ovq.model.decoders.base import DecodeParams, SourcePreprocessing, finish
+from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
+from ovq.model.decoders.signatures import anchor_grids
 
 STRIDES = (8, 16, 32)
 
@@ -31,20 +35,23 @@ def grid_cells(input_size: tuple[int, int], strides: tuple[int, ...] = STRIDES) 
 
 class YoloxDecoder:
     family = "yolox"
+    expects = "one output [1, N, 5 + nc], N = cells over strides 8/16/32, raw offsets (no anchor grid in the graph)"
     preprocessing = SourcePreprocessing(
         color="BGR", scale=(1.0, 1.0, 1.0), resize="letterbox", letterbox_center=False, pad_value=114
     )
     default_iou = 0.65
 
-    def matches(self, output_shapes: list[tuple[int, ...]], input_size: tuple[int, int]) -> bool:
-        shape = output_shapes[0]
-        if len(shape) != 3 or shape[0] != 1 or shape[2] < 6:
+    def matches(self, facts: ModelFacts) -> bool:
+        shape = facts.single_output
+        if shape is None or len(shape) != 3 or shape[0] != 1 or shape[2] < 6:
             return False
-        h, w = input_size
-        return shape[1] == sum((h // s) * (w // s) for s in STRIDES)
+        h, w = facts.input_size
+        if shape[1] != sum((h // s) * (w // s) for s in STRIDES) or "task" in facts.metadata:
+            return False  # "task": an Ultralytics export, never YOLOX
+        return facts.graph is None or not anchor_grids(facts.graph, shape[2])
 
-    def num_classes(self, output_shapes: list[tuple[int, ...]]) -> int | None:
-        return output_shapes[0][2] - 5
+    def num_classes(self, facts: ModelFacts) -> int | None:
+        return facts.output_shapes[0][2] - 5
 
     def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:
         pred = np.asarray(outputs[0])[0]  # (N, 5 + nc)
@@ -53,7 +60,7 @@ class YoloxDecoder:
             raise ValueError(f"YOLOX output has {pred.shape[0]} cells, expected {len(grid)} for {params.input_size}")
         cls = pred[:, 5:] * pred[:, 4:5]
         class_id = cls.argmax(axis=1)
-        scores = np.take_along_axis(cls, class_id[:, None], axis=1)[:, 0]
+        scores = check_confidences(np.take_along_axis(cls, class_id[:, None], axis=1)[:, 0])
         keep = scores >= params.conf_threshold
         p, g, s = pred[keep], grid[keep], stride[keep]
         xy = (p[:, :2] + g) * s

@@ -1,0 +1,102 @@
+"""Which family a model is, and what its classes are called: decided once, at conversion, from the model itself.
+
+A family claims a model only when every output fits it (see each decoder's ``matches``); when none or several
+claim it, conversion stops and asks for ``--family``. A forced family is checked the same way. Class names come
+from ``--labels``, else from what the exporter wrote (:mod:`ovq.model.exporter`); COCO's 80 names only when the
+model names nothing and has exactly 80 classes, and the log says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ovq.core.errors import ModelError
+from ovq.core.labels import COCO80
+from ovq.core.metadata import ModelInfo
+from ovq.model.decoders import Decoder, ModelFacts, get_decoder, infer_families
+from ovq.model.exporter import ExporterMetadata
+
+logger = logging.getLogger(__name__)
+
+EXPORTER_KEY = "exporter"  # ModelInfo.extra key holding the exporter's short metadata
+
+
+def facts_of(model: Any, input_size: tuple[int, int], metadata: dict[str, str]) -> ModelFacts:
+    """The facts a family judges a model by: static output shapes, input size, metadata, the graph."""
+    return ModelFacts(
+        output_shapes=tuple(tuple(o.get_shape()) for o in model.outputs),
+        input_size=input_size,
+        metadata=dict(metadata),
+        graph=model,
+    )
+
+
+def _shapes(facts: ModelFacts) -> str:
+    return ", ".join(str(list(s)) for s in facts.output_shapes)
+
+
+def choose_family(facts: ModelFacts, forced: str | None, where: str) -> tuple[str, Decoder]:
+    """The family of the model ``facts`` describe: ``forced`` if its outputs fit it, else the only claimant."""
+    if forced:
+        decoder = get_decoder(forced)
+        if not decoder.matches(facts):
+            raise ModelError(
+                f"{where}: --family {forced} does not fit the model's outputs {_shapes(facts)}; "
+                f"{forced} expects {decoder.expects}"
+            )
+        return forced, decoder
+    claimed = infer_families(facts)
+    if not claimed:
+        raise ModelError(
+            f"{where}: no known family fits the outputs {_shapes(facts)}; pass --family, or install the plug-in "
+            "package for this model (`ovq families` lists the families)"
+        )
+    if len(claimed) > 1:
+        raise ModelError(
+            f"{where}: the outputs {_shapes(facts)} fit several families ({', '.join(claimed)}); "
+            "pass --family to say which"
+        )
+    logger.info("%s: decoder family '%s' (its outputs %s fit no other)", where, claimed[0], _shapes(facts))
+    return claimed[0], get_decoder(claimed[0])
+
+
+def choose_labels(
+    decoder: Decoder, facts: ModelFacts, labels: list[str] | None, meta: ExporterMetadata, where: str
+) -> list[str]:
+    """``labels`` if given, else the exporter's names, else COCO's for 80 classes, else ``class0..``."""
+    nc = decoder.num_classes(facts)
+    origin = "--labels"
+    if labels is None:
+        found = meta.names()
+        if found is not None:
+            labels, origin = found
+            logger.info("%s: %d class names from %s", where, len(labels), origin)
+    if labels is not None:
+        if nc is not None and len(labels) != nc:
+            raise ModelError(
+                f"{where}: {origin} names {len(labels)} classes but the outputs have {nc}; pass --labels with {nc}"
+            )
+        return list(labels)
+    if nc == 80:
+        logger.info("%s: the model names no classes; its 80 classes are taken for COCO's (--labels to name them)",
+                    where)
+        return list(COCO80)
+    if nc:
+        logger.info("%s: the model names no classes; calling its %d classes class0..class%d (--labels to name them)",
+                    where, nc, nc - 1)
+        return [f"class{i}" for i in range(nc)]
+    logger.info("%s: the model names no classes and its outputs do not say how many; labels are class ids", where)
+    return []
+
+
+def check_family(model: Any, info: ModelInfo, where: str) -> Decoder:
+    """The decoder of a converted model, checked against the model's outputs (an IR's tag is not trusted)."""
+    decoder = get_decoder(info.family)
+    facts = facts_of(model, info.input_size, info.extra.get(EXPORTER_KEY, {}))
+    if not decoder.matches(facts):
+        raise ModelError(
+            f"{where}: its outputs {_shapes(facts)} do not fit the family '{info.family}' it is tagged with "
+            f"({decoder.expects}); convert the source model again (`ovq families` lists the families)"
+        )
+    return decoder

@@ -1,0 +1,131 @@
+"""Detection heads built with ``openvino.opset``, shaped as each exporter writes them (fixed seeds).
+
+Each builder returns an ``ov.Model`` with one ``images`` input [1, 3, H, W]. They are small but real graphs,
+so the families' graph checks see what they would see in an exported model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+
+def _const(a) -> ov.Node:
+    return ops.constant(np.asarray(a))
+
+
+def _conv(x, c_in: int, c_out: int, stride: int, rng, std: float = 0.05) -> ov.Node:
+    w = rng.normal(0, std, (c_out, c_in, stride, stride)).astype(np.float32)
+    return ops.convolution(x, _const(w), [stride, stride], [0, 0], [0, 0], [1, 1])
+
+
+def _input(size: tuple[int, int]) -> ov.Node:
+    return ops.parameter([1, 3, *size], ov.Type.f32, name="images")
+
+
+def yolox_raw_head(size=(64, 64), nc: int = 2, strides=(8, 16, 32), seed: int = 0) -> ov.Model:
+    """YOLOX's export: per stride [reg(4), sigmoid(obj), sigmoid(cls)] on channels, flattened, [1, N, 5 + nc]."""
+    rng = np.random.default_rng(seed)
+    x = _input(size)
+    levels = []
+    for s in strides:
+        reg = _conv(x, 3, 4, s, rng)
+        obj_cls = ops.sigmoid(_conv(x, 3, 1 + nc, s, rng))
+        level = ops.concat([reg, obj_cls], axis=1)
+        levels.append(ops.reshape(level, _const(np.array([1, 5 + nc, -1], np.int64)), special_zero=False))
+    out = ops.transpose(ops.concat(levels, axis=2), _const(np.array([0, 2, 1], np.int64)))
+    return ov.Model([out], [x], "yolox_like")
+
+
+def anchor_head(size=(64, 64), nc: int = 2, anchors: int = 1, strides=(8, 16, 32), seed: int = 0) -> ov.Model:
+    """YOLOv5's Detect as exported: per stride view [1, A, 5 + nc, H, W], sigmoid, boxes decoded with grid and
+    anchors in the graph, [1, A * H * W, 5 + nc] per stride, concatenated: [1, N, 5 + nc]."""
+    rng = np.random.default_rng(seed)
+    x = _input(size)
+    no = 5 + nc
+    levels = []
+    for s in strides:
+        gh, gw = size[0] // s, size[1] // s
+        y = _conv(x, 3, anchors * no, s, rng)
+        y = ops.reshape(y, _const(np.array([1, anchors, no, gh, gw], np.int64)), special_zero=False)
+        y = ops.sigmoid(ops.transpose(y, _const(np.array([0, 1, 3, 4, 2], np.int64))))  # [1, A, H, W, no]
+        xy, wh, rest = ops.variadic_split(y, _const(np.int64(4)), _const(np.array([2, 2, no - 4], np.int64))).outputs()
+        gy, gx = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+        grid = np.stack([gx, gy], -1)[None, None].astype(np.float32) - 0.5
+        anchor = np.full((1, anchors, 1, 1, 2), 2.0 * s, np.float32)
+        xy = ops.multiply(ops.add(ops.multiply(xy, _const(np.float32(2))), _const(grid)), _const(np.float32(s)))
+        wh = ops.multiply(ops.power(ops.multiply(wh, _const(np.float32(2))), _const(np.float32(2))), _const(anchor))
+        y = ops.concat([xy, wh, rest], axis=4)
+        levels.append(ops.reshape(y, _const(np.array([1, -1, no], np.int64)), special_zero=False))
+    return ov.Model([ops.concat(levels, axis=1)], [x], "yolov5_like")
+
+
+def end_to_end_head(size=(64, 64), k: int = 10, normalised: bool = False, seed: int = 0) -> ov.Model:
+    """[1, K, 6] = [boxes, score, class]: boxes out of a Sigmoid (RT-DETR) or of pixel arithmetic (YOLO26)."""
+    rng = np.random.default_rng(seed)
+    x = _input(size)
+    pooled = ops.reshape(_conv(x, 3, 6 * k, size[0], rng, std=0.01), _const(np.array([1, k, 6], np.int64)),
+                         special_zero=False)
+    parts = ops.variadic_split(pooled, _const(np.int64(2)), _const(np.array([4, 1, 1], np.int64))).outputs()
+    boxes = ops.sigmoid(parts[0]) if normalised else ops.multiply(ops.abs(parts[0]), _const(np.float32(size[1])))
+    score = ops.sigmoid(parts[1])
+    cls = ops.floor(ops.abs(parts[2]))
+    return ov.Model([ops.concat([boxes, score, cls], axis=2)], [x], "e2e_like")
+
+
+def two_scale_anchor_yolo(size=(352, 352), seed: int = 0) -> ov.Model:
+    """The issue's model: a two-scale anchor-based YOLO variant with raw outputs (1, 80, 11, 11), (1, 80, 22, 22)."""
+    rng = np.random.default_rng(seed)
+    x = _input(size)
+    return ov.Model([_conv(x, 3, 80, 32, rng, std=0.5), _conv(x, 3, 80, 16, rng, std=0.5)], [x], "two_scale")
+
+
+def raw_grid(size=(352, 352), channels: int = 8, stride: int = 16, seed: int = 0) -> ov.Model:
+    """One raw convolution output [1, channels, H/stride, W/stride]: shaped like FastestDet, values unbounded."""
+    rng = np.random.default_rng(seed)
+    x = _input(size)
+    return ov.Model([_conv(x, 3, channels, stride, rng, std=0.5)], [x], "raw_grid")
+
+
+def onnx_yolo(path: Path, nc: int = 3, metadata: dict[str, str] | None = None, size: int = 64,
+              dynamic: bool = False) -> Path:
+    """A tiny ONNX with an Ultralytics-shaped output [1, 4 + nc, (size/8)^2] and the given metadata_props:
+    boxes (pixels, spread over the image) and sigmoided class scores concatenated, as Ultralytics' head ends."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (4 + nc, 3, 8, 8)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([1, 4 + nc, -1], np.int64), "shape"),
+        numpy_helper.from_array(np.array([4, nc], np.int64), "split"),
+        numpy_helper.from_array(np.array([size, size, size / 4, size / 4], np.float32).reshape(1, 4, 1), "scale"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["images", "w"], ["conv"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Reshape", ["conv", "shape"], ["raw"]),
+        helper.make_node("Split", ["raw", "split"], ["box_raw", "cls_raw"], axis=1),
+        helper.make_node("Sigmoid", ["box_raw"], ["box_unit"]),
+        helper.make_node("Mul", ["box_unit", "scale"], ["boxes"]),
+        helper.make_node("Sigmoid", ["cls_raw"], ["scores"]),
+        helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1),
+    ]
+    dims = ["batch", 3, "h", "w"] if dynamic else [1, 3, size, size]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, None)], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in (metadata or {}).items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+def save(model: ov.Model, path) -> str:
+    ov.save_model(model, str(path), compress_to_fp16=False)
+    return str(path)

@@ -1,0 +1,250 @@
+"""Strict families and names from the model, through the stock CLI: refuse what does not fit, keep the names.
+
+Tiny real graphs (``heads``) and tiny ONNX files with exporter metadata (built with ``onnx.helper``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import heads
+import numpy as np
+import openvino as ov
+import pytest
+
+from ovq.cli import main
+from ovq.core.errors import ModelError
+from ovq.core.labels import COCO80
+from ovq.core.metadata import ModelInfo, read_info, write_info
+from ovq.model import decoders
+from ovq.model.conversion import convert, prepare
+from ovq.model.detector import Detector
+
+
+def _image(tmp_path: Path, name: str = "img.jpg", size=(120, 160)) -> Path:
+    path = tmp_path / name
+    cv2.imwrite(str(path), np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8))
+    return path
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+ULTRALYTICS_META = {"task": "detect", "head": "Detect", "end2end": "False", "stride": "32", "imgsz": "[64, 64]",
+                    "names": "{0: 'bolt', 1: 'hex nut', 2: 'washer'}", "author": "Ultralytics"}
+
+
+# --- families: refuse what does not fit ---------------------------------------------------------------------
+
+
+def test_two_scale_anchor_yolo_is_refused_not_decoded(tmp_path, capsys):
+    """The issue's IR: outputs (1,80,11,11) and (1,80,22,22) were taken for FastestDet; exit 0 with scores of 8.57."""
+    xml = heads.save(heads.two_scale_anchor_yolo(), tmp_path / "two.xml")
+    out = tmp_path / "pred"
+    assert main(["predict", xml, str(_image(tmp_path)), "-o", str(out), "-q"]) == 2
+    line = _one_error_line(capsys)
+    assert "two.xml: no known family fits the outputs [1, 80, 11, 11], [1, 80, 22, 22]; pass --family" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "family", "expects"),
+    [
+        (heads.two_scale_anchor_yolo, "fastestdet", "[1, 5 + nc, H/16, W/16]"),
+        (heads.yolox_raw_head, "yolo", "[1, 4 + nc, N]"),
+        (heads.anchor_head, "yolox", "no anchor grid in the graph"),
+        (lambda: heads.end_to_end_head(normalised=True), "yolo_e2e", "boxes not out of a Sigmoid"),
+    ],
+)
+def test_forced_family_is_checked_against_the_outputs(tmp_path, capsys, model, family, expects):
+    xml = heads.save(model(), tmp_path / "m.xml")
+    out = tmp_path / "ir"
+    assert main(["convert", xml, "-o", str(out), "--family", family, "-q"]) == 2
+    line = _one_error_line(capsys)
+    assert f"m.xml: --family {family} does not fit the model's outputs" in line and expects in line
+    assert not out.exists() and not list(tmp_path.glob(".ir*"))
+
+
+def test_two_families_claiming_a_model_ask_for_family(tmp_path, capsys, monkeypatch):
+    """A test can add a family to the registry: one that claims what 'yolo' claims makes the outputs ambiguous."""
+
+    class Greedy(decoders.YoloDecoder):
+        family = "greedy"
+
+    monkeypatch.setitem(decoders.BUILTIN, "greedy", Greedy())
+    onnx = heads.onnx_yolo(tmp_path / "m.onnx")
+    assert main(["convert", str(onnx), "-o", str(tmp_path / "a"), "-q"]) == 2
+    line = _one_error_line(capsys)
+    assert "m.onnx: the outputs [1, 7, 64] fit several families (yolo, greedy); pass --family to say which" in line
+    assert not (tmp_path / "a").exists()
+    assert main(["convert", str(onnx), "-o", str(tmp_path / "b"), "--family", "greedy", "-q"]) == 0
+    assert read_info(ov.Core().read_model(str(tmp_path / "b" / "model.xml"))).family == "greedy"
+
+
+def test_outputs_that_fit_a_shape_but_decode_to_garbage_are_an_error(tmp_path, capsys):
+    """A raw (1, 8, 22, 22) convolution fits FastestDet's shape; its 'confidences' are far above 1: exit 2."""
+    xml = heads.save(heads.raw_grid(), tmp_path / "raw.xml")
+    out = tmp_path / "pred"
+    assert main(["predict", xml, str(_image(tmp_path)), "-o", str(out), "-q"]) == 2
+    line = _one_error_line(capsys)
+    assert "raw.xml (family fastestdet): decoded confidences" in line and "are not in [0, 1]" in line
+    assert not out.exists()
+
+
+def _tag(model: ov.Model, family: str, path: Path, size=(352, 352)) -> str:
+    write_info(model, ModelInfo(family=family, labels=["a"], input_size=size, source=path.name))
+    return heads.save(model, path)
+
+
+def test_ir_tagged_with_a_family_its_outputs_do_not_fit_is_refused(tmp_path, capsys):
+    """An IR an older ovq tagged 'fastestdet' from its first output only: the tag is checked at load."""
+    xml = _tag(heads.two_scale_anchor_yolo(), "fastestdet", tmp_path / "old.xml")
+    with pytest.raises(ModelError, match=r"do not fit the family 'fastestdet' it is tagged with"):
+        Detector(xml, cache=False)
+    assert main(["eval", xml, "--data", str(_dataset(tmp_path / "data", "0 0.5 0.5 0.2 0.2\n")), "-q"]) == 2
+    assert "do not fit the family 'fastestdet'" in _one_error_line(capsys)
+
+
+def test_ir_tagged_with_a_family_nobody_provides_names_the_plugin_route(tmp_path, capsys):
+    xml = _tag(heads.raw_grid(), "centernet", tmp_path / "c.xml")
+    assert main(["predict", xml, str(_image(tmp_path)), "-o", str(tmp_path / "p"), "-q"]) == 2
+    line = _one_error_line(capsys)
+    assert "unknown decoder family 'centernet': not built in and no installed package provides it" in line
+    assert "entry point group 'ovq.decoders'" in line
+
+
+# --- names and input size from the model ---------------------------------------------------------------------
+
+
+def _dataset(root: Path, lines: str = "0 0.5 0.5 0.2 0.2\n2 0.3 0.3 0.1 0.1\n") -> Path:
+    """A labelled YOLO folder (images/val, labels/val) of two random images."""
+    for split_dir in ("images/val", "labels/val"):
+        (root / split_dir).mkdir(parents=True)
+    for i in range(2):
+        _image(root / "images/val", f"{i}.jpg")
+        (root / "labels/val" / f"{i}.txt").write_text(lines)
+    return root
+
+
+def test_ultralytics_onnx_names_survive_convert_predict_eval(tmp_path, capsys):
+    onnx = heads.onnx_yolo(tmp_path / "custom.onnx", metadata=ULTRALYTICS_META)
+    ir = tmp_path / "ir"
+    assert main(["convert", str(onnx), "-o", str(ir)]) == 0
+    assert "custom.onnx: 3 class names from ONNX metadata 'names'" in capsys.readouterr().err
+    info = read_info(ov.Core().read_model(str(ir / "model.xml")))
+    assert info.labels == ["bolt", "hex nut", "washer"] and info.family == "yolo"
+    assert info.extra["exporter"]["head"] == "Detect" and "names" not in info.extra["exporter"]
+    out = tmp_path / "pred"
+    assert main(["predict", str(ir), str(_image(tmp_path)), "-o", str(out), "--conf", "0", "--max-det", "5",
+                 "-q"]) == 0
+    records = json.loads((out / "predictions.json").read_text())[0]["detections"]
+    assert len(records) == 5 and {r["label"] for r in records} <= {"bolt", "hex nut", "washer"}
+    capsys.readouterr()
+    assert main(["eval", str(ir), "--data", str(_dataset(tmp_path / "data")), "--no-progress", "-q"]) == 0
+    report = capsys.readouterr().out
+    assert "bolt" in report and "washer" in report and "class0" not in report
+
+
+def test_labels_flag_overrides_the_models_names_and_must_match_the_class_count(tmp_path, capsys):
+    onnx = heads.onnx_yolo(tmp_path / "custom.onnx", metadata=ULTRALYTICS_META)
+    xml = convert(onnx, tmp_path / "a", labels=["x", "y", "z"])
+    assert read_info(ov.Core().read_model(str(xml))).labels == ["x", "y", "z"]
+    assert main(["convert", str(onnx), "-o", str(tmp_path / "b"), "--labels", "x,y", "-q"]) == 2
+    assert "--labels names 2 classes but the outputs have 3" in _one_error_line(capsys)
+    out = tmp_path / "p"
+    assert main(["predict", str(xml), str(_image(tmp_path)), "-o", str(out), "--conf", "0", "--max-det", "1",
+                 "--labels", "p,q,r", "-q"]) == 0
+    assert json.loads((out / "predictions.json").read_text())[0]["detections"][0]["label"] in {"p", "q", "r"}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error"),
+    [
+        ({**ULTRALYTICS_META, "task": "segment"}, "ONNX metadata says this is a 'segment' model"),
+        ({**ULTRALYTICS_META, "names": "{0: 'a', 1: 'b'}"}, "ONNX metadata 'names' names 2 classes but the outputs have 3"),
+        ({"names": "{0: __import__('os').getcwd()}"}, "ONNX metadata 'names' is not a list of class names"),
+    ],
+)
+def test_metadata_that_contradicts_the_model_exits_2(tmp_path, capsys, metadata, error):
+    onnx = heads.onnx_yolo(tmp_path / "m.onnx", metadata=metadata)
+    assert main(["convert", str(onnx), "-o", str(tmp_path / "ir"), "-q"]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("ovq convert: error:") and "m.onnx" in line and error in line
+    assert not (tmp_path / "ir").exists()
+
+
+@pytest.mark.parametrize(("nc", "expected"), [(80, COCO80), (3, ["class0", "class1", "class2"])])
+def test_coco_names_only_for_80_silent_classes_and_the_log_says_so(tmp_path, ovq_log, nc, expected):
+    _, info = prepare(heads.onnx_yolo(tmp_path / "m.onnx", nc=nc, size=128))
+    assert info.labels == expected
+    said = [m for m in ovq_log.messages() if "names no classes" in m]
+    assert len(said) == 1 and ("taken for COCO's" in said[0]) == (nc == 80)
+
+
+def test_dynamic_input_takes_the_exporters_imgsz(tmp_path, ovq_log):
+    onnx = heads.onnx_yolo(tmp_path / "dyn.onnx", metadata={**ULTRALYTICS_META, "imgsz": "[96, 128]"}, dynamic=True)
+    _, info = prepare(onnx)
+    assert info.input_size == (96, 128)
+    assert any("using 96x128, the size the exporter wrote" in m for m in ovq_log.messages())
+
+
+def _foreign_ir(tmp_path: Path, folder: str = "exported") -> Path:
+    """An IR as another tool saved it (no ovq metadata) from the tiny Ultralytics-shaped ONNX."""
+    model = ov.convert_model(str(heads.onnx_yolo(tmp_path / "src.onnx")))
+    (tmp_path / folder).mkdir()
+    heads.save(model, tmp_path / folder / "best.xml")
+    return tmp_path / folder
+
+
+def test_ultralytics_openvino_folder_metadata_yaml_gives_the_names(tmp_path):
+    folder = _foreign_ir(tmp_path)
+    (folder / "metadata.yaml").write_text(
+        "description: Ultralytics YOLO11n model\ntask: detect\nend2end: false\nimgsz:\n- 64\n- 64\n"
+        "names:\n  0: bolt\n  1: hex nut\n  2: washer\n")
+    _, info = prepare(folder)
+    assert info.labels == ["bolt", "hex nut", "washer"] and info.family == "yolo"
+
+
+def test_broken_metadata_yaml_is_one_line_naming_it(tmp_path, capsys):
+    folder = _foreign_ir(tmp_path)
+    (folder / "metadata.yaml").write_text("names: {0: bolt\n")
+    assert main(["convert", str(folder), "-o", str(tmp_path / "ir"), "-q"]) == 2
+    assert "metadata.yaml: line" in _one_error_line(capsys)
+
+
+def test_model_api_rt_info_labels_are_read(tmp_path):
+    model = ov.convert_model(str(heads.onnx_yolo(tmp_path / "src.onnx")))
+    model.set_rt_info("bolt hex_nut washer", ["model_info", "labels"])
+    xml = heads.save(model, tmp_path / "omz.xml")
+    _, info = prepare(xml)
+    assert info.labels == ["bolt", "hex_nut", "washer"]
+
+
+# --- predict flags ------------------------------------------------------------------------------------------
+
+
+def test_predict_classes_by_name_or_id_max_det_and_iou(tmp_path, capsys):
+    xml = convert(heads.onnx_yolo(tmp_path / "m.onnx", metadata=ULTRALYTICS_META), tmp_path / "ir")
+    image = str(_image(tmp_path))
+    found = {}
+    for name, flags in {"all": [], "washer": ["--classes", "washer"], "ids": ["--classes", "0,2"],
+                        "two": ["--max-det", "2"], "iou": ["--iou", "0.01"]}.items():
+        out = tmp_path / name
+        assert main(["predict", str(xml), image, "-o", str(out), "--conf", "0", *flags, "-q"]) == 0
+        found[name] = json.loads((out / "predictions.json").read_text())[0]["detections"]
+    assert {d["label"] for d in found["washer"]} == {"washer"}
+    assert {d["class_id"] for d in found["ids"]} <= {0, 2} and 1 in {d["class_id"] for d in found["all"]}
+    assert 0 < len(found["ids"]) < len(found["all"])
+    assert len(found["two"]) == 2 and len(found["iou"]) < len(found["all"])
+    for flags, error in ((["--classes", "washr"], "no class 'washr'; did you mean 'washer'?"),
+                         (["--classes", "7"], "class id 7 is out of range; the model has 3 classes"),
+                         (["--max-det", "0"], "max_det 0: expected at least 1")):
+        capsys.readouterr()
+        assert main(["predict", str(xml), image, "-o", str(tmp_path / "bad"), *flags, "-q"]) == 2
+        assert error in _one_error_line(capsys)
+        assert not (tmp_path / "bad").exists()
