@@ -80,7 +80,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
 
     if args.name is not None and len(args.name) != len(args.source):
         raise ConfigError(f"--name: {len(args.name)} stream names for {len(args.source)} sources (one per --source)")
-    sources: list[Any] = list(args.source)
+    sources: list[Any] = [_expand_source(text) for text in args.source]
     if args.name is not None:
         sources = [{"name": name, "url": url} for name, url in zip(args.name, args.source, strict=True)]
     reconnect: dict[str, Any] = {"max_delay": args.retry_max_delay, "stall_timeout": args.stall_timeout,
@@ -97,6 +97,20 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig.from_mapping(data, Origin.command_line(FLAGS))
 
 
+def _expand_source(text: str) -> str:
+    """``--source`` with ``${VAR}`` filled in from the environment, so a camera's password need not be in the
+    command line (``ps`` shows it): ``--source 'rtsp://${CAM_USER}:${CAM_PASSWORD}@cam/1'``."""
+    import os
+
+    from ovq.core.errors import ConfigError
+    from ovq.core.urls import expand_env, redact
+
+    try:
+        return expand_env(text, os.environ)
+    except ConfigError as exc:
+        raise ConfigError(f"--source {redact(text)}: {exc}") from None
+
+
 def _jsonl(args: argparse.Namespace) -> str | dict[str, Any] | None:
     from ovq.core.errors import ConfigError
 
@@ -108,17 +122,19 @@ def _jsonl(args: argparse.Namespace) -> str | dict[str, Any] | None:
 def _mqtt(args: argparse.Namespace) -> dict[str, str] | None:
     """The MQTT sink section: ``--mqtt`` alone reads the broker from $OVQ_MQTT_URL, ``--mqtt HOST[:PORT]`` is
     taken as ``mqtt://HOST[:PORT]``. Credentials on the command line are refused (``ps`` shows them)."""
-    from urllib.parse import urlsplit
-
     from ovq.core.errors import ConfigError
+    from ovq.streaming.mqtt import parse_broker_url
 
     if args.mqtt is None:
         return None
     section = {"topic_prefix": args.mqtt_topic}
     if args.mqtt:
         url = args.mqtt if "://" in args.mqtt else f"mqtt://{args.mqtt}"
-        parts = urlsplit(url)
-        if parts.username or parts.password:
+        try:
+            parsed = parse_broker_url(url)
+        except ConfigError as exc:
+            raise ConfigError(f"--mqtt: {exc}") from None
+        if parsed.username is not None or parsed.password is not None:
             raise ConfigError(
                 "--mqtt: do not put credentials on the command line; set OVQ_MQTT_USERNAME and OVQ_MQTT_PASSWORD"
             )
