@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +20,16 @@ from ovq.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = "videos/one-by-one-person-detection.mp4"
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) ")  # the CLI's log format; the error is the rest
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, list[str]]:
-    """``ovq ARGV`` in this process: (exit code, stdout, stderr lines that are not log lines)."""
+    """``ovq ARGV`` in this process: (exit code, stdout, stderr lines that are not log lines).
+
+    capsys sees what the CLI's log handler writes to stderr, so log lines are told apart by their format."""
     code = main([*argv])
     out, err = capsys.readouterr()
-    lines = [ln for ln in err.splitlines() if ln.strip() and " INFO " not in ln and " WARNING " not in ln]
+    lines = [ln for ln in err.splitlines() if ln.strip() and not LOG_LINE.match(ln)]
     return code, out, lines
 
 
@@ -143,3 +147,133 @@ def test_helpers_run_in_a_clean_interpreter():
                           capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2 and proc.stderr == "ovq pipeline: error: /nonexistent/p.yaml: no such file\n"
+
+
+# -- a full disk: never "wrote" over a broken file, earlier results intact ----------------------------------------
+SYNTH = "synth://conveyor?fps=30&width=320&height=240"
+
+
+def test_a_full_disk_fails_the_video_and_leaves_no_broken_mp4(full_disk, capsys, tiny):
+    fill(full_disk, leave=150_000)
+    out = full_disk / "x.mp4"
+    line = one_error_line(capsys, "run", str(tiny), "--source", SYNTH, "--max-frames", "600", "--out", str(out),
+                          "--device", "CPU", "--no-progress")
+    assert line.startswith(f"ovq run: error: {out}: stopped: only ") and "left on the device" in line
+    assert not out.exists()  # never the target; the partial file, when kept, has its index
+    for partial in full_disk.glob(".x.partial*.mp4"):
+        import cv2
+
+        assert cv2.VideoCapture(str(partial)).read()[0], f"{partial} has no readable frame"
+
+
+def test_a_full_disk_fails_the_jsonl_and_keeps_the_old_file(full_disk, capsys, tiny):
+    jsonl = full_disk / "results.jsonl"
+    jsonl.write_text('{"old": 1}\n')
+    fill(full_disk, leave=8_000)
+    line = one_error_line(capsys, "run", str(tiny), "--source", SYNTH, "--max-frames", "400", "--jsonl", str(jsonl),
+                          "--device", "CPU", "--no-progress")
+    assert line.startswith(f"ovq run: error: {jsonl}") and ("No space left" in line or "left on the device" in line)
+    assert jsonl.read_text() == '{"old": 1}\n'
+    assert [p.name for p in full_disk.iterdir()] == ["filler", "results.jsonl"] or sorted(
+        p.name for p in full_disk.iterdir()) == ["filler", "results.jsonl"]
+
+
+def test_a_full_disk_fails_the_summary_before_the_run(full_disk, capsys, tiny):
+    fill(full_disk, leave=0)
+    summary = full_disk / "s.json"
+    line = one_error_line(capsys, "run", str(tiny), "--source", SYNTH, "--max-frames", "3", "--summary-json",
+                          str(summary), "--device", "CPU", "--no-progress")
+    assert line.startswith(f"ovq run: error: {summary}") and not summary.exists()
+
+
+def test_a_full_disk_fails_convert_before_converting(full_disk, capsys, assets):
+    out = full_disk / "m"
+    line = one_error_line(capsys, "convert", str(assets / "models/yolox_nano/yolox_nano.onnx"), "-o", str(out))
+    assert line.startswith(f"ovq convert: error: {out}") and not out.exists()
+
+
+def test_a_full_disk_fails_predict_in_one_line(full_disk, capsys, tiny, assets):
+    fill(full_disk, leave=0)
+    out = full_disk / "pred"
+    line = one_error_line(capsys, "predict", str(tiny), str(assets / "images/bus.jpg"), "-o", str(out))
+    assert line.startswith(f"ovq predict: error: {out}")
+
+
+# -- a failed run leaves earlier results as they were -------------------------------------------------------------
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--device", "XPU"], "device 'XPU'"),
+    (["--source", "/nonexistent/clip.mp4"], "/nonexistent/clip.mp4: no such file or folder"),
+])
+def test_a_run_that_fails_to_start_keeps_the_old_results(tmp_path, capsys, tiny, flags, message):
+    jsonl = tmp_path / "results.jsonl"
+    jsonl.write_text('{"old": 1}\n')
+    source = [] if "--source" in flags else ["--source", SYNTH]
+    line = one_error_line(capsys, "run", str(tiny), *source, *flags, "--jsonl", str(jsonl), "--max-frames", "3")
+    assert message in line
+    assert jsonl.read_text() == '{"old": 1}\n'
+    fresh = tmp_path / "fresh.jsonl"  # and a run that never starts leaves no empty file behind
+    one_error_line(capsys, "run", str(tiny), *source, *flags, "--jsonl", str(fresh), "--max-frames", "3")
+    assert not fresh.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]
+
+
+def test_a_pipeline_that_fails_to_start_keeps_the_old_results(tmp_path, capsys, tiny):
+    jsonl = tmp_path / "results.jsonl"
+    jsonl.write_text('{"old": 1}\n')
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(f"model: {tiny}\nsources: ['{SYNTH}']\ndevice: XPU\nsinks:\n  jsonl: {jsonl}\n")
+    assert "device 'XPU'" in one_error_line(capsys, "pipeline", str(pipe), "--max-frames", "3")
+    assert jsonl.read_text() == '{"old": 1}\n'
+
+
+# -- OSError on a user's path: one line naming it, before the long work ------------------------------------------
+def test_an_output_under_a_regular_file(tmp_path, capsys, tiny, assets):
+    (tmp_path / "file").write_text("x")
+    jsonl = tmp_path / "file" / "r.jsonl"
+    line = one_error_line(capsys, "run", str(tiny), "--source", SYNTH, "--summary-json", str(jsonl))
+    assert line.startswith(f"ovq run: error: {jsonl}") and "is not a folder" in line
+    out = tmp_path / "file" / "pred"
+    line = one_error_line(capsys, "predict", str(tiny), str(assets / "images/bus.jpg"), "-o", str(out))
+    assert line.startswith(f"ovq predict: error: {out}") and "is not a folder" in line
+
+
+def test_predict_into_an_existing_file(tmp_path, capsys, tiny, assets):
+    out = tmp_path / "taken"
+    out.write_text("keep me")
+    line = one_error_line(capsys, "predict", str(tiny), str(assets / "images/bus.jpg"), "-o", str(out))
+    assert line.startswith(f"ovq predict: error: {out}") and out.read_text() == "keep me"
+
+
+def test_eval_and_bench_into_a_read_only_folder_fail_before_the_work(read_only, capsys, tiny, assets):
+    data = assets / "coco128/data.yaml"
+    if not data.exists():
+        data = read_only.parent / "data.yaml"
+        data.write_text(f"path: {assets / 'coco128'}\nval: images/val2017\nnames: [a, b]\n")
+    out = read_only / "m.json"
+    line = one_error_line(capsys, "eval", str(tiny), "--data", str(data), "--json", str(out), "--no-progress")
+    assert line.startswith(f"ovq eval: error: {out}") and "Read-only file system" in line
+    line = one_error_line(capsys, "bench", str(tiny), "--time", "60", "--json", str(out))
+    assert line.startswith(f"ovq bench: error: {out}") and "Read-only file system" in line
+
+
+def test_a_symlink_loop_as_convert_output(tmp_path, capsys, tiny):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    line = one_error_line(capsys, "convert", str(tiny), "-o", str(loop / "m"))
+    assert line.startswith(f"ovq convert: error: {loop}") and "symbolic links" in line
+
+
+# -- URLs: one line, the password never shown ---------------------------------------------------------------------
+@pytest.mark.parametrize(("url", "message"), [
+    ("rtps://user:s3cret@host/x", "rtps://user:***@host/x: unknown stream scheme 'rtps://'; did you mean 'rtsp://'?"),
+    ("rtsp://user:s3/cret@host/x", None),  # an unencoded '/' in the password: parsed, never shown
+    ("rtsp://user:s3cret@host:70000/x", "rtsp://user:***@host:70000/x: bad port '70000' (expected 1-65535)"),
+    ("rtsp://user:s3cret@[fe80::zz]/x", "rtsp://user:***@[fe80::zz]/x: malformed IPv6 host '[fe80::zz]'"),
+])
+def test_bad_urls_are_one_line_without_the_password(capsys, tiny, url, message):
+    if message is None:  # parses; the connection fails (nothing listens on port 9 of 127.0.0.1)
+        url = "rtsp://user:s3/cret@127.0.0.1:9/x"
+        code, out, lines = run_cli(capsys, "run", str(tiny), "--source", url, "--no-retry", "--device", "CPU")
+        assert code == 2 and "s3/cret" not in out + "".join(lines) and "rtsp://user:***@127.0.0.1:9/x" in lines[-1]
+        return
+    line = one_error_line(capsys, "run", str(tiny), "--source", url)
+    assert line == f"ovq run: error: --source: {message}" and "s3cret" not in line
