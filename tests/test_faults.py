@@ -308,3 +308,38 @@ def test_complete_short_runs_exit_0_every_time(assets, tiny, tmp_path):
         elif sinks:
             assert f"wrote {tmp_path / f'r{i}.jsonl'} (30 records)" in proc.stdout, proc.stdout
     assert not failures, failures
+
+
+# -- sources say what they delivered ----------------------------------------------------------------------------
+def test_a_cut_video_warns_with_both_counts_and_strict_fails(tmp_path, capsys, tiny, assets):
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes((assets / VIDEO).read_bytes()[:100_000])  # 39 of 1394 frames decode
+    warning = f"s0: {cut}: ended after 39 of the 1394 frames its container states (a cut or damaged file)"
+    code, out, _ = run_cli(capsys, "run", str(tiny), "--source", str(cut), "--device", "CPU", "--no-progress",
+                           "--jsonl", str(tmp_path / "r.jsonl"))
+    assert code == 0 and f"wrote {tmp_path / 'r.jsonl'} (39 records)" in out
+    line = one_error_line(capsys, "run", str(tiny), "--source", str(cut), "--device", "CPU", "--no-progress",
+                          "--strict", "--jsonl", str(tmp_path / "strict.jsonl"))
+    assert line == f"ovq run: error: {warning.split(': ', 1)[1]}; failing the run (strict)"
+    assert not (tmp_path / "strict.jsonl").exists()
+
+
+def test_a_cut_video_warning_is_logged(tmp_path, tiny, assets, ovq_log):
+    from ovq.streaming.pipeline import Pipeline
+
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes((assets / VIDEO).read_bytes()[:100_000])
+    summary = Pipeline(tiny, [str(cut)], device="CPU").run()
+    assert summary.streams["s0"].frames == 39
+    assert f"s0: {cut}: ended after 39 of the 1394 frames its container states (a cut or damaged file)" in (
+        ovq_log.messages())
+
+
+def test_a_video_that_gives_no_frame_is_an_error(tmp_path, capsys, tiny, assets):
+    cut = tmp_path / "head.mp4"
+    cut.write_bytes((assets / VIDEO).read_bytes()[:2_000])  # opens, decodes nothing
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_text('{"old": 1}\n')
+    line = one_error_line(capsys, "run", str(tiny), "--source", str(cut), "--device", "CPU", "--jsonl", str(jsonl))
+    assert line == f"ovq run: error: {cut}: no frame could be read (an empty or damaged file)"
+    assert jsonl.read_text() == '{"old": 1}\n'

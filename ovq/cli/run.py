@@ -24,7 +24,7 @@ FLAGS = {
     "sinks.show": "--show", "sinks.jsonl.path": "--jsonl", "sinks.jsonl.append": "--jsonl-append",
     "max_frames": "--max-frames", "stats_interval": "--stats-interval",
     "reconnect.max_delay": "--retry-max-delay", "reconnect.stall_timeout": "--stall-timeout",
-    "reconnect.retry": "--no-retry", "realtime": "--realtime",
+    "reconnect.retry": "--no-retry", "realtime": "--realtime", "strict": "--strict",
 }
 
 
@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="longest wait between reconnect attempts (back-off from 0.5 s, default 30)")
     p.add_argument("--realtime", action="store_true",
                    help="read files at their frame rate, dropping frames like a live camera")
+    p.add_argument("--strict", action="store_true",
+                   help="a video file that ends before the frame count its container states fails the run "
+                        "(default: a warning naming both numbers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -92,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "hint": args.hint, "nireq": args.nireq, "track": args.track, "conf": args.conf,
         "sinks": {"video": args.out, "jsonl": _jsonl(args), "mqtt": _mqtt(args), "show": args.show},
         "max_frames": args.max_frames, "stats_interval": args.stats_interval, "reconnect": reconnect,
-        "realtime": args.realtime,
+        "realtime": args.realtime, "strict": args.strict,
     }
     return PipelineConfig.from_mapping(data, Origin.command_line(FLAGS))
 

@@ -151,6 +151,7 @@ def build_pipeline(
             reconnect=ReconnectPolicy(initial_delay=r.initial_delay, max_delay=r.max_delay,
                                       stall_timeout=r.stall_timeout, retry=r.retry),
             realtime_files=cfg.realtime,
+            strict=cfg.strict,
         )
     except BaseException:
         close_all([*own, *extra_sinks])

@@ -252,7 +252,7 @@ class ReconnectConfig:
 
 
 _TOP_KEYS = ("model", "quantize", "device", "precision", "hint", "nireq", "cache", "sources", "track", "conf",
-             "sinks", "max_frames", "stats_interval", "reconnect", "realtime")
+             "sinks", "max_frames", "stats_interval", "reconnect", "realtime", "strict")
 
 
 @dataclass
@@ -279,6 +279,7 @@ class PipelineConfig:
     stats_interval: float = 10.0
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
     realtime: bool = False  # read files at their frame rate, dropping frames like a live camera
+    strict: bool = False  # a video file that ends before its stated frame count fails the run
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     origin: Origin | None = field(default=None, repr=False, compare=False)
 
@@ -321,6 +322,7 @@ class PipelineConfig:
                             if given(t, "stats_interval") else 10.0),
             reconnect=ReconnectConfig.from_value(t["reconnect"], o) if given(t, "reconnect") else ReconnectConfig(),
             realtime=o.boolean(t["realtime"], "realtime") if "realtime" in t else False,
+            strict=o.boolean(t["strict"], "strict") if "strict" in t else False,
             raw=copy.deepcopy(data if raw is None else raw),
             origin=origin,
         )
@@ -350,6 +352,7 @@ class PipelineConfig:
             "stats_interval": self.stats_interval,
             "reconnect": asdict(self.reconnect),
             "realtime": self.realtime,
+            "strict": self.strict,
         }
 
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ovq.core.detections import Detections
-from ovq.core.errors import ConfigError, OvqError
+from ovq.core.errors import ConfigError, OvqError, SourceError
 from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
 from ovq.runtime.inference import InferQueue
@@ -113,7 +113,8 @@ class Pipeline:
     Files are read losslessly; live sources (camera, URL, ``synth://``) keep their newest frame and are
     reopened by ``reconnect`` when they fail. :meth:`run` blocks until every source ended, each stream reached
     ``max_frames``, or :meth:`stop` was called; it drains the requests in flight, closes the sinks and returns
-    a :class:`RunSummary`.
+    a :class:`RunSummary`. A file that gives no frame fails the run (:class:`SourceError`); a video that ends
+    before the frame count its container states is logged as a warning, or fails the run with ``strict``.
     """
 
     def __init__(
@@ -133,6 +134,7 @@ class Pipeline:
         stats_interval: float = 10.0,
         reconnect: ReconnectPolicy | None = None,
         realtime_files: bool = False,
+        strict: bool = False,
     ) -> None:
         if isinstance(sources, (str, Path)):
             sources = [str(sources)]
@@ -161,6 +163,7 @@ class Pipeline:
         self.max_frames = max_frames
         self.stats_interval = stats_interval
         self.realtime_files = realtime_files
+        self.strict = strict
         self.track = track
         self.conf = conf
         if track:
@@ -311,9 +314,29 @@ class Pipeline:
             st.buffer.discard()
         scheduler.join()
         post.join()
+        if self._error is None and not self._stop_requested:
+            self._check_delivery()
         self._close_sinks()
         for st in self._streams:
             st.reader.join(timeout=1.0)
+
+    def _check_delivery(self) -> None:
+        """Files say what they delivered: one that gave no frame fails the run; a video that ended before the
+        frame count its container states is a warning naming both numbers (with ``strict``, a failed run)."""
+        for st in self._streams:
+            reader = st.reader
+            if not isinstance(reader, FileReader) or not reader.ended:
+                continue
+            if reader.frames_read == 0:
+                self._error = SourceError(f"{st.spec.display}: no frame could be read (an empty or damaged file)")
+                return
+            if st.spec.kind == "video" and reader.expected and reader.frames_read < reader.expected:
+                what = (f"{st.spec.display}: ended after {reader.frames_read} of the {reader.expected} frames its "
+                        "container states (a cut or damaged file)")
+                if self.strict:
+                    self._error = SourceError(f"{what}; failing the run (strict)")
+                    return
+                logger.warning("%s: %s", st.name, what)
 
     def _close_sinks(self, failed: bool = False) -> None:
         """Close every sink; after a failure, ``abort()`` those that have it (they replace no earlier output)."""

@@ -137,7 +137,9 @@ class FileReader:
         self.limit = limit
         self.realtime = realtime
         self.fps = source.fps
+        self.expected = source.frame_count  # what the container says it holds (None: unknown)
         self.frames_read = 0
+        self.ended = False  # the source ran out (rather than the limit or stop() ending the reading)
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"ovq-read-{name}", daemon=True)
@@ -168,6 +170,7 @@ class FileReader:
                     next_time = max(next_time + period, time.monotonic() - period)
                 image = self.source.read()
                 if image is None:
+                    self.ended = True
                     break
                 frame = Frame(self.frames_read, image, time.time(), time.monotonic())
                 self.frames_read += 1
@@ -176,6 +179,7 @@ class FileReader:
                     self.meter.dropped(replaced)
         except Exception as exc:  # noqa: BLE001 - a decoder crash ends this stream, not the process
             self.error = exc
+            self.ended = True
             logger.error("%s: reading failed after %d frames: %s", self.name, self.frames_read, exc)
         finally:
             self.source.close()
