@@ -8,8 +8,10 @@ folder a read-only tmpfs (both need root, as CI has: skipped with that reason ot
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -343,3 +345,77 @@ def test_a_video_that_gives_no_frame_is_an_error(tmp_path, capsys, tiny, assets)
     line = one_error_line(capsys, "run", str(tiny), "--source", str(cut), "--device", "CPU", "--jsonl", str(jsonl))
     assert line == f"ovq run: error: {cut}: no frame could be read (an empty or damaged file)"
     assert jsonl.read_text() == '{"old": 1}\n'
+
+
+# -- MQTT: a broker that cannot be reached is an error, and --mqtt-strict fails the run ----------------------------
+def _mosquitto(tmp_path, **kw):
+    from services import Mosquitto
+
+    if Mosquitto.available() or not shutil.which("openssl"):
+        pytest.skip(Mosquitto.available() or "openssl is not installed")
+    return Mosquitto(tmp_path / "broker", **kw)
+
+
+@pytest.fixture
+def mqtt_clean(monkeypatch):
+    for var in ("OVQ_MQTT_URL", "OVQ_MQTT_USERNAME", "OVQ_MQTT_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.services
+def test_mqtt_tls_failure_is_an_error_and_the_right_ca_connects(tmp_path, mqtt_clean, ovq_log):
+    from services import make_tls_files
+
+    from ovq.core.errors import OutputError
+    from ovq.streaming.mqtt import MqttSink
+
+    broker_files, other = make_tls_files(tmp_path / "a", "a"), make_tls_files(tmp_path / "b", "b")
+    with _mosquitto(tmp_path, tls=broker_files) as broker:
+        sink = MqttSink(broker.url, ca_file=other.ca, strict=True, connect_timeout=5)
+        with pytest.raises(OutputError, match=r"TLS handshake failed: CERTIFICATE_VERIFY_FAILED \(strict"):
+            sink.start(["s0"])
+        sink.abort()
+        errors = [m for m in ovq_log.messages(logging.ERROR) if "TLS handshake failed" in m]
+        assert len(errors) == 1, errors  # once, not once per retry
+        good = MqttSink(broker.url, ca_file=broker_files.ca, strict=True)
+        good.start(["s0"])
+        assert good.connected
+        good.close()
+
+
+@pytest.mark.services
+def test_mqtt_wrong_password_is_an_error_and_strict_fails_the_run(tmp_path, mqtt_clean, capsys, tiny):
+    with _mosquitto(tmp_path, users={"ovq": "s3cret"}) as broker:
+        mqtt_clean.setenv("OVQ_MQTT_USERNAME", "ovq")
+        mqtt_clean.setenv("OVQ_MQTT_PASSWORD", "wrong")
+        jsonl = tmp_path / "r.jsonl"
+        line = one_error_line(capsys, "run", str(tiny), "--source", SYNTH, "--max-frames", "5", "--device", "CPU",
+                              "--mqtt", broker.url, "--mqtt-strict", "--jsonl", str(jsonl), "--no-progress")
+        assert line.startswith(f"ovq run: error: MQTT 127.0.0.1:{broker.port}: the broker refused the connection: ")
+        assert line.endswith("(strict: the run needs the broker)") and "wrong" not in line
+        assert not jsonl.exists()
+        code = main(["run", str(tiny), "--source", SYNTH, "--max-frames", "5", "--device", "CPU", "--mqtt",
+                     broker.url, "--no-progress"])
+        assert code == 0  # without --mqtt-strict the run goes on, and says so as errors
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if " ERROR " in ln]
+    assert any("the broker refused the connection" in m for m in errors), errors
+    assert any("5 of 5 message(s) were not sent" in m for m in errors), errors
+
+
+def test_mqtt_options_are_checked(tmp_path, capsys, tiny):
+    ca = tmp_path / "ca.pem"
+    line = one_error_line(capsys, "run", str(tiny), "--source", SYNTH, "--mqtt", "mqtts://b", "--mqtt-ca", str(ca))
+    assert line == f"ovq run: error: --mqtt-ca: {ca}: no such file"
+    ca.write_text("not a certificate")
+    line = one_error_line(capsys, "run", str(tiny), "--source", SYNTH, "--mqtt", "mqtt://b", "--mqtt-ca", str(ca))
+    assert line == "ovq run: error: --mqtt: a CA file or client certificate needs a TLS broker URL (mqtts://)"
+    line = one_error_line(capsys, "run", str(tiny), "--source", SYNTH, "--mqtt", "mqtts://b", "--mqtt-ca", str(ca))
+    assert line.startswith(f"ovq run: error: MQTT: {ca}: cannot load it for TLS: ")
+    assert one_error_line(capsys, "run", str(tiny), "--source", SYNTH, "--mqtt-strict") == (
+        "ovq run: error: --mqtt-strict: only with --mqtt")
+    pipe = tmp_path / "p.yaml"  # --check and the run take the same broker URLs
+    pipe.write_text(f"model: {tiny}\nsources: ['{SYNTH}']\nsinks:\n  mqtt: ws://broker:9001\n")
+    assert one_error_line(capsys, "pipeline", str(pipe), "--check") == (
+        f"ovq pipeline: error: {pipe}: sinks.mqtt: ws://broker:9001: unknown MQTT broker scheme 'ws://'; "
+        "expected mqtt://, mqtts://, tcp://, ssl://")

@@ -21,6 +21,8 @@ FLAGS = {
     "model": "MODEL", "sources": "--source", "device": "--device", "precision": "--precision", "hint": "--hint",
     "nireq": "--nireq", "conf": "--conf", "track": "--track", "sinks.video": "--out", "sinks.jsonl": "--jsonl",
     "sinks.mqtt": "--mqtt", "sinks.mqtt.url": "--mqtt URL", "sinks.mqtt.topic_prefix": "--mqtt-topic",
+    "sinks.mqtt.ca_file": "--mqtt-ca", "sinks.mqtt.cert_file": "--mqtt-cert", "sinks.mqtt.key_file": "--mqtt-key",
+    "sinks.mqtt.strict": "--mqtt-strict",
     "sinks.show": "--show", "sinks.jsonl.path": "--jsonl", "sinks.jsonl.append": "--jsonl-append",
     "max_frames": "--max-frames", "stats_interval": "--stats-interval",
     "reconnect.max_delay": "--retry-max-delay", "reconnect.stall_timeout": "--stall-timeout",
@@ -56,6 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
              "MODEL); credentials only from $OVQ_MQTT_USERNAME / $OVQ_MQTT_PASSWORD",
     )
     p.add_argument("--mqtt-topic", default="ovq", metavar="PREFIX", help="MQTT topic prefix; topic PREFIX/STREAM")
+    p.add_argument("--mqtt-ca", metavar="FILE", help="CA bundle (PEM) to verify an mqtts:// broker (default: the system's)")
+    p.add_argument("--mqtt-cert", metavar="FILE", help="client certificate (PEM) for an mqtts:// broker")
+    p.add_argument("--mqtt-key", metavar="FILE", help="the client certificate's key, when not in the certificate file")
+    p.add_argument("--mqtt-strict", action="store_true",
+                   help="a broker that cannot be reached (refused login, TLS failure) or a message not sent fails "
+                        "the run (default: logged as errors, the run goes on)")
     p.add_argument("--show", action="store_true", help="show annotated streams in windows (q or Esc stops)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop each stream after N frames")
     p.add_argument("--stats-interval", type=float, default=10.0, metavar="S",
@@ -122,15 +130,21 @@ def _jsonl(args: argparse.Namespace) -> str | dict[str, Any] | None:
     return {"path": args.jsonl, "append": True} if args.jsonl_append else args.jsonl
 
 
-def _mqtt(args: argparse.Namespace) -> dict[str, str] | None:
+def _mqtt(args: argparse.Namespace) -> dict[str, Any] | None:
     """The MQTT sink section: ``--mqtt`` alone reads the broker from $OVQ_MQTT_URL, ``--mqtt HOST[:PORT]`` is
     taken as ``mqtt://HOST[:PORT]``. Credentials on the command line are refused (``ps`` shows them)."""
     from ovq.core.errors import ConfigError
     from ovq.streaming.mqtt import parse_broker_url
 
+    tls = {"ca_file": args.mqtt_ca, "cert_file": args.mqtt_cert, "key_file": args.mqtt_key}
     if args.mqtt is None:
+        used = [flag for flag, on in (("--mqtt-ca", args.mqtt_ca), ("--mqtt-cert", args.mqtt_cert),
+                                      ("--mqtt-key", args.mqtt_key), ("--mqtt-strict", args.mqtt_strict)) if on]
+        if used:
+            raise ConfigError(f"{used[0]}: only with --mqtt")
         return None
-    section = {"topic_prefix": args.mqtt_topic}
+    section: dict[str, Any] = {"topic_prefix": args.mqtt_topic, "strict": args.mqtt_strict,
+                               **{k: v for k, v in tls.items() if v}}
     if args.mqtt:
         url = args.mqtt if "://" in args.mqtt else f"mqtt://{args.mqtt}"
         try:

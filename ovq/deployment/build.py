@@ -40,6 +40,11 @@ def check_paths(cfg: PipelineConfig) -> None:
         raise where.error("model", f"{cfg.model}: no such file or folder")
     if cfg.quantize is not None and not cfg.quantize.data.exists():
         raise where.error("quantize.data", f"{cfg.quantize.data}: no such file or folder")
+    mqtt = cfg.sinks.mqtt
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(mqtt, key) if mqtt is not None else None
+        if path is not None and not path.is_file():
+            raise where.error(f"sinks.mqtt.{key}", f"{path}: no such file")
     for i, src in enumerate(cfg.sources):
         try:
             parse_source(src.url)
@@ -103,7 +108,9 @@ def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None
             out.append(JsonlSink(s.jsonl, append=s.jsonl_append))
         if s.mqtt is not None:
             check_environment(cfg, environ)
-            out.append(MqttSink(s.mqtt.url or environ[s.mqtt.url_env], topic_prefix=s.mqtt.topic_prefix))
+            m = s.mqtt
+            out.append(MqttSink(m.url or environ[m.url_env], topic_prefix=m.topic_prefix, ca_file=m.ca_file,
+                                cert_file=m.cert_file, key_file=m.key_file, strict=m.strict))
         if s.show:
             out.append(WindowSink())
     except BaseException:

@@ -24,7 +24,7 @@ from ovq.deployment.fields import Origin, describe, given
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
 from ovq.runtime.devices import parse_device
-from ovq.streaming.mqtt import parse_broker_url
+from ovq.streaming.mqtt import TLS_SCHEMES, parse_broker_url
 from ovq.streaming.sources import URL_SCHEMES
 
 MQTT_URL_ENV = "OVQ_MQTT_URL"
@@ -136,6 +136,10 @@ class MqttConfig:
     url: str | None = None
     url_env: str = MQTT_URL_ENV
     topic_prefix: str = "ovq"
+    ca_file: Path | None = None  # CA bundle to verify an mqtts:// broker (default: the system's)
+    cert_file: Path | None = None  # client certificate (PEM), and its key when not in the same file
+    key_file: Path | None = None
+    strict: bool = False  # a broker that cannot be reached, or a message not sent, fails the run
 
     @classmethod
     def from_value(cls, value: Any, origin: Origin) -> MqttConfig | None:
@@ -144,7 +148,8 @@ class MqttConfig:
             return cls() if value else None
         if isinstance(value, str):
             return cls(url=_broker_url(origin, value, "sinks.mqtt"))
-        m = origin.mapping(value, "sinks.mqtt", ("url", "url_env", "topic_prefix"))
+        m = origin.mapping(value, "sinks.mqtt",
+                           ("url", "url_env", "topic_prefix", "ca_file", "cert_file", "key_file", "strict"))
         cfg = cls()
         if given(m, "url"):
             cfg.url = _broker_url(origin, m["url"], "sinks.mqtt.url")
@@ -156,11 +161,23 @@ class MqttConfig:
             cfg.topic_prefix = origin.string(m["topic_prefix"], "sinks.mqtt.topic_prefix")
             if any(c in cfg.topic_prefix for c in "#+"):
                 raise origin.error("sinks.mqtt.topic_prefix", "MQTT wildcards # and + cannot be published to")
+        for key in ("ca_file", "cert_file", "key_file"):
+            if given(m, key):
+                setattr(cfg, key, origin.path(m[key], f"sinks.mqtt.{key}"))
+        if cfg.key_file is not None and cfg.cert_file is None:
+            raise origin.error("sinks.mqtt.key_file", "a client key needs its certificate (cert_file)")
+        plain = cfg.url and not origin.is_reference(cfg.url) and parse_broker_url(cfg.url).scheme not in TLS_SCHEMES
+        if (cfg.ca_file or cfg.cert_file) and plain:
+            raise origin.error("sinks.mqtt", "a CA file or client certificate needs a TLS broker URL (mqtts://)")
+        if "strict" in m:
+            cfg.strict = origin.boolean(m["strict"], "sinks.mqtt.strict")
         return cfg
 
     def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
         url = mask_url(self.url) if (mask_secrets and self.url) else self.url
-        return {"url": url, "url_env": self.url_env, "topic_prefix": self.topic_prefix}
+        files = {k: str(v) if v else None for k, v in
+                 (("ca_file", self.ca_file), ("cert_file", self.cert_file), ("key_file", self.key_file))}
+        return {"url": url, "url_env": self.url_env, "topic_prefix": self.topic_prefix, **files, "strict": self.strict}
 
 
 def _broker_url(origin: Origin, value: Any, key: str) -> str:

@@ -6,10 +6,13 @@ import json
 import logging
 import os
 import secrets
+import ssl
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
-from ovq.core.errors import ConfigError, DependencyError
+from ovq.core.errors import ConfigError, DependencyError, OutputError
 from ovq.core.urls import Url, parse_url
 from ovq.streaming.pipeline import FrameResult
 from ovq.streaming.sinks import frame_record
@@ -49,14 +52,20 @@ class MqttSink:
     """One MQTT message per frame, JSON (see :func:`frame_record`), on topic ``{topic_prefix}/{stream}``.
 
     The broker comes from ``url`` or ``$OVQ_MQTT_URL``; credentials from ``$OVQ_MQTT_USERNAME`` and
-    ``$OVQ_MQTT_PASSWORD`` (or embedded in ``$OVQ_MQTT_URL``). paho-mqtt's network thread connects in the
-    background and reconnects with back-off (1 to 30 s) whenever the broker goes away; messages published while
-    disconnected are dropped and counted (``unsent``) rather than piling up in memory.
+    ``$OVQ_MQTT_PASSWORD`` (or embedded in ``$OVQ_MQTT_URL``). ``mqtts://`` verifies the broker against the
+    system's CAs or ``ca_file``; ``cert_file``/``key_file`` are a client certificate. paho-mqtt's network thread
+    connects in the background and reconnects with back-off (1 to 30 s) whenever the broker goes away; messages
+    published while disconnected are dropped and counted (``unsent``) rather than piling up in memory.
+
+    A refused login and a failed TLS handshake are logged as errors (once per distinct reason). With
+    ``strict`` a sink that cannot deliver fails the run: :meth:`start` waits up to ``connect_timeout`` seconds
+    for the broker, and a message that cannot be sent raises :class:`~ovq.core.errors.OutputError`.
     """
 
     def __init__(
         self, url: str | None = None, *, topic_prefix: str = "ovq", labels: list[str] | None = None, qos: int = 0,
-        client_id: str | None = None,
+        client_id: str | None = None, ca_file: str | Path | None = None, cert_file: str | Path | None = None,
+        key_file: str | Path | None = None, strict: bool = False, connect_timeout: float = 10.0,
     ) -> None:
         try:
             import paho.mqtt.client as mqtt
@@ -65,7 +74,15 @@ class MqttSink:
         if qos not in (0, 1):
             raise ConfigError(f"MQTT qos must be 0 or 1, got {qos}")
         settings = mqtt_settings(url)
+        if (ca_file or cert_file) and not settings["tls"]:
+            raise ConfigError(f"{settings['display']}: a CA file or client certificate needs a TLS broker URL "
+                              "(mqtts://)")
+        if key_file and not cert_file:
+            raise ConfigError("MQTT: a client key without its certificate (give the certificate file too)")
         self.host, self.port = settings["host"], settings["port"]
+        self.strict = strict
+        self.connect_timeout = connect_timeout
+        self.failure: str | None = None  # the last reason the broker could not be reached
         self.topic_prefix = topic_prefix.rstrip("/")
         self.labels = labels
         self.qos = qos
@@ -80,11 +97,16 @@ class MqttSink:
         if settings["username"]:
             client.username_pw_set(settings["username"], settings["password"])
         if settings["tls"]:
-            client.tls_set()
+            try:
+                client.tls_set(ca_certs=_opt(ca_file), certfile=_opt(cert_file), keyfile=_opt(key_file))
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a file that is no PEM
+                which = next(str(f) for f in (ca_file, cert_file, key_file, "TLS setup") if f)
+                raise ConfigError(f"MQTT: {which}: cannot load it for TLS: {exc}") from None
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_queued_messages_set(1000)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         self._client = client
         self._was_connected = False
         self._closing = False
@@ -93,8 +115,9 @@ class MqttSink:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if getattr(reason, "is_failure", False):
-            logger.warning("MQTT broker %s:%d refused the connection: %s", self.host, self.port, reason)
+            self._failed(f"the broker refused the connection: {reason}")
             return
+        self.failure = None
         self._connected.set()
         if self._was_connected:
             logger.warning("MQTT: reconnected to %s:%d", self.host, self.port)
@@ -107,6 +130,27 @@ class MqttSink:
         self._connected.clear()
         if was and not self._closing:
             logger.warning("MQTT: lost the broker %s:%d (%s); reconnecting", self.host, self.port, reason)
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        # paho calls this from inside its ``except OSError`` around the connection attempt, without the error
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLError):
+            self._failed(f"TLS handshake failed: {exc.reason or exc}")
+        elif isinstance(exc, OSError):
+            self._failed(f"cannot connect: {exc.strerror or exc}")
+        else:
+            self._failed("cannot connect")
+
+    def _failed(self, why: str) -> None:
+        if why != self.failure:  # once per reason, not once per retry
+            logger.error("MQTT %s:%d: %s", self.host, self.port, why)
+        self.failure = why
+
+    def start(self, names: list[str]) -> None:
+        """Called by the pipeline before the first frame: with ``strict``, wait for the broker (or fail)."""
+        if self.strict and not self._connected.wait(self.connect_timeout):
+            why = self.failure or f"no connection within {self.connect_timeout:g} s"
+            raise OutputError(f"MQTT {self.host}:{self.port}: {why} (strict: the run needs the broker)")
 
     @property
     def connected(self) -> bool:
@@ -121,6 +165,10 @@ class MqttSink:
     def write(self, result: FrameResult) -> None:
         if not self._connected.is_set():
             self.unsent += 1
+            if self.strict:
+                why = self.failure or "not connected"
+                raise OutputError(f"MQTT {self.host}:{self.port}: {why}; frame {result.frame_index} of "
+                                  f"{result.stream} not sent (strict)")
             if self.unsent == 1 or self.unsent % 100 == 0:
                 logger.warning("MQTT: not connected to %s:%d; %d message(s) dropped", self.host, self.port, self.unsent)
             return
@@ -143,4 +191,16 @@ class MqttSink:
         self._client.disconnect()
         self._client.loop_stop()
         if self.unsent:
-            logger.warning("MQTT: %d of %d message(s) were not sent", self.unsent, self.unsent + self.sent)
+            level = logging.ERROR if self.sent == 0 else logging.WARNING
+            logger.log(level, "MQTT %s:%d: %d of %d message(s) were not sent%s", self.host, self.port, self.unsent,
+                       self.unsent + self.sent, f" ({self.failure})" if self.failure else "")
+
+    def abort(self) -> None:
+        """The run failed: stop without waiting for the last message."""
+        self._closing = True
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def _opt(path: str | Path | None) -> str | None:
+    return str(path) if path else None
