@@ -458,3 +458,29 @@ def test_stopping_with_a_silent_camera_among_the_streams_is_quick(tmp_path, tiny
     for name in ("a", "b"):
         assert cv2.VideoCapture(str(tmp_path / f"out_{name}.mp4")).read()[0]
     assert done[0].streams["cam"].frames == 0
+
+
+# -- Ctrl-C in the first moments ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("delay", [0.2, 0.4, 0.7, 1.2])
+def test_ctrl_c_while_the_command_starts_is_one_line(tiny, delay):
+    """Before the command's own handlers are in place (imports, the model loading), Ctrl-C ends it with one
+    line and exit code 130; a SIGINT that lands before Python itself is up ends the process by the signal."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "ovq", "run", str(tiny), "--source", SYNTH, "--device", "CPU",
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    if "init_import_site" in err:  # Python's own start-up, before any line of ovq ran (a loaded machine)
+        pytest.skip(f"the SIGINT after {delay} s landed in the interpreter's start-up, before ovq")
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert proc.returncode in (130, 0, -signal.SIGINT), (proc.returncode, err)
+    if proc.returncode == 130:
+        lines = [ln for ln in err.splitlines() if not LOG_LINE.match(ln)]
+        assert len(lines) == 1 and re.match(r"ovq( run)?: ", lines[0]), err
