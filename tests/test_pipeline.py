@@ -167,17 +167,19 @@ def test_live_source_keeps_the_newest_frame_and_counts_drops(detector):
     class Slow(Collect):
         def write(self, result: FrameResult) -> None:
             super().write(result)
-            time.sleep(0.1)
+            time.sleep(0.3)
 
+    # the sink (0.3 s a frame) must be far slower than the camera even when the camera's renderer is starved:
+    # at load 13 on 2 cores the 60 fps synthetic camera rendered only about 12 fps, and a 0.1 s sink saw frame 13
     sink = Slow()
-    summary = Pipeline(detector, ["synth://conveyor?fps=60&width=160&height=120"], sinks=[sink], max_frames=12,
+    summary = Pipeline(detector, ["synth://conveyor?fps=30&width=160&height=120"], sinks=[sink], max_frames=12,
                        stats_interval=0).run()
     indices = [r.frame_index for r in sink.results]
     assert len(indices) == 12 and indices == sorted(indices)
     stats = summary.streams["s0"]
     assert stats.dropped > 0
     assert stats.dropped >= indices[-1] + 1 - len(indices)  # every skipped index was counted as dropped
-    assert indices[-1] > 20  # the stream kept moving: results are recent frames, not a backlog
+    assert indices[-1] > 2 * len(indices)  # the stream kept moving: results are recent frames, not a backlog
 
 
 def test_mjpeg_http_source(assets, detector):
@@ -355,20 +357,28 @@ def test_cli_unreachable_url(assets):
     assert proc.stderr.strip().splitlines() == [
         f"ovq run: error: {url}: connection refused by 127.0.0.1:{port} (no server listening) (not retrying)"
     ]
-    # without --no-retry it keeps trying, says so, and still exits 0 on SIGTERM (sent once it has retried twice:
-    # on a loaded machine the start-up alone can take longer than a fixed wait)
+    # without --no-retry it keeps trying, says so, and still exits 0 on SIGTERM
+    # SIGTERM only once it has retried twice: a fixed sleep raced start-up on a loaded 2-core machine (import and
+    # model load took over 6 s at load 9, and a SIGTERM before the run installs its handlers ends it with -15)
     proc = subprocess.Popen(ovq_cmd(str(assets / MODEL), "--source", url, "--device", "CPU"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen: list[str] = []
-    deadline = time.monotonic() + 90
-    while sum("retrying in" in ln for ln in seen) < 2 and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
+    lines: list[str] = []
+    retried = threading.Event()
+
+    def read_stderr() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if sum("retrying in" in ln for ln in lines) >= 2:
+                retried.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    assert retried.wait(timeout=120), "".join(lines)
     proc.send_signal(signal.SIGTERM)
-    stdout, rest = proc.communicate(timeout=60)
-    stderr = "".join(seen) + rest
+    stdout = proc.stdout.read()
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    stderr = "".join(lines)
     assert proc.returncode == 0, stderr
     retries = [ln for ln in stderr.splitlines() if "connection refused" in ln and "retrying in" in ln]
     assert len(retries) >= 2, stderr
