@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from ovq.core.errors import OvqError, os_error_message
 
 COMMANDS = (
-    "convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "eval", "bench", "families", "demo",
+    "convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "health", "eval", "bench", "families",
+    "demo",
 )
 
 
@@ -33,10 +34,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# syslog priorities (sd-daemon(3)): journald reads a "<N>" line prefix as the line's priority
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _JournalFormatter(logging.Formatter):
+    """No timestamp (journald stamps each line) and the level as a ``<N>`` priority prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_PRIORITY.get(record.levelno, 6)}>" + super().format(record)
+
+
+def stderr_is_journal() -> bool:
+    """Whether stderr is the journal stream systemd set up (``$JOURNAL_STREAM`` is its ``device:inode``)."""
+    import os
+
+    try:
+        dev, ino = (int(x) for x in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    if stderr_is_journal():
+        handler.setFormatter(_JournalFormatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger("ovq")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.errors import ConfigError
     from ovq.deployment.build import build_pipeline
     from ovq.deployment.loader import load_pipeline_config
+    from ovq.deployment.notify import LivenessSink
     from ovq.deployment.signals import exit_now, stop_on_signals
 
     if args.max_frames is not None and args.max_frames < 1:
@@ -34,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_pipeline_config(args.file)
     if args.check:
         return _check(cfg, args)
-    pipeline = build_pipeline(cfg, max_frames=args.max_frames, device=args.device)
+    # a service's liveness ($NOTIFY_SOCKET, $OVQ_HEARTBEAT_FILE): ovq.deployment.notify
+    liveness = [sink for sink in (LivenessSink.from_environment(),) if sink is not None]
+    pipeline = build_pipeline(cfg, max_frames=args.max_frames, device=args.device, extra_sinks=liveness)
     # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
     with stop_on_signals(pipeline.stop, name="ovq pipeline", at_once=exit_now("ovq pipeline")):
         summary = pipeline.run()

@@ -9,6 +9,7 @@ Layout of a bundle::
     requirements.txt                     ovq's runtime dependencies pinned to the versions installed here
     wheels/ovq-<version>-py3-none-any.whl   ovq itself (plus every dependency with ``offline=True``)
     run.sh                               creates .venv next to itself on first use, then runs the pipeline
+    install.sh                           as root: service user, copy to the install dir, .venv, enable the unit
     ovq.service                          systemd unit: unprivileged user, restart on failure, hardened
     README.md                            install and run steps
 
@@ -34,7 +35,7 @@ import yaml
 from ovq.core.errors import ConfigError, ModelError
 from ovq.core.metadata import read_info
 from ovq.core.urls import env_references
-from ovq.deployment.build import quantized_is_fresh
+from ovq.deployment.build import check_paths, ensure_quantized, quantized_is_fresh
 from ovq.deployment.loader import load_pipeline_config
 from ovq.deployment.packaging import (
     WHEELS_DIR,
@@ -46,14 +47,13 @@ from ovq.deployment.packaging import (
     wheel_requirements,
 )
 from ovq.deployment.schema import PipelineConfig, is_local_path
+from ovq.deployment.unit import DEFAULT_ALLOW_IP, OUTPUT_DIR, SERVICE_FILE, check_allow_ip, service_unit, unit_name
 from ovq.model.conversion import MODEL_XML, convert, resolve_model_path
 from ovq.runtime.compilation import read_model
 
 logger = logging.getLogger(__name__)
 
 MODELS_DIR = "models"
-OUTPUT_DIR = "output"
-SERVICE_FILE = "ovq.service"
 
 
 @dataclass
@@ -82,7 +82,7 @@ class BundleResult:
 
 
 def build_bundle(
-    model: str | Path,
+    model: str | Path | None,
     pipeline: str | Path,
     out_dir: str | Path,
     *,
@@ -91,28 +91,34 @@ def build_bundle(
     wheel: str | Path | None = None,
     offline: bool = False,
     overwrite: bool = False,
+    quantize: bool = True,
+    allow_ip: tuple[str, ...] = DEFAULT_ALLOW_IP,
 ) -> BundleResult:
     """Build a deploy folder for ``model`` running ``pipeline`` (see the module docstring for the layout).
 
-    ``model`` replaces the pipeline's ``model``. When the pipeline has a ``quantize`` section, its output must
-    already exist and be up to date (run the pipeline, or ``ovq quantize``, once): the quantized IR is shipped
-    and the section is dropped, since the target has no dataset. ``${VAR}`` references stay as they are, so no
-    secret from this machine lands in the bundle. ``install_dir`` is where the folder will live on the target
-    (default ``/opt/ovq/<out_dir name>``); the systemd unit points there.
+    ``model`` replaces the pipeline's ``model``; ``None`` ships the pipeline's own. When the pipeline has a
+    ``quantize`` section, its output is made now (:func:`ovq.deployment.build.ensure_quantized`, minutes) or
+    reused when up to date; ``quantize=False`` refuses instead. The quantized IR is shipped and the section is
+    dropped, since the target has no dataset. ``${VAR}`` references stay as they are, so no secret from this
+    machine lands in the bundle. ``install_dir`` is where the folder will live on the target (default
+    ``/opt/ovq/<out_dir name>``); the systemd unit points there.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{out_dir}: exists and is not empty; pass --force to replace it")
     cfg = load_pipeline_config(pipeline, resolve_env=False)
-    install_dir = install_dir or f"/opt/ovq/{out_dir.resolve().name}"
-    if not install_dir.startswith("/"):
-        raise ConfigError(f"install dir '{install_dir}' must be an absolute path on the target")
-    if install_dir.startswith(("/home/", "/root/", "/run/user/")):
-        raise ConfigError(f"install dir '{install_dir}': the service hides home folders (ProtectHome); use e.g. /opt/ovq")
+    install_dir = check_install_dir(install_dir or f"/opt/ovq/{out_dir.resolve().name}")
     _check_user(user)
-    src_model = Path(model)
-    if not src_model.exists():
+    check_allow_ip(allow_ip)
+    src_model = cfg.model if model is None else Path(model)
+    if cfg.quantize is not None:
+        if model is not None and src_model.resolve() != cfg.model.resolve():
+            raise ConfigError(f"{cfg.path}: the pipeline quantizes its own model {cfg.model}, not {src_model}; "
+                              "leave MODEL out or remove the quantize section")
+        check_paths(cfg)
+    elif not src_model.exists():
         raise ModelError(f"{src_model}: no such file or folder")
+    run_xml = _quantized(cfg, build=quantize) if cfg.quantize is not None else None
 
     parent = out_dir.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -120,9 +126,7 @@ def build_bundle(
     tmp.chmod(0o755)  # mkdtemp makes it private; the service user must read it
     try:
         model_rel = _ship_model(src_model, tmp, "model")
-        run_rel = model_rel
-        if cfg.quantize is not None:
-            run_rel = _ship_quantized(cfg, tmp)
+        run_rel = _ship_model(run_xml.parent, tmp, "model-int8") if run_xml is not None else model_rel
         wheel_path = ship_wheel(Path(wheel) if wheel else None, tmp / WHEELS_DIR)
         families = {read_info(read_model(tmp / rel)).family for rel in {model_rel, run_rel}}  # plug-ins are pinned
         requires, extras = runtime_requirements(cfg, wheel_requirements(wheel_path), families=families)
@@ -133,7 +137,9 @@ def build_bundle(
         if offline:
             download_wheels(tmp / "requirements.txt", tmp / WHEELS_DIR)
         _write(tmp / "run.sh", run_script(), mode=0o755)
-        _write(tmp / SERVICE_FILE, service_unit(install_dir, user=user, description=cfg.path.stem))
+        _write(tmp / "install.sh", _template("install.sh").substitute(
+            install_dir=install_dir, user=user, unit=unit_name(install_dir)), mode=0o755)
+        _write(tmp / SERVICE_FILE, service_unit(cfg, install_dir, user=user, allow_ip=allow_ip))
         _write(tmp / "README.md", readme(cfg, install_dir=install_dir, user=user, run_model=run_rel,
                                          wheel=wheel_path.name, offline=offline))
         # the shipped pipeline must load as it is (paths inside the bundle, env references intact)
@@ -148,6 +154,22 @@ def build_bundle(
         wheel=out_dir / WHEELS_DIR / wheel_path.name, requirements=pins, install_dir=install_dir,
         service=out_dir / SERVICE_FILE, files=files,
     )
+
+
+def check_install_dir(install_dir: str) -> str:
+    """The target folder, checked: absolute, outside home folders, and free of characters that the unit,
+    the shell scripts or systemd's path escaping would change (a space is fine: every use is quoted)."""
+    if not install_dir.startswith("/"):
+        raise ConfigError(f"install dir {install_dir!r} must be an absolute path on the target")
+    if install_dir.startswith(("/home/", "/root/", "/run/user/")):
+        raise ConfigError(f"install dir '{install_dir}': the service hides home folders (ProtectHome); use e.g. /opt/ovq")
+    bad = "".join(sorted(set(re.sub(r"[A-Za-z0-9/._+@ -]", "", install_dir))))
+    parts = install_dir.rstrip("/").split("/")[1:]
+    if bad or any(p in ("", ".", "..") for p in parts):
+        shown = repr(bad) if bad else "an empty, '.' or '..' part"
+        raise ConfigError(f"install dir {install_dir!r}: {shown} is not allowed there; use letters, digits, "
+                          "space and . _ + @ -")
+    return install_dir.rstrip("/") or "/"
 
 
 def _check_user(user: str) -> None:
@@ -194,20 +216,18 @@ def _ship_model(src: Path, root: Path, name: str) -> str:
     return f"{MODELS_DIR}/{name}/{MODEL_XML}"
 
 
-def _ship_quantized(cfg: PipelineConfig, root: Path) -> str:
+def _quantized(cfg: PipelineConfig, *, build: bool) -> Path:
+    """The up-to-date quantized model of the pipeline's ``quantize`` section: made now unless ``build`` is off."""
     q = cfg.quantize
     assert q is not None
-    if not q.output.exists():
-        raise ConfigError(
-            f"{cfg.path}: quantize.output {q.output} does not exist yet; run `ovq pipeline {cfg.path}` "
-            "(or ovq quantize) once to make it, or remove the quantize section"
-        )
-    if not quantized_is_fresh(q, cfg.model):
-        raise ConfigError(
-            f"{cfg.path}: quantize.output {q.output} is older than {cfg.model} or {q.data}; "
-            f"run `ovq pipeline {cfg.path} --max-frames 1` to quantize again first"
-        )
-    return _ship_model(q.output, root, "model-int8")
+    if quantized_is_fresh(q, cfg.model):
+        return ensure_quantized(q, cfg.model)
+    if not build:
+        state = "does not exist yet" if not q.output.exists() else f"is older than {cfg.model} or {q.data}"
+        raise ConfigError(f"{cfg.path}: quantize.output {q.output} {state}; bundle without --no-quantize to "
+                          "make it now, or run `ovq pipeline FILE --max-frames 1` first")
+    logger.info("%s: quantizing for the bundle (reused next time while up to date)", cfg.path.name)
+    return ensure_quantized(q, cfg.model)
 
 
 def rewrite_pipeline(cfg: PipelineConfig, model_rel: str) -> str:
@@ -259,12 +279,6 @@ def run_script() -> str:
     return resources.files("ovq.deployment").joinpath("templates", "run.sh").read_text(encoding="utf-8")
 
 
-def service_unit(install_dir: str, *, user: str = "ovq", description: str = "pipeline") -> str:
-    """The systemd unit: runs ``run.sh`` as ``user``, restarts on failure, read-only system but the outputs."""
-    return _template(SERVICE_FILE).substitute(
-        install_dir=install_dir.rstrip("/"), user=user, description=description, output_dir=OUTPUT_DIR)
-
-
 def readme(
     cfg: PipelineConfig, *, install_dir: str, user: str, run_model: str, wheel: str, offline: bool
 ) -> str:
@@ -288,8 +302,7 @@ def readme(
                  else "pip downloads the pinned dependencies from PyPI (or your mirror: set PIP_INDEX_URL)"),
         user=user,
         install_dir=d,
-        install_parent=str(Path(d).parent),
-        service=Path(d).name,
+        unit=unit_name(d),
         env_lines="\n".join(env_lines or ["# nothing needed by this pipeline yet"]),
         stats_interval=f"{cfg.stats_interval:g}",
         device=cfg.device,

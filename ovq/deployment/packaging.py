@@ -4,6 +4,7 @@ versions installed here, so the target runs what was tested together.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import re
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from email.parser import Parser
 from importlib import metadata
 from pathlib import Path
@@ -114,17 +115,25 @@ def wheel_requirements(wheel: Path) -> list[str]:
     return meta.get_all("Requires-Dist") or []
 
 
-def pinned_requirements(requires: list[str], *, extras: Sequence[str] = ()) -> list[str]:
-    """``name==version`` for every runtime dependency (and theirs, recursively) as installed here.
+Lookup = Callable[[str], "metadata.Distribution"]
 
-    Markers are evaluated for this interpreter and platform; a dependency that is not installed here is an
-    error (the pins must be versions that were tested together).
+
+def pinned_requirements(
+    requires: list[str], *, extras: Sequence[str] = (), resolve_missing: bool = True,
+    lookup: Lookup = metadata.distribution,
+) -> list[str]:
+    """``name==version`` for every runtime dependency (and theirs, recursively).
+
+    Installed packages are pinned to the versions installed here (tested together). Markers are evaluated for
+    this interpreter and platform. A dependency that is not installed here (an extra the pipeline needs, such
+    as ``ovq[mqtt]`` on a plain install) is resolved from the package index's metadata by pip, constrained to
+    the versions pinned so far (:func:`resolve_from_index`); ``resolve_missing=False`` makes it an error.
+    ``lookup`` finds an installed distribution (a test hides packages through it).
     """
     env = default_environment()
     pins: dict[str, str] = {}
-    todo: list[tuple[str, tuple[str, ...]]] = []
-    for line in requires:
-        todo.append((line, tuple(extras)))
+    missing: dict[str, str] = {}
+    todo: list[tuple[str, tuple[str, ...]]] = [(line, tuple(extras)) for line in requires]
     while todo:
         line, active = todo.pop(0)
         try:
@@ -137,15 +146,49 @@ def pinned_requirements(requires: list[str], *, extras: Sequence[str] = ()) -> l
         if key in pins:
             continue
         try:
-            dist = metadata.distribution(req.name)
+            dist = lookup(req.name)
         except metadata.PackageNotFoundError:
-            raise DependencyError(f"cannot pin '{req.name}': it is not installed here (pip install {req.name})") from None
+            req.marker = None
+            missing.setdefault(key, str(req))
+            continue
         if req.specifier and not req.specifier.contains(dist.version, prereleases=True):
             raise DependencyError(f"installed {req.name} {dist.version} does not satisfy '{line}'")
         pins[key] = dist.version
         for sub in dist.requires or []:
             todo.append((sub, tuple(req.extras)))
+    missing = {k: v for k, v in missing.items() if k not in pins}
+    if missing:
+        if not resolve_missing:
+            names = ", ".join(missing)
+            raise DependencyError(f"cannot pin {names}: not installed here (pip install {' '.join(missing.values())})")
+        pins.update(resolve_from_index(list(missing.values()), pins))
     return [f"{name}=={version}" for name, version in sorted(pins.items())]
+
+
+def resolve_from_index(requirements: list[str], constraints: dict[str, str]) -> dict[str, str]:
+    """Versions pip would install for ``requirements`` (and their dependencies) from the package index, with
+    the packages of ``constraints`` held at their versions: ``pip install --dry-run --report``, nothing installed.
+
+    Wheels only, for this interpreter and platform (the bundle's target runs the same Python). Fails with one
+    line saying how to get the packages another way when the index cannot be reached or has no fit.
+    """
+    logger.info("resolving %s from the package index (not installed here)", ", ".join(requirements))
+    with tempfile.TemporaryDirectory(prefix="ovq-resolve-") as work:
+        pinned = Path(work) / "constraints.txt"
+        pinned.write_text("".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())), encoding="utf-8")
+        report = Path(work) / "report.json"
+        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "--report", str(report), "-c", str(pinned), *requirements]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not report.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["pip failed"]
+            raise DependencyError(
+                f"cannot pin {', '.join(requirements)}: not installed here and the package index did not resolve "
+                f"it ({tail[0].strip()}); install it here first (pip install {' '.join(requirements)}) or give pip "
+                "an index (PIP_INDEX_URL)")
+        installs = json.loads(report.read_text(encoding="utf-8")).get("install", [])
+    found = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"] for item in installs}
+    return {name: version for name, version in found.items() if name not in constraints}
 
 
 # Pipeline features that need more than ovq's core dependencies: ovq's extra, and the packages it stands for.
@@ -159,22 +202,13 @@ def runtime_requirements(
     and the packages providing the models' plug-in decoder ``families``.
 
     A feature whose extra the wheel declares is pinned through the extra; otherwise through the packages
-    it stands for (:data:`FEATURE_EXTRAS`), which must then be installed here.
+    it stands for (:data:`FEATURE_EXTRAS`). Either way they need not be installed here
+    (:func:`pinned_requirements` resolves what is missing from the package index).
     """
     features = [name for name, used in (("mqtt", cfg.sinks.mqtt is not None), ("track", cfg.track)) if used]
     declared = {m for line in requires for m in re.findall(r"""extra\s*==\s*["']([^"']+)["']""", line)}
     extras = [f for f in features if f in declared]
-    extra_lines: list[str] = []
-    for feature in (f for f in features if f not in declared):
-        for pkg in FEATURE_EXTRAS[feature]:
-            try:
-                metadata.version(pkg)
-            except metadata.PackageNotFoundError:
-                raise DependencyError(
-                    f"{cfg.path}: the pipeline uses {feature} but {pkg} is not installed here, so the bundle "
-                    f"cannot pin a tested version: pip install {pkg}"
-                ) from None
-            extra_lines.append(pkg)
+    extra_lines = [pkg for f in features if f not in declared for pkg in FEATURE_EXTRAS[f]]
     for family in sorted(set(families)):
         provider = family_distribution(family)  # None for a built-in family
         if provider is not None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run this bundle's pipeline.
-#   ./run.sh --setup          create/refresh .venv next to this script (as the owner of this folder), then exit
+#   ./run.sh --setup          create/refresh .venv next to this script (as the owner of this folder), then exit;
+#                             a bundle built with --offline installs from wheels/ only (no network)
 #   ./run.sh [options]        run the pipeline; options go to `ovq pipeline` (--check, --max-frames N, --device D)
 # Environment: OVQ_VENV (venv folder, default ./.venv), PYTHON (interpreter for the venv, default python3),
 #              OVQ_VENV_OPTIONS (extra `python -m venv` options), OVQ_CACHE_DIR (compiled-model cache).
@@ -17,7 +18,8 @@ setup() {
   "$PYTHON" -m venv --clear ${OVQ_VENV_OPTIONS:-} "$VENV"
   local pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
   if [ -f "$HERE/wheels/OFFLINE" ]; then
-    pip+=(--no-index --find-links "$HERE/wheels")
+    # only wheels/: no index, and (--isolated) no pip.conf or PIP_* variables adding other places
+    pip+=(--isolated --no-index --find-links "$HERE/wheels")
   fi
   "${pip[@]}" -r "$HERE/requirements.txt"
   "${pip[@]}" --no-deps --force-reinstall "$HERE"/wheels/ovq-*.whl

@@ -1,0 +1,141 @@
+"""Liveness for supervisors: systemd's notify protocol, and a heartbeat file for everyone else.
+
+:class:`LivenessSink` is an ordinary pipeline sink (``build_pipeline(..., extra_sinks=[...])``), so it sees
+results exactly when they leave the pipeline: a frozen source or a deadlocked stage stops its calls.
+
+- systemd (``Type=notify``, ``WatchdogSec=``): ``READY=1`` after the first result, ``WATCHDOG=1`` at most every
+  half watchdog period while results flow, ``STOPPING=1`` when the pipeline closes its sinks. The datagrams go
+  to ``$NOTIFY_SOCKET`` (a filesystem path, or ``@name`` in the abstract namespace) as sd_notify(3) sends them;
+  no library needed. Without ``$NOTIFY_SOCKET`` nothing is sent.
+- other supervisors (Docker ``HEALTHCHECK``, a PLC's script): ``$OVQ_HEARTBEAT_FILE`` names a file whose
+  modification time is the last result's (written atomically at most once a second); ``ovq health FILE
+  --max-age S`` exits 0 while it is fresh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from ovq.core.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_ENV = "OVQ_HEARTBEAT_FILE"
+
+
+def notify_address(environ: Mapping[str, str]) -> str | None:
+    """The socket address of ``$NOTIFY_SOCKET`` (``@`` becomes the abstract namespace's leading NUL)."""
+    path = environ.get("NOTIFY_SOCKET", "")
+    if not path:
+        return None
+    if path.startswith("@"):
+        return "\0" + path[1:]
+    if not path.startswith("/"):
+        raise ConfigError(f"NOTIFY_SOCKET={path}: expected an absolute socket path or @name")
+    return path
+
+
+def watchdog_interval(environ: Mapping[str, str]) -> float | None:
+    """Half of ``$WATCHDOG_USEC`` in seconds when the watchdog is meant for this process (``$WATCHDOG_PID``)."""
+    usec = environ.get("WATCHDOG_USEC", "")
+    pid = environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2e6
+
+
+class Notifier:
+    """Sends sd_notify(3) state strings (``READY=1``, ``WATCHDOG=1``, ``STATUS=...``) to one socket address."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    def send(self, *states: str) -> bool:
+        """Send the states in one datagram; a failure is logged (a supervisor's trouble must not stop the run).
+
+        Never blocks: a unix datagram socket whose reader lags holds only a few datagrams (net.unix.max_dgram_qlen)
+        and a blocking send would then stall the pipeline's result thread; that datagram is dropped instead.
+        """
+        try:
+            self._sock.sendto("\n".join(states).encode(), socket.MSG_DONTWAIT, self.address)
+        except BlockingIOError:
+            logger.debug("sd_notify %s dropped: %s is not reading", states[0], self.address.lstrip("\0"))
+            return False
+        except OSError as exc:
+            logger.warning("sd_notify %s to %s failed: %s", states[0], self.address.lstrip("\0"), exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class LivenessSink:
+    """A sink that reports liveness (see the module docstring); ``from_environment`` builds it when asked for."""
+
+    def __init__(self, notifier: Notifier | None = None, *, watchdog: float | None = None,
+                 heartbeat: Path | None = None, clock=time.monotonic) -> None:
+        self.notifier = notifier
+        self.watchdog = watchdog
+        self.heartbeat = heartbeat
+        self._clock = clock
+        self._ready = False
+        self._last_ping = self._last_beat = float("-inf")
+        self.results = 0
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> LivenessSink | None:
+        """The sink ``$NOTIFY_SOCKET`` / ``$OVQ_HEARTBEAT_FILE`` ask for, or ``None`` when neither is set."""
+        environ = os.environ if environ is None else environ
+        address = notify_address(environ)
+        beat = environ.get(HEARTBEAT_ENV) or None
+        if address is None and beat is None:
+            return None
+        notifier = Notifier(address) if address is not None else None
+        return cls(notifier, watchdog=watchdog_interval(environ), heartbeat=Path(beat) if beat else None)
+
+    def write(self, result) -> None:
+        self.results += 1
+        now = self._clock()
+        if self.notifier is not None:
+            if not self._ready:
+                self._ready = self.notifier.send("READY=1", f"STATUS=running: first result from {result.stream}")
+                self._last_ping = now
+            elif self.watchdog is not None and now - self._last_ping >= self.watchdog:
+                self.notifier.send("WATCHDOG=1")
+                self._last_ping = now
+        if self.heartbeat is not None and now - self._last_beat >= 1.0:
+            self._last_beat = now
+            self._beat(result.stream)
+
+    def _beat(self, stream: str) -> None:
+        tmp = self.heartbeat.with_name(f".{self.heartbeat.name}.tmp")
+        try:
+            tmp.write_text(json.dumps({"time": time.time(), "results": self.results, "stream": stream}) + "\n",
+                           encoding="utf-8")
+            os.replace(tmp, self.heartbeat)
+        except OSError as exc:
+            logger.warning("%s: cannot write the heartbeat: %s", self.heartbeat, exc)
+
+    def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.send("STOPPING=1", f"STATUS=stopped after {self.results} results")
+            self.notifier.close()
+
+
+def heartbeat_age(path: str | Path, now: float | None = None) -> float:
+    """Seconds since the heartbeat file was last written; :class:`ConfigError` when it cannot be read."""
+    path = Path(path)
+    try:
+        written = path.stat().st_mtime
+    except OSError as exc:
+        raise ConfigError(f"{path}: no heartbeat ({exc.strerror or exc}); is the pipeline running with "
+                          f"{HEARTBEAT_ENV} set?") from None
+    return (time.time() if now is None else now) - written

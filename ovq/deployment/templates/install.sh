@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install this bundle as the systemd service ${unit} (run as root, from the bundle folder or a copy of it):
+#   ./install.sh             create the service user, copy the bundle to ${install_dir}, set up its .venv
+#                            (from wheels/ only when the bundle was built with --offline), install, enable, start
+#   ./install.sh --no-start  the same, but only enable the unit (it starts at the next boot)
+# ROOT=/some/dir prefixes every system path (/etc, the install dir) for packaging or a dry run in a folder.
+set -euo pipefail
+HERE="$$(cd "$$(dirname "$${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$${ROOT:-}"
+DEST="$$ROOT"'${install_dir}'
+SERVICE_USER='${user}'
+UNIT='${unit}'
+start=(--now)
+[ "$${1:-}" = "--no-start" ] && start=()
+
+if [ "$$(id -u)" != 0 ]; then
+  echo "install.sh: run as root (sudo $$0)" >&2
+  exit 1
+fi
+if ! id -u "$$SERVICE_USER" >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$$SERVICE_USER"
+fi
+for group in video render; do   # cameras (/dev/video*); iGPU and NPU (/dev/dri, /dev/accel)
+  if getent group "$$group" >/dev/null; then usermod -aG "$$group" "$$SERVICE_USER"; fi
+done
+if [ "$$HERE" != "$$DEST" ]; then
+  mkdir -p "$$DEST"
+  cp -a "$$HERE/." "$$DEST/"
+fi
+chown -R root:root "$$DEST"
+chmod -R go-w "$$DEST"
+chown -R "$$SERVICE_USER:" "$$DEST/output"        # the only folder the service writes (ReadWritePaths)
+"$$DEST/run.sh" --setup                            # .venv, owned by root: the service cannot change its code
+install -d -m 750 "$$ROOT/etc/ovq"
+[ -e "$$ROOT/etc/ovq/ovq.env" ] || install -m 600 /dev/null "$$ROOT/etc/ovq/ovq.env"   # URLs, passwords: see README.md
+install -d "$$ROOT/etc/systemd/system"
+install -m 644 "$$DEST/ovq.service" "$$ROOT/etc/systemd/system/$$UNIT"
+systemctl daemon-reload
+systemctl enable "$${start[@]}" "$$UNIT"
+echo "install.sh: $$UNIT installed from $$DEST; watch it with: journalctl -u $$UNIT -f"
