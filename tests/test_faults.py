@@ -477,8 +477,11 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tiny, delay):
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    if "init_import_site" in err:  # Python's own start-up, before any line of ovq ran (a loaded machine)
-        pytest.skip(f"the SIGINT after {delay} s landed in the interpreter's start-up, before ovq")
+    # Python's own start-up (site, runpy importing the ovq package) comes before any code of ovq's that could
+    # catch the interrupt; on a loaded machine 0.2-0.4 s can still be there
+    before_ovq = "init_import_site" in err or ("Traceback" in err and not re.search(r"ovq/(cli|__main__)", err))
+    if before_ovq:
+        pytest.skip(f"the SIGINT after {delay} s landed in the interpreter's start-up, before ovq's code")
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert proc.returncode in (130, 0, -signal.SIGINT), (proc.returncode, err)
     if proc.returncode == 130:

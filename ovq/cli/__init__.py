@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -92,3 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def entry() -> None:
+    """The ``ovq`` command (console script and ``python -m ovq``): :func:`main`, then exit with its code.
+
+    After a Ctrl-C the process ends at once (``os._exit``), its one line written: an interrupt that lands while
+    a library starts a thread (``import openvino`` starts a thread pool) can leave a worker that nothing will
+    wake, and the interpreter would wait for it forever at exit (seen: a SIGINT 0.5 s into ``ovq run``).
+    """
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
