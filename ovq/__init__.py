@@ -66,6 +66,12 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "DeviceSpec": ("ovq.runtime.devices", "DeviceSpec"),
     "parse_device": ("ovq.runtime.devices", "parse_device"),
     "InferQueue": ("ovq.runtime.inference", "InferQueue"),
+    "ServerUnavailable": ("ovq.serving.client", "ServerUnavailable"),
+    "ServingError": ("ovq.serving.client", "ServingError"),
+    "RemoteDetector": ("ovq.serving.remote", "RemoteDetector"),
+    "open_detector": ("ovq.serving.remote", "open_detector"),
+    "ExportOptions": ("ovq.serving.repository", "ExportOptions"),
+    "export_serving": ("ovq.serving.repository", "export_serving"),
     "FrameResult": ("ovq.streaming.pipeline", "FrameResult"),
     "Pipeline": ("ovq.streaming.pipeline", "Pipeline"),
     "Sink": ("ovq.streaming.pipeline", "Sink"),
@@ -96,6 +102,7 @@ __all__ = [
     "DevicesReport",
     "DropType",
     "EvalResult",
+    "ExportOptions",
     "Family",
     "FrameResult",
     "InferQueue",
@@ -116,8 +123,11 @@ __all__ = [
     "QuantizeResult",
     "RankBy",
     "ReconnectPolicy",
+    "RemoteDetector",
     "RunSummary",
     "Sample",
+    "ServerUnavailable",
+    "ServingError",
     "Sink",
     "SourceError",
     "StreamStats",
@@ -130,10 +140,12 @@ __all__ = [
     "coco_map",
     "convert",
     "evaluate",
+    "export_serving",
     "families",
     "format_table",
     "load_dataset",
     "load_pipeline_config",
+    "open_detector",
     "parse_device",
     "predict",
     "predict_samples",
@@ -199,6 +211,9 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from ovq.runtime.capabilities import DeviceInfo, DevicesReport, query_devices
     from ovq.runtime.devices import DeviceSpec, parse_device
     from ovq.runtime.inference import InferQueue
+    from ovq.serving.client import ServerUnavailable, ServingError
+    from ovq.serving.remote import RemoteDetector, open_detector
+    from ovq.serving.repository import ExportOptions, export_serving
     from ovq.streaming.mqtt import MqttSink
     from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
     from ovq.streaming.readers import ReconnectPolicy

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ovq"
 
 # The stages, lowest first: the README's story (convert -> quantize -> evaluate -> run -> deploy) on top of
 # what they share. A module may import its own stage and the stages before it, never one after it.
-STAGES = ("core", "data", "runtime", "model", "evaluation", "quantization", "streaming", "deployment")
+STAGES = ("core", "data", "runtime", "model", "serving", "evaluation", "quantization", "streaming", "deployment")
 TOP = ("cli", "demo", "decoders", "__init__", "__main__")  # the faces of the package: they may import anything
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 100

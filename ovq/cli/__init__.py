@@ -20,7 +20,7 @@ from ovq.core.errors import OvqError, os_error_message
 
 COMMANDS = (
     "convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "health", "eval", "bench", "families",
-    "demo",
+    "demo", "serve", "export-serving",
 )
 
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ovq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"ovq.cli.{name}").register(sub)
+        importlib.import_module(f"ovq.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 

@@ -9,7 +9,7 @@ from ovq.cli._common import add_command
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "bench", "throughput (FPS) and latency of one or more models, side by side")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="model folders, .xml, .onnx or .pt (the first is the baseline)")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model folders, .xml, .onnx or .pt, or served models (http(s)://HOST:PORT/v2/models/NAME, grpc://...); the first is the baseline")
     p.add_argument("--device", action="append", help="OpenVINO device (default CPU); repeat to compare devices")
     p.add_argument(
         "--precision", action="append", choices=("default", "f32", "bf16", "f16"),

@@ -9,7 +9,7 @@ from ovq.cli._common import add_command, add_device, add_precision
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "eval", "COCO mAP50-95 / mAP50 / per-class AP of a model on a labelled dataset")
-    p.add_argument("model", help="model folder, .xml, .onnx or .pt")
+    p.add_argument("model", help="model folder, .xml, .onnx or .pt, or a served model: http(s)://HOST:PORT/v2/models/NAME, grpc://...")
     p.add_argument(
         "--data", required=True,
         help="dataset: Ultralytics YAML, folder with images/<split> and labels/<split>, COCO instances JSON",

@@ -9,7 +9,7 @@ from ovq.cli._common import add_command, add_conf, add_device, add_precision
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "predict", "detect objects in images; write predictions.json and annotated images")
-    p.add_argument("model", help="model folder, .xml, .onnx or .pt")
+    p.add_argument("model", help="model folder, .xml, .onnx or .pt, or a served model: http(s)://HOST:PORT/v2/models/NAME, grpc://...")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("-o", "--out", required=True, help="output folder")
     add_conf(p)

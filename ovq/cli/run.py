@@ -32,7 +32,7 @@ FLAGS = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "run", "run a detector on video files, cameras and streams (async, multi-stream)")
-    p.add_argument("model", help="model folder, .xml, .onnx or .pt")
+    p.add_argument("model", help="model folder, .xml, .onnx or .pt, or a served model: http(s)://HOST:PORT/v2/models/NAME, grpc://...")
     p.add_argument(
         "--source", action="append", required=True, metavar="SRC",
         help="camera index (0), video file, GIF, image folder, rtsp:// or http(s):// URL, "

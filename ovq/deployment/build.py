@@ -16,9 +16,9 @@ from ovq.core.errors import SourceError
 from ovq.data.layout import dataset_root, newest_mtime
 from ovq.deployment.schema import PipelineConfig, QuantizeConfig
 from ovq.model.conversion import MODEL_XML
-from ovq.model.detector import Detector
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
+from ovq.serving.remote import open_detector
 from ovq.streaming.mqtt import MqttSink
 from ovq.streaming.pipeline import Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
@@ -36,7 +36,8 @@ def check_paths(cfg: PipelineConfig) -> None:
     (The quantization output and sink outputs are written, so they need not exist.) Opens nothing.
     """
     where = cfg.where
-    if (cfg.quantize is None or not cfg.quantize.output.exists()) and not cfg.model.exists():
+    if isinstance(cfg.model, Path) and (cfg.quantize is None or not cfg.quantize.output.exists()) \
+            and not cfg.model.exists():
         raise where.error("model", f"{cfg.model}: no such file or folder")
     if cfg.quantize is not None and not cfg.quantize.data.exists():
         raise where.error("quantize.data", f"{cfg.quantize.data}: no such file or folder")
@@ -146,9 +147,11 @@ def build_pipeline(
         spec = check_device(device)  # before a quantization that may take minutes
         own = build_sinks(cfg)  # their outputs checked, nothing opened yet
         model = ensure_quantized(cfg.quantize, cfg.model) if cfg.quantize is not None else cfg.model
-        # cache: a folder is accepted too (compile_model), though Detector's annotation says bool
-        detector = Detector(model, device=device, conf=cfg.conf, precision=cfg.precision,
-                            hint=cfg.hint or default_hint(spec), cache=cfg.cache)  # type: ignore[arg-type]
+        # cache: a folder is accepted too (compile_model), though Detector's annotation says bool; a serving URL
+        # gives a remote detector that waits for its server like a camera unless reconnect.retry is off
+        detector = open_detector(model, device=device, conf=cfg.conf, precision=cfg.precision,
+                                 hint=cfg.hint or default_hint(spec), cache=cfg.cache, retry=cfg.reconnect.retry,
+                                 wait=cfg.reconnect.retry)
         r = cfg.reconnect
         sinks = [*own, *extra_sinks]
         pipeline = Pipeline(

@@ -110,6 +110,9 @@ def build_bundle(
     install_dir = check_install_dir(install_dir or f"/opt/ovq/{out_dir.resolve().name}")
     _check_user(user)
     check_allow_ip(allow_ip)
+    if isinstance(cfg.model, str):  # a serving URL (ovq.serving): nothing local to ship, not supported yet
+        raise ConfigError(f"{cfg.path}: the model is served at {cfg.model}; a bundle ships a local model, so point "
+                          "'model' at one (bundling an edge pipeline for a served model is not supported yet)")
     src_model = cfg.model if model is None else Path(model)
     if cfg.quantize is not None:
         if model is not None and src_model.resolve() != cfg.model.resolve():

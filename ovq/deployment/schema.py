@@ -24,6 +24,7 @@ from ovq.deployment.fields import Origin, describe, given
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
 from ovq.runtime.devices import parse_device
+from ovq.serving.urls import is_serving_url, parse_serving_url
 from ovq.streaming.mqtt import TLS_SCHEMES, parse_broker_url
 from ovq.streaming.sources import URL_SCHEMES
 
@@ -268,6 +269,18 @@ class ReconnectConfig:
         return cfg
 
 
+def _model(origin: Origin, value: Any) -> Path | str:
+    """The model: a path (relative to the file), or a serving URL kept as it is once it parsed."""
+    text = origin.string(value, "model")
+    if not is_serving_url(text):
+        return origin.path(value, "model")
+    try:
+        parse_serving_url(text)
+    except ConfigError as exc:
+        raise origin.error("model", str(exc)) from None
+    return text
+
+
 _TOP_KEYS = ("model", "quantize", "device", "precision", "hint", "nireq", "cache", "sources", "track", "conf",
              "sinks", "max_frames", "stats_interval", "reconnect", "realtime", "strict")
 
@@ -281,7 +294,7 @@ class PipelineConfig:
     """
 
     path: Path | None
-    model: Path
+    model: Path | str  # a path, or a serving URL (http(s)://HOST:PORT/v2/models/NAME, grpc://...)
     sources: list[SourceConfig]
     device: str = "AUTO"
     precision: str | None = None
@@ -319,8 +332,10 @@ class PipelineConfig:
         for key in ("model", "sources"):
             if not given(top, key):
                 raise origin.error(key, "required")
-        model = origin.path(top["model"], "model")
+        model = _model(origin, top["model"])
         o, t = origin, top
+        if isinstance(model, str) and given(t, "quantize"):
+            raise o.error("quantize", f"the model is served at {model}; quantize a local model and serve the result")
         return cls(
             path=o.file,
             model=model,

@@ -31,6 +31,8 @@ from ovq.data.images import read_image
 from ovq.evaluation.metrics import MAX_DETS, MapResult, coco_map, top_k
 from ovq.model.detector import Detector, load
 from ovq.runtime.inference import InferQueue
+from ovq.serving.remote import RemoteDetector, open_detector
+from ovq.serving.urls import is_serving_url
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +124,10 @@ def predict_samples(
             bar.update(1)
 
     try:
-        _run_queue(compiled, jobs, samples, load_one, finish_one, n_outputs, errors, pending)
+        # the detector's own queue when it is the detector's compilation (a served model's runs on its server)
+        own = compiled is detector.compiled
+        _run_queue(lambda done: detector.async_queue(jobs, done) if own else InferQueue(compiled, jobs, done),
+                   samples, load_one, finish_one, n_outputs, errors, pending)
     finally:
         bar.close()
     if errors:
@@ -133,8 +138,10 @@ def predict_samples(
     return results  # type: ignore[return-value]
 
 
-def _run_queue(compiled, jobs, samples, load_one, finish_one, n_outputs, errors, pending) -> None:
-    """Decode ahead on one thread, infer on ``jobs`` requests, postprocess on another thread; keep order by index."""
+def _run_queue(make_queue, samples, load_one, finish_one, n_outputs, errors, pending) -> None:
+    """Decode ahead on one thread, infer on ``make_queue(callback)``'s requests, postprocess on another thread;
+    keep order by index. The queue is closed here (an :class:`InferQueue` waits until OpenVINO let go of the
+    callback)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovq-load") as loader, ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="ovq-post"
     ) as post:
@@ -147,7 +154,7 @@ def _run_queue(compiled, jobs, samples, load_one, finish_one, n_outputs, errors,
             except Exception as exc:  # noqa: BLE001 - re-raised below; it must not vanish in OpenVINO's thread
                 errors.append(exc)
 
-        queue = InferQueue(compiled, jobs, on_done)
+        queue = make_queue(on_done)
         ahead = len(queue) + 2
         loads: collections.deque[Future] = collections.deque(
             loader.submit(load_one, i) for i in range(min(ahead, len(samples)))
@@ -193,7 +200,7 @@ def coco_results(samples: Sequence[Sample], predictions: Sequence[Detections]) -
 
 
 def evaluate(
-    model: str | Path | Detector,
+    model: str | Path | Detector | RemoteDetector,
     data: str | Path | Dataset,
     *,
     split: str = "val",
@@ -215,8 +222,8 @@ def evaluate(
     start = time.perf_counter()
     if save_json is not None:
         check_output_file(save_json)
-    if isinstance(model, Detector):
-        detector = model
+    if isinstance(model, (Detector, RemoteDetector)) or is_serving_url(model):
+        detector = open_detector(model)
         labels = detector.labels
         ov_model = None
     else:
@@ -243,7 +250,7 @@ def evaluate(
         seconds=time.perf_counter() - start,
         device=detector.device,
         precision=detector.inference_precision,
-        model=str(model) if not isinstance(model, Detector) else (detector.info.source or "model"),
+        model=str(model) if isinstance(model, (str, Path)) else (detector.info.source or "model"),
         data=str(dataset.source or dataset.root),
         split=dataset.split,
         boxes=dataset.boxes,

@@ -14,12 +14,13 @@ from ovq.core.errors import OutputError
 from ovq.core.fileio import atomic_output_dir, check_output_dir, write_json_atomic
 from ovq.data.images import list_images, read_image
 from ovq.model.detector import Detector
+from ovq.serving.remote import RemoteDetector, open_detector
 
 logger = logging.getLogger(__name__)
 
 
 def predict(
-    model: str | Path | Detector,
+    model: str | Path | Detector | RemoteDetector,
     images: Sequence[str | Path],
     out_dir: str | Path | None = None,
     *,
@@ -41,11 +42,8 @@ def predict(
     files = list_images(images)
     if out_dir is not None:
         check_output_dir(out_dir)
-    if isinstance(model, Detector):
-        detector = model
-    else:
-        detector = Detector(model, device=device, conf=conf, iou=iou, classes=classes, max_det=max_det,
-                            labels=labels, precision=precision)
+    detector = open_detector(model, device=device, conf=conf, iou=iou, classes=classes, max_det=max_det,
+                             labels=labels, precision=precision)
     results: list[dict[str, Any]] = []
     annotated: list[tuple[str, Any]] = []
     names_seen: set[str] = set()

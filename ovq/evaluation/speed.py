@@ -25,6 +25,8 @@ from ovq.data.images import read_image
 from ovq.model.detector import compile_config, load
 from ovq.runtime.compilation import compile_model, execution_precision, new_core
 from ovq.runtime.inference import InferQueue
+from ovq.serving.remote import DEFAULT_JOBS, open_detector
+from ovq.serving.urls import is_serving_url
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +105,10 @@ class _Prepared:
             from ovq.core.errors import ConfigError
 
             raise ConfigError(f"unknown performance hint '{spec.hint}'; expected one of {', '.join(HINTS)}")
+        self.errors: list[BaseException] = []
+        if is_serving_url(spec.model):
+            self._init_served(spec, image)
+            return
         ov_model, info = load(spec.model, core=core)
         asked = None if spec.precision in (None, "model") else spec.precision
         cfg = compile_config(info, precision=asked, hint=spec.hint, config=spec.config)
@@ -130,8 +136,20 @@ class _Prepared:
         """Free the requests (and OpenVINO's hold on the callback, which refers back to this object)."""
         self.queue.close()
 
+    def _init_served(self, spec: BenchSpec, image: str | Path | np.ndarray | None) -> None:
+        """A model on a server: the same timing over the v2 protocol (a failed request fails the benchmark)."""
+        detector = open_detector(str(spec.model), jobs=spec.requests or DEFAULT_JOBS, retry=False)
+        self.spec, self.name, self.requested, self.used = spec, str(spec.model), "server", "server"
+        self.requests = detector.jobs
+        self.tensor = bench_input(detector.info, image)
+        self.queue = detector.async_queue(self.requests, self._done)
+        self.queue.default_input = self.tensor
+        self.latencies, self.slices = [], []
+
     def _done(self, request: ov.InferRequest, _: Any) -> None:
         self.latencies.append(request.latency)
+        if getattr(request, "error", None) is not None:  # a served model's request that failed
+            self.errors.append(request.error)
 
     def time_slice(self, seconds: float, warmup_rounds: int) -> None:
         """Warm up, then keep the queue full for ``seconds``; the slice's latencies are kept."""
@@ -146,6 +164,8 @@ class _Prepared:
             self.queue.start_async()
             iterations += 1
         self.queue.wait_all()
+        if self.errors:
+            raise self.errors[0]
         self.slices.append((iterations, time.perf_counter() - start))
 
     def result(self) -> BenchResult:

@@ -36,6 +36,7 @@ from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
 from ovq.runtime.inference import InferQueue
 from ovq.runtime.signal_stack import repair_signal_stack
+from ovq.serving.remote import RemoteDetector, open_detector
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
 from ovq.streaming.sources import SourceSpec, open_source, parse_source
 from ovq.streaming.stats import RunSummary, StreamMeter
@@ -119,7 +120,7 @@ class Pipeline:
 
     def __init__(
         self,
-        model: str | Path | Detector,
+        model: str | Path | Detector | RemoteDetector,
         sources: Sequence[str],
         *,
         names: Sequence[str] | None = None,
@@ -170,10 +171,8 @@ class Pipeline:
             from ovq.streaming.tracking import check_tracking_available
 
             check_tracking_available()
-        if isinstance(model, Detector):
-            self.detector = model
-        else:
-            self.detector = Detector(model, device=device, conf=conf, precision=precision, hint=hint or "throughput")
+        # a model path, a Detector, a serving URL or a RemoteDetector (ovq.serving.remote)
+        self.detector = open_detector(model, device=device, conf=conf, precision=precision, hint=hint or "throughput")
         # one request more than the device runs at once keeps it fed while Python decodes, resizes and
         # post-processes (FastestDet on 2 cores: 372 -> 406 FPS; larger models unchanged)
         self.nireq = nireq or int(self.detector.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) + 1
@@ -210,7 +209,7 @@ class Pipeline:
         infer_queue: InferQueue | None = None
         try:
             self._open_sources()
-            infer_queue = InferQueue(self.detector.compiled, self.nireq, self._on_done)
+            infer_queue = self.detector.async_queue(self.nireq, self._on_done)  # RemoteQueue for a served model
             for sink in self.sinks:
                 start = getattr(sink, "start", None)
                 if callable(start):
@@ -295,6 +294,8 @@ class Pipeline:
                 repair_signal_stack()
             if self._stop_requested and not self._stopping.is_set():
                 logger.info("stop requested: draining requests in flight")
+                if isinstance(self.detector, RemoteDetector):
+                    self.detector.cancel()  # requests waiting for a server that is away fail instead of waiting
                 self._stopping.set()
                 self._wake.set()
             now = time.monotonic()

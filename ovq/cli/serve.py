@@ -1,0 +1,35 @@
+"""``ovq serve``: host ovq models on a KServe v2 server (REST and gRPC) for machines without OpenVINO Model Server."""
+
+from __future__ import annotations
+
+import argparse
+
+from ovq.cli._common import add_command, add_device
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "serve", "serve models over the KServe v2 protocol (REST + gRPC) on the kserve library")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model folders, .xml or .onnx (converted on load)")
+    p.add_argument("--name", action="append", default=[],
+                   help="model name in URLs, once per MODEL in order (default: the file's stem)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    p.add_argument("--http-port", type=int, default=8080, metavar="P", help="REST port (default 8080)")
+    p.add_argument("--grpc-port", type=int, default=8081, metavar="Q", help="gRPC port (default 8081)")
+    add_device(p)
+    p.add_argument("--nireq", type=int, default=0, help="infer requests per model (default: the device's optimum)")
+    p.add_argument("--hint", choices=("throughput", "latency"), default="throughput",
+                   help="OpenVINO performance hint (default throughput: many clients share each model)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ovq.serving.server import ServeOptions, serve, served_models
+
+    options = ServeOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, device=args.device,
+                           nireq=args.nireq, hint=args.hint)
+    models = served_models(args.models, args.name, options)
+    for m in models:
+        print(f"serving http://{args.host}:{args.http_port}/v2/models/{m.name}  grpc://{args.host}:{args.grpc_port}"
+              f"/v2/models/{m.name}", flush=True)
+    serve(models, options)
+    return 0

@@ -1,0 +1,230 @@
+"""Model repositories for model servers: OpenVINO Model Server, Triton's OpenVINO backend, KServe manifests.
+
+Layouts, from the servers' documentation::
+
+    ovms:    REPO/config.json                    model_config_list, one entry per model
+             REPO/NAME/VERSION/model.xml|bin
+    triton:  REPO/NAME/config.pbtxt              backend: "openvino"
+             REPO/NAME/VERSION/model.xml|bin
+    kserve:  REPO/NAME/VERSION/model.xml|bin     (the OVMS layout, for KServe's OpenVINO serving runtime)
+             REPO/NAME.inferenceservice.yaml     an InferenceService (protocol v2) reading STORAGE_URI/NAME
+
+Several models go into one repository; exporting a name again adds the next version and keeps the earlier
+ones (the servers serve the newest). The IR carries ovq's metadata, so an edge PC needs only the model's URL.
+``target_device`` is always written: OVMS's default prefers a discrete GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openvino as ov
+
+from ovq.core.errors import ConfigError, OvqError
+from ovq.core.fileio import write_text_atomic
+from ovq.core.metadata import ModelInfo, write_info
+from ovq.model.detector import load
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("ovms", "triton", "kserve")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_TRITON_TYPES = {"u8": "TYPE_UINT8", "f32": "TYPE_FP32", "f16": "TYPE_FP16", "i32": "TYPE_INT32", "i64": "TYPE_INT64"}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How the exported models are to be served."""
+
+    format: str = "ovms"
+    device: str = "CPU"  # OVMS target_device, Triton's instance kind
+    hint: str = "THROUGHPUT"  # PERFORMANCE_HINT
+    nireq: int = 0  # OVMS infer requests (0: the server's choice)
+    storage_uri: str = ""  # kserve: where the cluster finds REPO (s3://..., gs://..., pvc://...)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format {self.format}: expected one of {', '.join(FORMATS)}")
+        if self.hint.upper() not in ("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"):
+            raise ConfigError(f"--hint {self.hint}: expected throughput, latency or cumulative_throughput")
+        if self.nireq < 0:
+            raise ConfigError(f"--nireq {self.nireq}: expected 0 (the server's choice) or more")
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One model written into a repository."""
+
+    name: str
+    version: int
+    path: Path  # REPO/NAME/VERSION
+    files: tuple[Path, ...]  # config files written or updated beside it
+
+
+def export_serving(
+    models: Sequence[str | Path], repo: str | Path, *, names: Sequence[str] = (), options: ExportOptions | None = None
+) -> list[Exported]:
+    """Write ``models`` (folders, ``.xml``, ``.onnx``, ``.pt``) into the repository ``repo``; see the module."""
+    options = options or ExportOptions()
+    repo = Path(repo)
+    if repo.exists() and not repo.is_dir():
+        raise ConfigError(f"{repo}: exists and is not a folder")
+    names = list(names)
+    if len(names) > len(models):
+        raise ConfigError(f"{len(names)} names for {len(models)} models")
+    chosen = [names[i] if i < len(names) else model_stem(m) for i, m in enumerate(models)]
+    for name in chosen:
+        if not _NAME.fullmatch(name):
+            raise ConfigError(f"model name '{name}': use letters, digits, '_', '.' and '-' (it is a folder and a URL)")
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"model names must be unique, got {chosen}; give each one with --name")
+    entries = _read_ovms_config(repo) if options.format == "ovms" else []
+    loaded = [load(m) for m in models]  # every model loads (and config.json reads) before anything is written
+    repo.mkdir(parents=True, exist_ok=True)
+    done = []
+    for name, (model, info) in zip(chosen, loaded, strict=True):
+        version, path = _write_version(repo, name, model, info)
+        files: list[Path] = []
+        if options.format == "triton":
+            files.append(_write_triton_config(repo, name, model, options))
+        elif options.format == "kserve":
+            files.append(_write_inference_service(repo, name, options))
+        done.append(Exported(name, version, path, tuple(files)))
+    if options.format == "ovms":
+        models_info = [(e.name, info) for e, (_, info) in zip(done, loaded, strict=True)]
+        config = _write_ovms_config(repo, entries, models_info, options)
+        done = [Exported(e.name, e.version, e.path, (config,)) for e in done]
+    return done
+
+
+def model_stem(model: str | Path) -> str:
+    """A model's default name: its file's stem, its folder's name, NAME for a repository's NAME/VERSION/model.xml."""
+    path = Path(model)
+    if path.name == "model.xml":
+        path = path.parent.parent if path.parent.name.isdigit() else path.parent
+        stem = path.name
+    else:
+        stem = path.name if path.is_dir() else path.stem
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip("_.-") or "model"
+
+
+def _write_version(repo: Path, name: str, model: ov.Model, info: ModelInfo) -> tuple[int, Path]:
+    """Save the IR as ``REPO/NAME/<next version>/model.xml``, complete or not at all."""
+    folder = repo / name
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: exists and is not a folder")
+    folder.mkdir(exist_ok=True)
+    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+    version = max(versions, default=0) + 1
+    target = folder / str(version)
+    write_info(model, info)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=folder))
+    try:
+        ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
+        tmp.chmod(0o777 & ~_umask())
+        tmp.rename(target)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OvqError(f"{target}: cannot write the model: {exc.strerror or exc}") from exc
+        raise
+    logger.info("wrote %s (version %d of %s)", target / "model.xml", version, name)
+    return version, target
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _read_ovms_config(repo: Path) -> list[dict[str, Any]]:
+    """The entries of an existing ``config.json`` (none when there is no file); a broken one is an error."""
+    path = repo / "config.json"
+    if not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")).get("model_config_list", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("model_config_list is not a list of entries")
+    except (ValueError, AttributeError, OSError) as exc:
+        raise OvqError(f"{path}: not an OVMS config.json ({exc}); move it away or fix it") from exc
+    return entries
+
+
+def _write_ovms_config(repo: Path, entries: list[dict[str, Any]], models: Sequence[tuple[str, ModelInfo]],
+                       options: ExportOptions) -> Path:
+    """``config.json``: this export's models replace their entries, other models' entries are kept."""
+    path = repo / "config.json"
+    names = {name for name, _ in models}
+    entries = [e for e in entries if (e.get("config") or {}).get("name") not in names]
+    for name, info in models:
+        plugin = {"PERFORMANCE_HINT": options.hint.upper()}
+        plugin.update({k: str(v) for k, v in info.compile_config.items()})  # the precision it was validated at
+        config: dict[str, Any] = {"name": name, "base_path": name, "target_device": options.device,
+                                  "plugin_config": plugin}
+        if options.nireq:
+            config["nireq"] = options.nireq
+        entries.append({"config": config})
+    write_text_atomic(path, json.dumps({"model_config_list": entries}, indent=2) + "\n")
+    return path
+
+
+def _dims(port: Any) -> str:
+    return ", ".join(str(int(d)) for d in port.get_shape())
+
+
+def _write_triton_config(repo: Path, name: str, model: ov.Model, options: ExportOptions) -> Path:
+    def tensor(port: Any) -> str:
+        kind = _TRITON_TYPES.get(port.get_element_type().get_type_name(), "TYPE_FP32")
+        return f'  {{\n    name: "{port.get_any_name()}"\n    data_type: {kind}\n    dims: [ {_dims(port)} ]\n  }}'
+
+    kind = "KIND_GPU" if options.device.upper().startswith("GPU") else "KIND_CPU"
+    text = "\n".join([
+        f'name: "{name}"',
+        'backend: "openvino"',
+        "max_batch_size: 0  # the IR has a fixed batch of 1 (letterboxed u8 NHWC input)",
+        "input [", ",\n".join(tensor(p) for p in model.inputs), "]",
+        "output [", ",\n".join(tensor(p) for p in model.outputs), "]",
+        f"instance_group [ {{ count: 1, kind: {kind} }} ]",
+        f'parameters: {{ key: "PERFORMANCE_HINT" value: {{ string_value: "{options.hint.upper()}" }} }}',
+        "",
+    ])
+    path = repo / name / "config.pbtxt"
+    write_text_atomic(path, text)
+    return path
+
+
+def _write_inference_service(repo: Path, name: str, options: ExportOptions) -> Path:
+    import yaml
+
+    storage = options.storage_uri.rstrip("/") or "pvc://ovq-models"
+    service = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name.lower().replace("_", "-").replace(".", "-")},
+        "spec": {"predictor": {"model": {
+            "modelFormat": {"name": "openvino"},
+            "protocolVersion": "v2",
+            "storageUri": f"{storage}/{name}",
+            "args": [f"--target_device={options.device}",
+                     f'--plugin_config={{"PERFORMANCE_HINT":"{options.hint.upper()}"}}'],
+            "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}},
+        }}},
+    }
+    path = repo / f"{name}.inferenceservice.yaml"
+    header = (f"# ovq export-serving: {name} on KServe (v2 protocol, OpenVINO serving runtime).\n"
+              f"# Copy {repo.name}/{name}/ to {storage}/{name}, then: kubectl apply -f {path.name}\n")
+    write_text_atomic(path, header + yaml.safe_dump(service, sort_keys=False))
+    return path

@@ -1,0 +1,65 @@
+"""Serving URLs: ``http(s)://HOST:PORT/v2/models/NAME[/versions/V]`` and ``grpc://HOST:PORT/v2/models/NAME``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ovq.core.errors import ConfigError
+
+SCHEMES = ("http", "https", "grpc")
+_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?")
+
+
+@dataclass(frozen=True)
+class ServingURL:
+    """Where a served model lives: the v2 protocol's scheme, server address, model name and optional version."""
+
+    scheme: str  # http, https or grpc
+    host: str
+    port: int
+    model: str
+    version: str = ""
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as tritonclient takes it (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        version = f"/versions/{self.version}" if self.version else ""
+        return f"{self.scheme}://{self.address}/v2/models/{self.model}{version}"
+
+
+def is_serving_url(model: object) -> bool:
+    """True for a string that starts like a serving URL (``http://``, ``https://``, ``grpc://``)."""
+    return isinstance(model, str) and model.lower().startswith(tuple(f"{s}://" for s in SCHEMES))
+
+
+def parse_serving_url(url: str | Path) -> ServingURL:
+    """Check and split a serving URL; anything else is a :class:`ConfigError` that shows the expected form."""
+    text = str(url)
+    expected = "expected http(s)://HOST:PORT/v2/models/NAME or grpc://HOST:PORT/v2/models/NAME"
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ConfigError(f"{text}: not a serving URL; {expected}")
+    if parts.username or parts.password:
+        raise ConfigError(f"{parts.hostname}: credentials in a serving URL are not supported; {expected}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{text}: bad port ({exc}); {expected}") from exc
+    if not parts.hostname:
+        raise ConfigError(f"{text}: no host; {expected}")
+    match = _PATH.fullmatch(parts.path or "")
+    if match is None or parts.query or parts.fragment:
+        raise ConfigError(f"{text}: the path must be /v2/models/NAME; {expected}")
+    if port is None:
+        port = {"http": 80, "https": 443}.get(scheme)
+        if port is None:
+            raise ConfigError(f"{text}: a grpc URL needs a port; {expected}")
+    return ServingURL(scheme, parts.hostname, port, match["name"], match["version"] or "")
