@@ -1,5 +1,11 @@
+import os
 import sys
 
-from ovq.cli import main
+try:  # a Ctrl-C while the command line loads is one line too, as it is once main() runs
+    from ovq.cli import entry
+except KeyboardInterrupt:
+    sys.stderr.write("ovq: interrupted\n")
+    sys.stderr.flush()
+    os._exit(130)
 
-sys.exit(main())
+entry()

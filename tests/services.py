@@ -3,7 +3,8 @@
 - :class:`RtspServer`: GStreamer's gst-rtsp-server (Debian packages, via ``/usr/bin/python3 tests/rtsp_server.py``)
   serving an MP4 file as ``rtsp://127.0.0.1:PORT/live``; ``kill()``/``start()`` is a real stream drop and
   return, ``pause()``/``resume()`` (SIGSTOP/SIGCONT) a real stall.
-- :class:`Mosquitto`: Debian's MQTT broker, anonymous or with a password file.
+- :class:`Mosquitto`: Debian's MQTT broker, anonymous or with a password file, plain or TLS (:func:`make_tls_files`:
+  a CA and a server certificate made with openssl).
 - :class:`MjpegServer`: a small HTTP server (in this process) streaming JPEG frames of a video as
   ``multipart/x-mixed-replace``, the way IP cameras serve MJPEG.
 
@@ -13,6 +14,7 @@ Each ``available()`` says why a service cannot run here, so tests skip with that
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.server
 import os
 import shutil
@@ -105,14 +107,41 @@ class RtspServer:
         self.kill()
 
 
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    ca: Path  # the CA's certificate
+    cert: Path  # a certificate signed by that CA for 127.0.0.1
+    key: Path
+
+
+def make_tls_files(folder: Path, name: str = "ca") -> TlsFiles:
+    """A fresh CA and a server certificate it signed for 127.0.0.1 (openssl, as a user would make them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (folder / f"{name}{s}" for s in ("-ca.key", "-ca.pem", ".key", ".csr", ".pem"))
+    ext = folder / f"{name}.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=ovq test {name}",
+            "-keyout", str(ca_key), "-out", str(ca))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(csr))
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-days", "2", "-extfile", str(ext), "-out", str(cert))
+    return TlsFiles(ca=ca, cert=cert, key=key)
+
+
 class Mosquitto:
     """Debian's mosquitto broker on 127.0.0.1; ``users`` = {name: password} turns anonymous access off."""
 
-    def __init__(self, workdir: Path, *, port: int | None = None, users: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, *, port: int | None = None, users: dict[str, str] | None = None,
+                 tls: TlsFiles | None = None) -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.users = users
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -126,6 +155,8 @@ class Mosquitto:
         lines = [f"listener {self.port} 127.0.0.1"]
         if os.geteuid() == 0:  # as root the broker would switch to user 'mosquitto', who cannot read pytest's tmp
             lines.append("user root")
+        if self.tls:
+            lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.cert}", f"keyfile {self.tls.key}"]
         if self.users:
             pwfile = self.workdir / "passwd"
             pwfile.write_text("")

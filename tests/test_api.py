@@ -29,3 +29,21 @@ def test_no_function_shadows_a_module():
     for name in ovq.__all__:
         if callable(getattr(ovq, name)) and not isinstance(getattr(ovq, name), type):
             assert not (package / f"{name}.py").exists() and not (package / name).is_dir(), f"ovq.{name} is a module too"
+
+
+def test_the_facade_lists_each_name_once_with_its_module():
+    """``ovq`` imports a name from its module on first use; ``__all__`` and the export table agree."""
+    assert sorted(ovq.__all__) == sorted([*ovq._EXPORTS, "__version__"])
+    assert len(set(ovq.__all__)) == len(ovq.__all__)
+    for name, (module, attr) in ovq._EXPORTS.items():
+        assert getattr(ovq, name) is getattr(__import__(module, fromlist=[attr]), attr), name
+
+
+def test_import_ovq_loads_neither_openvino_nor_opencv():
+    """So a command starts fast and a Ctrl-C in its first moments is its own to handle (one line, exit 130)."""
+    import subprocess
+    import sys
+
+    code = "import sys, ovq; print(sorted(m for m in ('openvino', 'cv2', 'nncf', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

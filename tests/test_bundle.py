@@ -489,3 +489,8 @@ def test_pipeline_features_add_their_packages(tmp_path):
     pins = pinned_requirements(requires, extras=extras)
     names = {p.split("==")[0] for p in pins}
     assert {"trackers", "supervision", "paho-mqtt", "numpy"} <= names
+    # the live view (serve:) needs the web extra's packages and the network
+    served = cfg(serve={"listen": 8080})
+    assert runtime_requirements(served, core) == ([*core, "aiohttp", "prometheus-client"], [])
+    assert runtime_requirements(served, [*core, "aiohttp>=3.9; extra == 'web'"])[1] == ["web"]
+    assert needs(served).network and not needs(cfg()).network

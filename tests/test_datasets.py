@@ -80,11 +80,21 @@ def test_ultralytics_yaml_folder_list_and_txt(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("path: .\nval: nowhere\nnames: [a]\n", r"entry 'nowhere' not found"),
+        ("path: .\nval: nowhere\nnames: [a]\n", r"val: 'nowhere' not found"),
         ("path: .\nval: .\n", r"missing 'names'"),
-        ("path: .\nval: .\nnc: 3\nnames: [a, b]\n", r"'nc' is 3 but 'names' lists 2"),
-        ("path: missing_dir\nval: .\nnames: [a]\n", r"dataset folder 'missing_dir'"),
-        ("val: [unclosed\n", r"data\.yaml:\d+: not valid YAML"),
+        ("path: .\nval: .\nnc: 3\nnames: [a, b]\n", r"nc: 3, but 'names' lists 2 classes"),
+        ("path: missing_dir\nval: .\nnames: [a]\n", r"path: dataset folder 'missing_dir'"),
+        ("val: [unclosed\n", r"data\.yaml: line \d+: invalid YAML"),
+        # values of the wrong type: one line naming the key (they were tracebacks)
+        ("path: .\nval: .\nnc: abc\nnames: [a, b]\n", r"data\.yaml: nc: expected the number of classes .* got 'abc'"),
+        ("path: .\nval: .\nnc: true\nnames: [a]\n", r"nc: expected the number of classes"),
+        ("path: [x]\nval: .\nnames: [a]\n", r"data\.yaml: path: expected a string, got \['x'\]"),
+        ("path: .\nval: {a: 1}\nnames: [a]\n", r"data\.yaml: val: expected a folder, a \.txt list"),
+        ("path: .\nval: [., 3]\nnames: [a]\n", r"data\.yaml: val\[1\]: expected a folder or file name, got 3"),
+        ("path: .\nval: .\nnames: [a, [b]]\n", r"data\.yaml: names\[1\]: expected a class name"),
+        ("path: .\nval: .\nnames: [a, ~]\n", r"data\.yaml: names\[1\]: expected a class name, got None"),
+        # an entry too long for the file system: the entry named, shortened, with the system's reason
+        ("path: .\nval: " + "x" * 300 + "\nnames: [a]\n", r"data\.yaml: val: x{60}\.\.\.\(300 characters\): File name too long"),
     ],
 )
 def test_yaml_errors_name_the_file(tmp_path, text, message):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ovq.core import fileio
+from ovq.core.errors import OutputError
 from ovq.core.fileio import atomic_output_dir, make_temp_dir, write_json_atomic, write_text_atomic
 
 
@@ -108,7 +109,7 @@ def test_write_text_atomic_failure_to_rename_keeps_the_old_contents(tmp_path, mo
         raise PermissionError(13, "Permission denied", str(dst))
 
     monkeypatch.setattr(fileio.os, "replace", refuse)
-    with pytest.raises(PermissionError):
+    with pytest.raises(OutputError, match=r"report.md: Permission denied; the old file is untouched"):
         write_text_atomic(path, "new")
     monkeypatch.undo()
     assert path.read_text() == "old" and names(tmp_path) == ["report.md"]
@@ -156,3 +157,40 @@ def test_predict_output_follows_the_umask(tmp_path):
         predict(model, [images], out_dir=out, device="CPU")
     assert mode(out) == 0o755
     assert {p.name: mode(p) for p in out.iterdir()} == {"a.jpg": 0o644, "predictions.json": 0o644}
+
+
+# -- can an output be written at all (checked before long work) -------------------------------------------------
+def test_check_output_file_refuses_a_path_through_a_regular_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match=r"afile/sub/r.jsonl: .*afile is not a folder"):
+        fileio.check_output_file(tmp_path / "afile" / "sub" / "r.jsonl")
+    assert names(tmp_path) == ["afile"]
+
+
+def test_check_output_file_refuses_a_folder_and_accepts_a_file_to_replace(tmp_path):
+    with pytest.raises(OutputError, match="is a folder"):
+        fileio.check_output_file(tmp_path)
+    (tmp_path / "old.json").write_text("{}")
+    assert fileio.check_output_file(tmp_path / "old.json") == tmp_path / "old.json"
+    assert fileio.check_output_file(tmp_path / "new" / "deeper" / "x.json")  # folders to be made: fine
+    assert names(tmp_path) == ["old.json"]  # and nothing was created, nor left behind by the probe
+
+
+def test_check_output_dir_refuses_a_file_and_a_symlink_loop(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match="afile: exists and is not a folder"):
+        fileio.check_output_dir(tmp_path / "afile")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    with pytest.raises(OutputError, match="loop1: Too many levels of symbolic links"):
+        fileio.check_output_dir(tmp_path / "loop1")
+    with pytest.raises(OutputError, match="Too many levels of symbolic links"):
+        atomic_output_dir(tmp_path / "loop1").__enter__()
+    assert sorted(names(tmp_path)) == ["afile", "loop1", "loop2"]
+
+
+def test_check_output_dir_compares_free_space_with_what_is_needed(tmp_path):
+    free = fileio.free_bytes(tmp_path)
+    fileio.check_output_dir(tmp_path / "m", need_bytes=1000)
+    with pytest.raises(OutputError, match=r"m: not enough free space: needs about .* MB, .* free in"):
+        fileio.check_output_dir(tmp_path / "m", need_bytes=free + 10**12)

@@ -401,7 +401,9 @@ def test_cli_ctrl_c_leaves_a_readable_mp4(assets, tmp_path):
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if jsonl.exists() and len(jsonl.read_text().splitlines()) >= 60:
+        # the records go to a temporary file that replaces x.jsonl at the end of the run
+        partial = list(tmp_path.glob(".x.jsonl.partial-*"))
+        if partial and len(partial[0].read_text().splitlines()) >= 60:
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()

@@ -70,17 +70,32 @@ def test_every_flag_lands_in_the_config(tmp_path):
         (["--stall-timeout", "0"], "--stall-timeout: expected a number > 0, got 0"),
         (["--retry-max-delay", "0"], "--retry-max-delay: expected a number > 0, got 0"),
         (["--mqtt-topic", "a/#", "--mqtt", "b"], "--mqtt-topic: MQTT wildcards # and + cannot be published to"),
-        (["--mqtt", "ws://b"], "--mqtt URL: expected a broker URL like mqtt://host:1883, got 'ws://b'"),
+        (["--mqtt", "ws://b"], "--mqtt: ws://b: unknown MQTT broker scheme 'ws://'"),
         (["--mqtt", "mqtt://u:pw@b"], "--mqtt: do not put credentials on the command line"),
         (["--device", "XPU:CPU"], "--device: device 'XPU:CPU': only AUTO, MULTI, HETERO, BATCH take"),
         (["--name", "a", "--source", "1"], "--name: 1 stream names for 2 sources (one per --source)"),
-        (["--source", "rstp://cam/1"], "--source: unknown stream scheme 'rstp://'; did you mean 'rtsp://'?"),
+        (["--source", "rstp://cam/1"], "--source: rstp://cam/1: unknown stream scheme 'rstp://'; did you mean 'rtsp://'?"),
+        (["--mqtt", "mqtt://u:s3cret@b:70000"], "--mqtt: mqtt://u:***@b:70000: bad port '70000' (expected 1-65535)"),
+        (["--mqtt", "mqtt://[::1:1883"], "--mqtt: mqtt://[::1:1883: malformed IPv6 host (no closing ']')"),
+        (["--source", "rtsp://u:${OVQ_TEST_UNSET}@cam/1"],
+         "--source rtsp://u:***@cam/1: environment variable OVQ_TEST_UNSET is not set (referenced as ${OVQ_TEST_UNSET})"),
+        (["--source", "rtsp://u:s3cret@cam:0/1"], "--source: rtsp://u:***@cam:0/1: bad port '0' (expected 1-65535)"),
     ],
 )
 def test_bad_flags_are_named(argv, message):
     with pytest.raises(ConfigError) as err:
         from_flags("m.xml", "--source", "0", *argv)
     assert str(err.value) == message or str(err.value).startswith(message)
+    assert "s3cret" not in str(err.value)
+
+
+def test_source_takes_environment_references(monkeypatch):
+    """A camera password in the environment, not in the command line that ``ps`` shows."""
+    monkeypatch.setenv("OVQ_TEST_CAM_USER", "admin")
+    monkeypatch.setenv("OVQ_TEST_CAM_PASSWORD", "pa/ss@word")
+    cfg = from_flags("m.xml", "--source", "rtsp://${OVQ_TEST_CAM_USER}:${OVQ_TEST_CAM_PASSWORD}@10.0.0.5:554/1")
+    assert cfg.sources[0].url == "rtsp://admin:pa/ss@word@10.0.0.5:554/1"
+    assert cfg.to_dict(mask_secrets=True)["sources"][0]["url"] == "rtsp://admin:***@10.0.0.5:554/1"
 
 
 def test_cli_errors_name_the_flag_in_one_line(tiny, tmp_path, capsys, monkeypatch):
@@ -138,5 +153,5 @@ def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("5 frames from 1 stream(s)")
-    assert lines[-3:] == [f"wrote {summary}", f"wrote {out}", f"wrote {jsonl} (5 records)"]
+    assert lines[-3:] == [f"wrote {out} (5 frames)", f"wrote {jsonl} (5 records)", f"wrote {summary}"]
     assert json.loads(summary.read_text())["streams"]["s0"]["frames"] == 5

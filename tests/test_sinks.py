@@ -17,8 +17,9 @@ from conftest import make_dets
 from services import Mosquitto, free_port
 
 from ovq.core.errors import ConfigError
+from ovq.streaming.mqtt import MqttSink, mqtt_settings
 from ovq.streaming.pipeline import FrameResult
-from ovq.streaming.sinks import JsonlSink, MqttSink, RateMeter, VideoSink, WindowSink, frame_record, mqtt_settings
+from ovq.streaming.sinks import JsonlSink, RateMeter, VideoSink, WindowSink, frame_record
 
 LABELS = ["person", "car"]
 
@@ -60,7 +61,7 @@ def test_video_sink_writes_a_playable_mp4_only_at_close(tmp_path):
     n, size, fps = count_frames(out)
     assert (n, size) == (12, (320, 240))
     assert fps == pytest.approx(8.0)
-    assert sink.written == {"s0": out}
+    assert sink.written == {out: "12 frames"}
 
 
 def test_video_sink_draws_boxes_labels_and_fps(tmp_path):
@@ -127,9 +128,12 @@ def test_jsonl_sink_one_flushed_record_per_frame(tmp_path):
     dets = make_dets([[1, 2, 3, 4], [5, 6, 7, 8]], [0.5, 0.25], [1, 0], tracker_id=np.array([3, -1]))
     sink.write(make_result("a", 0, dets=dets))
     sink.write(make_result("b", 4))
-    lines = path.read_text().splitlines()  # readable while the sink is still open
-    assert len(lines) == 2
+    [partial] = tmp_path.glob(".r.jsonl.partial-*")
+    lines = partial.read_text().splitlines()  # written through: readable (tail -f) while the sink is open
+    assert len(lines) == 2 and not path.exists()
     sink.close()
+    assert path.read_text().splitlines() == lines and sink.written == {path: "2 records"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]
     first, second = (json.loads(x) for x in lines)
     assert first["stream"] == "a" and first["frame_index"] == 0 and first["source"] == "src-a"
     assert first["timestamp"] == pytest.approx(1000.0) and first["latency_ms"] == pytest.approx(12.5)
@@ -139,6 +143,35 @@ def test_jsonl_sink_one_flushed_record_per_frame(tmp_path):
         {"class_id": 0, "label": "person", "confidence": 0.25, "xyxy": [5.0, 6.0, 7.0, 8.0], "tracker_id": -1},
     ]
     assert second["stream"] == "b" and second["frame_index"] == 4
+
+
+def test_jsonl_sink_replaces_the_file_only_when_it_wrote_records(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"old":1}\n')
+    JsonlSink(path).close()  # made, never started: nothing touched
+    idle = JsonlSink(path)
+    idle.start(["s0"])
+    idle.close()  # started, no record: the old results stay
+    assert path.read_text() == '{"old":1}\n' and idle.written == {}
+    path.chmod(0o640)
+    sink = JsonlSink(path)
+    sink.write(make_result())
+    sink.close()
+    assert [json.loads(x)["frame_index"] for x in path.read_text().splitlines()] == [0]
+    assert path.stat().st_mode & 0o777 == 0o640  # the replaced file's mode is kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]
+
+
+def test_jsonl_sink_appends_and_mends_a_cut_last_line(tmp_path, ovq_log):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"old":1}\n{"cut')
+    sink = JsonlSink(path, append=True)
+    sink.write(make_result(index=3))
+    sink.close()
+    lines = path.read_text().splitlines()
+    assert lines[:2] == ['{"old":1}', '{"cut'] and json.loads(lines[2])["frame_index"] == 3
+    assert sink.written == {path: "1 records appended"}
+    assert any("last line is incomplete" in m for m in ovq_log.messages())
 
 
 def test_frame_record_prefers_the_sinks_labels():
@@ -161,6 +194,7 @@ def test_mqtt_settings_from_url_and_environment(monkeypatch):
         mqtt_settings(None)
     assert mqtt_settings("mqtt://broker.local") == {
         "host": "broker.local", "port": 1883, "tls": False, "username": None, "password": None,
+        "display": "mqtt://broker.local",
     }
     assert mqtt_settings("mqtts://b:9999")["port"] == 9999
     assert mqtt_settings("mqtts://b")["tls"] is True
@@ -171,10 +205,12 @@ def test_mqtt_settings_from_url_and_environment(monkeypatch):
     monkeypatch.setenv("OVQ_MQTT_PASSWORD", "envpass")
     s = mqtt_settings(None)
     assert (s["username"], s["password"]) == ("envuser", "envpass")
-    with pytest.raises(ConfigError, match="scheme 'ws://'"):
+    with pytest.raises(ConfigError, match="unknown MQTT broker scheme 'ws://'"):
         mqtt_settings("ws://b")
     with pytest.raises(ConfigError, match="no host"):
         mqtt_settings("mqtt://:1883")
+    with pytest.raises(ConfigError, match=r"mqtt://u:\*\*\*@b:70000: bad port '70000'"):
+        mqtt_settings("mqtt://u:s3cret@b:70000")
 
 
 class Subscriber:

@@ -67,7 +67,13 @@ def test_parse_source_files_and_folders(tmp_path):
         ("", "empty source"),
         ("/no/such/clip.mp4", "no such file or folder"),
         ("foo://bar", "unknown source scheme 'foo://'"),
-        ("rtsp:///live", "URL has no host"),
+        ("rtsp:///live", "rtsp:///live: no host"),
+        # the one URL parser: a bad port, host or scheme is one line, the password never in it
+        ("rtps://user:s3cret@host/x", r"rtps://user:\*\*\*@host/x: unknown source scheme 'rtps://'; did you mean 'rtsp://'"),
+        ("rtsp://user:s3cret@host:99999/x", r"rtsp://user:\*\*\*@host:99999/x: bad port '99999' \(expected 1-65535\)"),
+        ("rtsp://user:s3cret@[::1/x", r"rtsp://user:\*\*\*@\[::1/x: malformed IPv6 host"),
+        ("rtsp://user:s3cret@[::zz]/x", r"malformed IPv6 host '\[::zz\]'"),
+        ("rtsp://user:s3cret@ho st/x", r"'ho st' is not a host name or IP address"),
         ("synth://belt", "unknown synthetic scene 'belt'"),
         ("synth://conveyor?fsp=10", "did you mean 'fps'"),
         ("synth://conveyor?fps=fast", "fps='fast' is not a valid float"),
@@ -75,8 +81,9 @@ def test_parse_source_files_and_folders(tmp_path):
     ],
 )
 def test_parse_source_rejects_bad_input(text, message):
-    with pytest.raises(SourceError, match=message):
+    with pytest.raises(SourceError, match=message) as info:
         parse_source(text)
+    assert "s3cret" not in str(info.value)
 
 
 def test_parse_source_rejects_empty_folder(tmp_path):
@@ -88,6 +95,16 @@ def test_redact_url_hides_password():
     assert redact_url("rtsp://admin:s3cret@10.0.0.5:554/live") == "rtsp://admin:***@10.0.0.5:554/live"
     assert redact_url("rtsp://10.0.0.5/live") == "rtsp://10.0.0.5/live"
     assert "s3cret" not in parse_source("rtsp://admin:s3cret@127.0.0.1/x").display
+
+
+def test_a_password_with_an_unencoded_slash_or_at_is_read_as_a_password():
+    spec = parse_source("rtsp://admin:pa/ss@w0rd@10.0.0.5:554/Streaming/101")
+    assert (spec.url.host, spec.url.port, spec.url.password) == ("10.0.0.5", 554, "pa/ss@w0rd")
+    assert spec.display == "rtsp://admin:***@10.0.0.5:554/Streaming/101"
+    # FFmpeg gets the password percent-encoded (it decodes credentials before authenticating)
+    assert spec.url.unredacted() == "rtsp://admin:pa%2Fss%40w0rd@10.0.0.5:554/Streaming/101"
+    # an '@' in the path of a URL that parses the standard way stays in the path
+    assert parse_source("rtsp://cam:554/a@b").url.rest == "/a@b"
 
 
 # -- opening ---------------------------------------------------------------------------------------------------

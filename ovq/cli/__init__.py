@@ -1,7 +1,9 @@
 """The ``ovq`` command line: a thin layer over the Python API.
 
 Each command lives in its own module with ``register(subparsers)``; the list below is the registry.
-Every :class:`ovq.core.errors.OvqError` becomes one line on stderr and exit code 2.
+Every :class:`ovq.core.errors.OvqError` and every ``OSError`` (a full disk, a read-only folder, a path through
+a regular file) becomes one line on stderr naming the path and the reason, and exit code 2; Ctrl-C, from the
+first moment, one line and exit code 130.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-from ovq.core.errors import OvqError
+from ovq.core.errors import OvqError, os_error_message
 
 COMMANDS = (
     "convert", "predict", "quantize", "run", "devices", "pipeline", "bundle", "health", "eval", "bench", "capacity",
@@ -71,20 +74,37 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))
+    command, verbose = "ovq", 0
     try:
+        args = build_parser().parse_args(argv)
+        command, verbose = f"ovq {args.command}", getattr(args, "verbose", 0)
+        _setup_logging(verbose, getattr(args, "quiet", False))
         return int(args.func(args) or 0)
-    except OvqError as exc:
-        if getattr(args, "verbose", 0):  # -v: where it came from, through NNCF's callbacks and all
+    except (OvqError, OSError) as exc:
+        if verbose:  # -v: where it came from, through NNCF's callbacks and all
             traceback.print_exception(exc, file=sys.stderr)
-        print(f"ovq {args.command}: error: {exc}", file=sys.stderr)
+        message = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
+        print(f"{command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"ovq {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # also during start-up (the command's imports): one line, never a traceback
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def entry() -> None:
+    """The ``ovq`` command (console script and ``python -m ovq``): :func:`main`, then exit with its code.
+
+    After a Ctrl-C the process ends at once (``os._exit``), its one line written: an interrupt that lands while
+    a library starts a thread (``import openvino`` starts a thread pool) can leave a worker that nothing will
+    wake, and the interpreter would wait for it forever at exit (seen: a SIGINT 0.5 s into ``ovq run``).
+    """
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)

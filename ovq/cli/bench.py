@@ -36,13 +36,15 @@ def run(args: argparse.Namespace) -> int:
     import openvino as ov
 
     from ovq.core.errors import ConfigError
-    from ovq.core.fileio import write_json_atomic
+    from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.evaluation.speed import BenchSpec, bench_rounds, benchmark_interleaved, format_table
 
     if args.time <= 0:
         raise ConfigError(f"--time {args.time}: must be positive")
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError(f"--rounds {args.rounds}: must be at least 1")
+    if args.json:
+        check_output_file(args.json)  # before the benchmark, not after it
     specs = [
         BenchSpec(model, device=device, precision=precision, hint=hint, requests=args.requests)
         for device in args.device or ["CPU"]

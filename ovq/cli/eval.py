@@ -28,9 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from ovq.core.fileio import write_json_atomic
+    from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.evaluation.accuracy import evaluate
 
+    if args.json:
+        check_output_file(args.json)  # before the evaluation, not after it
     result = evaluate(
         args.model, args.data, split=args.split, conf=args.conf, device=args.device, precision=args.precision,
         save_json=args.save_json, progress=not args.no_progress, images=args.images,

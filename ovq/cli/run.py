@@ -21,10 +21,13 @@ FLAGS = {
     "model": "MODEL", "sources": "--source", "device": "--device", "precision": "--precision", "hint": "--hint",
     "nireq": "--nireq", "conf": "--conf", "track": "--track", "sinks.video": "--out", "sinks.jsonl": "--jsonl",
     "sinks.mqtt": "--mqtt", "sinks.mqtt.url": "--mqtt URL", "sinks.mqtt.topic_prefix": "--mqtt-topic",
-    "sinks.show": "--show", "max_frames": "--max-frames", "stats_interval": "--stats-interval",
+    "sinks.mqtt.ca_file": "--mqtt-ca", "sinks.mqtt.cert_file": "--mqtt-cert", "sinks.mqtt.key_file": "--mqtt-key",
+    "sinks.mqtt.strict": "--mqtt-strict",
+    "sinks.show": "--show", "sinks.jsonl.path": "--jsonl", "sinks.jsonl.append": "--jsonl-append",
+    "max_frames": "--max-frames", "stats_interval": "--stats-interval",
     "reconnect.max_delay": "--retry-max-delay", "reconnect.stall_timeout": "--stall-timeout",
     "reconnect.retry": "--no-retry", "realtime": "--realtime", "serve": "--serve", "serve.fps": "--serve-fps",
-    "serve.token": "--serve-token",
+    "serve.token": "--serve-token", "strict": "--strict",
 }
 
 
@@ -47,13 +50,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE.mp4",
                    help="annotated video, .mp4 (H.264 with ovq[video], else MPEG-4 Part 2) or .webm (VP9); "
                         "one file per stream: FILE_NAME.mp4")
-    p.add_argument("--jsonl", metavar="FILE", help="JSON Lines: one record per frame with its detections")
+    p.add_argument("--jsonl", metavar="FILE",
+                   help="JSON Lines: one record per frame with its detections; replaces FILE at the end of a run "
+                        "that wrote records (a run that fails to start leaves it as it was)")
+    p.add_argument("--jsonl-append", action="store_true",
+                   help="append to the --jsonl file instead of replacing it (a service's restarts keep adding)")
     p.add_argument(
         "--mqtt", nargs="?", const="", default=None, metavar="URL",
         help="publish one message per frame to mqtt://HOST[:PORT] (no URL: $OVQ_MQTT_URL; then put --mqtt after "
              "MODEL); credentials only from $OVQ_MQTT_USERNAME / $OVQ_MQTT_PASSWORD",
     )
     p.add_argument("--mqtt-topic", default="ovq", metavar="PREFIX", help="MQTT topic prefix; topic PREFIX/STREAM")
+    p.add_argument("--mqtt-ca", metavar="FILE", help="CA bundle (PEM) to verify an mqtts:// broker (default: the system's)")
+    p.add_argument("--mqtt-cert", metavar="FILE", help="client certificate (PEM) for an mqtts:// broker")
+    p.add_argument("--mqtt-key", metavar="FILE", help="the client certificate's key, when not in the certificate file")
+    p.add_argument("--mqtt-strict", action="store_true",
+                   help="a broker that cannot be reached (refused login, TLS failure) or a message not sent fails "
+                        "the run (default: logged as errors, the run goes on)")
     p.add_argument("--show", action="store_true", help="show annotated streams in windows (q or Esc stops)")
     p.add_argument("--serve", metavar="[HOST:]PORT",
                    help="live view in a browser at http://HOST:PORT/ (MJPEG, stats, /healthz, /metrics); "
@@ -73,6 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="longest wait between reconnect attempts (back-off from 0.5 s, default 30)")
     p.add_argument("--realtime", action="store_true",
                    help="read files at their frame rate, dropping frames like a live camera")
+    p.add_argument("--strict", action="store_true",
+                   help="a video file that ends before the frame count its container states fails the run "
+                        "(default: a warning naming both numbers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -85,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
 
     if args.name is not None and len(args.name) != len(args.source):
         raise ConfigError(f"--name: {len(args.name)} stream names for {len(args.source)} sources (one per --source)")
-    sources: list[Any] = list(args.source)
+    sources: list[Any] = [_expand_source(text) for text in args.source]
     if args.name is not None:
         sources = [{"name": name, "url": url} for name, url in zip(args.name, args.source, strict=True)]
     reconnect: dict[str, Any] = {"max_delay": args.retry_max_delay, "stall_timeout": args.stall_timeout,
@@ -95,9 +111,9 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     data = {
         "model": args.model, "sources": sources, "device": args.device, "precision": args.precision,
         "hint": args.hint, "nireq": args.nireq, "track": args.track, "conf": args.conf,
-        "sinks": {"video": args.out, "jsonl": args.jsonl, "mqtt": _mqtt(args), "show": args.show},
+        "sinks": {"video": args.out, "jsonl": _jsonl(args), "mqtt": _mqtt(args), "show": args.show},
         "max_frames": args.max_frames, "stats_interval": args.stats_interval, "reconnect": reconnect,
-        "realtime": args.realtime, "serve": _serve(args),
+        "realtime": args.realtime, "serve": _serve(args), "strict": args.strict,
     }
     return PipelineConfig.from_mapping(data, Origin.command_line(FLAGS))
 
@@ -114,20 +130,50 @@ def _serve(args: argparse.Namespace) -> dict[str, Any] | None:
     return {"listen": args.serve, "fps": args.serve_fps, "token": args.serve_token}
 
 
-def _mqtt(args: argparse.Namespace) -> dict[str, str] | None:
-    """The MQTT sink section: ``--mqtt`` alone reads the broker from $OVQ_MQTT_URL, ``--mqtt HOST[:PORT]`` is
-    taken as ``mqtt://HOST[:PORT]``. Credentials on the command line are refused (``ps`` shows them)."""
-    from urllib.parse import urlsplit
+def _expand_source(text: str) -> str:
+    """``--source`` with ``${VAR}`` filled in from the environment, so a camera's password need not be in the
+    command line (``ps`` shows it): ``--source 'rtsp://${CAM_USER}:${CAM_PASSWORD}@cam/1'``."""
+    import os
 
     from ovq.core.errors import ConfigError
+    from ovq.core.urls import expand_env, redact
 
+    try:
+        return expand_env(text, os.environ)
+    except ConfigError as exc:
+        raise ConfigError(f"--source {redact(text)}: {exc}") from None
+
+
+def _jsonl(args: argparse.Namespace) -> str | dict[str, Any] | None:
+    from ovq.core.errors import ConfigError
+
+    if args.jsonl_append and not args.jsonl:
+        raise ConfigError("--jsonl-append: give the file with --jsonl FILE")
+    return {"path": args.jsonl, "append": True} if args.jsonl_append else args.jsonl
+
+
+def _mqtt(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The MQTT sink section: ``--mqtt`` alone reads the broker from $OVQ_MQTT_URL, ``--mqtt HOST[:PORT]`` is
+    taken as ``mqtt://HOST[:PORT]``. Credentials on the command line are refused (``ps`` shows them)."""
+    from ovq.core.errors import ConfigError
+    from ovq.streaming.mqtt import parse_broker_url
+
+    tls = {"ca_file": args.mqtt_ca, "cert_file": args.mqtt_cert, "key_file": args.mqtt_key}
     if args.mqtt is None:
+        used = [flag for flag, on in (("--mqtt-ca", args.mqtt_ca), ("--mqtt-cert", args.mqtt_cert),
+                                      ("--mqtt-key", args.mqtt_key), ("--mqtt-strict", args.mqtt_strict)) if on]
+        if used:
+            raise ConfigError(f"{used[0]}: only with --mqtt")
         return None
-    section = {"topic_prefix": args.mqtt_topic}
+    section: dict[str, Any] = {"topic_prefix": args.mqtt_topic, "strict": args.mqtt_strict,
+                               **{k: v for k, v in tls.items() if v}}
     if args.mqtt:
         url = args.mqtt if "://" in args.mqtt else f"mqtt://{args.mqtt}"
-        parts = urlsplit(url)
-        if parts.username or parts.password:
+        try:
+            parsed = parse_broker_url(url)
+        except ConfigError as exc:
+            raise ConfigError(f"--mqtt: {exc}") from None
+        if parsed.username is not None or parsed.password is not None:
             raise ConfigError(
                 "--mqtt: do not put credentials on the command line; set OVQ_MQTT_USERNAME and OVQ_MQTT_PASSWORD"
             )
@@ -163,26 +209,34 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovq.core.fileio import write_json_atomic
+    from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.deployment.build import build_pipeline
     from ovq.deployment.signals import exit_now, stop_on_signals
-    from ovq.streaming.sinks import JsonlSink
 
     cfg = config_from_args(args)
+    if args.summary_json:
+        check_output_file(args.summary_json)  # before the run, not after it
     _quiet_video_backends(args.verbose)
     progress = [_Progress()] if not args.no_progress and sys.stderr.isatty() else []
     pipeline = build_pipeline(cfg, extra_sinks=progress)
     # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
     with stop_on_signals(pipeline.stop, name="ovq run", at_once=exit_now("ovq run")):
-        summary = pipeline.run()
+        try:
+            summary = pipeline.run()
+        except BaseException:
+            print_written(pipeline.sinks)  # what was finished, also when another output failed
+            raise
         for line in summary.lines():
             print(line)
+        print_written(pipeline.sinks)
         if args.summary_json:
             write_json_atomic(args.summary_json, summary.to_dict())
             print(f"wrote {args.summary_json}")
-        for sink in pipeline.sinks:
-            for path in getattr(sink, "written", {}).values():
-                print(f"wrote {path}")
-            if isinstance(sink, JsonlSink):
-                print(f"wrote {sink.path} ({sink.records} records)")
     return 0
+
+
+def print_written(sinks: list[Any]) -> None:
+    """``wrote PATH (what)`` for every file a sink finished; a file that is not complete is never listed."""
+    for sink in sinks:
+        for path, what in getattr(sink, "written", {}).items():
+            print(f"wrote {path} ({what})")

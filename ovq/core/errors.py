@@ -1,12 +1,14 @@
 """Typed errors raised at ovq's boundaries.
 
-The CLI turns every :class:`OvqError` into one line on stderr and exit code 2.
+The CLI turns every :class:`OvqError` - and every ``OSError`` that reaches it, which is bad input too: a full
+disk, a read-only folder, a path through a regular file - into one line on stderr and exit code 2.
 Each error names the file (or source, or device) it is about and the problem.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 
 
@@ -36,6 +38,24 @@ class SourceError(OvqError):
 
 class DependencyError(OvqError):
     """An optional dependency needed for this job is not installed."""
+
+
+class OutputError(OvqError):
+    """An output cannot be written: no space, no permission, a path that cannot be a file or folder, a write
+    that failed half-way. The message names the path; nothing half-written is left under the output's name."""
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an ``OSError``: the path(s) it names and the system's reason.
+
+    ``[Errno 28] No space left on device: 'out/x.jsonl'`` -> ``out/x.jsonl: No space left on device``.
+    """
+    reason = exc.strerror or (str(exc.args[0]) if exc.args else type(exc).__name__)
+    paths = [os.fsdecode(p) if isinstance(p, (str, bytes, os.PathLike)) else str(p)
+             for p in (exc.filename, exc.filename2) if p is not None]
+    if not paths:
+        return str(exc) if exc.strerror is None else reason
+    return f"{' -> '.join(paths)}: {reason}"
 
 
 def unknown_key_message(key: str, known: Iterable[str], where: str = "") -> str:

@@ -1,5 +1,11 @@
 """Writing outputs so that nothing is ever half-written: write to a temporary path, then rename.
 
+Before long work, :func:`check_output_file` / :func:`check_output_dir` say whether an output can be written at all
+(a path through a regular file, an existing folder where a file goes, a read-only or full file system, a symlink
+loop): one :class:`~ovq.core.errors.OutputError` naming the path, before a model is compiled or a dataset read.
+A write that fails anyway (the disk filled up meanwhile) raises :class:`~ovq.core.errors.OutputError` naming the
+output, never the temporary name, and leaves the output as it was.
+
 Outputs get the permissions a plain ``open``/``mkdir`` would give them: files 0666 and folders 0777 less the
 process umask (0644 and 0755 under the usual 022, 0600 and 0700 under 077), so a service user can read a
 model another user converted whenever their umask says so. The temporary paths are created with those modes
@@ -21,6 +27,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ovq.core.errors import OutputError, os_error_message
+
 _TRIES = 100  # random names to try before giving up; with 32 random bits a clash is already rare
 
 _T = TypeVar("_T")
@@ -38,6 +46,89 @@ def _create_new(parent: Path, prefix: str, create: Callable[[Path], _T]) -> tupl
     raise FileExistsError(f"{parent}: no free name for a temporary '{prefix}*' in {_TRIES} tries")
 
 
+def _reason(exc: OSError) -> str:
+    return exc.strerror or os_error_message(exc)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """The nearest folder at or above ``path``'s parent that exists; :class:`OutputError` when one of them is not
+    a folder, or cannot be looked at (a symlink loop, no permission)."""
+    for folder in [path.parent, *path.parent.parents]:
+        try:
+            info = folder.stat()
+        except (FileNotFoundError, NotADirectoryError):  # missing, or below a file (found further up)
+            continue
+        except OSError as exc:
+            raise OutputError(f"{path}: {folder}: {_reason(exc)}") from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise OutputError(f"{path}: {folder} is not a folder")
+        return folder
+    return Path(".")  # not reached for relative paths (the working directory exists)
+
+
+def _probe(path: Path, folder: Path, need_bytes: int) -> None:
+    """Create (and remove) a file in ``folder``: the only test that holds for root, read-only mounts and ACLs;
+    then compare its free space with ``need_bytes``."""
+    try:
+        fd, tmp = create_temp_file(folder, ".ovq-write-test-")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write in {folder}: {_reason(exc)}") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    if need_bytes > 0:
+        free = free_bytes(folder)
+        if free < need_bytes:
+            raise OutputError(
+                f"{path}: not enough free space: needs about {_mb(need_bytes)}, {_mb(free)} free in {folder}"
+            )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"
+
+
+def free_bytes(path: str | Path) -> int:
+    """Bytes an unprivileged process may still write on ``path``'s file system."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def check_output_file(path: str | Path, *, need_bytes: int = 0) -> Path:
+    """Raise :class:`OutputError` unless ``path`` can be written as a file (replacing a file there is fine).
+
+    Checks, without creating ``path`` or any folder: that ``path`` is not a folder (nor a symlink loop), that its
+    nearest existing parent is a folder a file can be created in, and that it has ``need_bytes`` free.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    except OSError as exc:
+        raise OutputError(f"{path}: {_reason(exc)}") from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise OutputError(f"{path}: is a folder; expected a file name")
+    _probe(path, _existing_ancestor(path), need_bytes)
+    return path
+
+
+def check_output_dir(path: str | Path, *, need_bytes: int = 0) -> Path:
+    """Raise :class:`OutputError` unless ``path`` can be made (or filled) as an output folder with ``need_bytes``
+    free: not an existing file, not a symlink loop, in a writable place. Creates nothing."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    except OSError as exc:
+        raise OutputError(f"{path}: {_reason(exc)}") from None
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        raise OutputError(f"{path}: exists and is not a folder")
+    _probe(path, path if info is not None else _existing_ancestor(path), need_bytes)
+    return path
+
+
 def make_temp_dir(parent: str | Path, prefix: str) -> Path:
     """Create a new folder ``parent/<prefix><random>`` with the permissions of a plain ``mkdir`` and return it.
 
@@ -48,8 +139,9 @@ def make_temp_dir(parent: str | Path, prefix: str) -> Path:
     return path
 
 
-def _create_temp_file(parent: Path, prefix: str) -> tuple[int, Path]:
-    """A new file ``parent/<prefix><random>`` open for writing, with the permissions of a plain ``open``."""
+def create_temp_file(parent: Path, prefix: str) -> tuple[int, Path]:
+    """A new file ``parent/<prefix><random>`` open for writing (a raw descriptor), with the permissions of a
+    plain ``open``."""
     # O_EXCL: never open an existing file, nor follow a symlink planted at the name
     path, fd = _create_new(parent, prefix, lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     return fd, path
@@ -59,17 +151,24 @@ def _create_temp_file(parent: Path, prefix: str) -> tuple[int, Path]:
 def atomic_output_dir(out_dir: str | Path) -> Iterator[Path]:
     """Yield a temporary folder; on success move its files into ``out_dir`` (created if needed).
 
-    On an exception the temporary folder is removed and ``out_dir`` is left as it was. A new ``out_dir`` and
-    the files written into the temporary folder keep the permissions they were created with (0777/0666 less
-    the umask for plain ``mkdir``/``open`` and for OpenVINO's ``save_model``); an existing ``out_dir`` keeps its
-    own.
+    On an exception the temporary folder is removed and ``out_dir`` is left as it was; an ``OSError`` (a full
+    disk) becomes :class:`OutputError` naming ``out_dir``. A new ``out_dir`` and the files written into the
+    temporary folder keep the permissions they were created with (0777/0666 less the umask for plain
+    ``mkdir``/``open`` and for OpenVINO's ``save_model``); an existing ``out_dir`` keeps its own.
     """
     out_dir = Path(out_dir)
+    check_output_dir(out_dir)
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(parent, f".{out_dir.name}.tmp-")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_dir(parent, f".{out_dir.name}.tmp-")
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: {_reason(exc)}") from None
     try:
         yield tmp
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{out_dir}: {_reason(exc)}; nothing was written") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -85,6 +184,8 @@ def atomic_output_dir(out_dir: str | Path) -> Iterator[Path]:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(item, target)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: {_reason(exc)}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -94,24 +195,31 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     or the new, never a part, and on any error the old file is untouched and no temporary file is left.
 
     A new file gets 0666 less the umask; an existing one keeps its permission bits, as it would when written
-    in place (so a file someone made private stays private).
+    in place (so a file someone made private stays private). An ``OSError`` (no space, read-only) becomes
+    :class:`OutputError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        keep_mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        keep_mode = None
-    fd, tmp = _create_temp_file(path.parent, f".{path.name}.tmp-")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            keep_mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            keep_mode = None
+        fd, tmp = create_temp_file(path.parent, f".{path.name}.tmp-")
+    except OSError as exc:
+        raise OutputError(f"{path}: {_reason(exc)}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         if keep_mode is not None:
             os.chmod(tmp, keep_mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            kept = "the old file is untouched" if keep_mode is not None else "nothing was written"
+            raise OutputError(f"{path}: {_reason(exc)}; {kept}") from exc
         raise
 
 

@@ -1,20 +1,28 @@
-"""Secrets in configuration strings: ``${VAR}`` references to the environment, passwords written into URLs.
+"""URLs and the secrets in them: one parser for stream and broker URLs, redaction, ``${VAR}`` references.
 
-Configuration files are committed and copied around, so credentials belong in the environment: a file says
-``rtsp://${CAM_USER}:${CAM_PASSWORD}@host/stream`` and the values are filled in when it is loaded.
+Configuration files are committed and copied around, and command lines show in ``ps``, so credentials belong in
+the environment: a file or a ``--source`` says ``rtsp://${CAM_USER}:${CAM_PASSWORD}@host/stream`` and the values
+are filled in when it is read.
+
+:func:`parse_url` is the one parser for camera and broker URLs: a mistyped scheme, a bad port, a malformed host
+is one line, and every message shows the URL through :func:`redact` (the password as ``***``) - also when the URL
+does not parse, and when the password holds an unencoded ``/`` or ``@`` (taken as part of the password: the
+authority ends at the first ``/`` after the last ``@`` that is followed by a host).
 """
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote
 
-from ovq.core.errors import ConfigError
+from ovq.core.errors import ConfigError, OvqError
 
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/@]*)@")
 
 
 def expand_env(text: str, environ: Mapping[str, str]) -> str:
@@ -52,21 +60,183 @@ def env_references(value: Any) -> list[str]:
 
 def has_literal_password(text: str) -> bool:
     """Whether a URL ``scheme://user:password@host`` holds a password written out (not only ``${VAR}``)."""
-    match = _USERINFO.match(ENV_REFERENCE.sub("\0", text))
-    if match is None or ":" not in match.group(1):
+    userinfo = _userinfo(ENV_REFERENCE.sub("\0", text))
+    if userinfo is None or ":" not in userinfo:
         return False
-    return match.group(1).split(":", 1)[1].replace("\0", "") != ""
+    return userinfo.split(":", 1)[1].replace("\0", "") != ""
 
 
-def mask_url(text: str) -> str:
-    """``rtsp://user:***@host/x`` for ``rtsp://user:secret@host/x``; other strings unchanged."""
-    if "://" not in text or "@" not in text:
+# -- one parser for stream and broker URLs -----------------------------------------------------------------------
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?)*\.?$")
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
+@dataclass(frozen=True)
+class Url:
+    """A parsed ``scheme://[user[:password]@]host[:port][/path...]``; ``username``/``password`` decoded."""
+
+    scheme: str  # lower case
+    host: str  # a name or an IP address (IPv6 without brackets)
+    port: int | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    rest: str = ""  # path, query and fragment as written
+
+    def _netloc(self, userinfo: str | None) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{userinfo}@{host}{port}" if userinfo is not None else f"{host}{port}"
+
+    def redacted(self) -> str:
+        """The URL for messages and records: ``rtsp://user:***@host/x``."""
+        userinfo = None
+        if self.username is not None or self.password is not None:
+            userinfo = quote(self.username or "", safe="") + (":***" if self.password is not None else "")
+        return f"{self.scheme}://{self._netloc(userinfo)}{self.rest}"
+
+    def unredacted(self) -> str:
+        """The URL to connect to, credentials percent-encoded (a ``/`` or ``@`` in a password stays in it:
+        FFmpeg and paho decode them)."""
+        userinfo = None
+        if self.username is not None or self.password is not None:
+            userinfo = quote(self.username or "", safe="")
+            if self.password is not None:
+                userinfo += ":" + quote(self.password, safe="")
+        return f"{self.scheme}://{self._netloc(userinfo)}{self.rest}"
+
+
+def _split_userinfo(rest: str) -> tuple[str | None, str]:
+    """(userinfo, the rest after its ``@``) of what follows ``scheme://``; (None, rest) without userinfo.
+
+    The standard reading first: the authority ends at the first ``/``, ``?`` or ``#``, the userinfo at its last
+    ``@``. When that leaves no valid host, a password written with an unencoded ``/`` or ``@``
+    (``rtsp://cam:pa/ss@host/x``) is read as a password: the userinfo ends at the last ``@`` followed by a host.
+    """
+    end = _AUTHORITY_END.search(rest)
+    authority = rest[: end.start()] if end else rest
+    at = authority.rfind("@")
+    standard = (rest[:at], rest[at + 1:]) if at >= 0 else (None, rest)
+    hostport = authority[at + 1:]
+    if _valid_hostport(hostport) or "@" not in rest:
+        return standard
+    for i in [i for i, c in enumerate(rest) if c == "@"][::-1]:
+        tail = rest[i + 1:]
+        end = _AUTHORITY_END.search(tail)
+        if ":" in rest[:i] and _valid_hostport(tail[: end.start()] if end else tail):
+            return rest[:i], tail
+    return standard
+
+
+def _userinfo(text: str) -> str | None:
+    match = _SCHEME.match(text)
+    return _split_userinfo(match.group(2))[0] if match else None
+
+
+def redact(text: str) -> str:
+    """``text`` with any password between ``scheme://`` and its ``@`` replaced by ``***``. Never fails, and errs
+    on the side of hiding: in a URL that does not parse, whatever stands between the first ``:`` after
+    ``scheme://`` and the last ``@`` counts as a password. Strings that are not URLs come back unchanged."""
+    match = _SCHEME.match(text)
+    if match is None or "@" not in match.group(2):
         return text
+    scheme, rest = match.groups()
+    userinfo, after = _split_userinfo(rest)
+    if userinfo is None or (not _valid_hostport(_host_part(after)) and ":" not in userinfo):
+        userinfo, after = rest[: rest.rfind("@")], rest[rest.rfind("@") + 1:]
+    if ":" not in userinfo:
+        return text
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{after}"
+
+
+def _host_part(after_userinfo: str) -> str:
+    end = _AUTHORITY_END.search(after_userinfo)
+    return after_userinfo[: end.start()] if end else after_userinfo
+
+
+mask_url = redact  # the name the deployment config uses
+
+
+def _valid_hostport(hostport: str) -> bool:
     try:
-        parts = urlsplit(text)
+        _split_hostport(hostport)
     except ValueError:
-        return text
-    if parts.password is None:
-        return text
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+        return False
+    return True
+
+
+def _split_hostport(hostport: str) -> tuple[str, int | None]:
+    """(host, port) of ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``; ValueError saying what is wrong."""
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close < 0:
+            raise ValueError("malformed IPv6 host (no closing ']')")
+        host, after = hostport[1:close], hostport[close + 1:]
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError(f"malformed IPv6 host '[{host}]'") from None
+        if after and not after.startswith(":"):
+            raise ValueError(f"unexpected '{after}' after the IPv6 host")
+        port_text = after[1:] if after else None
+    else:
+        host, sep, port_text = hostport.rpartition(":") if ":" in hostport else (hostport, "", None)
+        if not sep:
+            host, port_text = hostport, None
+        if not host:
+            raise ValueError("no host")
+        if not _HOSTNAME.match(host):
+            raise ValueError(f"'{host}' is not a host name or IP address")
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise ValueError(f"bad port '{port_text}' (expected 1-65535)")
+    return host, int(port_text)
+
+
+def _hostport_problem(hostport: str) -> ValueError | None:
+    try:
+        _split_hostport(hostport)
+    except ValueError as exc:
+        return exc
+    return None
+
+
+def _scheme_hint(scheme: str, schemes: Sequence[str]) -> str:
+    """``; did you mean 'rtsp://'?`` for ``rtps``: the same letters first (a swap), then the closest spelling."""
+    swapped = [s for s in schemes if sorted(s) == sorted(scheme)]
+    close = swapped or difflib.get_close_matches(scheme, schemes, n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean '{close[0]}://'?"
+    return f"; expected {', '.join(s + '://' for s in schemes)}"
+
+
+def parse_url(
+    text: str, *, schemes: Sequence[str] | None = None, error: type[OvqError] = ConfigError, what: str = "URL"
+) -> Url:
+    """Parse ``text``; :class:`ConfigError` (or ``error``) for an unknown scheme (with the closest known one), a
+    missing or malformed host, a bad port. Every message shows the URL with its password replaced by ``***``.
+    """
+    shown = redact(text)
+    match = _SCHEME.match(text.strip())
+    if match is None:
+        raise error(f"{shown}: not a {what} (expected scheme://host...)")
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if schemes is not None and scheme not in schemes:
+        raise error(f"{shown}: unknown {what} scheme '{scheme}://'{_scheme_hint(scheme, schemes)}")
+    userinfo, rest = _split_userinfo(rest)
+    end = _AUTHORITY_END.search(rest)
+    hostport, tail = (rest[: end.start()], rest[end.start():]) if end else (rest, "")
+    try:
+        host, port = _split_hostport(hostport)
+    except ValueError as exc:
+        # rtsp://cam:pa/ss@host:99999/x: the port to blame is the one after the last '@', not 'pa'
+        at = match.group(2).rfind("@")
+        if userinfo is None and at >= 0 and ":" in match.group(2)[:at]:
+            exc = _hostport_problem(_host_part(match.group(2)[at + 1:])) or exc
+        raise error(f"{shown}: {exc}") from None
+    username = password = None
+    if userinfo is not None:
+        user, sep, secret = userinfo.partition(":")
+        username, password = unquote(user), (unquote(secret) if sep else None)
+    return Url(scheme=scheme, host=host, port=port, username=username, password=password, rest=tail)

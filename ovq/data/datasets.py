@@ -20,23 +20,23 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from ovq.core.errors import DatasetError
+from ovq.core.errors import ConfigError, DatasetError
+from ovq.core.yamlio import read_yaml
 from ovq.data.images import IMAGE_SUFFIXES
+from ovq.data.yolo_labels import image_size, label_path_for, parse_yolo_labels
 
 logger = logging.getLogger(__name__)
 
-BOX_TOLERANCE = 1e-3  # normalized coordinates may overshoot 0..1 by this much (rounding); then clipped
 NAME_FILES = ("classes.txt", "names.txt")  # one class name a line, beside images/ and labels/
+MAX_NAME = 200  # characters in a class name (it is drawn on frames and sent in every record)
 
 
 @dataclass
@@ -125,70 +125,6 @@ def load_dataset(
 # --- YOLO txt labels --------------------------------------------------------------------------------
 
 
-def parse_yolo_labels(label: Path, width: int, height: int, num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (xyxy pixels) and class ids of one YOLO label file; :class:`DatasetError` naming file:line."""
-    try:
-        text = label.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{label}: cannot read label file: {exc}") from None
-    boxes: list[tuple[float, float, float, float]] = []
-    classes: list[int] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{label}:{lineno}"
-        if len(fields) < 5 or (len(fields) > 5 and (len(fields) - 1) % 2):
-            raise DatasetError(
-                f"{where}: malformed line '{line.strip()[:60]}': expected 'class cx cy w h' "
-                "(or 'class x1 y1 x2 y2 ...' for a polygon)"
-            )
-        try:
-            cls_value = float(fields[0])
-            values = [float(v) for v in fields[1:]]
-        except ValueError:
-            raise DatasetError(f"{where}: malformed line '{line.strip()[:60]}': not all fields are numbers") from None
-        if not all(math.isfinite(v) for v in (cls_value, *values)):
-            raise DatasetError(f"{where}: malformed line '{line.strip()[:60]}': non-finite number")
-        if cls_value != int(cls_value) or cls_value < 0:
-            raise DatasetError(f"{where}: class '{fields[0]}' is not a non-negative integer")
-        cls = int(cls_value)
-        if num_classes is not None and cls >= num_classes:
-            raise DatasetError(f"{where}: class {cls} is out of range 0..{num_classes - 1} ({num_classes} names)")
-        if len(values) == 4:
-            cx, cy, w, h = values
-            if min(values) < 0 or max(values) > 1:
-                raise DatasetError(f"{where}: box {' '.join(fields[1:])} is outside 0..1 (normalized cx cy w h expected)")
-            x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-        else:
-            xs, ys = values[0::2], values[1::2]
-            if min(values) < 0 or max(values) > 1:
-                raise DatasetError(f"{where}: polygon point outside 0..1 (normalized coordinates expected)")
-            x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
-        if x1 < -BOX_TOLERANCE or y1 < -BOX_TOLERANCE or x2 > 1 + BOX_TOLERANCE or y2 > 1 + BOX_TOLERANCE:
-            raise DatasetError(
-                f"{where}: box {' '.join(fields[1:5])} reaches outside the image "
-                f"(x {x1:.4f}..{x2:.4f}, y {y1:.4f}..{y2:.4f}; 0..1 expected)"
-            )
-        if x2 - x1 <= 0 or y2 - y1 <= 0:
-            raise DatasetError(f"{where}: box {' '.join(fields[1:5])} has zero width or height")
-        x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in (x1, y1, x2, y2))
-        boxes.append((x1 * width, y1 * height, x2 * width, y2 * height))
-        classes.append(cls)
-    xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    return xyxy, np.asarray(classes, dtype=np.int64)
-
-
-def label_path_for(image: Path) -> Path:
-    """Ultralytics' convention: the last ``/images/`` of the path becomes ``/labels/``, suffix ``.txt``."""
-    parts = list(image.parts)
-    for i in range(len(parts) - 2, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "labels"
-            break
-    return Path(*parts).with_suffix(".txt")
-
-
 def _yolo_samples(
     images: list[Path], label_for, num_classes: int | None
 ) -> tuple[list[Sample], int, int]:
@@ -207,32 +143,6 @@ def _yolo_samples(
             xyxy, cls = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
         samples.append(Sample(image=image, xyxy=xyxy, class_id=cls, width=width, height=height))
     return samples, found, max_class
-
-
-# --- image sizes --------------------------------------------------------------------------------
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) as OpenCV will decode it (EXIF rotation applied), read from the header when possible."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:  # pragma: no cover - Pillow comes with matplotlib
-        Image = None
-    if Image is not None:
-        try:
-            with Image.open(path) as im:
-                width, height = im.size
-                orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
-            if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: OpenCV applies it when decoding
-                width, height = height, width
-            return int(width), int(height)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError):
-            # ImportError: Ultralytics, once imported, patches Image.open to try an optional HEIF plugin
-            pass
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
-    if image is None:
-        raise DatasetError(f"{path}: not a readable image")
-    return int(image.shape[1]), int(image.shape[0])
 
 
 def _images_in(folder: Path, *, recursive: bool = False) -> list[Path]:
@@ -318,45 +228,70 @@ def _unlabelled(files: list[Path]) -> list[Sample]:
 
 
 def _load_yaml(path: Path, split: str, fallback_names: Sequence[str] | None) -> Dataset:
-    import yaml
-
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise DatasetError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        doc = read_yaml(path)  # bounded: no alias bombs, no deep nesting, no huge values
+    except ConfigError as exc:
+        raise DatasetError(str(exc)) from None
     if not isinstance(doc, dict):
         raise DatasetError(f"{path}: expected a mapping with path, train, val and names")
     names = _yaml_names(path, doc)
-    base = doc.get("path")
-    root = path.parent if not base else (Path(base) if Path(base).is_absolute() else path.parent / base)
-    if not root.is_dir():
-        raise DatasetError(f"{path}: dataset folder '{base}' (key 'path') not found at {root}")
+    base = _yaml_text(path, doc, "path")
+    try:
+        root = path.parent if not base else (Path(base) if Path(base).is_absolute() else path.parent / base)
+        if not root.is_dir():
+            raise DatasetError(f"{path}: path: dataset folder '{base}' not found at {root}")
+    except OSError as exc:
+        raise DatasetError(f"{path}: path: {_shorten(base)}: {exc.strerror or exc}") from None
+    if split in doc and not isinstance(doc[split], (str, list)) and doc[split] is not None:
+        raise DatasetError(f"{path}: {split}: expected a folder, a .txt list or a list of them, got "
+                           f"{type(doc[split]).__name__}")
     if split not in doc or doc[split] in (None, "", []):
         splits = [k for k in ("train", "val", "test") if doc.get(k)]
         raise DatasetError(f"{path}: no split '{split}'; the file names: {', '.join(splits) or 'none'}")
-    entries = doc[split] if isinstance(doc[split], list) else [doc[split]]
+    listed = isinstance(doc[split], list)
+    entries = [(f"{split}[{i}]" if listed else split, e) for i, e in enumerate(doc[split] if listed else [doc[split]])]
+    for key, entry in entries:
+        if not isinstance(entry, str) or not entry.strip():
+            raise DatasetError(f"{path}: {key}: expected a folder or file name, got {_shorten(repr(entry))}")
     files: list[Path] = []
-    for entry in entries:
-        target = Path(str(entry))
-        target = target if target.is_absolute() else root / target
-        if target.is_dir():
-            found = _images_in(target, recursive=True)
-            if not found:
-                raise DatasetError(f"{path}: split '{split}' folder {target} holds no images")
-            files.extend(found)
-        elif target.is_file() and target.suffix.lower() == ".txt":
-            files.extend(_image_list(target))
-        elif target.is_file() and target.suffix.lower() in IMAGE_SUFFIXES:
-            files.append(target)
-        else:
-            raise DatasetError(f"{path}: split '{split}' entry '{entry}' not found at {target}")
+    for key, entry in entries:
+        try:
+            files.extend(_split_files(path, key, root, entry))
+        except OSError as exc:  # a name too long, a symlink loop, no permission: one line naming the entry
+            raise DatasetError(f"{path}: {key}: {_shorten(entry)}: {exc.strerror or exc}") from None
     samples, found, _ = _yolo_samples(files, label_path_for, len(names))
     labelled = found > 0
     if not labelled:
         logger.warning("%s: no label files found for split '%s' (looked beside /labels/); unlabelled", path, split)
     return Dataset(root, split, names, samples, labelled, "yaml", path)
+
+
+def _split_files(path: Path, key: str, root: Path, entry: str) -> list[Path]:
+    """The images one entry of a split names: a folder (searched recursively), a .txt list, or an image."""
+    target = Path(entry)
+    target = target if target.is_absolute() else root / target
+    if target.is_dir():
+        found = _images_in(target, recursive=True)
+        if not found:
+            raise DatasetError(f"{path}: {key}: folder {target} holds no images")
+        return found
+    if target.is_file() and target.suffix.lower() == ".txt":
+        return _image_list(target)
+    if target.is_file() and target.suffix.lower() in IMAGE_SUFFIXES:
+        return [target]
+    raise DatasetError(f"{path}: {key}: '{_shorten(entry)}' not found at {_shorten(str(target))}")
+
+
+def _shorten(text: str | None, limit: int = 80) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= limit else f"{text[:limit - 20]}...({len(text)} characters)"
+
+
+def _yaml_text(path: Path, doc: dict[str, Any], key: str) -> str | None:
+    value = doc.get(key)
+    if value is not None and not isinstance(value, str):
+        raise DatasetError(f"{path}: {key}: expected a string, got {_shorten(repr(value))}")
+    return value
 
 
 def _yaml_names(path: Path, doc: dict[str, Any]) -> list[str]:
@@ -365,17 +300,26 @@ def _yaml_names(path: Path, doc: dict[str, Any]) -> list[str]:
         try:
             keys = sorted(int(k) for k in raw)
         except (TypeError, ValueError):
-            raise DatasetError(f"{path}: 'names' keys must be class indices 0..N-1") from None
+            raise DatasetError(f"{path}: names: keys must be class indices 0..N-1") from None
         if keys != list(range(len(keys))):
-            raise DatasetError(f"{path}: 'names' indices must be 0..{len(keys) - 1} without gaps")
-        names = [str(raw[k] if k in raw else raw[str(k)]) for k in keys]
+            raise DatasetError(f"{path}: names: indices must be 0..{len(keys) - 1} without gaps")
+        values = [raw[k] if k in raw else raw[str(k)] for k in keys]
     elif isinstance(raw, list) and raw:
-        names = [str(x) for x in raw]
+        values = raw
     else:
         raise DatasetError(f"{path}: missing 'names' (a list, or a mapping index -> name)")
+    for i, name in enumerate(values):
+        if isinstance(name, bool) or not isinstance(name, (str, int, float)) or not str(name).strip():
+            raise DatasetError(f"{path}: names[{i}]: expected a class name, got {_shorten(repr(name))}")
+        if len(str(name)) > MAX_NAME:
+            raise DatasetError(f"{path}: names[{i}]: a class name of {len(str(name))} characters (at most {MAX_NAME})")
+    names = [str(x) for x in values]
     nc = doc.get("nc")
-    if nc is not None and int(nc) != len(names):
-        raise DatasetError(f"{path}: 'nc' is {nc} but 'names' lists {len(names)} classes")
+    if nc is not None:
+        if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
+            raise DatasetError(f"{path}: nc: expected the number of classes (an integer >= 1), got {_shorten(repr(nc))}")
+        if nc != len(names):
+            raise DatasetError(f"{path}: nc: {nc}, but 'names' lists {len(names)} classes")
     return names
 
 

@@ -19,9 +19,10 @@ from ovq.model.conversion import MODEL_XML
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
 from ovq.serving.remote import open_detector
+from ovq.streaming.mqtt import MqttSink
 from ovq.streaming.pipeline import Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
-from ovq.streaming.sinks import JsonlSink, MqttSink, VideoSink, WindowSink
+from ovq.streaming.sinks import JsonlSink, VideoSink, WindowSink
 from ovq.streaming.sources import parse_source
 from ovq.streaming.stats import RunSummary
 from ovq.streaming.web import LiveServer, token_from_env
@@ -41,6 +42,11 @@ def check_paths(cfg: PipelineConfig) -> None:
         raise where.error("model", f"{cfg.model}: no such file or folder")
     if cfg.quantize is not None and not cfg.quantize.data.exists():
         raise where.error("quantize.data", f"{cfg.quantize.data}: no such file or folder")
+    mqtt = cfg.sinks.mqtt
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(mqtt, key) if mqtt is not None else None
+        if path is not None and not path.is_file():
+            raise where.error(f"sinks.mqtt.{key}", f"{path}: no such file")
     for i, src in enumerate(cfg.sources):
         try:
             parse_source(src.url)
@@ -91,7 +97,9 @@ def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None
     """The sink objects the config asks for (:mod:`ovq.streaming.sinks`): video, JSON Lines, MQTT, window, and the
     live view's server (:mod:`ovq.streaming.web`).
 
-    When one cannot be made, the ones already made are closed before the error propagates.
+    Making them checks their outputs can be written and opens nothing: files are opened when the pipeline
+    starts them, after the model, device and sources were opened. When one cannot be made, the ones already
+    made are closed before the error propagates.
     """
     environ = os.environ if environ is None else environ
     s = cfg.sinks
@@ -100,10 +108,12 @@ def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None
         if s.video is not None:
             out.append(VideoSink(s.video, fps=s.video_fps))
         if s.jsonl is not None:
-            out.append(JsonlSink(s.jsonl))
+            out.append(JsonlSink(s.jsonl, append=s.jsonl_append))
         if s.mqtt is not None:
             check_environment(cfg, environ)
-            out.append(MqttSink(s.mqtt.url or environ[s.mqtt.url_env], topic_prefix=s.mqtt.topic_prefix))
+            m = s.mqtt
+            out.append(MqttSink(m.url or environ[m.url_env], topic_prefix=m.topic_prefix, ca_file=m.ca_file,
+                                cert_file=m.cert_file, key_file=m.key_file, strict=m.strict))
         if s.show:
             out.append(WindowSink())
         if cfg.serve is not None:
@@ -140,22 +150,20 @@ def build_pipeline(
     except ``latency`` on an NPU. A window's ``q``/Esc stops the pipeline.
     """
     device = device or cfg.device
+    own: list[Sink] = []
     try:
         check_paths(cfg)
         check_environment(cfg)
         spec = check_device(device)  # before a quantization that may take minutes
+        own = build_sinks(cfg)  # their outputs checked, nothing opened yet
         model = ensure_quantized(cfg.quantize, cfg.model) if cfg.quantize is not None else cfg.model
         # cache: a folder is accepted too (compile_model), though Detector's annotation says bool; a serving URL
         # gives a remote detector that waits for its server like a camera unless reconnect.retry is off
         detector = open_detector(model, device=device, conf=cfg.conf, precision=cfg.precision,
                                  hint=cfg.hint or default_hint(spec), cache=cfg.cache, retry=cfg.reconnect.retry,
                                  wait=cfg.reconnect.retry)
-        sinks = [*build_sinks(cfg), *extra_sinks]
-    except BaseException:
-        close_all(extra_sinks)
-        raise
-    r = cfg.reconnect
-    try:
+        r = cfg.reconnect
+        sinks = [*own, *extra_sinks]
         pipeline = Pipeline(
             detector, [s.url for s in cfg.sources], names=cfg.source_names, device=device, conf=cfg.conf,
             nireq=cfg.nireq, track=cfg.track, sinks=sinks,
@@ -163,9 +171,10 @@ def build_pipeline(
             reconnect=ReconnectPolicy(initial_delay=r.initial_delay, max_delay=r.max_delay,
                                       stall_timeout=r.stall_timeout, retry=r.retry),
             realtime_files=cfg.realtime,
+            strict=cfg.strict,
         )
     except BaseException:
-        close_all(sinks)
+        close_all([*own, *extra_sinks])
         raise
     for sink in sinks:
         if isinstance(sink, WindowSink):

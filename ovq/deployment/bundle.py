@@ -245,7 +245,9 @@ def rewrite_pipeline(cfg: PipelineConfig, model_rel: str) -> str:
         sinks["video"]["path"] = f"{OUTPUT_DIR}/{Path(str(sinks['video']['path'])).name}"
     elif sinks.get("video") is not None:
         sinks["video"] = f"{OUTPUT_DIR}/{Path(str(sinks['video'])).name}"
-    if sinks.get("jsonl") is not None:
+    if isinstance(sinks.get("jsonl"), dict) and sinks["jsonl"].get("path") is not None:
+        sinks["jsonl"]["path"] = f"{OUTPUT_DIR}/{Path(str(sinks['jsonl']['path'])).name}"
+    elif sinks.get("jsonl") is not None:
         sinks["jsonl"] = f"{OUTPUT_DIR}/{Path(str(sinks['jsonl'])).name}"
     sources = data.get("sources")
     if not isinstance(sources, list):

@@ -192,20 +192,23 @@ def resolve_from_index(requirements: list[str], constraints: dict[str, str]) -> 
 
 
 # Pipeline features that need more than ovq's core dependencies: ovq's extra, and the packages it stands for.
-FEATURE_EXTRAS: dict[str, tuple[str, ...]] = {"mqtt": ("paho-mqtt",), "track": ("trackers",)}
+FEATURE_EXTRAS: dict[str, tuple[str, ...]] = {
+    "mqtt": ("paho-mqtt",), "track": ("trackers",), "web": ("aiohttp", "prometheus-client"),
+}
 
 
 def runtime_requirements(
     cfg: PipelineConfig, requires: list[str], *, families: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
-    """The requirement lines and extras the pipeline needs: ovq's own plus its features' (MQTT, tracking)
+    """The requirement lines and extras the pipeline needs: ovq's own plus its features' (MQTT, tracking, the live view)
     and the packages providing the models' plug-in decoder ``families``.
 
     A feature whose extra the wheel declares is pinned through the extra; otherwise through the packages
     it stands for (:data:`FEATURE_EXTRAS`). Either way they need not be installed here
     (:func:`pinned_requirements` resolves what is missing from the package index).
     """
-    features = [name for name, used in (("mqtt", cfg.sinks.mqtt is not None), ("track", cfg.track)) if used]
+    used = (("mqtt", cfg.sinks.mqtt is not None), ("track", cfg.track), ("web", cfg.serve is not None))
+    features = [name for name, on in used if on]
     declared = {m for line in requires for m in re.findall(r"""extra\s*==\s*["']([^"']+)["']""", line)}
     extras = [f for f in features if f in declared]
     extra_lines = [pkg for f in features if f not in declared for pkg in FEATURE_EXTRAS[f]]

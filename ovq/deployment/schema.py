@@ -13,23 +13,22 @@ from the command line, the flag. The ``quantize`` section is :class:`~ovq.quanti
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ovq.core.errors import ConfigError, OvqError
-from ovq.core.urls import mask_url
+from ovq.core.urls import mask_url, parse_url
 from ovq.deployment.fields import Origin, describe, given
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
 from ovq.runtime.devices import parse_device
 from ovq.serving.urls import is_serving_url, parse_serving_url
+from ovq.streaming.mqtt import TLS_SCHEMES, parse_broker_url
 from ovq.streaming.sources import URL_SCHEMES
 
 MQTT_URL_ENV = "OVQ_MQTT_URL"
-MQTT_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl")  # what ovq.streaming.sinks.mqtt_settings connects to
 STREAM_SCHEMES = (*URL_SCHEMES, "synth", "file")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -112,10 +111,11 @@ class SourceConfig:
         text = origin.string(value, key).strip()
         scheme = _SCHEME.match(text)
         if scheme:
-            if scheme.group(1).lower() not in STREAM_SCHEMES:
-                close = difflib.get_close_matches(scheme.group(1).lower(), STREAM_SCHEMES, n=1, cutoff=0.5)
-                hint = f"; did you mean '{close[0]}://'?" if close else f"; expected one of {', '.join(STREAM_SCHEMES)}"
-                raise origin.error(key, f"unknown stream scheme '{scheme.group(1)}://'{hint}")
+            if not origin.is_reference(text) and scheme.group(1).lower() not in ("synth", "file"):
+                try:  # the parser the run uses: scheme, host and port checked here already
+                    parse_url(text, schemes=STREAM_SCHEMES, what="stream")
+                except ConfigError as exc:
+                    raise origin.error(key, str(exc)) from None
             return cls(url=text, name=name)
         if text.isdigit() or origin.is_reference(text):
             return cls(url=text, name=name)
@@ -137,6 +137,10 @@ class MqttConfig:
     url: str | None = None
     url_env: str = MQTT_URL_ENV
     topic_prefix: str = "ovq"
+    ca_file: Path | None = None  # CA bundle to verify an mqtts:// broker (default: the system's)
+    cert_file: Path | None = None  # client certificate (PEM), and its key when not in the same file
+    key_file: Path | None = None
+    strict: bool = False  # a broker that cannot be reached, or a message not sent, fails the run
 
     @classmethod
     def from_value(cls, value: Any, origin: Origin) -> MqttConfig | None:
@@ -145,7 +149,8 @@ class MqttConfig:
             return cls() if value else None
         if isinstance(value, str):
             return cls(url=_broker_url(origin, value, "sinks.mqtt"))
-        m = origin.mapping(value, "sinks.mqtt", ("url", "url_env", "topic_prefix"))
+        m = origin.mapping(value, "sinks.mqtt",
+                           ("url", "url_env", "topic_prefix", "ca_file", "cert_file", "key_file", "strict"))
         cfg = cls()
         if given(m, "url"):
             cfg.url = _broker_url(origin, m["url"], "sinks.mqtt.url")
@@ -157,20 +162,33 @@ class MqttConfig:
             cfg.topic_prefix = origin.string(m["topic_prefix"], "sinks.mqtt.topic_prefix")
             if any(c in cfg.topic_prefix for c in "#+"):
                 raise origin.error("sinks.mqtt.topic_prefix", "MQTT wildcards # and + cannot be published to")
+        for key in ("ca_file", "cert_file", "key_file"):
+            if given(m, key):
+                setattr(cfg, key, origin.path(m[key], f"sinks.mqtt.{key}"))
+        if cfg.key_file is not None and cfg.cert_file is None:
+            raise origin.error("sinks.mqtt.key_file", "a client key needs its certificate (cert_file)")
+        plain = cfg.url and not origin.is_reference(cfg.url) and parse_broker_url(cfg.url).scheme not in TLS_SCHEMES
+        if (cfg.ca_file or cfg.cert_file) and plain:
+            raise origin.error("sinks.mqtt", "a CA file or client certificate needs a TLS broker URL (mqtts://)")
+        if "strict" in m:
+            cfg.strict = origin.boolean(m["strict"], "sinks.mqtt.strict")
         return cfg
 
     def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
         url = mask_url(self.url) if (mask_secrets and self.url) else self.url
-        return {"url": url, "url_env": self.url_env, "topic_prefix": self.topic_prefix}
+        files = {k: str(v) if v else None for k, v in
+                 (("ca_file", self.ca_file), ("cert_file", self.cert_file), ("key_file", self.key_file))}
+        return {"url": url, "url_env": self.url_env, "topic_prefix": self.topic_prefix, **files, "strict": self.strict}
 
 
 def _broker_url(origin: Origin, value: Any, key: str) -> str:
     text = origin.string(value, key)
     if origin.is_reference(text):
         return text
-    scheme = _SCHEME.match(text)
-    if not scheme or scheme.group(1).lower() not in MQTT_SCHEMES:
-        raise origin.error(key, f"expected a broker URL like mqtt://host:1883, got {describe(value)}")
+    try:  # the parser the sink uses, so --check and the run agree on what is a broker URL
+        parse_broker_url(text)
+    except ConfigError as exc:
+        raise origin.error(key, str(exc)) from None
     return text
 
 
@@ -181,6 +199,7 @@ class SinksConfig:
     video: Path | None = None
     video_fps: float | None = None
     jsonl: Path | None = None
+    jsonl_append: bool = False  # append to the file instead of replacing it with this run's records
     mqtt: MqttConfig | None = None
     show: bool = False
 
@@ -197,7 +216,14 @@ class SinksConfig:
                 sinks.video_fps = origin.number(v["fps"], "sinks.video.fps", low=0.0, low_open=True)
         elif given(s, "video"):
             sinks.video = origin.path(s["video"], "sinks.video")
-        if given(s, "jsonl"):
+        if isinstance(s.get("jsonl"), dict):
+            j = origin.mapping(s["jsonl"], "sinks.jsonl", ("path", "append"))
+            if not given(j, "path"):
+                raise origin.error("sinks.jsonl.path", "required: the JSON Lines file to write")
+            sinks.jsonl = origin.path(j["path"], "sinks.jsonl.path")
+            if "append" in j:
+                sinks.jsonl_append = origin.boolean(j["append"], "sinks.jsonl.append")
+        elif given(s, "jsonl"):
             sinks.jsonl = origin.path(s["jsonl"], "sinks.jsonl")
         if given(s, "mqtt"):
             sinks.mqtt = MqttConfig.from_value(s["mqtt"], origin)
@@ -210,6 +236,7 @@ class SinksConfig:
             "video": None if self.video is None else str(self.video),
             "video_fps": self.video_fps,
             "jsonl": None if self.jsonl is None else str(self.jsonl),
+            "jsonl_append": self.jsonl_append,
             "mqtt": None if self.mqtt is None else self.mqtt.to_dict(mask_secrets),
             "show": self.show,
         }
@@ -320,7 +347,8 @@ def _model(origin: Origin, value: Any) -> Path | str:
 
 
 _TOP_KEYS = ("model", "quantize", "device", "precision", "hint", "nireq", "cache", "sources", "track", "conf",
-             "sinks", "max_frames", "stats_interval", "reconnect", "realtime", "serve")
+             "sinks", "max_frames", "stats_interval", "reconnect", "realtime", "serve",
+             "strict")
 
 
 @dataclass
@@ -348,6 +376,7 @@ class PipelineConfig:
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
     realtime: bool = False  # read files at their frame rate, dropping frames like a live camera
     serve: ServeConfig | None = None  # the live view over HTTP (ovq.streaming.web)
+    strict: bool = False  # a video file that ends before its stated frame count fails the run
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     origin: Origin | None = field(default=None, repr=False, compare=False)
 
@@ -393,6 +422,7 @@ class PipelineConfig:
             reconnect=ReconnectConfig.from_value(t["reconnect"], o) if given(t, "reconnect") else ReconnectConfig(),
             realtime=o.boolean(t["realtime"], "realtime") if "realtime" in t else False,
             serve=ServeConfig.from_value(t["serve"], o) if given(t, "serve") else None,
+            strict=o.boolean(t["strict"], "strict") if "strict" in t else False,
             raw=copy.deepcopy(data if raw is None else raw),
             origin=origin,
         )
@@ -423,6 +453,7 @@ class PipelineConfig:
             "reconnect": asdict(self.reconnect),
             "realtime": self.realtime,
             "serve": None if self.serve is None else self.serve.to_dict(mask_secrets),
+            "strict": self.strict,
         }
 
 

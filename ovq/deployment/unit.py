@@ -50,7 +50,7 @@ def needs(cfg: PipelineConfig) -> Needs:
         for kind in _source_kinds(source.url):
             camera |= kind == "camera"
             network |= kind == "network"
-    network |= cfg.sinks.mqtt is not None
+    network |= cfg.sinks.mqtt is not None or cfg.serve is not None  # a live view listens for browsers
     names = {part.split(".")[0] for part in re.split(r"[:,()]", cfg.device.upper()) if part}
     auto = ":" not in cfg.device and bool(names & {"AUTO", "MULTI", "HETERO"})  # any device may be chosen
     return Needs(camera=camera, gpu="GPU" in names or auto, npu="NPU" in names or auto, network=network)

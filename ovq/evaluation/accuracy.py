@@ -24,13 +24,14 @@ import openvino as ov
 
 from ovq.core.detections import Detections
 from ovq.core.errors import DatasetError
-from ovq.core.fileio import write_text_atomic
+from ovq.core.fileio import check_output_file, write_text_atomic
 from ovq.core.geometry import ResizeInfo
 from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.data.images import read_image
 from ovq.evaluation.metrics import MAX_DETS, MapResult, coco_map, top_k
 from ovq.model.detector import Detector, load
-from ovq.serving.remote import RemoteDetector, RemoteQueue, open_detector
+from ovq.runtime.inference import InferQueue
+from ovq.serving.remote import RemoteDetector, open_detector
 from ovq.serving.urls import is_serving_url
 
 logger = logging.getLogger(__name__)
@@ -99,8 +100,6 @@ def predict_samples(
     results: list[Detections | None] = [None] * len(samples)
     if not samples:
         return []
-    # the detector's own queue when it is the detector's compilation (a served model's runs on its server)
-    queue = detector.async_queue(jobs) if compiled is detector.compiled else ov.AsyncInferQueue(compiled, jobs)
     n_outputs = len(compiled.outputs)
     errors: list[BaseException] = []
     pending: list[Future] = []
@@ -125,11 +124,12 @@ def predict_samples(
             bar.update(1)
 
     try:
-        _run_queue(queue, samples, load_one, finish_one, n_outputs, errors, pending)
+        # the detector's own queue when it is the detector's compilation (a served model's runs on its server)
+        own = compiled is detector.compiled
+        _run_queue(lambda done: detector.async_queue(jobs, done) if own else InferQueue(compiled, jobs, done),
+                   samples, load_one, finish_one, n_outputs, errors, pending)
     finally:
         bar.close()
-        if isinstance(queue, RemoteQueue):
-            queue.close()
     if errors:
         raise errors[0]
     missing = [i for i, r in enumerate(results) if r is None]
@@ -138,8 +138,10 @@ def predict_samples(
     return results  # type: ignore[return-value]
 
 
-def _run_queue(queue, samples, load_one, finish_one, n_outputs, errors, pending) -> None:
-    """Decode ahead on one thread, infer on the queue, postprocess on another thread; keep order by index."""
+def _run_queue(make_queue, samples, load_one, finish_one, n_outputs, errors, pending) -> None:
+    """Decode ahead on one thread, infer on ``make_queue(callback)``'s requests, postprocess on another thread;
+    keep order by index. The queue is closed here (an :class:`InferQueue` waits until OpenVINO let go of the
+    callback)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovq-load") as loader, ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="ovq-post"
     ) as post:
@@ -152,7 +154,7 @@ def _run_queue(queue, samples, load_one, finish_one, n_outputs, errors, pending)
             except Exception as exc:  # noqa: BLE001 - re-raised below; it must not vanish in OpenVINO's thread
                 errors.append(exc)
 
-        queue.set_callback(on_done)
+        queue = make_queue(on_done)
         ahead = len(queue) + 2
         loads: collections.deque[Future] = collections.deque(
             loader.submit(load_one, i) for i in range(min(ahead, len(samples)))
@@ -167,7 +169,7 @@ def _run_queue(queue, samples, load_one, finish_one, n_outputs, errors, pending)
                     break
                 queue.start_async({0: tensor}, (index, rinfo))
         finally:
-            queue.wait_all()
+            queue.close()
             for f in loads:
                 f.cancel()
         for f in pending:
@@ -214,9 +216,12 @@ def evaluate(
     ``model`` is a model path (folder, ``.xml``, ``.onnx``, ``.pt``) or a :class:`Detector` (then ``device``
     and ``precision`` are its own). ``precision``: ``None`` uses the model's stored compile settings, else
     the device default; ``default``/``f32``/``bf16`` override. ``save_json`` writes COCO-format results.
-    ``images``: the image folder of a COCO JSON when it is not beside the JSON.
+    ``images``: the image folder of a COCO JSON when it is not beside the JSON. Whether ``save_json`` can be
+    written is checked before anything loads.
     """
     start = time.perf_counter()
+    if save_json is not None:
+        check_output_file(save_json)
     if isinstance(model, (Detector, RemoteDetector)) or is_serving_url(model):
         detector = open_detector(model)
         labels = detector.labels

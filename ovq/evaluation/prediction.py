@@ -10,7 +10,8 @@ from typing import Any
 import cv2
 
 from ovq.core.drawing import annotate
-from ovq.core.fileio import atomic_output_dir, write_json_atomic
+from ovq.core.errors import OutputError
+from ovq.core.fileio import atomic_output_dir, check_output_dir, write_json_atomic
 from ovq.data.images import list_images, read_image
 from ovq.model.detector import Detector
 from ovq.serving.remote import RemoteDetector, open_detector
@@ -35,9 +36,12 @@ def predict(
 
     ``conf``, ``iou``, ``max_det`` override the model's defaults; ``classes`` keeps only those class ids or
     names; ``labels`` renames the model's classes. With a :class:`Detector`, only ``conf`` applies (the rest
-    are the detector's own).
+    are the detector's own). Whether ``out_dir`` can be written (a folder, or a place to make one) is checked
+    before the model loads.
     """
     files = list_images(images)
+    if out_dir is not None:
+        check_output_dir(out_dir)
     detector = open_detector(model, device=device, conf=conf, iou=iou, classes=classes, max_det=max_det,
                              labels=labels, precision=precision)
     results: list[dict[str, Any]] = []
@@ -57,7 +61,7 @@ def predict(
     if out_dir is not None:
         with atomic_output_dir(out_dir) as tmp:
             for name, frame in annotated:
-                if not cv2.imwrite(str(tmp / name), frame):
-                    raise OSError(f"{tmp / name}: cannot write image")
+                if not cv2.imwrite(str(tmp / name), frame):  # OpenCV says no more than that (a full disk too)
+                    raise OutputError(f"{Path(out_dir) / name}: cannot write the image (disk full?); nothing was written")
             write_json_atomic(tmp / "predictions.json", results)
     return results

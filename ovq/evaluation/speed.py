@@ -24,6 +24,7 @@ from ovq.core.metadata import ModelInfo
 from ovq.data.images import read_image
 from ovq.model.detector import compile_config, load
 from ovq.runtime.compilation import compile_model, execution_precision, new_core
+from ovq.runtime.inference import InferQueue
 from ovq.serving.remote import DEFAULT_JOBS, open_detector
 from ovq.serving.urls import is_serving_url
 
@@ -125,12 +126,15 @@ class _Prepared:
             requests = 1 if spec.hint == "latency" else int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.requests = requests
         self.tensor = bench_input(info, image)
-        self.queue = ov.AsyncInferQueue(compiled, requests)
-        for i in range(len(self.queue)):
-            self.queue[i].set_input_tensor(0, ov.Tensor(self.tensor))
         self.latencies: list[float] = []
         self.slices: list[tuple[int, float]] = []  # (inferences, seconds) of every timed slice
-        self.queue.set_callback(self._done)
+        self.queue = InferQueue(compiled, requests, self._done)
+        for i in range(len(self.queue)):
+            self.queue.request(i).set_input_tensor(0, ov.Tensor(self.tensor))
+
+    def close(self) -> None:
+        """Free the requests (and OpenVINO's hold on the callback, which refers back to this object)."""
+        self.queue.close()
 
     def _init_served(self, spec: BenchSpec, image: str | Path | np.ndarray | None) -> None:
         """A model on a server: the same timing over the v2 protocol (a failed request fails the benchmark)."""
@@ -246,18 +250,24 @@ def benchmark_interleaved(
 
         raise ConfigError(f"benchmark rounds must be at least 1, got {rounds}")
     core = core or new_core()
-    prepared = [_Prepared(spec, image, core) for spec in specs]
-    for p in prepared:
-        logger.info(
-            "benchmarking %s on %s: %s hint, %d requests, precision %s (asked %s), %.0f s%s",
-            p.name, p.spec.device, p.spec.hint, p.requests, p.used, p.requested, seconds,
-            f" in {rounds} turns" if rounds > 1 else "",
-        )
-    for turn in range(rounds):
+    prepared: list[_Prepared] = []
+    try:
+        for spec in specs:
+            prepared.append(_Prepared(spec, image, core))
         for p in prepared:
-            # a full warm-up before the first slice, one inference per request before the others
-            p.time_slice(seconds / rounds, WARMUP_ROUNDS if turn == 0 else 1)
-    return [p.result() for p in prepared]
+            logger.info(
+                "benchmarking %s on %s: %s hint, %d requests, precision %s (asked %s), %.0f s%s",
+                p.name, p.spec.device, p.spec.hint, p.requests, p.used, p.requested, seconds,
+                f" in {rounds} turns" if rounds > 1 else "",
+            )
+        for turn in range(rounds):
+            for p in prepared:
+                # a full warm-up before the first slice, one inference per request before the others
+                p.time_slice(seconds / rounds, WARMUP_ROUNDS if turn == 0 else 1)
+        return [p.result() for p in prepared]
+    finally:
+        for p in prepared:
+            p.close()
 
 
 def format_table(results: Sequence[BenchResult]) -> str:

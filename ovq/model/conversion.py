@@ -17,8 +17,8 @@ from typing import Any
 import openvino as ov
 from openvino.preprocess import ColorFormat, PrePostProcessor
 
-from ovq.core.errors import ModelError
-from ovq.core.fileio import atomic_output_dir
+from ovq.core.errors import ModelError, OutputError
+from ovq.core.fileio import atomic_output_dir, check_output_dir, free_bytes
 from ovq.core.metadata import ModelInfo, read_info, write_info
 from ovq.model.decoders import SourcePreprocessing, get_decoder
 from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
@@ -89,8 +89,11 @@ def convert(
     Weights are stored in FP32 unless ``fp16``. ``family`` is checked against the model's outputs (when
     not given, exactly one family must fit them). ``labels`` overrides the class names the model carries.
     ``agnostic_nms`` stores class-agnostic NMS as the model's default (for scenes where objects of different
-    classes do not overlap, e.g. parts on a belt). Nothing is written when anything fails.
+    classes do not overlap, e.g. parts on a belt). Nothing is written when anything fails; whether ``out_dir``
+    can take the model (a folder, writable, with room for about the size of the source's weights) is checked
+    before converting.
     """
+    check_output_dir(out_dir, need_bytes=output_estimate(src, fp16=fp16))
     model, info = prepare(
         src, imgsz=imgsz, family=family, labels=labels, preprocessing=preprocessing,
         conf_threshold=conf_threshold, iou_threshold=iou_threshold, agnostic_nms=agnostic_nms,
@@ -100,12 +103,29 @@ def convert(
 
 
 def save(model: ov.Model, out_dir: str | Path, *, fp16: bool = False, extra_files: dict[str, str] | None = None) -> Path:
-    """Save ``model`` as ``out_dir/model.xml`` atomically (plus optional text files beside it)."""
+    """Save ``model`` as ``out_dir/model.xml`` atomically (plus optional text files beside it).
+
+    A failed write (OpenVINO reports a full disk as ``RuntimeError: basic_ios::clear: iostream error``) raises
+    :class:`~ovq.core.errors.OutputError` naming ``out_dir`` and leaves it as it was.
+    """
     with atomic_output_dir(out_dir) as tmp:
-        ov.save_model(model, str(tmp / MODEL_XML), compress_to_fp16=fp16)
+        try:
+            ov.save_model(model, str(tmp / MODEL_XML), compress_to_fp16=fp16)
+        except RuntimeError as exc:
+            free = free_bytes(tmp)
+            why = "no space left on the device" if free < 1_000_000 else f"the write failed ({first_line(exc)})"
+            raise OutputError(f"{out_dir}: cannot save the model: {why}; nothing was written") from None
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     return Path(out_dir) / MODEL_XML
+
+
+def output_estimate(src: str | Path, *, fp16: bool = False) -> int:
+    """Bytes the converted model of ``src`` will take, about: its weights (halved for FP16) plus the graph."""
+    path = resolve_model_path(src)
+    weights = path.with_suffix(".bin") if path.suffix == ".xml" else path
+    size = weights.stat().st_size if weights.exists() else 0
+    return (size // 2 if fp16 else size) + 1_000_000
 
 
 # --- internals --------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from ovq.runtime.compilation import (
     precision_config,
 )
 from ovq.runtime.cpu import int8_saturation_warning
+from ovq.runtime.inference import InferQueue
 
 logger = logging.getLogger(__name__)
 
@@ -231,9 +232,7 @@ class Detector:
         self._request.infer({0: tensor})
         return self.postprocess(self.outputs_of(self._request), rinfo, conf=conf)
 
-    def async_queue(self, jobs: int = 0, callback: Callable[[ov.InferRequest, Any], None] | None = None) -> ov.AsyncInferQueue:
-        """An ``AsyncInferQueue`` over the compiled model (``jobs=0``: the device's optimal count)."""
-        queue = ov.AsyncInferQueue(self.compiled, jobs)
-        if callback is not None:
-            queue.set_callback(callback)
-        return queue
+    def async_queue(self, jobs: int = 0, callback: Callable[[ov.InferRequest, Any], None] | None = None) -> InferQueue:
+        """An :class:`~ovq.runtime.inference.InferQueue` over the compiled model (``jobs=0``: the device's optimal
+        count); ``close()`` it when done, so no OpenVINO thread holds the callback at exit."""
+        return InferQueue(self.compiled, jobs, callback)

@@ -26,48 +26,25 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import openvino as ov
 
-from ovq.core.detections import Detections
-from ovq.core.errors import ConfigError, OvqError
+from ovq.core.errors import ConfigError, OvqError, SourceError
 from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
+from ovq.runtime.inference import InferQueue
 from ovq.runtime.signal_stack import repair_signal_stack
 from ovq.serving.remote import RemoteDetector, open_detector
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
+from ovq.streaming.results import FrameResult, Sink
 from ovq.streaming.sources import SourceSpec, check_decode, decode_threads, open_source, parse_source
 from ovq.streaming.stats import RunSummary, StreamMeter, StreamStats
 
 logger = logging.getLogger(__name__)
 
 FILE_BUFFER = 8  # decoded frames a file reader may run ahead
-
-
-@dataclass
-class FrameResult:
-    """One frame's result, as every sink receives it."""
-
-    stream: str  # stream name ("s0", or the name given)
-    source: str  # the source string (passwords redacted)
-    frame_index: int  # index of the frame in its source; gaps in a live stream are dropped frames
-    timestamp: float  # wall time of capture (time.time())
-    frame: np.ndarray  # the BGR frame as decoded (not annotated; do not modify)
-    detections: Detections
-    latency_ms: float  # capture -> result (after decoding and tracking, before the sinks)
-    labels: list[str] | None = None  # the model's class names
-    fps: float | None = None  # the source's nominal frame rate when known
-
-
-@runtime_checkable
-class Sink(Protocol):
-    """Receives every result of every stream, in frame order per stream, from one thread."""
-
-    def write(self, result: FrameResult) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -112,7 +89,8 @@ class Pipeline:
     Files are read losslessly; live sources (camera, URL, ``synth://``) keep their newest frame and are
     reopened by ``reconnect`` when they fail. :meth:`run` blocks until every source ended, each stream reached
     ``max_frames``, or :meth:`stop` was called; it drains the requests in flight, closes the sinks and returns
-    a :class:`RunSummary`.
+    a :class:`RunSummary`. A file that gives no frame fails the run (:class:`SourceError`); a video that ends
+    before the frame count its container states is logged as a warning, or fails the run with ``strict``.
 
     With ``resize_in_graph``, when every source says its frame size at opening (files, and live sources opened
     at start-up) and the sizes agree, the detector runs a variant that letterboxes inside OpenVINO
@@ -158,6 +136,7 @@ class Pipeline:
         pace_fps: float | None = None,
         resize_in_graph: bool | None = None,
         decode: str = "auto",
+        strict: bool = False,
     ) -> None:
         if isinstance(sources, (str, Path)):
             sources = [str(sources)]
@@ -193,6 +172,7 @@ class Pipeline:
         self.resize_in_graph = resize_in_graph
         self.decode = decode
         self.resized_from: tuple[int, int] | None = None  # the frame size the graph resizes from, when it does
+        self.strict = strict
         self.track = track
         self.conf = conf
         if track:
@@ -238,25 +218,26 @@ class Pipeline:
             raise RuntimeError("a Pipeline runs once; build a new one to run again")
         self._ran = True
         t0 = time.monotonic()
+        infer_queue: InferQueue | None = None
         try:
             self._open_sources()
-            infer_queue = self.detector.async_queue(self.nireq, self._on_done)
+            infer_queue = self.detector.async_queue(self.nireq, self._on_done)  # RemoteQueue for a served model
             for sink in self.sinks:
                 start = getattr(sink, "start", None)
                 if callable(start):
                     start(self.names)
         except BaseException:
+            if infer_queue is not None:
+                infer_queue.close()
             for st in self._streams:
                 if st.reader is not None:
                     st.reader.release()
-            self._close_sinks()
+            self._close_sinks(failed=True)
             raise
         post = threading.Thread(target=self._post_loop, name="ovq-post", daemon=True)
         scheduler = threading.Thread(target=self._schedule_loop, args=(infer_queue,), name="ovq-schedule", daemon=True)
-        logger.info(
-            "running %d stream(s) on %s (inference precision %s, %d infer requests)",
-            len(self._streams), self.detector.device, self.detector.inference_precision, self.nireq,
-        )
+        logger.info("running %d stream(s) on %s (inference precision %s, %d infer requests)", len(self._streams),
+                    self.detector.device, self.detector.inference_precision, self.nireq)
         for st in self._streams:
             st.reader.start()
         post.start()
@@ -265,6 +246,7 @@ class Pipeline:
             self._supervise(post)
         finally:
             self._shutdown(scheduler, post)
+        resize = f"graph from {self.resized_from[1]}x{self.resized_from[0]}" if self.resized_from else "python"
         summary = RunSummary(
             streams={st.name: st.meter.snapshot() for st in self._streams},
             seconds=time.monotonic() - t0,
@@ -273,7 +255,7 @@ class Pipeline:
             inference_precision=self.detector.inference_precision,
             nireq=self.nireq,
             stopped=self._stop_requested,
-            extra={"decode": {st.name: st.decoder for st in self._streams}, "resize": self._resize_text()},
+            extra={"decode": {st.name: st.decoder for st in self._streams}, "resize": resize},
         )
         if self._error is not None:
             raise self._error
@@ -324,9 +306,6 @@ class Pipeline:
             raise
         self._choose_resize()
 
-    def _resize_text(self) -> str:
-        return f"graph from {self.resized_from[1]}x{self.resized_from[0]}" if self.resized_from else "python"
-
     def _choose_resize(self) -> None:
         sizes = {st.size for st in self._streams}
         for_source = getattr(self.detector, "for_source", None)
@@ -372,32 +351,54 @@ class Pipeline:
             st.buffer.discard()
         scheduler.join()
         post.join()
+        if self._error is None and not self._stop_requested:
+            self._check_delivery()
         self._close_sinks()
         for st in self._streams:
             st.reader.join(timeout=1.0)
 
-    def _close_sinks(self) -> None:
+    def _check_delivery(self) -> None:
+        """Files say what they delivered: one that gave no frame fails the run; a video that ended before the
+        frame count its container states is a warning naming both numbers (with ``strict``, a failed run)."""
+        for st in self._streams:
+            reader = st.reader
+            if not isinstance(reader, FileReader) or not reader.ended:
+                continue
+            if reader.frames_read == 0:
+                self._error = SourceError(f"{st.spec.display}: no frame could be read (an empty or damaged file)")
+                return
+            if st.spec.kind == "video" and reader.expected and reader.frames_read < reader.expected:
+                what = (f"{st.spec.display}: ended after {reader.frames_read} of the {reader.expected} frames its "
+                        "container states (a cut or damaged file)")
+                if self.strict:
+                    self._error = SourceError(f"{what}; failing the run (strict)")
+                    return
+                logger.warning("%s: %s", st.name, what)
+
+    def _close_sinks(self, failed: bool = False) -> None:
+        """Close every sink; after a failure, ``abort()`` those that have it (they replace no earlier output)."""
         for sink in self.sinks:
+            abort = getattr(sink, "abort", None) if failed or self._error is not None else None
             try:
-                sink.close()
+                abort() if callable(abort) else sink.close()
             except Exception as exc:  # noqa: BLE001 - one failing sink must not keep the others open
                 logger.error("closing %s failed: %s", type(sink).__name__, exc)
                 if self._error is None:
                     self._error = exc
 
     # -- scheduler thread ----------------------------------------------------------------------------------
-    def _schedule_loop(self, infer_queue: Any) -> None:
+    def _schedule_loop(self, infer_queue: InferQueue) -> None:
         try:
             self._schedule(infer_queue)
         except BaseException as exc:  # noqa: BLE001 - handed to run(), which raises it
             self._fail(exc)
         finally:
             try:
-                infer_queue.wait_all()
+                infer_queue.close()
             finally:
                 self._results.put(_END)
 
-    def _schedule(self, infer_queue: Any) -> None:
+    def _schedule(self, infer_queue: InferQueue) -> None:
         turn = itertools.cycle(range(len(self._streams)))
         share = isinstance(infer_queue, ov.AsyncInferQueue)
         while not self._stopping.is_set():
@@ -492,6 +493,7 @@ class Pipeline:
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
-            logger.error("pipeline stopping: %s", exc)
+            logger.error("stopping the run after an error: draining the frames in flight (the error follows)")
+            logger.debug("the error: %s", exc)
         self._stopping.set()
         self._wake.set()

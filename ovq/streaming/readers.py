@@ -139,7 +139,9 @@ class FileReader:
         self.realtime = realtime or pace_fps is not None
         self.fps = pace_fps or source.fps
         self.start_delay = start_delay
+        self.expected = source.frame_count  # what the container says it holds (None: unknown)
         self.frames_read = 0
+        self.ended = False  # the source ran out (rather than the limit or stop() ending the reading)
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"ovq-read-{name}", daemon=True)
@@ -170,6 +172,7 @@ class FileReader:
                     next_time = max(next_time + period, time.monotonic() - period)
                 image = self.source.read()
                 if image is None:
+                    self.ended = True
                     break
                 frame = Frame(self.frames_read, image, time.time(), time.monotonic())
                 self.frames_read += 1
@@ -178,6 +181,7 @@ class FileReader:
                     self.meter.dropped(replaced)
         except Exception as exc:  # noqa: BLE001 - a decoder crash ends this stream, not the process
             self.error = exc
+            self.ended = True
             logger.error("%s: reading failed after %d frames: %s", self.name, self.frames_read, exc)
         finally:
             self.source.close()

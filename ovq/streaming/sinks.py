@@ -1,43 +1,51 @@
-"""Where pipeline results go: annotated MP4, a window, JSON Lines, MQTT.
+"""Where pipeline results go: annotated MP4, a window, JSON Lines (MQTT: :mod:`ovq.streaming.mqtt`).
 
 Every sink has ``write(result)`` and ``close()`` (see :class:`ovq.streaming.pipeline.Sink`); the pipeline calls them
-from one thread, in frame order per stream. An optional ``start(stream_names)`` is called before the first
-frame, so a sink can lay out one output per stream.
+from one thread, in frame order per stream. An optional ``start(stream_names)`` is called once the run has
+opened its model, device and sources - the file sinks open nothing before it, so a run that fails to start
+leaves earlier results as they were. A sink that writes files lists what it finished in ``written``
+(path -> what it holds), filled by a successful ``close()`` only: nothing broken is ever announced. When the run
+fails, the pipeline calls ``abort()`` instead of ``close()`` where a sink has it: the file sinks then replace
+nothing and keep what the run wrote under its temporary name, named in a warning.
 
 Output files:
 
-- :class:`VideoSink` writes each video (H.264 MP4 or VP9 WebM a browser plays where the installed libraries allow:
-  :mod:`ovq.streaming.video`) to a hidden temporary file beside the target and renames it on :meth:`~VideoSink.close`, so the target path only ever holds a finished, playable
-  video. An MP4 is only readable once its index is written at close anyway: a hard kill (SIGKILL, power
-  loss) leaves an unreadable file either way, and this way it is a hidden ``.NAME.partial.mp4``, not the
-  target. SIGINT/SIGTERM through ``ovq run`` close it properly.
-- :class:`JsonlSink` writes its file in place, one complete line per frame, flushed as it goes: it is a log
-  that can be followed while the pipeline runs (``tail -f``) and that keeps every finished line after a
-  hard kill; a temporary file would lose all of it.
+- :class:`VideoSink` writes each video (H.264 MP4 or VP9 WebM a browser plays where the installed libraries
+  allow: :mod:`ovq.streaming.video`) to a hidden temporary file beside the target and renames it on
+  :meth:`~VideoSink.close` once an MP4's index is checked (:mod:`ovq.streaming.mp4`), so the target path only
+  ever holds a finished, playable video. OpenCV reports no write errors, so the sink watches the free space
+  itself: when the disk is nearly full it stops its files while they can still be finished (playable, kept
+  under their temporary names, the targets untouched) and fails the run.
+- :class:`JsonlSink` writes one complete line per frame, each written through at once (``tail -f`` follows
+  it), to a temporary file that replaces the target at close when the run wrote records; or appends to the
+  target (``append=True``, for a service whose restarts must not replace the results so far). A failed write
+  cuts the file back to its last complete record and fails the run.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
 import queue
 import re
-import secrets
+import stat
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 import cv2
 
 from ovq.core.drawing import annotate
-from ovq.core.errors import ConfigError, DependencyError, OvqError
+from ovq.core.errors import ConfigError, OutputError, OvqError, os_error_message
+from ovq.core.fileio import check_output_file, create_temp_file, free_bytes
+from ovq.streaming.mp4 import mp4_frame_count
 from ovq.streaming.pipeline import FrameResult
 from ovq.streaming.video import VideoWriter, check_suffix, even_size, open_writer
 
@@ -89,6 +97,13 @@ class _Writer:
     frames: int = 0
 
 
+# Free space a video file must leave on its disk: OpenCV reports no write error, so the sink stops its files
+# while they can still be finished - the index (~20 bytes a frame, written at close) and FFmpeg's buffers fit
+# in what is left. 1 MB plus 32 bytes a frame: a 2 MB tmpfs ended in a playable file of the frames so far.
+VIDEO_RESERVE_BYTES = 1_000_000
+VIDEO_RESERVE_PER_FRAME = 32
+
+
 class VideoSink:
     """Annotated video (boxes, labels, track IDs, stream name and FPS overlay), one file per stream.
 
@@ -103,7 +118,8 @@ class VideoSink:
     Annotation and encoding run on a thread of the sink's own behind a queue of ``queue_size`` results, so the
     pipeline never waits on the encoder - nor on OpenCV's FFmpeg lock, which holds a new writer back while any
     other stream of the process is opening (an RTSP open can take seconds). When that queue is full,
-    :meth:`write` waits (backpressure, no frame is lost).
+    :meth:`write` waits (backpressure, no frame is lost). A write error (the disk filling up) is raised by the
+    next :meth:`write` or by :meth:`close` as :class:`~ovq.core.errors.OutputError`.
     """
 
     def __init__(
@@ -115,7 +131,7 @@ class VideoSink:
         self.use_av = use_av
         if fps is not None and fps <= 0:
             raise ConfigError(f"{self.path}: fps must be > 0, got {fps}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_output_file(self.path)  # opens nothing: a run that fails to start leaves the folder as it was
         self.labels = labels
         self.fps = fps
         self._streams: list[str] | None = None
@@ -123,7 +139,7 @@ class VideoSink:
         self._queue: queue.Queue[FrameResult | None] = queue.Queue(maxsize=max(1, queue_size))
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self.written: dict[str, Path] = {}  # stream -> finished file, filled by close()
+        self.written: dict[Path, str] = {}  # finished file -> "N frames", filled by close()
 
     def start(self, streams: Sequence[str]) -> None:
         self._streams = list(streams)
@@ -153,10 +169,13 @@ class VideoSink:
                 self._encode(result)
             except BaseException as exc:  # noqa: BLE001 - raised by the next write() or close()
                 self._error = exc
-                logger.error("%s: video writing failed: %s", result.stream, exc)
+                logger.debug("%s: video writing failed: %s", result.stream, exc)
 
     def _encode(self, result: FrameResult) -> None:
         w = self._writers.get(result.stream) or self._open(result)
+        free = free_bytes(w.tmp.parent)
+        if free < VIDEO_RESERVE_BYTES + VIDEO_RESERVE_PER_FRAME * sum(x.frames for x in self._writers.values()):
+            self._stop_all(f"only {free / 1e6:.1f} MB left on the device")
         rate = w.rate.tick()
         overlay = f"{result.stream}  {rate:.1f} FPS"
         image = annotate(result.frame, result.detections, self.labels or result.labels, overlay=overlay)
@@ -171,6 +190,10 @@ class VideoSink:
         h, w = result.frame.shape[:2]
         w, h = even_size(w, h)
         fps = self.fps or result.fps or 25.0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{path}: {os_error_message(exc)}") from None
         writer = open_writer(tmp, path.suffix, (w, h), fps, use_av=self.use_av)
         logger.info("%s: writing %s (%dx%d, %.1f fps, %s)", result.stream, path, w, h, fps, writer.codec)
         if writer.note:
@@ -179,175 +202,212 @@ class VideoSink:
         self._writers[result.stream] = state
         return state
 
+    def _stop_all(self, why: str) -> None:
+        """Finish every file now, while there is room for its index, keep each under its temporary name (the
+        target stays as it was), and raise the error that fails the run."""
+        kept = []
+        for w in self._writers.values():
+            if _finish(w) == w.frames:
+                kept.append(f"the {w.frames} frames of {w.path.name} so far are in {w.tmp}")
+            else:
+                _remove(w.tmp)
+        self._writers.clear()
+        raise OutputError(f"{self.path}: stopped: {why}; the video file(s) were not replaced"
+                          + (f"; {'; '.join(kept)}" if kept else ""))
+
     def close(self) -> None:
-        """Finish every file (encode what is queued, write the MP4 index) and move it into place."""
+        """Finish every file (encode what is queued, write the MP4 index), check it, and move it into place.
+
+        A file whose index is missing or short (the disk filled up) is removed, the target left as it was, and
+        :class:`~ovq.core.errors.OutputError` raised. After an error in :meth:`write`, closing raises nothing new.
+        """
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-        errors = [str(self._error)] if self._error is not None else []
+        failed = self._error is not None
+        errors = []
         for stream, w in self._writers.items():
+            listed = _finish(w)
+            if listed != w.frames:
+                _remove(w.tmp)
+                errors.append(f"{w.path}: the encoder could not finish the file ({listed or 0} of {w.frames} frames "
+                              "in its index: a full disk?); left as it was")
+                continue
             try:
-                w.writer.release()
                 os.replace(w.tmp, w.path)
-                self.written[stream] = w.path
-                logger.info("%s: wrote %s (%d frames)", stream, w.path, w.frames)
-            except (OSError, OvqError) as exc:
-                errors.append(f"{w.path}: {exc}")
+            except OSError as exc:
+                _remove(w.tmp)
+                errors.append(f"{w.path}: {os_error_message(exc)}")
+                continue
+            self.written[w.path] = f"{w.frames} frames"
+            logger.info("%s: wrote %s (%d frames)", stream, w.path, w.frames)
         self._writers.clear()
-        if errors:
-            raise OvqError("; ".join(errors))
+        if errors and not failed:
+            self._error = OutputError("; ".join(errors))
+            raise self._error
+
+    def abort(self) -> None:
+        """The run failed: finish what can be finished, keep it under its temporary name, replace nothing."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        for w in self._writers.values():
+            if _finish(w) == w.frames and w.frames:
+                logger.warning("%s: the run failed: left as it was; this run's %d frames are in %s",
+                               w.path, w.frames, w.tmp)
+            else:
+                _remove(w.tmp)
+        self._writers.clear()
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _frames_listed(w: _Writer) -> int | None:
+    """Frames the finished file holds by its index: an MP4's is read (:mod:`ovq.streaming.mp4`); a WebM has no
+    index to check (its writer, PyAV or OpenCV, reports errors itself), so it is taken as written when not empty."""
+    if w.path.suffix.lower() == ".webm":
+        try:
+            return w.frames if w.tmp.stat().st_size > 0 else None
+        except OSError:
+            return None
+    return mp4_frame_count(w.tmp)
+
+
+def _finish(w: _Writer) -> int | None:
+    """Finish ``w``'s file; the frames it holds, or None when it could not be finished."""
+    try:
+        w.writer.release()
+    except OvqError as exc:
+        logger.warning("%s: %s", w.path, exc)
+        return None
+    return _frames_listed(w)
 
 
 class JsonlSink:
-    """JSON Lines: one record per frame (see :func:`frame_record`), written and flushed as it comes."""
+    """JSON Lines: one record per frame (see :func:`frame_record`), each line written through as it comes.
 
-    def __init__(self, path: str | Path, *, labels: list[str] | None = None) -> None:
+    The file opens at :meth:`start` (or the first :meth:`write`): a temporary file beside ``path`` that replaces
+    it at :meth:`close` when at least one record was written (a run that wrote nothing leaves ``path`` as it
+    was), or, with ``append=True``, ``path`` itself, appended to. A write that fails (a full disk) cuts the file
+    back to its last complete record and raises :class:`~ovq.core.errors.OutputError`; the temporary file then
+    keeps the records written so far and the message names it.
+    """
+
+    def __init__(self, path: str | Path, *, labels: list[str] | None = None, append: bool = False) -> None:
         self.path = Path(path)
         self.labels = labels
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._fh: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise OvqError(f"{self.path}: cannot write: {exc.strerror}") from None
+        self.append = append
+        check_output_file(self.path)  # opens nothing: a run that fails to start leaves the file as it was
         self.records = 0
+        self.written: dict[Path, str] = {}  # filled by close(): path -> "N records"
+        self._fd: int | None = None
+        self._tmp: Path | None = None  # the temporary file (not in append mode)
+        self._good = 0  # file offset after the last complete record
+        self._error: OutputError | None = None
+
+    def start(self, streams: Sequence[str] = ()) -> None:
+        if self._fd is not None or self._error is not None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.append:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)  # read: its last byte
+                self._good = os.lseek(self._fd, 0, os.SEEK_END)
+                if self._good and os.pread(self._fd, 1, self._good - 1) != b"\n":
+                    logger.warning("%s: the last line is incomplete (a run that was killed or ran out of space); "
+                                   "new records start on the next line", self.path)
+                    self._write_all(b"\n")
+            else:
+                self._fd, self._tmp = create_temp_file(self.path.parent, f".{self.path.name}.partial-")
+        except OSError as exc:
+            self._close_fd()
+            raise OutputError(f"{self.path}: {os_error_message(exc)}") from None
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self._good += len(data)
 
     def write(self, result: FrameResult) -> None:
-        if self._fh is None:
-            raise OvqError(f"{self.path}: sink is closed")
-        self._fh.write(json.dumps(frame_record(result, self.labels), separators=(",", ":")) + "\n")
-        self._fh.flush()
+        if self._error is not None:
+            raise self._error
+        if self._fd is None:
+            self.start()
+        line = (json.dumps(frame_record(result, self.labels), separators=(",", ":")) + "\n").encode()
+        try:
+            self._write_all(line)
+        except OSError as exc:
+            self._fail(exc)
         self.records += 1
 
+    def _fail(self, exc: OSError) -> None:
+        """Cut the file back to its last complete record, close it, and raise (now and on every later call)."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, self._good)
+        self._close_fd()
+        where = f"{self.path}: {exc.strerror or exc} after {self.records} records"
+        if self.append:
+            message = f"{where}; the file ends with the last complete record"
+        elif self.records:
+            message = f"{where}; {self.path} was left as it was; the records so far are in {self._tmp}"
+        else:
+            _remove(self._tmp)
+            message = f"{where}; {self.path} was left as it was"
+        self._error = OutputError(message)
+        raise self._error
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def abort(self) -> None:
+        """The run failed: keep this run's records under the temporary name (named in a warning), replace nothing."""
+        if self._fd is None:
+            return
+        self._close_fd()
+        if self.append:
+            logger.warning("%s: the run failed after appending %d records", self.path, self.records)
+        elif self.records:
+            logger.warning("%s: the run failed: left as it was; this run's %d records are in %s",
+                           self.path, self.records, self._tmp)
+        else:
+            _remove(self._tmp)
+
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
-def mqtt_settings(url: str | None = None) -> dict[str, Any]:
-    """Broker host, port, TLS and credentials from ``url`` or ``$OVQ_MQTT_URL`` plus the credential variables.
-
-    ``$OVQ_MQTT_USERNAME`` / ``$OVQ_MQTT_PASSWORD`` win over credentials embedded in the URL.
-    """
-    url = url or os.environ.get("OVQ_MQTT_URL")
-    if not url:
-        raise ConfigError("no MQTT broker: pass a URL (mqtt://HOST[:PORT]) or set OVQ_MQTT_URL")
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    scheme = parts.scheme.lower()
-    if scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ConfigError(f"MQTT URL scheme '{scheme}://' is not supported; use mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise ConfigError("MQTT URL has no host; expected mqtt://HOST[:PORT]")
-    tls = scheme in ("mqtts", "ssl")
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError:
-        raise ConfigError(f"MQTT URL has a bad port: {parts.netloc.rpartition('@')[2]}") from None
-    username = os.environ.get("OVQ_MQTT_USERNAME") or (unquote(parts.username) if parts.username else None)
-    password = os.environ.get("OVQ_MQTT_PASSWORD") or (unquote(parts.password) if parts.password else None)
-    return {"host": parts.hostname, "port": port, "tls": tls, "username": username, "password": password}
-
-
-class MqttSink:
-    """One MQTT message per frame, JSON (see :func:`frame_record`), on topic ``{topic_prefix}/{stream}``.
-
-    The broker comes from ``url`` or ``$OVQ_MQTT_URL``; credentials from ``$OVQ_MQTT_USERNAME`` and
-    ``$OVQ_MQTT_PASSWORD`` (or embedded in ``$OVQ_MQTT_URL``). paho-mqtt's network thread connects in the
-    background and reconnects with back-off (1 to 30 s) whenever the broker goes away; messages published while
-    disconnected are dropped and counted (``unsent``) rather than piling up in memory.
-    """
-
-    def __init__(
-        self, url: str | None = None, *, topic_prefix: str = "ovq", labels: list[str] | None = None, qos: int = 0,
-        client_id: str | None = None,
-    ) -> None:
+        """Replace ``path`` with this run's records (when there are any); after a failure, nothing more."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
         try:
-            import paho.mqtt.client as mqtt
-        except ImportError:
-            raise DependencyError("the MQTT sink needs paho-mqtt: pip install 'ovq[mqtt]'") from None
-        if qos not in (0, 1):
-            raise ConfigError(f"MQTT qos must be 0 or 1, got {qos}")
-        settings = mqtt_settings(url)
-        self.host, self.port = settings["host"], settings["port"]
-        self.topic_prefix = topic_prefix.rstrip("/")
-        self.labels = labels
-        self.qos = qos
-        self.sent = 0
-        self.unsent = 0
-        self._connected = threading.Event()
-        self._last: Any = None
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"ovq-{os.getpid()}-{secrets.token_hex(3)}",
-            reconnect_on_failure=True,
-        )
-        if settings["username"]:
-            client.username_pw_set(settings["username"], settings["password"])
-        if settings["tls"]:
-            client.tls_set()
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.max_queued_messages_set(1000)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        self._client = client
-        self._was_connected = False
-        self._closing = False
-        client.connect_async(self.host, self.port, keepalive=30)
-        client.loop_start()
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
-        if getattr(reason, "is_failure", False):
-            logger.warning("MQTT broker %s:%d refused the connection: %s", self.host, self.port, reason)
+            os.fsync(fd)
+        except OSError as exc:
+            self._fd = fd
+            self._fail(exc)
+        os.close(fd)
+        if self.append:
+            self.written[self.path] = f"{self.records} records appended"
             return
-        self._connected.set()
-        if self._was_connected:
-            logger.warning("MQTT: reconnected to %s:%d", self.host, self.port)
-        else:
-            logger.info("MQTT: connected to %s:%d", self.host, self.port)
-        self._was_connected = True
-
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
-        was = self._connected.is_set()
-        self._connected.clear()
-        if was and not self._closing:
-            logger.warning("MQTT: lost the broker %s:%d (%s); reconnecting", self.host, self.port, reason)
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
-    def topic(self, stream: str) -> str:
-        return f"{self.topic_prefix}/{stream}"
-
-    def write(self, result: FrameResult) -> None:
-        if not self._connected.is_set():
-            self.unsent += 1
-            if self.unsent == 1 or self.unsent % 100 == 0:
-                logger.warning("MQTT: not connected to %s:%d; %d message(s) dropped", self.host, self.port, self.unsent)
+        if not self.records:
+            _remove(self._tmp)
+            logger.info("%s: no records; left as it was", self.path)
             return
-        payload = json.dumps(frame_record(result, self.labels), separators=(",", ":"))
-        info = self._client.publish(self.topic(result.stream), payload, qos=self.qos)
-        if info.rc == 0:
-            self.sent += 1
-            self._last = info
-        else:
-            self.unsent += 1
-
-    def close(self, timeout: float = 5.0) -> None:
-        self._closing = True
-        last = self._last
-        if last is not None and self._connected.is_set():
-            try:
-                last.wait_for_publish(timeout)
-            except (RuntimeError, ValueError) as exc:
-                logger.warning("MQTT: last message not confirmed: %s", exc)
-        self._client.disconnect()
-        self._client.loop_stop()
-        if self.unsent:
-            logger.warning("MQTT: %d of %d message(s) were not sent", self.unsent, self.unsent + self.sent)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(self._tmp, stat.S_IMODE(os.stat(self.path).st_mode))  # keep the mode of the file replaced
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self._error = OutputError(f"{self.path}: {os_error_message(exc)}; the {self.records} records are in "
+                                      f"{self._tmp}")
+            raise self._error from None
+        self.written[self.path] = f"{self.records} records"
 
 
 class WindowSink:

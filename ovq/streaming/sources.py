@@ -30,12 +30,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import cv2
 import numpy as np
 
-from ovq.core.errors import ConfigError, SourceError, unknown_key_message
+from ovq.core.errors import ConfigError, OvqError, SourceError, unknown_key_message
+from ovq.core.urls import Url, parse_url, redact
 from ovq.data.images import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class SourceSpec:
     camera: int | None = None
     path: Path | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    url: Url | None = None  # for kind "url": the parsed URL (ovq.core.urls)
 
     @property
     def live(self) -> bool:
@@ -76,19 +78,17 @@ class SourceSpec:
     @property
     def display(self) -> str:
         """The source string with any password in a URL replaced by ``***`` (for logs and records)."""
-        return redact_url(self.text) if self.kind == "url" else self.text
+        return self.url.redacted() if self.url is not None else redact(self.text)
 
 
 def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` with its password replaced by ``***`` (:func:`ovq.core.urls.redact`)."""
+    return redact(url)
 
 
 def parse_source(text: str | int | Path) -> SourceSpec:
-    """What a source string names. Raises :class:`SourceError` for a missing file or an unknown scheme."""
+    """What a source string names. Raises :class:`SourceError` for a missing file, an unknown scheme, a URL
+    without a valid host or port (the password never shown)."""
     if isinstance(text, int):
         text = str(text)
     text = str(text).strip()
@@ -99,17 +99,16 @@ def parse_source(text: str | int | Path) -> SourceSpec:
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme == "synth":
         return _parse_synth(text)
-    if scheme in URL_SCHEMES:
-        parts = urlsplit(text)
-        if not parts.hostname:
-            raise SourceError(f"{redact_url(text)}: URL has no host")
-        return SourceSpec(text=text, kind="url")
     if scheme and scheme != "file":
-        raise SourceError(
-            f"{text}: unknown source scheme '{scheme}://'; expected a camera index, a file or folder, "
-            f"synth://conveyor or a URL ({', '.join(s + '://' for s in URL_SCHEMES)})"
-        )
-    path = Path(text[len("file://"):] if scheme == "file" else text).expanduser()
+        url = parse_url(text, schemes=(*URL_SCHEMES, "synth", "file"), error=SourceError, what="source")
+        return SourceSpec(text=text, kind="url", url=url)
+    try:
+        return _parse_path(Path(text[len("file://"):] if scheme == "file" else text).expanduser(), text)
+    except OSError as exc:  # a name too long, a symlink loop, no permission
+        raise SourceError(f"{text}: {exc.strerror or exc}") from None
+
+
+def _parse_path(path: Path, text: str) -> SourceSpec:
     if path.is_dir():
         images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
@@ -143,22 +142,22 @@ def _parse_synth(text: str) -> SourceSpec:
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
 
 
-def diagnose_url(url: str, *, timeout: float = 2.0) -> str:
+def diagnose_url(url: str | Url, *, timeout: float = 2.0) -> str:
     """Why a URL gave no video, as far as a plain TCP connection can tell."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or _DEFAULT_PORTS.get(scheme)
-    except ValueError:
-        return "bad port in URL"
-    if scheme not in _DEFAULT_PORTS or port is None or not parts.hostname:
+    if isinstance(url, str):
+        try:
+            url = parse_url(url)
+        except OvqError as exc:  # "...: bad port '99999' (expected 1-65535)": the part after the URL
+            return str(exc).rpartition(": ")[2]
+    port = url.port or _DEFAULT_PORTS.get(url.scheme)
+    if url.scheme not in _DEFAULT_PORTS or port is None:
         return "cannot open the stream"
-    where = f"{parts.hostname}:{port}"
+    where = f"{url.host}:{port}"
     try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
+        with socket.create_connection((url.host, port), timeout=timeout):
             pass
     except socket.gaierror:
-        return f"cannot resolve host '{parts.hostname}'"
+        return f"cannot resolve host '{url.host}'"
     except ConnectionRefusedError:
         return f"connection refused by {where} (no server listening)"
     except TimeoutError:
@@ -201,7 +200,7 @@ class CaptureSource:
             else:
                 cap = cv2.VideoCapture(spec.camera)
         else:
-            target = str(spec.path) if spec.kind == "video" else spec.text
+            target = str(spec.path) if spec.kind == "video" else spec.url.unredacted() if spec.url else spec.text
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
             params += [cv2.CAP_PROP_HW_ACCELERATION, accel]
             if decode_threads:
@@ -215,7 +214,7 @@ class CaptureSource:
                     "this OpenCV build); use decode 'auto' or 'software'"
                 )
             if spec.kind == "url":
-                what = diagnose_url(spec.text, timeout=min(timeout, 2.0))
+                what = diagnose_url(spec.url or spec.text, timeout=min(timeout, 2.0))
             elif spec.kind == "camera":
                 what = "cannot open camera"
             else:
