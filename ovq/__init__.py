@@ -40,6 +40,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "coco_map": ("ovq.evaluation.accuracy", "coco_map"),
     "evaluate": ("ovq.evaluation.accuracy", "evaluate"),
     "predict_samples": ("ovq.evaluation.accuracy", "predict_samples"),
+    "DropInterval": ("ovq.evaluation.metrics", "DropInterval"),
+    "MatchTable": ("ovq.evaluation.metrics", "MatchTable"),
+    "OperatingPoint": ("ovq.evaluation.metrics", "OperatingPoint"),
+    "bootstrap_drop": ("ovq.evaluation.metrics", "bootstrap_drop"),
     "predict": ("ovq.evaluation.prediction", "predict"),
     "BenchResult": ("ovq.evaluation.speed", "BenchResult"),
     "benchmark": ("ovq.evaluation.speed", "benchmark"),
@@ -50,6 +54,11 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Family": ("ovq.model.decoders", "Family"),
     "families": ("ovq.model.decoders", "families"),
     "Detector": ("ovq.model.detector", "Detector"),
+    "CollapseCheck": ("ovq.quantization.collapse", "CollapseCheck"),
+    "ClassAP": ("ovq.quantization.findings", "ClassAP"),
+    "HoldoutResult": ("ovq.quantization.findings", "HoldoutResult"),
+    "OperatingPoints": ("ovq.quantization.findings", "OperatingPoints"),
+    "SpeedVerdict": ("ovq.quantization.findings", "SpeedVerdict"),
     "AdvancedQuantizeOptions": ("ovq.quantization.options", "AdvancedQuantizeOptions"),
     "BiasCorrection": ("ovq.quantization.options", "BiasCorrection"),
     "DropType": ("ovq.quantization.options", "DropType"),
@@ -96,6 +105,8 @@ __all__ = [
     "BiasCorrection",
     "BundleResult",
     "CapacityReport",
+    "ClassAP",
+    "CollapseCheck",
     "ConfigError",
     "Dataset",
     "DatasetError",
@@ -106,18 +117,23 @@ __all__ = [
     "DeviceInfo",
     "DeviceSpec",
     "DevicesReport",
+    "DropInterval",
     "DropType",
     "EvalResult",
     "ExportOptions",
     "Family",
     "FrameResult",
+    "HoldoutResult",
     "InferQueue",
     "JsonlSink",
     "LiveServer",
     "MapResult",
+    "MatchTable",
     "ModelError",
     "ModelInfo",
     "MqttSink",
+    "OperatingPoint",
+    "OperatingPoints",
     "OutputError",
     "OverflowFix",
     "OvqError",
@@ -138,6 +154,7 @@ __all__ = [
     "ServingError",
     "Sink",
     "SourceError",
+    "SpeedVerdict",
     "StreamStats",
     "Trial",
     "VideoSink",
@@ -145,6 +162,7 @@ __all__ = [
     "__version__",
     "annotate",
     "benchmark",
+    "bootstrap_drop",
     "build_bundle",
     "capacity",
     "coco_map",
@@ -200,12 +218,15 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from ovq.deployment.loader import load_pipeline_config
     from ovq.deployment.schema import PipelineConfig, ServeConfig
     from ovq.evaluation.accuracy import EvalResult, MapResult, coco_map, evaluate, predict_samples
+    from ovq.evaluation.metrics import DropInterval, MatchTable, OperatingPoint, bootstrap_drop
     from ovq.evaluation.prediction import predict
     from ovq.evaluation.speed import BenchResult, benchmark, format_table
     from ovq.model.conversion import convert, prepare
     from ovq.model.decoders import BUILTIN as DECODERS
     from ovq.model.decoders import Family, families
     from ovq.model.detector import Detector
+    from ovq.quantization.collapse import CollapseCheck
+    from ovq.quantization.findings import ClassAP, HoldoutResult, OperatingPoints, SpeedVerdict
     from ovq.quantization.options import (
         AdvancedQuantizeOptions,
         BiasCorrection,

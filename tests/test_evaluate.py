@@ -23,6 +23,7 @@ from ovq.core.geometry import ResizeInfo
 from ovq.core.labels import COCO80
 from ovq.data.datasets import Sample, load_dataset
 from ovq.evaluation.accuracy import coco_map, coco_results, evaluate, predict_samples
+from ovq.evaluation.metrics import bootstrap_drop
 from ovq.model.conversion import convert
 from ovq.model.detector import Detector
 
@@ -130,6 +131,94 @@ def test_coco_map_rejects_mismatched_input():
     bad = [Detections([[0, 0, 5, 5]], [0.9], [NC])] + preds[1:]
     with pytest.raises(DatasetError, match=f"class {NC} is out of range"):
         coco_map(samples, bad, num_classes=NC)
+
+
+# --- matches: the same evaluation resampled (bootstrap) and read at a confidence threshold --------------
+
+
+def _degraded(preds: list[Detections], seed: int, shift: float = 4.0, damp: float = 0.9) -> list[Detections]:
+    """INT8-like predictions: boxes moved a little, confidences squeezed."""
+    rng = np.random.default_rng(seed)
+    return [Detections(d.xyxy + rng.normal(0, shift, d.xyxy.shape).astype(np.float32), d.confidence * damp, d.class_id)
+            for d in preds]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_match_table_recomputes_cocoeval_per_class_and_for_a_resample(seed):
+    """The kept matches give pycocotools' numbers back, and a resample with repeats equals pycocotools run on the
+    images repeated (image i counted w[i] times)."""
+    samples, preds = _synthetic(seed)
+    result = coco_map(samples, preds, num_classes=NC)
+    table = result.matches
+    assert table.map50_95() == pytest.approx(result.map50_95, abs=1e-12)
+    assert {str(k): v for k, v in table.class_ap().items()} == pytest.approx(result.per_class, abs=1e-12)
+    weights = np.bincount(np.random.default_rng(seed).integers(0, len(samples), len(samples)), minlength=len(samples))
+    repeated = [i for i, w in enumerate(weights) for _ in range(w)]
+    expect = _pycocotools([samples[i] for i in repeated], [preds[i] for i in repeated])[0]
+    assert table.map50_95(weights) == pytest.approx(expect, abs=1e-9)
+    assert table.map50_95(weights) != pytest.approx(result.map50_95, abs=1e-3)  # the resample is a different draw
+    batch = np.stack([weights, np.ones(len(samples)), 2 * np.ones(len(samples))])
+    assert table.resampled_map(batch) == pytest.approx([expect, result.map50_95, result.map50_95], abs=1e-9)
+    assert result.instances == {str(k): int(sum((s.class_id == k).sum() for s in samples)) for k in range(NC)
+                                if any((s.class_id == k).any() for s in samples)}
+
+
+def _two_images() -> list[Sample]:
+    return [Sample(Path("/t/a.jpg"), [[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1], 100, 100),
+            Sample(Path("/t/b.jpg"), [[50, 50, 70, 70]], [0], 100, 100)]
+
+
+def test_operating_point_counts_matches_at_iou_half_above_the_threshold():
+    """Worked by hand: which detection finds which box, at each threshold."""
+    samples = _two_images()
+    preds = [
+        Detections([[0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30], [60, 60, 90, 90]], [0.9, 0.8, 0.3, 0.6],
+                   [0, 0, 1, 0]),  # hit a, duplicate of a (a false positive), hit the class-1 box late, a miss
+        Detections([[51, 50, 70, 70]], [0.2], [0]),  # hits b's box (IoU 0.95), but with little confidence
+    ]
+    table = coco_map(samples, preds, num_classes=2).matches
+    at = table.at_threshold(0.5)  # 0.9 hit, 0.8 duplicate, 0.6 miss
+    assert (at.true_positives, at.false_positives, at.labelled_boxes) == (1, 2, 3)
+    assert at.precision == pytest.approx(1 / 3) and at.recall == pytest.approx(1 / 3)
+    assert at.detections_per_image == pytest.approx(1.5) and at.f1 == pytest.approx(1 / 3)
+    everything = table.at_threshold(0.1)
+    assert (everything.true_positives, everything.false_positives) == (3, 2) and everything.recall == 1.0
+    assert table.at_threshold(0.95).precision == 0.0 and table.at_threshold(0.95).detections_per_image == 0.0
+    # the highest threshold that still finds two of the three boxes is the score of the second hit
+    assert table.threshold_for_recall(2 / 3) == pytest.approx(0.3)
+    assert table.threshold_for_recall(1.0) == pytest.approx(0.2)
+    assert table.threshold_for_recall(1 / 3) == pytest.approx(0.9)
+    assert table.matched_confidence() == pytest.approx(0.3)  # median of 0.9, 0.3, 0.2
+    nothing = coco_map(samples, [Detections.empty(), Detections.empty()], num_classes=2).matches
+    assert nothing.at_threshold(0.25).recall == 0.0 and nothing.threshold_for_recall(0.5) is None
+
+
+def test_bootstrap_interval_brackets_a_real_drop_and_narrows_with_more_images():
+    samples, preds = _synthetic(0, n_images=160)
+    fp = coco_map(samples, preds, num_classes=NC).matches
+    same = bootstrap_drop(fp, fp, rounds=200)
+    assert same.drop == 0.0 and same.low == 0.0 and same.high == 0.0
+    worse = coco_map(samples, _degraded(preds, 1), num_classes=NC).matches
+    wide = bootstrap_drop(fp, worse, rounds=300, seed=1, budget=0.0)
+    assert wide.low < wide.drop < wide.high and wide.drop > 0
+    assert wide.over_budget > 0.9  # the drop is real: nearly every resample shows one
+    assert bootstrap_drop(fp, worse, rounds=300, seed=1, budget=0.0) == wide  # seeded
+    few_s, few_p = _synthetic(0, n_images=40)
+    few = bootstrap_drop(coco_map(few_s, few_p, num_classes=NC).matches,
+                         coco_map(few_s, _degraded(few_p, 1), num_classes=NC).matches, rounds=300, seed=1)
+    assert few.high - few.low > 1.4 * (wide.high - wide.low)  # 4x fewer images: about 2x wider
+    relative = bootstrap_drop(fp, worse, rounds=50, seed=1, relative=True)
+    assert relative.drop == pytest.approx(wide.drop / fp.map50_95())
+
+
+def test_bootstrap_rejects_tables_of_different_images():
+    samples, preds = _synthetic(0, n_images=20)
+    a = coco_map(samples, preds, num_classes=NC).matches
+    b = coco_map(samples[:10], preds[:10], num_classes=NC).matches
+    with pytest.raises(ValueError, match="FP was scored on 20 images, INT8 on 10"):
+        bootstrap_drop(a, b)
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        bootstrap_drop(a, a, rounds=0)
 
 
 # --- a tiny real model: the detector's boxes depend on each image's size ----------------------------

@@ -40,6 +40,25 @@ def test_decode_tail_stops_at_convolutions():
     assert "head_conv" not in names and "x" not in names
 
 
+def test_decode_tail_of_a_head_with_several_branches_is_whole():
+    """Every branch's tail, not only the last one walked (the walk once keyed nodes by id() of their Python
+    wrappers, which Python reuses once a wrapper is freed, and lost two of three branches here)."""
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 3, 8, 8], ov.Type.f32, name="x")
+    outs = []
+    for b in range(3):
+        w = ops.constant(np.ones((6, 3, 1, 1), np.float32))
+        conv = ops.convolution(x, w, [1, 1], [0, 0], [0, 0], [1, 1], name=f"head_conv{b}")
+        bias = ops.add(conv, ops.constant(np.ones((1, 6, 1, 1), np.float32)), name=f"bias{b}")
+        sig = ops.sigmoid(bias, name=f"sigmoid{b}")
+        mul = ops.multiply(sig, ops.constant(np.float32(8.0)), name=f"stride{b}")
+        outs.append(ops.reshape(mul, ops.constant(np.array([1, 6, 64], np.int64)), False, name=f"reshape{b}"))
+    names = set(decode_tail(ov.Model([ops.concat(outs, 2, name="concat")], [x])))
+    expected = {f"{kind}{b}" for kind in ("bias", "sigmoid", "stride", "reshape") for b in range(3)} | {"concat"}
+    assert names == expected
+
+
 def test_nncf_validates_at_the_deployment_precision(assets):
     """NNCF 3.4 forces f32 for validation; inside ovq's hooks it compiles like deployment does."""
     from nncf.quantization.algorithms.accuracy_control.openvino_backend import OVPreparedModel

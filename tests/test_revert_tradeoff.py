@@ -59,7 +59,7 @@ def test_revert_steps_follow_nncfs_greedy_rule():
     v.calls = [
         ValidationCall(100, 0.50, frozenset(), 0.0),  # FP (no INT8 layer): not a step
         ValidationCall(100, 0.470, every, 0.0),  # fully INT8
-        ValidationCall(16, 0.9, every - {"a"}, 0.0),  # a ranking call: not a step
+        ValidationCall(100, 0.9, every - {"a"}, 0.0, samples=[]),  # a ranking call (even of every image): not a step
         ValidationCall(100, 0.475, every - {"a"}, 0.0),  # 1: better -> kept
         ValidationCall(100, 0.460, every - {"a", "b"}, 0.0),  # 2: worse -> undone
         ValidationCall(100, 0.455, every - {"a", "c"}, 0.0),  # 3: worse, but after an undo -> kept
@@ -117,3 +117,28 @@ def test_rank_by_needs_max_drop(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "rank_by: accuracy-per-latency orders the reverts of accuracy control: it needs max_drop" in err[0]
     assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.slow
+def test_accuracy_control_on_a_validation_set_no_larger_than_the_ranking_subset(tmp_path, ovq_log):
+    """With 32 validation images and a 64-image ranking subset NNCF ranks on every image: those calls are still
+    rankings, not revert steps (they were once taken for full validations, and the run failed with 'NNCF ranked
+    N groups with N timed subset validations')."""
+    from ovq.data.synth import write_yolo_dataset
+
+    data = write_yolo_dataset(tmp_path / "data", n_train=0, n_val=32, n_calib=0, seed=5)
+    dark = tmp_path / "dark"  # calibrating on near-black noise breaks INT8 on any CPU: reverts are certain
+    dark.mkdir()
+    for i, image in enumerate(np.random.default_rng(0).integers(0, 6, (8, 160, 160, 3), dtype=np.uint8)):
+        cv2.imwrite(str(dark / f"{i}.png"), image)
+    (tmp_path / "data.yaml").write_text(data.read_text() + f"\ndark: {dark}\n")
+    result = quantize(
+        DEMO_MODEL, tmp_path / "data.yaml", tmp_path / "q", max_drop=0.0, calib_split="dark", val_split="val",
+        subset_size=8, advanced=AdvancedQuantizeOptions(bench_seconds=0.0, ranking_subset_size=64, max_num_iterations=2,
+                                                        bootstrap_rounds=0, collapse_guard=False), progress=False,
+    )
+    report = result.report
+    calls = report["validation_calls"]
+    assert calls["ranking"] > calls["full"] >= 2  # FP and INT8 at least, and a ranking of many groups
+    assert 1 <= len(report["reverted"]) <= 2 and all(step["layers"] for step in report["reverted"])
+    assert not [m for m in ovq_log.messages() if "do not match the returned model" in m]

@@ -13,6 +13,13 @@ image's ground truth are ignored, as COCO ignores categories without ground trut
 per-image matching COCOeval already did for the dataset mAP, so it costs milliseconds. An image without
 labelled boxes scores ``1 - (highest prediction score)`` (1.0 when nothing was predicted), so a confident
 false positive lowers it. NNCF's accuracy control uses these values only to rank images.
+
+**Matches** (:class:`MatchTable`, ``MapResult.matches``): COCOeval's per-image matching, kept so the same
+evaluation answers more questions without running the model again: the mAP of any multiset of the images
+(:func:`bootstrap_drop` resamples images to say how much a drop measured on them can move), and precision /
+recall at any confidence threshold at IoU 0.5 (:meth:`MatchTable.at_threshold`, an operating point). With
+every image weighted once, :meth:`MatchTable.map50_95` is COCOeval's ``accumulate`` (the tests hold it to
+pycocotools).
 """
 
 from __future__ import annotations
@@ -39,12 +46,15 @@ MAX_DETS = 100  # COCO standard: predictions per image that are scored
 
 @dataclass
 class MapResult:
-    """COCO mAP50-95 and mAP50 (area "all", 100 detections), AP50-95 per class present in the ground truth."""
+    """COCO mAP50-95 and mAP50 (area "all", 100 detections), AP50-95 per class present in the ground truth,
+    labelled boxes per class (``instances``), and the matches behind them (``None`` when nothing was matched)."""
 
     map50_95: float
     map50: float
     per_class: dict[str, float] = field(default_factory=dict)
     per_image: list[float] = field(default_factory=list)
+    instances: dict[str, int] = field(default_factory=dict)
+    matches: MatchTable | None = field(default=None, repr=False, compare=False)
 
 
 def top_k(dets: Detections, k: int = MAX_DETS) -> Detections:
@@ -103,9 +113,12 @@ def coco_map(
         return MapResult(0.0, 0.0, {}, background if per_image else [])
     categories = [{"id": k, "name": label(k)} for k in range(num_classes)]
     present = sorted({a["category_id"] for a in gt_anns})
+    counts = np.bincount([a["category_id"] for a in gt_anns], minlength=num_classes)
+    instances = {label(k): int(counts[k]) for k in present}
     if not dt_anns:
         scores = [0.0 if len(s.class_id) else b for s, b in zip(samples, background)]
-        return MapResult(0.0, 0.0, {label(k): 0.0 for k in present}, scores if per_image else [])
+        return MapResult(0.0, 0.0, {label(k): 0.0 for k in present}, scores if per_image else [], instances,
+                         MatchTable.empty(samples, num_classes))
     quiet = io.StringIO()  # pycocotools prints progress to stdout
     with contextlib.redirect_stdout(quiet):
         gt = COCO()
@@ -127,7 +140,7 @@ def coco_map(
         if (column > -1).any():
             per_class[label(cat)] = float(column[column > -1].mean())
     scores = _per_image_scores(ev, len(samples), background) if per_image else []
-    return MapResult(map50_95, map50, per_class, scores)
+    return MapResult(map50_95, map50, per_class, scores, instances, MatchTable.from_cocoeval(ev, len(samples)))
 
 
 def _check_classes(class_id: np.ndarray, num_classes: int, what: str) -> None:
@@ -180,3 +193,221 @@ def _image_class_ap(entry: dict, n_gt: int, rec_thrs: np.ndarray) -> float:
         ok = idx < n_det
         aps[t] = envelope[t][idx[ok]].sum() / len(rec_thrs)
     return float(aps.mean())
+
+
+# --- matches: the mAP of resampled images, and precision / recall at a confidence threshold -------------------
+
+
+@dataclass
+class ClassMatches:
+    """One class's detections over all images, in COCOeval's order (score descending, stable in image order)."""
+
+    scores: np.ndarray  # (D,)
+    image: np.ndarray  # (D,) the sample index of each detection
+    tp: np.ndarray  # (T, D) bool: matched a labelled box at IoU threshold t (0.50, 0.55, ... 0.95)
+    fp: np.ndarray  # (T, D) bool: matched none (detections matched to ignored boxes are neither)
+    labelled: np.ndarray  # (N,) labelled boxes of this class in each image
+
+
+@dataclass
+class OperatingPoint:
+    """Precision and recall at IoU 0.5 of the detections at or above ``conf`` (what a user of the model sees)."""
+
+    conf: float
+    precision: float
+    recall: float
+    detections_per_image: float
+    true_positives: int
+    false_positives: int
+    labelled_boxes: int
+
+    @property
+    def f1(self) -> float:
+        total = self.precision + self.recall
+        return 2 * self.precision * self.recall / total if total > 0 else 0.0
+
+
+@dataclass
+class MatchTable:
+    """COCOeval's matching of one set of predictions to the labelled boxes of ``images`` images, per class."""
+
+    images: int
+    rec_thrs: np.ndarray
+    classes: dict[int, ClassMatches]
+
+    @classmethod
+    def from_cocoeval(cls, ev, n_images: int) -> MatchTable:
+        params = ev.params
+        n_areas, max_det = len(params.areaRng), params.maxDets[-1]
+        n_iou = len(params.iouThrs)
+        table: dict[int, ClassMatches] = {}
+        for k, cat in enumerate(params.catIds):
+            base = k * n_areas * n_images  # evalImgs order: category, area range, image; area "all" first
+            labelled = np.zeros(n_images, np.int64)
+            scores, image, matched, ignored = [], [], [], []
+            for i in range(n_images):
+                entry = ev.evalImgs[base + i]
+                if entry is None:
+                    continue
+                labelled[i] = int((np.asarray(entry["gtIgnore"]) == 0).sum())
+                s = np.asarray(entry["dtScores"][:max_det], np.float64)
+                scores.append(s)
+                image.append(np.full(len(s), i, np.int64))
+                matched.append(np.asarray(entry["dtMatches"]).reshape(n_iou, -1)[:, :max_det] != 0)
+                ignored.append(np.asarray(entry["dtIgnore"], bool).reshape(n_iou, -1)[:, :max_det])
+            if not scores:
+                continue
+            all_scores = np.concatenate(scores)
+            order = np.argsort(-all_scores, kind="mergesort")  # as COCOeval.accumulate sorts
+            dtm = np.concatenate(matched, axis=1)[:, order]
+            dti = np.concatenate(ignored, axis=1)[:, order]
+            table[int(cat)] = ClassMatches(all_scores[order], np.concatenate(image)[order], dtm & ~dti, ~dtm & ~dti,
+                                           labelled)
+        return cls(n_images, np.asarray(params.recThrs, np.float64), table)
+
+    @classmethod
+    def empty(cls, samples: Sequence[Sample], num_classes: int) -> MatchTable:
+        """No detection at all: every labelled box is missed."""
+        table: dict[int, ClassMatches] = {}
+        for k in range(num_classes):
+            labelled = np.array([int((s.class_id == k).sum()) for s in samples], np.int64)
+            if labelled.any():
+                table[k] = ClassMatches(np.zeros(0), np.zeros(0, np.int64), np.zeros((10, 0), bool),
+                                        np.zeros((10, 0), bool), labelled)
+        return cls(len(samples), np.linspace(0.0, 1.0, 101), table)
+
+    def class_ap(self, weights: np.ndarray | None = None) -> dict[int, float]:
+        """AP50-95 of each class with labelled boxes among the images, image ``i`` counted ``weights[i]`` times."""
+        w = np.ones((1, self.images)) if weights is None else np.asarray(weights, np.float64).reshape(1, -1)
+        aps = {cat: float(_weighted_ap(c, w, self.rec_thrs)[0]) for cat, c in self.classes.items()}
+        return {cat: ap for cat, ap in aps.items() if not np.isnan(ap)}
+
+    def map50_95(self, weights: np.ndarray | None = None) -> float:
+        aps = self.class_ap(weights)
+        return float(np.mean(list(aps.values()))) if aps else 0.0
+
+    def resampled_map(self, weights: np.ndarray) -> np.ndarray:
+        """mAP50-95 for each row of ``weights`` (rounds, images): how often each image counts in that round."""
+        weights = np.asarray(weights, np.float64)
+        sums, counts = np.zeros(len(weights)), np.zeros(len(weights))
+        for c in self.classes.values():
+            step = max(1, int(4e6 // max(1, c.tp.size)))  # rounds per batch: bounded memory
+            for first in range(0, len(weights), step):
+                ap = _weighted_ap(c, weights[first:first + step], self.rec_thrs)
+                ok = ~np.isnan(ap)
+                sums[first:first + step][ok] += ap[ok]
+                counts[first:first + step][ok] += 1
+        return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+
+    def _merged(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Every detection's score and whether it matched at IoU 0.5 (ignored ones left out), and the labelled boxes."""
+        scores = [c.scores[c.tp[0] | c.fp[0]] for c in self.classes.values()]
+        hits = [c.tp[0][c.tp[0] | c.fp[0]] for c in self.classes.values()]
+        boxes = int(sum(int(c.labelled.sum()) for c in self.classes.values()))
+        if not scores:
+            return np.zeros(0), np.zeros(0, bool), boxes
+        return np.concatenate(scores), np.concatenate(hits), boxes
+
+    def at_threshold(self, conf: float) -> OperatingPoint:
+        """Precision, recall (IoU 0.5) and detections per image of the detections scoring at least ``conf``.
+
+        Equal to decoding at ``conf``: detections above it are matched first whatever lies below, and NMS keeps
+        a box only for a higher-scoring one. (Each image's 100 best count, the COCO cap.)
+        """
+        scores, hits, boxes = self._merged()
+        kept = scores >= conf
+        tp, fp = int((hits & kept).sum()), int((~hits & kept).sum())
+        return OperatingPoint(
+            conf=float(conf), precision=tp / (tp + fp) if tp + fp else 0.0, recall=tp / boxes if boxes else 0.0,
+            detections_per_image=(tp + fp) / self.images if self.images else 0.0, true_positives=tp,
+            false_positives=fp, labelled_boxes=boxes,
+        )
+
+    def threshold_for_recall(self, recall: float) -> float | None:
+        """The highest confidence threshold whose recall (IoU 0.5) reaches ``recall``; ``None`` if none does."""
+        scores, hits, boxes = self._merged()
+        if not boxes or not len(scores):
+            return None
+        order = np.argsort(-scores, kind="stable")
+        reached = np.cumsum(hits[order]) / boxes >= recall - 1e-12
+        if not reached.any():
+            return None
+        return float(scores[order][int(np.argmax(reached))])
+
+    def matched_confidence(self) -> float | None:
+        """The median confidence of the detections that found a labelled box (IoU 0.5): how sure the model is
+        of what it gets right. ``None`` when nothing matched."""
+        scores, hits, _ = self._merged()
+        return float(np.median(scores[hits])) if hits.any() else None
+
+
+def _weighted_ap(c: ClassMatches, weights: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
+    """COCOeval.accumulate's AP50-95 of one class for each row of ``weights`` (rounds, images): each image's
+    detections and boxes counted as often as its weight says. NaN where no labelled box was drawn (the class
+    does not count then, as in COCO)."""
+    boxes = weights @ c.labelled
+    out = np.full(len(weights), np.nan)
+    has = boxes > 0
+    if c.scores.size == 0:
+        out[has] = 0.0
+        return out
+    wd = weights[:, c.image][:, None, :]  # (B, 1, D)
+    tp = np.cumsum(c.tp[None] * wd, axis=2)
+    fp = np.cumsum(c.fp[None] * wd, axis=2)
+    recall = tp / np.where(has, boxes, 1.0)[:, None, None]
+    precision = tp / (fp + tp + np.spacing(1))
+    envelope = np.maximum.accumulate(precision[..., ::-1], axis=2)[..., ::-1]  # non-increasing from the right
+    # COCO samples the envelope at recall thresholds r_j, each at the first detection whose recall reaches r_j
+    # (searchsorted, side "left"). reached[i] counts the thresholds at or below recall[i] and does not decrease,
+    # so detection i is the first to reach exactly the thresholds reached[i-1] .. reached[i]-1: the sum over
+    # thresholds is a sum over detections, for every round at once.
+    reached = np.searchsorted(rec_thrs, recall.ravel(), side="right").reshape(recall.shape)
+    newly = np.diff(reached, axis=2, prepend=0)
+    ap = (envelope * newly).sum(axis=(1, 2)) / (c.tp.shape[0] * len(rec_thrs))
+    out[has] = ap[has]
+    return out
+
+
+@dataclass
+class DropInterval:
+    """How far a drop measured on a few images can move: the bootstrap over images (resampled with replacement,
+    FP and INT8 on the same draw). ``low``/``high`` bound the central ``level`` of the resampled drops;
+    ``over_budget`` is the share of resamples whose drop exceeds the budget (``None`` without one)."""
+
+    drop: float
+    low: float
+    high: float
+    level: float
+    rounds: int
+    images: int
+    over_budget: float | None = None
+
+
+def bootstrap_drop(
+    fp: MatchTable, int8: MatchTable, *, rounds: int = 1000, seed: int = 0, level: float = 0.95,
+    relative: bool = False, budget: float | None = None,
+) -> DropInterval:
+    """The bootstrap interval of the mAP50-95 drop ``fp - int8`` (``relative``: divided by FP's) over images.
+
+    Both tables must score the same images in the same order. Each round draws as many images as there are,
+    with replacement, and recomputes both mAPs the COCO way on the draw.
+    """
+    if fp.images != int8.images:
+        raise ValueError(f"bootstrap_drop: FP was scored on {fp.images} images, INT8 on {int8.images}")
+    if rounds < 1:
+        raise ValueError(f"bootstrap_drop: rounds must be >= 1, got {rounds}")
+
+    def drop_of(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if not relative:
+            return a - b
+        return np.divide(a - b, a, out=np.zeros_like(a), where=a != 0)
+
+    rng = np.random.default_rng(seed)
+    n = fp.images
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(rounds)]).astype(np.float64)
+    drops = drop_of(fp.resampled_map(weights), int8.resampled_map(weights))
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(drops, [tail, 1.0 - tail])
+    over = None if budget is None else float(np.mean(drops > budget + 1e-12))
+    point = drop_of(np.array([fp.map50_95()]), np.array([int8.map50_95()]))[0]
+    return DropInterval(float(point), float(low), float(high), level, rounds, n, over)

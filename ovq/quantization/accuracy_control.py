@@ -1,7 +1,8 @@
 """What ovq plugs into NNCF's accuracy control: the validation function, and the planner that prices reverts.
 
 NNCF's ``quantize_with_accuracy_control`` calls :class:`Validator` on the whole validation set (the FP model,
-the INT8 model, then after each revert) and on a ranking subset (one call per candidate revert). The validator
+the INT8 model, then after each revert) and on a ranking subset (one call per candidate revert; the planner says
+when a ranking runs, since the subset can be the whole set when the set is small). The validator
 scores COCO mAP at the deployment precision, keeps a record of every call (:class:`ValidationCall`), and from
 those records :meth:`Validator.revert_steps` reconstructs which layers each step put back to float.
 
@@ -60,6 +61,11 @@ class ValidationCall:
     latency_ms: float | None = None  # measured batch-1 latency of the model validated (ranking calls)
     reference_ms: float | None = None  # ... and of the model it would replace, timed alternately with it
 
+    @property
+    def full(self) -> bool:
+        """A validation of the whole set (not a ranking call)."""
+        return self.samples is None
+
 
 @dataclass
 class Validator:
@@ -76,6 +82,7 @@ class Validator:
     relative: bool = False
     calls: list[ValidationCall] = field(default_factory=list)
     ranking_round: int = 0  # how many rankings NNCF has done so far (set by RevertPlanner)
+    ranking: bool = False  # a ranking is running: calls are on the ranking subset (set by RevertPlanner)
     latency_runs: int = 0  # > 0: time every model validated on the ranking subset (median of this many runs)
     reference: ov.CompiledModel | None = None  # the model the ranked candidates would replace (set by the planner)
 
@@ -88,7 +95,7 @@ class Validator:
                 f"{self.expected_precision}; this NNCF version is not supported by ovq"
             )
         int8 = frozenset(int8_layers(compiled, self.known_layers))
-        full = len(samples) == self.total
+        full = not self.ranking
         if full and not int8 and self.fp_result is not None:  # NNCF validating the float model again
             metric, per_image = self.fp_result
             self.calls.append(ValidationCall(len(samples), metric, int8, 0.0, None, self.ranking_round))
@@ -112,7 +119,7 @@ class Validator:
         return result.map50_95, list(result.per_image)
 
     def first_int8_metric(self) -> float | None:
-        full = [c for c in self.calls if c.items == self.total and c.int8]
+        full = [c for c in self.calls if c.full and c.int8]
         return full[0].metric if full else None
 
     def revert_steps(self, final_int8: set[str]) -> list[RevertStep]:
@@ -123,7 +130,7 @@ class Validator:
         layers are those it took out of INT8 relative to the model it started from. The reconstruction is
         checked against ``final_int8``, the layers that run in INT8 in the model NNCF returned.
         """
-        full = [c for c in self.calls if c.items == self.total and c.int8]
+        full = [c for c in self.calls if c.full and c.int8]
         steps: list[RevertStep] = []
         if not full or self.fp_result is None:
             return steps
@@ -200,10 +207,12 @@ class RevertPlanner:
         timed = self.validator.latency_runs > 0
         self.validator.reference = compiled if timed else None
         start = len(self.validator.calls)
+        self.validator.ranking = True
         try:
             ranked = call_nncf()
         finally:
             self.validator.reference = None
+            self.validator.ranking = False
         calls = self.validator.calls[start:]
         if len(calls) != len(groups) or any(c.samples is None or (timed and c.latency_ms is None) for c in calls):
             raise OvqError(
@@ -230,7 +239,11 @@ class RevertPlanner:
     def _scores(self, compiled: ov.CompiledModel, calls: list[ValidationCall], groups: list[Any],
                 timed: bool) -> list[GroupScore]:
         current = frozenset(int8_layers(compiled, self.validator.known_layers))
-        baseline, _ = self.validator(compiled, calls[0].samples)
+        self.validator.ranking = True
+        try:
+            baseline, _ = self.validator(compiled, calls[0].samples)
+        finally:
+            self.validator.ranking = False
         if timed and self.int8_latency_ms is None:
             self.int8_latency_ms = float(np.median([c.reference_ms for c in calls]))
         return [

@@ -1,9 +1,12 @@
-"""The images quantization works on: the calibration split, the validation split, each read once.
+"""The images quantization works on: the calibration split, the validation split, the held-out images, each
+read once.
 
 Validation images are decoded and letterboxed once and reused for every validation NNCF asks for; accuracy is
 measured only on a labelled validation split whose classes match the model and that shares no image with the
 calibration split. Without a budget (``max_drop``) an unusable validation split only means no accuracy in the
-report; with one it is an error.
+report; with one it is an error. Held-out images (``holdout``: a share of the validation split, see
+:mod:`ovq.quantization.holdout`; ``test_split``: a split of their own) must be labelled and share no image with
+the others; they are scored once, at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ovq.data.images import read_image
 from ovq.evaluation.accuracy import check_dataset, predict_samples
 from ovq.evaluation.metrics import MapResult, coco_map
 from ovq.model.detector import Detector
+from ovq.quantization.holdout import hold_out
 from ovq.quantization.options import QuantizeOptions
 
 logger = logging.getLogger(__name__)
@@ -36,15 +40,20 @@ class QuantizeInputs:
     calib: Dataset
     calib_tensors: list[np.ndarray]
     val: Dataset | None = None
-    val_inputs: dict[Path, tuple[np.ndarray, ResizeInfo]] = field(default_factory=dict)
+    val_inputs: dict[Path, tuple[np.ndarray, ResizeInfo]] = field(default_factory=dict)  # validation and held out
+    holdout: Dataset | None = None  # images nothing in quantization sees, scored once at the end
+    holdout_source: str = ""  # where they came from, in words
 
     def score(self, compiled: ov.CompiledModel, detector: Detector, *, conf: float, progress: bool | str = False,
-              per_image: bool = False) -> MapResult:
-        """COCO mAP of ``compiled`` (any compilation of the model ``detector`` describes) on the validation split."""
-        assert self.val is not None, "no validation split to score on"
-        preds = predict_samples(compiled, detector, self.val.samples, conf=conf, progress=progress,
+              per_image: bool = False, held_out: bool = False) -> MapResult:
+        """COCO mAP of ``compiled`` (any compilation of the model ``detector`` describes) on the validation split,
+        or with ``held_out`` on the held-out images."""
+        dataset = self.holdout if held_out else self.val
+        assert dataset is not None, "no labelled images to score on"
+        preds = predict_samples(compiled, detector, dataset.samples, conf=conf, progress=progress,
                                 preprocessed=self.val_inputs)
-        return coco_map(self.val.samples, preds, num_classes=len(detector.labels), per_image=per_image)
+        return coco_map(dataset.samples, preds, num_classes=len(detector.labels), per_image=per_image,
+                        names=detector.labels)
 
 
 def read_inputs(data: Any, model: Any, detector: Detector, options: QuantizeOptions) -> QuantizeInputs:
@@ -53,7 +62,20 @@ def read_inputs(data: Any, model: Any, detector: Detector, options: QuantizeOpti
     calib = load_dataset(data, split=options.calib_split, names=labels)
     val = _validation_split(data, model, labels, options)
     if val is not None:
-        _check_disjoint(data, calib, val)
+        _check_disjoint(data, calib, val, ("calibration", "validation"))
+    holdout, holdout_source = None, ""
+    if options.holdout is not None:
+        if val is None:
+            raise DatasetError(f"{data}: holdout needs a labelled validation split ('{options.val_split}') to hold "
+                               "images out of")
+        parts = hold_out(val, options.holdout, options.advanced.holdout_seed, data)
+        val, holdout, holdout_source = parts.kept, parts.held, parts.source
+    elif options.test_split is not None:
+        holdout = _test_split(data, model, labels, options.test_split)
+        _check_disjoint(data, calib, holdout, ("calibration", "test"))
+        if val is not None:
+            _check_disjoint(data, val, holdout, ("validation", "test"))
+        holdout_source = f"split '{holdout.split}' ({len(holdout)} images), not used to calibrate or validate"
     n_calib = min(options.subset_size, len(calib))
     if len(calib) < options.subset_size:
         logger.warning(
@@ -62,10 +84,19 @@ def read_inputs(data: Any, model: Any, detector: Detector, options: QuantizeOpti
         )
     logger.info("calibration: reading %d images", n_calib)
     tensors = [detector.preprocess(read_image(s.image))[0] for s in calib.samples[:n_calib]]
-    inputs = QuantizeInputs(calib=calib, calib_tensors=tensors, val=val)
-    if val is not None:
-        inputs.val_inputs = {s.image: detector.preprocess(read_image(s.image)) for s in val.samples}
+    inputs = QuantizeInputs(calib=calib, calib_tensors=tensors, val=val, holdout=holdout,
+                            holdout_source=holdout_source)
+    scored = [*(val.samples if val is not None else []), *(holdout.samples if holdout is not None else [])]
+    inputs.val_inputs = {s.image: detector.preprocess(read_image(s.image)) for s in scored}
     return inputs
+
+
+def _test_split(data: Any, model: Any, labels: list[str], split: str) -> Dataset:
+    test = load_dataset(data, split=split, names=labels)
+    if not test.labelled:
+        raise DatasetError(f"{data}: test split '{split}' has no labels; a held-out score needs labelled images")
+    check_dataset(test, labels, model)
+    return test
 
 
 def _validation_split(data: Any, model: Any, labels: list[str], options: QuantizeOptions) -> Dataset | None:
@@ -93,11 +124,12 @@ def _validation_split(data: Any, model: Any, labels: list[str], options: Quantiz
     return val
 
 
-def _check_disjoint(data: Any, calib: Dataset, val: Dataset) -> None:
-    calib_files = {Path(s.image).resolve() for s in calib.samples}
-    shared = [s.image for s in val.samples if Path(s.image).resolve() in calib_files]
+def _check_disjoint(data: Any, used: Dataset, checked: Dataset, roles: tuple[str, str]) -> None:
+    """``checked`` (validation or test images) shares no image with ``used`` (calibration or validation)."""
+    used_files = {Path(s.image).resolve() for s in used.samples}
+    shared = [s.image for s in checked.samples if Path(s.image).resolve() in used_files]
     if shared:
         raise DatasetError(
-            f"{data}: calibration split '{calib.split}' and validation split '{val.split}' share "
-            f"{len(shared)} images (e.g. {Path(shared[0]).name}); validate on images not used to calibrate"
+            f"{data}: {roles[0]} split '{used.split}' and {roles[1]} split '{checked.split}' share {len(shared)} "
+            f"images (e.g. {Path(shared[0]).name}); {roles[1]} images must be ones the {roles[0]} did not use"
         )

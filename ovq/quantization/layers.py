@@ -61,30 +61,51 @@ def decode_tail(model: ov.Model) -> list[str]:
     Box decoding (DFL softmax, grid offsets, stride multiplies, sigmoid scores) is arithmetic on exact
     coordinates: quantizing it costs accuracy and buys nothing measurable.
     """
-    names: list[str] = []
-    seen: set[int] = set()
+    return _walk_from_outputs(model)[0]
+
+
+def output_layers(model: ov.Model) -> list[str]:
+    """Names of the convolutions / matmuls nearest the outputs (the first ones met walking back from each output):
+    the layers whose outputs are the raw boxes and scores."""
+    return _walk_from_outputs(model)[1]
+
+
+def _walk_from_outputs(model: ov.Model) -> tuple[list[str], list[str]]:
+    """Walking back from the outputs until convolutions / matmuls: the ops passed, and the layers reached.
+
+    The walk does not cross ``ShapeOf``: what it reads is a tensor's shape, not its values (anchor grids and SSD
+    prior boxes are sized from feature maps that way).
+    """
+    passed: list[str] = []
+    reached: list[str] = []
+    seen: set[int] = set()  # OpenVINO's node ids: id() of the Python wrappers is reused once one is freed
     stack = [r.input_value(0).get_node() for r in model.get_results()]
     while stack:
         node = stack.pop()
-        if id(node) in seen:
+        if node.get_instance_id() in seen:
             continue
-        seen.add(id(node))
+        seen.add(node.get_instance_id())
         kind = node.get_type_name()
-        if kind in QUANTIZABLE_TYPES or kind in ("Parameter", "Constant"):
+        if kind in QUANTIZABLE_TYPES:
+            reached.append(node.get_friendly_name())
             continue
-        names.append(node.get_friendly_name())
-        stack.extend(inp.get_source_output().get_node() for inp in node.inputs())
-    return names
+        if kind in ("Parameter", "Constant"):
+            continue
+        passed.append(node.get_friendly_name())
+        if kind != "ShapeOf":
+            stack.extend(inp.get_source_output().get_node() for inp in node.inputs())
+    return passed, reached
 
 
-def ignored_scope(model: ov.Model, ignore: Sequence[str], *, keep_tail: bool):
-    """NNCF's ignored scope: the decode tail (``keep_tail``) and the layers matching ``ignore`` (regexes).
+def ignored_scope(model: ov.Model, ignore: Sequence[str], *, keep_tail: bool, also: Sequence[str] = ()):
+    """NNCF's ignored scope: the decode tail (``keep_tail``), the layers matching ``ignore`` (regexes) and the
+    ops named in ``also``.
 
     ``None`` when nothing is ignored. Patterns that match no layer are an error naming the option, before any work.
     """
     import nncf
 
-    names = decode_tail(model) if keep_tail else []
+    names = (decode_tail(model) if keep_tail else []) + [n for n in also]
     patterns = list(ignore)
     if patterns:
         all_names = [op.get_friendly_name() for op in model.get_ops()]

@@ -94,6 +94,10 @@ class AdvancedQuantizeOptions:
     bench_seconds: float = 5.0  # per throughput measurement in the report (0: none)
     eval_conf: float = 0.001
     latency_runs: int = 25  # accuracy control times every candidate revert: median of this many (0: off)
+    holdout_seed: int = 0  # which validation images ``holdout`` keeps out
+    bootstrap_rounds: int = 1000  # resamples of the images behind the drop's interval in the report (0: none)
+    collapse_guard: bool = True  # a plain INT8 model that collapsed is retried with the detection head float
+    collapse_below: float = 0.5  # collapsed: INT8 keeps less than this share of FP's mAP (or of its recall)
 
 
 @dataclass
@@ -103,6 +107,12 @@ class QuantizeOptions:
     ``max_drop``: with it, NNCF's accuracy control keeps the mAP50-95 drop within it (``drop_type`` absolute or
     relative), validated on ``val_split`` at ``precision`` (the precision the model will run at); without it a
     plain INT8 quantization. ``rank_by`` (with ``max_drop``) orders the reverts, see :class:`RankBy`.
+
+    ``holdout``: the fraction of ``val_split`` kept out of everything quantization decides (accuracy control,
+    the overflow-fix choice, the collapse guard) and scored once at the end, FP and INT8, so the report says
+    whether the budget held on images nothing was tuned on; ``test_split`` does the same with a named split.
+    ``recalibrate_threshold``: store in the IR the confidence threshold at which INT8 finds as many objects as
+    the FP model did at its own (when INT8 shifted its confidences).
     """
 
     max_drop: float | None = None
@@ -115,6 +125,9 @@ class QuantizeOptions:
     device: str = "CPU"
     precision: Precision | str = Precision.DEFAULT
     rank_by: RankBy | str = RankBy.ACCURACY
+    holdout: float | None = None
+    test_split: str | None = None
+    recalibrate_threshold: bool = False
     advanced: AdvancedQuantizeOptions = field(default_factory=AdvancedQuantizeOptions)
 
     def validate(self) -> QuantizeOptions:
@@ -131,6 +144,10 @@ class QuantizeOptions:
             latency_runs=_integer("latency_runs", adv.latency_runs, low=0),
             bench_seconds=_number("bench_seconds", adv.bench_seconds, low=0.0),
             eval_conf=_number("eval_conf", adv.eval_conf, low=0.0, high=1.0),
+            holdout_seed=_integer("holdout_seed", adv.holdout_seed, low=0),
+            bootstrap_rounds=_integer("bootstrap_rounds", adv.bootstrap_rounds, low=0),
+            collapse_guard=_flag("collapse_guard", adv.collapse_guard),
+            collapse_below=_number("collapse_below", adv.collapse_below, low=0.0, high=1.0),
         )
         if adv.max_num_iterations is not None:
             _integer("max_num_iterations", adv.max_num_iterations, low=1)
@@ -146,8 +163,12 @@ class QuantizeOptions:
             device=_text("device", self.device),
             precision=_choice(Precision, "precision", self.precision),
             rank_by=_choice(RankBy, "rank_by", self.rank_by),
+            holdout=None if self.holdout is None else _fraction("holdout", self.holdout),
+            test_split=None if self.test_split is None else _text("test_split", self.test_split),
+            recalibrate_threshold=_flag("recalibrate_threshold", self.recalibrate_threshold),
             advanced=checked_adv,
         )
+        _check_splits(checked)
         if checked.rank_by is not RankBy.ACCURACY and checked.max_drop is None:
             raise ConfigError(f"rank_by: {checked.rank_by.value} orders the reverts of accuracy control: it needs max_drop")
         if checked.rank_by is RankBy.ACCURACY_PER_LATENCY and checked_adv.latency_runs == 0:
@@ -214,6 +235,28 @@ def _integer(name: str, value: Any, *, low: int) -> int:
     if value < low:
         raise ConfigError(f"{name}: expected an integer >= {low}, got {value}")
     return value
+
+
+def _fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise ConfigError(f"{name}: expected a fraction between 0 and 1 (exclusive), e.g. 0.5, got {value!r}")
+    return float(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    return value
+
+
+def _check_splits(opts: QuantizeOptions) -> None:
+    """The held-out images come from one place, never a split quantization already uses."""
+    if opts.holdout is not None and opts.test_split is not None:
+        raise ConfigError("holdout: give holdout (a share of val_split) or test_split (a split of its own), not both")
+    if opts.test_split is not None and opts.test_split in (opts.val_split, opts.calib_split):
+        used = "val_split" if opts.test_split == opts.val_split else "calib_split"
+        raise ConfigError(f"test_split: '{opts.test_split}' is also the {used}; the test images must be ones "
+                          "quantization never sees")
 
 
 def _text(name: str, value: Any) -> str:

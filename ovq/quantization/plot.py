@@ -51,9 +51,11 @@ def _reverts_axis(ax: Any, report: QuantizeReport, start: float | None) -> None:
         if undone:
             ax.plot([u[0] for u in undone], [u[1] for u in undone], "x", color="r", ms=9, label="step undone")
     _reference_lines(ax, report)
+    _holdout_note(ax, report)
     order = "accuracy per latency" if report.quantization.get("rank_by") == "accuracy-per-latency" else "NNCF's accuracy"
     ax.set_xlabel(f"revert steps (groups of layers back to float, by {order})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.5, max([1] + [s.rank for s in steps]) + 0.5)  # one point (nothing reverted) stays a step axis
     ax.set_ylabel("mAP50-95")
     ax.set_title(f"{report.model}: accuracy vs reverts ({report.deployment_precision})", fontsize=10)
 
@@ -92,3 +94,17 @@ def _reference_lines(ax: Any, report: QuantizeReport) -> None:
             ax.axhline(acc.fp - md, color="r", ls=":", label=f"budget (drop {md})")
     if acc.int8 is not None:
         ax.axhline(acc.int8, color="k", ls="-.", lw=0.8, label=f"final INT8 {acc.int8:.4f}")
+
+
+def _holdout_note(ax: Any, report: QuantizeReport) -> None:
+    """The held-out verdict in words: its images are others, so their mAP has no place on this axis."""
+    h = report.holdout
+    if h is None:
+        return
+    text = f"held out ({h.images} images): FP {h.fp[0]:.4f}, INT8 {h.int8[0]:.4f}, drop {h.drop:+.4f}"
+    if h.held is not None:
+        text += "\nbudget " + ("held" if h.held else "NOT held") + " there"
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.25 * (high - low))  # headroom: the note sits above the FP line, not on it
+    ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", fontsize=8,
+            bbox={"boxstyle": "round", "facecolor": "white" if h.held is not False else "mistyrose", "alpha": 0.9})

@@ -9,9 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ovq.evaluation.metrics import DropInterval
 from ovq.quantization.accuracy_control import GroupScore, RevertStep
-
-METRIC = "COCO mAP50-95 (pycocotools)"
+from ovq.quantization.collapse import CollapseCheck
+from ovq.quantization.findings import ClassAP, HoldoutResult, OperatingPoints, SpeedVerdict
+from ovq.quantization.report_trust import (
+    METRIC,
+    Trust,
+    fmt,
+    interval_dict,
+    noise_lines,
+    rounded,
+    speed_lines,
+    trust_dict,
+    trust_markdown,
+)
 
 
 @dataclass
@@ -23,6 +35,7 @@ class Accuracy:
     fp_map50: float | None = None
     int8_map50: float | None = None
     images: int = 0
+    interval: DropInterval | None = None  # the drop's bootstrap interval over these images
 
     @property
     def drop(self) -> float | None:
@@ -94,6 +107,11 @@ class QuantizeReport:
     latency: Latency | None = None
     ranking_rounds: list[list[GroupScore]] | None = None
     validation_calls: dict[str, float] | None = None  # full, ranking, seconds
+    per_class: list[ClassAP] | None = None
+    operating: OperatingPoints | None = None
+    holdout: HoldoutResult | None = None
+    collapse: CollapseCheck | None = None
+    speed: SpeedVerdict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         acc = self.accuracy
@@ -105,7 +123,8 @@ class QuantizeReport:
             "compile_config": self.compile_config,
             "quantization": self.quantization,
             "accuracy": {"metric": METRIC, "fp": _r(acc.fp), "int8": _r(acc.int8), "drop": _r(acc.drop),
-                         "fp_map50": _r(acc.fp_map50), "int8_map50": _r(acc.int8_map50), "images": acc.images},
+                         "fp_map50": _r(acc.fp_map50), "int8_map50": _r(acc.int8_map50), "images": acc.images,
+                         "drop_interval": interval_dict(acc.interval)},
             "first_int8_metric": _r(self.first_int8_metric),
             "reverted": [
                 {"rank": s.rank, "layers": s.layers, "metric_after": _r(s.metric), "kept": s.kept,
@@ -132,7 +151,13 @@ class QuantizeReport:
             ]
         if self.validation_calls is not None:
             out["validation_calls"] = dict(self.validation_calls)
+        out.update(trust_dict(self.trust()))
         return out
+
+    def trust(self) -> Trust:
+        q = self.quantization
+        return Trust(self.deployment_precision, q.get("max_drop"), q.get("drop_type", "absolute"), self.per_class,
+                     self.operating, self.holdout, self.collapse, self.speed)
 
 
 def _throughput_dict(t: Throughput | None) -> dict[str, Any]:
@@ -149,19 +174,16 @@ def _throughput_dict(t: Throughput | None) -> dict[str, Any]:
     return out
 
 
-def _r(v: float | None, nd: int = 4) -> float | None:
-    return None if v is None else round(float(v), nd)
-
-
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
+_r = rounded
+_fmt = fmt
 
 
 # --- report.md --------------------------------------------------------------------------------------------
 
 
 def render_markdown(report: QuantizeReport) -> str:
-    lines = _header(report) + _accuracy(report) + _reverts(report) + _size_and_speed(report) + _footer(report)
+    lines = (_header(report) + _accuracy(report) + trust_markdown(report.trust()) + _reverts(report)
+             + _size_and_speed(report) + _footer(report))
     return "\n".join(lines) + "\n"
 
 
@@ -175,12 +197,16 @@ def _header(report: QuantizeReport) -> list[str]:
         (f"- Device: {report.device}, deployment inference precision for float layers: "
         f"**{report.deployment_precision}** (validated at it; stored in the IR: {report.compile_config or 'device default'})"),
         (f"- Data: `{q['data']}`, calibration split `{q['calib_split']}` ({q['calib_images']} images), "
-        f"validation split `{q['val_split']}` ({q['val_images']} images); preset {q['preset']}, "
+        f"validation split `{q['val_split']}` ({q['val_images']} images){_held_out(q)}; preset {q['preset']}, "
         f"{q.get('bias_correction', 'full')} bias correction, overflow fix on {overflow_fix_text(q)}"),
         f"- CPU: {q.get('cpu', 'unknown')} (INT8 kernels: {q.get('int8_kernels', 'unknown')})",
         f"- NNCF {q['nncf']}, OpenVINO {q['openvino']}",
         "",
     ]
+
+
+def _held_out(q: dict[str, Any]) -> str:
+    return f", held out: {q['holdout']}" if q.get("holdout") else ""
 
 
 def overflow_fix_text(q: dict[str, Any]) -> str:
@@ -206,7 +232,7 @@ def _accuracy(report: QuantizeReport) -> list[str]:
         f"| INT8 | {_fmt(acc.int8)} | {_fmt(acc.int8_map50)} |",
         f"| drop | {_fmt(acc.drop)} | |",
         "",
-    ]
+    ] + noise_lines(acc.interval, report.quantization.get("max_drop"))
 
 
 def _reverts(report: QuantizeReport) -> list[str]:
@@ -269,7 +295,7 @@ def _size_and_speed(report: QuantizeReport) -> list[str]:
     ]
     sp = report.throughput
     if sp is None:
-        return lines
+        return lines + speed_lines(report.speed)
     turns = len(sp.fp_default.slices_fps)
     lines += [
         "",
@@ -283,16 +309,7 @@ def _size_and_speed(report: QuantizeReport) -> list[str]:
                      ("INT8, deployment", sp.int8_deploy), ("INT8, f32 float layers", sp.int8_f32)):
         lines.append(f"| {label} | {r.precision} | {r.fps:.1f} | {r.latency_median_ms:.2f} |")
     lines += ["", f"INT8 vs FP at the device default: **{sp.int8_vs_fp_default}x**; vs FP at f32: **{sp.int8_vs_fp_f32}x**."]
-    default_prec = sp.fp_default.precision
-    if sp.int8_vs_fp_default < 0.97 and default_prec != "f32" and report.device.upper().startswith("CPU"):
-        lines += [
-            "",
-            (f"On this {report.device} the FP model at its default {default_prec} is about as fast as INT8 or faster "
-            f"(its matrix units run {default_prec} about as fast as INT8 for this model). INT8 still pays where the "
-            f"float layers run at f32 (CPUs without AMX: {sp.int8_vs_fp_f32}x here) and where memory or "
-            "model size matters; measure on the target machine with `ovq bench`."),
-        ]
-    return lines
+    return lines + speed_lines(report.speed)
 
 
 def _footer(report: QuantizeReport) -> list[str]:

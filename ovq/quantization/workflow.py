@@ -1,12 +1,17 @@
 """``ovq.quantize``: post-training INT8 with NNCF, optionally under an accuracy budget, as a sequence of steps.
 
 1. options: one :class:`QuantizeOptions`, validated once (the CLI, YAML and Python all come through here);
-2. the float model and its inputs: calibration tensors, validation images read once (:mod:`.inputs`);
+2. the float model and its inputs: calibration tensors, validation images read once, the held-out images set
+   aside (:mod:`.inputs`, :mod:`.holdout`);
 3. the FP baseline: mAP at the deployment precision (bf16 on CPUs with AMX or AVX512-BF16, unless f32 is asked);
 4. the overflow fix for the CPU's INT8 kernels (:mod:`.overflow`);
-5. NNCF: ``nncf.quantize``, or ``nncf.quantize_with_accuracy_control`` validated at the deployment precision
+5. the collapse guard: a plain INT8 model that lost most of FP's accuracy is retried with its head float
+   (:mod:`.collapse`);
+6. NNCF: ``nncf.quantize``, or ``nncf.quantize_with_accuracy_control`` validated at the deployment precision
    with every revert priced in latency (:mod:`.accuracy_control`, :mod:`.nncf_hooks`);
-6. provenance into the IR, then measuring the result (:mod:`.measure`) and writing it (:mod:`.report`, :mod:`.plot`).
+7. the held-out images, scored once now that everything is decided;
+8. provenance into the IR, then measuring the result (:mod:`.measure`, :mod:`.findings`), the recalibrated
+   threshold if asked, and writing it (:mod:`.report`, :mod:`.plot`).
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ from typing import Any
 
 import openvino as ov
 
-from ovq.core.errors import ConfigError, ModelError, OvqError
+from ovq.core.errors import ConfigError, DatasetError, ModelError, OvqError
 from ovq.core.fileio import atomic_output_dir, write_json_atomic, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
 from ovq.evaluation.metrics import MapResult
 from ovq.model.detector import Detector, load
 from ovq.quantization.accuracy_control import RevertPlanner, RevertStep, Validator
+from ovq.quantization.collapse import CollapseCheck, guard_collapse
 from ovq.quantization.inputs import QuantizeInputs, read_inputs
 from ovq.quantization.layers import ignored_scope, quantizable_layers
 from ovq.quantization.measure import PeakMemory, measure_result
@@ -67,6 +73,22 @@ class QuantizeResult:
             return None
         return self.fp_map - self.int8_map
 
+    @property
+    def holdout_held(self) -> bool | None:
+        """Whether the budget held on the held-out images (``None``: no held-out images, or no budget)."""
+        return None if self.details.holdout is None else self.details.holdout.held
+
+
+@dataclass
+class _Quantized:
+    """What NNCF made, and what was decided on the way."""
+
+    model: ov.Model
+    overflow: OverflowChoice
+    validator: Validator | None = None
+    planner: RevertPlanner | None = None
+    collapse: CollapseCheck | None = None
+
 
 @dataclass
 class _Plan:
@@ -107,25 +129,29 @@ def quantize(
         detector = Detector(fp_model, device=opts.device, config=deploy, cache=False)
         precision = detector.inference_precision
         inputs = read_inputs(data, model, detector, opts)
+        if opts.recalibrate_threshold and inputs.val is None:
+            raise DatasetError(f"{data}: recalibrate_threshold needs labelled validation images ('{opts.val_split}')")
         fp = _fp_baseline(detector, inputs, opts, precision, progress)
         plan = _plan(fp_model, info, inputs, opts, deploy)
         q_start = time.perf_counter()
         try:
-            quantized, overflow, validator, planner = _run_nncf(fp_model, detector, inputs, fp, opts, plan,
-                                                                precision, progress)
+            done = _run_nncf(fp_model, info, detector, inputs, fp, opts, plan, precision, progress)
         except OvqError:
             raise
         except Exception as exc:  # NNCF's own failure: one line for the CLI, the chain kept for -v
             raise OvqError(f"{model}: NNCF failed: {first_line(exc)}") from exc
-        q_info = _provenance(info, data, opts, inputs, plan, overflow, precision)
-        write_info(quantized, q_info)
+        fp_holdout = _fp_holdout(detector, inputs, opts, progress)
+        q_info = _provenance(info, data, opts, inputs, plan, done, precision)
+        write_info(done.model, q_info)
         measured = measure_result(
-            fp_model=fp_model, quantized=quantized, info=q_info, options=opts, inputs=inputs, fp=fp,
-            validator=validator, planner=planner, precision=precision,
+            fp_model=fp_model, quantized=done.model, info=q_info, options=opts, inputs=inputs, fp=fp,
+            fp_holdout=fp_holdout, validator=done.validator, planner=done.planner, precision=precision,
             seconds=(time.perf_counter() - q_start, started), memory=memory, progress=progress,
         )
-        q_info.quantization["reverted_layers"] = sorted({n for s in measured.report.reverted if s.kept for n in s.layers})
-        write_info(quantized, q_info)
+        measured.report.collapse = done.collapse
+        _settle_provenance(q_info, measured.report, opts)
+        write_info(done.model, q_info)
+    quantized = done.model
     report = measured.report
     report.quantization = q_info.quantization
     report.peak_rss_mb = memory.peak_mb
@@ -169,6 +195,15 @@ def _fp_baseline(detector: Detector, inputs: QuantizeInputs, opts: QuantizeOptio
     return fp
 
 
+def _fp_holdout(detector: Detector, inputs: QuantizeInputs, opts: QuantizeOptions, progress: bool) -> MapResult | None:
+    """The FP model on the held-out images: nothing before this step looked at them."""
+    if inputs.holdout is None:
+        return None
+    logger.info("scoring FP and INT8 once on the %d held-out images", len(inputs.holdout))
+    return inputs.score(detector.compiled, detector, conf=opts.advanced.eval_conf, held_out=True,
+                        progress="FP model, held-out images" if progress else False)
+
+
 def _plan(fp_model: ov.Model, info: ModelInfo, inputs: QuantizeInputs, opts: QuantizeOptions,
           deploy: dict[str, str]) -> _Plan:
     import nncf
@@ -189,31 +224,54 @@ def _plan(fp_model: ov.Model, info: ModelInfo, inputs: QuantizeInputs, opts: Qua
     )
 
 
-def _run_nncf(fp_model: ov.Model, detector: Detector, inputs: QuantizeInputs, fp: MapResult | None,
-              opts: QuantizeOptions, plan: _Plan, precision: str, progress: bool):
-    """The INT8 model, the overflow fix chosen, and (with a budget) the validator and planner NNCF went through."""
+def _run_nncf(fp_model: ov.Model, info: ModelInfo, detector: Detector, inputs: QuantizeInputs,
+              fp: MapResult | None, opts: QuantizeOptions, plan: _Plan, precision: str, progress: bool) -> _Quantized:
+    """The INT8 model, with the overflow fix chosen, the collapse guard's verdict, and (with a budget) the
+    validator and planner NNCF went through."""
     import nncf
 
-    def plain(fix: OverflowFix) -> ov.Model:
+    def plain(fix: OverflowFix, ignored: Any = None) -> ov.Model:
         logger.info("quantizing (%s preset, %d calibration images, overflow fix %s)", opts.preset.value,
                     plan.subset_size, fix.value)
         with nncf_progress(progress):
             return nncf.quantize(fp_model, plan.calibration, preset=plan.preset, subset_size=plan.subset_size,
-                                 fast_bias_correction=plan.fast_bias_correction, ignored_scope=plan.ignored,
+                                 fast_bias_correction=plan.fast_bias_correction,
+                                 ignored_scope=plan.ignored if ignored is None else ignored,
                                  advanced_parameters=nncf_parameters(fix))
 
-    def score(model: ov.Model) -> float:
-        compiled = ov.compile_model(model, device_name=opts.device, config=plan.deploy_config)
-        return inputs.score(compiled, detector, conf=opts.advanced.eval_conf).map50_95
+    scored: list[tuple[ov.Model, MapResult]] = []
 
+    def score(model: ov.Model) -> MapResult:
+        known = next((r for m, r in scored if m is model), None)
+        if known is not None:
+            return known
+        compiled = ov.compile_model(model, device_name=opts.device, config=plan.deploy_config)
+        scored.append((model, inputs.score(compiled, detector, conf=opts.advanced.eval_conf)))
+        return scored[-1][1]
+
+    labelled = inputs.val is not None and fp is not None
     candidates = overflow_fix_candidates(opts.advanced.overflow_fix, opts.device)
-    choice = choose_overflow_fix(candidates, plain, score if inputs.val is not None else None)
+    choice = choose_overflow_fix(candidates, plain, (lambda m: score(m).map50_95) if labelled else None)
+    model, collapse = choice.model, None
+    if labelled and opts.advanced.collapse_guard:
+        assert fp is not None
+        scopes: list[Any] = []
+
+        def retry(head: list[str]) -> ov.Model:
+            scopes.append(ignored_scope(fp_model, opts.ignore, keep_tail=opts.advanced.keep_decode_tail_float,
+                                        also=head))
+            return plain(choice.fix, scopes[-1])
+
+        model = model if model is not None else plain(choice.fix)
+        collapse, model = guard_collapse(fp_model, info, fp, model, score, retry, below=opts.advanced.collapse_below)
+        if collapse.used_retry:
+            plan.ignored = scopes[-1]  # accuracy control starts from the model that held
     if opts.max_drop is None:
-        return choice.model if choice.model is not None else plain(choice.fix), choice, None, None
+        return _Quantized(model if model is not None else plain(choice.fix), choice, collapse=collapse)
     assert fp is not None and inputs.val is not None
     quantized, validator, planner = _accuracy_control(fp_model, detector, inputs, fp, opts, plan, precision,
                                                       choice.fix, progress)
-    return quantized, choice, validator, planner
+    return _Quantized(quantized, choice, validator, planner, collapse)
 
 
 def _accuracy_control(fp_model: ov.Model, detector: Detector, inputs: QuantizeInputs, fp: MapResult,
@@ -251,11 +309,12 @@ def _accuracy_control(fp_model: ov.Model, detector: Detector, inputs: QuantizeIn
 
 
 def _provenance(info: ModelInfo, data: Any, opts: QuantizeOptions, inputs: QuantizeInputs, plan: _Plan,
-                overflow: OverflowChoice, precision: str) -> ModelInfo:
+                done: _Quantized, precision: str) -> ModelInfo:
     """The model's info with its compile settings and where its INT8 came from, for the IR's rt_info."""
     import nncf
 
     budget = opts.max_drop is not None
+    overflow, collapse = done.overflow, done.collapse
     provenance = {
         "tool": "ovq",
         "nncf": nncf.__version__,
@@ -277,8 +336,34 @@ def _provenance(info: ModelInfo, data: Any, opts: QuantizeOptions, inputs: Quant
         "validated_precision": precision,
         "rank_by": opts.rank_by.value if budget else None,
         "ignored": list(opts.ignore),
+        "holdout": inputs.holdout_source or None,
+        "holdout_images": len(inputs.holdout) if inputs.holdout else 0,
+        "head_kept_float": list(collapse.kept_float or []) if collapse and collapse.used_retry else [],
     }
     return replace(info, compile_config=dict(plan.deploy_config), quantization=provenance)
+
+
+def _settle_provenance(q_info: ModelInfo, report: QuantizeReport, opts: QuantizeOptions) -> None:
+    """What only measuring told: the layers left float, and (if asked) the recalibrated confidence threshold."""
+    q_info.quantization["reverted_layers"] = sorted({n for s in report.reverted if s.kept for n in s.layers})
+    if not opts.recalibrate_threshold:
+        return
+    op = report.operating
+    if op is None or op.recalibrated is None:
+        logger.warning("recalibrate_threshold: INT8 reaches the FP model's recall at no threshold; the threshold "
+                       "stays %g", q_info.conf_threshold)
+        return
+    if not op.shifted:  # moving it would fit noise: on FastestDet/coco128 0.25 -> 0.2487 for a recall off by 0.002
+        logger.info("recalibrate_threshold: INT8 did not shift its confidences (recall %.3f, FP %.3f at %g); the "
+                    "threshold stays %g", op.int8.recall, op.fp.recall, op.conf, q_info.conf_threshold)
+        return
+    q_info.quantization["conf_threshold_fp"] = q_info.conf_threshold
+    q_info.quantization["conf_threshold_recalibrated"] = {
+        "restores_recall": round(op.fp.recall, 4), "iou": 0.5, "images": report.accuracy.images}
+    q_info.conf_threshold = op.recalibrated.conf
+    op.applied = True
+    logger.info("confidence threshold %g -> %g: INT8 finds %.1f%% of the objects there, FP %.1f%% at %g",
+                op.conf, op.recalibrated.conf, 100 * op.recalibrated.recall, 100 * op.fp.recall, op.conf)
 
 
 def _write(out_dir: str | Path, quantized: ov.Model, report: QuantizeReport) -> Path:
