@@ -83,10 +83,17 @@ def _priority(g: dict, free: float) -> tuple:
 def test_rank_by_accuracy_per_latency_on_the_demo_model(tmp_path):
     from ovq.data.synth import write_yolo_dataset
 
-    data = write_yolo_dataset(tmp_path / "data", n_train=0, n_val=96, n_calib=48, seed=3)
+    data = write_yolo_dataset(tmp_path / "data", n_train=0, n_val=96, n_calib=0, seed=3)
+    # reverts must happen on every CPU: calibrated on its own images the demo model's INT8 now matches FP (0.7950
+    # vs 0.7945 on Zen 3, f32, once the decode tail stays float), so calibrate on near-black noise instead
+    dark = tmp_path / "dark"
+    dark.mkdir()
+    for i, image in enumerate(np.random.default_rng(0).integers(0, 6, (16, 160, 160, 3), dtype=np.uint8)):
+        cv2.imwrite(str(dark / f"{i}.png"), image)
+    data.write_text(data.read_text() + f"\ndark: {dark}\n")
     out = tmp_path / "q"
     result = quantize(
-        DEMO_MODEL, data, out, max_drop=0.0, calib_split="calib", val_split="val", rank_by="accuracy-per-latency",
+        DEMO_MODEL, data, out, max_drop=0.0, calib_split="dark", val_split="val", rank_by="accuracy-per-latency",
         advanced=AdvancedQuantizeOptions(bench_seconds=0.0, ranking_subset_size=32, max_num_iterations=3), progress=False,
     )
     report = json.loads((out / "report.json").read_text())

@@ -307,8 +307,9 @@ def test_server_killed_and_restarted_mid_run(yolox: Path, assets: Path, tmp_path
     jsonl = tmp_path / "out.jsonl"
     video = assets / "videos" / "one-by-one-person-detection.mp4"
     frames = 60
+    # --jsonl-append writes the target as it goes (plain --jsonl replaces it at the end), so the test sees progress
     args = [sys.executable, "-m", "ovq", "run", srv.url("grpc"), "--source", str(video), "--jsonl", str(jsonl),
-            "--max-frames", str(frames), "--no-progress", *([] if retry else ["--no-retry"])]
+            "--jsonl-append", "--max-frames", str(frames), "--no-progress", *([] if retry else ["--no-retry"])]
     run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                            env={**os.environ, "OVQ_NO_COLOR": "1"})
     try:

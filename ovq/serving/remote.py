@@ -164,6 +164,7 @@ class RemoteDetector:
     # the :class:`Detector` methods that only need ``info``, ``decoder`` and ``params`` run unchanged here
     preprocess = Detector.preprocess
     postprocess = Detector.postprocess
+    source_size: tuple[int, int] | None = None  # the server's model resizes nothing: preprocess resizes in Python
 
     def __init__(
         self,
