@@ -110,6 +110,16 @@ def test_bad_serving_urls_say_what_is_expected(url: str, message: str) -> None:
     assert "secret" not in str(err.value)
 
 
+def test_remote_options_are_checked_before_connecting() -> None:
+    """The same decoding options as a local Detector, refused the same way, before any server is asked (port 1:
+    nothing listens there, so reaching the network would be a connection error, not this one)."""
+    url = "grpc://127.0.0.1:1/v2/models/det"
+    with pytest.raises(ConfigError, match="max_det 0: expected at least 1"):
+        RemoteDetector(url, max_det=0, retry=False)
+    with pytest.raises(ConfigError, match="jobs 0"):
+        RemoteDetector(url, jobs=0, retry=False)
+
+
 def test_rest_binary_response_is_split_by_the_header_length() -> None:
     a = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
     b = np.array([[7, 8]], dtype=np.int64)

@@ -61,6 +61,27 @@ def compile_config(
     return cfg
 
 
+def check_max_det(max_det: int | None) -> None:
+    if max_det is not None and int(max_det) < 1:
+        raise ConfigError(f"max_det {max_det}: expected at least 1")
+
+
+def decode_params(
+    info: ModelInfo, *, conf: float | None = None, iou: float | None = None, agnostic_nms: bool | None = None,
+    max_det: int | None = None, classes: Sequence[int | str] | None = None,
+) -> DecodeParams:
+    """The decoding settings: the model's own (``info``, from its rt_info) unless overridden here."""
+    check_max_det(max_det)
+    return DecodeParams(
+        input_size=info.input_size,
+        conf_threshold=info.conf_threshold if conf is None else float(conf),
+        iou_threshold=info.iou_threshold if iou is None else float(iou),
+        max_det=info.max_det if max_det is None else int(max_det),
+        agnostic=info.agnostic_nms if agnostic_nms is None else bool(agnostic_nms),
+        classes=None if classes is None else class_ids(classes, info.labels),
+    )
+
+
 def class_ids(classes: Sequence[int | str], labels: Sequence[str]) -> tuple[int, ...]:
     """Class ids for ``classes`` given as ids or as names of ``labels`` (Ultralytics' ``classes=[0, 2]``)."""
     ids = []
@@ -108,8 +129,7 @@ class Detector:
         core: ov.Core | None = None,
         cache: bool = True,
     ) -> None:
-        if max_det is not None and int(max_det) < 1:
-            raise ConfigError(f"max_det {max_det}: expected at least 1")
+        check_max_det(max_det)  # before the model loads: a bad option is the first thing to say
         self.core = core or new_core()
         self.model, self.info = load(model, core=self.core, **({"labels": list(labels)} if labels else {}))
         if labels and isinstance(model, ov.Model):
@@ -120,14 +140,8 @@ class Detector:
         self.config = compile_config(self.info, precision=precision, hint=hint, config=config)
         self.compiled = compile_model(self.model, device, config=self.config, core=self.core, cache=cache)
         self._cache = cache
-        self.params = DecodeParams(
-            input_size=self.info.input_size,
-            conf_threshold=self.info.conf_threshold if conf is None else float(conf),
-            iou_threshold=self.info.iou_threshold if iou is None else float(iou),
-            max_det=self.info.max_det if max_det is None else int(max_det),
-            agnostic=self.info.agnostic_nms if agnostic_nms is None else bool(agnostic_nms),
-            classes=None if classes is None else class_ids(classes, self.info.labels),
-        )
+        self.params = decode_params(self.info, conf=conf, iou=iou, agnostic_nms=agnostic_nms, max_det=max_det,
+                                    classes=classes)
         self._request: ov.InferRequest | None = None
         self.source_size: tuple[int, int] | None = None  # (h, w) the graph resizes from; None: Python resizes
         self._source_rinfo: ResizeInfo | None = None

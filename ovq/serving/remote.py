@@ -24,8 +24,8 @@ import numpy as np
 
 from ovq.core.detections import Detections
 from ovq.core.errors import ConfigError, ModelError
-from ovq.model.decoders import DecodeParams, ModelFacts, get_decoder
-from ovq.model.detector import Detector, class_ids
+from ovq.model.decoders import ModelFacts, get_decoder
+from ovq.model.detector import Detector, check_max_det, decode_params
 from ovq.model.identify import EXPORTER_KEY
 from ovq.serving.client import ServerUnavailable, ServingError, V2Client
 from ovq.serving.urls import ServingURL, is_serving_url, parse_serving_url
@@ -185,6 +185,7 @@ class RemoteDetector:
             raise ConfigError(f"jobs {jobs}: expected at least 1 request in flight")
         if timeout <= 0:
             raise ConfigError(f"timeout {timeout}: expected a positive number of seconds")
+        check_max_det(max_det)
         self.url = url if isinstance(url, ServingURL) else parse_serving_url(url)
         self.jobs, self.timeout, self.retry = int(jobs), float(timeout), bool(retry)
         self.device = str(self.url)
@@ -194,14 +195,8 @@ class RemoteDetector:
         self.input_name, self.output_names = self._check_metadata(meta)
         self.decoder = get_decoder(self.info.family)
         self._check_family(meta)
-        self.params = DecodeParams(
-            input_size=self.info.input_size,
-            conf_threshold=self.info.conf_threshold if conf is None else float(conf),
-            iou_threshold=self.info.iou_threshold if iou is None else float(iou),
-            max_det=self.info.max_det if max_det is None else int(max_det),
-            agnostic=self.info.agnostic_nms if agnostic_nms is None else bool(agnostic_nms),
-            classes=None if classes is None else class_ids(classes, self.info.labels),
-        )
+        self.params = decode_params(self.info, conf=conf, iou=iou, agnostic_nms=agnostic_nms, max_det=max_det,
+                                    classes=classes)
         self.compiled = _RemoteCompiled(self.output_names, self.jobs)
         self._outage_lock = threading.Lock()
         self._outage_since: float | None = None
