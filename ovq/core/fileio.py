@@ -94,6 +94,17 @@ def free_bytes(path: str | Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def _stat_or_none(path: Path) -> os.stat_result | None:
+    """``path``'s stat, ``None`` when nothing is there; any other failure (a symlink loop, no permission) is an
+    :class:`OutputError` naming it."""
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise OutputError(f"{path}: {_reason(exc)}") from None
+
+
 def check_output_file(path: str | Path, *, need_bytes: int = 0) -> Path:
     """Raise :class:`OutputError` unless ``path`` can be written as a file (replacing a file there is fine).
 
@@ -101,12 +112,7 @@ def check_output_file(path: str | Path, *, need_bytes: int = 0) -> Path:
     nearest existing parent is a folder a file can be created in, and that it has ``need_bytes`` free.
     """
     path = Path(path)
-    try:
-        info = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        info = None
-    except OSError as exc:
-        raise OutputError(f"{path}: {_reason(exc)}") from None
+    info = _stat_or_none(path)
     if info is not None and stat.S_ISDIR(info.st_mode):
         raise OutputError(f"{path}: is a folder; expected a file name")
     _probe(path, _existing_ancestor(path), need_bytes)
@@ -117,12 +123,7 @@ def check_output_dir(path: str | Path, *, need_bytes: int = 0) -> Path:
     """Raise :class:`OutputError` unless ``path`` can be made (or filled) as an output folder with ``need_bytes``
     free: not an existing file, not a symlink loop, in a writable place. Creates nothing."""
     path = Path(path)
-    try:
-        info = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        info = None
-    except OSError as exc:
-        raise OutputError(f"{path}: {_reason(exc)}") from None
+    info = _stat_or_none(path)
     if info is not None and not stat.S_ISDIR(info.st_mode):
         raise OutputError(f"{path}: exists and is not a folder")
     _probe(path, path if info is not None else _existing_ancestor(path), need_bytes)

@@ -27,28 +27,23 @@ class _Collector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        counters = {
-            "frames": ("ovq_frames", "Frames delivered to the sinks"),
-            "dropped": ("ovq_dropped_frames", "Live frames replaced by a newer one before inference"),
-            "reconnects": ("ovq_reconnects", "Reconnections of the source"),
-            "errors": ("ovq_inference_errors", "Frames whose inference failed"),
-        }
-        for key, (name, doc) in counters.items():
-            metric = CounterMetricFamily(name, doc, labels=["stream"])
+        per_stream = (
+            (CounterMetricFamily, "frames", "ovq_frames", "Frames delivered to the sinks"),
+            (CounterMetricFamily, "dropped", "ovq_dropped_frames", "Live frames replaced by a newer one before inference"),
+            (CounterMetricFamily, "reconnects", "ovq_reconnects", "Reconnections of the source"),
+            (CounterMetricFamily, "errors", "ovq_inference_errors", "Frames whose inference failed"),
+            (GaugeMetricFamily, "fps", "ovq_fps", "Results per second over the last seconds"),
+            (GaugeMetricFamily, "latency_p50_ms", "ovq_latency_p50_ms",
+             "Capture-to-result latency, median of the last seconds"),
+            (GaugeMetricFamily, "latency_p95_ms", "ovq_latency_p95_ms",
+             "Capture-to-result latency, 95th percentile of the last seconds"),
+            (GaugeMetricFamily, "last_result_age_s", "ovq_last_result_age_seconds",
+             "Seconds since the stream's newest result"),
+        )
+        for family, key, name, doc in per_stream:
+            metric = family(name, doc, labels=["stream"])
             for s in self.streams:
-                if key in s:
-                    metric.add_metric([s["name"]], s[key])
-            yield metric
-        gauges = {
-            "fps": ("ovq_fps", "Results per second over the last seconds"),
-            "latency_p50_ms": ("ovq_latency_p50_ms", "Capture-to-result latency, median of the last seconds"),
-            "latency_p95_ms": ("ovq_latency_p95_ms", "Capture-to-result latency, 95th percentile of the last seconds"),
-            "last_result_age_s": ("ovq_last_result_age_seconds", "Seconds since the stream's newest result"),
-        }
-        for key, (name, doc) in gauges.items():
-            metric = GaugeMetricFamily(name, doc, labels=["stream"])
-            for s in self.streams:
-                if s.get(key) is not None:
+                if s.get(key) is not None:  # no latency before a stream's first result
                     metric.add_metric([s["name"]], s[key])
             yield metric
         up = GaugeMetricFamily("ovq_stream_up", "1 while the stream delivers frames (or finished), 0 when stalled",
