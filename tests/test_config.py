@@ -490,8 +490,12 @@ def test_sigterm_drains_and_exits_0(tiny, tmp_path):
                             stderr=subprocess.PIPE, text=True)
     out = tmp_path / "o.jsonl"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
+    records = 0  # counted in the temporary file that replaces o.jsonl when the run ends
+    while time.monotonic() < deadline and proc.poll() is None and records < 5:
+        partial = list(tmp_path.glob(".o.jsonl.partial-*"))
+        records = len(partial[0].read_text().splitlines()) if partial else 0
         time.sleep(0.2)
+    assert records >= 5, f"the run wrote {records} records in 60 s"
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr

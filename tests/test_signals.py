@@ -66,12 +66,16 @@ def _start(tiny: Path, tmp_path: Path) -> tuple[subprocess.Popen, dict[str, Path
            "--device", "CPU", "--out", str(files["out"]), "--jsonl", str(files["jsonl"]),
            "--summary-json", str(files["summary"])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the records go to a temporary file that replaces x.jsonl when the run ends: wait for 10 of them there
+    # (waiting for x.jsonl itself waited out the whole minute, every time, and signalled late)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if files["jsonl"].exists() and len(files["jsonl"].read_text().splitlines()) >= 10:
-            break
+    records = 0
+    while time.monotonic() < deadline and proc.poll() is None and records < 10:
+        partial = list(tmp_path.glob(".x.jsonl.partial-*"))
+        records = len(partial[0].read_text().splitlines()) if partial else 0
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
+    assert records >= 10, f"the run wrote {records} records in 60 s"
     return proc, files
 
 
