@@ -94,7 +94,7 @@ def test_rank_by_accuracy_per_latency_on_the_demo_model(tmp_path):
     out = tmp_path / "q"
     result = quantize(
         DEMO_MODEL, data, out, max_drop=0.0, calib_split="dark", val_split="val", rank_by="accuracy-per-latency",
-        advanced=AdvancedQuantizeOptions(bench_seconds=0.0, ranking_subset_size=32, max_num_iterations=3), progress=False,
+        advanced=AdvancedQuantizeOptions(bench_seconds=0.0, ranking_subset_size=16, max_num_iterations=2), progress=False,
     )
     report = json.loads((out / "report.json").read_text())
     assert report["quantization"]["rank_by"] == RankBy.ACCURACY_PER_LATENCY.value
