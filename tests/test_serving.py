@@ -103,6 +103,8 @@ def test_serving_url_parts(url: str, parts: tuple) -> None:
     ("http://u:secret@host:1/v2/models/det", "credentials in a serving URL are not supported"),
     ("http://host:99999/v2/models/det", "bad port"),
     ("http://host:1/v2/models/det?x=1", "the path must be"),
+    ("http://[fe80::1/v2/models/det", "malformed IPv6 host"),  # was urllib's ValueError, a traceback
+    ("htpp://host:1/v2/models/det", "unknown serving URL scheme 'htpp://'"),
 ])
 def test_bad_serving_urls_say_what_is_expected(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from ovq.core.errors import ConfigError
+from ovq.core.urls import parse_url
 
 SCHEMES = ("http", "https", "grpc")
-_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?")
+_PATH = re.compile(r"/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?")
 
 
 @dataclass(frozen=True)
@@ -40,26 +40,22 @@ def is_serving_url(model: object) -> bool:
 
 
 def parse_serving_url(url: str | Path) -> ServingURL:
-    """Check and split a serving URL; anything else is a :class:`ConfigError` that shows the expected form."""
+    """Check and split a serving URL (through ovq's one URL parser, :func:`ovq.core.urls.parse_url`); anything
+    else is a :class:`ConfigError` that shows the expected form."""
     text = str(url)
     expected = "expected http(s)://HOST:PORT/v2/models/NAME or grpc://HOST:PORT/v2/models/NAME"
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
-        raise ConfigError(f"{text}: not a serving URL; {expected}")
-    if parts.username or parts.password:
-        raise ConfigError(f"{parts.hostname}: credentials in a serving URL are not supported; {expected}")
     try:
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"{text}: bad port ({exc}); {expected}") from exc
-    if not parts.hostname:
+        parts = parse_url(text, schemes=SCHEMES, what="serving URL")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; {expected}") from None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{parts.redacted()}: credentials in a serving URL are not supported; {expected}")
+    if not parts.host:
         raise ConfigError(f"{text}: no host; {expected}")
-    match = _PATH.fullmatch(parts.path or "")
-    if match is None or parts.query or parts.fragment:
+    match = _PATH.fullmatch(parts.rest)
+    if match is None:
         raise ConfigError(f"{text}: the path must be /v2/models/NAME; {expected}")
+    port = parts.port if parts.port is not None else {"http": 80, "https": 443}.get(parts.scheme)
     if port is None:
-        port = {"http": 80, "https": 443}.get(scheme)
-        if port is None:
-            raise ConfigError(f"{text}: a grpc URL needs a port; {expected}")
-    return ServingURL(scheme, parts.hostname, port, match["name"], match["version"] or "")
+        raise ConfigError(f"{text}: a grpc URL needs a port; {expected}")
+    return ServingURL(parts.scheme, parts.host, port, match["name"], match["version"] or "")
