@@ -43,6 +43,8 @@ def test_parse_source_camera_and_synth_params():
     assert parse_source(3).camera == 3
     spec = parse_source("synth://conveyor?fps=5&width=320&height=240&seed=3")
     assert spec.params == {"scene": "conveyor", "fps": 5.0, "width": 320, "height": 240, "seed": 3}
+    with pytest.raises(SourceError, match=r"synth://\[conveyor: Invalid IPv6 URL; expected synth://SCENE"):
+        parse_source("synth://[conveyor")  # urllib's ValueError, a traceback, before
 
 
 def test_parse_source_files_and_folders(tmp_path):

@@ -122,7 +122,10 @@ def _parse_path(path: Path, text: str) -> SourceSpec:
 
 
 def _parse_synth(text: str) -> SourceSpec:
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # synth://[x: urllib's "Invalid IPv6 URL"
+        raise SourceError(f"{text}: {exc}; expected synth://SCENE?fps=N&width=W&height=H") from None
     scene = (parts.netloc + parts.path).strip("/")
     if scene not in SYNTH_SCENES:
         raise SourceError(f"{text}: unknown synthetic scene '{scene}'; expected one of: {', '.join(SYNTH_SCENES)}")
