@@ -16,7 +16,7 @@ benchmark_app and against that ceiling. Then :func:`ovq.capacity` at 10 and 25 f
 The 1-minute load average before each run is recorded: on a shared machine, say so with the numbers.
 
     python benchmarks/bench_pipeline.py [--models yolox_nano fastestdet person-0013] [--precision f32]
-        [--time 10] [--rounds 2] [--capacity-fps 10 25] [--capacity-seconds 5] [--json out.json]
+        [--time 10] [--rounds 3] [--capacity-fps 10 25] [--capacity-seconds 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -68,6 +68,13 @@ class PipelineBench:
             out[f"{name}/ceiling"] = statistics.median(fps) / self.ceiling()
         return out
 
+    def spread(self) -> str:
+        def lo_hi(values: list[float]) -> str:
+            return f"{min(values):.1f}-{max(values):.1f}"
+
+        return (f"{len(self.app_fps)} rounds, fps min-max: benchmark_app {lo_hi(self.app_fps)}, python "
+                f"{lo_hi(self.python_fps)}, graph {lo_hi(self.graph_fps)}")
+
     def line(self) -> str:
         r = self.ratios()
         return (
@@ -105,7 +112,7 @@ def benchmark_app(xml: Path, precision: str, seconds: float) -> float:
 
 
 def main(
-    models: list[str] | None = None, *, precision: str | None = None, seconds: float = 10.0, rounds: int = 2,
+    models: list[str] | None = None, *, precision: str | None = None, seconds: float = 10.0, rounds: int = 3,
     capacity_fps: tuple[float, ...] = (10.0, 25.0), capacity_seconds: float = 5.0, video: Path | None = None,
 ) -> list[PipelineBench]:
     """Run the comparison and the capacity searches; one :class:`PipelineBench` per model."""
@@ -139,6 +146,7 @@ def main(
                     assert summary.extra["resize"].startswith(what), summary.extra
                     (row.python_fps if what == "python" else row.graph_fps).append(summary.streams["s0"].fps)
             print(row.line(), flush=True)
+            print(f"{'':12s} {row.spread()}", flush=True)
             for fps in capacity_fps:
                 report = capacity(detector, video, fps=fps, seconds=capacity_seconds, warmup=1.0)
                 row.capacity[f"{fps:g}"] = report.streams
@@ -153,7 +161,7 @@ if __name__ == "__main__":
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=None)
     parser.add_argument("--precision", choices=("f32", "bf16"), default=None)
     parser.add_argument("--time", type=float, default=10.0, help="seconds per benchmark_app run")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--capacity-fps", type=float, nargs="*", default=[10.0, 25.0])
     parser.add_argument("--capacity-seconds", type=float, default=5.0)
     parser.add_argument("--json", help="write the results as JSON")

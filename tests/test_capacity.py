@@ -90,6 +90,8 @@ def test_a_latency_bound_no_frame_meets_gives_zero(assets, tiny_detector):
     ({"fps": 5, "max_p95_ms": -1}, ConfigError, "max_p95_ms -1"),
     ({"fps": 5, "seconds": 0}, ConfigError, "seconds 0"),
     ({"fps": 500, "seconds": 8}, SourceError, "1394 frames, a trial needs 5000"),
+    ({"fps": 5, "resize": "gpu"}, ConfigError, "resize 'gpu': expected one of auto, python, graph"),
+    ({"fps": 5, "decode": "nvdec"}, ConfigError, "decode 'nvdec': expected one of auto, software, vaapi"),
 ])
 def test_bad_arguments(assets, tiny_detector, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -113,13 +115,14 @@ def ovq_capacity(*args: str, timeout: float = 180) -> SimpleNamespace:
 def test_cli_prints_the_table_and_writes_json(assets, tiny, tmp_path):
     out = tmp_path / "cap.json"
     r = ovq_capacity(str(tiny), "--source", str(assets / VIDEO), "--fps", "5", "--seconds", "1.5", "--warmup", "0.5",
-                     "--max-streams", "2", "--json", str(out), "-q")
+                     "--max-streams", "2", "--json", str(out), "--resize", "graph", "--decode", "software", "-q")
     assert r.code == 0, r.err
     assert "streams fps/stream  p95 ms dropped  CPU %" in r.out
     assert "capacity: 2 stream(s) at 5 fps" in r.out
     data = json.loads(out.read_text())
     assert data["streams"] == 2 and data["fps"] == 5 and [t["streams"] for t in data["trials"]] == [1, 2]
     assert data["cpu"] and data["inference_precision"]
+    assert (data["resize"], data["decode"]) == ("graph", "software") and "resize graph, software decoding" in r.out
 
 
 @pytest.mark.parametrize("args, message", [

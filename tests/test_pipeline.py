@@ -287,21 +287,28 @@ def test_a_failing_sink_stops_the_run_with_its_error(assets, detector):
     assert len(other.results) == 4  # nothing after the failure
 
 
-def test_a_failing_inference_stops_the_run(assets, detector, monkeypatch):
-    calls = []
-    real = detector.outputs_of
+@pytest.mark.parametrize("outputs", ["reused arrays", "fresh copies"])
+def test_a_failing_inference_stops_the_run(assets, detector, monkeypatch, outputs):
+    from ovq.runtime.inference import OutputBuffers
 
-    def outputs_of(request):
+    calls = []
+    if outputs == "reused arrays":
+        owner, name, real = OutputBuffers, "copy", OutputBuffers.copy
+    else:  # a decoder that may keep views of its inputs (a plug-in) gets a new copy of every output
+        monkeypatch.setattr(Detector, "decodes_into_new_arrays", property(lambda self: False))
+        owner, name, real = detector, "outputs_of", detector.outputs_of
+
+    def failing(*args):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("device lost")
-        return real(request)
+        return real(*args)
 
-    monkeypatch.setattr(detector, "outputs_of", outputs_of)
+    monkeypatch.setattr(owner, name, failing)
     sink = Collect()
     with pytest.raises(OvqError, match="inference failed on frame .*device lost"):
         Pipeline(detector, [str(assets / GIF)], sinks=[sink], stats_interval=0).run()
-    assert sink.closed and len(sink.results) < 23
+    assert sink.closed and len(sink.results) < 23 and len(calls) >= 3
 
 
 def test_bad_arguments(assets, detector):

@@ -47,6 +47,7 @@ def test_every_flag_lands_in_the_config(tmp_path):
         "--precision", "f32", "--hint", "latency", "--nireq", "3", "--conf", "0.4", "--track", "--out", "o/x.mp4",
         "--jsonl", "o/x.jsonl", "--mqtt", "broker:1884", "--mqtt-topic", "line3", "--max-frames", "9",
         "--stats-interval", "0", "--no-retry", "--stall-timeout", "2", "--retry-max-delay", "0.2", "--realtime",
+        "--resize", "graph", "--decode", "software",
     )
     assert cfg.model == Path("m.xml")  # relative paths stay relative to the working directory
     assert [(s.name, s.url) for s in cfg.sources] == [("door", "clip.mp4"), ("cam", "0")]
@@ -54,6 +55,7 @@ def test_every_flag_lands_in_the_config(tmp_path):
     assert cfg.sinks.video == Path("o/x.mp4") and cfg.sinks.jsonl == Path("o/x.jsonl") and not cfg.sinks.show
     assert cfg.sinks.mqtt.url == "mqtt://broker:1884" and cfg.sinks.mqtt.topic_prefix == "line3"
     assert (cfg.max_frames, cfg.stats_interval, cfg.realtime) == (9, 0, True)
+    assert (cfg.resize, cfg.decode) == ("graph", "software")
     r = cfg.reconnect
     assert (r.initial_delay, r.max_delay, r.stall_timeout, r.retry) == (0.2, 0.2, 2, False)
     bare = from_flags("m.xml", "--source", "0", "--mqtt")
@@ -80,6 +82,8 @@ def test_every_flag_lands_in_the_config(tmp_path):
         (["--source", "rtsp://u:${OVQ_TEST_UNSET}@cam/1"],
          "--source rtsp://u:***@cam/1: environment variable OVQ_TEST_UNSET is not set (referenced as ${OVQ_TEST_UNSET})"),
         (["--source", "rtsp://u:s3cret@cam:0/1"], "--source: rtsp://u:***@cam:0/1: bad port '0' (expected 1-65535)"),
+        (["--resize", "gpu"], "--resize: expected one of auto, python, graph, got 'gpu'"),
+        (["--decode", "vaapu"], "--decode: expected one of auto, software, vaapi, mfx, d3d11, got 'vaapu'"),
     ],
 )
 def test_bad_flags_are_named(argv, message):
@@ -153,5 +157,30 @@ def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("5 frames from 1 stream(s)")
+    assert lines[0].endswith(", resize in python")  # auto on the CPU; a synth source has no video decoder
     assert lines[-3:] == [f"wrote {out} (5 frames)", f"wrote {jsonl} (5 records)", f"wrote {summary}"]
     assert json.loads(summary.read_text())["streams"]["s0"]["frames"] == 5
+
+
+@pytest.mark.parametrize("resize, expected", [("graph", "graph from 768x432"), ("python", "python")])
+def test_resize_and_decode_reach_the_pipeline_from_yaml_and_flags(assets, tiny, tmp_path, capsys, resize, expected):
+    video = assets / "videos/one-by-one-person-detection.mp4"
+    yml = parse_pipeline_config({"model": str(tiny), "sources": [str(video)], "device": "CPU", "max_frames": 3,
+                                 "stats_interval": 0, "resize": resize, "decode": "software"}, tmp_path / "p.yaml",
+                                environ={})
+    summary = build_pipeline(yml).run()
+    assert summary.extra == {"resize": expected, "decode": {"s0": "software"}}
+    summary_json = tmp_path / "s.json"
+    assert main(["run", str(tiny), "--source", str(video), "--device", "CPU", "--max-frames", "3", "--resize", resize,
+                 "--decode", "software", "--summary-json", str(summary_json), "-q"]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.endswith(f", resize in {expected}, software video decoding"), head
+    assert json.loads(summary_json.read_text())["resize"] == expected
+
+
+def test_yaml_resize_and_decode_are_checked(tmp_path):
+    for key, value, choices in (("resize", "gpu", "auto, python, graph"),
+                                ("decode", "nvdec", "auto, software, vaapi, mfx, d3d11")):
+        with pytest.raises(ConfigError) as err:
+            parse_pipeline_config({"model": "m.xml", "sources": [0], key: value}, tmp_path / "p.yaml", environ={})
+        assert str(err.value) == f"{tmp_path / 'p.yaml'}: {key}: expected one of {choices}, got '{value}'"

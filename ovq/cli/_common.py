@@ -31,6 +31,20 @@ def add_precision(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_resize_decode(p: argparse.ArgumentParser) -> None:
+    """``--resize`` and ``--decode``, checked where the pipeline's options are (one message for CLI and YAML)."""
+    p.add_argument(
+        "--resize", default="auto", metavar="WHERE",
+        help="where frames are resized to the model input: python, graph (inside OpenVINO, for streams of one fixed "
+             "size) or auto (default: graph on GPU/NPU, python on CPU)",
+    )
+    p.add_argument(
+        "--decode", default="auto", metavar="MODE",
+        help="video decoding of files: auto (hardware when OpenCV's FFmpeg offers it, else software), software, "
+             "vaapi, mfx, d3d11; the summary says what each stream got",
+    )
+
+
 def add_conf(p: argparse.ArgumentParser, default: float | None = None) -> None:
     p.add_argument("--conf", type=float, default=default, help="confidence threshold (default: the model's)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ovq.cli._common import add_command, add_device, add_precision
+from ovq.cli._common import add_command, add_device, add_precision, add_resize_decode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=8.0, metavar="S", help="measured seconds per trial (default 8)")
     p.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds before measuring (default 2)")
     p.add_argument("--max-streams", type=int, default=64, metavar="N", help="search no higher (default 64)")
+    add_resize_decode(p)
     p.add_argument("--json", metavar="OUT", help="write the answer and every trial as JSON")
     p.set_defaults(func=run)
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
     report = capacity(
         args.model, args.source, fps=args.fps, max_p95_ms=args.max_p95_ms, device=args.device, precision=args.precision,
-        seconds=args.seconds, warmup=args.warmup, max_streams=args.max_streams,
+        seconds=args.seconds, warmup=args.warmup, max_streams=args.max_streams, resize=args.resize, decode=args.decode,
     )
     print(report.table())
     if args.json:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ovq.cli._common import add_command, add_conf, add_precision
+from ovq.cli._common import add_command, add_conf, add_precision, add_resize_decode
 from ovq.runtime.compilation import HINTS
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ FLAGS = {
     "max_frames": "--max-frames", "stats_interval": "--stats-interval",
     "reconnect.max_delay": "--retry-max-delay", "reconnect.stall_timeout": "--stall-timeout",
     "reconnect.retry": "--no-retry", "realtime": "--realtime", "serve": "--serve", "serve.fps": "--serve-fps",
-    "serve.token": "--serve-token", "strict": "--strict",
+    "serve.token": "--serve-token", "strict": "--strict", "resize": "--resize", "decode": "--decode",
 }
 
 
@@ -89,6 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true",
                    help="a video file that ends before the frame count its container states fails the run "
                         "(default: a warning naming both numbers)")
+    add_resize_decode(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -113,7 +114,8 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "hint": args.hint, "nireq": args.nireq, "track": args.track, "conf": args.conf,
         "sinks": {"video": args.out, "jsonl": _jsonl(args), "mqtt": _mqtt(args), "show": args.show},
         "max_frames": args.max_frames, "stats_interval": args.stats_interval, "reconnect": reconnect,
-        "realtime": args.realtime, "serve": _serve(args), "strict": args.strict,
+        "realtime": args.realtime, "serve": _serve(args), "strict": args.strict, "resize": args.resize,
+        "decode": args.decode,
     }
     return PipelineConfig.from_mapping(data, Origin.command_line(FLAGS))
 

@@ -16,6 +16,7 @@ from ovq.core.errors import SourceError
 from ovq.data.layout import dataset_root, newest_mtime
 from ovq.deployment.schema import PipelineConfig, QuantizeConfig, ServeConfig
 from ovq.model.conversion import MODEL_XML
+from ovq.model.ingraph import RESIZE_MODES
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
 from ovq.serving.remote import open_detector
@@ -172,6 +173,8 @@ def build_pipeline(
                                       stall_timeout=r.stall_timeout, retry=r.retry),
             realtime_files=cfg.realtime,
             strict=cfg.strict,
+            resize_in_graph=RESIZE_MODES[cfg.resize],
+            decode=cfg.decode,
         )
     except BaseException:
         close_all([*own, *extra_sinks])

@@ -21,12 +21,13 @@ from typing import Any
 from ovq.core.errors import ConfigError, OvqError
 from ovq.core.urls import mask_url, parse_url
 from ovq.deployment.fields import Origin, describe, given
+from ovq.model.ingraph import RESIZE_MODES
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
 from ovq.runtime.devices import parse_device
 from ovq.serving.urls import is_serving_url, parse_serving_url
 from ovq.streaming.mqtt import TLS_SCHEMES, parse_broker_url
-from ovq.streaming.sources import URL_SCHEMES
+from ovq.streaming.sources import DECODE_MODES, URL_SCHEMES
 
 MQTT_URL_ENV = "OVQ_MQTT_URL"
 STREAM_SCHEMES = (*URL_SCHEMES, "synth", "file")
@@ -348,7 +349,7 @@ def _model(origin: Origin, value: Any) -> Path | str:
 
 _TOP_KEYS = ("model", "quantize", "device", "precision", "hint", "nireq", "cache", "sources", "track", "conf",
              "sinks", "max_frames", "stats_interval", "reconnect", "realtime", "serve",
-             "strict")
+             "strict", "resize", "decode")
 
 
 @dataclass
@@ -377,6 +378,8 @@ class PipelineConfig:
     realtime: bool = False  # read files at their frame rate, dropping frames like a live camera
     serve: ServeConfig | None = None  # the live view over HTTP (ovq.streaming.web)
     strict: bool = False  # a video file that ends before its stated frame count fails the run
+    resize: str = "auto"  # where frames are resized: auto, python, graph (ovq.model.ingraph.RESIZE_MODES)
+    decode: str = "auto"  # video decoding of files: auto, software, vaapi... (ovq.streaming.sources.DECODE_MODES)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     origin: Origin | None = field(default=None, repr=False, compare=False)
 
@@ -423,6 +426,8 @@ class PipelineConfig:
             realtime=o.boolean(t["realtime"], "realtime") if "realtime" in t else False,
             serve=ServeConfig.from_value(t["serve"], o) if given(t, "serve") else None,
             strict=o.boolean(t["strict"], "strict") if "strict" in t else False,
+            resize=o.choice(t["resize"], "resize", RESIZE_MODES) if given(t, "resize") else "auto",
+            decode=o.choice(t["decode"], "decode", DECODE_MODES) if given(t, "decode") else "auto",
             raw=copy.deepcopy(data if raw is None else raw),
             origin=origin,
         )
@@ -454,6 +459,8 @@ class PipelineConfig:
             "realtime": self.realtime,
             "serve": None if self.serve is None else self.serve.to_dict(mask_secrets),
             "strict": self.strict,
+            "resize": self.resize,
+            "decode": self.decode,
         }
 
 

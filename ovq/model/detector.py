@@ -236,6 +236,12 @@ class Detector:
             dets = dets[np.isin(dets.class_id, params.classes)]
         return dets
 
+    @property
+    def decodes_into_new_arrays(self) -> bool:
+        """Whether decoding keeps no reference to the raw outputs (true of ovq's own families, which all end in
+        :func:`~ovq.model.decoders.base.finish`), so a caller may reuse the output arrays after ``postprocess``."""
+        return type(self.decoder).__module__.startswith("ovq.model.decoders.")
+
     def outputs_of(self, request: ov.InferRequest) -> list[np.ndarray]:
         return [request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
 

@@ -25,6 +25,15 @@ from ovq.core.errors import ConfigError
 from ovq.core.geometry import ResizeInfo, letterbox_info, resized_extent, stretch_info
 from ovq.core.metadata import ModelInfo
 
+RESIZE_MODES = {"auto": None, "python": False, "graph": True}  # --resize / resize: -> Pipeline(resize_in_graph=)
+
+
+def resize_mode(mode: str) -> bool | None:
+    """``Pipeline(resize_in_graph=)`` for a ``--resize`` mode; :class:`ConfigError` naming the choices."""
+    if mode not in RESIZE_MODES:
+        raise ConfigError(f"resize '{mode}': expected one of {', '.join(RESIZE_MODES)}")
+    return RESIZE_MODES[mode]
+
 
 def source_resize(info: ModelInfo, source: tuple[int, int]) -> ResizeInfo:
     """How a frame of ``source`` = (height, width) maps onto the model input, as the Python path does it."""

@@ -28,7 +28,8 @@ import numpy as np
 
 from ovq.core.errors import ConfigError, SourceError
 from ovq.model.detector import Detector
-from ovq.streaming.sources import open_source, parse_source
+from ovq.model.ingraph import resize_mode
+from ovq.streaming.sources import check_decode, open_source, parse_source
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class CapacityReport:
     cpu: str
     cores: int
     seconds: float  # measured window per trial
+    resize: str = "auto"  # where frames were resized (auto, python, graph)
+    decode: str = "auto"  # video decoding asked for (auto, software, vaapi...)
     streams: int = 0
     trials: list[Trial] = field(default_factory=list)
 
@@ -71,7 +74,7 @@ class CapacityReport:
         bound = f", p95 <= {self.max_p95_ms:g} ms" if self.max_p95_ms is not None else ""
         head = (
             f"{Path(self.model).name} on {self.device} ({self.inference_precision}), {self.cpu}, {self.cores} cores; "
-            f"source {self.source} paced at {self.fps:g} fps{bound}"
+            f"source {self.source} paced at {self.fps:g} fps{bound}; resize {self.resize}, {self.decode} decoding"
         )
         lines = [
             head,
@@ -150,7 +153,7 @@ class _Recorder:
 
 def run_trial(
     detector: Detector, source: str, streams: int, *, fps: float, seconds: float, warmup: float,
-    max_p95_ms: float | None = None,
+    max_p95_ms: float | None = None, resize: str = "auto", decode: str = "auto",
 ) -> Trial:
     """Run ``streams`` copies of ``source`` paced at ``fps`` for ``warmup`` + ``seconds``; measure the window."""
     from ovq.streaming.pipeline import Pipeline
@@ -158,7 +161,8 @@ def run_trial(
     recorder = _Recorder()
     frames = math.ceil(fps * (warmup + seconds)) + 2
     pipeline = Pipeline(
-        detector, [source] * streams, sinks=[recorder], max_frames=frames, pace_fps=fps, stats_interval=0
+        detector, [source] * streams, sinks=[recorder], max_frames=frames, pace_fps=fps, stats_interval=0,
+        resize_in_graph=resize_mode(resize), decode=decode,
     )
     t0 = time.monotonic()
     cpu0 = _cpu_seconds()
@@ -225,11 +229,14 @@ def capacity(
     seconds: float = 8.0,
     warmup: float = 2.0,
     max_streams: int = 64,
+    resize: str = "auto",
+    decode: str = "auto",
 ) -> CapacityReport:
     """How many copies of ``source``, each paced at ``fps``, the machine runs through ``model`` in real time.
 
     ``model`` is a path or a built :class:`Detector` (compiled with the throughput hint when built here). Each
-    trial takes ``warmup + seconds``; a search takes about ``2 log2(answer) + 1`` trials.
+    trial takes ``warmup + seconds``; a search takes about ``2 log2(answer) + 1`` trials. ``resize`` (auto, python,
+    graph) and ``decode`` (``ovq.streaming.sources.DECODE_MODES``) are the pipeline's, as in ``ovq run``.
     """
     from ovq.runtime.cpu import cpu_model
 
@@ -239,6 +246,8 @@ def capacity(
         raise ConfigError(f"max_p95_ms {max_p95_ms}: must be > 0")
     if not seconds > 0 or warmup < 0:
         raise ConfigError(f"seconds {seconds} must be > 0 and warmup {warmup} >= 0")
+    resize_mode(resize)
+    check_decode(decode)
     spec = parse_source(source)
     if spec.kind != "video":
         raise SourceError(f"{spec.display}: capacity needs a video file (it plays copies of it as cameras)")
@@ -259,11 +268,12 @@ def capacity(
     report = CapacityReport(
         model=str(detector.info.source or model), source=spec.display, fps=float(fps), max_p95_ms=max_p95_ms,
         device=detector.device, inference_precision=detector.inference_precision, cpu=cpu_model(),
-        cores=os.cpu_count() or 1, seconds=seconds,
+        cores=os.cpu_count() or 1, seconds=seconds, resize=resize, decode=decode,
     )
     report.streams, report.trials = search(
         lambda n: run_trial(
-            detector, str(source), n, fps=fps, seconds=seconds, warmup=warmup, max_p95_ms=max_p95_ms
+            detector, str(source), n, fps=fps, seconds=seconds, warmup=warmup, max_p95_ms=max_p95_ms,
+            resize=resize, decode=decode,
         ),
         max_streams=max_streams,
     )

@@ -34,7 +34,7 @@ import openvino as ov
 from ovq.core.errors import ConfigError, OvqError, SourceError
 from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
-from ovq.runtime.inference import InferQueue
+from ovq.runtime.inference import InferQueue, OutputBuffers
 from ovq.runtime.signal_stack import repair_signal_stack
 from ovq.serving.remote import RemoteDetector, open_detector
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
@@ -94,27 +94,24 @@ class Pipeline:
 
     With ``resize_in_graph``, when every source says its frame size at opening (files, and live sources opened
     at start-up) and the sizes agree, the detector runs a variant that letterboxes inside OpenVINO
-    (:meth:`Detector.for_source`): decoded frames go to the device as they are, with no Python resize and no
-    copy. Otherwise frames are resized in Python. ``None`` (the default) resizes in the graph on GPU and NPU,
-    where it takes the resize off the CPU, and in Python on the CPU, until a quiet machine settles it: on a
-    loaded 2-core EPYC Zen 3 (f32, interleaved) FastestDet ran 155 fps resizing in Python vs 123 in the graph
-    (and 8.9 vs 10.0 ms CPU a frame), while YOLOX-Nano (18 vs 27) and person-0013 (25 vs 35) ran faster in the graph.
+    (:meth:`Detector.for_source`): decoded frames go to the device as they are. ``None`` (the default) does so
+    on GPU and NPU, taking the resize off the CPU, and resizes in Python on the CPU, where the graph was slower
+    for all three shared models (quiet 2-core EPYC Zen 3, f32, interleaved: YOLOX-Nano 49.7 vs 50.8 fps,
+    person-0013 36.3 vs 38.1, FastestDet 121.9 vs 143.3; benchmarks/bench_pipeline.py).
 
-    ``decode`` selects hardware video decoding for files (``ovq.streaming.sources.DECODE_MODES``: "auto" takes
-    what OpenCV's FFmpeg offers, VA-API on Intel iGPUs, else software); the summary's ``extra["decode"]``
-    says what each stream got. Software decoders get the cores shared out over the streams.
+    ``decode`` selects video decoding for files (``sources.DECODE_MODES``; "auto": what OpenCV's FFmpeg offers,
+    VA-API on Intel iGPUs, else software, with the cores shared out over the streams), in ``extra["decode"]``.
 
-    ``realtime_files`` reads files at their own frame rate, ``pace_fps`` at that rate, keeping only the newest
-    frame as a camera would (``ovq capacity`` runs N copies of one file this way); paced streams start out of
-    phase, spread over one frame period, like independent cameras.
+    ``realtime_files`` reads files at their own frame rate, ``pace_fps`` at that rate, keeping the newest frame
+    as a camera would (``ovq capacity`` runs N copies of a file so), out of phase over one frame period.
 
     What the pipeline asks of its detector (a remote one implements just this): ``preprocess(image) -> (tensor,
     rinfo)``, ``async_queue(jobs, callback)`` (``start_async({0: tensor}, job)`` - an OpenVINO queue also gets
     ``share_inputs=True``, the job keeping ``tensor`` alive until the callback ran - and ``wait_all()``), optionally
     ``for_source(height, width)`` returning a detector of the same kind whose ``preprocess`` takes such frames,
-    ``outputs_of(request)`` in the callback, ``postprocess(outputs, rinfo, conf=)``, and ``compiled``,
-    ``device``, ``labels``, ``info.source``, ``inference_precision`` for the record.
-    """
+    ``outputs_of(request)`` in the callback (or, with ``decodes_into_new_arrays``, outputs copied into reused
+    arrays), ``postprocess(outputs, rinfo, conf=)``, ``compiled``, ``device``, ``labels``, ``info.source``,
+    ``inference_precision``."""
 
     def __init__(
         self,
@@ -193,6 +190,7 @@ class Pipeline:
         self._wake = threading.Event()
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._slots = threading.Semaphore(self.nireq + max(2, self.nireq))
+        self._buffers = OutputBuffers() if getattr(self.detector, "decodes_into_new_arrays", False) else None
         self._error: BaseException | None = None
         self._ran = False
 
@@ -447,7 +445,7 @@ class Pipeline:
     # -- inference callback (OpenVINO's thread) ------------------------------------------------------------
     def _on_done(self, request: Any, job: _Job) -> None:
         try:
-            job.outputs = self.detector.outputs_of(request)
+            job.outputs = self._buffers.copy(request) if self._buffers else self.detector.outputs_of(request)
         except BaseException as exc:  # noqa: BLE001 - reported by the post-processing thread
             job.error = exc
         job.tensor = None
@@ -470,6 +468,8 @@ class Pipeline:
                 except BaseException as exc:  # noqa: BLE001 - handed to run(), which raises it
                     self._fail(exc)
                 finally:
+                    if self._buffers is not None and ready.outputs is not None:
+                        self._buffers.give_back(ready.outputs)
                     self._slots.release()
 
     def _deliver(self, st: _Stream, job: _Job) -> None:

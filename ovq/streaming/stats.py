@@ -217,4 +217,9 @@ class RunSummary:
             f"{self.frames} frames from {len(self.streams)} stream(s) in {self.seconds:.1f} s "
             f"({self.fps:.1f} fps) on {self.device}, inference precision {self.inference_precision}"
         )
+        if "resize" in self.extra:
+            head += f", resize in {self.extra['resize']}"
+        decoders = sorted({d for d in (self.extra.get("decode") or {}).values() if d})
+        if decoders:
+            head += f", {'/'.join(decoders)} video decoding"
         return [head] + [s.line() for s in self.streams.values()]
