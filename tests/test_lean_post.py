@@ -11,6 +11,7 @@ import pytest
 from ovq.core import geometry
 from ovq.core.geometry import nms
 from ovq.model.detector import Detector
+from ovq.streaming.pipeline import Pipeline
 
 VIDEO = "videos/one-by-one-person-detection.mp4"
 
@@ -63,29 +64,65 @@ def test_decoding_allocates_for_candidates_not_for_every_cell(assets, video_fram
     assert peak < most_kib * 1024, f"{peak / 1024:.0f} KiB traced at peak"
 
 
-def test_output_buffers_are_reused_without_allocating(assets, video_frames):
-    """A finished request's outputs are copied into a set given back earlier: no new 1.2 MB array per frame."""
-    from ovq.runtime.inference import OutputBuffers
+def _infer_queue_contract(make, compiled, frames):
+    order = []
+    with make(compiled, 3, lambda request, i: order.append((i, request.get_output_tensor(0).data.copy()))) as q:
+        for i, x in enumerate(frames):
+            q.start_async({0: x}, i)
+        q.wait_all()
+    return order
 
-    det = Detector(assets / "models/yolox_nano/yolox_nano.onnx", precision="f32")
-    request = det.compiled.create_infer_request()
-    request.infer({0: det.preprocess(video_frames[0])[0]})
-    pool = OutputBuffers()
-    first = pool.copy(request)
-    assert first[0].nbytes > 1_000_000 and np.array_equal(first[0], request.get_output_tensor(0).data)
-    pool.give_back(first)
-    request.infer({0: det.preprocess(video_frames[5])[0]})
-    tracemalloc.start()
-    try:
-        again = pool.copy(request)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert again[0] is first[0] and np.array_equal(again[0], request.get_output_tensor(0).data)
-    assert peak < 16 * 1024, f"{peak / 1024:.0f} KiB traced"
-    assert pool.copy(request)[0] is not first[0]  # none given back: a new set, never one still being read
-    pool.give_back([np.zeros(3, np.float32)])  # a set that no longer fits (a dynamic output changed shape)
-    assert pool.copy(request)[0].shape == first[0].shape
+
+def test_the_waiting_queue_calls_back_in_start_order_on_its_own_thread(assets, video_frames):
+    """Same results as OpenVINO's own queue, in the order started; the callback runs on a Python thread of the
+    queue (never an OpenVINO worker), before the request is reused, and inputs may be shared."""
+    import threading
+
+    from ovq.runtime.inference import InferQueue, WaitingQueue
+
+    det = Detector(assets / "models/yolox_nano/yolox_nano.onnx", precision="f32", hint="throughput")
+    frames = [det.preprocess(f)[0] for f in video_frames]
+    ours = _infer_queue_contract(WaitingQueue, det.compiled, frames)
+    theirs = dict(_infer_queue_contract(InferQueue, det.compiled, frames))
+    assert [i for i, _ in ours] == list(range(len(frames)))
+    assert all(np.array_equal(out, theirs[i]) for i, out in ours)
+    threads = set()
+    q = WaitingQueue(det.compiled, 2, lambda request, i: threads.add(threading.current_thread().name))
+    for x in frames:
+        q.start_async({0: x}, None, share_inputs=True)
+    q.close()
+    q.close()  # twice: a no-op
+    assert threads == {"ovq-infer-done"} and q.released
+    with pytest.raises(RuntimeError, match="closed"):
+        q.start_async({0: frames[0]}, None)
+
+
+def test_the_waiting_queue_reports_errors(assets, video_frames):
+    from ovq.runtime.inference import WaitingQueue
+
+    det = Detector(assets / "models/fastestdet/FastestDet.onnx", precision="f32")
+    x = det.preprocess(video_frames[0])[0]
+    seen = []
+
+    def callback(request, i):
+        seen.append(i)
+        if i == 1:
+            raise ValueError("sink broke")
+
+    q = WaitingQueue(det.compiled, 2, callback)
+    for i in range(4):
+        q.start_async({0: x}, i)
+    with pytest.raises(ValueError, match="sink broke"):
+        q.wait_all()
+    assert seen == [0, 1, 2, 3]  # one failing callback does not stop the others
+    q.close()
+    failed = []
+    q = WaitingQueue(det.compiled, 1, lambda request, i: failed.append(request.get_output_tensor(0)))
+    with pytest.raises(Exception, match="(?i)shape|dimension|size"):  # OpenVINO refuses a wrong input at start
+        q.start_async({0: np.zeros((1, 8, 8, 3), np.uint8)}, 0)
+    q.start_async({0: x}, 1)  # the request given back: the queue goes on
+    q.close()
+    assert len(failed) == 1
 
 
 class _Keep:
@@ -99,28 +136,19 @@ class _Keep:
         pass
 
 
-def test_the_pipeline_reuses_output_buffers_and_results_stay_exact(assets, monkeypatch):
-    """Buffers cycle through the frames in flight only, and no result is overwritten by a later frame's outputs:
-    the same detections as with a fresh copy per frame (a decoder keeping views would differ)."""
-    from ovq.runtime import inference
-    from ovq.streaming.pipeline import Pipeline
-
+def test_the_pipeline_decodes_in_place_and_results_stay_exact(assets, monkeypatch):
+    """ovq's own families decode on completion from the request's outputs (no copy of YOLOX's 1.2 MB a frame);
+    the detections are those of decoding copies (a later inference overwriting outputs in use would differ)."""
     det = Detector(assets / "models/yolox_nano/yolox_nano.onnx", precision="f32", hint="throughput")
-    seen: set[int] = set()
-    copy = inference.OutputBuffers.copy
-
-    def spy(self, request):
-        out = copy(self, request)
-        seen.add(id(out[0]))
-        return out
-
-    monkeypatch.setattr(inference.OutputBuffers, "copy", spy)
-    pooled, fresh = _Keep(), _Keep()
-    pipeline = Pipeline(det, [str(assets / VIDEO)], sinks=[pooled], max_frames=60, stats_interval=0)
-    pipeline.run()
-    monkeypatch.setattr(Detector, "decodes_into_new_arrays", property(lambda self: False))
+    copied = []
+    real = Detector.outputs_of
+    monkeypatch.setattr(Detector, "outputs_of", lambda self, request: copied.append(1) or real(self, request))
+    in_place, fresh = _Keep(), _Keep()
+    Pipeline(det, [str(assets / VIDEO)], sinks=[in_place], max_frames=60, stats_interval=0).run()
+    assert not copied
+    monkeypatch.setattr(Detector, "decodes_into_new_arrays", property(lambda self: False))  # as for a plug-in
     Pipeline(det, [str(assets / VIDEO)], sinks=[fresh], max_frames=60, stats_interval=0).run()
-    assert len(pooled.dets) == len(fresh.dets) == 60 and sum(len(d) for d in fresh.dets) > 20
-    for a, b in zip(pooled.dets, fresh.dets, strict=True):
+    assert len(copied) == 60
+    assert len(in_place.dets) == len(fresh.dets) == 60 and sum(len(d) for d in fresh.dets) > 20
+    for a, b in zip(in_place.dets, fresh.dets, strict=True):
         assert np.array_equal(a.xyxy, b.xyxy) and np.array_equal(a.class_id, b.class_id)
-    assert 1 <= len(seen) <= pipeline.nireq + max(2, pipeline.nireq)  # at most one set per frame in flight

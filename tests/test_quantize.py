@@ -238,12 +238,18 @@ def test_bad_ignore_pattern_is_rejected_before_work(assets, tmp_path):
 def test_accuracy_control_fastestdet_holds_budget_at_default_precision(assets, tmp_path):
     """--max-drop 0.002 reverts layers and lands within it at the device default, judged independently."""
     from ovq.evaluation.accuracy import evaluate
+    from ovq.runtime.cpu import int8_kernels
 
     out = tmp_path / "q"
+    # without VNNI, overflow_fix="auto" quantizes and scores both candidates first (the YOLOX test above covers
+    # that choice); this test takes the one auto keeps for FastestDet there (coco128 val on Zen 3: first-layer
+    # 0.2010, enable 0.1842), saving a quantization and two evaluations
+    overflow = "first-layer" if int8_kernels() == "no-vnni" else "auto"
     result = quantize(
         assets / "models/fastestdet/FastestDet.onnx", _coco(assets), out, max_drop=0.002,
         calib_split="train2017", val_split="val2017",
-        advanced=AdvancedQuantizeOptions(bench_seconds=0.0, ranking_subset_size=48), progress=False,
+        advanced=AdvancedQuantizeOptions(bench_seconds=0.0, ranking_subset_size=48, overflow_fix=overflow),
+        progress=False,
     )
     kept = [s for s in result.reverted if s.kept]
     assert kept and all(s.layers for s in kept)

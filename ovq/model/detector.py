@@ -31,7 +31,7 @@ from ovq.runtime.compilation import (
     precision_config,
 )
 from ovq.runtime.cpu import int8_saturation_warning
-from ovq.runtime.inference import InferQueue
+from ovq.runtime.inference import InferQueue, WaitingQueue
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,12 @@ class Detector:
         return type(self.decoder).__module__.startswith("ovq.model.decoders.")
 
     def outputs_of(self, request: ov.InferRequest) -> list[np.ndarray]:
+        """The request's outputs, copied (the request overwrites its own on its next inference)."""
         return [request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
+
+    def output_views(self, request: ov.InferRequest) -> list[np.ndarray]:
+        """The request's outputs where they are, no copy: valid until the request runs again."""
+        return [t.data for t in request.output_tensors]
 
     def __call__(self, image: np.ndarray, *, conf: float | None = None) -> Detections:
         tensor, rinfo = self.preprocess(image)
@@ -256,3 +261,8 @@ class Detector:
         """An :class:`~ovq.runtime.inference.InferQueue` over the compiled model (``jobs=0``: the device's optimal
         count); ``close()`` it when done, so no OpenVINO thread holds the callback at exit."""
         return InferQueue(self.compiled, jobs, callback)
+
+    def completion_queue(self, jobs: int = 0, callback: Callable[[ov.InferRequest, Any], None] | None = None) -> WaitingQueue:
+        """A :class:`~ovq.runtime.inference.WaitingQueue`: ``callback`` runs on a Python thread of its own, before the
+        request is reused, so it may decode from :meth:`output_views` (no copy) without holding up OpenVINO."""
+        return WaitingQueue(self.compiled, jobs, callback)

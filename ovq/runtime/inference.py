@@ -29,7 +29,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Self
 
-import numpy as np
 import openvino as ov
 
 logger = logging.getLogger(__name__)
@@ -129,33 +128,120 @@ class InferQueue:
         self.close()
 
 
-class OutputBuffers:
-    """Arrays for finished requests' outputs, reused frame after frame.
+class _Failed:
+    """Stands in for a request whose inference raised: reading its outputs raises that error."""
 
-    A request's own output tensors are overwritten by its next inference, so a pipeline copies them out in the
-    callback. :meth:`copy` puts them in a set of arrays given back (:meth:`give_back`) once the frame's result is
-    out, so the sets in use settle at the frames in flight and nothing is allocated per frame. Only for a
-    consumer whose decoding builds new arrays (ovq's own families): a decoder returning views of its inputs
-    would see them overwritten. YOLOX-Nano's 1.2 MB a frame were a fresh allocation each time (tracemalloc).
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    @property
+    def output_tensors(self) -> list[ov.Tensor]:
+        raise self.error
+
+    def get_output_tensor(self, index: int = 0) -> ov.Tensor:
+        raise self.error
+
+
+class WaitingQueue:
+    """:class:`InferQueue`'s interface with the callback run by a Python thread of its own, never by OpenVINO.
+
+    An ``AsyncInferQueue`` runs the Python callback on the OpenVINO worker that finished the request, and that
+    worker first needs the GIL: while another Python thread holds it (decoding boxes, say) the worker waits - up
+    to the interpreter's 5 ms switch interval - and so does the inference stream it drives, with a core idle.
+    Here requests are started without a callback; one thread waits for them in the order they were started
+    (``wait()`` releases the GIL) and calls ``callback(request, userdata)``; the request is reused only after
+    that. OpenVINO's workers never touch Python, so nothing of Python can outlive the queue either.
     """
 
-    def __init__(self) -> None:
-        self._free: queue.SimpleQueue[list[np.ndarray]] = queue.SimpleQueue()
+    shares_inputs = True  # start_async(..., share_inputs=True) is honoured (InferQueue copies the inputs)
 
-    def copy(self, request: ov.InferRequest) -> list[np.ndarray]:
-        """``request``'s outputs, copied into a free set of arrays (a new set when none fits)."""
-        tensors = [t.data for t in request.output_tensors]
+    def __init__(self, compiled: ov.CompiledModel, jobs: int = 0, callback: Callback | None = None) -> None:
+        jobs = jobs or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._requests: list[ov.InferRequest] | None = [compiled.create_infer_request() for _ in range(jobs)]
+        self._callback = callback
+        self._idle: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in range(jobs):
+            self._idle.put(i)
+        self._started: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
+        self._busy = 0
+        self._changed = threading.Condition()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._complete, name="ovq-infer-done", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> list[ov.InferRequest]:
+        if self._requests is None:
+            raise RuntimeError("the infer queue is closed")
+        return self._requests
+
+    def __len__(self) -> int:
+        return len(self._open())
+
+    def request(self, index: int) -> ov.InferRequest:
+        return self._open()[index]
+
+    def start_async(self, inputs: Any = None, userdata: Any = None, share_inputs: bool = False) -> None:
+        """Start an idle request (waits for one); ``share_inputs``: OpenVINO reads the arrays where they are, so
+        they must stay unchanged until the callback ran."""
+        requests = self._open()
+        index = self._idle.get()
+        with self._changed:
+            self._busy += 1
         try:
-            buffers = self._free.get_nowait()
-        except queue.Empty:
-            return [t.copy() for t in tensors]
-        if len(buffers) != len(tensors) or any(b.shape != t.shape or b.dtype != t.dtype
-                                               for b, t in zip(buffers, tensors, strict=False)):
-            return [t.copy() for t in tensors]  # a dynamic output changed shape: this set is dropped
-        for b, t in zip(buffers, tensors, strict=True):
-            np.copyto(b, t)
-        return buffers
+            requests[index].start_async(inputs, share_inputs=share_inputs)
+        except BaseException:
+            self._idle.put(index)
+            with self._changed:
+                self._busy -= 1
+                self._changed.notify_all()
+            raise
+        self._started.put((index, userdata))
 
-    def give_back(self, buffers: list[np.ndarray]) -> None:
-        """``buffers`` (from :meth:`copy`) are no longer read: the next copy may overwrite them."""
-        self._free.put(buffers)
+    def _complete(self) -> None:
+        while (item := self._started.get()) is not None:
+            index, userdata = item
+            request: Any = self._requests[index]
+            try:
+                request.wait()
+            except Exception as exc:  # noqa: BLE001 - the callback's reading of the outputs raises it
+                request = _Failed(exc)
+            try:
+                if self._callback is not None:
+                    self._callback(request, userdata)
+            except BaseException as exc:  # noqa: BLE001 - raised again by wait_all()/close()
+                if self._error is None:
+                    self._error = exc
+            finally:
+                self._idle.put(index)
+                with self._changed:
+                    self._busy -= 1
+                    self._changed.notify_all()
+
+    def wait_all(self) -> None:
+        """Wait until every started request's callback ran; raise the first error a callback raised."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._busy == 0)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self, timeout: float = RELEASE_TIMEOUT) -> None:
+        """Wait for every request, stop the thread, free the requests. Closing twice is a no-op."""
+        if self._requests is None:
+            return
+        try:
+            self.wait_all()
+        finally:
+            self._started.put(None)
+            self._thread.join(timeout)
+            self._requests = None
+
+    @property
+    def released(self) -> bool:
+        return self._requests is None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -2,9 +2,9 @@
 
 Threads and queues (every queue is bounded)::
 
-    reader per source --FrameBuffer--> scheduler --AsyncInferQueue--> callback --results--> post-processor --> sinks
-    (decode)          (file: N frames, (round robin,  (OpenVINO        (copy        (reorder per stream, decode,
-                       live: newest)    preprocess)    requests)        outputs)      track, stats, sinks)
+    reader per source --FrameBuffer--> scheduler --WaitingQueue--> completion --results--> post-processor --> sinks
+    (decode video)    (file: N frames, (round robin,  (OpenVINO      (decode boxes  (reorder per stream,
+                       live: newest)    preprocess)    requests)      in place)      track, stats, sinks)
 
 The scheduler takes a frame only when one of ``nireq + extra`` slots is free; a slot is returned once the
 frame's result went through the sinks, so frames in flight, results waiting for reordering and the results
@@ -29,12 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import openvino as ov
 
+from ovq.core.detections import Detections
 from ovq.core.errors import ConfigError, OvqError, SourceError
 from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
-from ovq.runtime.inference import InferQueue, OutputBuffers
 from ovq.runtime.signal_stack import repair_signal_stack
 from ovq.serving.remote import RemoteDetector, open_detector
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
@@ -54,8 +53,10 @@ class _Job:
     frame: Frame
     rinfo: ResizeInfo
     tensor: Any = None  # the input, shared with the request until its callback ran
-    outputs: list[np.ndarray] | None = None
-    error: BaseException | None = None
+    outputs: list[np.ndarray] | None = None  # copied outputs for the post-processor to decode, or
+    dets: Detections | None = None  # decoded on completion
+    error: BaseException | None = None  # inference failed
+    decode_error: BaseException | None = None
 
 
 @dataclass
@@ -106,12 +107,12 @@ class Pipeline:
     as a camera would (``ovq capacity`` runs N copies of a file so), out of phase over one frame period.
 
     What the pipeline asks of its detector (a remote one implements just this): ``preprocess(image) -> (tensor,
-    rinfo)``, ``async_queue(jobs, callback)`` (``start_async({0: tensor}, job)`` - an OpenVINO queue also gets
-    ``share_inputs=True``, the job keeping ``tensor`` alive until the callback ran - and ``wait_all()``), optionally
-    ``for_source(height, width)`` returning a detector of the same kind whose ``preprocess`` takes such frames,
-    ``outputs_of(request)`` in the callback (or, with ``decodes_into_new_arrays``, outputs copied into reused
-    arrays), ``postprocess(outputs, rinfo, conf=)``, ``compiled``, ``device``, ``labels``, ``info.source``,
-    ``inference_precision``."""
+    rinfo)``, ``async_queue(jobs, callback)`` (``start_async({0: tensor}, job)``, ``wait_all()``, ``close()``),
+    ``outputs_of(request)`` in the callback, ``postprocess(outputs, rinfo, conf=)``, ``compiled``, ``device``,
+    ``labels``, ``info.source``, ``inference_precision``; optionally ``for_source(height, width)`` (a detector of
+    the same kind taking such frames) and ``completion_queue`` (:class:`~ovq.runtime.inference.WaitingQueue`:
+    frames shared with OpenVINO, not copied; with ``decodes_into_new_arrays``, boxes decoded on completion from
+    ``output_views(request)``, not copies: YOLOX-Nano's 1.2 MB a frame)."""
 
     def __init__(
         self,
@@ -190,7 +191,7 @@ class Pipeline:
         self._wake = threading.Event()
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._slots = threading.Semaphore(self.nireq + max(2, self.nireq))
-        self._buffers = OutputBuffers() if getattr(self.detector, "decodes_into_new_arrays", False) else None
+        self._decode_on_completion = False  # decode from the request's own outputs, on the completion thread
         self._error: BaseException | None = None
         self._ran = False
 
@@ -216,10 +217,12 @@ class Pipeline:
             raise RuntimeError("a Pipeline runs once; build a new one to run again")
         self._ran = True
         t0 = time.monotonic()
-        infer_queue: InferQueue | None = None
+        infer_queue: Any = None
         try:
             self._open_sources()
-            infer_queue = self.detector.async_queue(self.nireq, self._on_done)  # RemoteQueue for a served model
+            make = getattr(self.detector, "completion_queue", self.detector.async_queue)  # served: a RemoteQueue
+            infer_queue = make(self.nireq, self._on_done)
+            self._decode_on_completion = getattr(self.detector, "decodes_into_new_arrays", False) is True
             for sink in self.sinks:
                 start = getattr(sink, "start", None)
                 if callable(start):
@@ -356,22 +359,15 @@ class Pipeline:
             st.reader.join(timeout=1.0)
 
     def _check_delivery(self) -> None:
-        """Files say what they delivered: one that gave no frame fails the run; a video that ended before the
-        frame count its container states is a warning naming both numbers (with ``strict``, a failed run)."""
+        """Files say what they delivered (:meth:`FileReader.shortfall`): no frame fails the run; fewer than the
+        container states is a warning, or with ``strict`` a failed run."""
         for st in self._streams:
-            reader = st.reader
-            if not isinstance(reader, FileReader) or not reader.ended:
-                continue
-            if reader.frames_read == 0:
-                self._error = SourceError(f"{st.spec.display}: no frame could be read (an empty or damaged file)")
+            short = st.reader.shortfall(st.spec) if isinstance(st.reader, FileReader) else None
+            if short is not None and (short[1] or self.strict):
+                self._error = SourceError(short[0] + ("" if short[1] else "; failing the run (strict)"))
                 return
-            if st.spec.kind == "video" and reader.expected and reader.frames_read < reader.expected:
-                what = (f"{st.spec.display}: ended after {reader.frames_read} of the {reader.expected} frames its "
-                        "container states (a cut or damaged file)")
-                if self.strict:
-                    self._error = SourceError(f"{what}; failing the run (strict)")
-                    return
-                logger.warning("%s: %s", st.name, what)
+            if short is not None:
+                logger.warning("%s: %s", st.name, short[0])
 
     def _close_sinks(self, failed: bool = False) -> None:
         """Close every sink; after a failure, ``abort()`` those that have it (they replace no earlier output)."""
@@ -385,7 +381,7 @@ class Pipeline:
                     self._error = exc
 
     # -- scheduler thread ----------------------------------------------------------------------------------
-    def _schedule_loop(self, infer_queue: InferQueue) -> None:
+    def _schedule_loop(self, infer_queue: Any) -> None:
         try:
             self._schedule(infer_queue)
         except BaseException as exc:  # noqa: BLE001 - handed to run(), which raises it
@@ -396,9 +392,9 @@ class Pipeline:
             finally:
                 self._results.put(_END)
 
-    def _schedule(self, infer_queue: InferQueue) -> None:
+    def _schedule(self, infer_queue: Any) -> None:
         turn = itertools.cycle(range(len(self._streams)))
-        share = isinstance(infer_queue, ov.AsyncInferQueue)
+        share = {"share_inputs": True} if getattr(infer_queue, "shares_inputs", False) else {}
         while not self._stopping.is_set():
             if all(st.done for st in self._streams):
                 return
@@ -416,10 +412,7 @@ class Pipeline:
             if st.submitted == 0:
                 st.meter.started()
             st.submitted += 1
-            if share:  # OpenVINO reads the frame where it is; the job holds it until the callback ran
-                infer_queue.start_async({0: tensor}, job, share_inputs=True)
-            else:
-                infer_queue.start_async({0: tensor}, job)
+            infer_queue.start_async({0: tensor}, job, **share)  # shared: the job holds the frame until completion
             if self.max_frames is not None and st.submitted >= self.max_frames:
                 self._finish_stream(st, "reached --max-frames")
 
@@ -444,10 +437,17 @@ class Pipeline:
 
     # -- inference callback (OpenVINO's thread) ------------------------------------------------------------
     def _on_done(self, request: Any, job: _Job) -> None:
+        here = self._decode_on_completion  # our own thread, the request not reused yet: read its outputs in place
         try:
-            job.outputs = self._buffers.copy(request) if self._buffers else self.detector.outputs_of(request)
+            outputs = self.detector.output_views(request) if here else self.detector.outputs_of(request)
         except BaseException as exc:  # noqa: BLE001 - reported by the post-processing thread
             job.error = exc
+        else:
+            try:
+                job.dets = self.detector.postprocess(outputs, job.rinfo, conf=self.conf) if here else None
+            except BaseException as exc:  # noqa: BLE001 - reported by the post-processing thread
+                job.decode_error = exc
+            job.outputs = None if here else outputs
         job.tensor = None
         self._results.put(job)
 
@@ -468,15 +468,15 @@ class Pipeline:
                 except BaseException as exc:  # noqa: BLE001 - handed to run(), which raises it
                     self._fail(exc)
                 finally:
-                    if self._buffers is not None and ready.outputs is not None:
-                        self._buffers.give_back(ready.outputs)
                     self._slots.release()
 
     def _deliver(self, st: _Stream, job: _Job) -> None:
         if job.error is not None:
             st.meter.error()
             raise OvqError(f"{st.name}: inference failed on frame {job.frame.index}: {job.error}")
-        dets = self.detector.postprocess(job.outputs, job.rinfo, conf=self.conf)
+        if job.decode_error is not None:
+            raise job.decode_error
+        dets = job.dets if job.dets is not None else self.detector.postprocess(job.outputs, job.rinfo, conf=self.conf)
         if st.tracker is not None:
             stamp = job.frame.t_capture if (st.spec.live or self.realtime_files) else None
             dets = st.tracker.update(dets, timestamp=stamp)

@@ -152,6 +152,18 @@ class FileReader:
     def stop(self) -> None:
         self._stop.set()
 
+    def shortfall(self, spec: SourceSpec) -> tuple[str, bool] | None:
+        """After the file ran out: what it failed to deliver and whether that fails the run (no frame at all), or
+        ``None``. A video that ended before the frame count its container states is named with both numbers."""
+        if not self.ended:
+            return None
+        if self.frames_read == 0:
+            return f"{spec.display}: no frame could be read (an empty or damaged file)", True
+        if spec.kind == "video" and self.expected and self.frames_read < self.expected:
+            return (f"{spec.display}: ended after {self.frames_read} of the {self.expected} frames its container "
+                    "states (a cut or damaged file)"), False
+        return None
+
     def release(self) -> None:
         """Close the source of a reader that was never started."""
         self._stop.set()
