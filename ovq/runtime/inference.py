@@ -60,7 +60,34 @@ class _Relay:
             raise
 
 
-class InferQueue:
+class _Pool:
+    """What both queues share: a pool of infer requests (``_pool``, ``None`` once closed) and ``close()``."""
+
+    _pool: Any
+
+    def _open(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("the infer queue is closed")
+        return self._pool
+
+    def __len__(self) -> int:
+        return len(self._open())
+
+    def request(self, index: int) -> ov.InferRequest:
+        """The ``index``-th infer request of the pool (e.g. to set an input tensor once)."""
+        return self._open()[index]
+
+    def close(self, timeout: float = RELEASE_TIMEOUT) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class InferQueue(_Pool):
     """A pool of ``jobs`` infer requests over ``compiled`` (0: the device's optimal number) with ``callback``.
 
     Use it as a context manager or call :meth:`close`; the underlying ``AsyncInferQueue`` is never handed out,
@@ -69,26 +96,14 @@ class InferQueue:
     """
 
     def __init__(self, compiled: ov.CompiledModel, jobs: int = 0, callback: Callback | None = None) -> None:
-        self._queue: ov.AsyncInferQueue | None = ov.AsyncInferQueue(compiled, jobs)
+        self._pool: ov.AsyncInferQueue | None = ov.AsyncInferQueue(compiled, jobs)
         self._released = threading.Event()
         self._released.set()
         if callback is not None:
             relay = _Relay(callback)
             self._released.clear()
             weakref.finalize(relay, self._released.set)
-            self._queue.set_callback(relay)
-
-    def _open(self) -> ov.AsyncInferQueue:
-        if self._queue is None:
-            raise RuntimeError("the infer queue is closed")
-        return self._queue
-
-    def __len__(self) -> int:
-        return len(self._open())
-
-    def request(self, index: int) -> ov.InferRequest:
-        """The ``index``-th infer request of the pool (e.g. to set an input tensor once)."""
-        return self._open()[index]
+            self._pool.set_callback(relay)
 
     def start_async(self, inputs: Any = None, userdata: Any = None) -> None:
         """Start the next idle request (waits for one, GIL released)."""
@@ -102,13 +117,13 @@ class InferQueue:
 
         Errors a callback raised (``wait_all``) propagate after the pool is freed. Closing twice is a no-op.
         """
-        queue, self._queue = self._queue, None
-        if queue is None:
+        pool, self._pool = self._pool, None
+        if pool is None:
             return
         try:
-            queue.wait_all()
+            pool.wait_all()
         finally:
-            del queue
+            del pool
             if not self._released.is_set():
                 start = time.monotonic()
                 if not self._released.wait(timeout):
@@ -120,12 +135,6 @@ class InferQueue:
     def released(self) -> bool:
         """Whether OpenVINO has freed the callback (always true for a queue without one, and after close())."""
         return self._released.is_set()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class _Failed:
@@ -142,7 +151,7 @@ class _Failed:
         raise self.error
 
 
-class WaitingQueue:
+class WaitingQueue(_Pool):
     """:class:`InferQueue`'s interface with the callback run by a Python thread of its own, never by OpenVINO.
 
     An ``AsyncInferQueue`` runs the Python callback on the OpenVINO worker that finished the request, and that
@@ -157,7 +166,7 @@ class WaitingQueue:
 
     def __init__(self, compiled: ov.CompiledModel, jobs: int = 0, callback: Callback | None = None) -> None:
         jobs = jobs or int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self._requests: list[ov.InferRequest] | None = [compiled.create_infer_request() for _ in range(jobs)]
+        self._pool: list[ov.InferRequest] | None = [compiled.create_infer_request() for _ in range(jobs)]
         self._callback = callback
         self._idle: queue.SimpleQueue[int] = queue.SimpleQueue()
         for i in range(jobs):
@@ -168,17 +177,6 @@ class WaitingQueue:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._complete, name="ovq-infer-done", daemon=True)
         self._thread.start()
-
-    def _open(self) -> list[ov.InferRequest]:
-        if self._requests is None:
-            raise RuntimeError("the infer queue is closed")
-        return self._requests
-
-    def __len__(self) -> int:
-        return len(self._open())
-
-    def request(self, index: int) -> ov.InferRequest:
-        return self._open()[index]
 
     def start_async(self, inputs: Any = None, userdata: Any = None, share_inputs: bool = False) -> None:
         """Start an idle request (waits for one); ``share_inputs``: OpenVINO reads the arrays where they are, so
@@ -200,7 +198,7 @@ class WaitingQueue:
     def _complete(self) -> None:
         while (item := self._started.get()) is not None:
             index, userdata = item
-            request: Any = self._requests[index]
+            request: Any = self._pool[index]
             try:
                 request.wait()
             except Exception as exc:  # noqa: BLE001 - the callback's reading of the outputs raises it
@@ -227,21 +225,15 @@ class WaitingQueue:
 
     def close(self, timeout: float = RELEASE_TIMEOUT) -> None:
         """Wait for every request, stop the thread, free the requests. Closing twice is a no-op."""
-        if self._requests is None:
+        if self._pool is None:
             return
         try:
             self.wait_all()
         finally:
             self._started.put(None)
             self._thread.join(timeout)
-            self._requests = None
+            self._pool = None
 
     @property
     def released(self) -> bool:
-        return self._requests is None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return self._pool is None
