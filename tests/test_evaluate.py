@@ -110,6 +110,23 @@ def test_map_equals_pycocotools(seed):
             assert v == pytest.approx(1.0 - float(p.confidence.max()) if len(p) else 1.0)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_without_matches_only_labelled_classes_are_evaluated_and_every_score_is_the_same(seed):
+    """Accuracy control's calls skip the match table: COCOeval then runs over the classes with labelled boxes only.
+    Predictions of classes nobody labelled (here 5..7 of 8) change nothing COCOeval reports."""
+    samples, preds = _synthetic(seed)
+    rng = np.random.default_rng(seed)
+    preds = [Detections(p.xyxy, p.confidence, np.where(rng.random(len(p)) < 0.2, rng.integers(5, 8, len(p)),
+                                                        p.class_id)) for p in preds]
+    full = coco_map(samples, preds, num_classes=8, per_image=True)
+    lean = coco_map(samples, preds, num_classes=8, per_image=True, matches=False)
+    assert lean.matches is None and full.matches is not None
+    assert set(full.matches.classes) > set(range(NC)) and set(lean.per_class) == {str(k) for k in range(NC)}
+    assert (lean.map50_95, lean.map50, lean.per_class, lean.instances) == (
+        full.map50_95, full.map50, full.per_class, full.instances)
+    assert lean.per_image == full.per_image
+
+
 def test_perfect_and_empty_predictions():
     samples, _ = _synthetic(4, n_images=12)
     perfect = [Detections(s.xyxy, np.linspace(1, 0.5, len(s.class_id)), s.class_id) for s in samples]

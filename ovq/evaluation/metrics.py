@@ -72,11 +72,17 @@ def coco_map(
     num_classes: int,
     per_image: bool = False,
     names: Sequence[str] | None = None,
+    matches: bool = True,
 ) -> MapResult:
     """COCO mAP of ``predictions`` (one :class:`Detections` per sample, same order) against the samples.
 
     ``names`` label the ``per_class`` entries (default: the class index as a string). Classes must lie in
     ``0..num_classes-1``. With no labelled box at all the mAP is undefined; 0.0 is returned.
+
+    ``matches=False`` skips the :class:`MatchTable` (precision at a threshold needs the false positives of classes
+    with no labelled box) and so evaluates only the classes with labelled boxes: COCOeval leaves the others out
+    of every mean anyway, so the mAPs, per-class and per-image scores are the same, and it runs once per class
+    present instead of 80 times (ranking on 48 coco128 images: 1.7 s a call, most of FastestDet's accuracy control).
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -128,6 +134,8 @@ def coco_map(
         dt.dataset = {"images": images, "annotations": dt_anns, "categories": categories}
         dt.createIndex()
         ev = COCOeval(gt, dt, iouType="bbox")
+        if not matches:
+            ev.params.catIds = present
         ev.evaluate()
         ev.accumulate()
     precision = ev.eval["precision"][:, :, :, 0, -1]  # (IoU thresholds, recall points, classes), area all, 100 dets
@@ -140,7 +148,8 @@ def coco_map(
         if (column > -1).any():
             per_class[label(cat)] = float(column[column > -1].mean())
     scores = _per_image_scores(ev, len(samples), background) if per_image else []
-    return MapResult(map50_95, map50, per_class, scores, instances, MatchTable.from_cocoeval(ev, len(samples)))
+    table = MatchTable.from_cocoeval(ev, len(samples)) if matches else None
+    return MapResult(map50_95, map50, per_class, scores, instances, table)
 
 
 def _check_classes(class_id: np.ndarray, num_classes: int, what: str) -> None:

@@ -105,7 +105,7 @@ class Validator:
         preds = predict_samples(
             compiled, self.detector, samples, conf=self.conf, progress=phase if full else False, preprocessed=self.inputs
         )
-        result = coco_map(samples, preds, num_classes=len(self.detector.labels), per_image=True)
+        result = coco_map(samples, preds, num_classes=len(self.detector.labels), per_image=True, matches=False)
         seconds = time.perf_counter() - start
         latency = reference = None
         if not full and self.latency_runs > 0 and self.reference is not None and samples:
