@@ -154,12 +154,13 @@ class _Failed:
 class WaitingQueue(_Pool):
     """:class:`InferQueue`'s interface with the callback run by a Python thread of its own, never by OpenVINO.
 
-    An ``AsyncInferQueue`` runs the Python callback on the OpenVINO worker that finished the request, and that
-    worker first needs the GIL: while another Python thread holds it (decoding boxes, say) the worker waits - up
-    to the interpreter's 5 ms switch interval - and so does the inference stream it drives, with a core idle.
+    An ``AsyncInferQueue`` runs the Python callback on the OpenVINO worker that finished the request, so that
+    worker first waits for the GIL and holds a Python object until it lets go (the exit-time abort above).
     Here requests are started without a callback; one thread waits for them in the order they were started
     (``wait()`` releases the GIL) and calls ``callback(request, userdata)``; the request is reused only after
-    that. OpenVINO's workers never touch Python, so nothing of Python can outlive the queue either.
+    that, so the callback may read its outputs in place. OpenVINO's workers never touch Python. Throughput was
+    the same as with ``InferQueue`` (``ovq run``, 2-core EPYC Zen 3, f32, interleaved: FastestDet 139.8 vs 141.4
+    fps, YOLOX-Nano 52.2 vs 52.4): what it saves is the copy of the outputs and Python in OpenVINO's threads.
     """
 
     shares_inputs = True  # start_async(..., share_inputs=True) is honoured (InferQueue copies the inputs)
