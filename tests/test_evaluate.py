@@ -112,8 +112,9 @@ def test_map_equals_pycocotools(seed):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_without_matches_only_labelled_classes_are_evaluated_and_every_score_is_the_same(seed):
-    """Accuracy control's calls skip the match table: COCOeval then runs over the classes with labelled boxes only.
-    Predictions of classes nobody labelled (here 5..7 of 8) change nothing COCOeval reports."""
+    """Accuracy control's calls skip the match table: COCOeval then runs over the classes with labelled boxes, area
+    "all" and 100 detections only. Predictions of classes nobody labelled (here 5..7 of 8) change nothing COCOeval
+    reports, nor do the small / medium / large ranges and the 1 and 10 detection caps."""
     samples, preds = _synthetic(seed)
     rng = np.random.default_rng(seed)
     preds = [Detections(p.xyxy, p.confidence, np.where(rng.random(len(p)) < 0.2, rng.integers(5, 8, len(p)),
