@@ -44,12 +44,22 @@ def overflow_fix_candidates(choice: OverflowFix | str | None, device: str,
     return [OverflowFix.FIRST_LAYER]
 
 
-def nncf_parameters(fix: OverflowFix):
-    """NNCF's ``AdvancedQuantizationParameters`` with this overflow fix."""
+def nncf_parameters(fix: OverflowFix, *, compress_weights: bool = True):
+    """NNCF's ``AdvancedQuantizationParameters`` with this overflow fix; ``compress_weights=False`` leaves the
+    weights in float behind their FakeQuantize nodes (what NNCF's accuracy control reverts layers in)."""
+    from nncf.openvino.quantization.backend_parameters import BackendParameters
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.advanced_parameters import OverflowFix as NncfOverflowFix
 
-    return AdvancedQuantizationParameters(overflow_fix=NncfOverflowFix(NNCF_NAMES[fix]))
+    backend = {} if compress_weights else {BackendParameters.COMPRESS_WEIGHTS: False}
+    return AdvancedQuantizationParameters(overflow_fix=NncfOverflowFix(NNCF_NAMES[fix]), backend_params=backend)
+
+
+def compress_weights(model: ov.Model) -> None:
+    """Store the weights of ``model``'s quantized layers as INT8 (in place), what ``nncf.quantize`` does last."""
+    from openvino._offline_transformations import compress_quantize_weights_transformation
+
+    compress_quantize_weights_transformation(model)
 
 
 @dataclass

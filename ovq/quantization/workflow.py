@@ -46,7 +46,13 @@ from ovq.quantization.options import (
     QuantizeOptions,
     RankBy,
 )
-from ovq.quantization.overflow import OverflowChoice, choose_overflow_fix, nncf_parameters, overflow_fix_candidates
+from ovq.quantization.overflow import (
+    OverflowChoice,
+    choose_overflow_fix,
+    compress_weights,
+    nncf_parameters,
+    overflow_fix_candidates,
+)
 from ovq.quantization.plot import plot_sensitivity
 from ovq.quantization.report import QuantizeReport, render_markdown
 from ovq.runtime.compilation import first_line
@@ -230,14 +236,25 @@ def _run_nncf(fp_model: ov.Model, info: ModelInfo, detector: Detector, inputs: Q
     validator and planner NNCF went through."""
     import nncf
 
+    # with a budget, accuracy control starts from the plain model it would otherwise quantize again: keep each
+    # plain model's weights uncompressed too, as NNCF's accuracy control needs them (see nncf_hooks)
+    uncompressed: list[tuple[ov.Model, ov.Model, Any]] = []  # (plain INT8 model, same uncompressed, ignored scope)
+
     def plain(fix: OverflowFix, ignored: Any = None) -> ov.Model:
         logger.info("quantizing (%s preset, %d calibration images, overflow fix %s)", opts.preset.value,
                     plan.subset_size, fix.value)
+        scope = plan.ignored if ignored is None else ignored
+        params = nncf_parameters(fix, compress_weights=opts.max_drop is None)
         with nncf_progress(progress):
-            return nncf.quantize(fp_model, plan.calibration, preset=plan.preset, subset_size=plan.subset_size,
-                                 fast_bias_correction=plan.fast_bias_correction,
-                                 ignored_scope=plan.ignored if ignored is None else ignored,
-                                 advanced_parameters=nncf_parameters(fix))
+            quantized = nncf.quantize(fp_model, plan.calibration, preset=plan.preset, subset_size=plan.subset_size,
+                                      fast_bias_correction=plan.fast_bias_correction, ignored_scope=scope,
+                                      advanced_parameters=params)
+        if opts.max_drop is None:
+            return quantized
+        compressed = quantized.clone()
+        compress_weights(compressed)
+        uncompressed.append((compressed, quantized, scope))
+        return compressed
 
     scored: list[tuple[ov.Model, MapResult]] = []
 
@@ -269,14 +286,25 @@ def _run_nncf(fp_model: ov.Model, info: ModelInfo, detector: Detector, inputs: Q
     if opts.max_drop is None:
         return _Quantized(model if model is not None else plain(choice.fix), choice, collapse=collapse)
     assert fp is not None and inputs.val is not None
+    start = next(((raw, scope) for m, raw, scope in uncompressed if m is model), None)
+    uncompressed.clear()
     quantized, validator, planner = _accuracy_control(fp_model, detector, inputs, fp, opts, plan, precision,
-                                                      choice.fix, progress)
+                                                      choice.fix, progress, start)
     return _Quantized(quantized, choice, validator, planner, collapse)
 
 
 def _accuracy_control(fp_model: ov.Model, detector: Detector, inputs: QuantizeInputs, fp: MapResult,
-                      opts: QuantizeOptions, plan: _Plan, precision: str, fix: OverflowFix, progress: bool):
+                      opts: QuantizeOptions, plan: _Plan, precision: str, fix: OverflowFix, progress: bool,
+                      start: tuple[ov.Model, Any] | None):
+    """NNCF's accuracy control; ``start`` is the plain INT8 model (weights uncompressed) and the ignored scope it
+    was made with, which NNCF starts from instead of quantizing the same model again."""
     import nncf
+
+    def start_from(model: ov.Model, ignored: Any) -> ov.Model | None:
+        if start is None or model is not fp_model or ignored is not start[1]:
+            return None
+        logger.info("accuracy control starts from the plain INT8 model above (not quantized a second time)")
+        return start[0].clone()
 
     adv = opts.advanced
     val = inputs.val
@@ -297,7 +325,8 @@ def _accuracy_control(fp_model: ov.Model, detector: Detector, inputs: QuantizeIn
     logger.info("quantizing with accuracy control: max drop %.4f (%s) at %s, ranking on %d images",
                 opts.max_drop, opts.drop_type.value, precision, params.ranking_subset_size)
     drop_type = nncf.DropType.ABSOLUTE if opts.drop_type is DropType.ABSOLUTE else nncf.DropType.RELATIVE
-    with accuracy_control_hooks(validate_f32=opts.precision is Precision.F32, rank=planner.rank), \
+    with accuracy_control_hooks(validate_f32=opts.precision is Precision.F32, rank=planner.rank,
+                                start_from=start_from), \
             nncf_progress(progress):
         quantized = nncf.quantize_with_accuracy_control(
             fp_model, plan.calibration, nncf.Dataset(val.samples), validator, max_drop=opts.max_drop,
