@@ -505,28 +505,33 @@ def test_sigterm_drains_and_exits_0(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_compress_with_accuracy_control_script(fastestdet, assets, tmp_path):
+def test_compress_with_accuracy_control_script(tmp_path):
+    """The script as pipelines/README.md runs it: the shipped demo model on generated conveyor images (the real
+    detectors' accuracy control is covered in test_quantize.py; on FastestDet this test took 139 s of CI)."""
     import importlib.util
+
+    from ovq.data.synth import write_yolo_dataset
 
     spec = importlib.util.spec_from_file_location("compress_ac", PIPELINES / "compress_with_accuracy_control.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    data = write_yolo_dataset(tmp_path / "conveyor", n_train=0, n_val=48, n_calib=16, seed=1)
     out = tmp_path / "int8"
-    metrics = module.main(fastestdet, assets / "coco128", out, max_drop=0.02, calib_split="train", val_split="val",
-                          subset_size=16, bench_seconds=0, progress=False)
+    metrics = module.main(data=data, out=out, max_drop=0.01, subset_size=16, bench_seconds=0, progress=False)
     report = json.loads((out / "report.json").read_text())
     assert metrics["model_xml"] == str(out / "model.xml") and (out / "model.bin").exists()
-    assert metrics["val_images"] == 128 and metrics["precision"] == report["deployment_precision"]
+    assert metrics["val_images"] == 48 and metrics["precision"] == report["deployment_precision"]
     assert metrics["fp_map50_95"] == pytest.approx(report["accuracy"]["fp"], abs=1e-4)
     assert metrics["int8_map50_95"] == pytest.approx(report["accuracy"]["int8"], abs=1e-4)
     assert metrics["drop"] == pytest.approx(metrics["fp_map50_95"] - metrics["int8_map50_95"])
-    assert metrics["within_budget"] is (metrics["drop"] <= 0.02)
-    assert 0.1 < metrics["fp_map50_95"] < 0.3  # FastestDet on coco128 val (README: 0.191 at bf16)
+    assert metrics["within_budget"] is (metrics["drop"] <= 0.01)
+    assert metrics["reverted_layers"] == sum(len(s["layers"]) for s in report["reverted"] if s["kept"])
+    assert metrics["fp_map50_95"] > 0.5  # the demo model on its own kind of images (README: 0.78 on the demo's set)
     from ovq.core.metadata import read_info
     from ovq.runtime.compilation import read_model
 
     q = read_info(read_model(out / "model.xml")).quantization
-    assert q["mode"] == "accuracy_control" and q["max_drop"] == 0.02 and q["calib_images"] == 16
+    assert q["mode"] == "accuracy_control" and q["max_drop"] == 0.01 and q["calib_images"] == 16
 
 
 def test_dataset_root(tmp_path):
