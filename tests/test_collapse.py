@@ -152,7 +152,7 @@ def test_a_model_calibrated_on_the_wrong_images_collapses_twice_and_fails_the_ho
     out = tmp_path / "q"
     code = main(["quantize", str(DEMO_MODEL), "--data", str(data), "--calib-split", "dark", "-o", str(out),
                  "--holdout", "0.5", "--max-drop", "0.01", "--fail-on-holdout", "--ranking-subset", "8", "--max-iterations", "1",
-                 "--bench-time", "0", "--no-progress", "-q"])
+                 "--bias-correction", "fast", "--bench-time", "0", "--no-progress", "-q"])
     printed = capsys.readouterr().out
     assert code == 3
     report = json.loads((out / "report.json").read_text())

@@ -201,7 +201,7 @@ def test_holdout_is_scored_once_on_the_images_left_out(demo_data, tmp_path, caps
     out = tmp_path / "q"
     code = main(["quantize", str(DEMO_MODEL), "--data", str(demo_data), "--calib-split", "calib", "-o", str(out),
                  "--holdout", "0.5", "--holdout-seed", "3", "--max-drop", "0.01", "--recalibrate-threshold",
-                 "--bench-time", "0", "--no-progress", "-q"])
+                 "--bias-correction", "fast", "--bench-time", "0", "--no-progress", "-q"])
     printed = capsys.readouterr().out
     assert code == 0
     report = json.loads((out / "report.json").read_text())
@@ -251,7 +251,8 @@ def test_test_split_is_scored_whole_and_validation_keeps_every_image(demo_data, 
     other = write_yolo_dataset(tmp_path / "other", n_train=0, n_val=24, n_calib=0, seed=11)
     data = _with_split(demo_data, "test", str(other.parent / "images" / "val"))
     result = quantize(DEMO_MODEL, data, tmp_path / "q", calib_split="calib", test_split="test",
-                      advanced=AdvancedQuantizeOptions(bench_seconds=0.0, bootstrap_rounds=0), progress=False)
+                      advanced=AdvancedQuantizeOptions(bench_seconds=0.0, bootstrap_rounds=0, bias_correction="fast"),
+                      progress=False)
     held = result.report["holdout"]
     assert held["images"] == 24 and result.report["accuracy"]["images"] == 96 and held["held"] is None
     assert "split 'test'" in held["source"] and result.holdout_held is None

@@ -94,7 +94,7 @@ def test_rank_by_accuracy_per_latency_on_the_demo_model(tmp_path):
     out = tmp_path / "q"
     result = quantize(
         DEMO_MODEL, data, out, max_drop=0.0, calib_split="dark", val_split="val", rank_by="accuracy-per-latency",
-        advanced=AdvancedQuantizeOptions(bench_seconds=0.0, ranking_subset_size=16, max_num_iterations=2), progress=False,
+        advanced=AdvancedQuantizeOptions(bench_seconds=0.0, ranking_subset_size=16, max_num_iterations=1), progress=False,
     )
     report = json.loads((out / "report.json").read_text())
     assert report["quantization"]["rank_by"] == RankBy.ACCURACY_PER_LATENCY.value
@@ -141,7 +141,7 @@ def test_accuracy_control_on_a_validation_set_no_larger_than_the_ranking_subset(
     (tmp_path / "data.yaml").write_text(data.read_text() + f"\ndark: {dark}\n")
     result = quantize(
         DEMO_MODEL, tmp_path / "data.yaml", tmp_path / "q", max_drop=0.0, calib_split="dark", val_split="val",
-        subset_size=8, advanced=AdvancedQuantizeOptions(bench_seconds=0.0, ranking_subset_size=64, max_num_iterations=2,
+        subset_size=8, advanced=AdvancedQuantizeOptions(bench_seconds=0.0, ranking_subset_size=64, max_num_iterations=1,
                                                         bootstrap_rounds=0, collapse_guard=False), progress=False,
     )
     report = result.report
