@@ -83,8 +83,8 @@ def coco_map(
     with no labelled box) and so evaluates only what the returned numbers read: the classes with labelled boxes
     (COCOeval leaves the others out of every mean anyway), area range "all" and 100 detections (not the small /
     medium / large ranges and the 1 and 10 detection caps). The mAPs, per-class and per-image scores are the same;
-    pycocotools does about a twelfth of the work (accuracy control's ranking on 48 coco128 images with FastestDet:
-    1.48 s a call with only the classes cut, most of it ``evaluateImg`` and ``accumulate`` over the 4 areas).
+    ``evaluateImg`` runs a quarter as often and ``accumulate`` over a twelfth of its cases (FastestDet's accuracy
+    control on coco128, Zen 3: 1.48 -> 0.63 s a call, 108 calls).
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval

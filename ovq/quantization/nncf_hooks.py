@@ -12,7 +12,7 @@ NNCF 3.4's accuracy control has no option for three things ovq needs:
   fix judged. ovq hands NNCF a copy of that model instead of a second, identical quantization (FastestDet with
   full bias correction on Zen 3: 46 s saved of a 290 s run).
 
-Both hooks bind NNCF's arguments by *name* (``inspect.signature``), so a release that reorders or adds
+The hooks bind NNCF's arguments by *name* (``inspect.signature``), so a release that reorders or adds
 parameters still works and one that renames them fails :func:`check_contract` with a message saying what
 changed (a fast test runs it against the installed NNCF). They replace class attributes, which is process-wide,
 so they are installed only for one call, restored on every path, and a second call in the same process while
@@ -131,12 +131,14 @@ def accuracy_control_hooks(*, validate_f32: bool, rank: RankFn, start_from: Star
         setattr(r_owner, RANKING.method, rank_groups)
 
         if start_from is not None:
+            from nncf.openvino.quantization.backend_parameters import is_weight_compression_needed
+
             q_owner, q_original, q_signature = QUANTIZE.resolve()
 
             def quantize_impl(*args: Any, **kwargs: Any) -> Any:
                 bound = q_signature.bind(*args, **kwargs)
                 advanced = bound.arguments.get("advanced_parameters")
-                compressing = advanced is None or (advanced.backend_params or {}).get("compress_weights", True)
+                compressing = is_weight_compression_needed(advanced)  # NNCF's own reading of the option
                 ready = None if compressing else start_from(bound.arguments["model"],
                                                             bound.arguments.get("ignored_scope"))
                 return ready if ready is not None else q_original(*args, **kwargs)
