@@ -181,6 +181,50 @@ def test_match_table_recomputes_cocoeval_per_class_and_for_a_resample(seed):
                                 if any((s.class_id == k).any() for s in samples)}
 
 
+def _accumulate_every_detection(c, weights: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
+    """COCOeval.accumulate's AP50-95 written out: every detection, every threshold, one round at a time."""
+    out = []
+    for w in weights:
+        boxes = float(w @ c.labelled)
+        if boxes == 0:
+            out.append(np.nan)
+            continue
+        aps = []
+        for t in range(c.tp.shape[0]):
+            kept = c.tp[t] | c.fp[t]  # detections matched to an ignored box are left out
+            wd = w[c.image][kept]
+            tp, fp = np.cumsum(c.tp[t][kept] * wd), np.cumsum(c.fp[t][kept] * wd)
+            recall, precision = tp / boxes, tp / (fp + tp + np.spacing(1))
+            envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+            first = np.searchsorted(recall, rec_thrs, side="left")
+            aps.append(sum(envelope[i] for i in first if i < len(envelope)) / len(rec_thrs))
+        out.append(float(np.mean(aps)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resampled_ap_counts_ignored_detections_and_zero_weights_like_coco(seed):
+    """The true-positive-only computation of the resampled AP against COCO's accumulate written out, on random
+    matches that include detections matched to ignored boxes (neither kind: COCO's area ranges and crowds) and
+    rounds that draw some images zero times or draw no labelled box at all."""
+    from ovq.evaluation.metrics import ClassMatches, MatchTable
+
+    rng = np.random.default_rng(seed)
+    images, dets, thresholds = 12, 200, 10
+    tp = rng.random((thresholds, dets)) < np.linspace(0.6, 0.05, dets)  # high scores match more often
+    tp &= np.cumsum(tp, axis=0) == np.arange(1, thresholds + 1)[:, None]  # a match at a strict IoU holds below it
+    ignored = ~tp & (rng.random((thresholds, dets)) < 0.1)
+    table = MatchTable(images, np.linspace(0.0, 1.0, 101), {3: ClassMatches(
+        np.sort(rng.random(dets))[::-1], rng.integers(0, images, dets), tp, ~tp & ~ignored,
+        rng.integers(0, 4, images))})
+    weights = np.vstack([np.ones(images), np.zeros(images), rng.integers(0, 3, (20, images))]).astype(np.float64)
+    weights[2, table.classes[3].labelled > 0] = 0  # a round without a labelled box: the class does not count
+    expect = _accumulate_every_detection(table.classes[3], weights, table.rec_thrs)
+    assert np.isnan(expect[1]) and np.isnan(expect[2]) and ignored.any()
+    got = np.array([table.class_ap(w).get(3, np.nan) for w in weights])
+    np.testing.assert_allclose(got, expect, rtol=0, atol=1e-12)
+
+
 def _two_images() -> list[Sample]:
     return [Sample(Path("/t/a.jpg"), [[0, 0, 10, 10], [20, 20, 30, 30]], [0, 1], 100, 100),
             Sample(Path("/t/b.jpg"), [[50, 50, 70, 70]], [0], 100, 100)]
