@@ -117,8 +117,10 @@ def test_a_head_that_collapses_in_int8_is_kept_float_on_the_retry(demo_data, tmp
     fp = evaluate(DEMO_MODEL, demo_data, progress=False).map50_95
     assert evaluate(model, demo_data, progress=False).map50_95 == pytest.approx(fp, abs=1e-3)  # the same model in float
     out = tmp_path / "q"
+    # one overflow fix, the one auto takes on VNNI and AMX CPUs (its two trials without VNNI are judged in
+    # test_quantize.py): 47 -> 35 and 38 -> 34 s on Zen 3 for these two tests
     code = main(["quantize", str(model), "--data", str(demo_data), "--calib-split", "calib", "-o", str(out),
-                 "--bench-time", "0", "--no-progress", "-q"])
+                 "--bench-time", "0", "--overflow-fix", "first-layer", "--no-progress", "-q"])
     printed = capsys.readouterr().out
     assert code == 0
     report = json.loads((out / "report.json").read_text())
@@ -150,9 +152,11 @@ def test_a_model_calibrated_on_the_wrong_images_collapses_twice_and_fails_the_ho
     data = demo_data.with_name("dark.yaml")
     data.write_text(doc)
     out = tmp_path / "q"
+    # one overflow fix, the one auto takes on VNNI and AMX CPUs (its two trials without VNNI are judged in
+    # test_quantize.py): 47 -> 35 and 38 -> 34 s on Zen 3 for these two tests
     code = main(["quantize", str(DEMO_MODEL), "--data", str(data), "--calib-split", "dark", "-o", str(out),
                  "--holdout", "0.5", "--max-drop", "0.01", "--fail-on-holdout", "--ranking-subset", "8", "--max-iterations", "1",
-                 "--bias-correction", "fast", "--bench-time", "0", "--no-progress", "-q"])
+                 "--bias-correction", "fast", "--bench-time", "0", "--overflow-fix", "first-layer", "--no-progress", "-q"])
     printed = capsys.readouterr().out
     assert code == 3
     report = json.loads((out / "report.json").read_text())
