@@ -527,6 +527,32 @@ ovq.cli.entry()
             assert proc.returncode == 1 and "ImportError: initialization failed" in proc.stderr, proc.stderr
 
 
+def test_ctrl_c_ends_a_child_the_command_forked_quietly():
+    """Libraries fork short-lived children (OpenVINO's and NNCF's telemetry send each event from one), and a
+    terminal's Ctrl-C reaches the whole process group: such a child ends by the signal and prints nothing (it
+    printed a KeyboardInterrupt traceback, one per child, with the command's handler inherited)."""
+    code = """
+import multiprocessing, os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, even under a runner ignoring it
+import ovq.cli
+def build_parser():
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    child.start()
+    time.sleep(0.5)
+    os.kill(child.pid, signal.SIGINT)
+    child.join(20)
+    print(child.exitcode)
+    raise SystemExit(0)
+ovq.cli.build_parser = build_parser
+ovq.cli.entry()
+"""
+    import signal
+
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, str(-signal.SIGINT), ""), proc.stderr
+
+
 def test_ctrl_c_handled_while_python_finalizes_an_object_still_stops_the_command(tiny):
     """A SIGINT that Python handles inside a finalizer raises KeyboardInterrupt where nothing can catch it ("Exception
     ignored in"): ``ovq run`` must still stop, with one line and exit code 130. Seen in CI: the Ctrl-C 1.2 s into
