@@ -501,8 +501,8 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tiny, delay):
 
 def test_ctrl_c_that_a_native_import_turns_into_an_import_error_is_one_line():
     """A SIGINT that lands while a native module initializes comes out as that module's error: OpenVINO's bindings
-    raise "ImportError: initialization failed" from the KeyboardInterrupt (seen 3 times in 30 Ctrl-Cs in the first
-    1.2 s of ``ovq run``). The command says "interrupted" and exits 130, no traceback; the same ImportError without
+    raise "ImportError: initialization failed" from the KeyboardInterrupt (seen in 3 of 30 runs of the early
+    Ctrl-C tests above). The command says "interrupted" and exits 130, no traceback; the same ImportError without
     a Ctrl-C stays a traceback (a broken install is not an interrupt)."""
     code = """
 import signal, sys

@@ -106,8 +106,8 @@ if __name__ == "__main__":  # pragma: no cover
 
 # the SIGINTs :func:`entry`'s handler has seen: an interrupt that lands while a native module initializes comes out
 # as that module's error ("ImportError: initialization failed" from OpenVINO's bindings, "PyCapsule_Import could
-# not import module" from NumPy: 3 of 30 Ctrl-Cs 0.2-1.2 s into ``ovq run`` on Zen 3); with a Ctrl-C seen, any
-# error is the interrupt's, one line and exit 130
+# not import module" from NumPy: in 3 of 30 runs of the four early Ctrl-C tests, 0.2-1.2 s into ``ovq run`` on
+# Zen 3); with a Ctrl-C seen, any error is the interrupt's, one line and exit 130
 _interrupts: list[int] = []
 
 
