@@ -499,6 +499,14 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tiny, delay):
         assert len(lines) == 1 and re.match(r"ovq( run)?: ", lines[0]), err
 
 
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new interpreter as a terminal would (SIGINT at Python's default, even under a runner that
+    ignores it), with this checkout importable."""
+    preamble = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    return subprocess.run([sys.executable, "-c", preamble + code, *args], check=False, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
 def test_ctrl_c_that_a_native_import_turns_into_an_import_error_is_one_line():
     """A SIGINT that lands while a native module initializes comes out as that module's error: OpenVINO's bindings
     raise "ImportError: initialization failed" from the KeyboardInterrupt (seen in 3 of 30 runs of the early
@@ -506,7 +514,6 @@ def test_ctrl_c_that_a_native_import_turns_into_an_import_error_is_one_line():
     a Ctrl-C stays a traceback (a broken install is not an interrupt)."""
     code = """
 import signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, even under a runner ignoring it
 import ovq.cli
 def build_parser():  # what pybind11 does with an exception in a module's initialization
     try:
@@ -519,8 +526,7 @@ ovq.cli.build_parser = build_parser
 ovq.cli.entry()
 """
     for case in ("interrupted", "broken"):
-        proc = subprocess.run([sys.executable, "-c", code, case], check=False, capture_output=True, text=True,
-                              timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = _python(code, case)
         if case == "interrupted":
             assert (proc.returncode, proc.stderr) == (130, "ovq: interrupted\n"), proc.stderr
         else:
@@ -533,7 +539,6 @@ def test_ctrl_c_ends_a_child_the_command_forked_quietly():
     printed a KeyboardInterrupt traceback, one per child, with the command's handler inherited)."""
     code = """
 import multiprocessing, os, signal, sys, time
-signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, even under a runner ignoring it
 import ovq.cli
 def build_parser():
     child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
@@ -548,8 +553,7 @@ ovq.cli.entry()
 """
     import signal
 
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = _python(code)
     assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, str(-signal.SIGINT), ""), proc.stderr
 
 
@@ -560,7 +564,6 @@ def test_ctrl_c_handled_while_python_finalizes_an_object_still_stops_the_command
     until the test's timeout; here that moment is made certain by a generator whose ``finally`` raises SIGINT."""
     code = f"""
 import signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, even under a runner ignoring it
 import ovq.runtime.compilation as compilation
 real = compilation.check_ir_version
 def closing():
@@ -576,8 +579,7 @@ sys.argv = ["ovq", "run", {str(tiny)!r}, "--source", {SYNTH!r}, "--device", "CPU
 from ovq.cli import entry
 entry()
 """
-    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = _python(code)
     lines = [ln for ln in proc.stderr.splitlines() if not LOG_LINE.match(ln)]
     # the interrupt comes back 0.1 s later: still starting (130, one line), or the run's own handler in place by
     # then (the first Ctrl-C's clean stop, exit 0); without it, the run goes on to the timeout
