@@ -80,3 +80,19 @@ def test_nms_is_class_aware_and_respects_max_det():
     assert list(nms(boxes, scores, None, iou_threshold=0.5)) == [0]
     assert list(nms(boxes, scores, np.array([0, 1, 2]), iou_threshold=0.5, max_det=2)) == [0, 1]
     assert nms(np.zeros((0, 4)), np.zeros(0)).shape == (0,)
+
+
+def test_scale_boxes_is_the_inverse_mapping_in_float32_per_coordinate():
+    """The vectorized mapping gives, bit for bit, each coordinate's (v - pad) / scale in float32, clipped."""
+    rng = np.random.default_rng(7)
+    boxes = rng.uniform(-50, 700, (64, 4)).astype(np.float32)
+    _, info = letterbox(np.zeros((433, 769, 3), np.uint8), (416, 416))
+    got = scale_boxes(boxes, info)
+    want = boxes.copy()
+    for col, pad, scale, limit in ((0, info.pad_x, info.scale_x, info.orig_w), (1, info.pad_y, info.scale_y, info.orig_h),
+                                   (2, info.pad_x, info.scale_x, info.orig_w), (3, info.pad_y, info.scale_y, info.orig_h)):
+        want[:, col] = np.minimum(np.maximum((boxes[:, col] - np.float32(pad)) / np.float32(scale), 0), limit)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+    assert np.array_equal(scale_boxes(boxes, info, clip=False)[:, 1],
+                          (boxes[:, 1] - np.float32(info.pad_y)) / np.float32(info.scale_y))
+    assert np.shares_memory(scale_boxes(boxes, info), boxes) is False

@@ -86,12 +86,11 @@ def stretch(
 
 def scale_boxes(xyxy: np.ndarray, info: ResizeInfo, *, clip: bool = True) -> np.ndarray:
     """Map boxes from model-input pixels back to original-image pixels (inverse of the resize)."""
-    boxes = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4).copy()
-    boxes[:, [0, 2]] = (boxes[:, [0, 2]] - info.pad_x) / info.scale_x
-    boxes[:, [1, 3]] = (boxes[:, [1, 3]] - info.pad_y) / info.scale_y
+    boxes = np.array(xyxy, dtype=np.float32).reshape(-1, 4)  # a copy; the arithmetic in place, in float32
+    boxes -= np.array((info.pad_x, info.pad_y, info.pad_x, info.pad_y), dtype=np.float32)
+    boxes /= np.array((info.scale_x, info.scale_y, info.scale_x, info.scale_y), dtype=np.float32)
     if clip:
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, info.orig_w)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, info.orig_h)
+        np.clip(boxes, 0, np.array((info.orig_w, info.orig_h, info.orig_w, info.orig_h), dtype=np.float32), out=boxes)
     return boxes
 
 

@@ -107,7 +107,7 @@ def check_confidences(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float32)
     if scores.size == 0:
         return scores
-    lo, hi = float(np.min(scores)), float(np.max(scores))
+    lo, hi = float(scores.min()), float(scores.max())
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -CONFIDENCE_SLACK or hi > 1 + CONFIDENCE_SLACK:
         nan = int(np.count_nonzero(~np.isfinite(scores)))
         finite = scores[np.isfinite(scores)]
@@ -116,7 +116,7 @@ def check_confidences(scores: np.ndarray) -> np.ndarray:
             f"decoded confidences {span}{f' ({nan} not finite)' if nan else ''} are not in [0, 1]: "
             "the outputs do not fit this family"
         )
-    return np.clip(scores, 0.0, 1.0)
+    return scores.clip(0.0, 1.0)
 
 
 def finish(

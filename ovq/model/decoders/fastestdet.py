@@ -36,21 +36,19 @@ class FastestDetDecoder:
         pred = np.asarray(outputs[0])[0]  # (5 + nc, H, W)
         _, gh, gw = pred.shape
         flat = pred.reshape(pred.shape[0], -1)  # (5 + nc, H*W)
-        obj = np.clip(check_confidences(flat[0]), 0, None)
+        obj = check_confidences(flat[0])  # clipped to [0, 1]
         # score = obj^0.6 * cls^0.4 <= obj^0.6 (class scores are softmaxed): other cells cannot reach the threshold
         idx = np.flatnonzero(obj ** 0.6 >= params.conf_threshold)
-        f = flat[:, idx].T  # (candidates, 5 + nc)
-        cls = f[:, 5:]
-        class_id = cls.argmax(axis=1)
-        cls_score = cls[np.arange(len(idx)), class_id]
-        scores = check_confidences((obj[idx] ** 0.6) * (np.clip(cls_score, 0, None) ** 0.4))
-        keep = scores >= params.conf_threshold
-        idx, f = idx[keep], f[keep]
+        f = flat[:, idx]  # (5 + nc, candidates); finish() checks and thresholds the scores
+        cls = f[5:]
+        class_id = cls.argmax(axis=0)
+        cls_score = cls[class_id, np.arange(len(idx))]
+        scores = (obj[idx] ** 0.6) * (cls_score.clip(0, None) ** 0.4)
         gy, gx = np.divmod(idx, gw)
         h, w = params.input_size
-        cx = (np.tanh(f[:, 1]) + gx) / gw * w
-        cy = (np.tanh(f[:, 2]) + gy) / gh * h
-        bw = _sigmoid(f[:, 3]) * w
-        bh = _sigmoid(f[:, 4]) * h
+        cx = (np.tanh(f[1]) + gx) / gw * w
+        cy = (np.tanh(f[2]) + gy) / gh * h
+        bw = _sigmoid(f[3]) * w
+        bh = _sigmoid(f[4]) * h
         boxes = cxcywh_to_xyxy(np.stack([cx, cy, bw, bh], axis=1))
-        return finish(boxes, scores[keep].astype(np.float32), class_id[keep], resize, params)
+        return finish(boxes, scores, class_id, resize, params)
