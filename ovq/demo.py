@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 
 from ovq.core.errors import ModelError
-from ovq.core.fileio import write_json_atomic, write_text_atomic
+from ovq.core.fileio import check_output_dir, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def run_demo(
     from ovq.streaming.pipeline import Pipeline
     from ovq.streaming.sinks import JsonlSink, VideoSink
 
-    out = Path(out_dir)
+    out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_path = find_demo_model(model)
     t0 = time.perf_counter()

@@ -128,6 +128,7 @@ def test_cli_prints_the_table_and_writes_json(assets, tiny, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--fps", "-3"], "fps -3.0: must be > 0"),
     (["--fps", "5", "--json", "/nonexistent-dir/cap.json"], "--json /nonexistent-dir/cap.json: the folder"),
+    (["--fps", "5", "--json", "/proc/cap.json"], "/proc/cap.json: cannot write in /proc"),  # was: after the trials
     (["--fps", "200", "--source-is", "gif"], "frames, a trial needs"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(assets, tiny, args, message):
@@ -137,3 +138,4 @@ def test_cli_bad_input_is_one_line_and_exit_2(assets, tiny, args, message):
     assert r.code == 2, r.err
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.err
+    assert "capacity:" not in r.out  # said before any trial

@@ -236,6 +236,8 @@ def test_an_output_under_a_regular_file(tmp_path, capsys, tiny, assets):
     out = tmp_path / "file" / "pred"
     line = one_error_line(capsys, "predict", str(tiny), str(assets / "images/bus.jpg"), "-o", str(out))
     assert line.startswith(f"ovq predict: error: {out}") and "is not a folder" in line
+    line = one_error_line(capsys, "demo", "-o", str(out))
+    assert line.startswith(f"ovq demo: error: {out}") and "is not a folder" in line
 
 
 def test_predict_into_an_existing_file(tmp_path, capsys, tiny, assets):

@@ -31,11 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ovq.core.errors import ConfigError, OvqError
-    from ovq.core.fileio import write_json_atomic
+    from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.streaming.capacity import capacity
 
-    if args.json and not Path(args.json).resolve().parent.is_dir():  # say so before minutes of trials, not after
-        raise ConfigError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
+    if args.json:  # say so before minutes of trials, not after
+        if not Path(args.json).resolve().parent.is_dir():
+            raise ConfigError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
+        check_output_file(args.json)
     report = capacity(
         args.model, args.source, fps=args.fps, max_p95_ms=args.max_p95_ms, device=args.device, precision=args.precision,
         seconds=args.seconds, warmup=args.warmup, max_streams=args.max_streams, resize=args.resize, decode=args.decode,

@@ -26,7 +26,7 @@ from typing import Any
 import openvino as ov
 
 from ovq.core.errors import ConfigError, DatasetError, ModelError, OvqError
-from ovq.core.fileio import atomic_output_dir, write_json_atomic, write_text_atomic
+from ovq.core.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
 from ovq.evaluation.metrics import MapResult
 from ovq.model.detector import Detector, load
@@ -125,6 +125,8 @@ def quantize(
     ``eval`` and ``bench`` compile the model the same way.
     """
     opts = _options(options, fields)
+    if out_dir is not None:  # an output that cannot be written fails now, not after minutes of NNCF
+        check_output_dir(out_dir)
     started = time.perf_counter()
     with PeakMemory() as memory:
         fp_model, info = _float_model(model)
