@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import openvino as ov
@@ -525,3 +527,19 @@ def test_accuracy_control_starts_from_the_plain_model_instead_of_quantizing_agai
     assert any("not quantized a second time" in m for m in ovq_log.messages())
     # NNCF validated the plain model ovq scored: the same first INT8 mAP
     assert result.report["first_int8_metric"] == pytest.approx(result.details.collapse.first.map50_95, abs=5e-5)  # report: 4 decimals
+
+
+def test_torchs_cuda_warning_from_nncfs_backend_check_is_not_shown_unless_vv():
+    """NNCF imports torch to ask whether the model is a torch model; torch warned "No CUDA runtime is found" on
+    every `ovq quantize` of an OpenVINO model."""
+    pytest.importorskip("torch")
+    code = ("import sys; from ovq.cli import _setup_logging; _setup_logging(int(sys.argv[1]), False); "
+            "import nncf.common.utils.backend as b; b.is_torch_model(object())")
+
+    def stderr(verbose: int) -> str:
+        return subprocess.run([sys.executable, "-c", code, str(verbose)], capture_output=True, text=True,
+                              check=True, timeout=120).stderr
+    loud = stderr(2)
+    if "No CUDA runtime is found" not in loud:
+        pytest.skip("torch found a CUDA runtime here: it has nothing to warn about")
+    assert "No CUDA runtime" not in stderr(0)

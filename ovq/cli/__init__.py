@@ -75,6 +75,10 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     # third-party chatter stays at warning level unless -vv
     for name in ("nncf", "ultralytics"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+    # NNCF imports torch (when installed, e.g. with the ultralytics extra) to ask whether the model is a torch
+    # model; torch then warns "No CUDA runtime is found, using CUDA_HOME=..." on every `ovq quantize` (torch
+    # 2.14.1, NNCF 3.4.0): nothing to do with OpenVINO, so not shown unless -vv
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.DEBUG if verbose > 1 else logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
