@@ -194,3 +194,54 @@ def test_check_output_dir_compares_free_space_with_what_is_needed(tmp_path):
     fileio.check_output_dir(tmp_path / "m", need_bytes=1000)
     with pytest.raises(OutputError, match=r"m: not enough free space: needs about .* MB, .* free in"):
         fileio.check_output_dir(tmp_path / "m", need_bytes=free + 10**12)
+
+
+# -- outputs that are not plain files ------------------------------------------------------------------------------
+def test_text_outputs_stream_into_a_fifo_and_replace_a_symlinks_file(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+
+    def read():
+        got.append(fifo.read_text())
+
+    import threading
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    write_json_atomic(fifo, {"a": 1})
+    reader.join(10)
+    assert got == ['{\n  "a": 1\n}\n'] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    write_text_atomic(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.json", "pipe", "real.json"]
+
+
+def test_an_output_folder_through_a_symlink_is_filled_where_it_points(tmp_path):
+    real = tmp_path / "models" / "v2"
+    real.mkdir(parents=True)
+    link = tmp_path / "current"
+    link.symlink_to(real)
+    with atomic_output_dir(link) as tmp:
+        (tmp / "model.xml").write_text("x")
+        assert tmp.parent == real.parent  # the rename stays on the disk the folder is on
+    assert link.is_symlink() and (real / "model.xml").read_text() == "x"
+
+
+def test_check_output_file_takes_a_writable_pipe_and_refuses_a_socket(tmp_path):
+    import socket
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert fileio.check_output_file(fifo) == fifo
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "sock"))
+        with pytest.raises(OutputError, match="sock: not a file, a pipe or a terminal"):
+            fileio.check_output_file(tmp_path / "sock")
+    finally:
+        sock.close()

@@ -6,7 +6,9 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
+import sys
 import threading
 import time
 
@@ -16,7 +18,7 @@ import pytest
 from conftest import make_dets
 from services import Mosquitto, free_port
 
-from ovq.core.errors import ConfigError
+from ovq.core.errors import ConfigError, OutputError
 from ovq.streaming.mqtt import MqttSink, mqtt_settings
 from ovq.streaming.pipeline import FrameResult
 from ovq.streaming.sinks import JsonlSink, RateMeter, VideoSink, WindowSink, frame_record
@@ -172,6 +174,85 @@ def test_jsonl_sink_appends_and_mends_a_cut_last_line(tmp_path, ovq_log):
     assert lines[:2] == ['{"old":1}', '{"cut'] and json.loads(lines[2])["frame_index"] == 3
     assert sink.written == {path: "1 records appended"}
     assert any("last line is incomplete" in m for m in ovq_log.messages())
+
+
+# -- outputs that are not plain files: pipes, devices, symlinks ----------------------------------------------------
+# (a run with --jsonl /dev/stdout, a FIFO or /dev/full renamed a regular file over it: as root, over the device node)
+def _read_fifo(path, into: list) -> threading.Thread:
+    def read():
+        with open(path, encoding="utf-8") as fh:
+            into.extend(fh.read().splitlines())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
+def test_jsonl_sink_streams_into_a_fifo_and_leaves_it_a_fifo(tmp_path):
+    fifo = tmp_path / "records"
+    os.mkfifo(fifo)
+    lines: list[str] = []
+    reader = _read_fifo(fifo, lines)
+    sink = JsonlSink(fifo)
+    sink.write(make_result(index=0))
+    sink.write(make_result(index=1))
+    sink.close()
+    reader.join(10)
+    assert [json.loads(x)["frame_index"] for x in lines] == [0, 1] and sink.written == {fifo: "2 records"}
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["records"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a device node (a /dev/full of the test's own) needs root")
+def test_jsonl_sink_into_a_full_device_fails_naming_it_and_keeps_the_node(tmp_path):
+    full = tmp_path / "full"
+    os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # what /dev/full is: every write fails with ENOSPC
+    sink = JsonlSink(full)
+    with pytest.raises(OutputError, match=f"{full}: No space left on device after 0 records"):
+        sink.write(make_result())
+    sink.abort()
+    assert stat.S_ISCHR(os.lstat(full).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["full"]
+
+
+def test_outputs_through_a_symlink_replace_the_file_it_points_to(tmp_path):
+    real = tmp_path / "data" / "r.jsonl"
+    real.parent.mkdir()
+    real.write_text('{"old":1}\n')
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(real)
+    sink = JsonlSink(link)
+    sink.write(make_result(index=7))
+    sink.close()
+    assert link.is_symlink() and json.loads(real.read_text())["frame_index"] == 7
+    assert sorted(p.name for p in real.parent.iterdir()) == ["r.jsonl"]
+    video = tmp_path / "data" / "v.mp4"
+    video.write_bytes(b"old")
+    vlink = tmp_path / "v.mp4"
+    vlink.symlink_to(video)
+    vsink = VideoSink(vlink, use_av=False)
+    vsink.write(make_result())
+    vsink.close()
+    assert vlink.is_symlink() and count_frames(video)[0] == 1
+
+
+def test_run_with_jsonl_to_standard_output_keeps_stdout_for_the_records(tmp_path, tiny):
+    """`ovq run ... --jsonl /dev/stdout | jq`: the records alone on the pipe, what the command did on stderr (a
+    link to /dev/stdout stands in for it: the old code renamed a file over the link, as root over /dev/stdout)."""
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to("/dev/stdout")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ovq", "run", str(tiny), "--source", "synth://conveyor?width=320&height=240",
+         "--max-frames", "3", "--jsonl", str(stdout), "-q"], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["frame_index"] for line in proc.stdout.splitlines()] == [0, 1, 2]
+    assert f"wrote {stdout} (3 records)" in proc.stderr and "3 frames from 1 stream(s)" in proc.stderr
+    assert stdout.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["stdout"]
+
+
+def test_video_sink_refuses_a_pipe(tmp_path):
+    fifo = tmp_path / "v.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="a pipe or a device; a video file is written to a file"):
+        VideoSink(fifo)
 
 
 def test_frame_record_prefers_the_sinks_labels():

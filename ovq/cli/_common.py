@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
 from ovq.core.errors import ConfigError
 
@@ -61,3 +64,11 @@ def parse_labels(value: str | None) -> list[str] | None:
     if not labels or any(not x for x in labels):
         raise ConfigError(f"--labels '{value}': expected a comma-separated list or a file with one label a line")
     return labels
+
+
+def report_to(outputs: Iterable[str | Path | None]) -> TextIO:
+    """Where a command prints what it did: standard output, or standard error when one of ``outputs`` is standard
+    output (``--jsonl /dev/stdout | jq ...``: the records alone on the pipe)."""
+    from ovq.core.fileio import is_stdout
+
+    return sys.stderr if any(p is not None and is_stdout(p) for p in outputs) else sys.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ovq.cli._common import add_command
+from ovq.cli._common import add_command, report_to
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,10 +54,11 @@ def run(args: argparse.Namespace) -> int:
     ]
     rounds = args.rounds if args.rounds is not None else (bench_rounds(args.time) if len(specs) > 1 else 1)
     results = benchmark_interleaved(specs, seconds=args.time, rounds=rounds, image=args.image)
-    print(format_table(results))
+    out = report_to([args.json])  # stderr when a --json goes to standard output
+    print(format_table(results), file=out)
     if rounds > 1:
-        print(f"the configurations took turns: {rounds} slices of {args.time / rounds:.1f} s each; FPS is each one's median slice")
+        print(f"the configurations took turns: {rounds} slices of {args.time / rounds:.1f} s each; FPS is each one's median slice", file=out)
     if args.json:
         write_json_atomic(args.json, {"openvino": ov.get_version(), "results": [asdict(r) for r in results]})
-        print(f"wrote {args.json}")
+        print(f"wrote {args.json}", file=out)
     return 0

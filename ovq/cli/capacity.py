@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ovq.cli._common import add_command, add_device, add_precision, add_resize_decode
+from ovq.cli._common import add_command, add_device, add_precision, add_resize_decode, report_to
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,11 +42,12 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.source, fps=args.fps, max_p95_ms=args.max_p95_ms, device=args.device, precision=args.precision,
         seconds=args.seconds, warmup=args.warmup, max_streams=args.max_streams, resize=args.resize, decode=args.decode,
     )
-    print(report.table())
+    out = report_to([args.json])  # stderr when a --json goes to standard output
+    print(report.table(), file=out)
     if args.json:
         try:
             write_json_atomic(args.json, report.to_dict())
         except OSError as exc:
             raise OvqError(f"--json {args.json}: cannot write: {exc.strerror or exc}") from None
-        print(f"wrote {args.json}")
+        print(f"wrote {args.json}", file=out)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ovq.cli._common import add_command, add_device, add_precision
+from ovq.cli._common import add_command, add_device, add_precision, report_to
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,12 +37,13 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.data, split=args.split, conf=args.conf, device=args.device, precision=args.precision,
         save_json=args.save_json, progress=not args.no_progress, images=args.images,
     )
-    print(format_result(result))
+    out = report_to([args.json, args.save_json])  # stderr when a --json goes to standard output
+    print(format_result(result), file=out)
     if args.json:
         write_json_atomic(args.json, asdict(result))
-        print(f"wrote {args.json}")
+        print(f"wrote {args.json}", file=out)
     if args.save_json:
-        print(f"wrote {args.save_json}")
+        print(f"wrote {args.save_json}", file=out)
     return 0
 
 

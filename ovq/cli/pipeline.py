@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from ovq.cli._common import add_command
+from ovq.cli._common import add_command, report_to
 
 if TYPE_CHECKING:
     from ovq.deployment.schema import PipelineConfig
@@ -39,13 +39,14 @@ def run(args: argparse.Namespace) -> int:
     liveness = [sink for sink in (LivenessSink.from_environment(),) if sink is not None]
     pipeline = build_pipeline(cfg, max_frames=args.max_frames, device=args.device, extra_sinks=liveness)
     # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
+    out = report_to(getattr(sink, "path", None) for sink in pipeline.sinks)
     with stop_on_signals(pipeline.stop, name="ovq pipeline", at_once=exit_now("ovq pipeline")):
         summary = pipeline.run()
         if args.json:
-            print(json.dumps(summary.to_dict(), indent=2))
+            print(json.dumps(summary.to_dict(), indent=2), file=out)
         else:
             for line in summary.lines():
-                print(line)
+                print(line, file=out)
     return 0
 
 

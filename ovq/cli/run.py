@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ovq.cli._common import add_command, add_conf, add_precision, add_resize_decode
+from ovq.cli._common import add_command, add_conf, add_precision, add_resize_decode, report_to
 from ovq.runtime.compilation import HINTS
 
 if TYPE_CHECKING:
@@ -222,23 +222,24 @@ def run(args: argparse.Namespace) -> int:
     progress = [_Progress()] if not args.no_progress and sys.stderr.isatty() else []
     pipeline = build_pipeline(cfg, extra_sinks=progress)
     # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
+    out = report_to([*(getattr(sink, "path", None) for sink in pipeline.sinks), args.summary_json])
     with stop_on_signals(pipeline.stop, name="ovq run", at_once=exit_now("ovq run")):
         try:
             summary = pipeline.run()
         except BaseException:
-            print_written(pipeline.sinks)  # what was finished, also when another output failed
+            print_written(pipeline.sinks, out)  # what was finished, also when another output failed
             raise
         for line in summary.lines():
-            print(line)
-        print_written(pipeline.sinks)
+            print(line, file=out)
+        print_written(pipeline.sinks, out)
         if args.summary_json:
             write_json_atomic(args.summary_json, summary.to_dict())
-            print(f"wrote {args.summary_json}")
+            print(f"wrote {args.summary_json}", file=out)
     return 0
 
 
-def print_written(sinks: list[Any]) -> None:
+def print_written(sinks: list[Any], out: TextIO | None = None) -> None:
     """``wrote PATH (what)`` for every file a sink finished; a file that is not complete is never listed."""
     for sink in sinks:
         for path, what in getattr(sink, "written", {}).items():
-            print(f"wrote {path} ({what})")
+            print(f"wrote {path} ({what})", file=out or sys.stdout)

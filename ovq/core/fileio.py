@@ -6,6 +6,11 @@ loop): one :class:`~ovq.core.errors.OutputError` naming the path, before a model
 A write that fails anyway (the disk filled up meanwhile) raises :class:`~ovq.core.errors.OutputError` naming the
 output, never the temporary name, and leaves the output as it was.
 
+A file output that is a pipe or a character device (a FIFO another program reads, ``/dev/stdout``, ``/dev/null``)
+is written straight through (:func:`is_stream`): renaming a file over it would replace the pipe or the device
+node itself. A symlink to a file stays a symlink: the file it points to is the one replaced
+(:func:`replaced_path`).
+
 Outputs get the permissions a plain ``open``/``mkdir`` would give them: files 0666 and folders 0777 less the
 process umask (0644 and 0755 under the usual 022, 0600 and 0700 under 077), so a service user can read a
 model another user converted whenever their umask says so. The temporary paths are created with those modes
@@ -18,6 +23,7 @@ the umask, which a process can read portably only by changing it, and would over
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -105,17 +111,47 @@ def _stat_or_none(path: Path) -> os.stat_result | None:
         raise OutputError(f"{path}: {_reason(exc)}") from None
 
 
+def is_stream(path: str | Path) -> bool:
+    """Whether ``path`` is (or links to) a FIFO or a character device: written straight through, never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def is_stdout(path: str | Path) -> bool:
+    """Whether ``path`` is this process's standard output (``/dev/stdout``, or the file or pipe it goes to)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(1))
+    except (OSError, ValueError):
+        return False
+
+
+def replaced_path(path: str | Path) -> Path:
+    """The path a write to ``path`` replaces: the file a symlink points to (so the link stays), else ``path``."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 def check_output_file(path: str | Path, *, need_bytes: int = 0) -> Path:
     """Raise :class:`OutputError` unless ``path`` can be written as a file (replacing a file there is fine).
 
     Checks, without creating ``path`` or any folder: that ``path`` is not a folder (nor a symlink loop), that its
-    nearest existing parent is a folder a file can be created in, and that it has ``need_bytes`` free.
+    nearest existing parent is a folder a file can be created in, and that it has ``need_bytes`` free. A pipe or a
+    character device (:func:`is_stream`) needs only to be writable; a block device or a socket is refused.
     """
     path = Path(path)
     info = _stat_or_none(path)
     if info is not None and stat.S_ISDIR(info.st_mode):
         raise OutputError(f"{path}: is a folder; expected a file name")
-    _probe(path, _existing_ancestor(path), need_bytes)
+    if info is not None and (stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode)):
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"{path}: {os.strerror(errno.EACCES)}")
+        return path
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise OutputError(f"{path}: not a file, a pipe or a terminal")
+    _probe(path, _existing_ancestor(replaced_path(path)), need_bytes)
     return path
 
 
@@ -157,8 +193,8 @@ def atomic_output_dir(out_dir: str | Path) -> Iterator[Path]:
     temporary folder keep the permissions they were created with (0777/0666 less the umask for plain
     ``mkdir``/``open`` and for OpenVINO's ``save_model``); an existing ``out_dir`` keeps its own.
     """
-    out_dir = Path(out_dir)
     check_output_dir(out_dir)
+    out_dir = replaced_path(out_dir)  # a symlink to a folder: filled where it points (rename stays on one disk)
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -197,16 +233,25 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
     A new file gets 0666 less the umask; an existing one keeps its permission bits, as it would when written
     in place (so a file someone made private stays private). An ``OSError`` (no space, read-only) becomes
-    :class:`OutputError` naming ``path``.
+    :class:`OutputError` naming ``path``. A pipe or a device is written straight through; through a symlink, the
+    file it points to is replaced.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if is_stream(path):  # a pipe or a device: written through (waits for a pipe's reader)
         try:
-            keep_mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise OutputError(f"{path}: {_reason(exc)}") from None
+        return
+    target = replaced_path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            keep_mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
         except FileNotFoundError:
             keep_mode = None
-        fd, tmp = create_temp_file(path.parent, f".{path.name}.tmp-")
+        fd, tmp = create_temp_file(target.parent, f".{target.name}.tmp-")
     except OSError as exc:
         raise OutputError(f"{path}: {_reason(exc)}") from None
     try:
@@ -214,7 +259,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
             fh.write(text)
         if keep_mode is not None:
             os.chmod(tmp, keep_mode)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -44,7 +44,7 @@ import cv2
 
 from ovq.core.drawing import annotate
 from ovq.core.errors import ConfigError, OutputError, OvqError, os_error_message
-from ovq.core.fileio import check_output_file, create_temp_file, free_bytes
+from ovq.core.fileio import check_output_file, create_temp_file, free_bytes, is_stream, replaced_path
 from ovq.streaming.mp4 import mp4_frame_count
 from ovq.streaming.pipeline import FrameResult
 from ovq.streaming.video import VideoWriter, check_suffix, even_size, open_writer
@@ -132,6 +132,9 @@ class VideoSink:
         if fps is not None and fps <= 0:
             raise ConfigError(f"{self.path}: fps must be > 0, got {fps}")
         check_output_file(self.path)  # opens nothing: a run that fails to start leaves the folder as it was
+        if is_stream(self.path):
+            raise ConfigError(f"{self.path}: a pipe or a device; a video file is written to a file (its index comes "
+                              "last)")
         self.labels = labels
         self.fps = fps
         self._streams: list[str] | None = None
@@ -186,7 +189,8 @@ class VideoSink:
 
     def _open(self, result: FrameResult) -> _Writer:
         path = self.path_for(result.stream)
-        tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        real = replaced_path(path)  # through a symlink: the file it points to
+        tmp = real.with_name(f".{real.stem}.partial{real.suffix}")
         h, w = result.frame.shape[:2]
         w, h = even_size(w, h)
         fps = self.fps or result.fps or 25.0
@@ -235,7 +239,7 @@ class VideoSink:
                               "in its index: a full disk?); left as it was")
                 continue
             try:
-                os.replace(w.tmp, w.path)
+                os.replace(w.tmp, replaced_path(w.path))
             except OSError as exc:
                 _remove(w.tmp)
                 errors.append(f"{w.path}: {os_error_message(exc)}")
@@ -295,7 +299,9 @@ class JsonlSink:
     it at :meth:`close` when at least one record was written (a run that wrote nothing leaves ``path`` as it
     was), or, with ``append=True``, ``path`` itself, appended to. A write that fails (a full disk) cuts the file
     back to its last complete record and raises :class:`~ovq.core.errors.OutputError`; the temporary file then
-    keeps the records written so far and the message names it.
+    keeps the records written so far and the message names it. A pipe or a character device (``/dev/stdout``, a
+    FIFO another program reads) gets each record as it comes, and is never replaced; through a symlink, the file
+    it points to is replaced.
     """
 
     def __init__(self, path: str | Path, *, labels: list[str] | None = None, append: bool = False) -> None:
@@ -303,6 +309,8 @@ class JsonlSink:
         self.labels = labels
         self.append = append
         check_output_file(self.path)  # opens nothing: a run that fails to start leaves the file as it was
+        self._stream = is_stream(self.path)
+        self._target = replaced_path(self.path)  # what close() replaces
         self.records = 0
         self.written: dict[Path, str] = {}  # filled by close(): path -> "N records"
         self._fd: int | None = None
@@ -314,6 +322,9 @@ class JsonlSink:
         if self._fd is not None or self._error is not None:
             return
         try:
+            if self._stream:  # a FIFO: waits here for its reader, as any writer to a pipe does
+                self._fd = os.open(self.path, os.O_WRONLY | (os.O_APPEND if self.append else 0))
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.append:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)  # read: its last byte
@@ -323,7 +334,7 @@ class JsonlSink:
                                    "new records start on the next line", self.path)
                     self._write_all(b"\n")
             else:
-                self._fd, self._tmp = create_temp_file(self.path.parent, f".{self.path.name}.partial-")
+                self._fd, self._tmp = create_temp_file(self._target.parent, f".{self._target.name}.partial-")
         except OSError as exc:
             self._close_fd()
             raise OutputError(f"{self.path}: {os_error_message(exc)}") from None
@@ -352,7 +363,9 @@ class JsonlSink:
             os.ftruncate(self._fd, self._good)
         self._close_fd()
         where = f"{self.path}: {exc.strerror or exc} after {self.records} records"
-        if self.append:
+        if self._stream:
+            message = where
+        elif self.append:
             message = f"{where}; the file ends with the last complete record"
         elif self.records:
             message = f"{where}; {self.path} was left as it was; the records so far are in {self._tmp}"
@@ -373,6 +386,8 @@ class JsonlSink:
         if self._fd is None:
             return
         self._close_fd()
+        if self._stream:
+            return
         if self.append:
             logger.warning("%s: the run failed after appending %d records", self.path, self.records)
         elif self.records:
@@ -386,6 +401,10 @@ class JsonlSink:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        if self._stream:  # nothing to sync or replace (fsync fails on a pipe or a terminal)
+            os.close(fd)
+            self.written[self.path] = f"{self.records} records"
+            return
         try:
             os.fsync(fd)
         except OSError as exc:
@@ -401,8 +420,8 @@ class JsonlSink:
             return
         try:
             with contextlib.suppress(FileNotFoundError):
-                os.chmod(self._tmp, stat.S_IMODE(os.stat(self.path).st_mode))  # keep the mode of the file replaced
-            os.replace(self._tmp, self.path)
+                os.chmod(self._tmp, stat.S_IMODE(os.stat(self._target).st_mode))  # keep the mode of the file replaced
+            os.replace(self._tmp, self._target)
         except OSError as exc:
             self._error = OutputError(f"{self.path}: {os_error_message(exc)}; the {self.records} records are in "
                                       f"{self._tmp}")
