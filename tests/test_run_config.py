@@ -13,7 +13,7 @@ from ovq.cli.run import config_from_args
 from ovq.core.errors import ConfigError, OvqError
 from ovq.deployment.build import build_pipeline
 from ovq.deployment.fields import Origin
-from ovq.deployment.loader import parse_pipeline_config
+from ovq.deployment.loader import load_pipeline_config, parse_pipeline_config
 
 
 def from_flags(*argv: str):
@@ -160,6 +160,30 @@ def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):
     assert lines[0].endswith(", resize in python")  # auto on the CPU; a synth source has no video decoder
     assert lines[-3:] == [f"wrote {out} (5 frames)", f"wrote {jsonl} (5 records)", f"wrote {summary}"]
     assert json.loads(summary.read_text())["streams"]["s0"]["frames"] == 5
+
+
+def test_two_outputs_on_one_file_are_refused_before_the_run(tiny, tmp_path, capsys, monkeypatch):
+    """`--jsonl r.json --summary-json ./r.json` said "wrote" twice and kept only the summary."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "latest.jsonl").symlink_to(tmp_path / "runs" / "r.jsonl")
+    run = [str(tiny), "--source", "synth://conveyor?width=96&height=64", "--max-frames", "2", "-q"]
+    cases = [
+        (["--jsonl", "r.json", "--summary-json", "./r.json"],
+         "--summary-json ./r.json: the same file as --jsonl (one would replace the other)"),
+        (["--jsonl", "latest.jsonl", "--summary-json", "runs/r.jsonl"],
+         "--summary-json runs/r.jsonl: the same file as --jsonl (one would replace the other)"),
+        (["--out", "v.mp4", "--jsonl", "runs/../v.mp4"],
+         "--jsonl: v.mp4: the same file as the video output (one would replace the other)"),
+    ]
+    for argv, message in cases:
+        assert main(["run", *run, *argv]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"ovq run: error: {message}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.jsonl", "runs"] and not any((tmp_path / "runs").iterdir())
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(f"model: {tiny}\nsources: ['synth://conveyor']\nsinks:\n  video: x.mp4\n  jsonl: {{path: x.mp4}}\n")
+    with pytest.raises(ConfigError, match=f"p.yaml: sinks.jsonl: {tmp_path / 'x.mp4'}: the same file as the video output"):
+        load_pipeline_config(pipe)
 
 
 @pytest.mark.parametrize("resize, expected", [("graph", "graph from 768x432"), ("python", "python")])

@@ -211,13 +211,18 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovq.core.fileio import check_output_file, write_json_atomic
+    from ovq.core.errors import ConfigError
+    from ovq.core.fileio import check_output_file, same_file, write_json_atomic
     from ovq.deployment.build import build_pipeline
     from ovq.deployment.signals import exit_now, stop_on_signals
 
     cfg = config_from_args(args)
     if args.summary_json:
         check_output_file(args.summary_json)  # before the run, not after it
+        for flag, other in (("--jsonl", cfg.sinks.jsonl), ("--out", cfg.sinks.video)):
+            if other is not None and same_file(args.summary_json, other):
+                raise ConfigError(f"--summary-json {args.summary_json}: the same file as {flag} (one would replace "
+                                  "the other)")
     _quiet_video_backends(args.verbose)
     progress = [_Progress()] if not args.no_progress and sys.stderr.isatty() else []
     pipeline = build_pipeline(cfg, extra_sinks=progress)

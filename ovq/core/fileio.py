@@ -128,6 +128,11 @@ def is_stdout(path: str | Path) -> bool:
         return False
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two output paths name one file (after ``..`` and symlinks), whether or not it exists yet."""
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def replaced_path(path: str | Path) -> Path:
     """The path a write to ``path`` replaces: the file a symlink points to (so the link stays), else ``path``."""
     path = Path(path)

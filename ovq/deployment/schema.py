@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ovq.core.errors import ConfigError, OvqError
+from ovq.core.fileio import same_file
 from ovq.core.urls import mask_url, parse_url
 from ovq.deployment.fields import Origin, describe, given
 from ovq.model.ingraph import RESIZE_MODES
@@ -230,6 +231,8 @@ class SinksConfig:
             sinks.mqtt = MqttConfig.from_value(s["mqtt"], origin)
         if "show" in s:
             sinks.show = origin.boolean(s["show"], "sinks.show")
+        if sinks.video is not None and sinks.jsonl is not None and same_file(sinks.video, sinks.jsonl):
+            raise origin.error("sinks.jsonl", f"{sinks.jsonl}: the same file as the video output (one would replace the other)")
         return sinks
 
     def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
