@@ -153,6 +153,15 @@ def test_ovq_pipeline_notifies_a_real_socket_and_writes_a_heartbeat(tiny, tmp_pa
     assert len(err) == 1 and "none.json: no heartbeat" in err[0] and "OVQ_HEARTBEAT_FILE" in err[0]
 
 
+def test_health_of_a_folder_is_a_wrong_path_not_a_stale_pipeline(tmp_path, capsys):
+    """`ovq health /var/lib/ovq` (the folder, not the file) said "stale" from the folder's time: exit 1, as if the
+    pipeline had stopped, where the check itself is wrong."""
+    assert main(["health", str(tmp_path), "--max-age", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    want = f"ovq health: error: {tmp_path}: not a file; give the heartbeat file the pipeline writes (OVQ_HEARTBEAT_FILE)"
+    assert err == [want]
+
+
 @pytest.mark.parametrize("journal", [True, False])
 def test_log_lines_for_journald_have_a_priority_and_no_timestamp(tmp_path, journal):
     err = tmp_path / "stderr"

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -134,8 +135,11 @@ def heartbeat_age(path: str | Path, now: float | None = None) -> float:
     """Seconds since the heartbeat file was last written; :class:`ConfigError` when it cannot be read."""
     path = Path(path)
     try:
-        written = path.stat().st_mtime
+        info = path.stat()
     except OSError as exc:
         raise ConfigError(f"{path}: no heartbeat ({exc.strerror or exc}); is the pipeline running with "
                           f"{HEARTBEAT_ENV} set?") from None
+    if not stat.S_ISREG(info.st_mode):  # a folder's time says nothing about a pipeline: a wrong path, not "stale"
+        raise ConfigError(f"{path}: not a file; give the heartbeat file the pipeline writes ({HEARTBEAT_ENV})")
+    written = info.st_mtime
     return (time.time() if now is None else now) - written
