@@ -19,6 +19,7 @@ from conftest import make_dets
 from services import Mosquitto, free_port
 
 from ovq.core.errors import ConfigError, OutputError
+from ovq.core.fileio import write_json_atomic
 from ovq.streaming.mqtt import MqttSink, mqtt_settings
 from ovq.streaming.pipeline import FrameResult
 from ovq.streaming.sinks import JsonlSink, RateMeter, VideoSink, WindowSink, frame_record
@@ -200,6 +201,18 @@ def test_jsonl_sink_streams_into_a_fifo_and_leaves_it_a_fifo(tmp_path):
     reader.join(10)
     assert [json.loads(x)["frame_index"] for x in lines] == [0, 1] and sink.written == {fifo: "2 records"}
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["records"]
+
+
+def test_a_fifo_nobody_reads_is_said_at_once(tmp_path):
+    """Opening it waited for a reader, where Ctrl-C could not stop the command (the kernel retries the open)."""
+    fifo = tmp_path / "records"
+    os.mkfifo(fifo)
+    sink = JsonlSink(fifo)
+    with pytest.raises(OutputError, match=f"{fifo}: a pipe nobody reads; start its reader first"):
+        sink.start(["s0"])
+    with pytest.raises(OutputError, match="a pipe nobody reads"):
+        write_json_atomic(fifo, {"a": 1})
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a device node (a /dev/full of the test's own) needs root")

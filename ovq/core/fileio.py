@@ -120,6 +120,21 @@ def is_stream(path: str | Path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
+def open_stream(path: str | Path, *, append: bool = False) -> int:
+    """Open a pipe or a device (:func:`is_stream`) for writing; returns the file descriptor (blocking writes: a
+    full pipe holds the writer back). A FIFO nobody reads yet is an :class:`OutputError` at once: waiting for a
+    reader would hang the command where Ctrl-C cannot reach it (the kernel retries the open)."""
+    flags = os.O_WRONLY | os.O_NONBLOCK | (os.O_APPEND if append else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OutputError(f"{path}: a pipe nobody reads; start its reader first") from None
+        raise OutputError(f"{path}: {_reason(exc)}") from None
+    os.set_blocking(fd, True)
+    return fd
+
+
 def is_stdout(path: str | Path) -> bool:
     """Whether ``path`` is this process's standard output (``/dev/stdout``, or the file or pipe it goes to)."""
     try:
@@ -242,9 +257,10 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     file it points to is replaced.
     """
     path = Path(path)
-    if is_stream(path):  # a pipe or a device: written through (waits for a pipe's reader)
+    if is_stream(path):  # a pipe or a device: written through
+        fd = open_stream(path)
         try:
-            with open(path, "w", encoding="utf-8") as fh:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
         except OSError as exc:
             raise OutputError(f"{path}: {_reason(exc)}") from None

@@ -44,7 +44,7 @@ import cv2
 
 from ovq.core.drawing import annotate
 from ovq.core.errors import ConfigError, OutputError, OvqError, os_error_message
-from ovq.core.fileio import check_output_file, create_temp_file, free_bytes, is_stream, replaced_path
+from ovq.core.fileio import check_output_file, create_temp_file, free_bytes, is_stream, open_stream, replaced_path
 from ovq.streaming.mp4 import mp4_frame_count
 from ovq.streaming.pipeline import FrameResult
 from ovq.streaming.video import VideoWriter, check_suffix, even_size, open_writer
@@ -322,8 +322,8 @@ class JsonlSink:
         if self._fd is not None or self._error is not None:
             return
         try:
-            if self._stream:  # a FIFO: waits here for its reader, as any writer to a pipe does
-                self._fd = os.open(self.path, os.O_WRONLY | (os.O_APPEND if self.append else 0))
+            if self._stream:  # records go through as they come; a FIFO needs its reader already there
+                self._fd = open_stream(self.path, append=self.append)
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.append:
