@@ -139,3 +139,10 @@ def test_cli_bad_input_is_one_line_and_exit_2(assets, tiny, args, message):
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.err
     assert "capacity:" not in r.out  # said before any trial
+
+
+def test_cli_json_through_a_symlink_loop_is_one_line(assets, tiny, tmp_path):
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop)
+    r = ovq_capacity(str(tiny), "--source", str(assets / VIDEO), "--fps", "5", "--json", str(loop), "-q")
+    assert r.code == 2 and r.err.strip().splitlines() == [f"ovq capacity: error: {loop}: Too many levels of symbolic links"]

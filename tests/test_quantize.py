@@ -439,7 +439,7 @@ def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tmp_path,
     images = random_images(tmp_path / "images")
     assert main(["quantize", str(DEMO_MODEL), "--data", str(images), "-o", "/proc/q", "--no-progress", "-q"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0] == "ovq quantize: error: /proc/q: cannot write in /proc: No such file or directory"
+    assert len(lines) == 1 and lines[0].startswith("ovq quantize: error: /proc/q: cannot write in /proc: ")
 
 
 def test_an_error_inside_nncf_is_one_line_and_keeps_its_traceback_at_v(tmp_path, capsys, monkeypatch):
