@@ -6,7 +6,9 @@ skew the ratios):
 - ``benchmark_app -hint throughput`` on the very IR the pipeline compiles (saved next to the results), at the
   detector's inference precision: the device's ceiling for inference alone;
 - ``ovq.Pipeline`` on the shared person video, no sinks: decode, resize, async inference, decoding and NMS,
-  in order, every frame - once resizing in Python, once in the graph (:meth:`Detector.for_source`).
+  in order, every frame - once resizing in Python, once in the graph (:meth:`Detector.for_source`); both with
+  NMS where the pipeline puts it by default (in the graph on the CPU for FastestDet and YOLOX), and for those
+  two once more resizing and decoding in Python (``python_nms_fps``: what ``--nms python`` costs).
 
 Both compete for the same cores: video decoding takes CPU time inference would otherwise get. The physical
 ceiling is inference plus software decoding: with ``d`` CPU-seconds of decoding a frame (measured single-threaded)
@@ -52,6 +54,8 @@ class PipelineBench:
     app_fps: list[float] = field(default_factory=list)
     python_fps: list[float] = field(default_factory=list)
     graph_fps: list[float] = field(default_factory=list)
+    python_nms_fps: list[float] = field(default_factory=list)  # decoding and NMS in Python too (--nms python)
+    nms: str = "python"  # where the default pipeline decoded (graph or python)
     load: list[float] = field(default_factory=list)
     capacity: dict[str, int] = field(default_factory=dict)  # fps -> streams
     capacity_tables: list[str] = field(default_factory=list)
@@ -63,7 +67,9 @@ class PipelineBench:
     def ratios(self) -> dict[str, float]:
         app = statistics.median(self.app_fps)
         out = {"ceiling/app": self.ceiling() / app}
-        for name, fps in (("python", self.python_fps), ("graph", self.graph_fps)):
+        for name, fps in (("python", self.python_fps), ("graph", self.graph_fps), ("python_nms", self.python_nms_fps)):
+            if not fps:
+                continue
             out[f"{name}/app"] = statistics.median(fps) / app
             out[f"{name}/ceiling"] = statistics.median(fps) / self.ceiling()
         return out
@@ -72,16 +78,19 @@ class PipelineBench:
         def lo_hi(values: list[float]) -> str:
             return f"{min(values):.1f}-{max(values):.1f}"
 
+        nms = f", python NMS {lo_hi(self.python_nms_fps)}" if self.python_nms_fps else ""
         return (f"{len(self.app_fps)} rounds, fps min-max: benchmark_app {lo_hi(self.app_fps)}, python "
-                f"{lo_hi(self.python_fps)}, graph {lo_hi(self.graph_fps)}")
+                f"{lo_hi(self.python_fps)}, graph {lo_hi(self.graph_fps)}{nms}")
 
     def line(self) -> str:
         r = self.ratios()
+        nms = (f" | NMS in Python too {statistics.median(self.python_nms_fps):6.1f} ({r['python_nms/app']:.2f}x app)"
+               if self.python_nms_fps else "")
         return (
             f"{self.model:12s} {self.precision:4s} benchmark_app {statistics.median(self.app_fps):6.1f} fps | ovq run "
             f"python-resize {statistics.median(self.python_fps):6.1f} ({r['python/app']:.2f}x app, "
             f"{r['python/ceiling']:.2f}x ceiling) graph-resize {statistics.median(self.graph_fps):6.1f} "
-            f"({r['graph/app']:.2f}x app, {r['graph/ceiling']:.2f}x ceiling) | decode {self.decode_ms:.2f} ms/frame "
+            f"({r['graph/app']:.2f}x app, {r['graph/ceiling']:.2f}x ceiling), NMS in {self.nms}{nms} | decode {self.decode_ms:.2f} ms/frame "
             f"-> ceiling {self.ceiling():.1f} fps ({r['ceiling/app']:.2f}x app) | load {min(self.load):.1f}-{max(self.load):.1f}"
         )
 
@@ -134,17 +143,23 @@ def main(
             xml = Path(tmp) / f"{name}.xml"
             ov.save_model(detector.model, str(xml), compress_to_fp16=False)
             row = PipelineBench(model=name, precision=detector.inference_precision, cpu=cpu_model(), decode_ms=decode_ms)
-            runs = ("app", "python", "graph")
+            runs = ("app", "python", "graph") + (("python-nms",) if detector.why_not_nms_in_graph() is None else ())
             for r in range(rounds):
-                for what in runs[r % 3:] + runs[: r % 3]:
+                for what in runs[r % len(runs):] + runs[: r % len(runs)]:
                     row.load.append(os.getloadavg()[0])
                     if what == "app":
                         row.app_fps.append(benchmark_app(xml, detector.inference_precision, seconds))
                         continue
-                    pipeline = Pipeline(detector, [str(video)], stats_interval=0, resize_in_graph=what == "graph")
+                    pipeline = Pipeline(detector, [str(video)], stats_interval=0, resize_in_graph=what == "graph",
+                                        nms_in_graph=False if what == "python-nms" else None)
                     summary = pipeline.run()
-                    assert summary.extra["resize"].startswith(what), summary.extra
-                    (row.python_fps if what == "python" else row.graph_fps).append(summary.streams["s0"].fps)
+                    assert summary.extra["resize"].startswith(what.split("-")[0]), summary.extra
+                    fps = summary.streams["s0"].fps
+                    if what == "python-nms":
+                        row.python_nms_fps.append(fps)
+                    else:
+                        row.nms = summary.extra["nms"]
+                        (row.python_fps if what == "python" else row.graph_fps).append(fps)
             print(row.line(), flush=True)
             print(f"{'':12s} {row.spread()}", flush=True)
             for fps in capacity_fps:

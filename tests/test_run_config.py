@@ -193,7 +193,7 @@ def test_resize_and_decode_reach_the_pipeline_from_yaml_and_flags(assets, tiny, 
                                  "stats_interval": 0, "resize": resize, "decode": "software"}, tmp_path / "p.yaml",
                                 environ={})
     summary = build_pipeline(yml).run()
-    assert summary.extra == {"resize": expected, "decode": {"s0": "software"}}
+    assert summary.extra == {"resize": expected, "decode": {"s0": "software"}, "nms": "python"}  # family yolo
     summary_json = tmp_path / "s.json"
     assert main(["run", str(tiny), "--source", str(video), "--device", "CPU", "--max-frames", "3", "--resize", resize,
                  "--decode", "software", "--summary-json", str(summary_json), "-q"]) == 0

@@ -35,11 +35,16 @@ def add_precision(p: argparse.ArgumentParser) -> None:
 
 
 def add_resize_decode(p: argparse.ArgumentParser) -> None:
-    """``--resize`` and ``--decode``, checked where the pipeline's options are (one message for CLI and YAML)."""
+    """``--resize``, ``--nms`` and ``--decode``, checked where the pipeline's options are (one message for CLI and YAML)."""
     p.add_argument(
         "--resize", default="auto", metavar="WHERE",
         help="where frames are resized to the model input: python, graph (inside OpenVINO, for streams of one fixed "
              "size) or auto (default: graph on GPU/NPU, python on CPU)",
+    )
+    p.add_argument(
+        "--nms", default="auto", metavar="WHERE",
+        help="where boxes are decoded and NMS'd: python, graph (OpenVINO outputs the final boxes; FastestDet, YOLOX) "
+             "or auto (default: graph on CPU for those families, else python)",
     )
     p.add_argument(
         "--decode", default="auto", metavar="MODE",

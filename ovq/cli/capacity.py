@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     report = capacity(
         args.model, args.source, fps=args.fps, max_p95_ms=args.max_p95_ms, device=args.device, precision=args.precision,
         seconds=args.seconds, warmup=args.warmup, max_streams=args.max_streams, resize=args.resize, decode=args.decode,
+        nms=args.nms,
     )
     out = report_to([args.json])  # stderr when a --json goes to standard output
     print(report.table(), file=out)

@@ -28,6 +28,7 @@ FLAGS = {
     "reconnect.max_delay": "--retry-max-delay", "reconnect.stall_timeout": "--stall-timeout",
     "reconnect.retry": "--no-retry", "realtime": "--realtime", "serve": "--serve", "serve.fps": "--serve-fps",
     "serve.token": "--serve-token", "strict": "--strict", "resize": "--resize", "decode": "--decode",
+    "nms": "--nms",
 }
 
 
@@ -115,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
         "sinks": {"video": args.out, "jsonl": _jsonl(args), "mqtt": _mqtt(args), "show": args.show},
         "max_frames": args.max_frames, "stats_interval": args.stats_interval, "reconnect": reconnect,
         "realtime": args.realtime, "serve": _serve(args), "strict": args.strict, "resize": args.resize,
-        "decode": args.decode,
+        "decode": args.decode, "nms": args.nms,
     }
     return PipelineConfig.from_mapping(data, Origin.command_line(FLAGS))
 

@@ -16,6 +16,7 @@ from ovq.core.errors import SourceError
 from ovq.data.layout import dataset_root, newest_mtime
 from ovq.deployment.schema import PipelineConfig, QuantizeConfig, ServeConfig
 from ovq.model.conversion import MODEL_XML
+from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
@@ -174,6 +175,7 @@ def build_pipeline(
             realtime_files=cfg.realtime,
             strict=cfg.strict,
             resize_in_graph=RESIZE_MODES[cfg.resize],
+            nms_in_graph=NMS_MODES[cfg.nms],
             decode=cfg.decode,
         )
     except BaseException:

@@ -22,6 +22,7 @@ from ovq.core.errors import ConfigError, OvqError
 from ovq.core.fileio import same_file
 from ovq.core.urls import mask_url, parse_url
 from ovq.deployment.fields import Origin, describe, given
+from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
@@ -352,7 +353,7 @@ def _model(origin: Origin, value: Any) -> Path | str:
 
 _TOP_KEYS = ("model", "quantize", "device", "precision", "hint", "nireq", "cache", "sources", "track", "conf",
              "sinks", "max_frames", "stats_interval", "reconnect", "realtime", "serve",
-             "strict", "resize", "decode")
+             "strict", "resize", "decode", "nms")
 
 
 @dataclass
@@ -383,6 +384,7 @@ class PipelineConfig:
     strict: bool = False  # a video file that ends before its stated frame count fails the run
     resize: str = "auto"  # where frames are resized: auto, python, graph (ovq.model.ingraph.RESIZE_MODES)
     decode: str = "auto"  # video decoding of files: auto, software, vaapi... (ovq.streaming.sources.DECODE_MODES)
+    nms: str = "auto"  # where boxes are decoded and NMS'd: auto, python, graph (graph_nms.NMS_MODES)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     origin: Origin | None = field(default=None, repr=False, compare=False)
 
@@ -431,6 +433,7 @@ class PipelineConfig:
             strict=o.boolean(t["strict"], "strict") if "strict" in t else False,
             resize=o.choice(t["resize"], "resize", RESIZE_MODES) if given(t, "resize") else "auto",
             decode=o.choice(t["decode"], "decode", DECODE_MODES) if given(t, "decode") else "auto",
+            nms=o.choice(t["nms"], "nms", NMS_MODES) if given(t, "nms") else "auto",
             raw=copy.deepcopy(data if raw is None else raw),
             origin=origin,
         )
@@ -464,6 +467,7 @@ class PipelineConfig:
             "strict": self.strict,
             "resize": self.resize,
             "decode": self.decode,
+            "nms": self.nms,
         }
 
 

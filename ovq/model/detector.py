@@ -145,7 +145,8 @@ class Detector:
         self._request: ov.InferRequest | None = None
         self.source_size: tuple[int, int] | None = None  # (h, w) the graph resizes from; None: Python resizes
         self._source_rinfo: ResizeInfo | None = None
-        self._variants: dict[tuple[int, int], Detector] = {}
+        self.nms_in_graph = False  # True: the model outputs the final boxes (with_nms_in_graph)
+        self._variants: dict[tuple[Any, Any], Detector] = {}
         self._variants_lock = threading.Lock()
         saturation = int8_saturation_warning(self.info.quantization, device)
         if saturation:
@@ -170,21 +171,54 @@ class Detector:
         size is first stretched to the variant's size in Python, with the box mapping composed, so boxes stay
         exact. Everything else (decoding, thresholds, labels) is shared with this detector.
         """
+        return self._variant((int(height), int(width)), self.nms_in_graph)
+
+    def with_nms_in_graph(self, conf: float | None = None) -> Detector:
+        """This detector with decoding, thresholds and NMS appended to the graph (compiled once), so the model
+        outputs the final boxes (:mod:`ovq.model.decoders.graph_nms`); ``conf`` overrides the threshold built in.
+        :class:`ConfigError` when the family decodes in Python only (see :meth:`why_not_nms_in_graph`)."""
+        return self._variant(self.source_size, True, conf)
+
+    def why_not_nms_in_graph(self, conf: float | None = None) -> str | None:
+        """Why :meth:`with_nms_in_graph` would fail, or ``None`` when it works."""
+        from ovq.model.decoders.graph_nms import supports_graph_nms
+
+        base = self if self.source_size is None and not self.nms_in_graph else self._base
+        params = base.params if conf is None else replace(base.params, conf_threshold=float(conf))
+        return supports_graph_nms(base.decoder, params)
+
+    def _variant(self, source: tuple[int, int] | None, nms: bool, conf: float | None = None) -> Detector:
+        from ovq.model.decoders.graph_nms import FinalBoxes, nms_variant
         from ovq.model.ingraph import resize_variant
 
-        base = self if self.source_size is None else self._base
-        key = (int(height), int(width))
+        base = self if self.source_size is None and not self.nms_in_graph else self._base
+        if nms and conf is None and self.nms_in_graph:
+            conf = self.params.conf_threshold  # a resize added to an NMS variant keeps its threshold
+        params = base.params if conf is None else replace(base.params, conf_threshold=float(conf))
+        if source is None and not nms:
+            return base
+        key = (source, params if nms else None)
         with base._variants_lock:
             view = base._variants.get(key)
             if view is None:
-                model, rinfo = resize_variant(base.model, base.info, key)
+                model, rinfo = base.model, None
+                if source is not None:
+                    model, rinfo = resize_variant(model, base.info, source)
+                if nms:
+                    model = nms_variant(model, base.decoder, params)
                 view = copy.copy(base)
                 view._base = base
                 view.compiled = compile_model(model, base.device, config=base.config, core=base.core, cache=base._cache)
-                view.source_size, view._source_rinfo, view._request = key, rinfo, None
+                view.source_size, view._source_rinfo, view._request = source, rinfo, None
                 view._warned_size = False
+                view.nms_in_graph = nms
+                if nms:
+                    view.decoder, view.params = FinalBoxes(base.decoder, params), params
                 base._variants[key] = view
-                logger.info("%s: resizing in the graph from %dx%d", base.info.source or "model", key[1], key[0])
+                where = "the graph" if source is None else f"the graph from {source[1]}x{source[0]}"
+                logger.info("%s: %s in %s", base.info.source or "model",
+                            "resizing, decoding and NMS" if source and nms else "decoding and NMS" if nms
+                            else "resizing", where)
         return view
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, ResizeInfo]:
@@ -222,6 +256,9 @@ class Detector:
         if conf is not None:
             params = replace(params, conf_threshold=float(conf))
         where = f"{self.info.source or 'model'} (family {self.info.family})"
+        if self.nms_in_graph and params.conf_threshold < self.params.conf_threshold:
+            raise ConfigError(f"{where}: conf {params.conf_threshold:g} is under {self.params.conf_threshold:g}, "
+                              "the threshold its NMS in the graph was built with")
         try:
             dets = self.decoder.decode(outputs, rinfo, params)
         except OvqError as exc:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ovq.core.errors import ConfigError, SourceError
+from ovq.model.decoders.graph_nms import nms_mode
 from ovq.model.detector import Detector
 from ovq.model.ingraph import resize_mode
 from ovq.streaming.sources import check_decode, open_source, parse_source
@@ -63,6 +64,7 @@ class CapacityReport:
     cores: int
     seconds: float  # measured window per trial
     resize: str = "auto"  # where frames were resized (auto, python, graph)
+    nms: str = "auto"  # where boxes were decoded and NMS'd (auto, python, graph)
     decode: str = "auto"  # video decoding asked for (auto, software, vaapi...)
     streams: int = 0
     trials: list[Trial] = field(default_factory=list)
@@ -74,7 +76,7 @@ class CapacityReport:
         bound = f", p95 <= {self.max_p95_ms:g} ms" if self.max_p95_ms is not None else ""
         head = (
             f"{Path(self.model).name} on {self.device} ({self.inference_precision}), {self.cpu}, {self.cores} cores; "
-            f"source {self.source} paced at {self.fps:g} fps{bound}; resize {self.resize}, {self.decode} decoding"
+            f"source {self.source} paced at {self.fps:g} fps{bound}; resize {self.resize}, {self.decode} decoding, NMS {self.nms}"
         )
         lines = [
             head,
@@ -153,7 +155,7 @@ class _Recorder:
 
 def run_trial(
     detector: Detector, source: str, streams: int, *, fps: float, seconds: float, warmup: float,
-    max_p95_ms: float | None = None, resize: str = "auto", decode: str = "auto",
+    max_p95_ms: float | None = None, resize: str = "auto", decode: str = "auto", nms: str = "auto",
 ) -> Trial:
     """Run ``streams`` copies of ``source`` paced at ``fps`` for ``warmup`` + ``seconds``; measure the window."""
     from ovq.streaming.pipeline import Pipeline
@@ -162,7 +164,7 @@ def run_trial(
     frames = math.ceil(fps * (warmup + seconds)) + 2
     pipeline = Pipeline(
         detector, [source] * streams, sinks=[recorder], max_frames=frames, pace_fps=fps, stats_interval=0,
-        resize_in_graph=resize_mode(resize), decode=decode,
+        resize_in_graph=resize_mode(resize), decode=decode, nms_in_graph=nms_mode(nms),
     )
     t0 = time.monotonic()
     cpu0 = _cpu_seconds()
@@ -231,12 +233,14 @@ def capacity(
     max_streams: int = 64,
     resize: str = "auto",
     decode: str = "auto",
+    nms: str = "auto",
 ) -> CapacityReport:
     """How many copies of ``source``, each paced at ``fps``, the machine runs through ``model`` in real time.
 
     ``model`` is a path or a built :class:`Detector` (compiled with the throughput hint when built here). Each
     trial takes ``warmup + seconds``; a search takes about ``2 log2(answer) + 1`` trials. ``resize`` (auto, python,
-    graph) and ``decode`` (``ovq.streaming.sources.DECODE_MODES``) are the pipeline's, as in ``ovq run``.
+    graph), ``nms`` (auto, python, graph) and ``decode`` (``ovq.streaming.sources.DECODE_MODES``) are the
+    pipeline's, as in ``ovq run``.
     """
     from ovq.runtime.cpu import cpu_model
 
@@ -247,6 +251,7 @@ def capacity(
     if not seconds > 0 or warmup < 0:
         raise ConfigError(f"seconds {seconds} must be > 0 and warmup {warmup} >= 0")
     resize_mode(resize)
+    nms_mode(nms)
     check_decode(decode)
     spec = parse_source(source)
     if spec.kind != "video":
@@ -268,12 +273,12 @@ def capacity(
     report = CapacityReport(
         model=str(detector.info.source or model), source=spec.display, fps=float(fps), max_p95_ms=max_p95_ms,
         device=detector.device, inference_precision=detector.inference_precision, cpu=cpu_model(),
-        cores=os.cpu_count() or 1, seconds=seconds, resize=resize, decode=decode,
+        cores=os.cpu_count() or 1, seconds=seconds, resize=resize, decode=decode, nms=nms,
     )
     report.streams, report.trials = search(
         lambda n: run_trial(
             detector, str(source), n, fps=fps, seconds=seconds, warmup=warmup, max_p95_ms=max_p95_ms,
-            resize=resize, decode=decode,
+            resize=resize, decode=decode, nms=nms,
         ),
         max_streams=max_streams,
     )

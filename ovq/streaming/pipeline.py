@@ -100,6 +100,14 @@ class Pipeline:
     for all three shared models (quiet 2-core EPYC Zen 3, f32, interleaved: YOLOX-Nano 49.7 vs 50.8 fps,
     person-0013 36.3 vs 38.1, FastestDet 121.9 vs 143.3; benchmarks/bench_pipeline.py).
 
+    With ``nms_in_graph``, the detector runs a variant whose graph also decodes the boxes and runs NMS
+    (:meth:`Detector.with_nms_in_graph`), so OpenVINO outputs the final boxes, for the families that can
+    (FastestDet, YOLOX). ``None`` (the default) does so on the CPU, where it was measured, and keeps NMS in Python
+    on GPU/NPU and for the other families. Measured on the shared person video paced at a camera's rate
+    (2-core EPYC Zen 3, f32, a shared VM, 6 interleaved rounds): FastestDet at 60 fps took 13.4 instead of 14.1 ms
+    of CPU a frame (lower in all 6 pairs), YOLOX-Nano at 20 fps the same (37.7 / 36.9, ratios 0.97-1.07). Flat
+    out, FastestDet's fps moved within this VM's noise (12 paired ``ovq run`` rounds: median ratio 0.99).
+
     ``decode`` selects video decoding for files (``sources.DECODE_MODES``; "auto": what OpenCV's FFmpeg offers,
     VA-API on Intel iGPUs, else software, with the cores shared out over the streams), in ``extra["decode"]``.
 
@@ -133,6 +141,7 @@ class Pipeline:
         realtime_files: bool = False,
         pace_fps: float | None = None,
         resize_in_graph: bool | None = None,
+        nms_in_graph: bool | None = None,
         decode: str = "auto",
         strict: bool = False,
     ) -> None:
@@ -168,6 +177,7 @@ class Pipeline:
         self.realtime_files = realtime_files or pace_fps is not None
         self.pace_fps = pace_fps
         self.resize_in_graph = resize_in_graph
+        self.nms_in_graph = nms_in_graph
         self.decode = decode
         self.resized_from: tuple[int, int] | None = None  # the frame size the graph resizes from, when it does
         self.strict = strict
@@ -256,7 +266,8 @@ class Pipeline:
             inference_precision=self.detector.inference_precision,
             nireq=self.nireq,
             stopped=self._stop_requested,
-            extra={"decode": {st.name: st.decoder for st in self._streams}, "resize": resize},
+            extra={"decode": {st.name: st.decoder for st in self._streams}, "resize": resize,
+                   "nms": "graph" if getattr(self.detector, "nms_in_graph", False) else "python"},
         )
         if self._error is not None:
             raise self._error
@@ -305,7 +316,23 @@ class Pipeline:
             for source in opened:
                 source.close()
             raise
+        self._choose_nms()
         self._choose_resize()
+
+    def _choose_nms(self) -> None:
+        wanted = self.nms_in_graph
+        why_not = getattr(self.detector, "why_not_nms_in_graph", None)
+        if wanted is False or why_not is None:
+            if wanted:
+                raise ConfigError("NMS in the graph: this detector has no graph of its own (a remote model)")
+            return
+        reason = why_not(self.conf)
+        if wanted is None:
+            if reason or not _runs_on_cpu(self.detector):
+                return
+        elif reason:
+            raise ConfigError(f"NMS in the graph: {reason}")
+        self.detector = self.detector.with_nms_in_graph(self.conf)
 
     def _choose_resize(self) -> None:
         sizes = {st.size for st in self._streams}
@@ -497,3 +524,14 @@ class Pipeline:
             logger.debug("the error: %s", exc)
         self._stopping.set()
         self._wake.set()
+
+
+def _runs_on_cpu(detector: Any) -> bool:
+    """Whether ``detector`` runs on the CPU: its device is, or AUTO has nothing else to choose from."""
+    device = str(getattr(detector, "device", "")).upper()
+    if device.startswith("CPU"):
+        return True
+    core = getattr(detector, "core", None)
+    if not device.startswith("AUTO") or core is None:
+        return False
+    return all(d.upper().startswith("CPU") for d in core.available_devices)

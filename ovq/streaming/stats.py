@@ -219,6 +219,8 @@ class RunSummary:
         )
         if "resize" in self.extra:
             head += f", resize in {self.extra['resize']}"
+        if self.extra.get("nms") == "graph":
+            head += ", NMS in graph"
         decoders = sorted({d for d in (self.extra.get("decode") or {}).values() if d})
         if decoders:
             head += f", {'/'.join(decoders)} video decoding"

@@ -6,10 +6,13 @@ FastestDet predicts on one stride-16 grid, so H and W are the input's over 16.
 from __future__ import annotations
 
 import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
 
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
 from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
+from ovq.model.decoders.graph_nms import GraphCandidates
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -52,3 +55,33 @@ class FastestDetDecoder:
         bh = _sigmoid(f[4]) * h
         boxes = cxcywh_to_xyxy(np.stack([cx, cy, bw, bh], axis=1))
         return finish(boxes, scores, class_id, resize, params)
+
+    def graph_decode(self, output: ov.Output, params: DecodeParams) -> GraphCandidates:
+        """:meth:`decode` in OpenVINO operations, for :func:`~ovq.model.decoders.graph_nms.nms_variant`."""
+        c, gh, gw = (int(d) for d in output.get_shape()[1:])
+        h, w = params.input_size
+        flat = ops.reshape(output, ops.constant(np.array([c, gh * gw], np.int64)), False)  # (5 + nc, H*W)
+
+        def rows(start: int, stop: int) -> ov.Output:
+            one = ops.constant(np.array([1], np.int64))
+            return ops.slice(flat, ops.constant(np.array([start], np.int64)), ops.constant(np.array([stop], np.int64)),
+                             one, ops.constant(np.array([0], np.int64))).output(0)
+
+        best = ops.topk(rows(5, c), ops.constant(np.int64(1)), 0, "max", "none", "i32")  # (1, H*W) each
+        obj = ops.clamp(rows(0, 1), 0.0, 1.0)
+        score = ops.multiply(ops.power(obj, ops.constant(np.float32(0.6))),
+                             ops.power(ops.clamp(best.output(0), 0.0, 3.0e38), ops.constant(np.float32(0.4))))
+        gy, gx = np.divmod(np.arange(gh * gw, dtype=np.float32), gw)
+        cx = ops.multiply(ops.add(ops.tanh(rows(1, 2)), ops.constant(gx[None])), ops.constant(np.float32(w / gw)))
+        cy = ops.multiply(ops.add(ops.tanh(rows(2, 3)), ops.constant(gy[None])), ops.constant(np.float32(h / gh)))
+        half_w = ops.multiply(ops.sigmoid(rows(3, 4)), ops.constant(np.float32(w / 2)))
+        half_h = ops.multiply(ops.sigmoid(rows(4, 5)), ops.constant(np.float32(h / 2)))
+        corners = ops.concat([ops.subtract(cx, half_w), ops.subtract(cy, half_h), ops.add(cx, half_w),
+                              ops.add(cy, half_h)], 0)  # (4, H*W)
+        squeeze = ops.constant(np.array([0], np.int64))
+        return GraphCandidates(
+            boxes=ops.transpose(corners, ops.constant(np.array([1, 0], np.int64))).output(0),
+            scores=ops.squeeze(score, squeeze).output(0),
+            class_id=ops.squeeze(best.output(1), squeeze).output(0),
+            num_classes=c - 5,
+        )

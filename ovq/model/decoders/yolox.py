@@ -11,10 +11,13 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
 
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
 from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
+from ovq.model.decoders.graph_nms import GraphCandidates
 from ovq.model.decoders.signatures import anchor_grids
 
 STRIDES = (8, 16, 32)
@@ -73,3 +76,36 @@ class YoloxDecoder:
         wh = np.exp(np.clip(p[:, 2:4], -20, 20)) * s
         boxes = cxcywh_to_xyxy(np.concatenate([xy, wh], axis=1))
         return finish(boxes, scores[keep], class_id[keep], resize, params)
+
+    def graph_decode(self, output: ov.Output, params: DecodeParams) -> GraphCandidates:
+        """:meth:`decode` in OpenVINO operations, for :func:`~ovq.model.decoders.graph_nms.nms_variant`; like it,
+        only the cells whose objectness reaches the threshold go on (score = objectness * class score)."""
+        n, c = (int(d) for d in output.get_shape()[1:])
+        grid, stride = grid_cells(tuple(params.input_size))
+        if len(grid) != n:
+            raise ValueError(f"YOLOX output has {n} cells, expected {len(grid)} for {tuple(params.input_size)}")
+        pred = ops.squeeze(output, ops.constant(np.array([0], np.int64)))  # (N, 5 + nc)
+        one = ops.constant(np.array([1], np.int64))
+        obj = ops.slice(pred, ops.constant(np.array([4], np.int64)), ops.constant(np.array([5], np.int64)), one, one)
+        threshold = np.nextafter(np.float32(params.conf_threshold), np.float32(0))
+        cells = ops.squeeze(ops.non_zero(ops.greater(ops.squeeze(obj, one), ops.constant(threshold)), "i64"),
+                            ops.constant(np.int64(0)))
+        zero = ops.constant(np.int64(0))
+        pred = ops.gather(pred, cells, zero)  # (candidates, 5 + nc)
+        grid, stride = ops.gather(ops.constant(grid), cells, zero), ops.gather(ops.constant(stride), cells, zero)
+
+        def cols(start: int, stop: int) -> ov.Output:
+            return ops.slice(pred, ops.constant(np.array([start], np.int64)), ops.constant(np.array([stop], np.int64)),
+                             one, one).output(0)
+
+        best = ops.topk(cols(5, c), ops.constant(np.int64(1)), 1, "max", "none", "i32")  # (N, 1) each
+        score = ops.multiply(ops.clamp(cols(4, 5), 0.0, 1.0), best.output(0))
+        xy = ops.multiply(ops.add(cols(0, 2), grid), stride)
+        half = ops.multiply(ops.exp(ops.clamp(cols(2, 4), -20.0, 20.0)), ops.multiply(stride, ops.constant(np.float32(0.5))))
+        squeeze = ops.constant(np.array([1], np.int64))
+        return GraphCandidates(
+            boxes=ops.concat([ops.subtract(xy, half), ops.add(xy, half)], 1).output(0),
+            scores=ops.squeeze(score, squeeze).output(0),
+            class_id=ops.squeeze(best.output(1), squeeze).output(0),
+            num_classes=c - 5,
+        )

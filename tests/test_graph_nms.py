@@ -1,0 +1,216 @@
+"""Decoding and NMS in the graph (ovq.model.decoders.graph_nms): the same boxes as the Python path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+from ovq.core.errors import ConfigError
+from ovq.deployment.build import build_pipeline
+from ovq.deployment.loader import parse_pipeline_config
+from ovq.model.conversion import convert
+from ovq.model.decoders.graph_nms import FinalBoxes, nms_variant
+from ovq.model.detector import Detector
+from ovq.streaming.pipeline import Pipeline
+
+VIDEO = "videos/one-by-one-person-detection.mp4"
+SYNTH = "synth://conveyor?width=96&height=64"
+
+
+def ovq(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ovq", *args], check=False, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _constant_head(tmp: Path, name: str, size: int, head: np.ndarray, family: str, labels: list[str]) -> Path:
+    """An ovq IR whose output is ``head`` whatever the image (a zero times the image keeps the input live)."""
+    x = ops.parameter([1, 3, size, size], ov.Type.f32, name="images")
+    zero = ops.multiply(ops.reduce_mean(x, ops.constant(np.array([0, 1, 2, 3], np.int64)), keep_dims=False),
+                        ops.constant(np.float32(0)))
+    out = ops.add(ops.constant(head.astype(np.float32)), zero)
+    src = tmp / f"{name}.xml"
+    ov.save_model(ov.Model([out], [x], name), str(src))
+    return convert(src, tmp / f"{name}_ovq", family=family, labels=labels)
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def heads(tmp_path_factory) -> dict[str, Path]:
+    """FastestDet- and YOLOX-shaped models with crowded, overlapping candidates of 3 classes."""
+    tmp = tmp_path_factory.mktemp("heads")
+    rng = np.random.default_rng(7)
+    g = 16  # FastestDet: 256 x 256 input, 16 x 16 cells
+    fd = np.concatenate([
+        rng.uniform(0, 1, (1, 1, g, g)),  # objectness (sigmoided)
+        rng.normal(0, 1, (1, 2, g, g)),  # offsets (tanh in decoding)
+        rng.normal(-2, 0.7, (1, 2, g, g)),  # sizes (sigmoid in decoding)
+        _softmax(rng.normal(0, 1.5, (1, 3, g, g)), axis=1),
+    ], axis=1)
+    n = 8 * 8 + 4 * 4 + 2 * 2  # YOLOX: 64 x 64 input, strides 8/16/32
+    yx = np.concatenate([
+        rng.normal(0, 1, (1, n, 2)), rng.normal(0.5, 0.8, (1, n, 2)),
+        rng.uniform(0, 1, (1, n, 1)), rng.uniform(0, 1, (1, n, 3)),
+    ], axis=2)
+    labels = ["a", "b", "c"]
+    return {"fastestdet": _constant_head(tmp, "fd", 256, fd, "fastestdet", labels),
+            "yolox": _constant_head(tmp, "yx", 64, yx, "yolox", labels)}
+
+
+def _same(python, graph, *, px: float = 1e-3) -> None:
+    assert len(python) == len(graph), (len(python), len(graph))
+    assert graph.class_id.tolist() == python.class_id.tolist()
+    np.testing.assert_allclose(graph.confidence, python.confidence, atol=1e-5)
+    np.testing.assert_allclose(graph.xyxy, python.xyxy, atol=px)
+
+
+@pytest.mark.parametrize("family", ["fastestdet", "yolox"])
+@pytest.mark.parametrize("options", [
+    {}, {"agnostic_nms": True}, {"classes": [1]}, {"classes": [0, 2], "agnostic_nms": True}, {"max_det": 3},
+    {"conf": 0.05, "iou": 0.3}, {"conf": 0.5, "iou": 0.8},
+], ids=["defaults", "agnostic", "classes", "classes-agnostic", "max_det", "low", "high"])
+def test_the_graph_keeps_what_python_keeps(heads, family, options):
+    det = Detector(heads[family], precision="f32", **options)
+    graph = det.with_nms_in_graph()
+    assert graph.nms_in_graph and not det.nms_in_graph and graph.decoder.family == family
+    assert [o.get_partial_shape()[1].get_length() for o in graph.compiled.outputs] == [6]
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (90, 160, 3), dtype=np.uint8)  # boxes are mapped back to a 160 x 90 frame
+    python, in_graph = det(image), graph(image)
+    assert len(python) >= (1 if "max_det" in options else 3)  # crowded enough for NMS to decide something
+    _same(python, in_graph)
+    if "max_det" in options:
+        assert len(in_graph) == 3
+
+
+def test_conf_may_rise_per_call_but_not_fall(heads):
+    det = Detector(heads["fastestdet"], precision="f32", conf=0.1)
+    graph = det.with_nms_in_graph()
+    image = np.full((64, 64, 3), 100, np.uint8)
+    _same(det(image, conf=0.4), graph(image, conf=0.4))
+    with pytest.raises(ConfigError, match="under 0.1"):
+        graph(image, conf=0.05)
+    assert det.with_nms_in_graph(conf=0.05)(image, conf=0.05) is not None  # a variant built lower can
+
+
+def test_a_variant_is_compiled_once_and_composes_with_the_resize(heads):
+    det = Detector(heads["yolox"], precision="f32")
+    graph = det.with_nms_in_graph()
+    assert det.with_nms_in_graph() is graph and graph.with_nms_in_graph() is graph
+    both = graph.for_source(90, 160)
+    assert both.nms_in_graph and both.source_size == (90, 160) and both is det.for_source(90, 160).with_nms_in_graph()
+    image = np.random.default_rng(3).integers(0, 255, (90, 160, 3), dtype=np.uint8)
+    _same(det.for_source(90, 160)(image), both(image))
+
+
+def test_families_without_graph_decoding_say_so(tiny):
+    det = Detector(tiny)
+    assert det.why_not_nms_in_graph() == "family yolo decodes in Python only"
+    with pytest.raises(ConfigError, match="NMS in the graph: family yolo decodes in Python only"):
+        det.with_nms_in_graph()
+    with pytest.raises(ConfigError, match="NMS in the graph: family yolo"):
+        Pipeline(det, [SYNTH], nms_in_graph=True, stats_interval=0, max_frames=1).run()
+
+
+def test_the_pipeline_takes_the_graph_on_cpu_by_default_and_python_when_told(heads, tiny):
+    runs = {}
+    for name, model, nms in [("auto", heads["fastestdet"], None), ("python", heads["fastestdet"], False),
+                             ("other family", tiny, None)]:
+        p = Pipeline(Detector(model, device="CPU"), [SYNTH], nms_in_graph=nms,
+                     stats_interval=0, max_frames=3)
+        runs[name] = p.run()
+    assert runs["auto"].extra["nms"] == "graph" and "NMS in graph" in runs["auto"].lines()[0]
+    assert runs["python"].extra["nms"] == "python" and "NMS" not in runs["python"].lines()[0]
+    assert runs["other family"].extra["nms"] == "python"
+    assert runs["auto"].frames == runs["python"].frames == 3
+
+
+def test_the_cli_names_a_wrong_nms_mode(tiny):
+    r = ovq("run", str(tiny), "--source", SYNTH, "--max-frames", "2", "--nms", "gpu")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "nms" in r.stderr and "gpu" in r.stderr and "graph" in r.stderr
+
+
+# --- the shared detectors ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def frames(assets) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(assets / VIDEO))
+    video = [cap.read()[1] for _ in range(120)][::3]
+    cap.release()
+    images = sorted((assets / "coco128/images").rglob("*.jpg"))[:40]
+    return video + [cv2.imread(str(p)) for p in images]
+
+
+@pytest.mark.parametrize("model", ["models/fastestdet/FastestDet.onnx", "models/yolox_nano/yolox_nano.onnx"])
+def test_the_shared_detectors_give_the_same_boxes(assets, frames, model):
+    """40 frames of the person video and 40 COCO images at conf 0.1 (many classes, crowded scenes), at the
+    device's default precision (bf16 on AMX and AVX-512 BF16 CPUs: the decoding ops after the last convolution
+    stay f32 there too, or the boxes would move by pixels)."""
+    det = Detector(assets / model, conf=0.1)
+    graph = det.with_nms_in_graph()
+    boxes = 0
+    for image in frames:
+        python, in_graph = det(image), graph(image)
+        _same(python, in_graph, px=0.01)
+        boxes += len(python)
+    assert boxes > 200, boxes
+
+
+def test_a_run_of_the_shared_video_reports_the_graph(assets, tmp_path):
+    out = tmp_path / "r.jsonl"
+    r = ovq("run", str(assets / "models/fastestdet/FastestDet.onnx"), "--source", str(assets / VIDEO), "--device", "CPU",
+                "--max-frames", "30", "--jsonl", str(out), "--summary-json", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    assert "NMS in graph" in r.stdout
+    assert json.loads((tmp_path / "s.json").read_text())["nms"] == "graph"
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 30 and sum(len(rec["detections"]) for rec in records) >= 25
+
+
+def test_params_replace_is_hashable():
+    """Variants are cached by their decoding settings."""
+    from ovq.model.decoders import DecodeParams
+
+    p = DecodeParams(input_size=(8, 8), conf_threshold=0.2, iou_threshold=0.5, classes=(1,))
+    assert hash(p) == hash(replace(p)) and replace(p, conf_threshold=0.3) != p
+
+
+@pytest.mark.parametrize("nms, expected", [(None, "graph"), ("python", "python"), ("graph", "graph")])
+def test_nms_reaches_the_pipeline_from_yaml(heads, tmp_path, nms, expected):
+    data = {"model": str(heads["fastestdet"]), "sources": [SYNTH], "device": "CPU", "max_frames": 2,
+            "stats_interval": 0, **({"nms": nms} if nms else {})}
+    summary = build_pipeline(parse_pipeline_config(data, tmp_path / "p.yaml", environ={})).run()
+    assert summary.extra["nms"] == expected
+
+
+def test_a_wrong_nms_in_yaml_is_named(heads, tmp_path):
+    data = {"model": str(heads["fastestdet"]), "sources": [SYNTH], "nms": "npu"}
+    with pytest.raises(ConfigError, match="p.yaml: nms"):
+        parse_pipeline_config(data, tmp_path / "p.yaml", environ={})
+
+
+@pytest.mark.parametrize("family", ["fastestdet", "yolox"])
+def test_the_graph_keeps_only_the_top_max_nms_candidates_as_python_does(heads, family):
+    det = Detector(heads[family], precision="f32", conf=0.05)
+    params = replace(det.params, max_nms=6)
+    compiled = ov.Core().compile_model(nms_variant(det.model, det.decoder, params), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    tensor, rinfo = det.preprocess(np.zeros((64, 64, 3), np.uint8))
+    graph = FinalBoxes(det.decoder, params).decode([compiled(tensor)[0]], rinfo, params)
+    python = det.decoder.decode([det.compiled(tensor)[0]], rinfo, params)
+    assert 1 <= len(python) <= 6 and len(det.decoder.decode([det.compiled(tensor)[0]], rinfo, det.params)) > 6
+    _same(python, graph)
