@@ -165,6 +165,7 @@ class RemoteDetector:
     preprocess = Detector.preprocess
     postprocess = Detector.postprocess
     source_size: tuple[int, int] | None = None  # the server's model resizes nothing: preprocess resizes in Python
+    nms_in_graph = False  # nor does it decode: postprocess decodes its raw outputs in Python
 
     def __init__(
         self,

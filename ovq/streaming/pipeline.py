@@ -40,6 +40,7 @@ from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, Re
 from ovq.streaming.results import FrameResult, Sink
 from ovq.streaming.sources import SourceSpec, check_decode, decode_threads, open_source, parse_source
 from ovq.streaming.stats import RunSummary, StreamMeter, StreamStats
+from ovq.streaming.variants import with_nms, with_resize
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +101,8 @@ class Pipeline:
     for all three shared models (quiet 2-core EPYC Zen 3, f32, interleaved: YOLOX-Nano 49.7 vs 50.8 fps,
     person-0013 36.3 vs 38.1, FastestDet 121.9 vs 143.3; benchmarks/bench_pipeline.py).
 
-    With ``nms_in_graph``, the detector runs a variant whose graph also decodes the boxes and runs NMS
-    (:meth:`Detector.with_nms_in_graph`), so OpenVINO outputs the final boxes, for the families that can
-    (FastestDet, YOLOX). ``None`` (the default) does so on the CPU, where it was measured, and keeps NMS in Python
-    on GPU/NPU and for the other families. Measured on the shared person video paced at a camera's rate
-    (2-core EPYC Zen 3, f32, a shared VM, 6 interleaved rounds): FastestDet at 60 fps took 13.4 instead of 14.1 ms
-    of CPU a frame (lower in all 6 pairs), YOLOX-Nano at 20 fps the same (37.7 / 36.9, ratios 0.97-1.07). Flat
-    out, FastestDet's fps moved within this VM's noise (12 paired ``ovq run`` rounds: median ratio 0.99).
+    With ``nms_in_graph``, the detector's graph also decodes the boxes and runs NMS, for the families that can
+    (:meth:`Detector.with_nms_in_graph`); ``None`` (the default) does so on the CPU (measured: :mod:`.variants`).
 
     ``decode`` selects video decoding for files (``sources.DECODE_MODES``; "auto": what OpenCV's FFmpeg offers,
     VA-API on Intel iGPUs, else software, with the cores shared out over the streams), in ``extra["decode"]``.
@@ -316,37 +312,9 @@ class Pipeline:
             for source in opened:
                 source.close()
             raise
-        self._choose_nms()
-        self._choose_resize()
-
-    def _choose_nms(self) -> None:
-        wanted = self.nms_in_graph
-        why_not = getattr(self.detector, "why_not_nms_in_graph", None)
-        if wanted is False or why_not is None:
-            if wanted:
-                raise ConfigError("NMS in the graph: this detector has no graph of its own (a remote model)")
-            return
-        reason = why_not(self.conf)
-        if wanted is None:
-            if reason or not _runs_on_cpu(self.detector):
-                return
-        elif reason:
-            raise ConfigError(f"NMS in the graph: {reason}")
-        self.detector = self.detector.with_nms_in_graph(self.conf)
-
-    def _choose_resize(self) -> None:
-        sizes = {st.size for st in self._streams}
-        for_source = getattr(self.detector, "for_source", None)
-        wanted = self.resize_in_graph
-        if wanted is None:
-            wanted = str(getattr(self.detector, "device", "")).upper().startswith(("GPU", "NPU"))
-        if not wanted or for_source is None or None in sizes or len(sizes) != 1:
-            if wanted and len(sizes - {None}) > 1:
-                logger.info("resizing in Python: the sources' frame sizes differ (%s)", sorted(sizes - {None}))
-            return
-        (size,) = sizes
-        self.detector = for_source(*size)
-        self.resized_from = size
+        self.detector = with_nms(self.detector, self.nms_in_graph, self.conf)
+        self.detector, self.resized_from = with_resize(self.detector, self.resize_in_graph,
+                                                       {st.size for st in self._streams})
 
     def _supervise(self, post: threading.Thread) -> None:
         next_stats = time.monotonic() + self.stats_interval if self.stats_interval > 0 else float("inf")
@@ -525,13 +493,3 @@ class Pipeline:
         self._stopping.set()
         self._wake.set()
 
-
-def _runs_on_cpu(detector: Any) -> bool:
-    """Whether ``detector`` runs on the CPU: its device is, or AUTO has nothing else to choose from."""
-    device = str(getattr(detector, "device", "")).upper()
-    if device.startswith("CPU"):
-        return True
-    core = getattr(detector, "core", None)
-    if not device.startswith("AUTO") or core is None:
-        return False
-    return all(d.upper().startswith("CPU") for d in core.available_devices)
