@@ -214,3 +214,26 @@ def test_the_graph_keeps_only_the_top_max_nms_candidates_as_python_does(heads, f
     python = det.decoder.decode([det.compiled(tensor)[0]], rinfo, params)
     assert 1 <= len(python) <= 6 and len(det.decoder.decode([det.compiled(tensor)[0]], rinfo, det.params)) > 6
     _same(python, graph)
+
+
+@pytest.mark.parametrize("family", ["fastestdet", "yolox"])
+def test_outputs_that_are_not_the_family_fail_in_the_graph_as_in_python(tmp_path, family):
+    """Objectness as raw logits (up to 6) is a ModelError on both paths, not boxes with clipped scores."""
+    from ovq.core.errors import ModelError
+
+    rng = np.random.default_rng(5)
+    if family == "fastestdet":
+        head = rng.normal(0, 1, (1, 8, 16, 16))
+        head[:, 0] = rng.uniform(1.5, 6, (16, 16))
+        head[:, 5:] = _softmax(head[:, 5:], axis=1)  # valid class scores: only the objectness is wrong
+        model = _constant_head(tmp_path, "fd_bad", 256, head, family, ["a", "b", "c"])
+    else:
+        head = rng.normal(0, 1, (1, 84, 8))
+        head[..., 4] = rng.uniform(1.5, 6, 84)
+        head[..., 5:] = rng.uniform(0.5, 1, (1, 84, 3))
+        model = _constant_head(tmp_path, "yx_bad", 64, head, family, ["a", "b", "c"])
+    det = Detector(model, precision="f32")
+    image = np.zeros((64, 64, 3), np.uint8)
+    for detector in (det, det.with_nms_in_graph()):
+        with pytest.raises(ModelError, match=r"not in \[0, 1\]"):
+            detector(image)

@@ -68,7 +68,7 @@ class FastestDetDecoder:
                              one, ops.constant(np.array([0], np.int64))).output(0)
 
         best = ops.topk(rows(5, c), ops.constant(np.int64(1)), 0, "max", "none", "i32")  # (1, H*W) each
-        obj = ops.clamp(rows(0, 1), 0.0, 1.0)
+        obj = ops.clamp(rows(0, 1), 0.0, 3.0e38)  # not clipped to 1: a score over 1 is FinalBoxes' ModelError
         score = ops.multiply(ops.power(obj, ops.constant(np.float32(0.6))),
                              ops.power(ops.clamp(best.output(0), 0.0, 3.0e38), ops.constant(np.float32(0.4))))
         gy, gx = np.divmod(np.arange(gh * gw, dtype=np.float32), gw)

@@ -99,7 +99,8 @@ class YoloxDecoder:
                              one, one).output(0)
 
         best = ops.topk(cols(5, c), ops.constant(np.int64(1)), 1, "max", "none", "i32")  # (N, 1) each
-        score = ops.multiply(ops.clamp(cols(4, 5), 0.0, 1.0), best.output(0))
+        # objectness not clipped to 1: a score over 1 (raw logits: not YOLOX) is FinalBoxes' ModelError, as in decode
+        score = ops.multiply(ops.clamp(cols(4, 5), 0.0, 3.0e38), best.output(0))
         xy = ops.multiply(ops.add(cols(0, 2), grid), stride)
         half = ops.multiply(ops.exp(ops.clamp(cols(2, 4), -20.0, 20.0)), ops.multiply(stride, ops.constant(np.float32(0.5))))
         squeeze = ops.constant(np.array([1], np.int64))
