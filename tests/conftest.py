@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import select
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +105,29 @@ def ovq_log():
     yield handler
     logger.removeHandler(handler)
     logger.setLevel(old_level)
+
+
+def read_fifo(path: Path, into: list[str]) -> threading.Thread:
+    """A thread collecting the text a writer puts into the FIFO ``path``, until the writer closes it.
+
+    The read end is opened here, before the caller's writer opens (ovq refuses a pipe nobody reads, at once); a
+    reader thread opening it itself raced the writer. It reads once the writer has written or gone: before any
+    writer, a FIFO's read end gives EOF at once."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+
+    def read() -> None:
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            poller.poll(30_000)
+            os.set_blocking(fd, True)
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            into.append(b"".join(chunks).decode("utf-8"))
+        finally:
+            os.close(fd)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader

@@ -200,15 +200,10 @@ def test_check_output_dir_compares_free_space_with_what_is_needed(tmp_path):
 def test_text_outputs_stream_into_a_fifo_and_replace_a_symlinks_file(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
+    from conftest import read_fifo
+
     got: list[str] = []
-
-    def read():
-        got.append(fifo.read_text())
-
-    import threading
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    reader = read_fifo(fifo, got)
     write_json_atomic(fifo, {"a": 1})
     reader.join(10)
     assert got == ['{\n  "a": 1\n}\n'] and stat.S_ISFIFO(os.lstat(fifo).st_mode)

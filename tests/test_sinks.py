@@ -15,7 +15,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from conftest import make_dets
+from conftest import make_dets, read_fifo
 from services import Mosquitto, free_port
 
 from ovq.core.errors import ConfigError, OutputError
@@ -179,26 +179,17 @@ def test_jsonl_sink_appends_and_mends_a_cut_last_line(tmp_path, ovq_log):
 
 # -- outputs that are not plain files: pipes, devices, symlinks ----------------------------------------------------
 # (a run with --jsonl /dev/stdout, a FIFO or /dev/full renamed a regular file over it: as root, over the device node)
-def _read_fifo(path, into: list) -> threading.Thread:
-    def read():
-        with open(path, encoding="utf-8") as fh:
-            into.extend(fh.read().splitlines())
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    return reader
-
-
 def test_jsonl_sink_streams_into_a_fifo_and_leaves_it_a_fifo(tmp_path):
     fifo = tmp_path / "records"
     os.mkfifo(fifo)
-    lines: list[str] = []
-    reader = _read_fifo(fifo, lines)
+    text: list[str] = []
+    reader = read_fifo(fifo, text)
     sink = JsonlSink(fifo)
     sink.write(make_result(index=0))
     sink.write(make_result(index=1))
     sink.close()
     reader.join(10)
+    lines = text[0].splitlines()
     assert [json.loads(x)["frame_index"] for x in lines] == [0, 1] and sink.written == {fifo: "2 records"}
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["records"]
 
