@@ -210,7 +210,7 @@ def test_the_graph_keeps_only_the_top_max_nms_candidates_as_python_does(heads, f
     compiled = ov.Core().compile_model(nms_variant(det.model, det.decoder, params), "CPU",
                                        {"INFERENCE_PRECISION_HINT": "f32"})
     tensor, rinfo = det.preprocess(np.zeros((64, 64, 3), np.uint8))
-    graph = FinalBoxes(det.decoder, params).decode([compiled(tensor)[0]], rinfo, params)
+    graph = FinalBoxes(det.decoder).decode([compiled(tensor)[0]], rinfo, params)
     python = det.decoder.decode([det.compiled(tensor)[0]], rinfo, params)
     assert 1 <= len(python) <= 6 and len(det.decoder.decode([det.compiled(tensor)[0]], rinfo, det.params)) > 6
     _same(python, graph)

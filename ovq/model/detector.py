@@ -213,7 +213,7 @@ class Detector:
                 view._warned_size = False
                 view.nms_in_graph = nms
                 if nms:
-                    view.decoder, view.params = FinalBoxes(base.decoder, params), params
+                    view.decoder, view.params = FinalBoxes(base.decoder), params
                 base._variants[key] = view
                 where = "the graph" if source is None else f"the graph from {source[1]}x{source[0]}"
                 logger.info("%s: %s in %s", base.info.source or "model",

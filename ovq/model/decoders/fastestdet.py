@@ -12,7 +12,7 @@ import openvino.opset13 as ops
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
 from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
-from ovq.model.decoders.graph_nms import GraphCandidates
+from ovq.model.decoders.graph_nms import GraphCandidates, span
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -63,9 +63,7 @@ class FastestDetDecoder:
         flat = ops.reshape(output, ops.constant(np.array([c, gh * gw], np.int64)), False)  # (5 + nc, H*W)
 
         def rows(start: int, stop: int) -> ov.Output:
-            one = ops.constant(np.array([1], np.int64))
-            return ops.slice(flat, ops.constant(np.array([start], np.int64)), ops.constant(np.array([stop], np.int64)),
-                             one, ops.constant(np.array([0], np.int64))).output(0)
+            return span(flat, start, stop, 0)
 
         best = ops.topk(rows(5, c), ops.constant(np.int64(1)), 0, "max", "none", "i32")  # (1, H*W) each
         obj = ops.clamp(rows(0, 1), 0.0, 3.0e38)  # not clipped to 1: a score over 1 is FinalBoxes' ModelError

@@ -80,9 +80,21 @@ def _i64(*values: int) -> ov.Node:
     return ops.constant(np.array(values, dtype=np.int64))
 
 
+def span(table: Any, start: int, stop: int, axis: int) -> ov.Output:
+    """``table[start:stop]`` along ``axis`` (the families' ``graph_decode`` cut their outputs with it)."""
+    return ops.slice(table, _i64(start), _i64(stop), _i64(1), _i64(axis)).output(0)
+
+
+def over_threshold(scores: Any, params: DecodeParams) -> ov.Output:
+    """The indices of ``scores`` at or over ``params.conf_threshold`` (one float32 step lower, so a score equal to
+    it passes on every device; FinalBoxes applies the threshold exactly)."""
+    threshold = np.nextafter(np.float32(params.conf_threshold), np.float32(0))
+    return ops.squeeze(ops.non_zero(ops.greater(scores, ops.constant(threshold)), "i64"), _i64(0)).output(0)
+
+
 def _column(table: ov.Output, index: int) -> ov.Output:
     """Column ``index`` of a 2-D ``table``, as a 1-D output."""
-    return ops.squeeze(ops.slice(table, _i64(index), _i64(index + 1), _i64(1), _i64(1)), _i64(1)).output(0)
+    return ops.squeeze(span(table, index, index + 1, 1), _i64(1)).output(0)
 
 
 def _append_nms(found: GraphCandidates, params: DecodeParams) -> ov.Output:
@@ -91,8 +103,7 @@ def _append_nms(found: GraphCandidates, params: DecodeParams) -> ov.Output:
     # NMS only the candidates over the threshold: per-class NMS over every cell and class cost OpenVINO 0.91 ms
     # a frame for FastestDet (484 cells x 80 classes), over those 0.23-0.34 ms, the whole appended head with its
     # own inference call (Python's decode: 0.27-0.32; one thread, EPYC Zen 3)
-    threshold = np.nextafter(np.float32(params.conf_threshold), np.float32(0))
-    over = ops.squeeze(ops.non_zero(ops.greater(scores, ops.constant(threshold)), "i64"), _i64(0))
+    over = over_threshold(scores, params)
     most = scores.get_partial_shape()[0].get_max_length()
     if most < 0 or most > params.max_nms:  # then only the top max_nms of them, as finish() does
         count = ops.gather(ops.shape_of(over, "i64"), ops.constant(np.int64(0)), _i64(0))
@@ -115,7 +126,8 @@ def _append_nms(found: GraphCandidates, params: DecodeParams) -> ov.Output:
     else:  # (1, C, N): each candidate scores under its own class only
         one_hot = ops.one_hot(class_id, ops.constant(np.int32(found.num_classes)), ops.constant(np.float32(1)), ops.constant(np.float32(0)), axis=0)
         per_class = ops.unsqueeze(ops.multiply(one_hot, ops.unsqueeze(scores, _i64(0))), _i64(0))
-    # a score at the threshold passes (one float32 step lower; FinalBoxes applies the threshold exactly)
+    # the threshold again: the one-hot's zeros (other classes) and the classes filter's must not come out
+    threshold = np.nextafter(np.float32(params.conf_threshold), np.float32(0))
     nms = ops.non_max_suppression(
         ops.unsqueeze(boxes, _i64(0)), per_class, _i64(params.max_det), ops.constant(np.float32(params.iou_threshold)),
         ops.constant(threshold), box_encoding="corner", sort_result_descending=True, output_type="i64",
@@ -138,23 +150,17 @@ class FinalBoxes:
     """The decoder of an :func:`nms_variant`: its rows mapped back to the original image.
 
     ``conf`` may be raised per call (NMS at a lower threshold, then a higher one, keeps what NMS at the higher one
-    keeps); it cannot go under the threshold the graph was built with.
+    keeps); :meth:`Detector.postprocess` refuses one under the threshold the graph was built with.
     """
 
-    def __init__(self, family: Any, params: DecodeParams) -> None:
+    def __init__(self, family: Any) -> None:
         self.inner = family
         self.family = family.family
         self.expects = "one output (K, 6): x1, y1, x2, y2, score, class id (decoded and NMS'd in the graph)"
         self.preprocessing = family.preprocessing
         self.default_iou = family.default_iou
-        self.built = params
 
     def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:
-        if params.conf_threshold < self.built.conf_threshold:
-            raise ConfigError(
-                f"conf {params.conf_threshold:g} is under {self.built.conf_threshold:g}, "
-                "the threshold this model's NMS was built with"
-            )
         rows = np.asarray(outputs[0]).reshape(-1, 6)
         scores = check_confidences(rows[:, 4])
         keep = scores >= params.conf_threshold

@@ -17,7 +17,7 @@ import openvino.opset13 as ops
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
 from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
-from ovq.model.decoders.graph_nms import GraphCandidates
+from ovq.model.decoders.graph_nms import GraphCandidates, over_threshold, span
 from ovq.model.decoders.signatures import anchor_grids
 
 STRIDES = (8, 16, 32)
@@ -85,18 +85,13 @@ class YoloxDecoder:
         if len(grid) != n:
             raise ValueError(f"YOLOX output has {n} cells, expected {len(grid)} for {tuple(params.input_size)}")
         pred = ops.squeeze(output, ops.constant(np.array([0], np.int64)))  # (N, 5 + nc)
-        one = ops.constant(np.array([1], np.int64))
-        obj = ops.slice(pred, ops.constant(np.array([4], np.int64)), ops.constant(np.array([5], np.int64)), one, one)
-        threshold = np.nextafter(np.float32(params.conf_threshold), np.float32(0))
-        cells = ops.squeeze(ops.non_zero(ops.greater(ops.squeeze(obj, one), ops.constant(threshold)), "i64"),
-                            ops.constant(np.int64(0)))
+        cells = over_threshold(ops.squeeze(span(pred, 4, 5, 1), ops.constant(np.array([1], np.int64))), params)
         zero = ops.constant(np.int64(0))
         pred = ops.gather(pred, cells, zero)  # (candidates, 5 + nc)
         grid, stride = ops.gather(ops.constant(grid), cells, zero), ops.gather(ops.constant(stride), cells, zero)
 
         def cols(start: int, stop: int) -> ov.Output:
-            return ops.slice(pred, ops.constant(np.array([start], np.int64)), ops.constant(np.array([stop], np.int64)),
-                             one, one).output(0)
+            return span(pred, start, stop, 1)
 
         best = ops.topk(cols(5, c), ops.constant(np.int64(1)), 1, "max", "none", "i32")  # (N, 1) each
         # objectness not clipped to 1: a score over 1 (raw logits: not YOLOX) is FinalBoxes' ModelError, as in decode
