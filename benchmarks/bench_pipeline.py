@@ -7,7 +7,7 @@ skew the ratios):
   detector's inference precision: the device's ceiling for inference alone;
 - ``ovq.Pipeline`` on the shared person video, no sinks: decode, resize, async inference, decoding and NMS,
   in order, every frame - once resizing in Python, once in the graph (:meth:`Detector.for_source`); both with
-  NMS where the pipeline puts it by default (in the graph on the CPU for FastestDet and YOLOX), and for those
+  NMS where the pipeline puts it by default (in the graph on the CPU for the families with NMS), and for those
   two once more resizing and decoding in Python (``python_nms_fps``: what ``--nms python`` costs).
 
 Both compete for the same cores: video decoding takes CPU time inference would otherwise get. The physical

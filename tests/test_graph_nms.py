@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import cv2
+import heads as head_graphs
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
@@ -49,7 +50,7 @@ def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def heads(tmp_path_factory) -> dict[str, Path]:
-    """FastestDet- and YOLOX-shaped models with crowded, overlapping candidates of 3 classes."""
+    """Models of every family with NMS, with crowded, overlapping candidates of 3 classes."""
     tmp = tmp_path_factory.mktemp("heads")
     rng = np.random.default_rng(7)
     g = 16  # FastestDet: 256 x 256 input, 16 x 16 cells
@@ -64,9 +65,29 @@ def heads(tmp_path_factory) -> dict[str, Path]:
         rng.normal(0, 1, (1, n, 2)), rng.normal(0.5, 0.8, (1, n, 2)),
         rng.uniform(0, 1, (1, n, 1)), rng.uniform(0, 1, (1, n, 3)),
     ], axis=2)
+    n = 300  # YOLO: [1, 4 + nc, N], boxes in pixels of a 64 x 64 input
+    # distinct scores: the IR stores constants in f16, and boxes of tied scores come in either order
+    distinct = rng.permutation(np.linspace(0.001, 0.999, 3 * n)).reshape(1, 3, n)
+    yolo = np.concatenate([rng.uniform(0, 64, (1, 2, n)), rng.uniform(4, 24, (1, 2, n)), distinct], axis=1)
     labels = ["a", "b", "c"]
+    # YOLOv5: the anchors in the graph (the family is told apart by them), so its outputs follow the image
+    v5 = tmp / "v5.xml"
+    ov.save_model(head_graphs.anchor_head(size=(64, 64), nc=3, anchors=3, seed=2), str(v5))
     return {"fastestdet": _constant_head(tmp, "fd", 256, fd, "fastestdet", labels),
-            "yolox": _constant_head(tmp, "yx", 64, yx, "yolox", labels)}
+            "yolox": _constant_head(tmp, "yx", 64, yx, "yolox", labels),
+            "yolo": _constant_head(tmp, "yolo", 64, yolo, "yolo", labels),
+            "yolov5": convert(v5, tmp / "v5_ovq", family="yolov5", labels=labels)}
+
+
+FAMILIES = ["fastestdet", "yolox", "yolo", "yolov5"]
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory) -> Path:
+    """A model whose outputs are final boxes already (YOLO26's end-to-end head): nothing for the graph to add."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    ov.save_model(head_graphs.end_to_end_head(size=(64, 64)), str(tmp / "e2e.xml"))
+    return convert(tmp / "e2e.xml", tmp / "e2e_ovq", family="yolo_e2e", labels=["a", "b"])
 
 
 def _same(python, graph, *, px: float = 1e-3) -> None:
@@ -76,7 +97,7 @@ def _same(python, graph, *, px: float = 1e-3) -> None:
     np.testing.assert_allclose(graph.xyxy, python.xyxy, atol=px)
 
 
-@pytest.mark.parametrize("family", ["fastestdet", "yolox"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("options", [
     {}, {"agnostic_nms": True}, {"classes": [1]}, {"classes": [0, 2], "agnostic_nms": True}, {"max_det": 3},
     {"conf": 0.05, "iou": 0.3}, {"conf": 0.5, "iou": 0.8},
@@ -115,19 +136,19 @@ def test_a_variant_is_compiled_once_and_composes_with_the_resize(heads):
     _same(det.for_source(90, 160)(image), both(image))
 
 
-def test_families_without_graph_decoding_say_so(tiny):
-    det = Detector(tiny)
-    assert det.why_not_nms_in_graph() == "family yolo decodes in Python only"
-    with pytest.raises(ConfigError, match="NMS in the graph: family yolo decodes in Python only"):
+def test_families_without_graph_decoding_say_so(e2e):
+    det = Detector(e2e)
+    assert det.why_not_nms_in_graph() == "family yolo_e2e decodes in Python only"
+    with pytest.raises(ConfigError, match="NMS in the graph: family yolo_e2e decodes in Python only"):
         det.with_nms_in_graph()
-    with pytest.raises(ConfigError, match="NMS in the graph: family yolo"):
+    with pytest.raises(ConfigError, match="NMS in the graph: family yolo_e2e"):
         Pipeline(det, [SYNTH], nms_in_graph=True, stats_interval=0, max_frames=1).run()
 
 
-def test_the_pipeline_takes_the_graph_on_cpu_by_default_and_python_when_told(heads, tiny):
+def test_the_pipeline_takes_the_graph_on_cpu_by_default_and_python_when_told(heads, e2e):
     runs = {}
     for name, model, nms in [("auto", heads["fastestdet"], None), ("python", heads["fastestdet"], False),
-                             ("other family", tiny, None)]:
+                             ("other family", e2e, None)]:
         p = Pipeline(Detector(model, device="CPU"), [SYNTH], nms_in_graph=nms,
                      stats_interval=0, max_frames=3)
         runs[name] = p.run()
@@ -203,22 +224,24 @@ def test_a_wrong_nms_in_yaml_is_named(heads, tmp_path):
         parse_pipeline_config(data, tmp_path / "p.yaml", environ={})
 
 
-@pytest.mark.parametrize("family", ["fastestdet", "yolox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_the_graph_keeps_only_the_top_max_nms_candidates_as_python_does(heads, family):
     det = Detector(heads[family], precision="f32", conf=0.05)
     params = replace(det.params, max_nms=6)
     compiled = ov.Core().compile_model(nms_variant(det.model, det.decoder, params), "CPU",
                                        {"INFERENCE_PRECISION_HINT": "f32"})
-    tensor, rinfo = det.preprocess(np.zeros((64, 64, 3), np.uint8))
+    image = np.random.default_rng(4).integers(0, 255, (64, 64, 3), dtype=np.uint8)  # YOLOv5's scores follow it
+    tensor, rinfo = det.preprocess(image)
     graph = FinalBoxes(det.decoder).decode([compiled(tensor)[0]], rinfo, params)
     python = det.decoder.decode([det.compiled(tensor)[0]], rinfo, params)
     assert 1 <= len(python) <= 6 and len(det.decoder.decode([det.compiled(tensor)[0]], rinfo, det.params)) > 6
     _same(python, graph)
 
 
-@pytest.mark.parametrize("family", ["fastestdet", "yolox"])
+@pytest.mark.parametrize("family", ["fastestdet", "yolox", "yolo"])
 def test_outputs_that_are_not_the_family_fail_in_the_graph_as_in_python(tmp_path, family):
-    """Objectness as raw logits (up to 6) is a ModelError on both paths, not boxes with clipped scores."""
+    """Objectness (YOLO: class scores) as raw logits (up to 6) is a ModelError on both paths, not boxes with
+    clipped scores."""
     from ovq.core.errors import ModelError
 
     rng = np.random.default_rng(5)
@@ -227,6 +250,10 @@ def test_outputs_that_are_not_the_family_fail_in_the_graph_as_in_python(tmp_path
         head[:, 0] = rng.uniform(1.5, 6, (16, 16))
         head[:, 5:] = _softmax(head[:, 5:], axis=1)  # valid class scores: only the objectness is wrong
         model = _constant_head(tmp_path, "fd_bad", 256, head, family, ["a", "b", "c"])
+    elif family == "yolo":
+        head = rng.uniform(4, 40, (1, 7, 50))
+        head[:, 4:] = rng.uniform(1.5, 6, (3, 50))
+        model = _constant_head(tmp_path, "yolo_bad", 64, head, family, ["a", "b", "c"])
     else:
         head = rng.normal(0, 1, (1, 84, 8))
         head[..., 4] = rng.uniform(1.5, 6, 84)

@@ -3,7 +3,8 @@
 Ultralytics (random-init models built from yaml, no downloads): a custom-class YOLOv8n through its ONNX export,
 YOLO26 through both heads (ovq's ``.pt`` route gives the one-to-one head, Ultralytics' default ONNX export the
 one-to-many head), RT-DETR through its ONNX export. Scores are spread first (``spread``), so NMS order and
-thresholds mean something. ovq runs at f32, as the references do.
+thresholds mean something. ovq runs at f32, as the references do; families with NMS are compared twice, decoded in
+Python and in the graph (``--nms graph``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ def _ultralytics_boxes(result):
     return xyxy, b.conf.numpy(), b.cls.numpy().astype(int)
 
 
+def _both_paths(det: Detector, image: np.ndarray) -> list:
+    """The detections of the Python decoding and, for a family with NMS, of decoding and NMS in the graph."""
+    found = [det(image)]
+    if det.why_not_nms_in_graph() is None:
+        found.append(det.with_nms_in_graph()(image))
+    return found
+
+
 def _compare(assets: Path, xml, reference, *, conf: float = 0.25, **predict_args) -> int:
     det = Detector(xml, precision="f32", conf=conf, cache=False)
     compared = 0
@@ -91,9 +100,9 @@ def _compare(assets: Path, xml, reference, *, conf: float = 0.25, **predict_args
         # rect=False: the full square letterbox the exported model takes (a .pt would pad to a multiple of 32 only)
         theirs = _ultralytics_boxes(reference.predict(str(path), imgsz=IMGSZ, conf=conf, rect=False, verbose=False,
                                                       **predict_args)[0])
-        ours = det(cv2.imread(str(path)))
-        assert len(ours) < det.params.max_det, "too many candidates: the comparison would hinge on the max_det cut"
-        compared += _assert_same(ours, theirs, conf)
+        for ours in _both_paths(det, cv2.imread(str(path))):
+            assert len(ours) < det.params.max_det, "too many candidates: the comparison would hinge on the max_det cut"
+            compared += _assert_same(ours, theirs, conf)
     print(f"{Path(str(xml)).name}: {compared} reference detections matched")
     return compared
 
@@ -201,6 +210,7 @@ def test_yolov5_onnx_decodes_like_yolov5s_own_pipeline(assets, tmp_path):
     for path in images:
         ref = expected[path]
         theirs = (np.array(ref["xyxy"]).reshape(-1, 4), np.array(ref["conf"]), np.array(ref["cls"], int))
-        compared += _assert_same(det(cv2.imread(path)), theirs, 0.25)
+        for ours in _both_paths(det, cv2.imread(path)):
+            compared += _assert_same(ours, theirs, 0.25)
     print(f"yolov5: {compared} reference detections matched")
     assert compared >= 5

@@ -157,7 +157,8 @@ def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("5 frames from 1 stream(s)")
-    assert lines[0].endswith(", resize in python")  # auto on the CPU; a synth source has no video decoder
+    # auto on the CPU: resize in Python, NMS in the graph; a synth source has no video decoder
+    assert lines[0].endswith(", resize in python, NMS in graph")
     assert lines[-3:] == [f"wrote {out} (5 frames)", f"wrote {jsonl} (5 records)", f"wrote {summary}"]
     assert json.loads(summary.read_text())["streams"]["s0"]["frames"] == 5
 
@@ -193,12 +194,12 @@ def test_resize_and_decode_reach_the_pipeline_from_yaml_and_flags(assets, tiny, 
                                  "stats_interval": 0, "resize": resize, "decode": "software"}, tmp_path / "p.yaml",
                                 environ={})
     summary = build_pipeline(yml).run()
-    assert summary.extra == {"resize": expected, "decode": {"s0": "software"}, "nms": "python"}  # family yolo
+    assert summary.extra == {"resize": expected, "decode": {"s0": "software"}, "nms": "graph"}  # auto on the CPU
     summary_json = tmp_path / "s.json"
     assert main(["run", str(tiny), "--source", str(video), "--device", "CPU", "--max-frames", "3", "--resize", resize,
                  "--decode", "software", "--summary-json", str(summary_json), "-q"]) == 0
     head = capsys.readouterr().out.splitlines()[0]
-    assert head.endswith(f", resize in {expected}, software video decoding"), head
+    assert head.endswith(f", resize in {expected}, NMS in graph, software video decoding"), head
     assert json.loads(summary_json.read_text())["resize"] == expected
 
 

@@ -43,8 +43,8 @@ def add_resize_decode(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--nms", default="auto", metavar="WHERE",
-        help="where boxes are decoded and NMS'd: python, graph (OpenVINO outputs the final boxes; FastestDet, YOLOX) "
-             "or auto (default: graph on CPU for those families, else python)",
+        help="where boxes are decoded and NMS'd: python, graph (OpenVINO outputs the final boxes; the families "
+             "with NMS: yolo, yolov5, yolox, fastestdet) or auto (default: graph on CPU for those families, else python)",
     )
     p.add_argument(
         "--decode", default="auto", metavar="MODE",

@@ -7,10 +7,13 @@ YOLO26 gives this head when Ultralytics exports it with its default ``nms=None``
 from __future__ import annotations
 
 import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
 
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
 from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
+from ovq.model.decoders.graph_nms import GraphCandidates, span
 
 
 class YoloDecoder:
@@ -31,9 +34,25 @@ class YoloDecoder:
 
     def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:
         pred = np.asarray(outputs[0])[0]  # (4 + nc, N)
-        cls_scores = pred[4:]
-        class_id = cls_scores.argmax(axis=0)
-        scores = check_confidences(cls_scores[class_id, np.arange(cls_scores.shape[1])])
-        keep = scores >= params.conf_threshold
+        # the best score of every candidate, then the class of those over the threshold only: argmax down the
+        # class axis of all 80 x 8400 cost 0.63 ms a frame, max 0.05 (YOLOv8n at 640; EPYC Zen 5, one thread)
+        scores = check_confidences(pred[4:].max(axis=0))
+        keep = np.flatnonzero(scores >= params.conf_threshold)
+        class_id = pred[4:, keep].argmax(axis=0)
         boxes = cxcywh_to_xyxy(pred[:4, keep].T)
-        return finish(boxes, scores[keep], class_id[keep], resize, params)
+        return finish(boxes, scores[keep], class_id, resize, params)
+
+    def graph_decode(self, output: ov.Output, params: DecodeParams) -> GraphCandidates:
+        """:meth:`decode` in OpenVINO operations, for :func:`~ovq.model.decoders.graph_nms.nms_variant`."""
+        c = int(output.get_shape()[1])
+        pred = ops.squeeze(output, ops.constant(np.array([0], np.int64)))  # (4 + nc, N)
+        best = ops.topk(span(pred, 4, c, 0), ops.constant(np.int64(1)), 0, "max", "none", "i32")  # (1, N) each
+        centre, half = span(pred, 0, 2, 0), ops.multiply(span(pred, 2, 4, 0), ops.constant(np.float32(0.5)))
+        corners = ops.concat([ops.subtract(centre, half), ops.add(centre, half)], 0)  # (4, N)
+        squeeze = ops.constant(np.array([0], np.int64))
+        return GraphCandidates(
+            boxes=ops.transpose(corners, ops.constant(np.array([1, 0], np.int64))).output(0),
+            scores=ops.squeeze(best.output(0), squeeze).output(0),
+            class_id=ops.squeeze(best.output(1), squeeze).output(0),
+            num_classes=c - 4,
+        )

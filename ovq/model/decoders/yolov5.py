@@ -10,10 +10,13 @@ add up to N (see :mod:`ovq.model.decoders.signatures`).
 from __future__ import annotations
 
 import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
 
 from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
 from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
+from ovq.model.decoders.graph_nms import GraphCandidates, over_threshold, span
 from ovq.model.decoders.signatures import anchor_grids
 
 
@@ -35,9 +38,30 @@ class Yolov5Decoder:
 
     def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:
         pred = np.asarray(outputs[0])[0]  # (N, 5 + nc)
-        cls = pred[:, 5:] * pred[:, 4:5]
+        # score = objectness * class score <= objectness: only the rows whose objectness reaches the threshold are
+        # scored (as YOLOX's decode; YOLOv5's own NMS does the same with its conf_thres)
+        obj = check_confidences(pred[:, 4])
+        p = pred[obj >= params.conf_threshold]
+        cls = p[:, 5:] * p[:, 4:5]
         class_id = cls.argmax(axis=1)
-        scores = check_confidences(np.take_along_axis(cls, class_id[:, None], axis=1)[:, 0])
-        keep = scores >= params.conf_threshold
-        boxes = cxcywh_to_xyxy(pred[keep, :4])
-        return finish(boxes, scores[keep], class_id[keep], resize, params)
+        scores = np.take_along_axis(cls, class_id[:, None], axis=1)[:, 0]
+        return finish(cxcywh_to_xyxy(p[:, :4]), scores, class_id, resize, params)
+
+    def graph_decode(self, output: ov.Output, params: DecodeParams) -> GraphCandidates:
+        """:meth:`decode` in OpenVINO operations, for :func:`~ovq.model.decoders.graph_nms.nms_variant`; like it,
+        only the rows whose objectness reaches the threshold go on."""
+        c = int(output.get_shape()[2])
+        pred = ops.squeeze(output, ops.constant(np.array([0], np.int64)))  # (N, 5 + nc)
+        rows = over_threshold(ops.squeeze(span(pred, 4, 5, 1), ops.constant(np.array([1], np.int64))), params)
+        pred = ops.gather(pred, rows, ops.constant(np.int64(0)))  # (candidates, 5 + nc)
+        # not clipped: an objectness over 1 (raw logits: not this family) gives scores over 1, FinalBoxes' ModelError
+        scored = ops.multiply(span(pred, 5, c, 1), span(pred, 4, 5, 1))
+        best = ops.topk(scored, ops.constant(np.int64(1)), 1, "max", "none", "i32")  # (candidates, 1) each
+        centre, half = span(pred, 0, 2, 1), ops.multiply(span(pred, 2, 4, 1), ops.constant(np.float32(0.5)))
+        squeeze = ops.constant(np.array([1], np.int64))
+        return GraphCandidates(
+            boxes=ops.concat([ops.subtract(centre, half), ops.add(centre, half)], 1).output(0),
+            scores=ops.squeeze(best.output(0), squeeze).output(0),
+            class_id=ops.squeeze(best.output(1), squeeze).output(0),
+            num_classes=c - 5,
+        )
