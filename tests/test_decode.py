@@ -53,3 +53,36 @@ def test_the_pipeline_reports_each_streams_decoder(assets, tiny):
     assert summary.extra["decode"] == {"s0": "software", "s1": "software"}
     with pytest.raises(ConfigError, match="decode 'gpu'"):
         Pipeline(Detector(tiny), [video], decode="gpu")
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("retry", [True, False])
+def test_a_live_stream_takes_the_decode_mode_and_reports_its_decoder(assets, tiny, retry):
+    """An RTSP camera was opened with OpenCV's defaults whatever --decode said, and its decoder was not reported."""
+    from services import RtspServer
+
+    from ovq.model.detector import Detector
+    from ovq.streaming.readers import ReconnectPolicy
+
+    reason = RtspServer.available()
+    if reason:
+        pytest.skip(reason)
+    with RtspServer(assets / "videos/one-by-one-person-detection.mp4") as camera:
+        summary = Pipeline(Detector(tiny), [camera.url], max_frames=3, stats_interval=0, decode="software",
+                           reconnect=ReconnectPolicy(retry=retry)).run()
+    assert summary.frames == 3
+    assert summary.extra["decode"] == {"s0": "software"}
+
+
+@pytest.mark.skipif(Path("/dev/dri").exists(), reason="this machine has a GPU device node; VA-API may work here")
+def test_a_hardware_decoder_the_machine_lacks_is_refused_before_a_live_stream_retries_it(tiny):
+    """A live source that fails to open is retried forever (a camera may come back): `--decode vaapi` on an RTSP
+    camera retried every 30 s, for a decoder this machine cannot have. Now one line before anything runs."""
+    from ovq.cli import main
+
+    url = "rtsp://127.0.0.1:9/live"
+    with pytest.raises(ConfigError, match=r"decode 'vaapi': this machine has no GPU render node \(/dev/dri/renderD\*\)"):
+        Pipeline(tiny, [url], decode="vaapi")
+    with pytest.raises(ConfigError, match="decode 'd3d11': D3D11 video decoding is Windows only"):
+        Pipeline(tiny, [url], decode="d3d11")
+    assert main(["run", str(tiny), "--source", url, "--decode", "mfx", "-q"]) == 2

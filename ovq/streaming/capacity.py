@@ -252,7 +252,7 @@ def capacity(
         raise ConfigError(f"seconds {seconds} must be > 0 and warmup {warmup} >= 0")
     resize_mode(resize)
     nms_mode(nms)
-    check_decode(decode)
+    check_decode(decode, on_this_machine=True)
     spec = parse_source(source)
     if spec.kind != "video":
         raise SourceError(f"{spec.display}: capacity needs a video file (it plays copies of it as cameras)")

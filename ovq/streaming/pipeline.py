@@ -164,8 +164,8 @@ class Pipeline:
         for sink in sinks:
             if not isinstance(sink, Sink):
                 raise ConfigError(f"{sink!r} is not a sink: it needs write(result) and close()")
-        check_decode(decode)
         specs = [parse_source(s) for s in sources]
+        check_decode(decode, on_this_machine=any(spec.kind != "camera" for spec in specs))
         self.reconnect = reconnect or ReconnectPolicy()
         self.sinks = list(sinks)
         self.max_frames = max_frames
@@ -262,7 +262,8 @@ class Pipeline:
             inference_precision=self.detector.inference_precision,
             nireq=self.nireq,
             stopped=self._stop_requested,
-            extra={"decode": {st.name: st.decoder for st in self._streams}, "resize": resize,
+            extra={"decode": {st.name: st.decoder or getattr(st.reader, "decoder", None) for st in self._streams},
+                   "resize": resize,
                    "nms": "graph" if getattr(self.detector, "nms_in_graph", False) else "python"},
         )
         if self._error is not None:
@@ -278,12 +279,14 @@ class Pipeline:
                 live = st.spec.live or self.realtime_files
                 st.buffer = FrameBuffer(FILE_BUFFER, latest_only=live, wake=self._wake)
                 if st.spec.live:
-                    first = open_first(st.spec, self.reconnect) if not self.reconnect.retry else None
+                    first = open_first(st.spec, self.reconnect, self.decode) if not self.reconnect.retry else None
                     if first is not None:
                         opened.append(first)
                         st.meter.connected()
-                        logger.info("%s: opened %s", st.name, st.spec.display)
-                    st.reader = LiveReader(st.name, st.spec, st.buffer, st.meter, self.reconnect, first=first)
+                        logger.info("%s: opened %s (%s decoding)", st.name, st.spec.display,
+                                    getattr(first, "decoder", None) or "image")
+                    st.reader = LiveReader(st.name, st.spec, st.buffer, st.meter, self.reconnect, first=first,
+                                           decode=self.decode)
                     st.fps = first.fps if first is not None else st.spec.params.get("fps")
                     st.size = getattr(first, "size", None)
                 else:

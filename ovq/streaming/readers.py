@@ -211,15 +211,17 @@ class LiveReader:
 
     def __init__(
         self, name: str, spec: SourceSpec, buffer: FrameBuffer, meter: StreamMeter, policy: ReconnectPolicy, *,
-        opener: Callable[[], FrameSource] | None = None, first: FrameSource | None = None,
+        opener: Callable[[], FrameSource] | None = None, first: FrameSource | None = None, decode: str = "auto",
     ) -> None:
         self.name = name
         self.spec = spec
         self.buffer = buffer
         self.meter = meter
         self.policy = policy
-        self.opener = opener or (lambda: open_source(spec, timeout=policy.stall_timeout))
+        self.opener = opener or (lambda: open_source(spec, timeout=policy.stall_timeout, decode=decode))
         self.fps: float | None = first.fps if first is not None else None
+        # the video decoding of the current (or last) connection: "software", "vaapi", ...; None before one
+        self.decoder: str | None = getattr(first, "decoder", None)
         self.frames_read = 0
         self._first = first
         self._lock = threading.Lock()
@@ -353,12 +355,13 @@ class LiveReader:
                 self._down_since = None
             if source.fps:
                 self.fps = source.fps
+            self.decoder = getattr(source, "decoder", None)
             if self._ever_connected and was_down is not None:
                 self.meter.reconnected()
                 logger.warning("%s: reconnected to %s after %.1f s", self.name, self.spec.display, now - was_down)
             elif not self._ever_connected:
                 self.meter.connected()
-                logger.info("%s: opened %s", self.name, self.spec.display)
+                logger.info("%s: opened %s (%s decoding)", self.name, self.spec.display, self.decoder or "image")
             self._ever_connected = True
             good = 0
             while True:
@@ -392,9 +395,9 @@ class LiveReader:
             source.close()
 
 
-def open_first(spec: SourceSpec, policy: ReconnectPolicy) -> FrameSource:
+def open_first(spec: SourceSpec, policy: ReconnectPolicy, decode: str = "auto") -> FrameSource:
     """Open a live source once at start-up (for ``retry=False``); :class:`SourceError` when it fails."""
     try:
-        return open_source(spec, timeout=policy.stall_timeout)
+        return open_source(spec, timeout=policy.stall_timeout, decode=decode)
     except SourceError as exc:
         raise SourceError(f"{exc} (not retrying)") from None

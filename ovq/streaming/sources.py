@@ -22,6 +22,7 @@ Reading frames is not affected, so running streams go on; reconnects of several 
 from __future__ import annotations
 
 import difflib
+import glob
 import logging
 import os
 import re
@@ -303,13 +304,31 @@ class SynthSource:
         self._stream.close()
 
 
-def check_decode(decode: str) -> int:
-    """OpenCV's acceleration constant for a decode mode; :class:`ConfigError` for an unknown one."""
+def check_decode(decode: str, *, on_this_machine: bool = False) -> int:
+    """OpenCV's acceleration constant for a decode mode; :class:`ConfigError` for an unknown one, and with
+    ``on_this_machine`` for a hardware decoder this machine cannot have (:func:`missing_hardware_decoder`)."""
     if decode not in DECODE_MODES:
         close = difflib.get_close_matches(str(decode), list(DECODE_MODES), n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"decode '{decode}': expected one of {', '.join(DECODE_MODES)}{hint}")
+    if on_this_machine and (why := missing_hardware_decoder(decode)):
+        raise ConfigError(f"decode '{decode}': {why}; use decode 'auto' or 'software'")
     return DECODE_MODES[decode]
+
+
+def missing_hardware_decoder(decode: str) -> str | None:
+    """Why ``decode`` cannot work on this machine whatever the source, or ``None`` when it may.
+
+    Checked before a run: a live source's failed open is retried (a camera may come back), and a decoder the
+    machine lacks would be retried forever. VA-API and oneVPL (mfx) on Linux need a GPU render node.
+    """
+    if decode in ("auto", "software"):
+        return None
+    if decode == "d3d11" and sys.platform != "win32":
+        return "D3D11 video decoding is Windows only"
+    if decode in ("vaapi", "mfx") and sys.platform.startswith("linux") and not glob.glob("/dev/dri/renderD*"):
+        return "this machine has no GPU render node (/dev/dri/renderD*)"
+    return None
 
 
 def decode_threads(streams: int, cores: int | None = None) -> int:
