@@ -37,6 +37,7 @@ class DemoSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     rank_by: str = "accuracy"
     latency: dict[str, Any] | None = None
+    budget_met: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +115,7 @@ def run_demo(
     logger.info("[4/4] writing the summary")
     summary = DemoSummary(
         out_dir=str(out), fp_map=result.fp_map, int8_map=result.int8_map, drop=result.drop, max_drop=max_drop,
+        budget_met=result.details.budget_met,
         reverted_layers=len(report["quantization"].get("reverted_layers", [])), rank_by=rank_by,
         latency=report.get("latency"),
         precision=report["deployment_precision"], throughput=report["throughput"], pipeline=run,
@@ -158,7 +160,7 @@ def render_summary(s: DemoSummary) -> str:
         "",
         *rows,
         "",
-        f"- mAP drop {f(s.drop)} (budget {s.max_drop}); layers reverted to float: {s.reverted_layers}, chosen by {s.rank_by}",
+        f"- mAP drop {f(s.drop)} (budget {s.max_drop}{'' if s.budget_met is not False else ', NOT met'}); layers reverted to float: {s.reverted_layers}, chosen by {s.rank_by}",
         *([(f"- batch-1 latency ({s.latency['precision']}): FP {s.latency['fp_ms']} ms, all layers INT8 "
            f"{s.latency['int8_all_layers_ms']} ms, final INT8 {s.latency['final_ms']} ms")] if s.latency else []),
         (f"- pipeline: {stream.get('frames', 'n/a')} frames of a live synthetic conveyor (640x480, 30 fps), "

@@ -115,8 +115,9 @@ def summary_lines(rep) -> list[str]:
     if acc.fp is not None and acc.int8 is not None:
         noise = f"; {acc.interval.level:.0%} interval {acc.interval.low:+.4f}..{acc.interval.high:+.4f}" \
             if acc.interval else ""
+        met = {None: "", True: "; within the budget", False: "; budget NOT met (see report.md)"}[rep.budget_met]
         lines.append(f"mAP50-95 at {rep.deployment_precision} on {acc.images} validation images: FP {acc.fp:.4f} -> "
-                     f"INT8 {acc.int8:.4f} (drop {acc.drop:+.4f}{noise})")
+                     f"INT8 {acc.int8:.4f} (drop {acc.drop:+.4f}{noise}){met}")
     lines += _holdout_lines(rep) + _collapse_lines(rep) + _operating_lines(rep)
     kept = [s for s in rep.reverted if s.kept]
     line = f"reverted to float: {sum(len(s.layers) for s in kept)} layers in {len(kept)} steps"

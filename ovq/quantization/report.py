@@ -113,6 +113,18 @@ class QuantizeReport:
     collapse: CollapseCheck | None = None
     speed: SpeedVerdict | None = None
 
+    @property
+    def budget_met(self) -> bool | None:
+        """Whether the drop on the validation images is within ``max_drop`` (``None``: no budget, or no mAP).
+
+        Accuracy control can end over budget: NNCF stops when it has tried every revert its ranking offered."""
+        budget, drop, fp = self.quantization.get("max_drop"), self.accuracy.drop, self.accuracy.fp
+        if budget is None or drop is None:
+            return None
+        if self.quantization.get("drop_type") == "relative" and fp:
+            drop /= abs(fp)
+        return drop <= budget + 1e-9
+
     def to_dict(self) -> dict[str, Any]:
         acc = self.accuracy
         out: dict[str, Any] = {
@@ -124,7 +136,7 @@ class QuantizeReport:
             "quantization": self.quantization,
             "accuracy": {"metric": METRIC, "fp": _r(acc.fp), "int8": _r(acc.int8), "drop": _r(acc.drop),
                          "fp_map50": _r(acc.fp_map50), "int8_map50": _r(acc.int8_map50), "images": acc.images,
-                         "drop_interval": interval_dict(acc.interval)},
+                         "drop_interval": interval_dict(acc.interval), "budget_met": self.budget_met},
             "first_int8_metric": _r(self.first_int8_metric),
             "reverted": [
                 {"rank": s.rank, "layers": s.layers, "metric_after": _r(s.metric), "kept": s.kept,
@@ -232,7 +244,17 @@ def _accuracy(report: QuantizeReport) -> list[str]:
         f"| INT8 | {_fmt(acc.int8)} | {_fmt(acc.int8_map50)} |",
         f"| drop | {_fmt(acc.drop)} | |",
         "",
-    ] + noise_lines(acc.interval, report.quantization.get("max_drop"))
+    ] + _budget_lines(report) + noise_lines(acc.interval, report.quantization.get("max_drop"))
+
+
+def _budget_lines(report: QuantizeReport) -> list[str]:
+    if report.budget_met is None:
+        return []
+    q = report.quantization
+    if report.budget_met:
+        return [f"The budget ({q['max_drop']:g} {q.get('drop_type', 'absolute')}) was met on these images.", ""]
+    return [(f"**The budget ({q['max_drop']:g} {q.get('drop_type', 'absolute')}) was NOT met**: accuracy control "
+             "tried every revert its ranking offered and stopped over it. The model written is the closest it got."), ""]
 
 
 def _reverts(report: QuantizeReport) -> list[str]:
