@@ -159,7 +159,7 @@ def test_a_budget_accuracy_control_could_not_meet_is_said_everywhere():
     drop 0.0028 for a 0.002 budget after 9 reverts); the report and the CLI printed the drop without a word."""
     report = _report(accuracy=Accuracy(0.7849, 0.7821, 0.91, 0.91, 160))
     assert report.budget_met is False
-    assert "**The budget (0.002 absolute) was NOT met**: accuracy control tried every revert" in render_markdown(report)
+    assert "**The budget (0.002 absolute) was NOT met**: accuracy control stopped over it" in render_markdown(report)
     assert report.to_dict()["accuracy"]["budget_met"] is False
     assert summary_lines(report)[0].endswith("(drop +0.0028); budget NOT met (see report.md)")
     report.accuracy = Accuracy(0.7849, 0.7831, 0.91, 0.91, 160)

@@ -117,7 +117,8 @@ class QuantizeReport:
     def budget_met(self) -> bool | None:
         """Whether the drop on the validation images is within ``max_drop`` (``None``: no budget, or no mAP).
 
-        Accuracy control can end over budget: NNCF stops when it has tried every revert its ranking offered."""
+        Accuracy control can end over budget: NNCF stops when it has tried every revert its ranking offered, or
+        after ``max_num_iterations`` steps."""
         budget, drop, fp = self.quantization.get("max_drop"), self.accuracy.drop, self.accuracy.fp
         if budget is None or drop is None:
             return None
@@ -254,7 +255,8 @@ def _budget_lines(report: QuantizeReport) -> list[str]:
     if report.budget_met:
         return [f"The budget ({q['max_drop']:g} {q.get('drop_type', 'absolute')}) was met on these images.", ""]
     return [(f"**The budget ({q['max_drop']:g} {q.get('drop_type', 'absolute')}) was NOT met**: accuracy control "
-             "tried every revert its ranking offered and stopped over it. The model written is the closest it got."), ""]
+             "stopped over it, having tried every revert its ranking offered (or reached `--max-iterations`). The model "
+             "written is the closest it got."), ""]
 
 
 def _reverts(report: QuantizeReport) -> list[str]:
