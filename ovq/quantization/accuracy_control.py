@@ -26,6 +26,7 @@ from ovq.core.errors import OvqError
 from ovq.evaluation.accuracy import predict_samples
 from ovq.evaluation.metrics import coco_map
 from ovq.model.detector import Detector
+from ovq.quantization.findings import drop_of
 from ovq.quantization.layers import int8_layers
 from ovq.quantization.options import RankBy
 from ovq.runtime.compilation import execution_precision
@@ -136,15 +137,11 @@ class Validator:
             return steps
         fp = self.fp_result[0]
 
-        def drop(metric: float) -> float:
-            d = fp - metric
-            return d / abs(fp) if self.relative and fp else d
-
         accepted = full[0].int8
-        previous, stepped_back = drop(full[0].metric), True
+        previous, stepped_back = drop_of(fp, full[0].metric, self.relative), True
         for rank, call in enumerate(full[1:], start=1):
-            current = drop(call.metric)
-            met = self.max_drop is not None and current <= self.max_drop
+            current = drop_of(fp, call.metric, self.relative)
+            met = self.max_drop is not None and current <= self.max_drop  # NNCF's own test, no rounding slack
             kept = met or current <= previous or stepped_back
             steps.append(RevertStep(rank=rank, layers=sorted(accepted - call.int8), metric=call.metric, kept=kept,
                                     ranking_round=call.ranking_round))

@@ -52,6 +52,17 @@ class OperatingPoints:
         return abs(self.int8.recall - self.fp.recall) > RECALL_SHIFT
 
 
+def drop_of(fp: float, int8: float, relative: bool = False) -> float:
+    """The mAP INT8 lost: absolute, or relative to FP's."""
+    d = fp - int8
+    return d / abs(fp) if relative and fp else d
+
+
+def within(drop: float, budget: float | None) -> bool | None:
+    """Whether ``drop`` is within ``budget`` (``None``: no budget); a drop equal to it, to float rounding, is."""
+    return None if budget is None else drop <= budget + 1e-9
+
+
 @dataclass
 class HoldoutResult:
     """FP and INT8 scored once on images quantization never saw, and whether the budget held there."""
@@ -67,12 +78,11 @@ class HoldoutResult:
 
     @property
     def drop(self) -> float:
-        d = self.fp[0] - self.int8[0]
-        return d / self.fp[0] if self.relative and self.fp[0] else d
+        return drop_of(self.fp[0], self.int8[0], self.relative)
 
     @property
     def held(self) -> bool | None:
-        return None if self.budget is None else self.drop <= self.budget + 1e-9
+        return within(self.drop, self.budget)
 
 
 @dataclass

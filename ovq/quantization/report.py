@@ -12,7 +12,7 @@ from typing import Any
 from ovq.evaluation.metrics import DropInterval
 from ovq.quantization.accuracy_control import GroupScore, RevertStep
 from ovq.quantization.collapse import CollapseCheck
-from ovq.quantization.findings import ClassAP, HoldoutResult, OperatingPoints, SpeedVerdict
+from ovq.quantization.findings import ClassAP, HoldoutResult, OperatingPoints, SpeedVerdict, drop_of, within
 from ovq.quantization.report_trust import (
     METRIC,
     Trust,
@@ -119,12 +119,11 @@ class QuantizeReport:
 
         Accuracy control can end over budget: NNCF stops when it has tried every revert its ranking offered, or
         after ``max_num_iterations`` steps."""
-        budget, drop, fp = self.quantization.get("max_drop"), self.accuracy.drop, self.accuracy.fp
-        if budget is None or drop is None:
+        acc = self.accuracy
+        if acc.fp is None or acc.int8 is None:
             return None
-        if self.quantization.get("drop_type") == "relative" and fp:
-            drop /= abs(fp)
-        return drop <= budget + 1e-9
+        relative = self.quantization.get("drop_type") == "relative"
+        return within(drop_of(acc.fp, acc.int8, relative), self.quantization.get("max_drop"))
 
     def to_dict(self) -> dict[str, Any]:
         acc = self.accuracy
