@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,12 @@ def test_a_hardware_decoder_the_machine_lacks_is_refused_before_a_live_stream_re
     with pytest.raises(ConfigError, match="decode 'd3d11': D3D11 video decoding is Windows only"):
         Pipeline(tiny, [url], decode="d3d11")
     assert main(["run", str(tiny), "--source", url, "--decode", "mfx", "-q"]) == 2
+    # below that check, the live reader opens with the mode it was given (it used OpenCV's defaults whatever it was)
+    from ovq.streaming.readers import FrameBuffer, LiveReader, ReconnectPolicy
+    from ovq.streaming.stats import StreamMeter
+
+    reader = LiveReader("cam", parse_source(url), FrameBuffer(1, latest_only=True, wake=threading.Event()),
+                        StreamMeter("cam", url, connected=False),
+                        ReconnectPolicy(stall_timeout=1.0), decode="vaapi")
+    with pytest.raises(SourceError, match="cannot open with vaapi hardware decoding"):
+        reader.opener()
