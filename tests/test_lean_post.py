@@ -97,6 +97,31 @@ def test_the_waiting_queue_calls_back_in_start_order_on_its_own_thread(assets, v
         q.start_async({0: frames[0]}, None)
 
 
+def test_shared_inputs_reach_the_request_as_they_are_or_through_openvino(assets, video_frames):
+    """share_inputs hands C-contiguous arrays of the input's type to the request directly; anything else (a strided
+    view) goes through OpenVINO's dispatcher. Both give OpenVINO's own queue's results; a wrong shape is refused
+    at start and the request is given back."""
+    from ovq.runtime.inference import InferQueue, WaitingQueue
+
+    det = Detector(assets / "models/fastestdet/FastestDet.onnx", precision="f32", hint="throughput")
+    frames = [det.preprocess(f)[0] for f in video_frames]
+    theirs = dict(_infer_queue_contract(InferQueue, det.compiled, frames))
+    wide = [np.concatenate([x, np.zeros_like(x)], axis=2)[:, :, : x.shape[2]] for x in frames]
+    assert not wide[0].flags.c_contiguous
+    for inputs in (frames, wide):
+        got: dict[int, np.ndarray] = {}
+        q = WaitingQueue(det.compiled, 2, lambda request, i, got=got: got.update({i: request.get_output_tensor(0).data.copy()}))
+        for i, x in enumerate(inputs):
+            q.start_async({0: x}, i, share_inputs=True)
+        q.wait_all()
+        with pytest.raises(Exception, match="(?i)shape|dimension|size"):
+            q.start_async({0: np.zeros((1, 8, 8, 3), np.uint8)}, -1, share_inputs=True)
+        q.start_async({0: inputs[0]}, 0, share_inputs=True)  # the request given back: the queue goes on
+        q.close()
+        assert sorted(got) == list(range(len(frames)))
+        assert all(np.array_equal(got[i], theirs[i]) for i in got)
+
+
 def test_the_waiting_queue_reports_errors(assets, video_frames):
     from ovq.runtime.inference import WaitingQueue
 

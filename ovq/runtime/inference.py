@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Self
 
+import numpy as np
 import openvino as ov
 
 logger = logging.getLogger(__name__)
@@ -176,8 +177,22 @@ class WaitingQueue(_Pool):
         self._busy = 0
         self._changed = threading.Condition()
         self._error: BaseException | None = None
+        self._dtypes = [port.get_element_type().to_dtype() for port in compiled.inputs]
+        self._held: list[Any] = [None] * jobs  # shared inputs of each request while it runs
         self._thread = threading.Thread(target=self._complete, name="ovq-infer-done", daemon=True)
         self._thread.start()
+
+    def _direct(self, inputs: Any) -> bool:
+        """Whether ``inputs`` can be handed to the request as they are: ``{index: array}`` of C-contiguous arrays
+        of the inputs' own types. Then each is wrapped in a shared tensor, skipping OpenVINO's Python input
+        dispatcher (16 vs 41 us a frame, one 352x352 u8 image, EPYC Zen 5); anything else goes through it."""
+        if not isinstance(inputs, dict):
+            return False
+        for port, array in inputs.items():
+            if (not isinstance(port, int) or not 0 <= port < len(self._dtypes) or not isinstance(array, np.ndarray)
+                    or array.dtype != self._dtypes[port] or not array.flags.c_contiguous):
+                return False
+        return True
 
     def start_async(self, inputs: Any = None, userdata: Any = None, share_inputs: bool = False) -> None:
         """Start an idle request (waits for one); ``share_inputs``: OpenVINO reads the arrays where they are, so
@@ -187,8 +202,16 @@ class WaitingQueue(_Pool):
         with self._changed:
             self._busy += 1
         try:
-            requests[index].start_async(inputs, share_inputs=share_inputs)
+            request = requests[index]
+            if share_inputs and self._direct(inputs):
+                for port, array in inputs.items():
+                    request.set_input_tensor(port, ov.Tensor(array, shared_memory=True))
+                self._held[index] = inputs  # alive until the request is done, as OpenVINO's dispatcher keeps them
+                request.start_async()
+            else:
+                request.start_async(inputs, share_inputs=share_inputs)
         except BaseException:
+            self._held[index] = None
             self._idle.put(index)
             with self._changed:
                 self._busy -= 1
@@ -211,6 +234,7 @@ class WaitingQueue(_Pool):
                 if self._error is None:
                     self._error = exc
             finally:
+                self._held[index] = None
                 self._idle.put(index)
                 with self._changed:
                     self._busy -= 1
