@@ -266,6 +266,13 @@ def test_served_model_detects_what_the_local_one_does(server: OvqServe, yolox: P
         assert len(a) > 3
         assert a.class_id.tolist() == b.class_id.tolist()
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=2.0)  # same CPU, same IR: identical here
+    # a pipeline keeps a second request waiting per device stream locally, one more than its jobs when served
+    from ovq.streaming.pipeline import Pipeline
+
+    video = str(assets / "videos" / "one-by-one-person-detection.mp4")
+    optimal = int(local.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    assert Pipeline(local, [video]).nireq == 2 * optimal + 1 and Pipeline(remote, [video]).nireq == remote.jobs + 1
+    assert Pipeline(local, [video], nireq=2).nireq == 2
 
 
 @pytest.mark.slow
