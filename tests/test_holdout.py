@@ -126,6 +126,14 @@ def test_cli_fail_on_holdout_needs_a_budget_and_held_out_images(tmp_path, capsys
     assert not (tmp_path / "q").exists()
 
 
+def test_cli_fail_on_budget_needs_a_budget(tmp_path, capsys):
+    code = main(["quantize", str(DEMO_MODEL), "--data", str(tmp_path), "-o", str(tmp_path / "q"), "--fail-on-budget",
+                 "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["ovq quantize: error: --fail-on-budget gates on the accuracy budget: it needs --max-drop"]
+    assert not (tmp_path / "q").exists()
+
+
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> Path:
     """Generated conveyor images for the shipped demo model: 'calib' to calibrate, 'val' to validate."""

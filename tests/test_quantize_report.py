@@ -171,3 +171,10 @@ def test_a_budget_accuracy_control_could_not_meet_is_said_everywhere():
     assert report.budget_met is False
     report.quantization = {k: v for k, v in report.quantization.items() if k != "max_drop"}
     assert report.budget_met is None and "budget" not in summary_lines(report)[0]
+
+
+def test_the_reverts_line_counts_in_words():
+    report = _report()
+    assert any(line.startswith("reverted to float: 3 layers in 2 steps") for line in summary_lines(report))
+    report.reverted = report.reverted[:1]
+    assert any(line.startswith("reverted to float: 1 layer in 1 step") for line in summary_lines(report))

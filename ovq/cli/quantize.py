@@ -1,12 +1,14 @@
-"""``ovq quantize MODEL --data DATA -o OUT_DIR [--max-drop D] [--holdout F] [--fail-on-holdout]``.
+"""``ovq quantize MODEL --data DATA -o OUT_DIR [--max-drop D] [--holdout F] [--fail-on-budget] [--fail-on-holdout]``.
 
-Exit codes: 0 done, 2 bad input (one line), 3 with ``--fail-on-holdout`` when the budget did not hold on the
-held-out images (the model and report are written, so a CI job can keep them).
+Exit codes: 0 done, 2 bad input (one line), 3 with ``--fail-on-budget`` when accuracy control stopped over the
+budget on the validation images, or with ``--fail-on-holdout`` when the budget did not hold on the held-out
+images (either way the model and report are written, so a CI job can keep them).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from enum import Enum
 
 from ovq.cli._common import add_command, add_device
@@ -58,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "quantization decides; FP and INT8 are scored on them once at the end")
     p.add_argument("--holdout-seed", type=int, default=0, help="which images --holdout keeps out (default 0)")
     p.add_argument("--test-split", metavar="NAME", help="like --holdout, with a split of its own (e.g. test)")
+    p.add_argument("--fail-on-budget", action="store_true",
+                   help="exit 3 when accuracy control stopped over the --max-drop budget on the validation images "
+                        "(every revert tried, or --max-iterations reached; for CI gates)")
     p.add_argument("--fail-on-holdout", action="store_true",
                    help="exit 3 when the --max-drop budget does not hold on the held-out images (for CI gates)")
     p.add_argument("--recalibrate-threshold", action="store_true",
@@ -96,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if args.fail_on_holdout and (options.max_drop is None or (options.holdout is None and options.test_split is None)):
         raise ConfigError("--fail-on-holdout gates on the budget held out: it needs --max-drop and --holdout or "
                           "--test-split")
+    if args.fail_on_budget and options.max_drop is None:
+        raise ConfigError("--fail-on-budget gates on the accuracy budget: it needs --max-drop")
     # NNCF logs every quantizer it places at INFO; keep it to warnings unless -vv (the CLI owns its process)
     nncf.set_log_level(logging.DEBUG if args.verbose > 1 else logging.WARNING)
     result = quantize(args.model, args.data, args.out, options, progress=not args.no_progress)
@@ -103,9 +110,14 @@ def run(args: argparse.Namespace) -> int:
     for line in summary_lines(result.details):
         print(line)
     print(f"report: {args.out}/report.md")
+    failed = []
+    if args.fail_on_budget and result.budget_met is False:
+        failed.append(f"--fail-on-budget: the drop on the validation images is over the budget {options.max_drop:g}")
     if args.fail_on_holdout and result.holdout_held is False:
-        return 3
-    return 0
+        failed.append(f"--fail-on-holdout: the budget {options.max_drop:g} did not hold on the held-out images")
+    for why in failed:
+        print(f"ovq quantize: exit 3 ({why}); the model and report are written", file=sys.stderr)
+    return 3 if failed else 0
 
 
 def summary_lines(rep) -> list[str]:
@@ -120,7 +132,8 @@ def summary_lines(rep) -> list[str]:
                      f"INT8 {acc.int8:.4f} (drop {acc.drop:+.4f}{noise}){met}")
     lines += _holdout_lines(rep) + _collapse_lines(rep) + _operating_lines(rep)
     kept = [s for s in rep.reverted if s.kept]
-    line = f"reverted to float: {sum(len(s.layers) for s in kept)} layers in {len(kept)} steps"
+    layers = sum(len(s.layers) for s in kept)
+    line = f"reverted to float: {layers} layer{'s' * (layers != 1)} in {len(kept)} step{'s' * (len(kept) != 1)}"
     lat = rep.latency
     if lat is not None and lat.final_ms is not None:
         line += (f"; batch-1 latency FP {lat.fp_ms:.3f} ms, all-INT8 {lat.int8_all_layers_ms:.3f} ms, "

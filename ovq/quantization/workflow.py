@@ -80,6 +80,11 @@ class QuantizeResult:
         return self.fp_map - self.int8_map
 
     @property
+    def budget_met(self) -> bool | None:
+        """Whether accuracy control ended within the budget on the validation images (``None``: no budget)."""
+        return self.details.budget_met
+
+    @property
     def holdout_held(self) -> bool | None:
         """Whether the budget held on the held-out images (``None``: no held-out images, or no budget)."""
         return None if self.details.holdout is None else self.details.holdout.held
