@@ -122,6 +122,20 @@ def test_shared_inputs_reach_the_request_as_they_are_or_through_openvino(assets,
         assert all(np.array_equal(got[i], theirs[i]) for i in got)
 
 
+def test_only_inputs_with_a_numpy_type_of_their_own_skip_the_dispatcher():
+    """bf16 reads back from OpenVINO as float16 and u4 as uint8, and a dynamic type raises: those go through the
+    dispatcher (it converts), which the queue must still build for."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from ovq.runtime.inference import _numpy_type
+
+    kinds = {ov.Type.u8: np.uint8, ov.Type.f32: np.float32, ov.Type.f16: np.float16, ov.Type.i64: np.int64,
+             ov.Type.bf16: None, ov.Type.u4: None, ov.Type.string: None, ov.Type.dynamic: None}
+    for kind, want in kinds.items():
+        assert _numpy_type(ops.parameter([1, 4], kind).output(0)) == (None if want is None else np.dtype(want)), kind
+
+
 def test_the_waiting_queue_reports_errors(assets, video_frames):
     from ovq.runtime.inference import WaitingQueue
 

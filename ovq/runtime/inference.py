@@ -152,6 +152,17 @@ class _Failed:
         raise self.error
 
 
+def _numpy_type(port: Any) -> np.dtype | None:
+    """The NumPy type an input takes as it is; ``None`` where only OpenVINO's dispatcher can fill it (a dynamic
+    type, strings, bf16 and sub-byte types, which have no NumPy type of their own)."""
+    kind = port.get_element_type()
+    try:
+        dtype = np.dtype(kind.to_dtype())
+    except Exception:  # noqa: BLE001 - OpenVINO raises a bare RuntimeError ("map::at") for a dynamic type
+        return None
+    return dtype if dtype.kind in "biuf" and ov.Type(dtype) == kind else None
+
+
 class WaitingQueue(_Pool):
     """:class:`InferQueue`'s interface with the callback run by a Python thread of its own, never by OpenVINO.
 
@@ -177,7 +188,7 @@ class WaitingQueue(_Pool):
         self._busy = 0
         self._changed = threading.Condition()
         self._error: BaseException | None = None
-        self._dtypes = [port.get_element_type().to_dtype() for port in compiled.inputs]
+        self._dtypes = [_numpy_type(port) for port in compiled.inputs]
         self._held: list[Any] = [None] * jobs  # shared inputs of each request while it runs
         self._thread = threading.Thread(target=self._complete, name="ovq-infer-done", daemon=True)
         self._thread.start()
