@@ -266,12 +266,16 @@ def test_served_model_detects_what_the_local_one_does(server: OvqServe, yolox: P
         assert len(a) > 3
         assert a.class_id.tolist() == b.class_id.tolist()
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=2.0)  # same CPU, same IR: identical here
-    # a pipeline keeps a second request waiting per device stream locally, one more than its jobs when served
+    # a file read flat out gets a second request waiting per device stream; live, paced and served runs one more
+    # than the device's (or the server's) own number, so a slow sink leaves fewer stale frames in flight
     from ovq.streaming.pipeline import Pipeline
 
     video = str(assets / "videos" / "one-by-one-person-detection.mp4")
     optimal = int(local.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     assert Pipeline(local, [video]).nireq == 2 * optimal + 1 and Pipeline(remote, [video]).nireq == remote.jobs + 1
+    for live in ({"sources": ["synth://conveyor"]}, {"sources": [video], "pace_fps": 10.0},
+                 {"sources": [video, "synth://conveyor"]}):
+        assert Pipeline(local, **live).nireq == optimal + 1, live
     assert Pipeline(local, [video], nireq=2).nireq == 2
 
 

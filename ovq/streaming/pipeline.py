@@ -84,9 +84,9 @@ _END = object()
 class Pipeline:
     """Run a detector over several video sources at once and send ordered results to sinks.
 
-    ``model`` is a model path (folder, ``.xml``, ``.onnx``, ``.pt``) compiled once with the ``throughput``
-    hint (unless ``hint`` says otherwise), or an already built :class:`Detector`. All streams share its
-    ``AsyncInferQueue`` of ``nireq`` requests (0: twice the device's optimal number plus one; served: plus one).
+    ``model`` is a model path (folder, ``.xml``, ``.onnx``, ``.pt``) compiled once with the ``throughput`` hint
+    (unless ``hint`` says otherwise), or an already built :class:`Detector`. All streams share its ``nireq``
+    requests (0: the device's optimal number + 1; twice it + 1 on files read flat out).
 
     Files are read losslessly; live sources (camera, URL, ``synth://``) keep their newest frame and are
     reopened by ``reconnect`` when they fail. :meth:`run` blocks until every source ended, each stream reached
@@ -98,8 +98,7 @@ class Pipeline:
     at start-up) and the sizes agree, the detector runs a variant that letterboxes inside OpenVINO
     (:meth:`Detector.for_source`): decoded frames go to the device as they are. ``None`` (the default) does so
     on GPU and NPU, taking the resize off the CPU, and resizes in Python on the CPU, where the graph was slower
-    for all three shared models (quiet 2-core EPYC Zen 3, f32, interleaved: YOLOX-Nano 49.7 vs 50.8 fps,
-    person-0013 36.3 vs 38.1, FastestDet 121.9 vs 143.3; benchmarks/bench_pipeline.py).
+    for all three shared models (why: :mod:`ovq.model.ingraph`; benchmarks/bench_pipeline.py).
 
     With ``nms_in_graph``, the detector's graph also decodes the boxes and runs NMS, for the families that can
     (:meth:`Detector.with_nms_in_graph`); ``None`` (the default) does so on the CPU (measured: :mod:`.variants`).
@@ -186,9 +185,11 @@ class Pipeline:
         # a model path, a Detector, a serving URL or a RemoteDetector (ovq.serving.remote)
         self.detector = open_detector(model, device=device, conf=conf, precision=precision, hint=hint or "throughput")
         # requests waiting keep the device fed while Python works: optimal + 1 took FastestDet 372 -> 406 FPS (2-core
-        # Zen 3, f32), 2 x optimal + 1 513 -> 542 (Zen 5, bf16, 24 interleaved pairs, 20 higher; YOLOX-Nano 220 -> 223)
+        # Zen 3, f32), 2 x optimal + 1 on files 513 -> 542 (Zen 5, bf16, 24 pairs, 20 higher; YOLOX-Nano 220 -> 223).
+        # Not for live or paced sources: behind a slow sink each frame in flight is a stale one (test_pipeline.py)
         optimal = int(self.detector.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self.nireq = nireq or (optimal + 1 if isinstance(self.detector, RemoteDetector) else 2 * optimal + 1)
+        flat_out = not (self.realtime_files or isinstance(self.detector, RemoteDetector) or any(s.live for s in specs))
+        self.nireq = nireq or optimal + 1 + (optimal if flat_out else 0)
         self._streams = [
             _Stream(index=i, name=name, spec=spec, meter=StreamMeter(name, spec.display, connected=not spec.live))
             for i, (name, spec) in enumerate(zip(names, specs, strict=True))
