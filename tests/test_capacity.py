@@ -34,14 +34,37 @@ def test_search_finds_the_largest_passing_count(limit, max_streams, expected):
     found, trials = search(threshold_trial(limit, seen), max_streams=max_streams)
     assert found == expected
     assert [t.streams for t in trials] == seen
-    assert len(set(seen)) == len(seen), f"a count was tried twice: {seen}"
-    assert len(seen) <= 2 * max(1, expected).bit_length() + 2, seen
+    failed = {t.streams for t in trials if not t.passed}
+    assert all(n > limit for n in failed) and all(t.passed for t in trials if t.streams <= limit)
+    assert all(seen.count(n) == (2 if n in failed else 1) for n in seen), seen  # a failure is run again, once
+    assert [t.attempt for t in trials if t.streams in failed] == [1, 2] * len(failed)
+    assert len(seen) <= 3 * max(1, expected).bit_length() + 3, seen
 
 
 def test_search_doubles_then_bisects():
     seen: list[int] = []
     assert search(threshold_trial(5, seen), max_streams=64)[0] == 5
+    assert seen == [1, 2, 4, 8, 8, 6, 6, 5]
+    seen.clear()
+    assert search(threshold_trial(5, seen), max_streams=64, confirm=False)[0] == 5
     assert seen == [1, 2, 4, 8, 6, 5]
+
+
+def test_one_hiccup_does_not_decide_the_answer():
+    """A trial that fails once (a shared machine's stolen time) is run again; only a second failure counts."""
+    tried: list[int] = []
+
+    def hiccup_at_two(n: int) -> Trial:
+        tried.append(n)
+        passed = n <= 6 and not (n == 2 and tried.count(2) == 1)
+        return Trial(streams=n, fps=25.0, p95_ms=15.0, dropped=0 if passed else 2, cpu_percent=30.0 * n,
+                     passed=passed, why="" if passed else "2 dropped")
+
+    found, trials = search(hiccup_at_two, max_streams=64)
+    assert found == 6
+    assert [(t.streams, t.passed, t.attempt) for t in trials[:3]] == [(1, True, 1), (2, False, 1), (2, True, 2)]
+    tried.clear()
+    assert search(hiccup_at_two, max_streams=64, confirm=False)[0] == 1  # what one hiccup did before
 
 
 def test_search_rejects_a_zero_bound():
@@ -81,8 +104,9 @@ def test_two_slow_streams_fit_and_the_report_says_so(assets, tiny_detector):
 def test_a_latency_bound_no_frame_meets_gives_zero(assets, tiny_detector):
     report = capacity(tiny_detector, assets / VIDEO, fps=5, max_p95_ms=0.001, seconds=1, warmup=0.5)
     assert report.streams == 0
-    assert len(report.trials) == 1 and not report.trials[0].passed
-    assert "p95" in report.trials[0].why and "> 0.001 ms" in report.trials[0].why
+    assert [(t.streams, t.passed, t.attempt) for t in report.trials] == [(1, False, 1), (1, False, 2)]
+    assert "p95" in report.trials[1].why and "> 0.001 ms" in report.trials[1].why
+    assert "FAIL: p95" in report.table() and "(run again)" in report.table()
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
