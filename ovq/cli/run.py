@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_precision(p)
     p.add_argument("--hint", choices=HINTS, default=None,
                    help="performance hint (default throughput; latency on an NPU)")
-    p.add_argument("--nireq", type=int, default=0, help="infer requests (default: the device's optimal number plus one; twice it plus one for files "
+    p.add_argument("--nireq", type=int, default=0,
+                   help="infer requests (default: the device's optimal number plus one; twice it plus one for files "
                         "read flat out)")
     add_conf(p)
     p.add_argument("--track", action="store_true", help="assign stable per-stream track IDs (ByteTrack)")
