@@ -184,12 +184,11 @@ class Pipeline:
             check_tracking_available()
         # a model path, a Detector, a serving URL or a RemoteDetector (ovq.serving.remote)
         self.detector = open_detector(model, device=device, conf=conf, precision=precision, hint=hint or "throughput")
-        # requests waiting keep the device fed while Python works: optimal + 1 took FastestDet 372 -> 406 FPS (2-core
-        # Zen 3, f32), 2 x optimal + 1 on files 513 -> 542 (Zen 5, bf16, 24 pairs, 20 higher; YOLOX-Nano 220 -> 223).
-        # Not for live or paced sources: behind a slow sink each frame in flight is a stale one (test_pipeline.py)
+        # requests waiting keep the device fed while Python works: optimal + 1 took FastestDet 372 -> 406 FPS (Zen 3,
+        # f32), 2 x optimal + 1 on files 513 -> 542 (Zen 5, bf16, 24 pairs); not live: a frame in flight goes stale
         optimal = int(self.detector.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         flat_out = not (self.realtime_files or isinstance(self.detector, RemoteDetector) or any(s.live for s in specs))
-        self.nireq = nireq or optimal + 1 + (optimal if flat_out else 0)
+        self.nireq = nireq or optimal + 1 + optimal * flat_out
         self._streams = [
             _Stream(index=i, name=name, spec=spec, meter=StreamMeter(name, spec.display, connected=not spec.live))
             for i, (name, spec) in enumerate(zip(names, specs, strict=True))
