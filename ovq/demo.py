@@ -115,7 +115,7 @@ def run_demo(
     logger.info("[4/4] writing the summary")
     summary = DemoSummary(
         out_dir=str(out), fp_map=result.fp_map, int8_map=result.int8_map, drop=result.drop, max_drop=max_drop,
-        budget_met=result.details.budget_met,
+        budget_met=result.budget_met,
         reverted_layers=len(report["quantization"].get("reverted_layers", [])), rank_by=rank_by,
         latency=report.get("latency"),
         precision=report["deployment_precision"], throughput=report["throughput"], pipeline=run,

@@ -17,6 +17,9 @@ def test_demo_runs_the_main_job(tmp_path):
     assert s.fp_map - s.int8_map <= 0.02 + 1e-4
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert summary["pipeline"]["streams"]["conveyor"]["frames"] == 40
+    # the budget's verdict reaches the summary (a missed one is said in it: "NOT met")
+    assert summary["budget_met"] is s.budget_met is True
+    assert "(budget 0.02)" in (tmp_path / "d" / "summary.md").read_text()
     cap = cv2.VideoCapture(str(tmp_path / "d" / "conveyor_int8.mp4"))
     n = 0
     while cap.read()[0]:
