@@ -108,7 +108,18 @@ class InferQueue(_Pool):
 
     def start_async(self, inputs: Any = None, userdata: Any = None) -> None:
         """Start the next idle request (waits for one, GIL released)."""
-        self._open().start_async(inputs, userdata)
+        pool = self._open()
+        try:
+            pool.start_async(inputs, userdata)
+        except BaseException as exc:
+            # Ctrl-C lands here most often (this call waits for an idle request). The traceback keeps the frame of
+            # OpenVINO's Python wrapper, whose ``self`` is the AsyncInferQueue: while the error is being handled,
+            # close() could not free the queue, so it waited its whole timeout for the callback (Ctrl-C in
+            # `ovq eval` took 10 s and warned). The frames below this one are done: their locals can go.
+            del pool
+            if exc.__traceback__ is not None:
+                traceback.clear_frames(exc.__traceback__.tb_next)
+            raise
 
     def wait_all(self) -> None:
         self._open().wait_all()
