@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import heads
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
@@ -217,3 +218,98 @@ def test_ultralytics_pt_converts_and_decodes(tmp_path, monkeypatch, arch, family
     assert len(dets) > 0 and dets.xyxy.shape[1] == 4
     assert (dets.xyxy[:, [0, 2]] <= 400).all() and (dets.xyxy[:, [1, 3]] <= 240).all()
     assert (dets.class_id >= 0).all() and (dets.class_id < 80).all()
+
+
+# --- option values: checked before anything is converted or written -------------------------------
+
+
+def test_a_lone_preprocessing_option_keeps_the_familys_others(assets, tmp_path):
+    """`--resize stretch` alone on YOLOX (BGR, 0-255 input) once reset the colour order and scale to the default
+    RGB / 255 as well: a model that converted fine and found nothing."""
+    onnx = assets / "models/yolox_nano/yolox_nano.onnx"
+    assert main(["convert", str(onnx), "-o", str(tmp_path / "s"), "--resize", "stretch", "-q"]) == 0
+    info = read_info(ov.Core().read_model(str(tmp_path / "s/model.xml")))
+    assert info.resize == "stretch"
+    assert info.extra["source_preprocessing"] == {"color": "BGR", "mean": [0.0] * 3, "scale": [1.0] * 3}
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--scale", "0", "0", "0"], "scale [0.0, 0.0, 0.0]"),
+        (["--mean", "nan", "0", "0"], "mean [nan, 0.0, 0.0]"),
+        (["--conf", "5"], "conf 5.0"),
+        (["--iou", "nan"], "iou nan"),
+        (["--imgsz", "32", "32", "32"], "--imgsz 32 32 32"),
+        (["--labels", "{binary}"], "not a UTF-8 text file"),
+        (["--labels", "{missing}"], "missing.txt: No such file"),
+        (["--labels", "{blank}"], "line 2 is blank"),
+    ],
+    ids=["scale0", "mean-nan", "conf5", "iou-nan", "imgsz3", "labels-binary", "labels-missing", "labels-blank"],
+)
+def test_bad_option_values_exit_2_with_one_line(echo_xml, tmp_path, capsys, args, says):
+    (tmp_path / "binary.txt").write_bytes(bytes(range(128, 256)) * 8)
+    (tmp_path / "blank.txt").write_text("a\n\nb\n")
+    names = {"{binary}": tmp_path / "binary.txt", "{missing}": tmp_path / "missing.txt", "{blank}": tmp_path / "blank.txt"}
+    args = [str(names.get(a, a)) for a in args]
+    out = tmp_path / "out"
+    assert main(["convert", str(echo_xml), "-o", str(out), "--family", "yolo", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert not out.exists()
+
+
+def test_labels_file_with_blank_lines_at_the_end_is_fine(echo_xml, tmp_path):
+    (tmp_path / "labels.txt").write_text("cat\ndog\n\n\n")
+    assert main(["convert", str(echo_xml), "-o", str(tmp_path / "o"), "--family", "yolo",
+                 "--labels", str(tmp_path / "labels.txt"), "-q"]) == 0
+    assert read_info(ov.Core().read_model(str(tmp_path / "o/model.xml"))).labels == ["cat", "dog"]
+
+
+def test_reconverting_refuses_what_the_graph_fixed(echo_xml, tmp_path, capsys):
+    first = convert(echo_xml, tmp_path / "a", family="yolo", labels=["x", "y"])
+    for args in (["--color", "BGR"], ["--resize", "stretch"], ["--mean", "1", "2", "3"]):
+        assert main(["convert", str(first), "-o", str(tmp_path / "b"), *args]) == 2
+        assert "already converted" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("{{", "not JSON"),
+        ("[]", "not a JSON object"),
+        ("{}", "lacks family, labels, input_size"),
+        ('{"family": "yolo", "labels": ["x", "y"], "input_size": "abc"}', "input_size 'abc'"),
+        ('{"family": "yolo", "labels": ["x", "y"], "input_size": [8, 12], "conf_threshold": 5}', "conf_threshold 5"),
+    ],
+    ids=["json", "list", "empty", "size", "conf"],
+)
+def test_corrupt_ovq_metadata_is_one_line_naming_the_file(echo_xml, tmp_path, capsys, text, says):
+    model = ov.Core().read_model(str(convert(echo_xml, tmp_path / "a", family="yolo", labels=["x", "y"])))
+    model.set_rt_info(text, ["ovq", "info"])
+    ov.save_model(model, str(tmp_path / "bad.xml"))
+    with pytest.raises(ModelError, match="bad.xml: ovq metadata") as excinfo:
+        prepare(tmp_path / "bad.xml")
+    assert says in str(excinfo.value)
+    assert main(["convert", str(tmp_path / "bad.xml"), "-o", str(tmp_path / "o")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("which", [".onnx", ".bin"])
+def test_a_model_file_it_may_not_read_says_permission_denied(echo_xml, tmp_path, which):
+    """The ONNX front end said "not an ONNX model" of it, OpenVINO "cannot read model: Loading input model"."""
+    if which == ".onnx":
+        src = heads.onnx_yolo(tmp_path / "m.onnx")
+    else:
+        src = convert(echo_xml, tmp_path / "m", family="yolo", labels=["a", "b"])
+    src.with_suffix(which).chmod(0)
+    # root reads anything: without the capabilities that let it, it is refused like anyone else
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    if drop and shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to drop root's file-reading capabilities")
+    proc = subprocess.run([*drop, sys.executable, "-m", "ovq", "convert", str(src), "-o", str(tmp_path / "o"), "-q"],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"ovq convert: error: {src.with_suffix(which)}: Permission denied"]

@@ -59,6 +59,13 @@ class FakeYolo(YoloDecoder):
 
 class NoDecoder:
     family = "nodecoder"
+
+
+class Raiser(YoloDecoder):
+    family = "raiser"
+
+    def matches(self, facts):
+        raise RuntimeError("cannot look at these outputs")
 '''
 
 
@@ -107,7 +114,7 @@ def trouble(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trouble")
     src = _package(root, "ovq-trouble", "ovq_trouble", TROUBLE, {
         "yolo_twin": "ovq_trouble:TwinDecoder", "yolo": "ovq_trouble:FakeYolo",
-        "nodecoder": "ovq_trouble:NoDecoder", "gone": "ovq_trouble_missing:Gone",
+        "nodecoder": "ovq_trouble:NoDecoder", "gone": "ovq_trouble_missing:Gone", "raiser": "ovq_trouble:Raiser",
     })
     return _install(src, root / "site")
 
@@ -243,6 +250,11 @@ def test_plugins_that_cannot_be_used_say_why_and_an_overlap_asks_for_family(trou
         f"ovq convert: error: {onnx}: the outputs [1, 7, 64] fit several families (yolo, yolo_twin); "
         "pass --family to say which")
     assert not (tmp_path / "ir").exists()
+    proc = ovq("convert", str(onnx), "-o", str(tmp_path / "ir"), "--family", "raiser", "-q", site=trouble)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"ovq convert: error: {onnx}: family 'raiser' failed to check the outputs: RuntimeError: cannot look at "
+        "these outputs")
     proc = ovq("convert", str(onnx), "-o", str(tmp_path / "ir"), "--family", "yolo_twin", "-q", site=trouble)
     assert proc.returncode == 0, proc.stderr
     assert read_info(ov.Core().read_model(str(tmp_path / "ir/model.xml"))).family == "yolo_twin"

@@ -101,3 +101,27 @@ def test_predict_folder_and_unreadable_image(assets, tmp_path, capsys):
     code = main(["predict", str(assets / "models/fastestdet/FastestDet.onnx"), str(bad), "-o", str(out), "-q"])
     assert code == 2 and "broken.jpg: not a readable image" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_predict_never_writes_over_its_input_images(tiny, tmp_path, capsys):
+    """`-o` the images' own folder once replaced each image by its annotated copy (a second run then detected on
+    the drawings)."""
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    cv2.imwrite(str(folder / "a.jpg"), image)
+    before = (folder / "a.jpg").read_bytes()
+    assert main(["predict", str(tiny), str(folder), "-o", str(folder), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a.jpg: is an input image" in err[0], err
+    assert (folder / "a.jpg").read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["a.jpg"]
+    assert main(["predict", str(tiny), str(folder), "-o", str(folder / "annotated"), "-q"]) == 0
+    assert (folder / "a.jpg").read_bytes() == before and (folder / "annotated/a.jpg").exists()
+
+
+@pytest.mark.parametrize("args", [["--iou", "nan"], ["--conf", "-0.5"], ["--conf", "1.5"]])
+def test_thresholds_outside_0_1_are_refused(tiny, tmp_path, capsys, args):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    assert main(["predict", str(tiny), str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), *args]) == 2
+    assert "expected a number from 0 to 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

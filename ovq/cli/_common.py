@@ -57,13 +57,33 @@ def add_conf(p: argparse.ArgumentParser, default: float | None = None) -> None:
     p.add_argument("--conf", type=float, default=default, help="confidence threshold (default: the model's)")
 
 
+_LABEL_FILE_SUFFIXES = {".txt", ".names", ".labels", ".csv", ".json", ".yaml", ".yml"}
+
+
 def parse_labels(value: str | None) -> list[str] | None:
-    """Labels from a comma-separated list or a text file with one label a line."""
+    """Labels from a comma-separated list or a text file with one label a line (UTF-8; blank lines only at the end).
+
+    A value that looks like a path (a separator, or a label-file suffix such as ``.txt``) is a file, and a missing
+    one is an error rather than a single label named after it."""
     if not value:
         return None
     path = Path(value)
-    if path.is_file():
-        labels = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    looks_like_path = "/" in value or "\\" in value or path.suffix.lower() in _LABEL_FILE_SUFFIXES
+    if path.is_file() or looks_like_path:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise ConfigError(f"--labels {value}: not a UTF-8 text file (expected one label a line)") from None
+        except OSError as exc:
+            raise ConfigError(f"--labels {value}: {exc.strerror or exc}") from None
+        while lines and not lines[-1].strip():
+            lines.pop()
+        blank = next((i for i, ln in enumerate(lines, 1) if not ln.strip()), None)
+        if blank is not None:
+            raise ConfigError(
+                f"--labels {value}: line {blank} is blank (one label a line; a blank line would shift every later class)"
+            )
+        labels = [ln.strip() for ln in lines]
     else:
         labels = [x.strip() for x in value.split(",")]
     if not labels or any(not x for x in labels):

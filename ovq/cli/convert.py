@@ -29,26 +29,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovq.core.errors import ConfigError
     from ovq.model.conversion import convert
-    from ovq.model.decoders import SourcePreprocessing, get_decoder
 
-    pre = None
-    if any(v is not None for v in (args.color, args.mean, args.scale, args.resize)):
-        base = SourcePreprocessing() if args.family is None else get_decoder(args.family).preprocessing
-        pre = SourcePreprocessing(
-            color=args.color or base.color,
-            mean=tuple(args.mean) if args.mean else base.mean,
-            scale=tuple(args.scale) if args.scale else base.scale,
-            resize=args.resize or base.resize,
-            letterbox_center=base.letterbox_center,
-            pad_value=base.pad_value,
-        )
+    # only what was given: the rest stays the family's (a lone --resize must not reset YOLOX's BGR, 0-255 input)
+    given = {"color": args.color, "mean": args.mean, "scale": args.scale, "resize": args.resize}
+    pre = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
     imgsz = None
     if args.imgsz:
-        imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz[:2])
+        if len(args.imgsz) > 2:
+            raise ConfigError(f"--imgsz {' '.join(map(str, args.imgsz))}: expected N (square) or H W")
+        imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz)
     xml = convert(
         args.src, args.out, imgsz=imgsz, fp16=args.fp16, family=args.family,
-        labels=parse_labels(args.labels), preprocessing=pre, conf_threshold=args.conf, iou_threshold=args.iou,
+        labels=parse_labels(args.labels), preprocessing=pre or None, conf_threshold=args.conf, iou_threshold=args.iou,
         agnostic_nms=args.agnostic_nms,
     )
     print(xml)

@@ -111,6 +111,15 @@ def _stat_or_none(path: Path) -> os.stat_result | None:
         raise OutputError(f"{path}: {_reason(exc)}") from None
 
 
+def unreadable(path: str | Path) -> str | None:
+    """Why ``path`` cannot be opened for reading (the system's words: "Permission denied"...), or ``None``."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return _reason(exc)
+
+
 def is_stream(path: str | Path) -> bool:
     """Whether ``path`` is (or links to) a FIFO or a character device: written straight through, never replaced."""
     try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+import numbers
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import openvino as ov
@@ -43,10 +44,28 @@ class ModelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        if not isinstance(self.family, str) or not self.family:
+            raise ModelError(f"family {self.family!r} is not a name")
+        if not isinstance(self.labels, (list, tuple)):
+            raise ModelError(f"labels {self.labels!r} are not a list")
+        size = self.input_size
+        if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_whole(x) and x > 0 for x in size):
+            raise ModelError(f"input_size {size!r} is not [height, width] in pixels")
+        self.input_size = (int(size[0]), int(size[1]))
         self.labels = [str(x) for x in self.labels]
         if self.resize not in RESIZE_MODES:
             raise ModelError(f"resize mode '{self.resize}' is not one of {', '.join(RESIZE_MODES)}")
+        for name in ("conf_threshold", "iou_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+                raise ModelError(f"{name} {value!r} is not a number in [0, 1]")
+        if not _whole(self.max_det) or self.max_det < 1:
+            raise ModelError(f"max_det {self.max_det!r} is not a whole number of at least 1")
+        if not _whole(self.pad_value) or not 0 <= self.pad_value <= 255:
+            raise ModelError(f"pad_value {self.pad_value!r} is not a pixel value (0-255)")
+        for name in ("compile_config", "quantization", "extra"):
+            if not isinstance(getattr(self, name), dict):
+                raise ModelError(f"{name} {getattr(self, name)!r} is not a mapping")
 
     def label(self, class_id: int) -> str:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
@@ -58,9 +77,28 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, text: str) -> ModelInfo:
-        data = json.loads(text)
+        """Read :meth:`to_json`'s text; :class:`ModelError` saying what is wrong when it is not that."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ModelError(f"ovq metadata is not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ModelError("ovq metadata is not a JSON object")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ModelError(f"ovq metadata lacks {', '.join(missing)}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except ModelError as exc:
+            raise ModelError(f"ovq metadata is corrupt: {exc}") from None
+
+
+def _whole(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, numbers.Integral) or isinstance(value, float) and value.is_integer()
 
 
 def write_info(model: ov.Model, info: ModelInfo) -> None:
@@ -72,9 +110,13 @@ def write_info(model: ov.Model, info: ModelInfo) -> None:
     model.set_rt_info(str(info.iou_threshold), ["model_info", "iou_threshold"])
 
 
-def read_info(model: ov.Model) -> ModelInfo | None:
-    """The :class:`ModelInfo` stored by ovq, or ``None`` when the IR has none."""
+def read_info(model: ov.Model, where: object = None) -> ModelInfo | None:
+    """The :class:`ModelInfo` stored by ovq, or ``None`` when the IR has none; :class:`ModelError` (naming
+    ``where``, the model's file, when given) when what is stored is not ovq's metadata."""
     if not model.has_rt_info([RT_KEY, "info"]):
         return None
     text = model.get_rt_info([RT_KEY, "info"]).astype(str)
-    return ModelInfo.from_json(text)
+    try:
+        return ModelInfo.from_json(text)
+    except ModelError as exc:
+        raise ModelError(f"{where}: {exc}" if where is not None else str(exc)) from None

@@ -40,22 +40,25 @@ def predict(
     before the model loads.
     """
     files = list_images(images)
+    names = _annotated_names(files)
     if out_dir is not None:
         check_output_dir(out_dir)
+        inputs = {p.resolve() for p in files}
+        for name in names:
+            if (Path(out_dir) / name).resolve() in inputs:
+                raise OutputError(
+                    f"{Path(out_dir) / name}: is an input image, and its annotated copy would replace it; "
+                    "give another output folder (-o)"
+                )
     detector = open_detector(model, device=device, conf=conf, iou=iou, classes=classes, max_det=max_det,
                              labels=labels, precision=precision)
     results: list[dict[str, Any]] = []
     annotated: list[tuple[str, Any]] = []
-    names_seen: set[str] = set()
-    for path in files:
+    for path, name in zip(files, names, strict=True):
         image = read_image(path)
         dets = detector(image, conf=conf)
         results.append({"file": str(path), "detections": dets.to_records(detector.labels)})
         if out_dir is not None:
-            name = path.stem + ".jpg"
-            if name in names_seen:
-                name = f"{path.stem}_{len(names_seen)}.jpg"
-            names_seen.add(name)
             annotated.append((name, annotate(image, dets, detector.labels)))
         logger.info("%s: %d detections", path, len(dets))
     if out_dir is not None:
@@ -65,3 +68,15 @@ def predict(
                     raise OutputError(f"{Path(out_dir) / name}: cannot write the image (disk full?); nothing was written")
             write_json_atomic(tmp / "predictions.json", results)
     return results
+
+
+def _annotated_names(files: Sequence[Path]) -> list[str]:
+    """The annotated image's name for each input: its stem as ``.jpg``, numbered when two stems are the same."""
+    names: list[str] = []
+    for path in files:
+        name, n = path.stem + ".jpg", 0
+        while name in names:
+            n += 1
+            name = f"{path.stem}_{n}.jpg"
+        names.append(name)
+    return names

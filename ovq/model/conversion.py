@@ -10,21 +10,23 @@ The family (how outputs decode) and the class names are decided here, from the m
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import openvino as ov
 from openvino.preprocess import ColorFormat, PrePostProcessor
 
-from ovq.core.errors import ModelError, OutputError
-from ovq.core.fileio import atomic_output_dir, check_output_dir, free_bytes
+from ovq.core.errors import ConfigError, ModelError, unknown_key_message
+from ovq.core.fileio import atomic_output_dir, check_output_dir
 from ovq.core.metadata import ModelInfo, read_info, write_info
 from ovq.model.decoders import SourcePreprocessing, get_decoder
+from ovq.model.decoders.base import check_thresholds
 from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
 from ovq.model.identify import EXPORTER_KEY, choose_family, choose_labels, facts_of
 from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, resolve_model_path
-from ovq.runtime.compilation import first_line, new_core, read_model
+from ovq.runtime.compilation import first_line, new_core, read_model, write_model
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def prepare(
     imgsz: int | tuple[int, int] | None = None,
     family: str | None = None,
     labels: list[str] | None = None,
-    preprocessing: SourcePreprocessing | None = None,
+    preprocessing: SourcePreprocessing | Mapping[str, Any] | None = None,
     conf_threshold: float | None = None,
     iou_threshold: float | None = None,
     agnostic_nms: bool | None = None,
@@ -46,15 +48,30 @@ def prepare(
 ) -> tuple[ov.Model, ModelInfo]:
     """Load any supported model and return an ovq model (preprocessing in the graph) and its info.
 
-    An ovq IR is returned as it is (with ``labels``/thresholds overridden when given). Nothing is written.
+    ``preprocessing`` is the source network's whole input convention, or a mapping of the fields of
+    :class:`SourcePreprocessing` to change in its family's (``{"resize": "stretch"}`` keeps the family's colour
+    order and scale). An ovq IR is returned as it is (with ``labels``/thresholds overridden when given; its
+    preprocessing is in its graph and cannot change). Nothing is written.
     """
+    check_thresholds(conf_threshold, iou_threshold)
+    if isinstance(preprocessing, Mapping):
+        known = {f.name for f in fields(SourcePreprocessing)}
+        for key in preprocessing:
+            if key not in known:
+                raise ConfigError(unknown_key_message(key, known, where="preprocessing"))
+        replace(SourcePreprocessing(), **preprocessing)  # each value checked now, before any conversion
     core = core or new_core()
     path = resolve_model_path(src)
     suffix = path.suffix.lower()
     if suffix == ".xml":
         model = read_model(path, core)
-        info = read_info(model)
+        info = read_info(model, path)
         if info is not None:
+            if preprocessing:
+                raise ModelError(
+                    f"{path}: already converted (its preprocessing is in the graph); convert the original model "
+                    f"to change {', '.join(_changed(preprocessing))}"
+                )
             return model, _override(model, info, path, imgsz=imgsz, family=family, labels=labels,
                                     conf=conf_threshold, iou=iou_threshold, agnostic=agnostic_nms)
         meta = read_exporter_metadata(model, path)
@@ -79,7 +96,7 @@ def convert(
     fp16: bool = False,
     family: str | None = None,
     labels: list[str] | None = None,
-    preprocessing: SourcePreprocessing | None = None,
+    preprocessing: SourcePreprocessing | Mapping[str, Any] | None = None,
     conf_threshold: float | None = None,
     iou_threshold: float | None = None,
     agnostic_nms: bool | None = None,
@@ -105,16 +122,11 @@ def convert(
 def save(model: ov.Model, out_dir: str | Path, *, fp16: bool = False, extra_files: dict[str, str] | None = None) -> Path:
     """Save ``model`` as ``out_dir/model.xml`` atomically (plus optional text files beside it).
 
-    A failed write (OpenVINO reports a full disk as ``RuntimeError: basic_ios::clear: iostream error``) raises
-    :class:`~ovq.core.errors.OutputError` naming ``out_dir`` and leaves it as it was.
+    A failed write (a full disk) raises :class:`~ovq.core.errors.OutputError` naming ``out_dir`` and leaves it as
+    it was.
     """
     with atomic_output_dir(out_dir) as tmp:
-        try:
-            ov.save_model(model, str(tmp / MODEL_XML), compress_to_fp16=fp16)
-        except RuntimeError as exc:
-            free = free_bytes(tmp)
-            why = "no space left on the device" if free < 1_000_000 else f"the write failed ({first_line(exc)})"
-            raise OutputError(f"{out_dir}: cannot save the model: {why}; nothing was written") from None
+        write_model(model, tmp / MODEL_XML, fp16=fp16)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     return Path(out_dir) / MODEL_XML
@@ -136,6 +148,10 @@ def _as_hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
         return (imgsz, imgsz)
     h, w = imgsz
     return (int(h), int(w))
+
+
+def _changed(preprocessing: SourcePreprocessing | Mapping[str, Any]) -> list[str]:
+    return list(preprocessing) if isinstance(preprocessing, Mapping) else ["its preprocessing"]
 
 
 def _override(model: ov.Model, info: ModelInfo, path: Path, *, imgsz, family, labels, conf, iou, agnostic) -> ModelInfo:
@@ -215,7 +231,7 @@ def _build(
     imgsz,
     family: str | None,
     labels: list[str] | None,
-    preprocessing: SourcePreprocessing | None,
+    preprocessing: SourcePreprocessing | Mapping[str, Any] | None,
     conf: float | None,
     iou: float | None,
     agnostic: bool,
@@ -234,6 +250,8 @@ def _build(
     labels = choose_labels(decoder, facts, labels, meta, str(path))
     if preprocessing is None:
         preprocessing = decoder.preprocessing
+    elif isinstance(preprocessing, Mapping):
+        preprocessing = replace(decoder.preprocessing, **preprocessing)
     info = ModelInfo(
         family=family,
         labels=list(labels),

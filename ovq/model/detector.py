@@ -21,6 +21,7 @@ from ovq.core.geometry import ResizeInfo, letterbox, stretch, stretch_info, then
 from ovq.core.metadata import ModelInfo
 from ovq.model.conversion import prepare
 from ovq.model.decoders import DecodeParams
+from ovq.model.decoders.base import check_thresholds
 from ovq.model.identify import check_family
 from ovq.runtime.compilation import (
     check_device,
@@ -72,6 +73,7 @@ def decode_params(
 ) -> DecodeParams:
     """The decoding settings: the model's own (``info``, from its rt_info) unless overridden here."""
     check_max_det(max_det)
+    check_thresholds(conf, iou)
     return DecodeParams(
         input_size=info.input_size,
         conf_threshold=info.conf_threshold if conf is None else float(conf),
@@ -130,6 +132,7 @@ class Detector:
         cache: bool = True,
     ) -> None:
         check_max_det(max_det)  # before the model loads: a bad option is the first thing to say
+        check_thresholds(conf, iou)
         self.core = core or new_core()
         self.model, self.info = load(model, core=self.core, **({"labels": list(labels)} if labels else {}))
         if labels and isinstance(model, ov.Model):

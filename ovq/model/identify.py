@@ -36,11 +36,19 @@ def _shapes(facts: ModelFacts) -> str:
     return ", ".join(str(list(s)) for s in facts.output_shapes)
 
 
+def _fits(decoder: Decoder, family: str, facts: ModelFacts, where: str) -> bool:
+    """``decoder.matches(facts)``; a plug-in's check that raises is a :class:`ModelError` naming the family."""
+    try:
+        return bool(decoder.matches(facts))
+    except Exception as exc:  # noqa: BLE001 - a plug-in's check can raise anything
+        raise ModelError(f"{where}: family '{family}' failed to check the outputs: {type(exc).__name__}: {exc}") from None
+
+
 def choose_family(facts: ModelFacts, forced: str | None, where: str) -> tuple[str, Decoder]:
     """The family of the model ``facts`` describe: ``forced`` if its outputs fit it, else the only claimant."""
     if forced:
         decoder = get_decoder(forced)
-        if not decoder.matches(facts):
+        if not _fits(decoder, forced, facts, where):
             raise ModelError(
                 f"{where}: --family {forced} does not fit the model's outputs {_shapes(facts)}; "
                 f"{forced} expects {decoder.expects}"
@@ -94,7 +102,7 @@ def check_family(model: Any, info: ModelInfo, where: str) -> Decoder:
     """The decoder of a converted model, checked against the model's outputs (an IR's tag is not trusted)."""
     decoder = get_decoder(info.family)
     facts = facts_of(model, info.input_size, info.extra.get(EXPORTER_KEY, {}))
-    if not decoder.matches(facts):
+    if not _fits(decoder, info.family, facts, where):
         raise ModelError(
             f"{where}: its outputs {_shapes(facts)} do not fit the family '{info.family}' it is tagged with "
             f"({decoder.expects}); convert the source model again (`ovq families` lists the families)"

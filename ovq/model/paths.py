@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ovq.core.errors import ModelError
+from ovq.core.fileio import unreadable
 
 MODEL_XML = "model.xml"
 SOURCE_SUFFIXES = (".xml", ".onnx", ".pt")
@@ -28,4 +29,6 @@ def resolve_model_path(src: str | Path) -> Path:
         raise ModelError(f"{path}: unsupported model file type '{path.suffix}'; expected .xml, .onnx or .pt")
     if path.stat().st_size == 0:
         raise ModelError(f"{path}: file is empty")
+    if why := unreadable(path):  # OpenVINO would say "not an ONNX model" or "cannot read" of it
+        raise ModelError(f"{path}: {why}")
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -12,6 +13,7 @@ from typing import Any
 import openvino as ov
 
 from ovq.core.errors import DeviceError, ModelError
+from ovq.core.fileio import free_bytes, unreadable
 from ovq.runtime import capabilities, devices
 
 logger = logging.getLogger(__name__)
@@ -67,11 +69,24 @@ def read_model(path: str | Path, core: ov.Core | None = None) -> ov.Model:
         bin_path = path.with_suffix(".bin")
         if not bin_path.exists():
             raise ModelError(f"{path}: weights file {bin_path.name} is missing")
+        if why := unreadable(bin_path):  # OpenVINO: "cannot read model: Loading input model"
+            raise ModelError(f"{bin_path}: {why}")
     core = core or new_core()
     try:
         return core.read_model(str(path))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError (and others) with multi-line text
         raise ModelError(f"{path}: cannot read model: {first_line(exc)}") from None
+
+
+def write_model(model: ov.Model, xml: str | Path, *, fp16: bool = False) -> None:
+    """``ov.save_model`` with a failed write raised as :class:`OSError` (ENOSPC when the disk is full), as any other
+    file write fails: OpenVINO reports it as ``RuntimeError: basic_ios::clear: iostream error``."""
+    try:
+        ov.save_model(model, str(xml), compress_to_fp16=fp16)
+    except RuntimeError as exc:
+        if free_bytes(Path(xml).parent) < 1_000_000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+        raise OSError(errno.EIO, f"cannot write the model ({first_line(exc)})") from None
 
 
 def check_ir_version(path: Path) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from ovq.core.detections import Detections
 from ovq.core.errors import ConfigError, ModelError
 from ovq.model.decoders import ModelFacts, get_decoder
+from ovq.model.decoders.base import check_thresholds
 from ovq.model.detector import Detector, check_max_det, decode_params
 from ovq.model.identify import EXPORTER_KEY
 from ovq.serving.client import ServerUnavailable, ServingError, V2Client
@@ -187,6 +188,7 @@ class RemoteDetector:
         if timeout <= 0:
             raise ConfigError(f"timeout {timeout}: expected a positive number of seconds")
         check_max_det(max_det)
+        check_thresholds(conf, iou)
         self.url = url if isinstance(url, ServingURL) else parse_serving_url(url)
         self.jobs, self.timeout, self.retry = int(jobs), float(timeout), bool(retry)
         self.device = str(self.url)

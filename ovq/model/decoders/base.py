@@ -6,6 +6,7 @@ a class with the attributes and methods of :class:`Decoder`, which ovq instantia
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ovq.core.detections import Detections
-from ovq.core.errors import ModelError
+from ovq.core.errors import ConfigError, ModelError
 from ovq.core.geometry import ResizeInfo, nms, scale_boxes
 
 # Decoded confidences may stray this far outside [0, 1] through float rounding (bf16 keeps 8 bits of mantissa).
@@ -34,6 +35,28 @@ class SourcePreprocessing:
     resize: str = "letterbox"
     letterbox_center: bool = True
     pad_value: int = 114
+
+    def __post_init__(self) -> None:
+        # A zero or non-finite scale converts "fine" and then every output is NaN: refused here, where it is said.
+        if str(self.color).upper() not in ("RGB", "BGR"):
+            raise ConfigError(f"colour order '{self.color}': expected RGB or BGR")
+        for name in ("mean", "scale"):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                raise ConfigError(f"{name} {list(values)}: expected three finite numbers, one per channel")
+        if any(v == 0 for v in self.scale):
+            raise ConfigError(f"scale {list(self.scale)}: a channel divided by 0 has no value")
+        if self.resize not in ("letterbox", "stretch"):
+            raise ConfigError(f"resize '{self.resize}': expected letterbox or stretch")
+        if not 0 <= int(self.pad_value) <= 255:
+            raise ConfigError(f"pad value {self.pad_value}: expected a pixel value from 0 to 255")
+
+
+def check_thresholds(conf: float | None = None, iou: float | None = None) -> None:
+    """:class:`ConfigError` for a confidence or IoU threshold outside [0, 1] (NaN too: it would turn NMS off)."""
+    for name, value in (("conf", conf), ("iou", iou)):
+        if value is not None and not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"{name} {value}: expected a number from 0 to 1")
 
 
 @dataclass(frozen=True)
