@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import cv2
@@ -151,6 +153,9 @@ def test_coco_json_maps_category_ids_to_contiguous_indices(tmp_path):
         (lambda d: d["annotations"][0].update(image_id=5), r"annotation id 1: image_id 5 is not among"),
         (lambda d: d["images"][0].update(file_name="gone.jpg"), r"image gone\.jpg \(id 7\) not found"),
         (lambda d: d.pop("categories"), r"not a COCO instances file"),
+        # NaN passed every bound check and became ground truth (mAP moved, exit 0)
+        (lambda d: d["annotations"][0].update(bbox=[float("nan"), 20, 30, 40]), r"annotation id 1: .* not finite"),
+        (lambda d: d["annotations"][0].update(bbox=[10, 20, -5, 40]), r"annotation id 1: .* negative width"),
     ],
 )
 def test_coco_json_errors(tmp_path, change, message):
@@ -168,6 +173,27 @@ def test_coco_json_syntax_error_names_the_line(tmp_path):
     path.write_text('{\n  "images": [\n  oops\n}')
     with pytest.raises(DatasetError, match=r"instances_x\.json:3: not valid JSON"):
         load_dataset(path)
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop", "fifo"])
+def test_an_image_name_that_is_no_file_is_an_error_not_a_missing_image(tmp_path, kind):
+    """A broken symlink, a symlink loop or a FIFO named like an image was left out of the split (and its labels
+    with it) without a word: a measurement on fewer images than the user has."""
+    root = _yolo_folder(tmp_path / "ds")
+    bad = root / "images" / "val" / "z.jpg"
+    if kind == "dangling":
+        bad.symlink_to(tmp_path / "nowhere.jpg")
+    elif kind == "loop":
+        bad.symlink_to(root / "images" / "val" / "zz.jpg")
+        (root / "images" / "val" / "zz.jpg").symlink_to(bad)
+    else:
+        os.mkfifo(bad)
+    (root / "images" / "val" / "folder.jpg").mkdir()  # a folder named like an image is no image: left out
+    with pytest.raises(DatasetError, match=r"z\.jpg: (a symbolic link to nothing|Too many levels|not a regular file)"):
+        load_dataset(root)
+    for link in (bad, root / "images" / "val" / "zz.jpg"):
+        link.unlink(missing_ok=True)
+    assert len(load_dataset(root)) == 3
 
 
 def test_plain_image_folder_is_unlabelled(tmp_path):
@@ -189,6 +215,9 @@ def test_empty_or_missing_dataset_is_an_error(tmp_path):
         load_dataset(tmp_path / "absent")
     with pytest.raises(DatasetError, match=r"no split 'test' under images/; found: val"):
         load_dataset(tmp_path / "ds", split="test")
+    for bad in ("", " ", "..", "val/../x"):  # "" read the images/ folder itself as a split
+        with pytest.raises(DatasetError, match=f"split '{re.escape(bad)}' is not a split name"):
+            load_dataset(tmp_path / "ds", split=bad)
 
 
 GOOD = "0 0.5 0.5 0.2 0.2\n1 0.25 0.25 0.5 0.5\n"

@@ -392,6 +392,27 @@ def test_cli_eval_runs_and_writes_json(tmp_path, capsys):
     assert saved["images"] == 2 and saved["boxes"] == 2 and 0.0 <= saved["map50_95"] <= 1.0
 
 
+def test_cli_eval_refuses_one_file_for_both_jsons(tmp_path, capsys):
+    """The metrics once replaced the predictions, each reported as "wrote"."""
+    ds = _bad_dataset(tmp_path / "ds")
+    same = tmp_path / "same.json"
+    assert main(["eval", str(tmp_path / "m.xml"), "--data", str(ds), "--json", str(same), "--save-json",
+                 str(tmp_path / "." / "same.json")]) == 2
+    assert "--json and --save-json are both" in capsys.readouterr().err and not same.exists()
+
+
+def test_saved_results_give_images_that_share_a_stem_ids_of_their_own():
+    """x.jpg and x.png (or one name in two folders) shared image_id 'x': their detections merged in the file."""
+    box = Detections(xyxy=np.array([[1, 2, 3, 4]], np.float32), confidence=np.array([0.9], np.float32),
+                     class_id=np.array([0]))
+    root = Path("/data/set")
+    samples = [Sample(image=root / name, xyxy=np.zeros((0, 4)), class_id=np.zeros(0), width=8, height=8)
+               for name in ("a/x.jpg", "a/x.png", "b/0001.jpg")]
+    ids = [r["image_id"] for r in coco_results(samples, [box] * 3)]
+    assert ids == ["a/x.jpg", "a/x.png", "b/0001.jpg"]
+    assert [r["image_id"] for r in coco_results(samples[1:], [box] * 2)] == ["x", 1]  # stems: unique, as before
+
+
 # --- real models on coco128 (reference numbers: ../shared/assets/README.md) ---------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ovq.cli._common import add_command, add_device, add_precision, report_to
 
@@ -28,11 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from ovq.core.errors import ConfigError
     from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.evaluation.accuracy import evaluate
 
     if args.json:
         check_output_file(args.json)  # before the evaluation, not after it
+        if args.save_json and os.path.abspath(args.json) == os.path.abspath(args.save_json):
+            raise ConfigError(f"--json and --save-json are both {args.json}: give each its own file")
     result = evaluate(
         args.model, args.data, split=args.split, conf=args.conf, device=args.device, precision=args.precision,
         save_json=args.save_json, progress=not args.no_progress, images=args.images,

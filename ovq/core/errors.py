@@ -24,6 +24,10 @@ class DatasetError(OvqError):
     """A dataset is missing, empty or mislabelled."""
 
 
+class SplitNotFound(DatasetError):
+    """The dataset has no split of the name asked for (the rest of it may be fine)."""
+
+
 class DeviceError(OvqError):
     """A device is absent or unsuitable."""
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ovq.core.errors import ConfigError, DatasetError
+from ovq.core.errors import ConfigError, DatasetError, SplitNotFound
 from ovq.core.yamlio import read_yaml
-from ovq.data.images import IMAGE_SUFFIXES
+from ovq.data.images import IMAGE_SUFFIXES, image_files
 from ovq.data.yolo_labels import image_size, label_path_for, parse_yolo_labels
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ def load_dataset(
     path = Path(data)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
+    if not str(split).strip() or "/" in str(split) or str(split) in (".", ".."):
+        raise DatasetError(f"{path}: split '{split}' is not a split name (val, train, test...)")
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in (".yaml", ".yml"):
@@ -146,8 +149,7 @@ def _yolo_samples(
 
 
 def _images_in(folder: Path, *, recursive: bool = False) -> list[Path]:
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return image_files(folder, "**/*" if recursive else "*")
 
 
 # --- folders --------------------------------------------------------------------------------
@@ -184,7 +186,7 @@ def _load_folder(root: Path, split: str, names: Sequence[str] | None) -> Dataset
                 split_dir = images_root
             else:
                 splits = sorted(p.name for p in images_root.iterdir() if p.is_dir())
-                raise DatasetError(
+                raise SplitNotFound(
                     f"{root}: no split '{split}' under images/; found: {', '.join(splits) or 'none'}"
                 )
         labels_dir = root / "labels" / split_dir.relative_to(images_root)
@@ -247,7 +249,7 @@ def _load_yaml(path: Path, split: str, fallback_names: Sequence[str] | None) -> 
                            f"{type(doc[split]).__name__}")
     if split not in doc or doc[split] in (None, "", []):
         splits = [k for k in ("train", "val", "test") if doc.get(k)]
-        raise DatasetError(f"{path}: no split '{split}'; the file names: {', '.join(splits) or 'none'}")
+        raise SplitNotFound(f"{path}: no split '{split}'; the file names: {', '.join(splits) or 'none'}")
     listed = isinstance(doc[split], list)
     entries = [(f"{split}[{i}]" if listed else split, e) for i, e in enumerate(doc[split] if listed else [doc[split]])]
     for key, entry in entries:
@@ -385,10 +387,14 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
             raise DatasetError(f"{where}: image_id {image_id} is not among the images")
         if category not in cat_index:
             raise DatasetError(f"{where}: category_id {category} is not among the categories")
+        if not all(math.isfinite(v) for v in (x, y, w, h)):  # NaN passes every bound check below
+            raise DatasetError(f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] holds a number that is not finite")
+        if w < 0 or h < 0:
+            raise DatasetError(f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] has a negative width or height")
         if ann.get("iscrowd", 0):
             skipped_crowd += 1  # crowd regions are not objects to find (Ultralytics drops them too)
             continue
-        if w <= 0 or h <= 0:
+        if w == 0 or h == 0:
             skipped_empty += 1
             continue
         img = images[image_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,20 +14,49 @@ from ovq.core.errors import DatasetError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a regular file to read, or ``None`` when it is one."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a symbolic link to nothing" if path.is_symlink() else "no such file or folder"
+    except OSError as exc:  # a symlink loop, a path through a file, no permission on a folder
+        return exc.strerror or str(exc)
+    if stat.S_ISDIR(mode):
+        return "a folder, not an image file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a FIFO, socket or device)"
+    return None
+
+
+def image_files(folder: Path, pattern: str = "*") -> list[Path]:
+    """The image files in ``folder`` matching ``pattern`` (sorted); folders named like images are left out, and
+    an image name that is not a regular file (a broken symlink, a FIFO) is a :class:`DatasetError` naming it,
+    rather than an image quietly missing from a measurement."""
+    found = []
+    for path in sorted(folder.glob(pattern)):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.is_dir():
+            continue
+        if problem := file_problem(path):
+            raise DatasetError(f"{path}: {problem}")
+        found.append(path)
+    return found
+
+
 def list_images(paths: Iterable[str | Path]) -> list[Path]:
     """Image files named directly or found (sorted, not recursively) in the named folders."""
     out: list[Path] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found = sorted(x for x in path.iterdir() if x.suffix.lower() in IMAGE_SUFFIXES)
+            found = image_files(path)
             if not found:
                 raise DatasetError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             out.extend(found)
-        elif path.is_file():
-            out.append(path)
+        elif problem := file_problem(path):
+            raise DatasetError(f"{path}: {problem}")
         else:
-            raise DatasetError(f"{path}: no such file or folder")
+            out.append(path)
     return out
 
 

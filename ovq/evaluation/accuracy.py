@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -179,13 +180,18 @@ def _run_queue(make_queue, samples, load_one, finish_one, n_outputs, errors, pen
 def coco_results(samples: Sequence[Sample], predictions: Sequence[Detections]) -> list[dict[str, Any]]:
     """COCO result records of what is scored (the 100 best per image).
 
-    ``image_id`` is the image file's stem (as an int when it is all digits, which matches COCO's own ids),
-    ``category_id`` the contiguous class index, ``bbox`` ``[x, y, w, h]`` in original-image pixels.
+    ``image_id`` is the image file's stem (as an int when it is all digits, which matches COCO's own ids); when two
+    images share a stem (``a.jpg`` and ``a.png``, or one name in two folders), every image is named by its path
+    below the images' common folder instead, so no two images share an id. ``category_id`` is the contiguous
+    class index, ``bbox`` ``[x, y, w, h]`` in original-image pixels.
     """
+    ids: list[int | str] = [int(s.image.stem) if s.image.stem.isdigit() else s.image.stem for s in samples]
+    if len(set(ids)) < len(ids):
+        root = Path(os.path.commonpath([str(s.image.parent) for s in samples]))
+        ids = [s.image.relative_to(root).as_posix() for s in samples]
+        logger.warning("--save-json: images share file stems; image_id is each image's path below %s", root)
     records = []
-    for sample, dets in zip(samples, predictions):
-        stem = sample.image.stem
-        image_id: int | str = int(stem) if stem.isdigit() else stem
+    for image_id, dets in zip(ids, predictions, strict=True):
         dets = top_k(dets, MAX_DETS)
         for box, cls, score in zip(dets.xyxy.tolist(), dets.class_id.tolist(), dets.confidence.tolist()):
             records.append(
