@@ -201,6 +201,35 @@ def test_a_full_disk_fails_predict_in_one_line(full_disk, capsys, tiny, assets):
     assert line.startswith(f"ovq predict: error: {out}")
 
 
+def test_a_full_disk_fails_quantize_before_the_work(full_disk, capsys, tiny, tmp_path):
+    """It quantized for the whole run, then ov.save_model's RuntimeError came out as a traceback (exit 1)."""
+    from conftest import random_images
+
+    fill(full_disk, leave=300_000)
+    out = full_disk / "q"
+    line = one_error_line(capsys, "quantize", str(tiny), "--data", str(random_images(tmp_path / "calib")), "-o",
+                          str(out), "--bench-time", "0")
+    assert line.startswith(f"ovq quantize: error: {out}") and "free" in line and not out.exists()
+
+
+def test_a_model_write_that_fills_the_disk_is_one_line_naming_the_folder(full_disk):
+    """When the disk fills during the write itself (the free-space check passed), OpenVINO's
+    "basic_ios::clear: iostream error" becomes the system's "No space left on device"."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from ovq.core.errors import OutputError
+    from ovq.model.conversion import save
+
+    x = ops.parameter([1, 1024], ov.Type.f32, name="x")
+    model = ov.Model([ops.matmul(x, ops.constant(np.ones((1024, 1024), np.float32)), False, False)], [x], "big")
+    fill(full_disk, leave=1_000_000)  # 4 MB of weights
+    with pytest.raises(OutputError, match=f"{full_disk / 'm'}: No space left on device; nothing was written"):
+        save(model, full_disk / "m")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
 # -- a failed run leaves earlier results as they were -------------------------------------------------------------
 @pytest.mark.parametrize(("flags", "message"), [
     (["--device", "XPU"], "device 'XPU'"),

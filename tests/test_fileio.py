@@ -223,7 +223,7 @@ def test_an_output_folder_through_a_symlink_is_filled_where_it_points(tmp_path):
     link.symlink_to(real)
     with atomic_output_dir(link) as tmp:
         (tmp / "model.xml").write_text("x")
-        assert tmp.parent == real.parent  # the rename stays on the disk the folder is on
+        assert tmp.parent == real  # the moves stay on the disk the folder is on
     assert link.is_symlink() and (real / "model.xml").read_text() == "x"
 
 
@@ -240,3 +240,63 @@ def test_check_output_file_takes_a_writable_pipe_and_refuses_a_socket(tmp_path):
             fileio.check_output_file(tmp_path / "sock")
     finally:
         sock.close()
+
+
+def _earlier_result(out: Path) -> dict[str, str]:
+    out.mkdir()
+    files = {"model.xml": "old xml", "model.bin": "old bin", "report.json": "old report", "notes.txt": "the user's"}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    return files
+
+
+def _contents(out: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in out.iterdir() if p.is_file()}
+
+
+def test_replacing_a_result_is_all_or_none_when_one_file_cannot_be_replaced(tmp_path):
+    """A folder where report.md goes: the model and report.json were replaced before the error, the plot was not
+    (an old report describing a new model)."""
+    out = tmp_path / "q"
+    before = _earlier_result(out)
+    (out / "report.md").mkdir()
+    with pytest.raises(OutputError, match="report.md is a folder there"), atomic_output_dir(out) as tmp:
+        for name in ("model.xml", "model.bin", "report.json", "report.md"):
+            (tmp / name).write_text("new")
+    assert _contents(out) == before
+    assert names(out) == sorted([*before, "report.md"])  # no temporary folder left either
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3])
+def test_an_interrupt_between_two_moves_puts_the_earlier_result_back(tmp_path, monkeypatch, fail_at):
+    out = tmp_path / "q"
+    before = _earlier_result(out)
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2 * fail_at:  # after one file set aside or moved in: Ctrl-C
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr("ovq.core.fileio.os.replace", replace)
+    with pytest.raises(KeyboardInterrupt), atomic_output_dir(out) as tmp:
+        for name in ("model.xml", "model.bin", "report.json", "sensitivity.png"):
+            (tmp / name).write_text("new")
+    monkeypatch.undo()
+    assert _contents(out) == before
+    assert names(out) == sorted(before)
+
+
+def test_an_existing_output_folder_gets_its_temporary_folder_inside(tmp_path):
+    """A mount point (a container's volume) cannot be renamed into: the files move within its own file system
+    ("Invalid cross-device link" after the whole quantization, every time)."""
+    out = tmp_path / "vol"
+    before = _earlier_result(out)
+    with atomic_output_dir(out) as tmp:
+        assert tmp.parent == out
+        (tmp / "model.xml").write_text("new xml")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "x.txt").write_text("x")
+    assert (out / "model.xml").read_text() == "new xml" and (out / "notes.txt").read_text() == "the user's"
+    assert (out / "sub" / "x.txt").read_text() == "x" and names(out) == sorted([*before, "sub"])

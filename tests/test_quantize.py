@@ -205,6 +205,39 @@ def test_max_drop_needs_labels(assets, tmp_path, capsys):
     assert not out.exists()
 
 
+def _split_dataset(root, val_label: str):
+    """images/train (calibration) and images/val with one label file holding ``val_label``."""
+    (root / "images").mkdir(parents=True)
+    random_images(root / "images" / "train", n=4)
+    random_images(root / "images" / "val", n=2)
+    (root / "labels" / "val").mkdir(parents=True)
+    (root / "labels" / "val" / "0.txt").write_text(val_label + "\n")
+    return root
+
+
+@pytest.mark.parametrize(("label", "val_split", "says"), [
+    ("garbage line here", "val", r"labels/val/0.txt:1: "),
+    ("99 0.5 0.5 0.2 0.2", "val", r"labels/val/0.txt:1: class 99 is out of range"),
+    ("0 0.5 0.5 0.2 0.2", "nope", r"no split 'nope'"),
+], ids=["malformed", "class", "named-split"])
+def test_bad_validation_data_is_refused_without_a_budget_too(tiny, tmp_path, label, val_split, says):
+    """Plain quantize once skipped a corrupt validation split, or one named that was not there, without a word:
+    exit 0, "validation split None (0 images)", every mAP n/a."""
+    data = _split_dataset(tmp_path / "ds", label)
+    with pytest.raises(DatasetError, match=says):
+        quantize(tiny, data, tmp_path / "q", calib_split="train", val_split=val_split, advanced=FAST, progress=False)
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_dataset_without_a_val_split_still_quantizes_without_accuracy(tiny, tmp_path, caplog):
+    data = _split_dataset(tmp_path / "ds", "0 0.5 0.5 0.2 0.2")
+    (data / "images" / "val").rename(data / "images" / "test")
+    with caplog.at_level(logging.INFO, logger="ovq"):
+        result = quantize(tiny, data, tmp_path / "q", calib_split="train", advanced=FAST, progress=False)
+    assert result.fp_map is None and (tmp_path / "q" / "model.xml").exists()
+    assert any("no 'val' split, so accuracy is not measured" in r.getMessage() for r in caplog.records)
+
+
 def test_calibration_and_validation_must_differ(assets, tmp_path):
     with pytest.raises(DatasetError, match="share 128 images"):
         quantize(

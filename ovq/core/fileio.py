@@ -215,19 +215,23 @@ def create_temp_file(parent: Path, prefix: str) -> tuple[int, Path]:
 
 @contextlib.contextmanager
 def atomic_output_dir(out_dir: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder; on success move its files into ``out_dir`` (created if needed).
+    """Yield a temporary folder; on success move its files into ``out_dir`` (created if needed), all or none.
 
-    On an exception the temporary folder is removed and ``out_dir`` is left as it was; an ``OSError`` (a full
-    disk) becomes :class:`OutputError` naming ``out_dir``. A new ``out_dir`` and the files written into the
-    temporary folder keep the permissions they were created with (0777/0666 less the umask for plain
-    ``mkdir``/``open`` and for OpenVINO's ``save_model``); an existing ``out_dir`` keeps its own.
+    A new ``out_dir`` is the temporary folder renamed. Into an existing one (an earlier result, which may hold the
+    user's other files, or be a mount point) the files move one by one from a temporary folder inside it (one
+    file system, whatever is mounted where), each file there first set aside; if any move fails, or Ctrl-C
+    comes in between, the ones done are undone, so ``out_dir`` never mixes an old result with a new one. On an
+    exception in the block the temporary folder is removed and ``out_dir`` is left as it was; an ``OSError`` (a
+    full disk) becomes :class:`OutputError` naming ``out_dir``. A new ``out_dir`` and the files written keep the
+    permissions they were created with (0777/0666 less the umask); an existing ``out_dir`` keeps its own.
     """
     check_output_dir(out_dir)
-    out_dir = replaced_path(out_dir)  # a symlink to a folder: filled where it points (rename stays on one disk)
-    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    out_dir = replaced_path(out_dir)  # a symlink to a folder: filled where it points
+    existed = out_dir.is_dir()
+    where = out_dir if existed else (out_dir.parent if str(out_dir.parent) else Path("."))
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = make_temp_dir(parent, f".{out_dir.name}.tmp-")
+        where.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_dir(where, f".{out_dir.name}.tmp-")
     except OSError as exc:
         raise OutputError(f"{out_dir}: {_reason(exc)}") from None
     try:
@@ -239,21 +243,53 @@ def atomic_output_dir(out_dir: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     try:
-        if not out_dir.exists():
+        if not existed:
             os.replace(tmp, out_dir)
             return
-        for item in sorted(tmp.rglob("*")):
-            rel = item.relative_to(tmp)
-            target = out_dir / rel
-            if item.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(item, target)
+        _move_all_or_none(tmp, out_dir)
     except OSError as exc:
-        raise OutputError(f"{out_dir}: {_reason(exc)}") from exc
+        raise OutputError(f"{out_dir}: {_reason(exc)}; it was left as it was") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_all_or_none(tmp: Path, out_dir: Path) -> None:
+    """Move every file below ``tmp`` to the same place below ``out_dir``; on any failure put everything back."""
+    files = [p for p in sorted(tmp.rglob("*")) if not p.is_dir()]
+    for item in files:  # what cannot be replaced is found before anything moves
+        target = out_dir / item.relative_to(tmp)
+        if target.is_dir() and not target.is_symlink():
+            raise OSError(errno.EISDIR, f"{target.name} is a folder there, where a file goes")
+    aside = make_temp_dir(tmp, ".old-")  # in the temporary folder: removed with it
+    moved: list[tuple[Path, Path | None]] = []  # (target, the earlier file set aside, if there was one)
+    made: list[Path] = []  # folders this made, removed again on failure
+    try:
+        for item in files:
+            rel = item.relative_to(tmp)
+            target = out_dir / rel
+            for folder in reversed(target.relative_to(out_dir).parents[:-1]):
+                if not (out_dir / folder).is_dir():
+                    os.mkdir(out_dir / folder)
+                    made.append(out_dir / folder)
+            earlier = None
+            if target.exists() or target.is_symlink():
+                earlier = aside / rel
+                earlier.parent.mkdir(parents=True, exist_ok=True)
+            moved.append((target, earlier))
+            if earlier is not None:
+                os.replace(target, earlier)
+            os.replace(item, target)
+    except BaseException:
+        for target, earlier in reversed(moved):
+            with contextlib.suppress(OSError):
+                if earlier is not None and (earlier.exists() or earlier.is_symlink()):
+                    os.replace(earlier, target)
+                elif earlier is None:
+                    target.unlink(missing_ok=True)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

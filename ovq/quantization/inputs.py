@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from ovq.core.errors import DatasetError
+from ovq.core.errors import DatasetError, SplitNotFound
 from ovq.core.geometry import ResizeInfo
 from ovq.data.datasets import Dataset, load_dataset
 from ovq.data.images import read_image
@@ -103,9 +103,13 @@ def _validation_split(data: Any, model: Any, labels: list[str], options: Quantiz
     budget = options.max_drop is not None
     try:
         val = load_dataset(data, split=options.val_split, names=labels)
-    except DatasetError:
-        if budget:
+    except SplitNotFound:
+        # without a budget accuracy is measured only where the data has labelled validation images: a calibration
+        # folder with no 'val' is fine, but a split the user named must be there. A split that is there but
+        # corrupt is refused like any bad data (it was once quietly skipped: "0 images", every mAP n/a).
+        if budget or options.val_split != QuantizeOptions.val_split:
             raise
+        logger.info("%s: no '%s' split, so accuracy is not measured", data, options.val_split)
         return None
     if not val.labelled:
         if budget:

@@ -29,6 +29,7 @@ from ovq.core.errors import ConfigError, DatasetError, ModelError, OvqError
 from ovq.core.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
 from ovq.evaluation.metrics import MapResult
+from ovq.model.conversion import output_estimate
 from ovq.model.detector import Detector, load
 from ovq.quantization.accuracy_control import RevertPlanner, RevertStep, Validator
 from ovq.quantization.collapse import CollapseCheck, guard_collapse
@@ -55,7 +56,7 @@ from ovq.quantization.overflow import (
 )
 from ovq.quantization.plot import plot_sensitivity
 from ovq.quantization.report import QuantizeReport, render_markdown
-from ovq.runtime.compilation import first_line
+from ovq.runtime.compilation import first_line, write_model
 from ovq.runtime.cpu import cpu_model, int8_kernels
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def quantize(
     """
     opts = _options(options, fields)
     if out_dir is not None:  # an output that cannot be written fails now, not after minutes of NNCF
-        check_output_dir(out_dir)
+        check_output_dir(out_dir, need_bytes=_output_estimate(model))
     started = time.perf_counter()
     with PeakMemory() as memory:
         fp_model, info = _float_model(model)
@@ -402,10 +403,16 @@ def _settle_provenance(q_info: ModelInfo, report: QuantizeReport, opts: Quantize
                 op.conf, op.recalibrated.conf, 100 * op.recalibrated.recall, 100 * op.fp.recall, op.conf)
 
 
+def _output_estimate(model: Any) -> int:
+    """Bytes the result will take, about: INT8 weights are a quarter of FP32's (reverted layers stay float), plus
+    the report and its plot (100-300 kB)."""
+    return output_estimate(model) // 4 + 1_000_000 if isinstance(model, (str, Path)) else 2_000_000
+
+
 def _write(out_dir: str | Path, quantized: ov.Model, report: QuantizeReport) -> Path:
     """The IR, report.json, report.md and sensitivity.png, all or nothing."""
     with atomic_output_dir(out_dir) as target:
-        ov.save_model(quantized, str(target / "model.xml"), compress_to_fp16=False)
+        write_model(quantized, target / "model.xml")
         write_json_atomic(target / "report.json", report.to_dict())
         write_text_atomic(target / "report.md", render_markdown(report))
         plot_sensitivity(report, target / "sensitivity.png")
