@@ -146,3 +146,11 @@ def test_cli_bench_bad_model_exits_2(tmp_path, capsys):
     assert main(["bench", str(bad), "--time", "0.1", "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bad) in err[0]
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "0", "-1"])
+def test_cli_bench_time_must_be_a_positive_finite_number(tmp_path, capsys, seconds):
+    """nan measured nothing and ended in an IndexError traceback; inf never ended."""
+    assert main(["bench", str(tmp_path / "m.xml"), "--time", seconds]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ovq bench: error: --time {float(seconds)}: must be a positive number of seconds"]

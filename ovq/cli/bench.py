@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ovq.cli._common import add_command, report_to
 
@@ -39,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.evaluation.speed import BenchSpec, bench_rounds, benchmark_interleaved, format_table
 
-    if args.time <= 0:
-        raise ConfigError(f"--time {args.time}: must be positive")
+    if not 0 < args.time < math.inf:
+        raise ConfigError(f"--time {args.time}: must be a positive number of seconds")
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError(f"--rounds {args.rounds}: must be at least 1")
     if args.json:

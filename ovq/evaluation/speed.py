@@ -10,6 +10,7 @@ used is read back from the compiled model.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -241,10 +242,10 @@ def benchmark_interleaved(
     changed between them (clock, temperature, other tenants); taking turns puts every configuration through
     the same spells, so the ratios between them hold. With ``rounds=1`` this is one run per configuration.
     """
-    if seconds <= 0:
+    if not 0 < seconds < math.inf:  # NaN measured nothing (np.quantile of no slices), inf never ended
         from ovq.core.errors import ConfigError
 
-        raise ConfigError(f"benchmark time must be positive, got {seconds}")
+        raise ConfigError(f"benchmark time must be a positive number of seconds, got {seconds}")
     if rounds < 1:
         from ovq.core.errors import ConfigError
 
