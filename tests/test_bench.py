@@ -95,8 +95,9 @@ def test_precision_stored_in_the_model_is_honoured(tiny_net, tmp_path):
 def test_bad_options_are_typed_errors(tiny_net, tmp_path):
     with pytest.raises(ConfigError, match="unknown performance hint 'fast'"):
         benchmark(tiny_net, hint="fast")
-    with pytest.raises(ConfigError, match="must be positive"):
-        benchmark(tiny_net, seconds=0)
+    for seconds in (0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="must be a positive number of seconds"):
+            benchmark(tiny_net, seconds=seconds)
     with pytest.raises(ModelError, match="no such file"):
         benchmark(tmp_path / "nope.xml")
 
