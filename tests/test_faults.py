@@ -194,6 +194,16 @@ def test_a_full_disk_fails_convert_before_converting(full_disk, capsys, assets):
     assert line.startswith(f"ovq convert: error: {out}") and not out.exists()
 
 
+def test_a_full_disk_fails_export_serving_and_leaves_nothing(full_disk, capsys, tiny):
+    """OpenVINO's ``RuntimeError: basic_ios::clear: iostream error`` was a traceback (only OSError was caught) and
+    the repository's empty folders stayed."""
+    fill(full_disk, leave=20_000)  # the tiny IR's weights are 25 KB
+    repo = full_disk / "r1"
+    line = one_error_line(capsys, "export-serving", str(tiny), "-o", str(repo), "--name", "m")
+    assert line == f"ovq export-serving: error: {repo}/m/1: cannot write the model: no space left on the device"
+    assert not repo.exists()
+
+
 def test_a_full_disk_fails_predict_in_one_line(full_disk, capsys, tiny, assets):
     fill(full_disk, leave=0)
     out = full_disk / "pred"

@@ -41,8 +41,8 @@ def ovq(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 class OvqServe:
     """``ovq serve MODEL`` in a subprocess on free loopback ports; ``kill``/``start`` make a real outage."""
 
-    def __init__(self, model: Path, name: str = "det") -> None:
-        self.model, self.name = model, name
+    def __init__(self, model: Path, name: str = "det", log: Path | None = None) -> None:
+        self.model, self.name, self.log = model, name, log
         self.http, self.grpc = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -50,10 +50,13 @@ class OvqServe:
         return f"{scheme}://127.0.0.1:{self.http if scheme == 'http' else self.grpc}/v2/models/{self.name}"
 
     def start(self, timeout: float = 120.0) -> None:
+        stderr = self.log.open("ab") if self.log is not None else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ovq", "serve", str(self.model), "--name", self.name, "--http-port",
              str(self.http), "--grpc-port", str(self.grpc), "-q"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+            stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT)
+        if self.log is not None:
+            stderr.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -316,7 +319,7 @@ def test_bad_model_urls_are_one_line_and_exit_2(server: OvqServe, assets: Path, 
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=30)
     assert err.value.code == 400
-    assert "input must be UINT8 [1, 416, 416, 3]" in json.loads(err.value.read())["error"]
+    assert "the model takes input 'images' UINT8 [1, 416, 416, 3]" in json.loads(err.value.read())["error"]
     bench = ovq("bench", server.url("grpc"), "--time", "2", "--requests", "2")
     assert bench.returncode == 0, bench.stderr
     assert "grpc://127.0.0.1" in bench.stdout

@@ -39,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.errors import ConfigError
     from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.evaluation.speed import BenchSpec, bench_rounds, benchmark_interleaved, format_table
+    from ovq.serving.urls import is_serving_url
 
+    served = next((m for m in args.models if is_serving_url(m)), None)
+    if args.device and served is not None:  # the table said GPU for a model its server ran wherever it runs it
+        raise ConfigError(f"--device {args.device[0]}: {served} runs on its server's device, not one chosen here; "
+                          "drop --device (or bench served and local models separately)")
     if not 0 < args.time < math.inf:
         raise ConfigError(f"--time {args.time}: must be a positive number of seconds")
     if args.rounds is not None and args.rounds < 1:

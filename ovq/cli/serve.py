@@ -23,13 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovq.serving.server import ServeOptions, serve, served_models
+    from ovq.serving.listen import bind_listeners, bracketed
+    from ovq.serving.server import ServeOptions, serve, served_models, served_names
 
     options = ServeOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, device=args.device,
                            nireq=args.nireq, hint=args.hint)
-    models = served_models(args.models, args.name, options)
-    for m in models:
-        print(f"serving http://{args.host}:{args.http_port}/v2/models/{m.name}  grpc://{args.host}:{args.grpc_port}"
-              f"/v2/models/{m.name}", flush=True)
-    serve(models, options)
+    names = served_names(args.models, args.name)
+    # both ports before the models compile: a port in use is one line and exit 2, with nothing started
+    listeners = bind_listeners(options.host, options.http_port, options.grpc_port)
+    try:
+        models = served_models(args.models, names, options)
+        host = bracketed(args.host)
+        for m in models:
+            print(f"serving http://{host}:{args.http_port}/v2/models/{m.name}  grpc://{host}:{args.grpc_port}"
+                  f"/v2/models/{m.name}", flush=True)
+        serve(models, options, listeners)
+    finally:
+        listeners.close()
     return 0

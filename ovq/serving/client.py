@@ -38,6 +38,13 @@ class ServerUnavailable(ServingError):
     """The server could not be reached or did not answer in time (it may come back)."""
 
 
+def printable(text: str, limit: int = 200) -> str:
+    """Server text fit for one line of a message: control bytes escaped (a gRPC port answering an HTTP/1.1
+    request sends HTTP/2 frames, which went to the terminal raw), at most ``limit`` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def v2_datatype(dtype: np.dtype) -> str:
     return {"uint8": "UINT8", "float32": "FP32", "float16": "FP16", "int32": "INT32", "int64": "INT64"}.get(
         np.dtype(dtype).name, "FP32"
@@ -87,9 +94,14 @@ class _Rest:
     def get_json(self, path: str) -> tuple[int, Any]:
         status, _, body = self.request("GET", path)
         try:
-            return status, json.loads(body or b"{}")
+            value = json.loads(body or b"{}")
         except ValueError:
-            return status, {"error": body[:200].decode("utf-8", "replace")}
+            return status, {"error": printable(body[:200].decode("utf-8", "replace"))}
+        if not isinstance(value, dict):
+            return status, {"error": printable(str(value))}
+        if "error" in value:
+            value["error"] = printable(str(value["error"]))
+        return status, value
 
     def infer(self, inputs: list[tuple[str, np.ndarray]], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """POST .../infer with binary inputs, asking for binary outputs; the outputs by name."""
@@ -113,7 +125,7 @@ class _HttpStatus(Exception):
             text = json.loads(text).get("error", text)
         except (ValueError, AttributeError):
             pass
-        super().__init__(f"HTTP {code}: {text}")
+        super().__init__(f"HTTP {code}: {printable(str(text))}")
         self.code = code
 
 
@@ -162,14 +174,33 @@ class V2Client:
 
     # -- errors --------------------------------------------------------------------------------------------
     def _failure(self, exc: BaseException, what: str) -> ServingError:
-        text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        text = printable((str(exc).strip() or type(exc).__name__).splitlines()[0])
         status = ""
         if hasattr(exc, "status") and callable(exc.status):
             status = str(exc.status() or "")
+        wrong = self._other_protocol(exc)
+        if wrong:
+            return ServingError(f"{self.url}: {wrong}")
         unavailable = isinstance(exc, (OSError, http.client.HTTPException)) or any(s in status for s in RETRYABLE_GRPC)
         unavailable = unavailable or (isinstance(exc, _HttpStatus) and exc.code in RETRYABLE_HTTP)
         kind = ServerUnavailable if unavailable else ServingError
         return kind(f"{self.url}: {what}: {text}")
+
+    def _other_protocol(self, exc: BaseException) -> str:
+        """Why the port at the URL speaks another protocol than its scheme, or ''. Both looked like an outage
+        and were retried for ever: a gRPC port answers an HTTP/1.1 request with HTTP/2 frames (http.client's
+        ``BadStatusLine('\\x00\\x00\\x18\\x04...')``), and grpc reports a REST port as UNAVAILABLE ("Trying to
+        connect an http1.x server")."""
+        u = self.url
+        if isinstance(exc, http.client.BadStatusLine):
+            if str(exc.args[0] if exc.args else "").startswith("\x00"):
+                return (f"{u.address} answers in HTTP/2 (a gRPC port?), not HTTP/1.1 REST; use "
+                        f"grpc://{u.address}/v2/models/{u.model} or the server's REST port")
+            return f"{u.address} does not answer in HTTP/1.1: {printable(str(exc))}"
+        if u.scheme == "grpc" and "http1.x server" in str(exc):
+            return (f"{u.address} answers in HTTP/1.1 (a REST port?), not gRPC (HTTP/2); use "
+                    f"http://{u.address}/v2/models/{u.model} or the server's gRPC port")
+        return ""
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -190,7 +221,11 @@ class V2Client:
             raise ServingError(f"{u}: the server has no model '{u.model}': {body.get('error', '')}".rstrip(": "))
         if status in RETRYABLE_HTTP:
             raise ServerUnavailable(f"{u}: model readiness: HTTP {status}")
-        return status == 200 and bool(body.get("ready", True))
+        if status != 200:  # 501 "Model versioning not supported yet." was reported as a model not ready
+            hint = f" (this server serves no versioned URL; drop /versions/{u.version})" if status == 501 and u.version \
+                else ""
+            raise ServingError(f"{u}: model readiness: HTTP {status}: {body.get('error', '')}{hint}")
+        return bool(body.get("ready", True))
 
     def metadata(self) -> dict[str, Any]:
         """The v2 model metadata as a dict (name, inputs, outputs; ``rt_info`` where the server sends it)."""
@@ -245,7 +280,7 @@ class V2Client:
                     {"inputs": [{"name": INFO_TENSOR, "shape": [1], "datatype": "BYTES", "data": ["?"]}]}).encode(),
                     {"Content-Type": "application/json"})
                 if status != 200:
-                    raise ServingError(f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
+                    raise ServingError(f"HTTP {status}: {printable(body[:200].decode('utf-8', 'replace'))}")
                 values = list(parse_infer_response(body, headers.get("inference-header-content-length"))
                               .get(INFO_TENSOR, np.empty(0)).reshape(-1))
         except ServerUnavailable:

@@ -48,6 +48,11 @@ def open_detector(model: str | Path | Detector | RemoteDetector, **options: Any)
     return Detector(model, **{k: v for k, v in options.items() if k not in REMOTE_ONLY})
 
 
+class RunStopped(ServerUnavailable):
+    """A request that waited for an unreachable server when the run was asked to stop: not sent, and not an
+    inference failure (the pipeline drops its frame, as a stopped run drops the frames it did not read)."""
+
+
 class _RemoteRequest:
     """What a queue's callback receives: outputs (or the error) and the round trip in milliseconds."""
 
@@ -204,7 +209,7 @@ class RemoteDetector:
         self._outage_lock = threading.Lock()
         self._outage_since: float | None = None
         self._client: V2Client | None = None
-        self.cancelled = False
+        self._cancel = threading.Event()
         logger.info("using %s (%s, %d classes) served at %s", self.url.model, self.info.family,
                     len(self.info.labels), self.url.address)
 
@@ -280,10 +285,14 @@ class RemoteDetector:
             try:
                 outputs = client.infer(tensor)
             except ServerUnavailable as exc:
-                if not self.retry or self.cancelled:
+                if not self.retry:
                     raise
+                if self.cancelled:
+                    raise RunStopped(f"{exc}; not retried: the run was stopped") from exc
                 self._outage(exc)
-                time.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+                # woken by cancel(): a stop during an outage was seen only after up to 5 s of sleep, and then
+                # failed the run as an inference failure on the frame waiting
+                self._cancel.wait(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
                 attempt += 1
                 continue
             if self._outage_since is not None:
@@ -303,8 +312,13 @@ class RemoteDetector:
                 self._outage_since = None
 
     def cancel(self) -> None:
-        """Stop retrying: requests waiting for an unreachable server fail (a run being stopped)."""
-        self.cancelled = True
+        """Stop retrying: requests waiting for an unreachable server end at once with :class:`RunStopped` (a run
+        being stopped)."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
 
     def __call__(self, image: np.ndarray, *, conf: float | None = None) -> Detections:
         tensor, rinfo = self.preprocess(image)

@@ -28,15 +28,18 @@ from typing import Any
 
 import openvino as ov
 
-from ovq.core.errors import ConfigError, OvqError
-from ovq.core.fileio import write_text_atomic
+from ovq.core.errors import ConfigError, OutputError, OvqError
+from ovq.core.fileio import free_bytes, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
 from ovq.model.detector import load
+from ovq.runtime.compilation import first_line
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("ovms", "triton", "kserve")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_KUBE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+RESERVED_NAMES = ("config.json", "config.pbtxt")  # OVMS's REPO/config.json, Triton's REPO/NAME/config.pbtxt
 _TRITON_TYPES = {"u8": "TYPE_UINT8", "f32": "TYPE_FP32", "f16": "TYPE_FP16", "i32": "TYPE_INT32", "i64": "TYPE_INT64"}
 
 
@@ -73,7 +76,10 @@ class Exported:
 def export_serving(
     models: Sequence[str | Path], repo: str | Path, *, names: Sequence[str] = (), options: ExportOptions | None = None
 ) -> list[Exported]:
-    """Write ``models`` (folders, ``.xml``, ``.onnx``, ``.pt``) into the repository ``repo``; see the module."""
+    """Write ``models`` (folders, ``.xml``, ``.onnx``, ``.pt``) into the repository ``repo``; see the module.
+
+    Every name and every target is checked, and every model loaded, before anything is written; a write that
+    fails (a full disk) takes back what this export created, so the repository is as it was."""
     options = options or ExportOptions()
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
@@ -83,27 +89,94 @@ def export_serving(
         raise ConfigError(f"{len(names)} names for {len(models)} models")
     chosen = [names[i] if i < len(names) else model_stem(m) for i, m in enumerate(models)]
     for name in chosen:
-        if not _NAME.fullmatch(name):
-            raise ConfigError(f"model name '{name}': use letters, digits, '_', '.' and '-' (it is a folder and a URL)")
+        check_model_name(name)
+        _check_targets(repo, name, options)
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"model names must be unique, got {chosen}; give each one with --name")
     entries = _read_ovms_config(repo) if options.format == "ovms" else []
     loaded = [load(m) for m in models]  # every model loads (and config.json reads) before anything is written
-    repo.mkdir(parents=True, exist_ok=True)
+    created: list[Path] = []  # what this export made, taken back if a write fails
+    try:
+        done = _write_all(repo, chosen, loaded, options, entries, created)
+    except BaseException:
+        for path in reversed(created):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    return done
+
+
+def _write_all(repo: Path, chosen: list[str], loaded: list[tuple[ov.Model, ModelInfo]], options: ExportOptions,
+               entries: list[dict[str, Any]], created: list[Path]) -> list[Exported]:
+    _mkdir(repo, created)
     done = []
     for name, (model, info) in zip(chosen, loaded, strict=True):
+        _mkdir(repo / name, created)
         version, path = _write_version(repo, name, model, info)
+        created.append(path)
         files: list[Path] = []
         if options.format == "triton":
-            files.append(_write_triton_config(repo, name, model, options))
+            files.append(_new(_write_triton_config, repo / name / "config.pbtxt", created, repo, name, model, options))
         elif options.format == "kserve":
-            files.append(_write_inference_service(repo, name, options))
+            files.append(_new(_write_inference_service, repo / f"{name}.inferenceservice.yaml", created, repo, name,
+                              options))
         done.append(Exported(name, version, path, tuple(files)))
     if options.format == "ovms":
         models_info = [(e.name, info) for e, (_, info) in zip(done, loaded, strict=True)]
         config = _write_ovms_config(repo, entries, models_info, options)
         done = [Exported(e.name, e.version, e.path, (config,)) for e in done]
     return done
+
+
+def _mkdir(path: Path, created: list[Path]) -> None:
+    if not path.exists():
+        path.mkdir(parents=True)
+        created.append(path)
+
+
+def _new(write: Any, path: Path, created: list[Path], *args: Any) -> Path:
+    """``write(*args)``, remembering ``path`` among the created files when it did not exist before."""
+    existed = path.exists()
+    result = write(*args)
+    if not existed:
+        created.append(path)
+    return result
+
+
+def _check_targets(repo: Path, name: str, options: ExportOptions) -> None:
+    """What ``name`` will write must be writable as what it is: its folder a folder, its config a file."""
+    folder = repo / name
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: exists and is not a folder")
+    files = {"ovms": [repo / "config.json"], "triton": [folder / "config.pbtxt"],
+             "kserve": [repo / f"{name}.inferenceservice.yaml"]}[options.format]
+    for path in files:
+        if path.is_dir():
+            raise ConfigError(f"{path}: exists and is a folder")
+    if options.format == "kserve":
+        kube_name(name)
+
+
+def kube_name(name: str) -> str:
+    """The InferenceService's ``metadata.name`` for a model name: lowercase, '-' for '_' and '.'; Kubernetes
+    takes only a DNS-1035 label (a letter first, a letter or digit last, at most 63), so another is refused."""
+    label = name.lower().replace("_", "-").replace(".", "-")
+    if not _KUBE_NAME.fullmatch(label):
+        raise ConfigError(f"model name '{name}': a KServe InferenceService would be named '{label}', which "
+                          "Kubernetes refuses (a DNS-1035 label: a lowercase letter first, letters, digits and "
+                          "'-', a letter or digit last, at most 63 characters); give another with --name")
+    return label
+
+
+def check_model_name(name: str) -> None:
+    """A model name is a folder and a URL path segment, and not one of the repository's own files."""
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"model name '{name}': use letters, digits, '_', '.' and '-', starting with a letter or "
+                          "digit (it is a folder and a URL)")
+    if name in RESERVED_NAMES or name.endswith(".inferenceservice.yaml"):
+        raise ConfigError(f"model name '{name}': the name of a repository's own file; choose another")
 
 
 def model_stem(model: str | Path) -> str:
@@ -120,22 +193,28 @@ def model_stem(model: str | Path) -> str:
 def _write_version(repo: Path, name: str, model: ov.Model, info: ModelInfo) -> tuple[int, Path]:
     """Save the IR as ``REPO/NAME/<next version>/model.xml``, complete or not at all."""
     folder = repo / name
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{folder}: exists and is not a folder")
-    folder.mkdir(exist_ok=True)
     versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
     version = max(versions, default=0) + 1
     target = folder / str(version)
     write_info(model, info)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=folder))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=folder))
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write the model: {exc.strerror or exc}") from None
     try:
         ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
         tmp.chmod(0o777 & ~_umask())
         tmp.rename(target)
-    except BaseException as exc:
+    except (OSError, RuntimeError) as exc:  # OpenVINO: "RuntimeError: basic_ios::clear: iostream error" on a full disk
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
-            raise OvqError(f"{target}: cannot write the model: {exc.strerror or exc}") from exc
+            why = exc.strerror or str(exc)
+        else:
+            why = "no space left on the device" if free_bytes(folder) < 1_000_000 else \
+                f"the write failed ({first_line(exc)})"
+        raise OutputError(f"{target}: cannot write the model: {why}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("wrote %s (version %d of %s)", target / "model.xml", version, name)
     return version, target
@@ -213,7 +292,7 @@ def _write_inference_service(repo: Path, name: str, options: ExportOptions) -> P
     service = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {"name": name.lower().replace("_", "-").replace(".", "-")},
+        "metadata": {"name": kube_name(name)},
         "spec": {"predictor": {"model": {
             "modelFormat": {"name": "openvino"},
             "protocolVersion": "v2",

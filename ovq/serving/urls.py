@@ -10,6 +10,9 @@ from ovq.core.errors import ConfigError
 from ovq.core.urls import parse_url
 
 SCHEMES = ("http", "https", "grpc")
+# a query parameter whose name says it is a credential: its value is shown as *** in messages
+_SECRET_QUERY = re.compile(r"(?i)([?&;][^=&;#]*(?:token|key|pass|pwd|secret|auth|sig|credential|session)[^=&;#]*=)"
+                           r"[^&;#]*")
 _PATH = re.compile(r"/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?")
 
 
@@ -39,23 +42,30 @@ def is_serving_url(model: object) -> bool:
     return isinstance(model, str) and model.lower().startswith(tuple(f"{s}://" for s in SCHEMES))
 
 
+def mask_query(text: str) -> str:
+    """``text`` with the values of credential-looking query parameters (``?token=...``, ``&api_key=...``,
+    ``password``, ``secret``, ``auth``...) shown as ``***``."""
+    return _SECRET_QUERY.sub(r"\1***", text)
+
+
 def parse_serving_url(url: str | Path) -> ServingURL:
     """Check and split a serving URL (through ovq's one URL parser, :func:`ovq.core.urls.parse_url`); anything
     else is a :class:`ConfigError` that shows the expected form."""
     text = str(url)
+    shown = mask_query(text)
     expected = "expected http(s)://HOST:PORT/v2/models/NAME or grpc://HOST:PORT/v2/models/NAME"
     try:
         parts = parse_url(text, schemes=SCHEMES, what="serving URL")
     except ConfigError as exc:
-        raise ConfigError(f"{exc}; {expected}") from None
+        raise ConfigError(mask_query(f"{exc}; {expected}")) from None
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"{parts.redacted()}: credentials in a serving URL are not supported; {expected}")
     if not parts.host:
-        raise ConfigError(f"{text}: no host; {expected}")
+        raise ConfigError(f"{shown}: no host; {expected}")
     match = _PATH.fullmatch(parts.rest)
     if match is None:
-        raise ConfigError(f"{text}: the path must be /v2/models/NAME; {expected}")
+        raise ConfigError(f"{shown}: the path must be /v2/models/NAME; {expected}")
     port = parts.port if parts.port is not None else {"http": 80, "https": 443}.get(parts.scheme)
     if port is None:
-        raise ConfigError(f"{text}: a grpc URL needs a port; {expected}")
+        raise ConfigError(f"{shown}: a grpc URL needs a port; {expected}")
     return ServingURL(parts.scheme, parts.host, port, match["name"], match["version"] or "")

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from ovq.core.detections import Detections
-from ovq.core.errors import ConfigError, OvqError, SourceError
+from ovq.core.errors import ConfigError, OvqError
 from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
 from ovq.runtime.signal_stack import repair_signal_stack
-from ovq.serving.remote import RemoteDetector, open_detector
+from ovq.serving.remote import RemoteDetector, RunStopped, open_detector
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
 from ovq.streaming.results import FrameResult, Sink
 from ovq.streaming.sources import SourceSpec, check_decode, decode_threads, open_source, parse_source
@@ -358,15 +358,8 @@ class Pipeline:
             st.reader.join(timeout=1.0)
 
     def _check_delivery(self) -> None:
-        """Files say what they delivered (:meth:`FileReader.shortfall`): no frame fails the run; fewer than the
-        container states is a warning, or with ``strict`` a failed run."""
-        for st in self._streams:
-            short = st.reader.shortfall(st.spec) if isinstance(st.reader, FileReader) else None
-            if short is not None and (short[1] or self.strict):
-                self._error = SourceError(short[0] + ("" if short[1] else "; failing the run (strict)"))
-                return
-            if short is not None:
-                logger.warning("%s: %s", st.name, short[0])
+        """Files say what they delivered: no frame fails the run, fewer than stated warns (or with ``strict`` fails)."""
+        self._error = FileReader.delivery_error([(st.name, st.reader, st.spec) for st in self._streams], self.strict)
 
     def _close_sinks(self, failed: bool = False) -> None:
         """Close every sink; after a failure, ``abort()`` those that have it (they replace no earlier output)."""
@@ -471,6 +464,8 @@ class Pipeline:
 
     def _deliver(self, st: _Stream, job: _Job) -> None:
         if job.error is not None:
+            if self._stop_requested and isinstance(job.error, RunStopped):  # its server was away: not sent
+                return st.meter.dropped()
             st.meter.error()
             raise OvqError(f"{st.name}: inference failed on frame {job.frame.index}: {job.error}")
         if job.decode_error is not None:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -162,6 +163,18 @@ class FileReader:
         if spec.kind == "video" and self.expected and self.frames_read < self.expected:
             return (f"{spec.display}: ended after {self.frames_read} of the {self.expected} frames its container "
                     "states (a cut or damaged file)"), False
+        return None
+
+    @staticmethod
+    def delivery_error(readers: list[tuple[str, Any, SourceSpec]], strict: bool) -> SourceError | None:
+        """What files delivered (:meth:`shortfall`), for ``(stream name, reader, spec)``: no frame at all is the
+        run's error; fewer than the container states a warning, or with ``strict`` the run's error."""
+        for name, reader, spec in readers:
+            short = reader.shortfall(spec) if isinstance(reader, FileReader) else None
+            if short is not None and (short[1] or strict):
+                return SourceError(short[0] + ("" if short[1] else "; failing the run (strict)"))
+            if short is not None:
+                logger.warning("%s: %s", name, short[0])
         return None
 
     def release(self) -> None:
@@ -401,3 +414,4 @@ def open_first(spec: SourceSpec, policy: ReconnectPolicy, decode: str = "auto") 
         return open_source(spec, timeout=policy.stall_timeout, decode=decode)
     except SourceError as exc:
         raise SourceError(f"{exc} (not retrying)") from None
+

@@ -1,0 +1,108 @@
+"""Where ``ovq serve`` listens: the host resolved, the REST socket bound and the gRPC port checked, before any
+model is compiled and before either server starts.
+
+uvicorn and grpc each report a port in use their own way (uvicorn logs ``[Errno 98]`` and exits 3 from inside the
+event loop; grpc raises ``RuntimeError: Failed to bind to address`` with no reason, after the REST server is up).
+Here the REST socket is bound by ovq and handed to uvicorn, and the gRPC port is bound once and let go, so a port
+in use, a host that does not resolve or an address this machine does not have is one :class:`ServingError` naming
+``HOST:PORT``, and nothing has started.
+
+gRPC on Linux sets ``SO_REUSEPORT`` on its listeners: a second ``ovq serve`` on the same gRPC port then bound it
+too and the kernel split the connections between the two processes (measured: two processes LISTENing on
+127.0.0.1:28081). ``GRPC_OPTIONS`` turns that off, and the check here binds without it.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+
+from ovq.core.errors import OvqError
+
+GRPC_NO_REUSEPORT = ("grpc.so_reuseport", 0)
+
+
+class ListenError(OvqError):
+    """``ovq serve`` cannot listen where it was told to (port in use, unknown host, not this machine's address)."""
+
+
+@dataclass
+class Listeners:
+    """The resolved address, the bound (not yet listening) REST socket, and the gRPC port found free."""
+
+    address: str  # numeric: what grpc binds, so both servers agree on the interface
+    http: socket.socket
+    grpc_port: int
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{bracketed(self.address)}:{self.grpc_port}"
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def bracketed(host: str) -> str:
+    """``host`` as it goes before ``:PORT`` in a URL or address (IPv6 in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def resolve(host: str, port: int) -> tuple[socket.AddressFamily, str]:
+    """The family and numeric address ``host`` names (its first, as uvicorn and grpc would take it)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise ListenError(f"{bracketed(host)}:{port}: cannot resolve the host ({reason})") from None
+    family, _, _, _, sockaddr = infos[0]
+    return family, str(sockaddr[0])
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "not an address of this machine"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    return exc.strerror or str(exc)
+
+
+def bind(family: socket.AddressFamily, address: str, port: int, *, keep: bool) -> socket.socket | None:
+    """Bind ``address:port`` as a listener would (``SO_REUSEADDR``, no ``SO_REUSEPORT``); kept or let go."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"{bracketed(address)}:{port}: {_reason(exc)}") from None
+    if keep:
+        sock.set_inheritable(True)
+        return sock
+    sock.close()
+    return None
+
+
+def bind_listeners(host: str, http_port: int, grpc_port: int) -> Listeners:
+    """Resolve ``host``, bind the REST port (kept for uvicorn) and check the gRPC port (let go for grpc)."""
+    family, address = resolve(host, http_port)
+    http = bind(family, address, http_port, keep=True)
+    assert http is not None
+    try:
+        bind(family, address, grpc_port, keep=False)
+    except ListenError:
+        http.close()
+        raise
+    return Listeners(address, http, grpc_port)
+
+
+def grpc_bind_failed(listeners: Listeners) -> ListenError:
+    """The error for grpc's reasonless ``Failed to bind``: the port checked again for the reason."""
+    family = socket.AF_INET6 if ":" in listeners.address else socket.AF_INET
+    try:
+        bind(family, listeners.address, listeners.grpc_port, keep=False)
+    except ListenError as exc:
+        return exc
+    return ListenError(f"{listeners.grpc_target}: gRPC cannot listen there")

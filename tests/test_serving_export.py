@@ -1,0 +1,60 @@
+"""``ovq export-serving``: every name and target checked before anything is written (in this process: writing
+a repository needs neither kserve nor a server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ovq.cli import main
+
+
+def one_line(capsys, *argv: str) -> str:
+    code = main(list(argv))
+    _, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if "error" in ln or "Traceback" in ln]
+    assert code == 2 and len(lines) == 1, err
+    return lines[0]
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_a_later_target_that_cannot_be_written_stops_the_export_before_the_first(tmp_path, capsys, tiny):
+    """With a file at repo/b, repo/a/1 was written and then b failed (and no config.json)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "b").write_text("")
+    line = one_line(capsys, "export-serving", str(tiny), str(tiny), "-o", str(repo), "--name", "a", "--name", "b")
+    assert line == f"ovq export-serving: error: {repo}/b: exists and is not a folder"
+    assert files(repo) == ["b"]
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("config.json", "ovms"), ("config.pbtxt", "triton"),
+                                           ("x.inferenceservice.yaml", "kserve")])
+def test_reserved_names_are_refused(tmp_path, capsys, tiny, name, fmt):
+    """--name config.json wrote the model to repo/config.json/1/ and then failed; --name config.pbtxt --format
+    triton wrote repo/config.pbtxt/config.pbtxt."""
+    repo = tmp_path / "repo"
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(repo), "--name", name, "--format", fmt)
+    assert f"model name '{name}': the name of a repository's own file" in line
+    assert not repo.exists()
+
+
+@pytest.mark.parametrize("name", ["9Fd_", "_a", "a" * 64])
+def test_kserve_names_kubernetes_refuses_are_refused(tmp_path, capsys, tiny, name):
+    """--name 9Fd_ wrote metadata.name: 9fd-, which Kubernetes refuses (not a DNS-1035 label)."""
+    repo = tmp_path / "k"
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--name", name)
+    assert f"model name '{name}'" in line
+    assert not repo.exists()
+
+
+def test_kserve_name_is_a_dns_label(tmp_path, capsys, tiny):
+    repo = tmp_path / "k"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--name", "Yolo_v8.n", "-q"]) == 0
+    service = yaml.safe_load((repo / "Yolo_v8.n.inferenceservice.yaml").read_text(encoding="utf-8"))
+    assert service["metadata"]["name"] == "yolo-v8-n"

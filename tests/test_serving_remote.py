@@ -1,0 +1,136 @@
+"""The edge's side of serving on real servers: a run stopped during an outage, a URL at the other protocol's
+port, what a server says reported as it said it, options that a served model cannot take (FastestDet)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ovq.core.errors import ConfigError
+from ovq.serving.client import ServerUnavailable, ServingError, V2Client, printable
+from ovq.serving.urls import parse_serving_url
+from tests.test_serving import ROOT, OvqServe, ovq
+
+
+@pytest.fixture(scope="module")
+def fastestdet(assets: Path) -> Path:
+    return assets / "models" / "fastestdet" / "FastestDet.onnx"
+
+
+@pytest.fixture(scope="module")
+def fd_server(fastestdet: Path):
+    srv = OvqServe(fastestdet, name="fd")
+    srv.start()
+    yield srv
+    srv.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("scheme", "sig"), [("http", signal.SIGINT), ("grpc", signal.SIGTERM)],
+                         ids=["http-sigint", "grpc-sigterm"])
+def test_stopping_a_run_during_an_outage_keeps_its_results(fastestdet: Path, assets: Path, tmp_path: Path,
+                                                            scheme: str, sig: int) -> None:
+    """Ctrl-C (or SIGTERM) while the server was away was 'inference failed on frame 240: ... Connection refused',
+    exit 2, the JSONL left partial and no summary; now it stops as a local run's Ctrl-C does."""
+    srv = OvqServe(fastestdet, name="fd")
+    srv.start()
+    jsonl, summary = tmp_path / "r.jsonl", tmp_path / "r.json"
+    run = subprocess.Popen([sys.executable, "-m", "ovq", "run", srv.url(scheme), "--source",
+                            str(assets / "videos" / "one-by-one-person-detection.mp4"), "--jsonl", str(jsonl),
+                            "--summary-json", str(summary), "--no-progress", "--realtime"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("served at" in ln for ln in lines):
+            time.sleep(0.1)
+        time.sleep(3)  # a hundred frames or so (--realtime: the video's 25 fps)
+        srv.kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("retrying until it is back" in ln for ln in lines):
+            time.sleep(0.1)
+        time.sleep(1)
+        started = time.monotonic()
+        run.send_signal(sig)
+        out, _ = run.communicate(timeout=60)
+        stopped_in = time.monotonic() - started
+    finally:
+        run.kill()
+        srv.kill()
+    reader.join(5)
+    stderr = "".join(lines)
+    assert run.returncode == 0, stderr
+    assert "inference failed" not in stderr and "Traceback" not in stderr
+    assert stopped_in < 10, stopped_in  # the retry loop hears the stop, not after its sleep
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) > 20 and [r["frame_index"] for r in records] == list(range(len(records)))
+    result = json.loads(summary.read_text())
+    assert result["stopped"] is True
+    assert f"wrote {jsonl}" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_a_url_at_the_other_protocols_port_is_one_readable_line(fd_server: OvqServe, assets: Path,
+                                                                 tmp_path: Path, scheme: str) -> None:
+    """http:// at the gRPC port logged raw HTTP/2 frame bytes and waited for ever in `ovq run`; grpc:// at the
+    REST port waited for ever too."""
+    port = fd_server.grpc if scheme == "http" else fd_server.http
+    url = f"{scheme}://127.0.0.1:{port}/v2/models/fd"
+    r = ovq("run", url, "--source", str(assets / "videos" / "one-by-one-person-detection.mp4"), "--max-frames",
+            "3", "--no-progress", "-q", timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    other = "HTTP/2 (a gRPC port?)" if scheme == "http" else "HTTP/1.1 (a REST port?)"
+    assert f"127.0.0.1:{port} answers in {other}" in r.stderr
+    assert r.stderr.isprintable() or r.stderr[:-1].isprintable()
+    p = ovq("predict", url, str(assets / "images" / "bus.jpg"), "-o", str(tmp_path / "p"), "-q", timeout=60)
+    assert p.returncode == 2 and f"answers in {other}" in p.stderr and p.stderr[:-1].isprintable(), p.stderr
+
+
+@pytest.mark.slow
+def test_what_the_server_said_is_reported(fd_server: OvqServe, assets: Path, tmp_path: Path) -> None:
+    """A versioned URL was 'the server has model 'fd' but it is not ready'; the server had said 501."""
+    r = ovq("predict", fd_server.url("http") + "/versions/1", str(assets / "images" / "bus.jpg"), "-o",
+            str(tmp_path / "p"), "-q", timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "HTTP 501: Model versioning not supported yet. (this server serves no versioned URL" in r.stderr
+
+
+@pytest.mark.slow
+def test_bench_refuses_a_device_for_a_served_model(fd_server: OvqServe) -> None:
+    """`ovq bench URL --device GPU` exited 0 with GPU in the table."""
+    r = ovq("bench", fd_server.url("http"), "--device", "GPU", "--rounds", "1", "--time", "1", timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"--device GPU: {fd_server.url('http')} runs on its server's device" in r.stderr
+
+
+def test_credentials_in_a_serving_url_query_are_masked() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_serving_url("http://127.0.0.1:18100/v2/models/fd?token=SECRETX&x=1&api_key=K2")
+    assert "SECRETX" not in str(err.value) and "K2" not in str(err.value)
+    assert "?token=***&x=1&api_key=***: the path must be" in str(err.value)
+
+
+def test_server_text_is_printable() -> None:
+    assert printable("\x00\x00\x18\x04ok") == "\\x00\\x00\\x18\\x04ok"
+
+
+def test_grpc_statuses_are_classified_for_retry() -> None:
+    """UNAVAILABLE (a model not ready, now that ovq serve sends it) is retried; INVALID_ARGUMENT, NOT_FOUND
+    are answers."""
+    triton = pytest.importorskip("tritonclient.grpc")
+    client = object.__new__(V2Client)
+    client.url = parse_serving_url("grpc://127.0.0.1:1/v2/models/fd")
+    for status, kind in (("StatusCode.UNAVAILABLE", ServerUnavailable), ("StatusCode.NOT_FOUND", ServingError),
+                         ("StatusCode.INVALID_ARGUMENT", ServingError)):
+        failure = client._failure(triton.InferenceServerException("Model with name fd is not ready.", status), "x")
+        assert type(failure) is kind, status

@@ -1,0 +1,232 @@
+"""``ovq serve`` on real sockets: where it listens (ports in use, hosts it cannot have), what it answers a
+request that does not fit (REST and gRPC statuses, size limits, one log line), FastestDet as the model."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.services import free_port
+from tests.test_serving import ROOT, OvqServe, ovq
+
+INPUT = [1, 352, 352, 3]  # FastestDet's letterboxed u8 NHWC input
+NBYTES = 352 * 352 * 3
+
+
+@pytest.fixture(scope="module")
+def fastestdet(assets: Path) -> Path:
+    return assets / "models" / "fastestdet" / "FastestDet.onnx"
+
+
+@pytest.fixture(scope="module")
+def fd_server(fastestdet: Path, tmp_path_factory: pytest.TempPathFactory):
+    srv = OvqServe(fastestdet, name="fd", log=tmp_path_factory.mktemp("serve") / "serve.log")
+    srv.start()
+    yield srv
+    srv.kill()
+
+
+def serve(fastestdet: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return ovq("serve", str(fastestdet), "-q", *args, timeout=timeout)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# -- where it listens ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ports_in_use_are_one_line_and_nothing_starts(fd_server: OvqServe, fastestdet: Path) -> None:
+    """A second server on the first one's gRPC port used to share it (grpc sets SO_REUSEPORT) and serve; on its
+    REST port it died with uvicorn's traceback (exit 3); on a port another program listens on, grpc's
+    RuntimeError after the REST server had started (exit 1)."""
+    free = free_port()
+    grpc = serve(fastestdet, "--http-port", str(free), "--grpc-port", str(fd_server.grpc), timeout=60)
+    assert grpc.returncode == 2, grpc.stderr
+    assert grpc.stderr == f"ovq serve: error: 127.0.0.1:{fd_server.grpc}: address already in use\n"
+    rest = serve(fastestdet, "--http-port", str(fd_server.http), "--grpc-port", str(free), timeout=60)
+    assert rest.returncode == 2 and rest.stderr == (
+        f"ovq serve: error: 127.0.0.1:{fd_server.http}: address already in use\n"), rest.stderr
+    with socket.socket() as other:  # a plain listener, no SO_REUSEPORT
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        taken = serve(fastestdet, "--http-port", str(free), "--grpc-port", str(port), timeout=60)
+    assert taken.returncode == 2 and taken.stderr == f"ovq serve: error: 127.0.0.1:{port}: address already in use\n"
+    assert not listening(free)
+    assert fd_server.proc.poll() is None  # the first server is still the only one, and serving
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--host", "999.1.1.1"), "999.1.1.1:{http}: cannot resolve the host"),
+    (("--host", "nosuchhost.invalid"), "nosuchhost.invalid:{http}: cannot resolve the host"),
+    (("--host", "10.1.2.3"), "10.1.2.3:{http}: not an address of this machine"),
+    (("--name", ""), "model name '': use letters"),
+    (("--name", "a/b"), "model name 'a/b': use letters"),
+])
+def test_bad_host_or_name_is_one_line(fastestdet: Path, args: tuple[str, ...], message: str) -> None:
+    http = free_port()
+    r = serve(fastestdet, *args, "--http-port", str(http), "--grpc-port", str(free_port()), timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and message.format(http=http) in r.stderr, r.stderr
+
+
+def test_ipv6_host_is_printed_in_brackets(fastestdet: Path) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    http, grpc = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ovq", "serve", str(fastestdet), "--host", "::1", "--http-port",
+                             str(http), "--grpc-port", str(grpc), "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert line.split() == ["serving", f"http://[::1]:{http}/v2/models/FastestDet",
+                            f"grpc://[::1]:{grpc}/v2/models/FastestDet"]
+
+
+# -- what it answers ----------------------------------------------------------------------------------------
+def post(srv: OvqServe, body: bytes, headers: dict[str, str], path: str = "/infer") -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.http, timeout=60)
+    try:
+        conn.request("POST", f"/v2/models/{srv.name}{path}", body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def binary(header: dict, data: bytes) -> tuple[bytes, dict[str, str]]:
+    head = json.dumps(header).encode()
+    return head + data, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+def frame(name: str = "input.1", size: int = NBYTES) -> dict:
+    return {"name": name, "shape": INPUT, "datatype": "UINT8", "parameters": {"binary_data_size": size}}
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("body", "headers", "error"), [
+    # a wrong input name was served (JSON and binary)
+    (json.dumps({"inputs": [{"name": "wrong", "shape": INPUT, "datatype": "UINT8", "data": [0] * NBYTES}]}),
+     JSON, "unknown input 'wrong'; the model takes input 'input.1' UINT8 [1, 352, 352, 3]"),
+    (binary({"inputs": [frame("wrong")]}, bytes(NBYTES)), None, "unknown input 'wrong'; the model takes input"),
+    # the binary fast path ignored the outputs asked for
+    (binary({"inputs": [frame()], "outputs": [{"name": "nope"}]}, bytes(NBYTES)), None, "unknown output 'nope'"),
+    # client mistakes that were 500s
+    (b"xxxx", {"Inference-Header-Content-Length": "abc"}, "Inference-Header-Content-Length 'abc' is not a number"),
+    (json.dumps({"inputs": [{"name": "input.1", "shape": INPUT, "datatype": "UINT8", "data": [0]}]}), JSON,
+     "its data does not fit UINT8 [1, 352, 352, 3]"),
+    (json.dumps({"inputs": [{"name": "input.1", "shape": INPUT, "datatype": "UINT8", "data": [300] * NBYTES}]}),
+     JSON, "its data does not fit UINT8"),
+    # the size was reported as the expected shape ("got UINT8 [1, 352, 352, 3]")
+    (binary({"inputs": [frame(size=-5)]}, bytes(NBYTES)), None, "binary_data_size -5 is not a size in bytes"),
+    (binary({"inputs": [frame(size=NBYTES - 1)]}, bytes(NBYTES - 1)), None,
+     f"binary_data_size {NBYTES - 1} is wrong; UINT8 [1, 352, 352, 3] is {NBYTES} bytes"),
+    # bytes beyond what the header declares were ignored
+    (binary({"inputs": [frame()]}, bytes(NBYTES + 5)), None, f"binary_data_size says {NBYTES}"),
+], ids=["json-name", "binary-name", "binary-output", "header-length", "json-shape", "json-300", "size-negative",
+        "size-short", "body-longer"])
+def test_requests_that_do_not_fit_are_400_and_one_log_line(fd_server: OvqServe, body, headers, error) -> None:
+    before = fd_server.log.read_text()
+    if headers is None:
+        body, headers = body
+    status, _, answer = post(fd_server, body.encode() if isinstance(body, str) else body, headers)
+    assert status == 400, answer[:300]
+    assert error in json.loads(answer)["error"]
+    time.sleep(0.2)
+    logged = fd_server.log.read_text()[len(before):]
+    assert logged.count("\n") == 1 and "Traceback" not in logged, logged
+
+
+@pytest.mark.slow
+def test_binary_requests_get_what_they_ask_for(fd_server: OvqServe) -> None:
+    status, headers, answer = post(fd_server, *binary({"inputs": [frame()], "outputs": [
+        {"name": "758", "parameters": {"binary_data": False}}]}, bytes(NBYTES)))
+    assert status == 200 and "inference-header-content-length" not in headers
+    (out,) = json.loads(answer)["outputs"]
+    assert out["name"] == "758" and out["shape"] == [1, 85, 22, 22] and len(out["data"]) == 85 * 22 * 22
+    # tritonclient's HTTP client sends a BYTES input binary by default: the ovq metadata request was a 400
+    status, _, answer = post(fd_server, *binary({"inputs": [
+        {"name": "ovq_info", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 5}}]},
+        b"\x01\x00\x00\x00?"))
+    assert status == 200, answer
+    (out,) = json.loads(answer)["outputs"]
+    assert json.loads(out["data"][0])["family"] == "fastestdet"
+
+
+@pytest.mark.slow
+def test_request_size_is_limited_by_the_model_input(fd_server: OvqServe) -> None:
+    """A 1.5 GB body (a binary header declaring one frame, then 1.5 GB) was answered 200 and the server's RSS
+    went from 0.27 to 3.6 GB; now a declared length over the limit is 413 before a byte is read, and a chunked
+    body is cut at the limit."""
+    conn = http.client.HTTPConnection("127.0.0.1", fd_server.http, timeout=30)
+    conn.putrequest("POST", "/v2/models/fd/infer")
+    conn.putheader("Content-Length", str(1_500_000_000))
+    conn.putheader("Inference-Header-Content-Length", "120")
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 413 and "at most" in json.loads(response.read())["error"]
+    conn.close()
+    rss = rss_mb(fd_server.proc.pid)
+    answer = b""
+    with socket.create_connection(("127.0.0.1", fd_server.http), timeout=30) as sock:
+        sock.sendall(b"POST /v2/models/fd/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"0, " * 100_000  # JSON a chunk at a time, far beyond six bytes a value of FastestDet's input
+        try:
+            for _ in range(1000):  # 300 MB unless the server stops reading
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except OSError:  # the server answered and closed while the body was still coming
+            pass
+        try:
+            answer = sock.recv(4096)
+        except OSError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert rss_mb(fd_server.proc.pid) - rss < 100
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.slow
+def test_grpc_errors_keep_their_status(fd_server: OvqServe) -> None:
+    """Every gRPC error came back UNKNOWN: kserve's exception-to-status interceptor was not installed."""
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(f"127.0.0.1:{fd_server.grpc}")
+
+    def status(model: str, name: str, shape: list[int]) -> str:
+        item = triton.InferInput(name, shape, "UINT8")
+        item.set_data_from_numpy(np.zeros(shape, np.uint8))
+        with pytest.raises(triton.InferenceServerException) as err:
+            client.infer(model, [item], client_timeout=30)
+        return f"{err.value.status()} {err.value.message()}"
+
+    assert status("fd", "wrong", INPUT).startswith("StatusCode.INVALID_ARGUMENT unknown input 'wrong'")
+    assert status("nope", "input.1", INPUT).startswith("StatusCode.NOT_FOUND")
+    assert status("fd", "input.1", [1, 10, 10, 3]).startswith("StatusCode.INVALID_ARGUMENT the model takes")
+    assert "Traceback" not in fd_server.log.read_text()
+    client.close()
