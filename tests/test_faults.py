@@ -168,6 +168,18 @@ def test_a_full_disk_fails_the_video_and_leaves_no_broken_mp4(full_disk, capsys,
         assert cv2.VideoCapture(str(partial)).read()[0], f"{partial} has no readable frame"
 
 
+def test_a_full_disk_under_the_last_frames_still_fails_the_run(full_disk, capsys, tiny):
+    # The encoder thread fails after the last frame was queued, so no later write() raises it: close() must.
+    # Before, a 1- or 2-frame run into a full disk printed its summary and exited 0 with no video and no message.
+    out = full_disk / "x.mp4"
+    out.write_bytes(b"earlier video")
+    fill(full_disk, leave=150_000)
+    line = one_error_line(capsys, "run", str(tiny), "--source", SYNTH, "--max-frames", "1", "--out", str(out),
+                          "--device", "CPU", "--no-progress")
+    assert line.startswith(f"ovq run: error: {out}: stopped: only ") and "not replaced" in line
+    assert out.read_bytes() == b"earlier video"
+
+
 def test_a_full_disk_fails_the_jsonl_and_keeps_the_old_file(full_disk, capsys, tiny):
     jsonl = full_disk / "results.jsonl"
     jsonl.write_text('{"old": 1}\n')
