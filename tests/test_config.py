@@ -220,6 +220,14 @@ def test_environment_references(tmp_path):
         ("rtsp://admin@10.0.0.1/s", False),
         ("mqtt://u:pw@broker:1883", True),
         ("videos/a:b@c.mp4", False),
+        ("http://cam/videostream.cgi?user=admin&pwd=hunter2", True),  # Foscam's form
+        ("http://cam/videostream.cgi?user=admin&pwd=${CAM_PASSWORD}", False),
+        ("rtsp://cam/live?token=${T:-}", False),
+        ("rtsp://cam/live?X-Amz-Signature=abc", True),
+        ("rtsp://cam/live?camPassword=abc", True),
+        ("rtsp://cam/live?pwd=", False),  # nothing written
+        ("synth://conveyor?fps=5&seed=1", False),
+        ("videos/clip.mp4?password=x", False),  # not a URL
     ],
 )
 def test_literal_passwords(url, literal):
@@ -230,6 +238,13 @@ def test_password_in_the_file_is_rejected(tmp_path):
     for key, value in (("sources", ["rtsp://admin:hunter2@cam/1"]), ("sinks", {"mqtt": "mqtt://u:hunter2@b:1883"})):
         with pytest.raises(ConfigError, match="holds a password written in the file; reference the environment"):
             parse_pipeline_config({**BASE, key: value}, tmp_path / "p.yaml", environ={})
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.url: holds a password written in the file; .*pwd=\$\{CAM_PASS"):
+        parse_pipeline_config({**BASE, "sources": [{"url": "http://cam/videostream.cgi?user=admin&pwd=hunter2"}]},
+                              tmp_path / "p.yaml", environ={})
+    ok = parse_pipeline_config({**BASE, "sources": [{"url": "http://cam/v.cgi?user=admin&pwd=${PW}"}]},
+                               tmp_path / "p.yaml", environ={"PW": "hunter2"})
+    assert ok.sources[0].url == "http://cam/v.cgi?user=admin&pwd=hunter2"
+    assert "hunter2" not in str(ok.to_dict(mask_secrets=True))
     assert mask_url("rtsp://admin:hunter2@cam:554/1") == "rtsp://admin:***@cam:554/1"
     assert mask_url("rtsp://cam/1") == "rtsp://cam/1"
 

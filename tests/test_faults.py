@@ -8,6 +8,7 @@ folder a read-only tmpfs (both need root, as CI has: skipped with that reason ot
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from services import MjpegServer, RtspServer
 
 from ovq.cli import main
 
@@ -293,6 +295,52 @@ def test_bad_urls_are_one_line_without_the_password(capsys, tiny, url, message):
         return
     line = one_error_line(capsys, "run", str(tiny), "--source", url)
     assert line == f"ovq run: error: --source: {message}" and "s3cret" not in line
+
+
+SECRET_QUERY = "user=admin&pwd=Qs3cretQ"
+
+
+def _no_secret_anywhere(capsys, tmp_path, url: str, *flags: str) -> None:
+    """``ovq run`` from ``url`` with JSON Lines and a summary: the secret is in neither, nor in the log."""
+    jsonl, summary = tmp_path / "r.jsonl", tmp_path / "s.json"
+    code = main(["run", *flags, "--source", url, "--max-frames", "3", "--jsonl", str(jsonl), "--summary-json",
+                 str(summary), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 3 and {r["source"] for r in records} == {url.replace("Qs3cretQ", "***")}
+    assert "Qs3cretQ" not in out
+    for text in (err, jsonl.read_text(), summary.read_text()):  # the log names the source, as do both files
+        assert "Qs3cretQ" not in text and "pwd=***" in text
+
+
+def test_a_password_in_a_query_string_is_never_shown_or_written(capsys, tmp_path, tiny, assets):
+    # an IP camera's MJPEG URL in Foscam's form (videostream.cgi?user=&pwd=); before, the password was in the
+    # log, in every JSON Lines record's "source" and in the summary
+    with MjpegServer(assets / VIDEO, fps=20, max_frames=20) as server:
+        _no_secret_anywhere(capsys, tmp_path, f"{server.url}?{SECRET_QUERY}", str(tiny), "--device", "CPU")
+
+
+@pytest.mark.services
+def test_a_password_in_an_rtsp_query_string_is_never_shown_or_written(capsys, tmp_path, tiny, assets):
+    if reason := RtspServer.available():
+        pytest.skip(reason)
+    with RtspServer(assets / VIDEO) as server:
+        _no_secret_anywhere(capsys, tmp_path, f"{server.url}?{SECRET_QUERY}", str(tiny), "--device", "CPU")
+
+
+def test_pipeline_check_shows_no_query_password(capsys, tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("CAM_PASSWORD", "Qs3cretQ")
+    path = tmp_path / "p.yaml"
+    path.write_text(f"model: {tiny}\nsources: [{{url: 'rtsp://127.0.0.1/live?user=admin&pwd=${{CAM_PASSWORD}}'}}]\n")
+    for flags in (["--check"], ["--check", "--json"]):
+        assert main(["pipeline", str(path), *flags]) == 0
+        out, err = capsys.readouterr()
+        assert "Qs3cretQ" not in out + err and "rtsp://127.0.0.1/live?user=admin&pwd=***" in out
+    path.write_text(f"model: {tiny}\nsources: [{{url: 'http://cam/videostream.cgi?user=admin&pwd=Qs3cretQ'}}]\n")
+    line = one_error_line(capsys, "pipeline", str(path), "--check")
+    assert line.startswith(f"ovq pipeline: error: {path}: sources[0].url: holds a password written in the file")
+    assert "Qs3cretQ" not in line
 
 
 # -- a complete run exits 0, every time -------------------------------------------------------------------------

@@ -99,6 +99,22 @@ def test_redact_url_hides_password():
     assert "s3cret" not in parse_source("rtsp://admin:s3cret@127.0.0.1/x").display
 
 
+@pytest.mark.parametrize(("url", "shown"), [
+    ("rtsp://127.0.0.1:8554/live?user=admin&password=s3cret", "rtsp://127.0.0.1:8554/live?user=admin&password=***"),
+    ("http://cam/videostream.cgi?user=admin&pwd=s3cret", "http://cam/videostream.cgi?user=admin&pwd=***"),
+    ("rtsp://u:s3cret@cam/x?token=s3cret&channel=1", "rtsp://u:***@cam/x?token=***&channel=1"),
+    ("https://h/s.m3u8?X-Amz-Signature=s3cret;api-key=s3cret#access_token=s3cret",
+     "https://h/s.m3u8?X-Amz-Signature=***;api-key=***#access_token=***"),
+    ("rtsp://cam?auth=s3cret", "rtsp://cam?auth=***"),
+    ("rtsp://cam/live?channel=1&subtype=0", "rtsp://cam/live?channel=1&subtype=0"),
+])
+def test_credentials_in_a_query_string_are_hidden(url, shown):
+    assert redact_url(url) == shown
+    spec = parse_source(url)
+    assert spec.display == shown and spec.url.redacted() == shown
+    assert spec.url.unredacted() == url  # what the camera gets is what was given
+
+
 def test_a_password_with_an_unencoded_slash_or_at_is_read_as_a_password():
     spec = parse_source("rtsp://admin:pa/ss@w0rd@10.0.0.5:554/Streaming/101")
     assert (spec.url.host, spec.url.port, spec.url.password) == ("10.0.0.5", 554, "pa/ss@w0rd")
