@@ -102,6 +102,24 @@ def test_bundle_layout(built, tiny):
     assert "OVQ_TEST_CAM=..." in (out / "README.md").read_text()
 
 
+@pytest.mark.parametrize("cwd", [".", "cfg"])
+def test_a_relative_local_source_is_shipped_as_the_file_the_pipeline_named(tiny, tmp_path, monkeypatch, cwd):
+    # cfg/p.yaml naming ../media/clip.mp4, bundled with a relative --pipeline: the shipped source used to be
+    # media/clip.mp4 (or ../media/clip.mp4 from inside cfg/), relative to the working folder, which the bundle
+    # then read as a file of its own
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "media").mkdir()
+    video = _some_video(tmp_path / "media")
+    (tmp_path / "cfg" / "p.yaml").write_text(f"model: {tiny}\nsources: [{{url: ../media/clip.avi}}, ../media/clip.avi]\n")
+    monkeypatch.chdir(tmp_path / cwd)
+    pipeline = Path(os.path.relpath(tmp_path / "cfg" / "p.yaml"))
+    result = build_bundle(None, pipeline, Path(os.path.relpath(tmp_path / "bun")))
+    shipped = yaml.safe_load((result.out_dir / "pipeline.yaml").read_text())
+    assert shipped["sources"] == [{"url": str(video)}, str(video)]
+    cfg = load_pipeline_config(result.out_dir / "pipeline.yaml", environ={})
+    assert [Path(s.url) for s in cfg.sources] == [video, video]
+
+
 def test_requirements_are_pinned_to_what_is_installed(built):
     result, _ = built
     lines = [ln for ln in (result.out_dir / "requirements.txt").read_text().splitlines() if not ln.startswith("#")]

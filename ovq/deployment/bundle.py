@@ -256,11 +256,14 @@ def rewrite_pipeline(cfg: PipelineConfig, model_rel: str) -> str:
     for i, (item, parsed) in enumerate(zip(sources, cfg.sources, strict=True)):
         raw_url = item.get("url") if isinstance(item, dict) else item
         if isinstance(raw_url, str) and "${" not in raw_url and is_local_path(parsed.url):
-            logger.warning("source %d (%s) is a local file: it must exist at that path on the target", i, parsed.url)
+            # parsed.url is relative to the working folder when the pipeline was named by a relative path
+            # (cfg/p.yaml's ../media/clip.mp4 reads media/clip.mp4); the bundle would read it as its own file
+            local = os.path.abspath(parsed.url)
+            logger.warning("source %d (%s) is a local file: it must exist at that path on the target", i, local)
             if isinstance(item, dict):
-                item["url"] = parsed.url
+                item["url"] = local
             else:
-                sources[i] = parsed.url
+                sources[i] = local
     header = (
         f"# Pipeline shipped by `ovq bundle` from {cfg.path.name}.\n"
         "# Paths are relative to this file. ${VAR} values come from the environment\n"
