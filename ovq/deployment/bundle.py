@@ -125,8 +125,7 @@ def build_bundle(
 
     parent = out_dir.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the service user must read it
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))  # private until _share_modes
     try:
         model_rel = _ship_model(src_model, tmp, "model")
         run_rel = _ship_model(run_xml.parent, tmp, "model-int8") if run_xml is not None else model_rel
@@ -148,6 +147,7 @@ def build_bundle(
         # the shipped pipeline must load as it is (paths inside the bundle, env references intact)
         load_pipeline_config(tmp / "pipeline.yaml", resolve_env=False)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        _share_modes(tmp)
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -184,6 +184,19 @@ def _write(path: Path, text: str, *, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     path.chmod(mode)
+
+
+def _share_modes(root: Path) -> None:
+    """Folders 755, files 644 (755 when executable), whatever the builder's umask: the folder is installed for
+    another user (the service's), and install.sh copies it with ``cp -a``, modes and all. Under ``umask 077``
+    models/ and wheels/ came out 0700 (mkdir, mkdtemp, the converter) and the service could not read its model."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            path.chmod(0o755)
+        else:
+            path.chmod(0o755 if path.stat().st_mode & 0o100 else 0o644)
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
