@@ -471,6 +471,12 @@ def test_cli_check_prints_the_resolved_config(tiny, tmp_path, capsys, monkeypatc
     "text, device, message",
     [
         ("conf: 7\n", None, "p.yaml: conf: expected a number <= 1, got 7"),
+        ("conf: .nan\n", None, "p.yaml: conf: expected a finite number, got nan"),
+        ("reconnect: {stall_timeout: .nan}\n", None, "p.yaml: reconnect.stall_timeout: expected a finite number, got nan"),
+        ("sinks: {video: {path: v.mp4, fps: .nan}}\n", None, "p.yaml: sinks.video.fps: expected a finite number, got nan"),
+        ("sinks: {video: {path: v.mp4, fps: .inf}}\n", None, "p.yaml: sinks.video.fps: expected a finite number, got inf"),
+        ("serve: {listen: 8080, stall_timeout: .inf}\n", None, "serve.stall_timeout: expected a finite number, got inf"),
+        ("conf: 1e308\n", None, "p.yaml: conf: expected a number <= 1, got 1e+308"),  # was "got '1e308'"
         ("", "NPU", "device 'NPU' is not available on this machine; available: "),
         ("devcie: CPU\n", None, "p.yaml: unknown key 'devcie'; did you mean 'device'?"),
         ("sinks: {mqtt: {url_env: OVQ_TEST_NO_BROKER}}\n", None, "sinks.mqtt: no broker URL: set the environment"),
@@ -577,3 +583,15 @@ def test_dataset_root(tmp_path):
     assert quantized_is_fresh(cfg.quantize, cfg.model)
     _touch(tmp_path / "ds/images/b.jpg", t + 20, tmp_path)
     assert not quantized_is_fresh(cfg.quantize, cfg.model)
+
+
+def test_numbers_without_a_dot_read_as_numbers(tmp_path):
+    # YAML 1.1 (PyYAML) read 1e3 as the string '1e3' ("expected a number, got '1e3'"); YAML 1.2 and JSON read it
+    # as a number. Quoted, it stays text.
+    path = write(tmp_path, "model: m.xml\nsources: [synth://conveyor]\nsinks: {video: {path: v.mp4, fps: 3e1}}\n"
+                           "reconnect: {stall_timeout: 2E+1}\n")
+    cfg = load_pipeline_config(path)
+    assert (cfg.sinks.video_fps, cfg.reconnect.stall_timeout) == (30.0, 20.0)
+    path = write(tmp_path, "model: m.xml\nsources: [synth://conveyor]\nconf: '1e-1'\n")
+    with pytest.raises(ConfigError, match="conf: expected a number, got '1e-1'"):
+        load_pipeline_config(path)
