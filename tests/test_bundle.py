@@ -19,7 +19,7 @@ from conftest import random_images
 from packaging.utils import canonicalize_name
 
 from ovq.cli import main
-from ovq.core.errors import ConfigError, DependencyError, ModelError
+from ovq.core.errors import ConfigError, DependencyError, ModelError, OvqError
 from ovq.core.metadata import read_info
 from ovq.deployment.bundle import build_bundle, check_install_dir
 from ovq.deployment.loader import load_pipeline_config, parse_pipeline_config
@@ -342,6 +342,33 @@ def test_existing_output_needs_force_and_failures_leave_nothing(tiny, tmp_path):
         build_bundle(tiny, pipeline, tmp_path / "c", install_dir="/home/me/ovq")
     with pytest.raises(ConfigError, match="expected an unprivileged user"):
         build_bundle(tiny, pipeline, tmp_path / "c", user="root")
+
+
+def test_an_output_that_holds_an_input_or_the_working_folder_is_refused_untouched(tiny, tmp_path, monkeypatch,
+                                                                                 capsys):
+    # `-o p2 --force` with p2/p.yaml deleted the pipeline, its model and every other file in p2; `-o . --force`
+    # failed with "Device or resource busy" and left an empty ..old-* folder
+    work = tmp_path / "p2"
+    (work / "media").mkdir(parents=True)
+    shutil.copytree(tiny.parent, work / "model")
+    video = _some_video(work / "media")
+    (work / "p.yaml").write_text(f"model: model\nsources: [media/{video.name}]\n")
+    (work / "notes.txt").write_text("mine")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    cases = [  # (working folder, pipeline, -o, what the error says)
+        (tmp_path, "p2/p.yaml", "p2", "holds p2/p.yaml, an input of this bundle"),
+        (work, "p.yaml", ".", "is the current folder"), (work, "p.yaml", "..", "holds the current folder"),
+        (work, "p.yaml", "media", "holds media/clip.avi"), (work, "p.yaml", "model", "holds model"),
+    ]
+    for cwd, pipeline, out, says in cases:
+        monkeypatch.chdir(cwd)
+        assert main(["bundle", "--pipeline", pipeline, "-o", out, "--force"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"ovq bundle: error: {out}: {says}"), err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OvqError, match=f"^{tmp_path}/afile/sub: {tmp_path}/afile is not a folder$"):
+        build_bundle(None, work / "p.yaml", tmp_path / "afile" / "sub")  # was "afile: File exists"
 
 
 def test_quantized_model_is_reused_when_fresh_and_refused_with_no_quantize(tiny, tmp_path):

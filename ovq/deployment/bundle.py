@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from ovq.core.errors import ConfigError, ModelError
+from ovq.core.fileio import check_output_dir
 from ovq.core.metadata import read_info
 from ovq.core.urls import env_references
 from ovq.deployment.build import check_paths, ensure_quantized, quantized_is_fresh
@@ -104,9 +105,13 @@ def build_bundle(
     ``/opt/ovq/<out_dir name>``); the systemd unit points there.
     """
     out_dir = Path(out_dir)
+    check_output_dir(out_dir)  # a file on the way (afile/sub) is named as such, not "File exists"
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{out_dir}: exists and is not empty; pass --force to replace it")
     cfg = load_pipeline_config(pipeline, resolve_env=False)
+    _check_not_an_input(out_dir, [Path(pipeline), cfg.model if model is None else Path(model), wheel, *(
+        [cfg.quantize.data, cfg.quantize.output] if cfg.quantize is not None else []), *(
+        Path(s.url) for s in cfg.sources if is_local_path(s.url) and "${" not in s.url)])
     install_dir = check_install_dir(install_dir or f"/opt/ovq/{out_dir.resolve().name}")
     _check_user(user)
     check_allow_ip(allow_ip)
@@ -178,6 +183,22 @@ def check_install_dir(install_dir: str) -> str:
 def _check_user(user: str) -> None:
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user) or user == "root":
         raise ConfigError(f"service user '{user}': expected an unprivileged user name like ovq (not root)")
+
+
+def _check_not_an_input(out_dir: Path, inputs: list[Any]) -> None:
+    """:class:`ConfigError` when ``out_dir`` is, or holds, the working folder or one of the bundle's inputs:
+    replacing it (``--force``) deleted the pipeline file, the model and whatever else was there, and ``-o .``
+    failed half-way ("Device or resource busy") leaving an empty ``..old-*`` folder behind."""
+    out = Path(os.path.realpath(out_dir))
+    if out == Path.cwd().resolve() or out in Path.cwd().resolve().parents:
+        what = "is the current folder" if out == Path.cwd().resolve() else "holds the current folder"
+        raise ConfigError(f"{out_dir}: {what}, which replacing the folder would delete; give a new or an empty one")
+    for item in inputs:
+        if isinstance(item, (str, Path)) and item and not str(item).startswith(("http://", "https://")):
+            real = Path(os.path.realpath(item))
+            if real == out or out in real.parents:
+                raise ConfigError(f"{out_dir}: holds {item}, an input of this bundle, which replacing the folder "
+                                  "would delete; give a new or an empty folder")
 
 
 def _write(path: Path, text: str, *, mode: int = 0o644) -> None:
