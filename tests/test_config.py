@@ -467,6 +467,43 @@ def test_cli_check_prints_the_resolved_config(tiny, tmp_path, capsys, monkeypatc
     assert json.loads(capsys.readouterr().out)["device"] == "CPU"
 
 
+def test_the_config_check_prints_loads_again(tiny, tmp_path, capsys):
+    # --check printed sinks.video_fps, sinks.jsonl_append and serve.host/port, keys the loader refuses: what it
+    # printed (YAML and --json) could not be loaded back. Every key a file can hold, no secrets (masked, they
+    # are refused as literal passwords and tokens by design).
+    path = write(tmp_path, f"""model: {tiny}
+device: CPU
+precision: f32
+hint: latency
+nireq: 2
+cache: cachedir
+sources: [{{name: a, url: 'synth://conveyor?fps=5'}}, 'rtsp://127.0.0.1/live?channel=1']
+track: true
+conf: 0.3
+sinks:
+  video: {{path: out/v.mp4, fps: 12}}
+  jsonl: {{path: out/r.jsonl, append: true}}
+  mqtt: {{url: 'mqtt://127.0.0.1:1883', topic_prefix: f/l1, strict: true}}
+max_frames: 5
+stats_interval: 3
+reconnect: {{initial_delay: 0.2, max_delay: 3, stall_timeout: 4}}
+realtime: true
+serve: {{listen: '[::1]:8099', fps: 5, stall_timeout: 7}}
+strict: true
+resize: python
+decode: software
+nms: python
+""")
+    original = load_pipeline_config(path).to_dict()
+    for flags, read in ((["--check"], yaml.safe_load), (["--check", "--json"], json.loads)):
+        assert main(["pipeline", str(path), *flags]) == 0
+        printed = read(capsys.readouterr().out)
+        again = write(tmp_path, yaml.safe_dump(printed), name="again.yaml")
+        assert load_pipeline_config(again).to_dict() == original == printed
+    assert printed["sinks"]["video"] == {"path": str(tmp_path / "out/v.mp4"), "fps": 12.0}
+    assert printed["serve"]["listen"] == "[::1]:8099" and printed["sinks"]["jsonl"]["append"] is True
+
+
 @pytest.mark.parametrize(
     "text, device, message",
     [
