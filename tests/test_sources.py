@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import threading
@@ -86,6 +87,17 @@ def test_parse_source_rejects_bad_input(text, message):
     with pytest.raises(SourceError, match=message) as info:
         parse_source(text)
     assert "s3cret" not in str(info.value)
+
+
+def test_a_device_or_a_pipe_is_not_a_missing_file(tmp_path):
+    # --source /dev/null said "no such file or folder"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, kind in (("/dev/null", "a device"), (str(fifo), "a pipe")):
+        with pytest.raises(SourceError, match=f"^{path}: {kind}, not a regular file; expected a video file, an image"):
+            parse_source(path)
+    with pytest.raises(SourceError, match="no such file or folder"):
+        parse_source(str(tmp_path / "none.mp4"))
 
 
 def test_parse_source_rejects_empty_folder(tmp_path):
