@@ -13,8 +13,10 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -434,12 +436,20 @@ def test_mqtt_tls_failure_is_an_error_and_the_right_ca_connects(tmp_path, mqtt_c
 
     broker_files, other = make_tls_files(tmp_path / "a", "a"), make_tls_files(tmp_path / "b", "b")
     with _mosquitto(tmp_path, tls=broker_files) as broker:
-        sink = MqttSink(broker.url, ca_file=other.ca, strict=True, connect_timeout=5)
-        with pytest.raises(OutputError, match=r"TLS handshake failed: CERTIFICATE_VERIFY_FAILED \(strict"):
-            sink.start(["s0"])
+        sink = MqttSink(broker.url, ca_file=other.ca)
+        sink.start(["s0"])
+        time.sleep(3.5)  # paho tries again after 1 s, then 2 s
         sink.abort()
         errors = [m for m in ovq_log.messages(logging.ERROR) if "TLS handshake failed" in m]
         assert len(errors) == 1, errors  # once, not once per retry
+        sink = MqttSink(broker.url, ca_file=other.ca, strict=True, connect_timeout=5)
+        t0 = time.monotonic()
+        with pytest.raises(OutputError, match=r"TLS handshake failed: CERTIFICATE_VERIFY_FAILED \(strict"):
+            sink.start(["s0"])
+        assert time.monotonic() - t0 < 4  # at the first answer, not after connect_timeout
+        sink.abort()
+        errors = [m for m in ovq_log.messages(logging.ERROR) if "TLS handshake failed" in m]
+        assert len(errors) == 1, errors  # strict: the reason is the error raised, not a log line as well
         good = MqttSink(broker.url, ca_file=broker_files.ca, strict=True)
         good.start(["s0"])
         assert good.connected
@@ -463,6 +473,20 @@ def test_mqtt_wrong_password_is_an_error_and_strict_fails_the_run(tmp_path, mqtt
     errors = [ln for ln in capsys.readouterr().err.splitlines() if " ERROR " in ln]
     assert any("the broker refused the connection" in m for m in errors), errors
     assert any("5 of 5 message(s) were not sent" in m for m in errors), errors
+
+
+def test_mqtt_strict_with_no_broker_fails_at_once_in_one_line(tmp_path, mqtt_clean, capsys, tiny):
+    # a refused connection printed an ERROR log line as well as the error, and waited out the 10 s timeout
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    code = main(["run", str(tiny), "--source", SYNTH, "--max-frames", "3", "--device", "CPU", "--mqtt",
+                 f"mqtt://127.0.0.1:{port}", "--mqtt-strict", "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if " ERROR " in ln or not LOG_LINE.match(ln)]
+    want = f"ovq run: error: MQTT 127.0.0.1:{port}: cannot connect: Connection refused (strict: the run needs the broker)"
+    assert code == 2 and err == [want], err
+    assert time.monotonic() - t0 < 8, "waited for the connect timeout"
 
 
 def test_mqtt_options_are_checked(tmp_path, capsys, tiny):
