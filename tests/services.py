@@ -212,7 +212,7 @@ class MjpegServer:
                 pass
 
             def do_GET(self) -> None:
-                if self.path != "/stream.mjpg":
+                if self.path.split("?", 1)[0] != "/stream.mjpg":  # a query (?user=&pwd=) as cameras take
                     self.send_error(404)
                     return
                 self.send_response(200)

@@ -19,7 +19,7 @@ from conftest import random_images
 from packaging.utils import canonicalize_name
 
 from ovq.cli import main
-from ovq.core.errors import ConfigError, DependencyError, ModelError
+from ovq.core.errors import ConfigError, DependencyError, ModelError, OvqError
 from ovq.core.metadata import read_info
 from ovq.deployment.bundle import build_bundle, check_install_dir
 from ovq.deployment.loader import load_pipeline_config, parse_pipeline_config
@@ -100,6 +100,64 @@ def test_bundle_layout(built, tiny):
     cfg = load_pipeline_config(out / "pipeline.yaml", environ={})
     assert cfg.model == out / "models/model/model.xml" and cfg.sinks.jsonl == out / "output/line1.jsonl"
     assert "OVQ_TEST_CAM=..." in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("cwd", [".", "cfg"])
+def test_a_relative_local_source_is_shipped_as_the_file_the_pipeline_named(tiny, tmp_path, monkeypatch, cwd):
+    # cfg/p.yaml naming ../media/clip.mp4, bundled with a relative --pipeline: the shipped source used to be
+    # media/clip.mp4 (or ../media/clip.mp4 from inside cfg/), relative to the working folder, which the bundle
+    # then read as a file of its own
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "media").mkdir()
+    video = _some_video(tmp_path / "media")
+    (tmp_path / "cfg" / "p.yaml").write_text(f"model: {tiny}\nsources: [{{url: ../media/clip.avi}}, ../media/clip.avi]\n")
+    monkeypatch.chdir(tmp_path / cwd)
+    pipeline = Path(os.path.relpath(tmp_path / "cfg" / "p.yaml"))
+    result = build_bundle(None, pipeline, Path(os.path.relpath(tmp_path / "bun")))
+    shipped = yaml.safe_load((result.out_dir / "pipeline.yaml").read_text())
+    assert shipped["sources"] == [{"url": str(video)}, str(video)]
+    cfg = load_pipeline_config(result.out_dir / "pipeline.yaml", environ={})
+    assert [Path(s.url) for s in cfg.sources] == [video, video]
+
+
+@pytest.fixture
+def shared_tmp():
+    """A folder every user may enter (pytest's own tmp folders are root's alone when CI runs as root)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="ovq-shared-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``argv`` run as the unprivileged user 65534 (nobody), no supplementary groups."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("running a command as another user needs root and setpriv (CI runs as root)")
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],
+                          capture_output=True, text=True, errors="replace", check=False, timeout=120)
+
+
+def test_a_bundle_built_under_umask_077_is_readable_by_the_service_user(tiny, shared_tmp):
+    # under umask 077 models/, models/model/ and wheels/ came out 0700 and the IR 0600 (only the top-level
+    # files were forced to 644/755), and install.sh copies with cp -a: the service (User=ovq) could not read
+    # its model
+    pipeline = shared_tmp / "p.yaml"
+    pipeline.write_text(f"model: {tiny}\nsources: [synth://conveyor]\nsinks: {{jsonl: r.jsonl}}\n")
+    old = os.umask(0o077)
+    try:
+        result = build_bundle(None, pipeline, shared_tmp / "b077")
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(result.out_dir)): oct(p.stat().st_mode & 0o777)
+             for p in [result.out_dir, *result.out_dir.rglob("*")]}
+    scripts = {"run.sh", "install.sh"}
+    assert modes == {name: "0o755" if name in scripts or (result.out_dir / name).is_dir() else "0o644"
+                     for name in modes}, modes
+    for name in ("models/model/model.xml", "models/model/model.bin", f"wheels/{result.wheel.name}", "pipeline.yaml"):
+        proc = _as_nobody("head", "-c", "1", str(result.out_dir / name))
+        assert proc.returncode == 0, (name, proc.stderr)
 
 
 def test_requirements_are_pinned_to_what_is_installed(built):
@@ -286,6 +344,33 @@ def test_existing_output_needs_force_and_failures_leave_nothing(tiny, tmp_path):
         build_bundle(tiny, pipeline, tmp_path / "c", user="root")
 
 
+def test_an_output_that_holds_an_input_or_the_working_folder_is_refused_untouched(tiny, tmp_path, monkeypatch,
+                                                                                 capsys):
+    # `-o p2 --force` with p2/p.yaml deleted the pipeline, its model and every other file in p2; `-o . --force`
+    # failed with "Device or resource busy" and left an empty ..old-* folder
+    work = tmp_path / "p2"
+    (work / "media").mkdir(parents=True)
+    shutil.copytree(tiny.parent, work / "model")
+    video = _some_video(work / "media")
+    (work / "p.yaml").write_text(f"model: model\nsources: [media/{video.name}]\n")
+    (work / "notes.txt").write_text("mine")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    cases = [  # (working folder, pipeline, -o, what the error says)
+        (tmp_path, "p2/p.yaml", "p2", "holds p2/p.yaml, an input of this bundle"),
+        (work, "p.yaml", ".", "is the current folder"), (work, "p.yaml", "..", "holds the current folder"),
+        (work, "p.yaml", "media", "holds media/clip.avi"), (work, "p.yaml", "model", "holds model"),
+    ]
+    for cwd, pipeline, out, says in cases:
+        monkeypatch.chdir(cwd)
+        assert main(["bundle", "--pipeline", pipeline, "-o", out, "--force"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"ovq bundle: error: {out}: {says}"), err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OvqError, match=f"^{tmp_path}/afile/sub: {tmp_path}/afile is not a folder$"):
+        build_bundle(None, work / "p.yaml", tmp_path / "afile" / "sub")  # was "afile: File exists"
+
+
 def test_quantized_model_is_reused_when_fresh_and_refused_with_no_quantize(tiny, tmp_path):
     pipeline = tmp_path / "q.yaml"
     data = tmp_path / "data"
@@ -422,26 +507,31 @@ def _group_exists(name: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root (CI does)")
-def test_offline_bundle_installs_without_network_and_runs_60_frames(tiny, tmp_path):
+def test_offline_bundle_installs_without_network_and_runs_60_frames(tiny, tmp_path, shared_tmp):
     """The real thing, as on a PC without network: bundle with --offline (pip downloads every pinned wheel),
     install.sh (service user, copy, run.sh --setup, unit) with PIP_NO_INDEX=1 and no pip.conf, so anything
-    missing from wheels/ fails the install; then run.sh --max-frames 60 in the fresh venv."""
+    missing from wheels/ fails the install; then run.sh --max-frames 60 in the fresh venv as the service user.
+    Built and installed under umask 077: before, models/ and wheels/ stayed 0700 through cp -a, and the .venv
+    root made under that umask was root's alone, so the service user could read neither."""
     pipeline = tmp_path / "line1.yaml"
     pipeline.write_text(f"model: {tiny}\ndevice: CPU\ntrack: true\n"
                         "sources: [{name: belt, url: 'synth://conveyor?width=96&height=64&fps=60'}]\n"
                         "sinks: {jsonl: belt.jsonl}\n")
     out = tmp_path / "bundle"
-    result = build_bundle(None, pipeline, out, install_dir="/opt/ovq/line 1", user="nobody", offline=True)
+    old_umask = os.umask(0o077)
+    try:
+        result = build_bundle(None, pipeline, out, install_dir="/opt/ovq/line 1", user="nobody", offline=True)
+    finally:
+        os.umask(old_umask)
     assert (out / "wheels/OFFLINE").exists() and "trackers" in {p.split("==")[0] for p in result.requirements}
-    root, log, bin_dir = tmp_path / "root", tmp_path / "calls.log", tmp_path / "bin"
+    root, log, bin_dir = shared_tmp / "root", tmp_path / "calls.log", tmp_path / "bin"
     for tool in ("systemctl", "useradd", "usermod"):
         _stub(bin_dir, tool, log)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "PIP_"))}
     env.update(PATH=f"{bin_dir}:{env['PATH']}", ROOT=str(root), PYTHON=sys._base_executable, PIP_NO_INDEX="1",
-               PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS=str(tmp_path / "nothing"),
-               OVQ_CACHE_DIR=str(tmp_path / "cache"))
-    proc = subprocess.run([str(out / "install.sh"), "--no-start"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, check=False, timeout=1200)
+               PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS=str(tmp_path / "nothing"))
+    proc = subprocess.run(["sh", "-c", 'umask 077 && exec "$0" --no-start', str(out / "install.sh")], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, check=False, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     dest = root / "opt/ovq/line 1"
     groups = [f"usermod -aG {g} nobody" for g in ("video", "render") if _group_exists(g)]
@@ -449,8 +539,19 @@ def test_offline_bundle_installs_without_network_and_runs_60_frames(tiny, tmp_pa
     assert (root / "etc/systemd/system/ovq-line-1.service").read_text() == (out / "ovq.service").read_text()
     assert oct((root / "etc/ovq/ovq.env").stat().st_mode & 0o777) == "0o600"
     assert (dest / "output").owner() == "nobody" and (dest / "run.sh").owner() == "root"
-    proc = subprocess.run([str(dest / "run.sh"), "--max-frames", "60", "--json", "-q"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, check=False, timeout=600)
+    # the service user reads every file and enters every folder (links skipped: .venv/bin/python points at
+    # this machine's interpreter)
+    unreadable = _as_nobody("find", str(dest), "!", "-type", "l", "!", "-readable", "-print")
+    assert unreadable.returncode == 0 and not unreadable.stdout, unreadable.stdout + unreadable.stderr
+    # and runs it, where it may run this interpreter (a pyenv under /root is root's alone)
+    service = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if _as_nobody("sh", "-c", 'exec "$0" -c ""', sys._base_executable).returncode != 0:  # as the venv runs it
+        service = []
+    (shared_tmp / "home").mkdir()
+    (shared_tmp / "home").chmod(0o777)
+    env.update(HOME=str(shared_tmp / "home"), OVQ_CACHE_DIR=str(shared_tmp / "home/cache"))
+    proc = subprocess.run([*service, str(dest / "run.sh"), "--max-frames", "60", "--json", "-q"], cwd=shared_tmp,
+                          env=env, capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "installing" not in proc.stderr  # install.sh set the venv up
     summary = json.loads(proc.stdout)
@@ -458,7 +559,7 @@ def test_offline_bundle_installs_without_network_and_runs_60_frames(tiny, tmp_pa
     records = [json.loads(line) for line in (dest / "output/belt.jsonl").read_text().splitlines()]
     assert len(records) == 60 and {r["stream"] for r in records} == {"belt"}
     where = subprocess.run([str(dest / ".venv/bin/python"), "-c", "import ovq, trackers; print(ovq.__file__)"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+                           cwd=shared_tmp, env=env, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(dest / ".venv"))  # the bundle's ovq (and the track extra), not this source tree
 
 

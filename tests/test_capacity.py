@@ -113,6 +113,15 @@ def test_a_latency_bound_no_frame_meets_gives_zero(assets, tiny_detector):
     ({"fps": 0}, ConfigError, "fps 0: must be > 0"),
     ({"fps": 5, "max_p95_ms": -1}, ConfigError, "max_p95_ms -1"),
     ({"fps": 5, "seconds": 0}, ConfigError, "seconds 0"),
+    ({"fps": float("inf")}, ConfigError, "fps inf: must be a finite number"),  # was an OverflowError
+    ({"fps": float("nan")}, ConfigError, "fps nan: must be a finite number"),
+    ({"fps": 5, "seconds": float("inf")}, ConfigError, "seconds inf: must be a finite number"),
+    ({"fps": 5, "warmup": float("nan")}, ConfigError, "warmup nan: must be a finite number"),  # was a ValueError
+    ({"fps": 5, "max_p95_ms": float("nan")}, ConfigError, "max_p95_ms nan: must be a finite number"),
+    ({"fps": 1e308}, ConfigError, "more frames than any video holds"),
+    # too short to measure: was "1 stream, 0.00 fps, ok"
+    ({"fps": 5, "seconds": 1e-9, "warmup": 0}, ConfigError, "seconds 1e-09: a trial must measure at least 1 s"),
+    ({"fps": 2, "seconds": 2}, ConfigError, r"and 5 frames per stream \(here 4\)"),
     ({"fps": 500, "seconds": 8}, SourceError, "1394 frames, a trial needs 5000"),
     ({"fps": 5, "resize": "gpu"}, ConfigError, "resize 'gpu': expected one of auto, python, graph"),
     ({"fps": 5, "decode": "nvdec"}, ConfigError, "decode 'nvdec': expected one of auto, software, vaapi"),
@@ -151,6 +160,10 @@ def test_cli_prints_the_table_and_writes_json(assets, tiny, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--fps", "-3"], "fps -3.0: must be > 0"),
+    (["--fps", "inf"], "fps inf: must be a finite number"),
+    (["--fps", "5", "--seconds", "inf"], "seconds inf: must be a finite number"),
+    (["--fps", "5", "--warmup", "nan"], "warmup nan: must be a finite number"),
+    (["--fps", "5", "--seconds", "1e-9", "--warmup", "0"], "a trial must measure at least 1 s"),
     (["--fps", "5", "--json", "/nonexistent-dir/cap.json"], "--json /nonexistent-dir/cap.json: the folder"),
     (["--fps", "5", "--json", "/proc/cap.json"], "/proc/cap.json: cannot write in /proc"),  # was: after the trials
     (["--fps", "200", "--source-is", "gif"], "frames, a trial needs"),

@@ -220,6 +220,14 @@ def test_environment_references(tmp_path):
         ("rtsp://admin@10.0.0.1/s", False),
         ("mqtt://u:pw@broker:1883", True),
         ("videos/a:b@c.mp4", False),
+        ("http://cam/videostream.cgi?user=admin&pwd=hunter2", True),  # Foscam's form
+        ("http://cam/videostream.cgi?user=admin&pwd=${CAM_PASSWORD}", False),
+        ("rtsp://cam/live?token=${T:-}", False),
+        ("rtsp://cam/live?X-Amz-Signature=abc", True),
+        ("rtsp://cam/live?camPassword=abc", True),
+        ("rtsp://cam/live?pwd=", False),  # nothing written
+        ("synth://conveyor?fps=5&seed=1", False),
+        ("videos/clip.mp4?password=x", False),  # not a URL
     ],
 )
 def test_literal_passwords(url, literal):
@@ -230,6 +238,13 @@ def test_password_in_the_file_is_rejected(tmp_path):
     for key, value in (("sources", ["rtsp://admin:hunter2@cam/1"]), ("sinks", {"mqtt": "mqtt://u:hunter2@b:1883"})):
         with pytest.raises(ConfigError, match="holds a password written in the file; reference the environment"):
             parse_pipeline_config({**BASE, key: value}, tmp_path / "p.yaml", environ={})
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.url: holds a password written in the file; .*pwd=\$\{CAM_PASS"):
+        parse_pipeline_config({**BASE, "sources": [{"url": "http://cam/videostream.cgi?user=admin&pwd=hunter2"}]},
+                              tmp_path / "p.yaml", environ={})
+    ok = parse_pipeline_config({**BASE, "sources": [{"url": "http://cam/v.cgi?user=admin&pwd=${PW}"}]},
+                               tmp_path / "p.yaml", environ={"PW": "hunter2"})
+    assert ok.sources[0].url == "http://cam/v.cgi?user=admin&pwd=hunter2"
+    assert "hunter2" not in str(ok.to_dict(mask_secrets=True))
     assert mask_url("rtsp://admin:hunter2@cam:554/1") == "rtsp://admin:***@cam:554/1"
     assert mask_url("rtsp://cam/1") == "rtsp://cam/1"
 
@@ -452,10 +467,53 @@ def test_cli_check_prints_the_resolved_config(tiny, tmp_path, capsys, monkeypatc
     assert json.loads(capsys.readouterr().out)["device"] == "CPU"
 
 
+def test_the_config_check_prints_loads_again(tiny, tmp_path, capsys):
+    # --check printed sinks.video_fps, sinks.jsonl_append and serve.host/port, keys the loader refuses: what it
+    # printed (YAML and --json) could not be loaded back. Every key a file can hold, no secrets (masked, they
+    # are refused as literal passwords and tokens by design).
+    path = write(tmp_path, f"""model: {tiny}
+device: CPU
+precision: f32
+hint: latency
+nireq: 2
+cache: cachedir
+sources: [{{name: a, url: 'synth://conveyor?fps=5'}}, 'rtsp://127.0.0.1/live?channel=1']
+track: true
+conf: 0.3
+sinks:
+  video: {{path: out/v.mp4, fps: 12}}
+  jsonl: {{path: out/r.jsonl, append: true}}
+  mqtt: {{url: 'mqtt://127.0.0.1:1883', topic_prefix: f/l1, strict: true}}
+max_frames: 5
+stats_interval: 3
+reconnect: {{initial_delay: 0.2, max_delay: 3, stall_timeout: 4}}
+realtime: true
+serve: {{listen: '[::1]:8099', fps: 5, stall_timeout: 7}}
+strict: true
+resize: python
+decode: software
+nms: python
+""")
+    original = load_pipeline_config(path).to_dict()
+    for flags, read in ((["--check"], yaml.safe_load), (["--check", "--json"], json.loads)):
+        assert main(["pipeline", str(path), *flags]) == 0
+        printed = read(capsys.readouterr().out)
+        again = write(tmp_path, yaml.safe_dump(printed), name="again.yaml")
+        assert load_pipeline_config(again).to_dict() == original == printed
+    assert printed["sinks"]["video"] == {"path": str(tmp_path / "out/v.mp4"), "fps": 12.0}
+    assert printed["serve"]["listen"] == "[::1]:8099" and printed["sinks"]["jsonl"]["append"] is True
+
+
 @pytest.mark.parametrize(
     "text, device, message",
     [
         ("conf: 7\n", None, "p.yaml: conf: expected a number <= 1, got 7"),
+        ("conf: .nan\n", None, "p.yaml: conf: expected a finite number, got nan"),
+        ("reconnect: {stall_timeout: .nan}\n", None, "p.yaml: reconnect.stall_timeout: expected a finite number, got nan"),
+        ("sinks: {video: {path: v.mp4, fps: .nan}}\n", None, "p.yaml: sinks.video.fps: expected a finite number, got nan"),
+        ("sinks: {video: {path: v.mp4, fps: .inf}}\n", None, "p.yaml: sinks.video.fps: expected a finite number, got inf"),
+        ("serve: {listen: 8080, stall_timeout: .inf}\n", None, "serve.stall_timeout: expected a finite number, got inf"),
+        ("conf: 1e308\n", None, "p.yaml: conf: expected a number <= 1, got 1e+308"),  # was "got '1e308'"
         ("", "NPU", "device 'NPU' is not available on this machine; available: "),
         ("devcie: CPU\n", None, "p.yaml: unknown key 'devcie'; did you mean 'device'?"),
         ("sinks: {mqtt: {url_env: OVQ_TEST_NO_BROKER}}\n", None, "sinks.mqtt: no broker URL: set the environment"),
@@ -562,3 +620,15 @@ def test_dataset_root(tmp_path):
     assert quantized_is_fresh(cfg.quantize, cfg.model)
     _touch(tmp_path / "ds/images/b.jpg", t + 20, tmp_path)
     assert not quantized_is_fresh(cfg.quantize, cfg.model)
+
+
+def test_numbers_without_a_dot_read_as_numbers(tmp_path):
+    # YAML 1.1 (PyYAML) read 1e3 as the string '1e3' ("expected a number, got '1e3'"); YAML 1.2 and JSON read it
+    # as a number. Quoted, it stays text.
+    path = write(tmp_path, "model: m.xml\nsources: [synth://conveyor]\nsinks: {video: {path: v.mp4, fps: 3e1}}\n"
+                           "reconnect: {stall_timeout: 2E+1}\n")
+    cfg = load_pipeline_config(path)
+    assert (cfg.sinks.video_fps, cfg.reconnect.stall_timeout) == (30.0, 20.0)
+    path = write(tmp_path, "model: m.xml\nsources: [synth://conveyor]\nconf: '1e-1'\n")
+    with pytest.raises(ConfigError, match="conf: expected a number, got '1e-1'"):
+        load_pipeline_config(path)

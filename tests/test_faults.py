@@ -8,15 +8,19 @@ folder a read-only tmpfs (both need root, as CI has: skipped with that reason ot
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from services import MjpegServer, RtspServer
 
 from ovq.cli import main
 
@@ -166,6 +170,18 @@ def test_a_full_disk_fails_the_video_and_leaves_no_broken_mp4(full_disk, capsys,
         import cv2
 
         assert cv2.VideoCapture(str(partial)).read()[0], f"{partial} has no readable frame"
+
+
+def test_a_full_disk_under_the_last_frames_still_fails_the_run(full_disk, capsys, tiny):
+    # The encoder thread fails after the last frame was queued, so no later write() raises it: close() must.
+    # Before, a 1- or 2-frame run into a full disk printed its summary and exited 0 with no video and no message.
+    out = full_disk / "x.mp4"
+    out.write_bytes(b"earlier video")
+    fill(full_disk, leave=150_000)
+    line = one_error_line(capsys, "run", str(tiny), "--source", SYNTH, "--max-frames", "1", "--out", str(out),
+                          "--device", "CPU", "--no-progress")
+    assert line.startswith(f"ovq run: error: {out}: stopped: only ") and "not replaced" in line
+    assert out.read_bytes() == b"earlier video"
 
 
 def test_a_full_disk_fails_the_jsonl_and_keeps_the_old_file(full_disk, capsys, tiny):
@@ -322,6 +338,52 @@ def test_bad_urls_are_one_line_without_the_password(capsys, tiny, url, message):
     assert line == f"ovq run: error: --source: {message}" and "s3cret" not in line
 
 
+SECRET_QUERY = "user=admin&pwd=Qs3cretQ"
+
+
+def _no_secret_anywhere(capsys, tmp_path, url: str, *flags: str) -> None:
+    """``ovq run`` from ``url`` with JSON Lines and a summary: the secret is in neither, nor in the log."""
+    jsonl, summary = tmp_path / "r.jsonl", tmp_path / "s.json"
+    code = main(["run", *flags, "--source", url, "--max-frames", "3", "--jsonl", str(jsonl), "--summary-json",
+                 str(summary), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 3 and {r["source"] for r in records} == {url.replace("Qs3cretQ", "***")}
+    assert "Qs3cretQ" not in out
+    for text in (err, jsonl.read_text(), summary.read_text()):  # the log names the source, as do both files
+        assert "Qs3cretQ" not in text and "pwd=***" in text
+
+
+def test_a_password_in_a_query_string_is_never_shown_or_written(capsys, tmp_path, tiny, assets):
+    # an IP camera's MJPEG URL in Foscam's form (videostream.cgi?user=&pwd=); before, the password was in the
+    # log, in every JSON Lines record's "source" and in the summary
+    with MjpegServer(assets / VIDEO, fps=20, max_frames=20) as server:
+        _no_secret_anywhere(capsys, tmp_path, f"{server.url}?{SECRET_QUERY}", str(tiny), "--device", "CPU")
+
+
+@pytest.mark.services
+def test_a_password_in_an_rtsp_query_string_is_never_shown_or_written(capsys, tmp_path, tiny, assets):
+    if reason := RtspServer.available():
+        pytest.skip(reason)
+    with RtspServer(assets / VIDEO) as server:
+        _no_secret_anywhere(capsys, tmp_path, f"{server.url}?{SECRET_QUERY}", str(tiny), "--device", "CPU")
+
+
+def test_pipeline_check_shows_no_query_password(capsys, tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("CAM_PASSWORD", "Qs3cretQ")
+    path = tmp_path / "p.yaml"
+    path.write_text(f"model: {tiny}\nsources: [{{url: 'rtsp://127.0.0.1/live?user=admin&pwd=${{CAM_PASSWORD}}'}}]\n")
+    for flags in (["--check"], ["--check", "--json"]):
+        assert main(["pipeline", str(path), *flags]) == 0
+        out, err = capsys.readouterr()
+        assert "Qs3cretQ" not in out + err and "rtsp://127.0.0.1/live?user=admin&pwd=***" in out
+    path.write_text(f"model: {tiny}\nsources: [{{url: 'http://cam/videostream.cgi?user=admin&pwd=Qs3cretQ'}}]\n")
+    line = one_error_line(capsys, "pipeline", str(path), "--check")
+    assert line.startswith(f"ovq pipeline: error: {path}: sources[0].url: holds a password written in the file")
+    assert "Qs3cretQ" not in line
+
+
 # -- a complete run exits 0, every time -------------------------------------------------------------------------
 CLEAN_EXIT_RUNS = [  # (model, device, sinks): the OMZ person detector aborted at exit in 3 of 30 such runs
     ("models/person-detection-retail-0013-fp32/person-detection-retail-0013.xml", "CPU", False),
@@ -413,12 +475,20 @@ def test_mqtt_tls_failure_is_an_error_and_the_right_ca_connects(tmp_path, mqtt_c
 
     broker_files, other = make_tls_files(tmp_path / "a", "a"), make_tls_files(tmp_path / "b", "b")
     with _mosquitto(tmp_path, tls=broker_files) as broker:
-        sink = MqttSink(broker.url, ca_file=other.ca, strict=True, connect_timeout=5)
-        with pytest.raises(OutputError, match=r"TLS handshake failed: CERTIFICATE_VERIFY_FAILED \(strict"):
-            sink.start(["s0"])
+        sink = MqttSink(broker.url, ca_file=other.ca)
+        sink.start(["s0"])
+        time.sleep(3.5)  # paho tries again after 1 s, then 2 s
         sink.abort()
         errors = [m for m in ovq_log.messages(logging.ERROR) if "TLS handshake failed" in m]
         assert len(errors) == 1, errors  # once, not once per retry
+        sink = MqttSink(broker.url, ca_file=other.ca, strict=True, connect_timeout=5)
+        t0 = time.monotonic()
+        with pytest.raises(OutputError, match=r"TLS handshake failed: CERTIFICATE_VERIFY_FAILED \(strict"):
+            sink.start(["s0"])
+        assert time.monotonic() - t0 < 4  # at the first answer, not after connect_timeout
+        sink.abort()
+        errors = [m for m in ovq_log.messages(logging.ERROR) if "TLS handshake failed" in m]
+        assert len(errors) == 1, errors  # strict: the reason is the error raised, not a log line as well
         good = MqttSink(broker.url, ca_file=broker_files.ca, strict=True)
         good.start(["s0"])
         assert good.connected
@@ -442,6 +512,20 @@ def test_mqtt_wrong_password_is_an_error_and_strict_fails_the_run(tmp_path, mqtt
     errors = [ln for ln in capsys.readouterr().err.splitlines() if " ERROR " in ln]
     assert any("the broker refused the connection" in m for m in errors), errors
     assert any("5 of 5 message(s) were not sent" in m for m in errors), errors
+
+
+def test_mqtt_strict_with_no_broker_fails_at_once_in_one_line(tmp_path, mqtt_clean, capsys, tiny):
+    # a refused connection printed an ERROR log line as well as the error, and waited out the 10 s timeout
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    code = main(["run", str(tiny), "--source", SYNTH, "--max-frames", "3", "--device", "CPU", "--mqtt",
+                 f"mqtt://127.0.0.1:{port}", "--mqtt-strict", "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if " ERROR " in ln or not LOG_LINE.match(ln)]
+    want = f"ovq run: error: MQTT 127.0.0.1:{port}: cannot connect: Connection refused (strict: the run needs the broker)"
+    assert code == 2 and err == [want], err
+    assert time.monotonic() - t0 < 8, "waited for the connect timeout"
 
 
 def test_mqtt_options_are_checked(tmp_path, capsys, tiny):

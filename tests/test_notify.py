@@ -179,3 +179,42 @@ def test_log_lines_for_journald_have_a_priority_and_no_timestamp(tmp_path, journ
     else:
         assert [ln.split(" ", 1)[1] for ln in lines] == ["WARNING ovq.x: camera lost", "INFO ovq.x: frames flow"]
         assert all(ln[2] == ":" and ln[5] == ":" for ln in lines)  # HH:MM:SS first
+
+
+@pytest.mark.parametrize(("content", "future", "says"), [
+    ('{"time": %(now)f, "results": 3, "stream": "s0"}\n', 3600,
+     "the last result is dated 3600 s in the future: this clock or the file's is wrong"),  # was "alive: -3599.0 s ago"
+    ("", 0, "cannot read the heartbeat: empty"),  # was alive
+    ("garbage\n", 0, "cannot read the heartbeat: not the JSON a pipeline writes"),
+    ('{"results": 3}\n', 0, "not a heartbeat: expected JSON with a 'time' and a 'results' count"),
+    ('{"time": %(now)f, "results": true}\n', 0, "not a heartbeat: expected JSON"),
+])
+def test_health_trusts_only_a_heartbeat_a_pipeline_wrote_in_the_past(tmp_path, capsys, content, future, says):
+    beat = tmp_path / "heartbeat.json"
+    now = time.time()
+    beat.write_text(content % {"now": now + future})
+    os.utime(beat, (now + future, now + future))
+    assert main(["health", str(beat), "--max-age", "30"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(f"not alive: {beat}: {says}"), out
+
+
+def test_health_max_age_must_be_finite(tmp_path, capsys):
+    beat = tmp_path / "heartbeat.json"
+    beat.write_text(json.dumps({"time": time.time(), "results": 1, "stream": "s0"}))
+    assert main(["health", str(beat), "--max-age", "nan"]) == 2  # NaN compared false: always "stale"
+    assert capsys.readouterr().err.strip() == "ovq health: error: --max-age must be a finite number > 0, got nan"
+    assert main(["health", str(beat), "--max-age", "5"]) == 0
+
+
+def test_ovq_run_writes_the_heartbeat_too(tiny, tmp_path, capsys):
+    # only `ovq pipeline` wrote it: a container running `ovq run` with OVQ_HEARTBEAT_FILE set never got healthy
+    beat = tmp_path / "heartbeat.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ovq", "run", str(tiny), "--device", "CPU", "--source",
+         "synth://conveyor?width=96&height=64&fps=30", "--max-frames", "10", "--no-progress", "-q"],
+        env=_env(OVQ_HEARTBEAT_FILE=str(beat)), capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(beat.read_text())["results"] >= 1
+    assert main(["health", str(beat), "--max-age", "120"]) == 0
+    assert capsys.readouterr().out.startswith("alive: last result ")

@@ -70,6 +70,10 @@ def test_every_flag_lands_in_the_config(tmp_path):
         (["--max-frames", "0"], "--max-frames: expected an integer >= 1, got 0"),
         (["--nireq", "-1"], "--nireq: expected an integer >= 0, got -1"),
         (["--stall-timeout", "0"], "--stall-timeout: expected a number > 0, got 0"),
+        (["--stall-timeout", "nan"], "--stall-timeout: expected a finite number, got nan"),  # turned detection off
+        (["--stall-timeout", "inf"], "--stall-timeout: expected a finite number, got inf"),
+        (["--conf", "nan"], "--conf: expected a finite number, got nan"),
+        (["--stats-interval", "nan"], "--stats-interval: expected a finite number, got nan"),
         (["--retry-max-delay", "0"], "--retry-max-delay: expected a number > 0, got 0"),
         (["--mqtt-topic", "a/#", "--mqtt", "b"], "--mqtt-topic: MQTT wildcards # and + cannot be published to"),
         (["--mqtt", "ws://b"], "--mqtt: ws://b: unknown MQTT broker scheme 'ws://'"),

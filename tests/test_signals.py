@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from ovq.deployment.signals import stop_on_signals
+from ovq.deployment.signals import SAME_REQUEST_S, stop_on_signals
 
 
 @pytest.fixture
@@ -48,6 +49,24 @@ def test_first_signal_stops_the_second_interrupts_then_handlers_come_back(guarde
     err = cap.readouterr().err
     assert err.splitlines() == [("ovq test: SIGTERM, stopping: finishing the frames in flight and closing the outputs "
                                 "(again to stop at once)")]
+
+
+def test_the_same_signal_again_within_a_second_is_the_same_request(guarded, capsys):
+    seen, _ = guarded
+    stops, at_once = [], []
+    with stop_on_signals(lambda: stops.append(1), name="ovq test", at_once=lambda: at_once.append(1)):
+        signal.raise_signal(signal.SIGTERM)  # `timeout`: to the child, then to its process group
+        signal.raise_signal(signal.SIGTERM)
+        assert (len(stops), len(at_once)) == (1, 0)
+        time.sleep(SAME_REQUEST_S + 0.05)
+        signal.raise_signal(signal.SIGTERM)  # later: a second request
+        assert (len(stops), len(at_once)) == (1, 1)
+    with stop_on_signals(lambda: stops.append(1), name="ovq test", at_once=lambda: at_once.append(1)):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)  # another signal is another request, however soon
+        signal.raise_signal(signal.SIGINT)  # and once stopping at once, every one counts
+        assert (len(stops), len(at_once)) == (2, 3)
+    assert seen == [] and len(capsys.readouterr().err.splitlines()) == 2
 
 
 def test_handlers_come_back_when_the_block_raises(guarded):
@@ -102,7 +121,7 @@ def test_one_sigint_drains_closes_the_outputs_and_exits_0(tiny, tmp_path):
     assert not list(tmp_path.glob(".*partial*"))
 
 
-def test_two_quick_sigints_stop_at_once_with_130(tiny, tmp_path):
+def test_a_second_signal_stops_at_once_with_130(tiny, tmp_path):
     proc, files = _start(tiny, tmp_path)
     said = threading.Event()
     lines: list[str] = []
@@ -117,9 +136,10 @@ def test_two_quick_sigints_stop_at_once_with_130(tiny, tmp_path):
     reader.start()
     proc.send_signal(signal.SIGINT)
     # the second one right after the first was handled (the line says so), while the pipeline drains: two
-    # signals sent back to back could merge into one before Python's handler runs
+    # signals sent back to back could merge into one before Python's handler runs. A SIGTERM: the same SIGINT
+    # again this soon is the same request (SAME_REQUEST_S), and the drain is over in well under a second
     assert said.wait(30), "".join(lines)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     t0 = time.monotonic()
     stdout = proc.stdout.read()
     proc.wait(timeout=60)
@@ -130,3 +150,33 @@ def test_two_quick_sigints_stop_at_once_with_130(tiny, tmp_path):
     assert "terminate called" not in "".join(lines)  # no C++ abort from native threads left running (was exit 134)
     assert "Traceback" not in "".join(lines) and "frames from" not in stdout  # no summary: it did not finish
     assert not files["summary"].exists()
+
+
+def test_the_same_sigterm_twice_in_a_row_drains_and_exits_0(tiny, tmp_path):
+    # what `timeout` does: the signal to the child, then to its whole process group, a few ms apart; here sent
+    # again right after the first was handled, so the second is surely handled on its own
+    proc, files = _start(tiny, tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    said = proc.stderr.readline()
+    while said and "stopping" not in said:
+        said = proc.stderr.readline()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, said + stderr
+    assert "interrupted again" not in stderr and "frames from 1 stream(s)" in stdout
+    assert json.loads(files["summary"].read_text())["stopped"] is True
+
+
+@pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils' timeout")
+def test_runs_ended_by_timeout_drain_and_exit_0(tiny, tmp_path, assets):
+    # `timeout --preserve-status N ovq run ...` ended 5 of 10 runs with "interrupted again" and exit 130: its
+    # SIGTERM comes twice (child, then process group)
+    for seconds in (5, 6, 7):
+        out = tmp_path / f"t{seconds}.mp4"
+        proc = subprocess.run(["timeout", "--preserve-status", str(seconds), sys.executable, "-m", "ovq", "run",
+                               str(tiny), "--source", str(assets / "videos/one-by-one-person-detection.mp4"),
+                               "--source", "synth://conveyor?width=160&height=120", "--device", "CPU", "--out",
+                               str(out), "--no-progress"], capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0 and "interrupted again" not in proc.stderr, (seconds, proc.stderr[-2000:])
+        assert "frames from 2 stream(s)" in proc.stdout, proc.stderr[-2000:]
+        assert _frames(out.with_name(f"t{seconds}_s0.mp4")) > 0 and _frames(out.with_name(f"t{seconds}_s1.mp4")) > 0

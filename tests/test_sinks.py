@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -120,8 +121,24 @@ def test_video_sink_does_not_wait_for_ffmpegs_open_lock(tmp_path):
 def test_video_sink_rejects_bad_options(tmp_path):
     with pytest.raises(ConfigError, match="must end in .mp4"):
         VideoSink(tmp_path / "out.avi")
-    with pytest.raises(ConfigError, match="fps must be > 0"):
-        VideoSink(tmp_path / "out.mp4", fps=0)
+    for fps in (0, float("nan"), float("inf")):  # NaN slipped past "fps <= 0" and failed in the encoder thread
+        with pytest.raises(ConfigError, match="fps must be a finite number > 0"):
+            VideoSink(tmp_path / "out.mp4", fps=fps)
+
+
+def test_video_sink_raises_an_encoder_error_from_close_when_no_write_did(tmp_path):
+    # fps=NaN (bypassing the check) makes the encoder fail on the first frame, in its thread, after the last
+    # write() returned: close() must raise it, replace nothing and announce nothing.
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"earlier video")
+    sink = VideoSink(out, fps=10.0)
+    sink.fps = float("nan")
+    sink.start(["s0"])
+    sink.write(make_result())
+    with pytest.raises(OutputError, match=f"^{re.escape(str(out))}: video writing failed: .*; left as it was$"):
+        sink.close()
+    assert out.read_bytes() == b"earlier video" and not sink.written
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
 # -- JSON Lines ------------------------------------------------------------------------------------------------

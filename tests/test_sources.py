@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import threading
@@ -88,6 +89,17 @@ def test_parse_source_rejects_bad_input(text, message):
     assert "s3cret" not in str(info.value)
 
 
+def test_a_device_or_a_pipe_is_not_a_missing_file(tmp_path):
+    # --source /dev/null said "no such file or folder"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, kind in (("/dev/null", "a device"), (str(fifo), "a pipe")):
+        with pytest.raises(SourceError, match=f"^{path}: {kind}, not a regular file; expected a video file, an image"):
+            parse_source(path)
+    with pytest.raises(SourceError, match="no such file or folder"):
+        parse_source(str(tmp_path / "none.mp4"))
+
+
 def test_parse_source_rejects_empty_folder(tmp_path):
     with pytest.raises(SourceError, match="holds no images"):
         parse_source(str(tmp_path))
@@ -97,6 +109,22 @@ def test_redact_url_hides_password():
     assert redact_url("rtsp://admin:s3cret@10.0.0.5:554/live") == "rtsp://admin:***@10.0.0.5:554/live"
     assert redact_url("rtsp://10.0.0.5/live") == "rtsp://10.0.0.5/live"
     assert "s3cret" not in parse_source("rtsp://admin:s3cret@127.0.0.1/x").display
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("rtsp://127.0.0.1:8554/live?user=admin&password=s3cret", "rtsp://127.0.0.1:8554/live?user=admin&password=***"),
+    ("http://cam/videostream.cgi?user=admin&pwd=s3cret", "http://cam/videostream.cgi?user=admin&pwd=***"),
+    ("rtsp://u:s3cret@cam/x?token=s3cret&channel=1", "rtsp://u:***@cam/x?token=***&channel=1"),
+    ("https://h/s.m3u8?X-Amz-Signature=s3cret;api-key=s3cret#access_token=s3cret",
+     "https://h/s.m3u8?X-Amz-Signature=***;api-key=***#access_token=***"),
+    ("rtsp://cam?auth=s3cret", "rtsp://cam?auth=***"),
+    ("rtsp://cam/live?channel=1&subtype=0", "rtsp://cam/live?channel=1&subtype=0"),
+])
+def test_credentials_in_a_query_string_are_hidden(url, shown):
+    assert redact_url(url) == shown
+    spec = parse_source(url)
+    assert spec.display == shown and spec.url.redacted() == shown
+    assert spec.url.unredacted() == url  # what the camera gets is what was given
 
 
 def test_a_password_with_an_unencoded_slash_or_at_is_read_as_a_password():

@@ -2,7 +2,8 @@
 
 For supervisors other than systemd (Docker ``HEALTHCHECK``, a monitoring script): run the pipeline with
 ``OVQ_HEARTBEAT_FILE=FILE`` set; exit code 0 while the last result is at most ``--max-age`` seconds old, 1 when
-it is older, 2 when there is no heartbeat file.
+it is older or the file cannot be trusted (not what a pipeline writes, dated in the future), 2 when there is no
+heartbeat file.
 """
 
 from __future__ import annotations
@@ -21,19 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+    import math
 
     from ovq.core.errors import ConfigError
-    from ovq.deployment.notify import heartbeat_age
+    from ovq.deployment.notify import read_heartbeat
 
-    if not args.max_age > 0:
-        raise ConfigError(f"--max-age must be > 0, got {args.max_age:g}")
-    age = heartbeat_age(args.file)
-    try:
-        results = json.loads(Path(args.file).read_text(encoding="utf-8")).get("results", "?")
-    except (OSError, ValueError, AttributeError):
-        results = "?"
-    state = "alive" if age <= args.max_age else "stale"
-    print(f"{state}: last result {age:.1f} s ago ({results} results so far; limit {args.max_age:g} s)")
+    if not (args.max_age > 0 and math.isfinite(args.max_age)):
+        raise ConfigError(f"--max-age must be a finite number > 0, got {args.max_age:g}")
+    beat = read_heartbeat(args.file)
+    if beat.problem is not None:
+        print(f"not alive: {args.file}: {beat.problem}")
+        return 1
+    state = "alive" if beat.age <= args.max_age else "stale"
+    print(f"{state}: last result {beat.age:.1f} s ago ({beat.results} results so far; limit {args.max_age:g} s)")
     return 0 if state == "alive" else 1

@@ -217,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.errors import ConfigError
     from ovq.core.fileio import check_output_file, same_file, write_json_atomic
     from ovq.deployment.build import build_pipeline
+    from ovq.deployment.notify import LivenessSink
     from ovq.deployment.signals import exit_now, stop_on_signals
 
     cfg = config_from_args(args)
@@ -228,7 +229,9 @@ def run(args: argparse.Namespace) -> int:
                                   "the other)")
     _quiet_video_backends(args.verbose)
     progress = [_Progress()] if not args.no_progress and sys.stderr.isatty() else []
-    pipeline = build_pipeline(cfg, extra_sinks=progress)
+    # a supervisor's liveness ($NOTIFY_SOCKET, $OVQ_HEARTBEAT_FILE), as `ovq pipeline` reports it
+    liveness = [sink for sink in (LivenessSink.from_environment(),) if sink is not None]
+    pipeline = build_pipeline(cfg, extra_sinks=[*progress, *liveness])
     # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
     out = report_to([*(getattr(sink, "path", None) for sink in pipeline.sinks), args.summary_json])
     with stop_on_signals(pipeline.stop, name="ovq run", at_once=exit_now("ovq run")):

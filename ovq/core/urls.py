@@ -5,8 +5,8 @@ the environment: a file or a ``--source`` says ``rtsp://${CAM_USER}:${CAM_PASSWO
 are filled in when it is read.
 
 :func:`parse_url` is the one parser for camera and broker URLs: a mistyped scheme, a bad port, a malformed host
-is one line, and every message shows the URL through :func:`redact` (the password as ``***``) - also when the URL
-does not parse, and when the password holds an unencoded ``/`` or ``@`` (taken as part of the password: the
+is one line, and every message shows the URL through :func:`redact` (the password, and credential-like query
+values such as ``?pwd=`` or ``?token=``, as ``***``) - also when the URL does not parse, and when the password holds an unencoded ``/`` or ``@`` (taken as part of the password: the
 authority ends at the first ``/`` after the last ``@`` that is followed by a host).
 """
 
@@ -59,11 +59,63 @@ def env_references(value: Any) -> list[str]:
 
 
 def has_literal_password(text: str) -> bool:
-    """Whether a URL ``scheme://user:password@host`` holds a password written out (not only ``${VAR}``)."""
-    userinfo = _userinfo(ENV_REFERENCE.sub("\0", text))
-    if userinfo is None or ":" not in userinfo:
+    """Whether a URL holds a secret written out (not only ``${VAR}``): the password of ``scheme://user:password@
+    host``, or a credential-like query value (``?user=admin&pwd=...``, ``?token=...``: :func:`is_secret_param`)."""
+    text = ENV_REFERENCE.sub("\0", text)
+    if _SCHEME.match(text) is None:
         return False
-    return userinfo.split(":", 1)[1].replace("\0", "") != ""
+    userinfo = _userinfo(text)
+    if userinfo is not None and ":" in userinfo and userinfo.split(":", 1)[1].replace("\0", "") != "":
+        return True
+    return any(is_secret_param(name) and value.replace("\0", "") for name, value in _query_items(text))
+
+
+# -- secrets in a query string -----------------------------------------------------------------------------------
+# Cameras and stream gateways take credentials as query parameters too: Foscam's videostream.cgi?user=&pwd=,
+# Hikvision/Dahua snapshot URLs with ?auth=, signed cloud URLs with ?token= / ?signature= / X-Amz-Signature=.
+_SECRET_PARAMS = frozenset({
+    "password", "passwd", "pwd", "pass", "passphrase", "token", "access_token", "auth_token", "refresh_token",
+    "id_token", "key", "apikey", "api_key", "secret", "client_secret", "auth", "authorization", "sig", "signature",
+    "credential", "credentials", "session", "sessionid", "session_id",
+})
+_SECRET_SUFFIXES = ("password", "passwd", "token", "secret", "apikey", "api_key", "signature", "credential")
+_QUERY_PARAM = re.compile(r"([?&;#])([^=&;#]*)=([^&;#]*)")  # the fragment too: OAuth's #access_token=...
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a query parameter's name says its value is a credential (``pwd``, ``token``, ``X-Amz-Signature``,
+    ``camPassword``, ...), compared without case, ``-`` read as ``_``."""
+    name = unquote(name).strip().lower().replace("-", "_")
+    return name in _SECRET_PARAMS or name.endswith(_SECRET_SUFFIXES)
+
+
+def _query_span(text: str) -> tuple[int, int] | None:
+    """(start, end) of the query and fragment of URL ``text`` (from its first ``?`` or ``#`` after the host), or
+    None without either."""
+    match = _SCHEME.match(text)
+    if match is None:
+        return None
+    after = _split_userinfo(match.group(2))[1]
+    start = re.search(r"[?#]", after)
+    return None if start is None else (len(text) - len(after) + start.start(), len(text))
+
+
+def _query_items(text: str) -> list[tuple[str, str]]:
+    span = _query_span(text)
+    return [] if span is None else [(m.group(2), m.group(3)) for m in _QUERY_PARAM.finditer(text[span[0]:span[1]])]
+
+
+def redact_query(text: str) -> str:
+    """URL ``text`` with the value of every credential-like query (or fragment) parameter replaced by ``***``."""
+    span = _query_span(text)
+    if span is None:
+        return text
+
+    def sub(match: re.Match[str]) -> str:
+        sep, name, value = match.groups()
+        return f"{sep}{name}=***" if value and is_secret_param(name) else match.group(0)
+
+    return text[: span[0]] + _QUERY_PARAM.sub(sub, text[span[0]:span[1]]) + text[span[1]:]
 
 
 # -- one parser for stream and broker URLs -----------------------------------------------------------------------
@@ -89,11 +141,11 @@ class Url:
         return f"{userinfo}@{host}{port}" if userinfo is not None else f"{host}{port}"
 
     def redacted(self) -> str:
-        """The URL for messages and records: ``rtsp://user:***@host/x``."""
+        """The URL for messages and records: ``rtsp://user:***@host/x?user=admin&password=***``."""
         userinfo = None
         if self.username is not None or self.password is not None:
             userinfo = quote(self.username or "", safe="") + (":***" if self.password is not None else "")
-        return f"{self.scheme}://{self._netloc(userinfo)}{self.rest}"
+        return redact_query(f"{self.scheme}://{self._netloc(userinfo)}{self.rest}")
 
     def unredacted(self) -> str:
         """The URL to connect to, credentials percent-encoded (a ``/`` or ``@`` in a password stays in it:
@@ -134,9 +186,14 @@ def _userinfo(text: str) -> str | None:
 
 
 def redact(text: str) -> str:
-    """``text`` with any password between ``scheme://`` and its ``@`` replaced by ``***``. Never fails, and errs
-    on the side of hiding: in a URL that does not parse, whatever stands between the first ``:`` after
-    ``scheme://`` and the last ``@`` counts as a password. Strings that are not URLs come back unchanged."""
+    """``text`` with any password between ``scheme://`` and its ``@``, and the value of every credential-like
+    query parameter (:func:`is_secret_param`), replaced by ``***``. Never fails, and errs on the side of hiding:
+    in a URL that does not parse, whatever stands between the first ``:`` after ``scheme://`` and the last ``@``
+    counts as a password. Strings that are not URLs come back unchanged."""
+    return redact_query(_redact_userinfo(text))
+
+
+def _redact_userinfo(text: str) -> str:
     match = _SCHEME.match(text)
     if match is None or "@" not in match.group(2):
         return text

@@ -20,6 +20,7 @@ takes one visit per distinct node, whatever the expansion.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,10 @@ def _construct_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bo
 
 
 UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.2 (and JSON) read 1e308 and 2E-3 as numbers; PyYAML's YAML 1.1 resolver wants a dot (1.0e308) and made
+# them strings, so `fps: 1e3` was "expected a number, got '1e3'". Plain scalars only: a quoted '1e3' stays text.
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def parse_yaml(text: str, name: str | Path) -> Any:

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from ovq.core.errors import ConfigError, ModelError
+from ovq.core.fileio import check_output_dir
 from ovq.core.metadata import read_info
 from ovq.core.urls import env_references
 from ovq.deployment.build import check_paths, ensure_quantized, quantized_is_fresh
@@ -104,9 +105,13 @@ def build_bundle(
     ``/opt/ovq/<out_dir name>``); the systemd unit points there.
     """
     out_dir = Path(out_dir)
+    check_output_dir(out_dir)  # a file on the way (afile/sub) is named as such, not "File exists"
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{out_dir}: exists and is not empty; pass --force to replace it")
     cfg = load_pipeline_config(pipeline, resolve_env=False)
+    _check_not_an_input(out_dir, [Path(pipeline), cfg.model if model is None else Path(model), wheel, *(
+        [cfg.quantize.data, cfg.quantize.output] if cfg.quantize is not None else []), *(
+        Path(s.url) for s in cfg.sources if is_local_path(s.url) and "${" not in s.url)])
     install_dir = check_install_dir(install_dir or f"/opt/ovq/{out_dir.resolve().name}")
     _check_user(user)
     check_allow_ip(allow_ip)
@@ -125,8 +130,7 @@ def build_bundle(
 
     parent = out_dir.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the service user must read it
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))  # private until _share_modes
     try:
         model_rel = _ship_model(src_model, tmp, "model")
         run_rel = _ship_model(run_xml.parent, tmp, "model-int8") if run_xml is not None else model_rel
@@ -148,6 +152,7 @@ def build_bundle(
         # the shipped pipeline must load as it is (paths inside the bundle, env references intact)
         load_pipeline_config(tmp / "pipeline.yaml", resolve_env=False)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        _share_modes(tmp)
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -180,10 +185,39 @@ def _check_user(user: str) -> None:
         raise ConfigError(f"service user '{user}': expected an unprivileged user name like ovq (not root)")
 
 
+def _check_not_an_input(out_dir: Path, inputs: list[Any]) -> None:
+    """:class:`ConfigError` when ``out_dir`` is, or holds, the working folder or one of the bundle's inputs:
+    replacing it (``--force``) deleted the pipeline file, the model and whatever else was there, and ``-o .``
+    failed half-way ("Device or resource busy") leaving an empty ``..old-*`` folder behind."""
+    out = Path(os.path.realpath(out_dir))
+    if out == Path.cwd().resolve() or out in Path.cwd().resolve().parents:
+        what = "is the current folder" if out == Path.cwd().resolve() else "holds the current folder"
+        raise ConfigError(f"{out_dir}: {what}, which replacing the folder would delete; give a new or an empty one")
+    for item in inputs:
+        if isinstance(item, (str, Path)) and item and not str(item).startswith(("http://", "https://")):
+            real = Path(os.path.realpath(item))
+            if real == out or out in real.parents:
+                raise ConfigError(f"{out_dir}: holds {item}, an input of this bundle, which replacing the folder "
+                                  "would delete; give a new or an empty folder")
+
+
 def _write(path: Path, text: str, *, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     path.chmod(mode)
+
+
+def _share_modes(root: Path) -> None:
+    """Folders 755, files 644 (755 when executable), whatever the builder's umask: the folder is installed for
+    another user (the service's), and install.sh copies it with ``cp -a``, modes and all. Under ``umask 077``
+    models/ and wheels/ came out 0700 (mkdir, mkdtemp, the converter) and the service could not read its model."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            path.chmod(0o755)
+        else:
+            path.chmod(0o755 if path.stat().st_mode & 0o100 else 0o644)
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
@@ -256,11 +290,14 @@ def rewrite_pipeline(cfg: PipelineConfig, model_rel: str) -> str:
     for i, (item, parsed) in enumerate(zip(sources, cfg.sources, strict=True)):
         raw_url = item.get("url") if isinstance(item, dict) else item
         if isinstance(raw_url, str) and "${" not in raw_url and is_local_path(parsed.url):
-            logger.warning("source %d (%s) is a local file: it must exist at that path on the target", i, parsed.url)
+            # parsed.url is relative to the working folder when the pipeline was named by a relative path
+            # (cfg/p.yaml's ../media/clip.mp4 reads media/clip.mp4); the bundle would read it as its own file
+            local = os.path.abspath(parsed.url)
+            logger.warning("source %d (%s) is a local file: it must exist at that path on the target", i, local)
             if isinstance(item, dict):
-                item["url"] = parsed.url
+                item["url"] = local
             else:
-                sources[i] = parsed.url
+                sources[i] = local
     header = (
         f"# Pipeline shipped by `ovq bundle` from {cfg.path.name}.\n"
         "# Paths are relative to this file. ${VAR} values come from the environment\n"

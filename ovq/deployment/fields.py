@@ -7,6 +7,7 @@ right either way: ``line1.yaml: sinks.mqtt.topic_prefix: expected a string, got 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -111,11 +112,15 @@ class Origin:
         return value
 
     def number(self, value: Any, key: str, *, low: float | None = None, high: float | None = None,
-               low_open: bool = False) -> float:
-        """A number within [``low``, ``high``] (``low_open``: strictly above ``low``)."""
+               low_open: bool = False, allow_inf: bool = False) -> float:
+        """A finite number within [``low``, ``high``] (``low_open``: strictly above ``low``); ``allow_inf``: a
+        field where infinity means something may take it. NaN compares false with every bound, so it passed
+        them all (``reconnect.stall_timeout: .nan`` turned stall detection off), as did ``.inf`` without a high one."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(key, f"expected a number, got {describe(value)}")
         value = float(value)
+        if math.isnan(value) or (math.isinf(value) and not allow_inf):
+            raise self.error(key, f"expected a finite number, got {value}")
         if low is not None and (value < low or (low_open and value == low)):
             bound = f"> {low:g}" if low_open else f">= {low:g}"
             upper = f" and <= {high:g}" if high is not None else ""

@@ -40,7 +40,8 @@ from ovq.deployment.schema import PipelineConfig
 
 _PASSWORD_IN_FILE = (
     "holds a password written in the file; reference the environment instead, "
-    "e.g. rtsp://${CAM_USER}:${CAM_PASSWORD}@host/stream (MQTT: OVQ_MQTT_USERNAME / OVQ_MQTT_PASSWORD)"
+    "e.g. rtsp://${CAM_USER}:${CAM_PASSWORD}@host/stream or ...?user=${CAM_USER}&pwd=${CAM_PASSWORD} "
+    "(MQTT: OVQ_MQTT_USERNAME / OVQ_MQTT_PASSWORD)"
 )
 
 

@@ -9,18 +9,20 @@ results exactly when they leave the pipeline: a frozen source or a deadlocked st
   no library needed. Without ``$NOTIFY_SOCKET`` nothing is sent.
 - other supervisors (Docker ``HEALTHCHECK``, a PLC's script): ``$OVQ_HEARTBEAT_FILE`` names a file whose
   modification time is the last result's (written atomically at most once a second); ``ovq health FILE
-  --max-age S`` exits 0 while it is fresh.
+  --max-age S`` exits 0 while it is fresh (and holds what a pipeline writes, dated no later than now).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import stat
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ovq.core.errors import ConfigError
@@ -131,8 +133,25 @@ class LivenessSink:
             self.notifier.close()
 
 
-def heartbeat_age(path: str | Path, now: float | None = None) -> float:
-    """Seconds since the heartbeat file was last written; :class:`ConfigError` when it cannot be read."""
+# How far ahead of this clock a heartbeat may be dated before the clock (or the file) counts as wrong: the
+# file's time is the kernel's at the write, and a file system may round it up to its granularity (2 s on FAT).
+FUTURE_TOLERANCE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a heartbeat file says: seconds since the last result, results so far; ``problem`` when the file
+    cannot be trusted (not what a pipeline writes, or dated in the future), so it does not count as alive."""
+
+    age: float
+    results: int | None
+    problem: str | None = None
+
+
+def read_heartbeat(path: str | Path, now: float | None = None) -> Heartbeat:
+    """The heartbeat file :class:`LivenessSink` writes (JSON ``{"time", "results", "stream"}``, its modification
+    time the last result's); :class:`ConfigError` when there is no such file (a wrong path, not a stopped
+    pipeline)."""
     path = Path(path)
     try:
         info = path.stat()
@@ -141,5 +160,19 @@ def heartbeat_age(path: str | Path, now: float | None = None) -> float:
                           f"{HEARTBEAT_ENV} set?") from None
     if not stat.S_ISREG(info.st_mode):  # a folder's time says nothing about a pipeline: a wrong path, not "stale"
         raise ConfigError(f"{path}: not a file; give the heartbeat file the pipeline writes ({HEARTBEAT_ENV})")
-    written = info.st_mtime
-    return (time.time() if now is None else now) - written
+    now = time.time() if now is None else now
+    age = now - info.st_mtime
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not the JSON a pipeline writes"
+        return Heartbeat(age, None, f"cannot read the heartbeat: {'empty' if not info.st_size else reason}")
+    written, results = (data.get("time"), data.get("results")) if isinstance(data, dict) else (None, None)
+    if not (isinstance(written, (int, float)) and math.isfinite(written) and isinstance(results, int)) \
+            or isinstance(results, bool):
+        return Heartbeat(age, None, "not a heartbeat: expected JSON with a 'time' and a 'results' count")
+    ahead = max(info.st_mtime, written) - now
+    if ahead > FUTURE_TOLERANCE_S:
+        return Heartbeat(age, results, f"the last result is dated {ahead:.0f} s in the future: this clock or the "
+                                       "file's is wrong")
+    return Heartbeat(max(age, 0.0), results)

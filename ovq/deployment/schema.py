@@ -237,11 +237,9 @@ class SinksConfig:
         return sinks
 
     def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
-        return {
-            "video": None if self.video is None else str(self.video),
-            "video_fps": self.video_fps,
-            "jsonl": None if self.jsonl is None else str(self.jsonl),
-            "jsonl_append": self.jsonl_append,
+        return {  # the shape from_mapping reads, so a printed config loads again (--check printed video_fps)
+            "video": None if self.video is None else {"path": str(self.video), "fps": self.video_fps},
+            "jsonl": None if self.jsonl is None else {"path": str(self.jsonl), "append": self.jsonl_append},
             "mqtt": None if self.mqtt is None else self.mqtt.to_dict(mask_secrets),
             "show": self.show,
         }
@@ -291,8 +289,8 @@ class ServeConfig:
 
     def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
         token = "***" if (mask_secrets and self.token) else self.token
-        return {"host": self.host, "port": self.port, "fps": self.fps, "token": token,
-                "stall_timeout": self.stall_timeout}
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return {"listen": f"{host}:{self.port}", "fps": self.fps, "token": token, "stall_timeout": self.stall_timeout}
 
 
 def parse_listen(origin: Origin, value: Any, key: str) -> tuple[str, int]:

@@ -3,7 +3,8 @@
 A pipeline stopped by its first SIGINT or SIGTERM drains the frames in flight and closes its outputs (the MP4
 gets its index, so it plays), and the command exits 0 with its summary. A second signal is for a drain that
 hangs (e.g. on a broker that does not answer): the commands end the process at once with exit code 130
-(:func:`exit_now`). It does not raise :class:`KeyboardInterrupt` into the run there: with OpenVINO's inference
+(:func:`exit_now`); the same signal again within a second of the first is not a second one (``timeout`` and a
+terminal signal a whole process group, so one request can arrive twice). It does not raise :class:`KeyboardInterrupt` into the run there: with OpenVINO's inference
 threads and the pipeline's own still working, unwinding the main thread left native threads alive at
 interpreter exit, and the C++ runtime aborted the process (``terminate called without an active exception``,
 exit 134). Files stay consistent anyway: JSON Lines are written a whole line at a time, and an unfinished MP4 is
@@ -17,11 +18,20 @@ import gc
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 from ovq.runtime.signal_stack import repair_signal_stack
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# A repeat of the first signal within this many seconds is the same request, not a second one. coreutils'
+# `timeout` sends its signal to the child and then to the child's process group (timeout.c, cleanup():
+# send_sig(monitored_pid, sig) then send_sig(0, sig)), so `ovq run` gets it twice a few ms apart: in 5 of 10
+# runs of `timeout --preserve-status 3..7 ovq run ...` the second was handled on its own and ended the run
+# with exit 130, no summary and unfinished MP4s. A terminal's Ctrl-C reaches a whole process group too. A
+# person pressing Ctrl-C again because the drain hangs does so after it has visibly hung, well over a second.
+SAME_REQUEST_S = 1.0
 
 
 def _stderr_fd() -> int | None:
@@ -58,25 +68,31 @@ def _interrupt() -> None:
 @contextlib.contextmanager
 def stop_on_signals(stop: Callable[[], None], *, name: str, at_once: Callable[[], None] = _interrupt) -> Iterator[None]:
     """Within the block, the first SIGINT/SIGTERM calls ``stop()`` and says so on stderr, the next ones call
-    ``at_once()`` (default: raise :class:`KeyboardInterrupt`; the commands pass :func:`exit_now`). The previous
-    handlers are back when the block ends.
+    ``at_once()`` (default: raise :class:`KeyboardInterrupt`; the commands pass :func:`exit_now`). A repeat of
+    the first signal within :data:`SAME_REQUEST_S` is the same request and is ignored. The previous handlers are
+    back when the block ends.
 
     ``stop`` runs inside the signal handler, so it must only set a flag (as ``Pipeline.stop`` does). ``name``
     starts the line printed (``ovq run``). Python runs handlers in the main thread only, so call this there.
     """
     fd = _stderr_fd()
-    asked = False
+    first: tuple[int, float] | None = None  # (signal, time.monotonic()) of the first one
+    again = False
     # compiled models that are about to be collected can leave this thread's signal stack unmapped, which turns
     # the next signal into a crash (see ovq.runtime.signal_stack): collect them now, then check the stack
     gc.collect()
     repair_signal_stack()
 
     def handler(signum: int, frame: object) -> None:
-        nonlocal asked
-        if asked:
+        nonlocal first, again
+        now = time.monotonic()
+        if first is not None:
+            if not again and signum == first[0] and now - first[1] < SAME_REQUEST_S:
+                return  # the same request delivered twice (see SAME_REQUEST_S)
+            again = True
             at_once()
             return
-        asked = True
+        first = (signum, now)
         _say(fd, f"{name}: {signal.Signals(signum).name}, stopping: finishing the frames in flight and closing the "
                  "outputs (again to stop at once)\n")
         stop()

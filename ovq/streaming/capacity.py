@@ -38,6 +38,11 @@ from ovq.streaming.sources import check_decode, open_source, parse_source
 logger = logging.getLogger(__name__)
 
 FPS_TOLERANCE = 0.02  # a stream keeps up when it delivers >= 98 % of the frames due in the window (minus one)
+# The shortest window a trial measures. It counts whole frames, so one frame more or less moves a stream's rate by
+# 1/seconds fps (the verdict's "minus one"): under a second, or under 5 frames per stream, that slack lets a
+# stream that fell a fifth or more behind pass, and --seconds 1e-9 reported "1 stream, 0.00 fps, ok".
+MIN_TRIAL_SECONDS = 1.0
+MIN_TRIAL_FRAMES = 5
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,28 @@ def run_trial(
     return trial
 
 
+def _check_numbers(*, fps: float, max_p95_ms: float | None, seconds: float, warmup: float) -> None:
+    """:class:`ConfigError` for a rate, bound or duration that is not a finite number in range, or a window too
+    short to measure (``MIN_TRIAL_SECONDS``, ``MIN_TRIAL_FRAMES``)."""
+    given = {"fps": fps, "seconds": seconds, "warmup": warmup, "max_p95_ms": max_p95_ms}
+    for name, value in given.items():
+        if value is not None and not math.isfinite(value):  # inf overflowed math.ceil, NaN passed every check
+            raise ConfigError(f"{name} {value}: must be a finite number")
+    if not fps > 0:
+        raise ConfigError(f"fps {fps}: must be > 0")
+    if max_p95_ms is not None and not max_p95_ms > 0:
+        raise ConfigError(f"max_p95_ms {max_p95_ms}: must be > 0")
+    if not seconds > 0 or warmup < 0:
+        raise ConfigError(f"seconds {seconds} must be > 0 and warmup {warmup} >= 0")
+    if seconds < MIN_TRIAL_SECONDS or fps * seconds < MIN_TRIAL_FRAMES:
+        raise ConfigError(
+            f"seconds {seconds:g}: a trial must measure at least {MIN_TRIAL_SECONDS:g} s and {MIN_TRIAL_FRAMES} "
+            f"frames per stream (here {fps * seconds:.3g}): a window counts whole frames, so a shorter one cannot "
+            "tell a stream that keeps up from one that falls behind")
+    if not math.isfinite(fps * (warmup + seconds)):
+        raise ConfigError(f"fps {fps:g} x {warmup + seconds:g} s: more frames than any video holds")
+
+
 def _cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
@@ -253,12 +280,7 @@ def capacity(
     """
     from ovq.runtime.cpu import cpu_model
 
-    if not fps > 0:
-        raise ConfigError(f"fps {fps}: must be > 0")
-    if max_p95_ms is not None and not max_p95_ms > 0:
-        raise ConfigError(f"max_p95_ms {max_p95_ms}: must be > 0")
-    if not seconds > 0 or warmup < 0:
-        raise ConfigError(f"seconds {seconds} must be > 0 and warmup {warmup} >= 0")
+    _check_numbers(fps=fps, max_p95_ms=max_p95_ms, seconds=seconds, warmup=warmup)
     resize_mode(resize)
     nms_mode(nms)
     check_decode(decode, on_this_machine=True)

@@ -59,7 +59,9 @@ class MqttSink:
 
     A refused login and a failed TLS handshake are logged as errors (once per distinct reason). With
     ``strict`` a sink that cannot deliver fails the run: :meth:`start` waits up to ``connect_timeout`` seconds
-    for the broker, and a message that cannot be sent raises :class:`~ovq.core.errors.OutputError`.
+    for the broker - no longer than its first answer: a refused connection, login or handshake fails it at
+    once, with that reason as the one error line - and a message that cannot be sent raises
+    :class:`~ovq.core.errors.OutputError`.
     """
 
     def __init__(
@@ -89,6 +91,8 @@ class MqttSink:
         self.sent = 0
         self.unsent = 0
         self._connected = threading.Event()
+        self._answered = threading.Event()  # the broker connected, or an attempt failed with a reason
+        self._started = False
         self._last: Any = None
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"ovq-{os.getpid()}-{secrets.token_hex(3)}",
@@ -119,6 +123,7 @@ class MqttSink:
             return
         self.failure = None
         self._connected.set()
+        self._answered.set()
         if self._was_connected:
             logger.warning("MQTT: reconnected to %s:%d", self.host, self.port)
         else:
@@ -142,15 +147,18 @@ class MqttSink:
             self._failed("cannot connect")
 
     def _failed(self, why: str) -> None:
-        if why != self.failure:  # once per reason, not once per retry
+        # once per reason, not once per retry; before a strict start() the reason is its error, not a log line too
+        if why != self.failure and (self._started or not self.strict):
             logger.error("MQTT %s:%d: %s", self.host, self.port, why)
         self.failure = why
+        self._answered.set()
 
     def start(self, names: list[str]) -> None:
         """Called by the pipeline before the first frame: with ``strict``, wait for the broker (or fail)."""
-        if self.strict and not self._connected.wait(self.connect_timeout):
+        if self.strict and not (self._answered.wait(self.connect_timeout) and self._connected.is_set()):
             why = self.failure or f"no connection within {self.connect_timeout:g} s"
             raise OutputError(f"MQTT {self.host}:{self.port}: {why} (strict: the run needs the broker)")
+        self._started = True
 
     @property
     def connected(self) -> bool:

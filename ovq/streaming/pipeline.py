@@ -368,9 +368,9 @@ class Pipeline:
             try:
                 abort() if callable(abort) else sink.close()
             except Exception as exc:  # noqa: BLE001 - one failing sink must not keep the others open
-                logger.error("closing %s failed: %s", type(sink).__name__, exc)
-                if self._error is None:
-                    self._error = exc
+                if self._error is not None:  # the first error is run()'s to raise (one line); a later one is logged
+                    logger.error("closing %s failed: %s", type(sink).__name__, exc)
+                self._error = self._error or exc
 
     # -- scheduler thread ----------------------------------------------------------------------------------
     def _schedule_loop(self, infer_queue: Any) -> None:

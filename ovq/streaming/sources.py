@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,7 +120,16 @@ def _parse_path(path: Path, text: str) -> SourceSpec:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return SourceSpec(text=text, kind="images", path=path, params={"files": (path,)})
         return SourceSpec(text=text, kind="video", path=path)
-    raise SourceError(f"{path}: no such file or folder")
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise SourceError(f"{path}: no such file or folder") from None
+    camera = re.fullmatch(r"/dev/video(\d+)", str(path))
+    if camera:
+        raise SourceError(f"{path}: a camera device; give the camera by its index: {camera.group(1)}")
+    # /dev/null was "no such file or folder", which it is not
+    kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    raise SourceError(f"{path}: {kind}, not a regular file; expected a video file, an image or a folder of images")
 
 
 def _parse_synth(text: str) -> SourceSpec:

@@ -17,6 +17,7 @@ if [ "$$(id -u)" != 0 ]; then
   echo "install.sh: run as root (sudo $$0)" >&2
   exit 1
 fi
+umask 022   # what root makes here (folders, the .venv) the service user must read, whatever root's umask is
 if ! id -u "$$SERVICE_USER" >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$$SERVICE_USER"
 fi
@@ -28,9 +29,13 @@ if [ "$$HERE" != "$$DEST" ]; then
   cp -a "$$HERE/." "$$DEST/"
 fi
 chown -R root:root "$$DEST"
-chmod -R go-w "$$DEST"
 chown -R "$$SERVICE_USER:" "$$DEST/output"        # the only folder the service writes (ReadWritePaths)
 "$$DEST/run.sh" --setup                            # .venv, owned by root: the service cannot change its code
+# readable (folders enterable) by the service user, writable by root only: a bundle copied or built under
+# umask 077 keeps 0700 folders through cp -a. output/ (the service's results) keeps its modes; links are skipped
+# (.venv/bin/python points into the system)
+find "$$DEST" -path "$$DEST/output" -prune -o ! -type l -exec chmod u+rwX,go+rX,go-w {} +
+chmod -R go-w "$$DEST/output"
 install -d -m 750 "$$ROOT/etc/ovq"
 [ -e "$$ROOT/etc/ovq/ovq.env" ] || install -m 600 /dev/null "$$ROOT/etc/ovq/ovq.env"   # URLs, passwords: see README.md
 install -d "$$ROOT/etc/systemd/system"

@@ -12,7 +12,8 @@ PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.ovq-bundle"
 want="$(cat "$HERE/requirements.txt" "$HERE"/wheels/ovq-*.whl | sha256sum | cut -d' ' -f1)"
 
-setup() {
+setup() (
+  umask 022  # the venv is for the service user too (install.sh runs this as root), whatever the caller's umask
   echo "run.sh: installing into $VENV" >&2
   # shellcheck disable=SC2086
   "$PYTHON" -m venv --clear ${OVQ_VENV_OPTIONS:-} "$VENV"
@@ -24,7 +25,7 @@ setup() {
   "${pip[@]}" -r "$HERE/requirements.txt"
   "${pip[@]}" --no-deps --force-reinstall "$HERE"/wheels/ovq-*.whl
   echo "$want" > "$STAMP"
-}
+)
 
 if [ "${1:-}" = "--setup" ]; then
   setup
