@@ -7,12 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovq.core.errors import ConfigError
-from ovq.core.urls import parse_url
+from ovq.core.urls import parse_url, redact
 
 SCHEMES = ("http", "https", "grpc")
-# a query parameter whose name says it is a credential: its value is shown as *** in messages
-_SECRET_QUERY = re.compile(r"(?i)([?&;][^=&;#]*(?:token|key|pass|pwd|secret|auth|sig|credential|session)[^=&;#]*=)"
-                           r"[^&;#]*")
 _PATH = re.compile(r"/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?")
 
 
@@ -42,22 +39,16 @@ def is_serving_url(model: object) -> bool:
     return isinstance(model, str) and model.lower().startswith(tuple(f"{s}://" for s in SCHEMES))
 
 
-def mask_query(text: str) -> str:
-    """``text`` with the values of credential-looking query parameters (``?token=...``, ``&api_key=...``,
-    ``password``, ``secret``, ``auth``...) shown as ``***``."""
-    return _SECRET_QUERY.sub(r"\1***", text)
-
-
 def parse_serving_url(url: str | Path) -> ServingURL:
     """Check and split a serving URL (through ovq's one URL parser, :func:`ovq.core.urls.parse_url`); anything
     else is a :class:`ConfigError` that shows the expected form."""
     text = str(url)
-    shown = mask_query(text)
+    shown = redact(text)  # ?token=... as ***, like camera URLs
     expected = "expected http(s)://HOST:PORT/v2/models/NAME or grpc://HOST:PORT/v2/models/NAME"
     try:
         parts = parse_url(text, schemes=SCHEMES, what="serving URL")
     except ConfigError as exc:
-        raise ConfigError(mask_query(f"{exc}; {expected}")) from None
+        raise ConfigError(f"{exc}; {expected}") from None  # parse_url redacts
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"{parts.redacted()}: credentials in a serving URL are not supported; {expected}")
     if not parts.host:
