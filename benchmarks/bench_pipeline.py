@@ -8,7 +8,12 @@ skew the ratios):
 - ``ovq.Pipeline`` on the shared person video, no sinks: decode, resize, async inference, decoding and NMS,
   in order, every frame - once resizing in Python, once in the graph (:meth:`Detector.for_source`); both with
   NMS where the pipeline puts it by default (in the graph on the CPU for the families with NMS), and for those
-  two once more resizing and decoding in Python (``python_nms_fps``: what ``--nms python`` costs).
+  two once more resizing and decoding in Python (``python_nms_fps``: what ``--nms python`` costs);
+- the leanest loop Python can run around the same compiled model (``lean_fps``): one thread reads frames with
+  OpenCV (the pipeline's decoder threads), the main thread resizes and starts requests with shared inputs, the
+  completion callback only counts. No ordering, no results, no metering: what any Python pipeline pays. ``ovq run``
+  against it is the pipeline's own overhead; the lean loop against benchmark_app is what decoding and Python
+  cost when they share the cores with inference.
 
 Both compete for the same cores: video decoding takes CPU time inference would otherwise get. The physical
 ceiling is inference plus software decoding: with ``d`` CPU-seconds of decoding a frame (measured single-threaded)
@@ -55,6 +60,7 @@ class PipelineBench:
     python_fps: list[float] = field(default_factory=list)
     graph_fps: list[float] = field(default_factory=list)
     python_nms_fps: list[float] = field(default_factory=list)  # decoding and NMS in Python too (--nms python)
+    lean_fps: list[float] = field(default_factory=list)  # the leanest Python loop (lean_loop_fps)
     nms: str = "python"  # where the default pipeline decoded (graph or python)
     load: list[float] = field(default_factory=list)
     capacity: dict[str, int] = field(default_factory=dict)  # fps -> streams
@@ -67,11 +73,14 @@ class PipelineBench:
     def ratios(self) -> dict[str, float]:
         app = statistics.median(self.app_fps)
         out = {"ceiling/app": self.ceiling() / app}
-        for name, fps in (("python", self.python_fps), ("graph", self.graph_fps), ("python_nms", self.python_nms_fps)):
+        for name, fps in (("python", self.python_fps), ("graph", self.graph_fps), ("python_nms", self.python_nms_fps),
+                          ("lean", self.lean_fps)):
             if not fps:
                 continue
             out[f"{name}/app"] = statistics.median(fps) / app
             out[f"{name}/ceiling"] = statistics.median(fps) / self.ceiling()
+        if self.lean_fps and self.python_fps:  # paired: the two ran in the same round every time
+            out["python/lean"] = statistics.median(p / q for p, q in zip(self.python_fps, self.lean_fps, strict=True))
         return out
 
     def spread(self) -> str:
@@ -79,8 +88,9 @@ class PipelineBench:
             return f"{min(values):.1f}-{max(values):.1f}"
 
         nms = f", python NMS {lo_hi(self.python_nms_fps)}" if self.python_nms_fps else ""
+        lean = f", lean loop {lo_hi(self.lean_fps)}" if self.lean_fps else ""
         return (f"{len(self.app_fps)} rounds, fps min-max: benchmark_app {lo_hi(self.app_fps)}, python "
-                f"{lo_hi(self.python_fps)}, graph {lo_hi(self.graph_fps)}{nms}")
+                f"{lo_hi(self.python_fps)}, graph {lo_hi(self.graph_fps)}{nms}{lean}")
 
     def line(self) -> str:
         r = self.ratios()
@@ -90,9 +100,50 @@ class PipelineBench:
             f"{self.model:12s} {self.precision:4s} benchmark_app {statistics.median(self.app_fps):6.1f} fps | ovq run "
             f"python-resize {statistics.median(self.python_fps):6.1f} ({r['python/app']:.2f}x app, "
             f"{r['python/ceiling']:.2f}x ceiling) graph-resize {statistics.median(self.graph_fps):6.1f} "
-            f"({r['graph/app']:.2f}x app, {r['graph/ceiling']:.2f}x ceiling), NMS in {self.nms}{nms} | decode {self.decode_ms:.2f} ms/frame "
+            f"({r['graph/app']:.2f}x app, {r['graph/ceiling']:.2f}x ceiling), NMS in {self.nms}{nms}{self._lean()} | "
+            f"decode {self.decode_ms:.2f} ms/frame "
             f"-> ceiling {self.ceiling():.1f} fps ({r['ceiling/app']:.2f}x app) | load {min(self.load):.1f}-{max(self.load):.1f}"
         )
+
+    def _lean(self) -> str:
+        if not self.lean_fps:
+            return ""
+        r = self.ratios()
+        return (f" | lean loop {statistics.median(self.lean_fps):6.1f} ({r['lean/app']:.2f}x app, "
+                f"{r['lean/ceiling']:.2f}x ceiling; ovq run {r['python/lean']:.2f}x of it)")
+
+
+def lean_loop_fps(detector: object, video: Path, nireq: int, threads: int) -> float:
+    """Frames a second of the leanest Python loop around ``detector``'s compiled model on every frame of ``video``."""
+    import queue
+    import threading
+
+    import cv2
+    import openvino as ov
+
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+    frames: queue.Queue = queue.Queue(8)  # as far ahead as the pipeline's file reader runs
+
+    def read() -> None:
+        while True:
+            ok, image = cap.read()
+            frames.put(image if ok else None)
+            if not ok:
+                return
+
+    done = [0]
+    requests = ov.AsyncInferQueue(detector.compiled, nireq)
+    requests.set_callback(lambda request, _: done.__setitem__(0, done[0] + 1))
+    reader = threading.Thread(target=read, daemon=True)
+    t0 = time.perf_counter()
+    reader.start()
+    while (image := frames.get()) is not None:
+        tensor, _ = detector.preprocess(image)
+        requests.start_async({0: tensor}, None, share_inputs=True)
+    requests.wait_all()
+    seconds = time.perf_counter() - t0
+    cap.release()
+    return done[0] / seconds
 
 
 def decode_cost_ms(video: Path, frames: int = 400) -> float:
@@ -131,6 +182,8 @@ def main(
     from ovq.runtime.cpu import cpu_model
     from ovq.streaming.capacity import capacity
     from ovq.streaming.pipeline import Pipeline
+    from ovq.streaming.sources import decode_threads
+    from ovq.streaming.variants import with_nms
 
     if not ASSETS.exists():
         raise SystemExit(f"shared assets not found at {ASSETS}")
@@ -143,12 +196,17 @@ def main(
             xml = Path(tmp) / f"{name}.xml"
             ov.save_model(detector.model, str(xml), compress_to_fp16=False)
             row = PipelineBench(model=name, precision=detector.inference_precision, cpu=cpu_model(), decode_ms=decode_ms)
-            runs = ("app", "python", "graph") + (("python-nms",) if detector.why_not_nms_in_graph() is None else ())
+            runs = ("app", "python", "lean", "graph") + (("python-nms",) if detector.why_not_nms_in_graph() is None else ())
+            lean = with_nms(detector, None, None)  # the model the default pipeline compiles
             for r in range(rounds):
                 for what in runs[r % len(runs):] + runs[: r % len(runs)]:
                     row.load.append(os.getloadavg()[0])
                     if what == "app":
                         row.app_fps.append(benchmark_app(xml, detector.inference_precision, seconds))
+                        continue
+                    if what == "lean":
+                        nireq = 2 * int(lean.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) + 1
+                        row.lean_fps.append(lean_loop_fps(lean, video, nireq, decode_threads(1)))
                         continue
                     pipeline = Pipeline(detector, [str(video)], stats_interval=0, resize_in_graph=what == "graph",
                                         nms_in_graph=False if what == "python-nms" else None)
