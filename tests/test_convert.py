@@ -313,3 +313,60 @@ def test_a_model_file_it_may_not_read_says_permission_denied(echo_xml, tmp_path,
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"ovq convert: error: {src.with_suffix(which)}: Permission denied"]
+
+
+def _external_data_onnx(tmp_path: Path) -> Path:
+    """A tiny ONNX saved as ``model.onnx`` with its weights in ``model.data`` beside it."""
+    import onnx
+
+    proto = onnx.load(str(heads.onnx_yolo(tmp_path / "src.onnx")))
+    model = tmp_path / "model.onnx"
+    onnx.save_model(proto, str(model), save_as_external_data=True, location="model.data", size_threshold=0)
+    assert (tmp_path / "model.data").stat().st_size > 5000
+    return model
+
+
+@pytest.mark.parametrize("command", ["convert", "predict"])
+def test_missing_external_data_file_is_named(tmp_path, capsys, command):
+    """OpenVINO said only "cannot read ONNX model: Loading input model" of it."""
+    pytest.importorskip("onnx", reason="the test builds its model with onnx.helper")
+    model = _external_data_onnx(tmp_path)
+    (tmp_path / "model.data").unlink()
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    args = [str(image)] if command == "predict" else []
+    assert main([command, str(model), *args, "-o", str(tmp_path / "out"), "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        (f"ovq {command}: error: {model}: its external data file {tmp_path / 'model.data'} is missing "
+         "(ONNX keeps weights there; copy it next to the model)")]
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_external_data_file_is_named_without_the_onnx_package(tmp_path, monkeypatch):
+    """Without ``onnx`` installed, OpenVINO's error text gives the file's name."""
+    pytest.importorskip("onnx", reason="the test builds its model with onnx.helper")
+    model = _external_data_onnx(tmp_path)
+    (tmp_path / "model.data").unlink()
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    with pytest.raises(ModelError) as err:
+        prepare(model)
+    assert str(err.value) == (f"{model}: its external data file {tmp_path / 'model.data'} is missing "
+                              "(ONNX keeps weights there; copy it next to the model)")
+
+
+def test_truncated_external_data_file_is_named(tmp_path):
+    pytest.importorskip("onnx", reason="the test builds its model with onnx.helper")
+    model = _external_data_onnx(tmp_path)
+    data = tmp_path / "model.data"
+    size = data.stat().st_size
+    data.write_bytes(data.read_bytes()[:1000])
+    with pytest.raises(ModelError) as err:
+        prepare(model)
+    assert str(err.value).startswith(f"{model}: its external data file {data} is shorter than the model says (1000 bytes")
+    assert f"up to byte {size}" in str(err.value)
+
+
+def test_a_model_with_its_external_data_converts(tmp_path):
+    pytest.importorskip("onnx", reason="the test builds its model with onnx.helper")
+    _, info = prepare(_external_data_onnx(tmp_path))
+    assert info.family == "yolo" and info.input_size == (64, 64)

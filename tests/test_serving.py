@@ -290,8 +290,9 @@ def test_run_remote_over_grpc_matches_local_and_rest(server: OvqServe, yolox: Pa
     for label, model, frames in (("local", str(yolox), 40), ("grpc", server.url("grpc"), 40),
                                  ("http", server.url("http"), 40)):
         jsonl = tmp_path / f"{label}.jsonl"
+        device = ["--device", "CPU"] if label == "local" else []  # a served model runs on its server's device
         r = ovq("run", model, "--source", str(video), "--jsonl", str(jsonl), "--max-frames", str(frames),
-                "--device", "CPU", "--no-progress", "-q")
+                *device, "--no-progress", "-q")
         assert r.returncode == 0, r.stderr
         out[label] = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [rec["frame_index"] for rec in out["grpc"]] == list(range(40)) == [r["frame_index"] for r in out["http"]]

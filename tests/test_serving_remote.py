@@ -134,3 +134,98 @@ def test_grpc_statuses_are_classified_for_retry() -> None:
                          ("StatusCode.INVALID_ARGUMENT", ServingError)):
         failure = client._failure(triton.InferenceServerException("Model with name fd is not ready.", status), "x")
         assert type(failure) is kind, status
+
+
+# --- options only a local model honours, refused for a served one before any connection (no server needed) ----
+
+NOBODY = "http://127.0.0.1:9/v2/models/fd"  # nothing listens on the discard port: a connection is refused at once
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp_path`` as the working directory, with an image ``img.png`` in it."""
+    import cv2
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    cv2.imwrite("img.png", np.zeros((32, 32, 3), np.uint8))
+    return tmp_path
+
+
+def _local_only_cases(image: str) -> list[tuple[list[str], str]]:
+    run = ["run", NOBODY, "--source", image, "--no-retry"]
+    return [
+        (["eval", NOBODY, "--data", "nowhere", "--device", "CPU"], "--device CPU"),
+        (["eval", NOBODY.replace("http", "grpc"), "--data", "nowhere", "--precision", "f32"], "--precision f32"),
+        (["predict", NOBODY, image, "-o", "out", "--device", "GPU"], "--device GPU"),
+        (["predict", NOBODY, image, "-o", "out", "--precision", "bf16"], "--precision bf16"),
+        ([*run, "--device", "AUTO"], "--device AUTO"),
+        ([*run, "--precision", "f32"], "--precision f32"),
+        ([*run, "--hint", "latency"], "--hint latency"),
+        ([*run, "--resize", "graph"], "--resize graph"),
+        ([*run, "--nms", "graph"], "--nms graph"),
+        (["bench", NOBODY, "--precision", "f32", "--time", "1"], "--precision f32"),
+        (["bench", NOBODY, "--hint", "latency", "--time", "1"], "--hint latency"),
+        (["bench", NOBODY, "--device", "GPU", "--time", "1"], "--device GPU"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_an_option_only_a_local_model_honours_is_refused_for_a_served_one(case, in_tmp, capsys):
+    """They were dropped without a word: eval --device GPU reported GPU, run --precision f32 ran as the server ran."""
+    from ovq.cli import main
+
+    argv, option = _local_only_cases("img.png")[case]
+    assert main([*argv, "-q"]) == 2
+    url = argv[1]
+    assert capsys.readouterr().err.splitlines() == [
+        f"ovq {argv[0]}: error: {option}: {url} " + _what(option, argv[0])]
+    assert not (in_tmp / "out").exists()
+
+
+def _what(option: str, command: str) -> str:
+    flag = option.split()[0]
+    return {
+        "--device": "runs on its server's device, not one chosen here; drop --device ",
+        "--precision": "runs at the precision its server compiled it with; drop --precision ",
+        "--hint": "runs with the performance hint its server compiled it with; drop --hint ",
+        "--resize": "has its graph on the server: its frames are resized here, in Python; drop --resize ",
+        "--nms": "has its graph on the server: its boxes are decoded and NMS'd here, in Python; drop --nms ",
+    }[flag] + ("(or bench served and local models separately)" if command == "bench"
+               else f"(or give {flag} python)" if flag in ("--resize", "--nms")
+               else "(choose it where the model is served)")
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", NOBODY, "--data", "nowhere"],
+    ["predict", NOBODY, "img.png", "-o", "out", "--conf", "0.3"],
+    ["run", NOBODY, "--source", "img.png", "--no-retry", "--nireq", "2", "--resize", "python", "--nms", "auto"],
+    ["bench", NOBODY, "--requests", "2", "--time", "1"],
+], ids=["eval", "predict", "run", "bench"])
+def test_defaults_and_options_a_served_model_honours_are_not_refused(argv, in_tmp, capsys):
+    """Only options the user gave are refused: without them the command goes on to ask the server."""
+    from ovq.cli import main
+
+    assert main([*argv, "-q"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"ovq {argv[0]}: error: {NOBODY}: model readiness: [Errno 111] Connection refused"]
+
+
+def test_capacity_says_it_needs_a_local_model(tmp_path, capsys):
+    """It said 'http:/127.0.0.1:9/v2/models/fd: no such file or folder'."""
+    from ovq.cli import main
+
+    assert main(["capacity", NOBODY, "--source", str(tmp_path / "clip.mp4"), "--fps", "10", "-q"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        (f"ovq capacity: error: {NOBODY}: capacity measures this machine running a local model; give a model "
+         "folder, .xml, .onnx or .pt (a served model's throughput: ovq bench URL)")]
+
+
+def test_pipeline_refuses_a_device_for_its_served_model(in_tmp, capsys):
+    """`ovq pipeline FILE --device GPU` ran a served model as its server runs it."""
+    from ovq.cli import main
+
+    (in_tmp / "p.yaml").write_text(f"model: {NOBODY}\nsources: [img.png]\n")
+    assert main(["pipeline", "p.yaml", "--device", "GPU", "--check", "-q"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"ovq pipeline: error: --device GPU: {NOBODY} " + _what("--device", "pipeline")]

@@ -66,6 +66,64 @@ def test_ports_in_use_are_one_line_and_nothing_starts(fd_server: OvqServe, faste
     assert fd_server.proc.poll() is None  # the first server is still the only one, and serving
 
 
+# ``ovq serve`` with another program taking its gRPC port at a given moment (``when``): a plain listener, no
+# SO_REUSEPORT, opened in the same process (to the kernel, as another program's would be)
+TAKE_THE_PORT = """
+import errno, socket, sys
+import ovq.serving.server as server
+from ovq.cli import main
+from ovq.core.errors import ModelError
+
+when, port = sys.argv[1], int(sys.argv[2])
+taken = []
+
+def take():
+    other = socket.socket()
+    try:
+        other.bind(("127.0.0.1", port))
+    except OSError as exc:
+        print("taking the port:", errno.errorcode[exc.errno], flush=True)
+        return
+    other.listen()
+    taken.append(other)
+    print("taking the port: taken", flush=True)
+
+if when == "as-grpc-binds":  # the last moment: ovq has let go of the port, grpc has not bound it yet
+    from grpc.aio import _server
+    add_port = _server.Server.add_insecure_port
+    def add_insecure_port(self, address):
+        take()
+        return add_port(self, address)
+    _server.Server.add_insecure_port = add_insecure_port
+else:  # while the models compile
+    def served_models(*args, **kwargs):
+        take()
+        raise ModelError("stopped by the test")
+    server.served_models = served_models
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("when", ["while-compiling", "as-grpc-binds"])
+def test_the_grpc_port_cannot_be_taken_while_models_compile(fastestdet: Path, when: str) -> None:
+    """serve checked the gRPC port and let it go, and grpc bound it after the models compiled: another program could
+    take it in between, and serve printed "serving ...", kserve's log lines and grpc's "Failed to add port to
+    server" before its one line. Now it holds the port until grpc binds it; in the moment between the two, the same
+    one line as a port taken before serve started, and nothing else."""
+    http, grpc = free_port(), free_port()
+    r = subprocess.run([sys.executable, "-c", TAKE_THE_PORT, when, str(grpc), "serve", str(fastestdet), "-q",
+                        "--http-port", str(http), "--grpc-port", str(grpc)],
+                       check=False, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    if when == "while-compiling":  # ovq serve holds it: nobody else can
+        assert r.stdout == "taking the port: EADDRINUSE\n"
+        assert r.stderr == "ovq serve: error: stopped by the test\n"
+    else:  # the moment between ovq letting go and grpc's bind: the same one line as a port taken before
+        assert r.stdout == "taking the port: taken\n"
+        assert r.stderr == f"ovq serve: error: 127.0.0.1:{grpc}: address already in use\n"
+    assert not listening(http)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("--host", "999.1.1.1"), "999.1.1.1:{http}: cannot resolve the host"),
     (("--host", "nosuchhost.invalid"), "nosuchhost.invalid:{http}: cannot resolve the host"),
@@ -230,3 +288,32 @@ def test_grpc_errors_keep_their_status(fd_server: OvqServe) -> None:
     assert status("fd", "input.1", [1, 10, 10, 3]).startswith("StatusCode.INVALID_ARGUMENT the model takes")
     assert "Traceback" not in fd_server.log.read_text()
     client.close()
+
+
+def test_a_child_forked_while_the_grpc_port_is_held_does_not_keep_it() -> None:
+    """OpenVINO's telemetry forks a child for each event while a model converts (21 for FastestDet's ONNX): a copy of
+    the held socket in one that outlives the compile kept the port listening after serve let go of it."""
+    import os
+
+    from ovq.serving.listen import hold
+
+    port = free_port()
+    held = hold(socket.AF_INET, "127.0.0.1", port)
+    ready, done = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its fork hooks have run; it lives on past the parent's bind below
+        os.write(done, b"x")
+        time.sleep(2)
+        os._exit(0)
+    try:
+        assert os.read(ready, 1) == b"x"
+        held.close()
+        with socket.socket() as grpc:  # as grpc binds it: SO_REUSEADDR, listening
+            grpc.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            grpc.bind(("127.0.0.1", port))
+            grpc.listen()
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(ready)
+        os.close(done)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ovq.cli._common import add_command, report_to
+from ovq.cli._common import add_command, refuse_local_options, report_to
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from ovq.serving.urls import is_serving_url
 
     served = next((m for m in args.models if is_serving_url(m)), None)
-    if args.device and served is not None:  # the table said GPU for a model its server ran wherever it runs it
-        raise ConfigError(f"--device {args.device[0]}: {served} runs on its server's device, not one chosen here; "
-                          "drop --device (or bench served and local models separately)")
+    # the table said GPU (or f32, or latency) for a model its server ran as it runs it
+    refuse_local_options(served, {"--device": args.device, "--precision": args.precision, "--hint": args.hint},
+                         instead="or bench served and local models separately")
     if not 0 < args.time < math.inf:
         raise ConfigError(f"--time {args.time}: must be a positive number of seconds")
     if args.rounds is not None and args.rounds < 1:

@@ -32,8 +32,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ovq.core.errors import ConfigError
     from ovq.core.fileio import check_output_file, write_json_atomic
+    from ovq.core.urls import redact
+    from ovq.serving.urls import is_serving_url
     from ovq.streaming.capacity import capacity
 
+    if is_serving_url(args.model):  # it was "http:/HOST:PORT/v2/models/NAME: no such file or folder"
+        raise ConfigError(f"{redact(args.model)}: capacity measures this machine running a local model; give a model "
+                          "folder, .xml, .onnx or .pt (a served model's throughput: ovq bench URL)")
     if args.json:  # say so before minutes of trials, not after (a symlink loop too, before resolve() meets it)
         check_output_file(args.json)
         if not Path(args.json).resolve().parent.is_dir():

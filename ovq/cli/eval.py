@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ovq.cli._common import add_command, add_device, add_precision, report_to
+from ovq.cli._common import add_command, add_device, add_precision, refuse_local_options, report_to
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (default 0.001, COCO practice)")
     p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_device(p)
+    add_device(p, served_too=True)
     add_precision(p)
     p.set_defaults(func=run)
 
@@ -33,12 +33,14 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.evaluation.accuracy import evaluate
 
+    refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision})
     if args.json:
         check_output_file(args.json)  # before the evaluation, not after it
         if args.save_json and os.path.abspath(args.json) == os.path.abspath(args.save_json):
             raise ConfigError(f"--json and --save-json are both {args.json}: give each its own file")
+    device = "CPU" if args.device is None else args.device
     result = evaluate(
-        args.model, args.data, split=args.split, conf=args.conf, device=args.device, precision=args.precision,
+        args.model, args.data, split=args.split, conf=args.conf, device=device, precision=args.precision,
         save_json=args.save_json, progress=not args.no_progress, images=args.images,
     )
     out = report_to([args.json, args.save_json])  # stderr when a --json goes to standard output

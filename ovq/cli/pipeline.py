@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from ovq.cli._common import add_command, report_to
+from ovq.cli._common import add_command, refuse_local_options, report_to
 
 if TYPE_CHECKING:
     from ovq.deployment.schema import PipelineConfig
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     cfg = load_pipeline_config(args.file)
+    refuse_local_options(cfg.model, {"--device": args.device})
     if args.check:
         return _check(cfg, args)
     # a service's liveness ($NOTIFY_SOCKET, $OVQ_HEARTBEAT_FILE): ovq.deployment.notify

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ovq.cli._common import add_command, add_conf, add_device, add_precision
+from ovq.cli._common import add_command, add_conf, add_device, add_precision, refuse_local_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-det", type=int, help="at most this many detections per image (default: the model's, 300)")
     p.add_argument("--labels", help="class names to report (comma-separated or a file, one a line), "
                                     "when the model's own are wrong")
-    add_device(p)
+    add_device(p, served_too=True)
     add_precision(p)
     p.set_defaults(func=run)
 
@@ -27,10 +27,11 @@ def run(args: argparse.Namespace) -> int:
     from ovq.cli._common import parse_labels
     from ovq.evaluation.prediction import predict
 
+    refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision})
     classes = [c.strip() for c in args.classes.split(",")] if args.classes is not None else None
     results = predict(
         args.model, args.images, args.out, conf=args.conf, iou=args.iou, classes=classes, max_det=args.max_det,
-        labels=parse_labels(args.labels), device=args.device, precision=args.precision,
+        labels=parse_labels(args.labels), device="CPU" if args.device is None else args.device, precision=args.precision,
     )
     for r in results:
         found = ", ".join(f"{d['label']} {d['confidence']:.2f}" for d in r["detections"]) or "nothing"

@@ -10,7 +10,15 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ovq.cli._common import add_command, add_conf, add_precision, add_resize_decode, report_to
+from ovq.cli._common import (
+    add_command,
+    add_conf,
+    add_device,
+    add_precision,
+    add_resize_decode,
+    refuse_local_options,
+    report_to,
+)
 from ovq.runtime.compilation import HINTS
 
 if TYPE_CHECKING:
@@ -41,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
              "synth://conveyor[?fps=30&width=640&height=480&seed=0]; repeat for several streams",
     )
     p.add_argument("--name", action="append", metavar="NAME", help="stream name, one per --source (default s0, s1...)")
-    p.add_argument("--device", default="AUTO", help="OpenVINO device: CPU, GPU, NPU, AUTO... (default AUTO)")
+    add_device(p, "AUTO", served_too=True)  # not given: None, which the config reads as AUTO
     add_precision(p)
     p.add_argument("--hint", choices=HINTS, default=None,
                    help="performance hint (default throughput; latency on an NPU)")
@@ -220,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
     from ovq.deployment.notify import LivenessSink
     from ovq.deployment.signals import exit_now, stop_on_signals
 
+    refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision, "--hint": args.hint,
+                                      "--resize": args.resize, "--nms": args.nms})
     cfg = config_from_args(args)
     if args.summary_json:
         check_output_file(args.summary_json)  # before the run, not after it

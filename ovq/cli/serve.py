@@ -29,15 +29,19 @@ def run(args: argparse.Namespace) -> int:
     options = ServeOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, device=args.device,
                            nireq=args.nireq, hint=args.hint)
     names = served_names(args.models, args.name)
-    # both ports before the models compile: a port in use is one line and exit 2, with nothing started
+    # both ports before the models compile (the gRPC one held until grpc binds it): a port in use is one line
+    # and exit 2, with nothing started
     listeners = bind_listeners(options.host, options.http_port, options.grpc_port)
     try:
         models = served_models(args.models, names, options)
         host = bracketed(args.host)
-        for m in models:
-            print(f"serving http://{host}:{args.http_port}/v2/models/{m.name}  grpc://{host}:{args.grpc_port}"
-                  f"/v2/models/{m.name}", flush=True)
-        serve(models, options, listeners)
+
+        def announce() -> None:  # once grpc has bound its port too: a server that will not run is never announced
+            for m in models:
+                print(f"serving http://{host}:{args.http_port}/v2/models/{m.name}  grpc://{host}:{args.grpc_port}"
+                      f"/v2/models/{m.name}", flush=True)
+
+        serve(models, options, listeners, ready=announce)
     finally:
         listeners.close()
     return 0

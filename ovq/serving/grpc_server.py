@@ -4,7 +4,13 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from typing import Any
 
 from grpc import aio
@@ -14,36 +20,81 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from ovq.serving.listen import GRPC_NO_REUSEPORT, Listeners, grpc_bind_failed
 from ovq.serving.server_errors import StatusInterceptor
 
+logger = logging.getLogger(__name__)
+
 MESSAGE_LIMIT = 64 * 1024 * 1024  # a 1280x1280 u8 input is 4.9 MB, beyond gRPC's 4 MB default
 
 
 class GrpcServer:
-    """Bind with :meth:`bind` (in the event loop, before anything starts), then serve with :meth:`start`."""
+    """Bind with :meth:`bind` (on the event loop that will serve it, before the REST server and kserve are set up),
+    give it kserve's model server with :meth:`attach`, then serve with :meth:`start`."""
 
-    def __init__(self, listeners: Listeners, model_server: Any) -> None:
-        self.listeners, self.model_server = listeners, model_server
+    def __init__(self, listeners: Listeners) -> None:
+        self.listeners = listeners
         self._server: Any = None
+        self._started = False
 
-    def bind(self) -> None:
-        """Create the server and bind its port; a port taken since :func:`bind_listeners` checked it is a
-        :class:`~ovq.serving.listen.ListenError` (grpc itself says only "Failed to bind")."""
-        server = self.model_server
-        servicer = InferenceServicer(server.dataplane, server.model_repository_extension)
+    async def bind(self) -> None:
+        """Create the server and have grpc bind the port that :func:`~ovq.serving.listen.bind_listeners` holds.
+
+        grpc cannot take over a socket, so ovq lets go of the port and grpc binds it at once: no await and no other
+        work in between, the port is free for the time of one system call. That moment cannot be closed (sharing the
+        port with ``SO_REUSEPORT`` on both sockets would let any other gRPC server share it afterwards); another
+        program that takes the port exactly then gets the same one line as a port taken before serve started, from
+        :func:`~ovq.serving.listen.grpc_bind_failed`, grpc's own log line about it kept off the terminal.
+        """
         self._server = aio.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=(StatusInterceptor(),),
                                   options=[("grpc.max_send_message_length", MESSAGE_LIMIT),
                                            ("grpc.max_receive_message_length", MESSAGE_LIMIT), GRPC_NO_REUSEPORT])
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
-        try:
-            bound = self._server.add_insecure_port(self.listeners.grpc_target)
-        except RuntimeError:
-            bound = 0
+        self.listeners.release_grpc()
+        with _native_stderr() as said:
+            try:
+                bound = self._server.add_insecure_port(self.listeners.grpc_target)
+            except RuntimeError:  # grpc.aio raises "Failed to bind to address ..." where grpc's server returns 0
+                bound = 0
         if not bound:
+            logger.debug("grpc: %s", said[0].strip())
             raise grpc_bind_failed(self.listeners)
+        sys.stderr.write(said[0])  # nothing grpc said is lost when it bound
+
+    def attach(self, model_server: Any) -> None:
+        """Serve kserve's v2 gRPC service of ``model_server`` (its models, its dataplane)."""
+        servicer = InferenceServicer(model_server.dataplane, model_server.model_repository_extension)
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
 
     async def start(self) -> None:
+        self._started = True
         await self._server.start()
         await self._server.wait_for_termination()
 
     async def stop(self, sig: int | None = None) -> None:
-        if self._server is not None:
-            await self._server.stop(grace=2)
+        if self._server is None:
+            return
+        if not self._started:  # grpc keeps a server's port until the process ends unless it started (grpcio 1.85)
+            self._started = True
+            await self._server.start()
+        await self._server.stop(grace=2)
+
+
+@contextmanager
+def _native_stderr() -> Iterator[list[str]]:
+    """What native code writes to standard error inside the block (grpc's log lines, on file descriptor 2), kept off
+    the terminal and handed over as ``said[0]`` when the block ends (``""`` and not kept off when there is no room
+    for it: a pipe could fill and block the writer)."""
+    said = [""]
+    sys.stderr.flush()
+    try:
+        capture = tempfile.TemporaryFile()  # noqa: SIM115 - the with below closes it
+    except OSError:  # nowhere to keep it: grpc's lines go to the terminal
+        yield said
+        return
+    with capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            said[0] = capture.read().decode(errors="replace")

@@ -1,11 +1,17 @@
-"""Where ``ovq serve`` listens: the host resolved, the REST socket bound and the gRPC port checked, before any
+"""Where ``ovq serve`` listens: the host resolved, the REST socket bound and the gRPC port held, before any
 model is compiled and before either server starts.
 
 uvicorn and grpc each report a port in use their own way (uvicorn logs ``[Errno 98]`` and exits 3 from inside the
 event loop; grpc raises ``RuntimeError: Failed to bind to address`` with no reason, after the REST server is up).
-Here the REST socket is bound by ovq and handed to uvicorn, and the gRPC port is bound once and let go, so a port
-in use, a host that does not resolve or an address this machine does not have is one :class:`ServingError` naming
-``HOST:PORT``, and nothing has started.
+Here the REST socket is bound by ovq and handed to uvicorn, and the gRPC port is bound by ovq and held, listening,
+until grpc binds it (:meth:`Listeners.release_grpc`), so a port in use, a host that does not resolve or an address
+this machine does not have is one :class:`ListenError` naming ``HOST:PORT``, and nothing has started.
+
+The gRPC port is held listening, not just bound: a bound socket that does not listen keeps out only programs that
+bind without ``SO_REUSEADDR``, and uvicorn, grpc and ``ovq serve`` itself all set it (measured: a second
+``SO_REUSEADDR`` socket binds a port that a first one has bound, and not one it listens on). It was checked and let
+go, and another program could take it while the models compiled: serve then printed "serving ...", kserve's log
+lines and grpc's own, and failed.
 
 gRPC on Linux sets ``SO_REUSEPORT`` on its listeners: a second ``ovq serve`` on the same gRPC port then bound it
 too and the kernel split the connections between the two processes (measured: two processes LISTENing on
@@ -15,7 +21,10 @@ too and the kernel split the connections between the two processes (measured: tw
 from __future__ import annotations
 
 import errno
+import functools
+import os
 import socket
+import weakref
 from dataclasses import dataclass
 
 from ovq.core.errors import OvqError
@@ -29,18 +38,26 @@ class ListenError(OvqError):
 
 @dataclass
 class Listeners:
-    """The resolved address, the bound (not yet listening) REST socket, and the gRPC port found free."""
+    """The resolved address, the bound (not yet listening) REST socket, and the gRPC port held until grpc binds it."""
 
     address: str  # numeric: what grpc binds, so both servers agree on the interface
     http: socket.socket
     grpc_port: int
+    grpc: socket.socket | None = None  # ovq's listening socket on the gRPC port, until release_grpc()
 
     @property
     def grpc_target(self) -> str:
         return f"{bracketed(self.address)}:{self.grpc_port}"
 
+    def release_grpc(self) -> None:
+        """Let go of the gRPC port, for grpc to bind it at once (grpc cannot take over a socket)."""
+        if self.grpc is not None:
+            self.grpc.close()
+            self.grpc = None
+
     def close(self) -> None:
         self.http.close()
+        self.release_grpc()
 
 
 def bracketed(host: str) -> str:
@@ -69,15 +86,22 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def bind(family: socket.AddressFamily, address: str, port: int, *, keep: bool) -> socket.socket | None:
-    """Bind ``address:port`` as a listener would (``SO_REUSEADDR``, no ``SO_REUSEPORT``); kept or let go."""
+def _bound(family: socket.AddressFamily, address: str, port: int, *, listen: bool = False) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))
+        if listen:
+            sock.listen(1)
     except OSError as exc:
         sock.close()
         raise ListenError(f"{bracketed(address)}:{port}: {_reason(exc)}") from None
+    return sock
+
+
+def bind(family: socket.AddressFamily, address: str, port: int, *, keep: bool) -> socket.socket | None:
+    """Bind ``address:port`` as a listener would (``SO_REUSEADDR``, no ``SO_REUSEPORT``); kept or let go."""
+    sock = _bound(family, address, port)
     if keep:
         sock.set_inheritable(True)
         return sock
@@ -86,16 +110,44 @@ def bind(family: socket.AddressFamily, address: str, port: int, *, keep: bool) -
 
 
 def bind_listeners(host: str, http_port: int, grpc_port: int) -> Listeners:
-    """Resolve ``host``, bind the REST port (kept for uvicorn) and check the gRPC port (let go for grpc)."""
+    """Resolve ``host``, bind the REST port (kept for uvicorn) and hold the gRPC port (until grpc binds it)."""
     family, address = resolve(host, http_port)
     http = bind(family, address, http_port, keep=True)
     assert http is not None
     try:
-        bind(family, address, grpc_port, keep=False)
+        grpc = hold(family, address, grpc_port)
     except ListenError:
         http.close()
         raise
-    return Listeners(address, http, grpc_port)
+    return Listeners(address, http, grpc_port, grpc)
+
+
+# The sockets held for grpc. A child forked meanwhile (OpenVINO's telemetry sends each event from one while a
+# model converts: 21 forks for FastestDet's ONNX) has a copy of each that would keep the port, listening, after
+# ovq let go of it, and grpc's bind would fail: the copies are closed in the child, first thing.
+_HELD: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+
+def _close_held_in_child() -> None:
+    for sock in list(_HELD):
+        sock.close()
+
+
+@functools.cache
+def _close_held_in_children() -> None:
+    """Have every child forked from now on close the held sockets (registered once per process, at the first hold:
+    nothing happens on import)."""
+    os.register_at_fork(after_in_child=_close_held_in_child)
+
+
+def hold(family: socket.AddressFamily, address: str, port: int) -> socket.socket:
+    """Bind ``address:port`` (as :func:`bind` does) and listen, so that no other program can bind it (see the
+    module's docstring) until the socket is closed. The socket is not inherited: not by a program started with
+    ``exec`` (close-on-exec, Python's default) and not by a forked child (closed in it)."""
+    sock = _bound(family, address, port, listen=True)
+    _close_held_in_children()
+    _HELD.add(sock)
+    return sock
 
 
 def grpc_bind_failed(listeners: Listeners) -> ListenError:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,9 +87,11 @@ def served_models(models: Sequence[str | Path], names: Sequence[str] | None, opt
             for name, m in zip(chosen, models, strict=True)]
 
 
-def serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners | None = None) -> None:
+def serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners | None = None, *,
+          ready: Callable[[], None] | None = None) -> None:
     """Serve ``models`` (from :func:`served_models`) until SIGINT/SIGTERM on ``listeners`` (from
-    :func:`~ovq.serving.listen.bind_listeners`, bound here when not given: before compiling is better)."""
+    :func:`~ovq.serving.listen.bind_listeners`, bound here when not given: before compiling is better).
+    ``ready`` is called once both ports are bound by their servers, before kserve is set up."""
     _kserve()
     from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer, app
     from kserve.protocol.rest.server import RESTServer
@@ -99,29 +101,39 @@ def serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners | N
     from ovq.serving.server_errors import install_rest_handlers
 
     listeners = listeners or bind_listeners(options.host, options.http_port, options.grpc_port)
-    server = ModelServer(http_port=options.http_port, grpc_port=options.grpc_port, enable_grpc=False,
-                         enable_latency_logging=False)
-    # kserve set up its own loggers just now: a line per request (access log, latency trace) only with -vv
-    chatty = logging.getLogger("ovq").getEffectiveLevel() > logging.DEBUG
-    for name in ("kserve.trace", "uvicorn.access"):
-        logging.getLogger(name).setLevel(logging.WARNING if chatty else logging.INFO)
-    server._register_and_check_atleast_one_model_is_ready(list(models))
-    rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension,
-                      options.http_port, workers=1, grace_period=5)
-    rest.config.host = listeners.address
-    rest.create_application()  # kserve's routes and handlers on its app object, this process's own
-    install_rest_handlers(app)
-    app.add_middleware(RestGate, models={m.name: m for m in models})
-    grpc = GrpcServer(listeners, server)
-    server._rest_server = rest
-    server._grpc_server = grpc
-    server.setup_event_loop()
-    server.register_signal_handler()
+    grpc = GrpcServer(listeners)
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        # grpc binds first, on the loop that serves it: a port lost in the moment ovq lets go of it (see
+        # GrpcServer.bind) is one line, before anything is announced and before kserve logs a word
+        runner.run(grpc.bind())
+        try:
+            if ready is not None:
+                ready()
+            server = ModelServer(http_port=options.http_port, grpc_port=options.grpc_port, enable_grpc=False,
+                                 enable_latency_logging=False)
+            # kserve set up its own loggers just now: a line per request (access log, latency trace) only with -vv
+            chatty = logging.getLogger("ovq").getEffectiveLevel() > logging.DEBUG
+            for name in ("kserve.trace", "uvicorn.access"):
+                logging.getLogger(name).setLevel(logging.WARNING if chatty else logging.INFO)
+            server._register_and_check_atleast_one_model_is_ready(list(models))
+            rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension,
+                              options.http_port, workers=1, grace_period=5)
+            rest.config.host = listeners.address
+            rest.create_application()  # kserve's routes and handlers on its app object, this process's own
+            install_rest_handlers(app)
+            app.add_middleware(RestGate, models={m.name: m for m in models})
+            grpc.attach(server)
+            server._rest_server = rest
+            server._grpc_server = grpc
+            server.setup_event_loop()
+            server.register_signal_handler()
+        except BaseException:
+            runner.run(grpc.stop())  # its port free again, also in a process that goes on
+            raise
 
-    async def both() -> None:
-        grpc.bind()  # before the REST server starts: a gRPC port taken meanwhile leaves nothing running
-        logger.info("v2 REST on http://%s:%d, gRPC on %s; models: %s", bracketed(listeners.address),
-                    options.http_port, listeners.grpc_target, ", ".join(m.name for m in models))
-        await asyncio.gather(rest._server.serve(sockets=[listeners.http]), grpc.start())
+        async def both() -> None:
+            logger.info("v2 REST on http://%s:%d, gRPC on %s; models: %s", bracketed(listeners.address),
+                        options.http_port, listeners.grpc_target, ", ".join(m.name for m in models))
+            await asyncio.gather(rest._server.serve(sockets=[listeners.http]), grpc.start())
 
-    asyncio.run(both())
+        runner.run(both())
