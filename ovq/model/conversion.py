@@ -27,7 +27,7 @@ from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
 from ovq.model.identify import EXPORTER_KEY, choose_family, choose_labels, facts_of
 from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, resolve_model_path
 from ovq.runtime.compilation import first_line, new_core, read_model, write_model
-from ovq.runtime.external_data import check_external_data, external_data_message
+from ovq.runtime.external_data import external_data_message
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,6 @@ def _convert_onnx(path: Path) -> ov.Model:
 
     if not FrontEndManager().load_by_framework("onnx").supported(str(path)):
         raise ModelError(f"{path}: not an ONNX model (the file does not parse as ONNX)")
-    check_external_data(path)
     try:
         return ov.convert_model(str(path))
     except Exception as exc:  # noqa: BLE001 - the ONNX front end raises plain RuntimeErrors and others: one line

@@ -15,7 +15,7 @@ import openvino as ov
 from ovq.core.errors import DeviceError, ModelError
 from ovq.core.fileio import free_bytes, unreadable
 from ovq.runtime import capabilities, devices
-from ovq.runtime.external_data import check_external_data, external_data_message
+from ovq.runtime.external_data import external_data_message
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,6 @@ def read_model(path: str | Path, core: ov.Core | None = None) -> ov.Model:
             raise ModelError(f"{path}: weights file {bin_path.name} is missing")
         if why := unreadable(bin_path):  # OpenVINO: "cannot read model: Loading input model"
             raise ModelError(f"{bin_path}: {why}")
-    elif path.suffix.lower() == ".onnx":
-        check_external_data(path)
     core = core or new_core()
     try:
         return core.read_model(str(path))

@@ -3,8 +3,8 @@
 A model saved with ``onnx.save_model(..., save_as_external_data=True)`` keeps its weights in files beside it, named
 (relative to the model's folder) in each tensor's ``external_data``. When one was not copied along, OpenVINO says
 only "cannot read ONNX model: Loading input model". With the ``onnx`` package installed, the references are read
-from the model itself (:func:`check_external_data`); without it, the file's name comes from OpenVINO's error
-text (:func:`external_data_message`).
+from the model itself; without it, the file's name comes from OpenVINO's error text. Both only once OpenVINO has
+failed (:func:`external_data_message`): a model that reads is not parsed a second time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ovq.core.errors import ModelError
 from ovq.core.fileio import unreadable
 
 # OpenVINO 2026's ONNX front end, for a missing or short file alike:
@@ -22,18 +21,26 @@ from ovq.core.fileio import unreadable
 _OV_TEXT = re.compile(r"externally stored data in file \((?P<file>.+?), offset: (?P<offset>\d+), data_length: (?P<length>\d+)\)")
 
 
-def check_external_data(path: Path) -> None:
-    """Raise :class:`ModelError` naming the first external data file of the ONNX model at ``path`` that is missing,
-    unreadable or shorter than the model says. Does nothing without the ``onnx`` package or when the file does not
-    parse as ONNX (OpenVINO's front end says what is wrong with it then)."""
+def external_data_message(path: Path, error: str) -> str | None:
+    """The one-line message when OpenVINO failed reading the ONNX model at ``path`` (with ``error``) because an
+    external data file is missing, unreadable or shorter than the model says, else ``None``."""
+    if path.suffix.lower() != ".onnx":
+        return None
+    found = _OV_TEXT.search(error)
+    from_text = _problem(path, found["file"].strip(), int(found["offset"]) + int(found["length"])) if found else None
+    return _first_problem(path) or from_text
+
+
+def _first_problem(path: Path) -> str | None:
+    """The first external data file the model names that is missing, unreadable or short (needs ``onnx``)."""
     try:
         import onnx
     except ImportError:
-        return
+        return None
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - a protobuf DecodeError and others: not ONNX, the front end will say so
-        return
+    except Exception:  # noqa: BLE001 - a protobuf DecodeError and others: not ONNX, the front end said so
+        return None
     ends: dict[str, int] = {}  # each file the model names -> the end of the last byte it reads there
     for tensor in _tensors(proto.graph):
         info = {entry.key: entry.value for entry in tensor.external_data}
@@ -41,18 +48,7 @@ def check_external_data(path: Path) -> None:
             continue
         offset, length = (int(info.get(key, "0")) if info.get(key, "0").isdigit() else 0 for key in ("offset", "length"))
         ends[info["location"]] = max(ends.get(info["location"], 0), offset + length)
-    for location, end in ends.items():
-        if message := _problem(path, location, end):
-            raise ModelError(message)
-
-
-def external_data_message(path: Path, error: str) -> str | None:
-    """The one-line message for OpenVINO's ``error`` reading ``path`` when it is about a missing or short external
-    data file, else ``None``."""
-    found = _OV_TEXT.search(error)
-    if found is None:
-        return None
-    return _problem(path, found["file"].strip(), int(found["offset"]) + int(found["length"]))
+    return next((message for location, end in ends.items() if (message := _problem(path, location, end))), None)
 
 
 def _problem(model: Path, location: str, end: int) -> str | None:
