@@ -196,6 +196,16 @@ def test_a_full_disk_fails_the_jsonl_and_keeps_the_old_file(full_disk, capsys, t
         p.name for p in full_disk.iterdir()) == ["filler", "results.jsonl"]
 
 
+def test_a_failed_run_with_quiet_prints_only_its_error_line(full_disk, capsys, tiny):
+    # Before, -q still printed an ERROR log line ("stopping the run after an error ...") above the error itself.
+    fill(full_disk, leave=8_000)
+    jsonl = full_disk / "results.jsonl"
+    code = main(["run", str(tiny), "--source", SYNTH, "--max-frames", "400", "--jsonl", str(jsonl), "--device", "CPU",
+                 "--no-progress", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"ovq run: error: {jsonl}"), err
+
+
 def test_a_full_disk_fails_the_summary_before_the_run(full_disk, capsys, tiny):
     fill(full_disk, leave=0)
     summary = full_disk / "s.json"

@@ -487,7 +487,8 @@ class Pipeline:
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
-            logger.error("stopping the run after an error: draining the frames in flight (the error follows)")
+            # INFO, not ERROR: the caller raises the error itself (the CLI's one line; with -q the only one)
+            logger.info("stopping the run after an error: draining the frames in flight (the error follows)")
             logger.debug("the error: %s", exc)
         self._stopping.set()
         self._wake.set()
