@@ -91,16 +91,17 @@ def raw_grid(size=(352, 352), channels: int = 8, stride: int = 16, seed: int = 0
 
 
 def onnx_yolo(path: Path, nc: int = 3, metadata: dict[str, str] | None = None, size: int = 64,
-              dynamic: bool = False) -> Path:
-    """A tiny ONNX with an Ultralytics-shaped output [1, 4 + nc, (size/8)^2] and the given metadata_props:
-    boxes (pixels, spread over the image) and sigmoided class scores concatenated, as Ultralytics' head ends."""
+              dynamic: bool = False, batch: int = 1) -> Path:
+    """A tiny ONNX with an Ultralytics-shaped output [batch, 4 + nc, (size/8)^2] and the given metadata_props:
+    boxes (pixels, spread over the image) and sigmoided class scores concatenated, as Ultralytics' head ends.
+    A ``batch`` over 1 is written into the Reshape's constant, as Ultralytics' ``export(batch=N)`` does."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array(rng.normal(0, 0.3, (4 + nc, 3, 8, 8)).astype(np.float32), "w"),
-        numpy_helper.from_array(np.array([1, 4 + nc, -1], np.int64), "shape"),
+        numpy_helper.from_array(np.array([batch, 4 + nc, -1 if batch == 1 else (size // 8) ** 2], np.int64), "shape"),
         numpy_helper.from_array(np.array([4, nc], np.int64), "split"),
         numpy_helper.from_array(np.array([size, size, size / 4, size / 4], np.float32).reshape(1, 4, 1), "scale"),
     ]
@@ -113,7 +114,7 @@ def onnx_yolo(path: Path, nc: int = 3, metadata: dict[str, str] | None = None, s
         helper.make_node("Sigmoid", ["cls_raw"], ["scores"]),
         helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1),
     ]
-    dims = ["batch", 3, "h", "w"] if dynamic else [1, 3, size, size]
+    dims = ["batch", 3, "h", "w"] if dynamic else [batch, 3, size, size]
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, dims)],
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT, None)], inits,

@@ -165,7 +165,7 @@ def test_labels_flag_overrides_the_models_names_and_must_match_the_class_count(t
 @pytest.mark.parametrize(
     ("metadata", "error"),
     [
-        ({**ULTRALYTICS_META, "task": "segment"}, "ONNX metadata says this is a 'segment' model"),
+        ({**ULTRALYTICS_META, "task": "segment"}, "ONNX metadata says its task is 'segment'; ovq runs detection models"),
         ({**ULTRALYTICS_META, "names": "{0: 'a', 1: 'b'}"}, "ONNX metadata 'names' names 2 classes but the outputs have 3"),
         ({"names": "{0: __import__('os').getcwd()}"}, "ONNX metadata 'names' is not a list of class names"),
     ],
@@ -184,6 +184,16 @@ def test_coco_names_only_for_80_silent_classes_and_the_log_says_so(tmp_path, ovq
     assert info.labels == expected
     said = [m for m in ovq_log.messages() if "names no classes" in m]
     assert len(said) == 1 and ("taken for COCO's" in said[0]) == (nc == 80)
+
+
+def test_a_fixed_batch_the_graph_cannot_drop_is_named(tmp_path, capsys):
+    # Before: "cannot reshape input to 64x64: While validating node 'opset1::Reshape ..." (OpenVINO's shape error)
+    onnx = heads.onnx_yolo(tmp_path / "b4.onnx", metadata=ULTRALYTICS_META, batch=4)
+    assert main(["convert", str(onnx), "-o", str(tmp_path / "ir"), "-q"]) == 2
+    line = _one_error_line(capsys)
+    assert line == (f"ovq convert: error: {onnx}: the input has a fixed batch of 4 and the graph cannot run one image "
+                    "at a time (ovq's unit); export it with batch 1 or a dynamic batch")
+    assert not (tmp_path / "ir").exists()
 
 
 def test_dynamic_input_takes_the_exporters_imgsz(tmp_path, ovq_log):

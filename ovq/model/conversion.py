@@ -222,6 +222,10 @@ def _static_input(model: ov.Model, path: Path, imgsz: int | tuple[int, int] | No
         try:
             model.reshape({port.any_name if port.names else 0: target} if port.names else target)
         except Exception as exc:  # noqa: BLE001 - OpenVINO's shape inference raises plain RuntimeErrors
+            batch = pshape[0].get_length() if pshape[0].is_static else 1
+            if batch != 1:  # e.g. Ultralytics' export(batch=4) writes the batch into the head's Reshape constants
+                raise ModelError(f"{path}: the input has a fixed batch of {batch} and the graph cannot run one image "
+                                 "at a time (ovq's unit); export it with batch 1 or a dynamic batch") from None
             raise ModelError(f"{path}: cannot reshape input to {h}x{w}: {first_line(exc)}") from None
     return h, w
 
@@ -243,7 +247,7 @@ def _build(
         raise ModelError(f"{path}: input is already u8; is this an IR converted by another tool? convert its source")
     task = meta.values.get("task")
     if task not in (None, "detect"):
-        raise ModelError(f"{path}: {meta.where['task']} says this is a '{task}' model; ovq runs detection models")
+        raise ModelError(f"{path}: {meta.where['task']} says its task is '{task}'; ovq runs detection models ('detect')")
     h, w = _static_input(model, path, imgsz, meta)
     if any(not o.get_partial_shape().is_static for o in model.outputs):
         raise ModelError(f"{path}: output shapes stay dynamic after fixing the input to {h}x{w}")
