@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -254,6 +255,45 @@ def test_bad_host_or_name_is_one_line(fastestdet: Path, args: tuple[str, ...], m
     r = serve(fastestdet, *args, "--http-port", str(http), "--grpc-port", str(free_port()), timeout=60)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and message.format(http=http) in r.stderr, r.stderr
+
+
+DEMO_MODEL = ROOT / "data" / "demo_model"  # the shipped IR: compiled in a moment, nothing converted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", ["-q", "", "-vv"], ids=["quiet", "default", "debug"])
+def test_serve_logs_what_its_flags_ask_for(tmp_path: Path, flag: str) -> None:
+    """`ovq serve MODEL -q` printed kserve's and uvicorn's INFO lines, in kserve's own format, at start and at the
+    end (kserve configures its logging when the model server is made, unless its logger has a handler). Now the
+    command's -q/-v decide for them as for ovq's own lines, in ovq's format: -q leaves the 'serving' line alone,
+    the default adds the servers' start and stop, -vv a line per request too."""
+    http_port, grpc_port = free_port(), free_port()
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "ovq", "serve", str(DEMO_MODEL), "--name", "demo",
+                                 "--http-port", str(http_port), "--grpc-port", str(grpc_port), *filter(None, [flag])],
+                                stdout=stdout, stderr=stderr, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while get_status(http_port, "/v2/models/demo/ready") != 200 and time.monotonic() < deadline:
+            assert proc.poll() is None, err.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # as systemd stops it: the servers' shutdown lines too
+        assert proc.wait(60) == 0, err.read_text()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    served = f"serving http://127.0.0.1:{http_port}/v2/models/demo  grpc://127.0.0.1:{grpc_port}/v2/models/demo\n"
+    assert out.read_text() == served
+    logged = [line for line in err.read_text().splitlines() if not line.startswith(" ")]
+    infos = [line for line in logged if "INFO" in line]
+    requests = [line for line in infos if '"GET /v2/models/demo/ready HTTP/1.1" 200' in line]
+    if flag == "-q":
+        assert infos == [], "\n".join(infos)
+    else:
+        assert any(line.endswith(" INFO kserve: Registering model: demo") for line in infos), "\n".join(infos)
+        assert any(line.endswith(f" INFO uvicorn.error: Finished server process [{proc.pid}]") for line in infos)
+        assert bool(requests) == (flag == "-vv"), "\n".join(infos)
 
 
 def test_ipv6_host_is_printed_in_brackets(fastestdet: Path) -> None:

@@ -119,12 +119,9 @@ def _serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners,
         try:
             if ready is not None:
                 ready()
+            # kserve configures logging here unless its logger has a handler: the caller's (ovq's CLI gives it one)
             server = ModelServer(http_port=options.http_port, grpc_port=options.grpc_port, enable_grpc=False,
                                  enable_latency_logging=False)
-            # kserve set up its own loggers just now: a line per request (access log, latency trace) only with -vv
-            chatty = logging.getLogger("ovq").getEffectiveLevel() > logging.DEBUG
-            for name in ("kserve.trace", "uvicorn.access"):
-                logging.getLogger(name).setLevel(logging.WARNING if chatty else logging.INFO)
             server._register_and_check_atleast_one_model_is_ready(list(models))
             rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension,
                               options.http_port, workers=1, grace_period=5)
