@@ -530,6 +530,56 @@ def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, me
     assert len(err) == 1 and message in err[0] and err[0].startswith("ovq pipeline: error: ")
 
 
+# --- a served model (a serving URL as model) takes no key that only a local model honours ------------------------
+
+SERVED = "grpc://127.0.0.1:9/v2/models/fd"  # nothing listens on the discard port; nothing here connects anyway
+THERE = "(choose it where the model is served)"
+NO_CACHE = "is compiled by its server: nothing is compiled here to cache; remove cache " + THERE
+WHICH = {  # the key as written -> what the message says the served model does instead, and the advice
+    "device: CPU": "runs on its server's device, not one chosen here; remove device " + THERE,
+    "precision: f32": "runs at the precision its server compiled it with; remove precision " + THERE,
+    "hint: latency": "runs with the performance hint its server compiled it with; remove hint " + THERE,
+    "cache: false": NO_CACHE,
+    "cache: compiled": NO_CACHE,  # a cache folder
+    "resize: graph": "has its graph on the server: its frames are resized here, in Python; remove resize (or set it to python)",
+    "nms: GRAPH": "has its graph on the server: its boxes are decoded and NMS'd here, in Python; remove nms (or set it to python)",
+}
+
+
+@pytest.mark.parametrize("line", WHICH)
+def test_a_served_model_refuses_a_key_only_a_local_model_honours(tmp_path, capsys, line):
+    """They were dropped without a word: `--check` printed `device: CPU` and said OK, and the run ran as the server
+    runs the model (resize: graph resized in Python, as if it had never been written)."""
+    path = write(tmp_path, f"model: {SERVED}\nsources: [synth://conveyor]\n{line}\n")
+    key = line.split(":")[0]
+    message = f"{path}: {key}: the model is served at {SERVED}, which {WHICH[line]}"
+    with pytest.raises(ConfigError) as err:
+        load_pipeline_config(path)
+    assert str(err.value) == message
+    for check in (["--check"], []):
+        assert main(["pipeline", str(path), *check, "-q"]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"ovq pipeline: error: {message}"]
+
+
+def test_a_served_model_in_a_pipeline_file_is_refused_as_one_line_exit_2(tmp_path):
+    """The command as a shell runs it: one line on stderr, nothing on stdout, exit code 2, no traceback."""
+    path = write(tmp_path, f"model: {SERVED}\nsources: [synth://conveyor]\nhint: latency\n")
+    r = subprocess.run([sys.executable, "-m", "ovq", "pipeline", str(path), "--check"], capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.splitlines() == [
+        f"ovq pipeline: error: {path}: hint: the model is served at {SERVED}, which {WHICH['hint: latency']}"]
+
+
+def test_a_served_model_takes_the_keys_it_honours(tmp_path):
+    """nireq is the requests in flight to the server; resize and nms as python or auto are what it does anyway; a
+    key set to null is a key not given."""
+    path = write(tmp_path, f"model: {SERVED}\nsources: [synth://conveyor]\nnireq: 3\nresize: python\nnms: auto\n"
+                           "device: null\nconf: 0.4\n")
+    cfg = load_pipeline_config(path)
+    assert (cfg.model, cfg.nireq, cfg.resize, cfg.nms, cfg.device, cfg.cache) == (SERVED, 3, "python", "auto", "AUTO", True)
+
+
 def test_cli_runs_and_prints_the_summary(tiny, tmp_path, capsys):
     path = write(tmp_path, f"model: {tiny}\ndevice: CPU\nsources: [{{name: belt, url: 'synth://conveyor?width=96&height=64'}}]\n"
                            "sinks: {jsonl: o.jsonl}\n")

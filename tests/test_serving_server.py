@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -124,6 +126,123 @@ def test_the_grpc_port_cannot_be_taken_while_models_compile(fastestdet: Path, wh
     assert not listening(http)
 
 
+# ``ovq serve`` probed as the models start to compile, from its own process (to the kernel, as another program):
+# what another SO_REUSEADDR socket gets binding the REST port, and what the port answers
+PROBE_THE_REST_PORT = """
+import errno, http.client, socket, sys
+import ovq.serving.server as server
+from ovq.cli import main
+
+port, compile_models = int(sys.argv[1]), server.served_models
+
+def served_models(*args, **kwargs):
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn, grpc and ovq serve bind
+    try:
+        other.bind(("127.0.0.1", port))
+        print("binding the REST port: bound", flush=True)
+    except OSError as exc:
+        print("binding the REST port:", errno.errorcode[exc.errno], flush=True)
+    other.close()
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/fd/ready"):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", path)
+            print("GET", path, conn.getresponse().status, flush=True)
+        except OSError as exc:
+            print("GET", path, type(exc).__name__, flush=True)
+        conn.close()
+    return compile_models(*args, **kwargs)
+
+server.served_models = served_models
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def get_status(port: int, path: str) -> int | str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_the_rest_port_listens_and_says_not_ready_while_models_compile(fastestdet: Path) -> None:
+    """The REST port was bound and not listening until the models had compiled: another program that binds with
+    SO_REUSEADDR (as uvicorn and grpc do) could take it meanwhile, and a client's connection was refused. Now it
+    listens from the start, live and not ready (503, as kserve says it) until kserve's server takes over, and a
+    client that asks all along never meets a refused or dropped connection, from the first answer to the last."""
+    http_port, grpc_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-c", PROBE_THE_REST_PORT, str(http_port), "serve", str(fastestdet),
+                             "--name", "fd", "-q", "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    asked: list[int | str] = []
+
+    def ask_all_along() -> None:  # from before serve binds the port to the first 200
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and 200 not in asked:
+            asked.append(get_status(http_port, "/v2/health/ready"))
+            time.sleep(0.01)
+
+    asker = threading.Thread(target=ask_all_along, daemon=True)
+    asker.start()
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        asker.join(150)
+        deadline = time.monotonic() + 10
+        while len(lines) < 5 and time.monotonic() < deadline:  # "serving ..." came before the first 200
+            time.sleep(0.05)
+        assert lines[:4] == ["binding the REST port: EADDRINUSE\n", "GET /v2/health/live 200\n",
+                             "GET /v2/health/ready 503\n", "GET /v2/models/fd/ready 503\n"]
+        assert lines[4].startswith("serving http://127.0.0.1:")
+        answered = asked[next(i for i, a in enumerate(asked) if isinstance(a, int)):]
+        assert answered[-1] == 200 and 503 in answered  # the compile takes a second or more: it was seen
+        assert answered == [503] * answered.index(200) + [200], sorted(set(map(str, answered)))
+        assert get_status(http_port, "/v2/health/live") == 200
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert not listening(http_port)
+
+
+def test_the_rest_port_answers_until_its_server_takes_it_over() -> None:
+    """What bind_listeners leaves on the REST port: answers (a body read first, a request that is not HTTP closed),
+    then, once told to stop, connections that wait in the backlog for the server that accepts next."""
+    from ovq.serving.listen import bind_listeners
+
+    http_port = free_port()
+    listeners = bind_listeners("127.0.0.1", http_port, free_port())
+    try:
+        assert [get_status(http_port, p) for p in ("/v2/health/live/", "/v2/health/ready", "/v2/models/x")] == [
+            200, 503, 503]
+        conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+        conn.request("POST", "/v2/models/fd/infer", body=b"\0" * NBYTES, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert (r.status, json.loads(r.read())) == (503, {"error": "Server is not ready. Its models are loading."})
+        conn.close()
+        with socket.create_connection(("127.0.0.1", http_port), timeout=10) as junk:
+            junk.sendall(b"\x16\x03\x01 not HTTP")
+            junk.shutdown(socket.SHUT_WR)
+            assert junk.recv(100) == b""  # closed, and the port answers on
+        assert get_status(http_port, "/v2/health/live") == 200
+        listeners.stop_answering()
+        with socket.create_connection(("127.0.0.1", http_port), timeout=10) as client:
+            client.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            listeners.http.settimeout(10)
+            accepted, _ = listeners.http.accept()  # as the REST server accepts, once it has taken over
+            with accepted:
+                assert accepted.recv(100).startswith(b"GET /v2/health/ready HTTP/1.1")
+    finally:
+        listeners.close()
+    assert not listening(http_port)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("--host", "999.1.1.1"), "999.1.1.1:{http}: cannot resolve the host"),
     (("--host", "nosuchhost.invalid"), "nosuchhost.invalid:{http}: cannot resolve the host"),
@@ -136,6 +255,45 @@ def test_bad_host_or_name_is_one_line(fastestdet: Path, args: tuple[str, ...], m
     r = serve(fastestdet, *args, "--http-port", str(http), "--grpc-port", str(free_port()), timeout=60)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and message.format(http=http) in r.stderr, r.stderr
+
+
+DEMO_MODEL = ROOT / "data" / "demo_model"  # the shipped IR: compiled in a moment, nothing converted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", ["-q", "", "-vv"], ids=["quiet", "default", "debug"])
+def test_serve_logs_what_its_flags_ask_for(tmp_path: Path, flag: str) -> None:
+    """`ovq serve MODEL -q` printed kserve's and uvicorn's INFO lines, in kserve's own format, at start and at the
+    end (kserve configures its logging when the model server is made, unless its logger has a handler). Now the
+    command's -q/-v decide for them as for ovq's own lines, in ovq's format: -q leaves the 'serving' line alone,
+    the default adds the servers' start and stop, -vv a line per request too."""
+    http_port, grpc_port = free_port(), free_port()
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "ovq", "serve", str(DEMO_MODEL), "--name", "demo",
+                                 "--http-port", str(http_port), "--grpc-port", str(grpc_port), *filter(None, [flag])],
+                                stdout=stdout, stderr=stderr, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while get_status(http_port, "/v2/models/demo/ready") != 200 and time.monotonic() < deadline:
+            assert proc.poll() is None, err.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # as systemd stops it: the servers' shutdown lines too
+        assert proc.wait(60) == 0, err.read_text()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    served = f"serving http://127.0.0.1:{http_port}/v2/models/demo  grpc://127.0.0.1:{grpc_port}/v2/models/demo\n"
+    assert out.read_text() == served
+    logged = [line for line in err.read_text().splitlines() if not line.startswith(" ")]
+    infos = [line for line in logged if "INFO" in line]
+    requests = [line for line in infos if '"GET /v2/models/demo/ready HTTP/1.1" 200' in line]
+    if flag == "-q":
+        assert infos == [], "\n".join(infos)
+    else:
+        assert any(line.endswith(" INFO kserve: Registering model: demo") for line in infos), "\n".join(infos)
+        assert any(line.endswith(f" INFO uvicorn.error: Finished server process [{proc.pid}]") for line in infos)
+        assert bool(requests) == (flag == "-vv"), "\n".join(infos)
 
 
 def test_ipv6_host_is_printed_in_brackets(fastestdet: Path) -> None:

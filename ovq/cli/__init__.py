@@ -75,6 +75,15 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     # third-party chatter stays at warning level unless -vv
     for name in ("nncf", "ultralytics"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+    # ovq serve's servers log as ovq does: at its level (-q: warnings), through its handler. kserve configures its own
+    # logging (INFO, its format; uvicorn's too) when its model server is made, unless its logger has a handler, so it
+    # is given this one; a line per request (access log, latency trace) only with -vv
+    for name, served in (("kserve", level), ("uvicorn", level), ("kserve.trace", logging.WARNING),
+                         ("uvicorn.access", logging.WARNING)):
+        server_log = logging.getLogger(name)
+        if "." not in name:
+            server_log.handlers[:], server_log.propagate = [handler], False
+        server_log.setLevel(logging.DEBUG if verbose > 1 else served)
     # NNCF imports torch (when installed, e.g. with the ultralytics extra) to ask whether the model is a torch
     # model; torch then warns "No CUDA runtime is found, using CUDA_HOME=..." on every `ovq quantize` (torch
     # 2.14.1, NNCF 3.4.0): nothing to do with OpenVINO, so not shown unless -vv

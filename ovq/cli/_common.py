@@ -30,34 +30,24 @@ def add_device(p: argparse.ArgumentParser, default: str = "CPU", *, served_too: 
                    help=f"OpenVINO device: CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU... (default {default})")
 
 
-# Options only a local model honours, with what a served model does instead and where to choose it. A served model
-# runs where, and as, its server compiled it; ovq resizes its frames and decodes its boxes here, in Python.
-_SERVER_DECIDES = {
-    "--device": ("runs on its server's device, not one chosen here", "choose it where the model is served"),
-    "--precision": ("runs at the precision its server compiled it with", "choose it where the model is served"),
-    "--hint": ("runs with the performance hint its server compiled it with", "choose it where the model is served"),
-    "--resize": ("has its graph on the server: its frames are resized here, in Python", "or give --resize python"),
-    "--nms": ("has its graph on the server: its boxes are decoded and NMS'd here, in Python", "or give --nms python"),
-}
-_GRAPH_ONLY = ("--resize", "--nms")  # refused only as 'graph': 'python' and 'auto' are what a served model does
-
-
 def refuse_local_options(model: object, given: Mapping[str, Any], *, instead: str = "") -> None:
     """For a served ``model`` (a serving URL), a :class:`ConfigError` naming the first option in ``given`` (flag ->
     the value the user gave, a list for a repeatable one; ``None``: not given) that only a local model honours, and
     saying what to do (``instead`` replaces the advice). Nothing for a local model. Checked before any connection:
-    the option would otherwise be dropped without a word, and the results reported as if it had taken effect."""
+    the option would otherwise be dropped without a word, and the results reported as if it had taken effect.
+    What a served model does instead: :data:`ovq.serving.urls.SERVER_DECIDES` (a pipeline file's check uses it too)."""
     from ovq.core.urls import redact
-    from ovq.serving.urls import is_serving_url
+    from ovq.serving.urls import GRAPH_ONLY, is_serving_url, server_decides
 
     if not is_serving_url(model):
         return
     for flag, value in given.items():
-        shown = value[0] if isinstance(value, list) and value else value
-        if shown is None or (flag in _GRAPH_ONLY and str(shown).lower() != "graph"):
+        key, shown = flag.removeprefix("--"), value[0] if isinstance(value, list) and value else value
+        what = server_decides(key, shown)
+        if what is None:
             continue
-        what, advice = _SERVER_DECIDES[flag]
-        raise ConfigError(f"{flag} {shown}: {redact(str(model))} {what}; drop {flag} ({instead or advice})")
+        advice = instead or (f"or give {flag} python" if key in GRAPH_ONLY else "choose it where the model is served")
+        raise ConfigError(f"{flag} {shown}: {redact(str(model))} {what}; drop {flag} ({advice})")
 
 
 def add_precision(p: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ from ovq.model.ingraph import RESIZE_MODES
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
 from ovq.runtime.devices import parse_device
-from ovq.serving.urls import is_serving_url, parse_serving_url
+from ovq.serving.urls import GRAPH_ONLY, SERVER_DECIDES, is_serving_url, parse_serving_url, server_decides
 from ovq.streaming.mqtt import TLS_SCHEMES, parse_broker_url
 from ovq.streaming.sources import DECODE_MODES, URL_SCHEMES
 
@@ -349,6 +349,19 @@ def _model(origin: Origin, value: Any) -> Path | str:
     return text
 
 
+def _refuse_local_options(origin: Origin, top: dict[str, Any], model: str) -> None:
+    """For a served ``model``, a key only a local model honours is an error, not an option dropped without a word
+    (``ovq run`` refuses the same as flags: :func:`ovq.cli._common.refuse_local_options`)."""
+    if given(top, "quantize"):
+        raise origin.error("quantize", f"the model is served at {model}; quantize a local model and serve the result")
+    for key in SERVER_DECIDES:
+        what = server_decides(key, top.get(key))
+        if what is not None:
+            advice = "or set it to python" if key in GRAPH_ONLY else "choose it where the model is served"
+            name = origin.name_of(key)
+            raise origin.error(key, f"the model is served at {model}, which {what}; remove {name} ({advice})")
+
+
 _TOP_KEYS = ("model", "quantize", "device", "precision", "hint", "nireq", "cache", "sources", "track", "conf",
              "sinks", "max_frames", "stats_interval", "reconnect", "realtime", "serve",
              "strict", "resize", "decode", "nms")
@@ -407,8 +420,8 @@ class PipelineConfig:
                 raise origin.error(key, "required")
         model = _model(origin, top["model"])
         o, t = origin, top
-        if isinstance(model, str) and given(t, "quantize"):
-            raise o.error("quantize", f"the model is served at {model}; quantize a local model and serve the result")
+        if isinstance(model, str):
+            _refuse_local_options(o, t, model)
         return cls(
             path=o.file,
             model=model,

@@ -1,17 +1,18 @@
-"""Where ``ovq serve`` listens: the host resolved, the REST socket bound and the gRPC port held, before any
+"""Where ``ovq serve`` listens: the host resolved, the REST socket listening and the gRPC port held, before any
 model is compiled and before either server starts.
 
 uvicorn and grpc each report a port in use their own way (uvicorn logs ``[Errno 98]`` and exits 3 from inside the
 event loop; grpc raises ``RuntimeError: Failed to bind to address`` with no reason, after the REST server is up).
-Here the REST socket is bound by ovq and handed to uvicorn, and the gRPC port is bound by ovq and held, listening,
-until grpc binds it (:meth:`Listeners.release_grpc`), so a port in use, a host that does not resolve or an address
-this machine does not have is one :class:`ListenError` naming ``HOST:PORT``, and nothing has started.
+Here the REST socket is bound by ovq, listens at once and is handed to uvicorn, and the gRPC port is bound by ovq
+and held, listening, until grpc binds it (:meth:`Listeners.release_grpc`), so a port in use, a host that does not
+resolve or an address this machine does not have is one :class:`ListenError` naming ``HOST:PORT``, and nothing has
+started.
 
-The gRPC port is held listening, not just bound: a bound socket that does not listen keeps out only programs that
-bind without ``SO_REUSEADDR``, and uvicorn, grpc and ``ovq serve`` itself all set it (measured: a second
-``SO_REUSEADDR`` socket binds a port that a first one has bound, and not one it listens on). It was checked and let
-go, and another program could take it while the models compiled: serve then printed "serving ...", kserve's log
-lines and grpc's own, and failed.
+Both ports listen, not just bound: a bound socket that does not listen keeps out only programs that bind without
+``SO_REUSEADDR``, and uvicorn, grpc and ``ovq serve`` itself all set it (measured: a second ``SO_REUSEADDR`` socket
+binds a port that a first one has bound, and not one it listens on). The gRPC port was checked and let go, and the
+REST socket only bound until uvicorn started: another program could take either while the models compiled. While
+they compile the REST port answers as a server whose models are not ready (:mod:`~ovq.serving.starting`).
 
 gRPC on Linux sets ``SO_REUSEPORT`` on its listeners: a second ``ovq serve`` on the same gRPC port then bound it
 too and the kernel split the connections between the two processes (measured: two processes LISTENing on
@@ -28,8 +29,10 @@ import weakref
 from dataclasses import dataclass
 
 from ovq.core.errors import OvqError
+from ovq.serving.starting import StartingAnswers
 
 GRPC_NO_REUSEPORT = ("grpc.so_reuseport", 0)
+REST_BACKLOG = 2048  # uvicorn's: the connections that wait while the REST server takes the port over
 
 
 class ListenError(OvqError):
@@ -38,12 +41,14 @@ class ListenError(OvqError):
 
 @dataclass
 class Listeners:
-    """The resolved address, the bound (not yet listening) REST socket, and the gRPC port held until grpc binds it."""
+    """The resolved address, the listening REST socket (answered by :class:`~ovq.serving.starting.StartingAnswers`
+    until :meth:`stop_answering`), and the gRPC port held until grpc binds it."""
 
     address: str  # numeric: what grpc binds, so both servers agree on the interface
     http: socket.socket
     grpc_port: int
     grpc: socket.socket | None = None  # ovq's listening socket on the gRPC port, until release_grpc()
+    answers: StartingAnswers | None = None  # what answers on the REST port until its server does
 
     @property
     def grpc_target(self) -> str:
@@ -55,7 +60,14 @@ class Listeners:
             self.grpc.close()
             self.grpc = None
 
+    def stop_answering(self) -> None:
+        """Stop answering on the REST port, for its server to accept there (connections wait in the backlog)."""
+        if self.answers is not None:
+            self.answers.stop()
+            self.answers = None
+
     def close(self) -> None:
+        self.stop_answering()
         self.http.close()
         self.release_grpc()
 
@@ -86,45 +98,43 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _bound(family: socket.AddressFamily, address: str, port: int, *, listen: bool = False) -> socket.socket:
+def _bound(family: socket.AddressFamily, address: str, port: int, *, backlog: int | None = None) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))
-        if listen:
-            sock.listen(1)
+        if backlog is not None:
+            sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ListenError(f"{bracketed(address)}:{port}: {_reason(exc)}") from None
     return sock
 
 
-def bind(family: socket.AddressFamily, address: str, port: int, *, keep: bool) -> socket.socket | None:
-    """Bind ``address:port`` as a listener would (``SO_REUSEADDR``, no ``SO_REUSEPORT``); kept or let go."""
-    sock = _bound(family, address, port)
-    if keep:
-        sock.set_inheritable(True)
-        return sock
-    sock.close()
-    return None
+def check_free(family: socket.AddressFamily, address: str, port: int) -> None:
+    """Bind ``address:port`` as a listener would (``SO_REUSEADDR``, no ``SO_REUSEPORT``) and let go."""
+    _bound(family, address, port).close()
 
 
 def bind_listeners(host: str, http_port: int, grpc_port: int) -> Listeners:
-    """Resolve ``host``, bind the REST port (kept for uvicorn) and hold the gRPC port (until grpc binds it)."""
+    """Resolve ``host``, listen on the REST port (answering as a server whose models are not ready, until
+    :meth:`Listeners.stop_answering`; kept for uvicorn) and hold the gRPC port (until grpc binds it)."""
     family, address = resolve(host, http_port)
-    http = bind(family, address, http_port, keep=True)
-    assert http is not None
+    http = hold(family, address, http_port, backlog=REST_BACKLOG)
+    listeners = Listeners(address, http, grpc_port)
     try:
-        grpc = hold(family, address, grpc_port)
-    except ListenError:
-        http.close()
+        listeners.grpc = hold(family, address, grpc_port)
+        listeners.answers = StartingAnswers(held(http.dup()), REST_BACKLOG)  # closed in forked children too
+    except BaseException:
+        listeners.close()
         raise
-    return Listeners(address, http, grpc_port, grpc)
+    return listeners
 
 
-# The sockets held for grpc. A child forked meanwhile (OpenVINO's telemetry sends each event from one while a
-# model converts: 21 forks for FastestDet's ONNX) has a copy of each that would keep the port, listening, after
-# ovq let go of it, and grpc's bind would fail: the copies are closed in the child, first thing.
+# The sockets held. A child forked meanwhile (OpenVINO's telemetry sends each event from one while a model
+# converts: 21 forks for FastestDet's ONNX) has a copy of each that would keep the port, listening, after ovq let go
+# of it (grpc's bind would fail) or ended (connections would wait for nobody): the copies are closed in the child,
+# first thing.
 _HELD: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 
 
@@ -140,11 +150,15 @@ def _close_held_in_children() -> None:
     os.register_at_fork(after_in_child=_close_held_in_child)
 
 
-def hold(family: socket.AddressFamily, address: str, port: int) -> socket.socket:
-    """Bind ``address:port`` (as :func:`bind` does) and listen, so that no other program can bind it (see the
+def hold(family: socket.AddressFamily, address: str, port: int, *, backlog: int = 1) -> socket.socket:
+    """Bind ``address:port`` (as :func:`check_free` does) and listen, so that no other program can bind it (see the
     module's docstring) until the socket is closed. The socket is not inherited: not by a program started with
-    ``exec`` (close-on-exec, Python's default) and not by a forked child (closed in it)."""
-    sock = _bound(family, address, port, listen=True)
+    ``exec`` (close-on-exec, Python's default) and not by a forked child (closed in it, see :func:`held`)."""
+    return held(_bound(family, address, port, backlog=backlog))
+
+
+def held(sock: socket.socket) -> socket.socket:
+    """``sock``, closed in every child forked from now on (its copy there would keep the port)."""
     _close_held_in_children()
     _HELD.add(sock)
     return sock
@@ -154,7 +168,7 @@ def grpc_bind_failed(listeners: Listeners) -> ListenError:
     """The error for grpc's reasonless ``Failed to bind``: the port checked again for the reason."""
     family = socket.AF_INET6 if ":" in listeners.address else socket.AF_INET
     try:
-        bind(family, listeners.address, listeners.grpc_port, keep=False)
+        check_free(family, listeners.address, listeners.grpc_port)
     except ListenError as exc:
         return exc
     return ListenError(f"{listeners.grpc_target}: gRPC cannot listen there")

@@ -93,6 +93,17 @@ def serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners | N
     :func:`~ovq.serving.listen.bind_listeners`, bound here when not given: before compiling is better).
     ``ready`` is called once both ports are bound by their servers, before kserve is set up."""
     _kserve()
+    own = listeners is None
+    listeners = listeners or bind_listeners(options.host, options.http_port, options.grpc_port)
+    try:
+        _serve(models, options, listeners, ready)
+    finally:
+        if own:
+            listeners.close()
+
+
+def _serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners,
+           ready: Callable[[], None] | None) -> None:
     from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer, app
     from kserve.protocol.rest.server import RESTServer
 
@@ -100,7 +111,6 @@ def serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners | N
     from ovq.serving.rest_gate import RestGate
     from ovq.serving.server_errors import install_rest_handlers
 
-    listeners = listeners or bind_listeners(options.host, options.http_port, options.grpc_port)
     grpc = GrpcServer(listeners)
     with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
         # grpc binds first, on the loop that serves it: a port lost in the moment ovq lets go of it (see
@@ -109,12 +119,9 @@ def serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners | N
         try:
             if ready is not None:
                 ready()
+            # kserve configures logging here unless its logger has a handler: the caller's (ovq's CLI gives it one)
             server = ModelServer(http_port=options.http_port, grpc_port=options.grpc_port, enable_grpc=False,
                                  enable_latency_logging=False)
-            # kserve set up its own loggers just now: a line per request (access log, latency trace) only with -vv
-            chatty = logging.getLogger("ovq").getEffectiveLevel() > logging.DEBUG
-            for name in ("kserve.trace", "uvicorn.access"):
-                logging.getLogger(name).setLevel(logging.WARNING if chatty else logging.INFO)
             server._register_and_check_atleast_one_model_is_ready(list(models))
             rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension,
                               options.http_port, workers=1, grace_period=5)
@@ -136,4 +143,5 @@ def serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners | N
                         options.http_port, listeners.grpc_target, ", ".join(m.name for m in models))
             await asyncio.gather(rest._server.serve(sockets=[listeners.http]), grpc.start())
 
+        listeners.stop_answering()  # uvicorn accepts from here: connections meanwhile wait in the backlog
         runner.run(both())

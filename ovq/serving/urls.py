@@ -34,6 +34,29 @@ class ServingURL:
         return f"{self.scheme}://{self.address}/v2/models/{self.model}{version}"
 
 
+# What a served model does in place of an option only a local model honours, by the pipeline file's key (the
+# flag is the key with --): it runs where, and as, its server compiled it, and ovq resizes its frames and decodes
+# its boxes here, in Python, so resize and nms are refused only as 'graph' (python and auto are what it does).
+SERVER_DECIDES = {
+    "device": "runs on its server's device, not one chosen here",
+    "precision": "runs at the precision its server compiled it with",
+    "hint": "runs with the performance hint its server compiled it with",
+    "cache": "is compiled by its server: nothing is compiled here to cache",
+    "resize": "has its graph on the server: its frames are resized here, in Python",
+    "nms": "has its graph on the server: its boxes are decoded and NMS'd here, in Python",
+}
+GRAPH_ONLY = ("resize", "nms")
+
+
+def server_decides(key: str, value: object) -> str | None:
+    """What a served model does instead of option ``key`` (a key of :data:`SERVER_DECIDES`) set to ``value``, or
+    ``None`` when the option is not set (``None``) or set to what a served model does anyway (``resize: python``)."""
+    what = SERVER_DECIDES[key]
+    if value is None or (key in GRAPH_ONLY and str(value).lower() != "graph"):
+        return None
+    return what
+
+
 def is_serving_url(model: object) -> bool:
     """True for a string that starts like a serving URL (``http://``, ``https://``, ``grpc://``)."""
     return isinstance(model, str) and model.lower().startswith(tuple(f"{s}://" for s in SCHEMES))
