@@ -15,6 +15,10 @@ skew the ratios):
   against it is the pipeline's own overhead; the lean loop against benchmark_app is what decoding and Python
   cost when they share the cores with inference.
 
+For the default ``ovq run`` and the lean loop, the CPU each thread spent a frame is recorded too
+(``run_cpu_ms`` / ``lean_cpu_ms``: median ms a frame by thread, Python threads by name, OpenVINO's and FFmpeg's
+own threads together as "native"): where a pipeline's overhead goes, not only how large it is.
+
 Both compete for the same cores: video decoding takes CPU time inference would otherwise get. The physical
 ceiling is inference plus software decoding: with ``d`` CPU-seconds of decoding a frame (measured single-threaded)
 on ``c`` cores, ``ceiling = 1 / (1 / B + d / c)`` for benchmark_app's ``B`` FPS. Each ratio is reported against
@@ -40,6 +44,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Self
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 MODELS = {
@@ -63,6 +68,8 @@ class PipelineBench:
     lean_fps: list[float] = field(default_factory=list)  # the leanest Python loop (lean_loop_fps)
     nms: str = "python"  # where the default pipeline decoded (graph or python)
     load: list[float] = field(default_factory=list)
+    run_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # default ovq run: thread -> ms a frame, per round
+    lean_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # the lean loop, likewise
     capacity: dict[str, int] = field(default_factory=dict)  # fps -> streams
     capacity_tables: list[str] = field(default_factory=list)
 
@@ -105,12 +112,92 @@ class PipelineBench:
             f"-> ceiling {self.ceiling():.1f} fps ({r['ceiling/app']:.2f}x app) | load {min(self.load):.1f}-{max(self.load):.1f}"
         )
 
+    def cpu_line(self) -> str:
+        def one(table: dict[str, list[float]]) -> str:
+            medians = {name: statistics.median(v) for name, v in table.items()}
+            parts = ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(medians.items(), key=lambda kv: -kv[1]))
+            return f"{sum(medians.values()):.2f} ({parts})"
+
+        run = f"CPU ms a frame: ovq run {one(self.run_cpu_ms)}" if self.run_cpu_ms else ""
+        lean = f" | lean loop {one(self.lean_cpu_ms)}" if self.lean_cpu_ms else ""
+        return run + lean
+
     def _lean(self) -> str:
         if not self.lean_fps:
             return ""
         r = self.ratios()
         return (f" | lean loop {statistics.median(self.lean_fps):6.1f} ({r['lean/app']:.2f}x app, "
                 f"{r['lean/ceiling']:.2f}x ceiling; ovq run {r['python/lean']:.2f}x of it)")
+
+
+class ThreadCpu:
+    """CPU seconds this process's threads spend while the ``with`` block runs, by thread.
+
+    Read from ``/proc/self/task`` every ``interval`` s and once at the end; a thread that ends between two samples
+    counts up to its last sample (a reader thread's final ``interval`` at most). Python threads are named by their
+    ``threading`` name without a trailing stream suffix (``ovq-read-s0`` -> ``ovq-read``), the others (OpenVINO's
+    and FFmpeg's workers) are "native"."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import threading
+
+        self.interval = interval
+        self._names: dict[int, str] = {}
+        self._start: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample_until_done, name="bench-thread-cpu", daemon=True)
+
+    @staticmethod
+    def _cpu() -> dict[int, float]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        return out
+
+    def _sample(self) -> None:
+        import threading
+
+        for t in threading.enumerate():
+            if t.native_id is not None:
+                self._names[t.native_id] = re.sub(r"-s\d+$", "", t.name)
+        self._last.update(self._cpu())
+
+    def _sample_until_done(self) -> None:
+        while not self._done.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> Self:
+        self._start = self._cpu()
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self._sample()
+
+    def ms_per_frame(self, frames: int) -> dict[str, float]:
+        """CPU ms a frame by thread name (the sampler's own thread left out)."""
+        out: dict[str, float] = {}
+        for tid, seconds in self._last.items():
+            name = self._names.get(tid, "native")
+            if name != "bench-thread-cpu":
+                out[name] = out.get(name, 0.0) + (seconds - self._start.get(tid, 0.0)) * 1000.0 / max(frames, 1)
+        return {name: ms for name, ms in out.items() if ms > 0}
+
+
+def add_cpu(table: dict[str, list[float]], sample: dict[str, float], round_index: int) -> None:
+    """Append one round's ms a frame by thread to ``table`` (0 for a thread absent from a round)."""
+    for name in set(table) | set(sample):
+        table.setdefault(name, [0.0] * round_index).append(sample.get(name, 0.0))
 
 
 def lean_loop_fps(detector: object, video: Path, nireq: int, threads: int) -> float:
@@ -134,7 +221,7 @@ def lean_loop_fps(detector: object, video: Path, nireq: int, threads: int) -> fl
     done = [0]
     requests = ov.AsyncInferQueue(detector.compiled, nireq)
     requests.set_callback(lambda request, _: done.__setitem__(0, done[0] + 1))
-    reader = threading.Thread(target=read, daemon=True)
+    reader = threading.Thread(target=read, name="lean-read", daemon=True)
     t0 = time.perf_counter()
     reader.start()
     while (image := frames.get()) is not None:
@@ -158,6 +245,18 @@ def decode_cost_ms(video: Path, frames: int = 400) -> float:
     spent = time.thread_time() - t0
     cap.release()
     return spent / max(n, 1) * 1000.0
+
+
+def video_frames(video: Path) -> int:
+    """The frames of ``video``, counted by decoding it (what the lean loop infers)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+    n = 0
+    while cap.grab():
+        n += 1
+    cap.release()
+    return n
 
 
 def benchmark_app(xml: Path, precision: str, seconds: float) -> float:
@@ -189,6 +288,7 @@ def main(
         raise SystemExit(f"shared assets not found at {ASSETS}")
     video = video or ASSETS / VIDEO
     decode_ms = decode_cost_ms(video)
+    frames = video_frames(video)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in models or list(MODELS):
@@ -206,11 +306,16 @@ def main(
                         continue
                     if what == "lean":
                         nireq = 2 * int(lean.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) + 1
-                        row.lean_fps.append(lean_loop_fps(lean, video, nireq, decode_threads(1)))
+                        with ThreadCpu() as cpu:
+                            row.lean_fps.append(lean_loop_fps(lean, video, nireq, decode_threads(1)))
+                        add_cpu(row.lean_cpu_ms, cpu.ms_per_frame(frames), r)
                         continue
                     pipeline = Pipeline(detector, [str(video)], stats_interval=0, resize_in_graph=what == "graph",
                                         nms_in_graph=False if what == "python-nms" else None)
-                    summary = pipeline.run()
+                    with ThreadCpu() as cpu:
+                        summary = pipeline.run()
+                    if what == "python":
+                        add_cpu(row.run_cpu_ms, cpu.ms_per_frame(summary.streams["s0"].frames), r)
                     assert summary.extra["resize"].startswith(what.split("-")[0]), summary.extra
                     fps = summary.streams["s0"].fps
                     if what == "python-nms":
@@ -220,6 +325,7 @@ def main(
                         (row.python_fps if what == "python" else row.graph_fps).append(fps)
             print(row.line(), flush=True)
             print(f"{'':12s} {row.spread()}", flush=True)
+            print(f"{'':12s} {row.cpu_line()}", flush=True)
             for fps in capacity_fps:
                 report = capacity(detector, video, fps=fps, seconds=capacity_seconds, warmup=1.0)
                 row.capacity[f"{fps:g}"] = report.streams
