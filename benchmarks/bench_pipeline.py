@@ -10,8 +10,8 @@ skew the ratios):
   NMS where the pipeline puts it by default (in the graph on the CPU for the families with NMS), and for those
   two once more resizing and decoding in Python (``python_nms_fps``: what ``--nms python`` costs);
 - the leanest loop Python can run around the same compiled model (``lean_fps``): one thread reads frames with
-  OpenCV (the pipeline's decoder threads), the main thread resizes and starts requests with shared inputs, the
-  completion callback only counts. No ordering, no results, no metering: what any Python pipeline pays. ``ovq run``
+  OpenCV (the pipeline's decoder threads), the main thread resizes and starts requests in turn with shared inputs,
+  waiting for a request's previous frame first; no callback (:func:`lean_loop_fps`). No ordering, no results, no metering: what any Python pipeline pays. ``ovq run``
   against it is the pipeline's own overhead; the lean loop against benchmark_app is what decoding and Python
   cost when they share the cores with inference.
 
@@ -201,7 +201,13 @@ def add_cpu(table: dict[str, list[float]], sample: dict[str, float], round_index
 
 
 def lean_loop_fps(detector: object, video: Path, nireq: int, threads: int) -> float:
-    """Frames a second of the leanest Python loop around ``detector``'s compiled model on every frame of ``video``."""
+    """Frames a second of the leanest Python loop around ``detector``'s compiled model on every frame of ``video``.
+
+    ``nireq`` requests taken in turn: the main thread waits for a request's previous frame (the wait releases the
+    GIL), hands it the next input as a shared tensor and starts it; no callback, so no Python in OpenVINO's
+    threads. Each input array is held until its request is reused: an ``AsyncInferQueue`` given a fresh array
+    with ``share_inputs=True`` and no reference kept read freed memory and crashed this benchmark (a segfault in
+    ``start_async``, YOLOX-Nano, 2-core EPYC Zen 5)."""
     import queue
     import threading
 
@@ -218,19 +224,27 @@ def lean_loop_fps(detector: object, video: Path, nireq: int, threads: int) -> fl
             if not ok:
                 return
 
-    done = [0]
-    requests = ov.AsyncInferQueue(detector.compiled, nireq)
-    requests.set_callback(lambda request, _: done.__setitem__(0, done[0] + 1))
+    requests = [detector.compiled.create_infer_request() for _ in range(nireq)]
+    held: list[object] = [None] * nireq  # the input each request reads, alive until the request is reused
     reader = threading.Thread(target=read, name="lean-read", daemon=True)
+    done = 0
     t0 = time.perf_counter()
     reader.start()
     while (image := frames.get()) is not None:
+        i = done % nireq
+        if held[i] is not None:
+            requests[i].wait()
         tensor, _ = detector.preprocess(image)
-        requests.start_async({0: tensor}, None, share_inputs=True)
-    requests.wait_all()
+        requests[i].set_input_tensor(0, ov.Tensor(tensor, shared_memory=True))
+        held[i] = tensor
+        requests[i].start_async()
+        done += 1
+    for request, tensor in zip(requests, held, strict=True):
+        if tensor is not None:
+            request.wait()
     seconds = time.perf_counter() - t0
     cap.release()
-    return done[0] / seconds
+    return done / seconds
 
 
 def decode_cost_ms(video: Path, frames: int = 400) -> float:
