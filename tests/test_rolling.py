@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +20,15 @@ from pathlib import Path
 import pytest
 from test_sinks import count_frames, make_result
 
+from ovq.cli import main
 from ovq.core.errors import ConfigError
+from ovq.deployment.loader import parse_pipeline_config
 from ovq.streaming.mp4 import mp4_frame_count
 from ovq.streaming.rolling import Series, format_duration, parse_duration, parse_rotate, segment_glob
 from ovq.streaming.sinks import JsonlSink, VideoSink
 
+ROOT = Path(__file__).resolve().parents[1]
+SYNTH = "synth://conveyor?fps=30&width=320&height=240"
 T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z: frame i of a test stream at T0 + i / 10
 
 
@@ -298,3 +305,131 @@ def test_a_pipe_is_not_rotated(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match="not rotated: a pipe or a device"):
         JsonlSink(fifo, rotate_bytes=10_000)
+
+
+# -- the command line and pipeline files -------------------------------------------------------------------------
+def test_run_writes_one_second_segments_of_a_live_source(tiny, tmp_path, capsys):
+    out, jsonl = tmp_path / "cam.mp4", tmp_path / "det.jsonl"
+    code = main(["run", str(tiny), "--source", SYNTH, "--device", "CPU", "--max-frames", "105", "--out", str(out),
+                 "--segment", "1s", "--jsonl", str(jsonl), "--no-progress", "--stats-interval", "0", "-q"])
+    printed = capsys.readouterr().out.splitlines()
+    assert code == 0
+    stamps = [json.loads(line)["timestamp"] for line in jsonl.read_text().splitlines()]
+    expected = groups(stamps, 1.0)
+    assert len(stamps) == 105 and len(expected) >= 4  # 105 frames at 30 fps span 3.5 s at least
+    segments = sorted(tmp_path.glob("cam.*.mp4"), key=series_order)
+    assert [count_frames(p)[0] for p in segments] == expected  # every frame written once, in its segment
+    assert sum(mp4_frame_count(p) for p in segments) == 105
+    assert [stamp_of(p) for p in segments] == sorted(stamp_of(p) for p in segments)
+    assert stamp_of(segments[0]).timestamp() == int(stamps[0])
+    assert f"wrote {len(segments)} segments {tmp_path / 'cam.*.mp4'}, the last {segments[-1]} " \
+           f"({expected[-1]} frames)" in printed
+    assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+@pytest.mark.parametrize("how", ["cli", "api"])
+def test_sigkill_keeps_every_finished_segment_playable(tiny, tmp_path, how):
+    """The defect: a service killed by the watchdog (SIGKILL) lost its whole video, whose index comes last."""
+    out, jsonl = tmp_path / "cam.mp4", tmp_path / "det.jsonl"
+    if how == "cli":
+        cmd = [sys.executable, "-m", "ovq", "run", str(tiny), "--source", SYNTH, "--device", "CPU", "--out", str(out),
+               "--segment", "1s", "--jsonl", str(jsonl), "--jsonl-rotate", "1s", "--no-progress", "-q"]
+    else:
+        cmd = [sys.executable, "-c", ("import ovq, sys; ovq.Pipeline(sys.argv[1], [sys.argv[2]], device='CPU', sinks=["
+               "ovq.VideoSink(sys.argv[3], segment=1), ovq.JsonlSink(sys.argv[4], rotate_seconds=1)]).run()"),
+               str(tiny), SYNTH, str(out), str(jsonl)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("cam.*.mp4"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read().decode()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    segments = sorted(tmp_path.glob("cam.*.mp4"), key=series_order)
+    assert len(segments) >= 3
+    for p in segments:  # every file under a final name is finished: its index lists every frame, and they play
+        listed = mp4_frame_count(p)
+        assert listed and count_frames(p)[0] == listed, p
+    for p in tmp_path.glob(".cam.*.partial.mp4"):  # the one in progress, hidden, is all that was lost
+        assert mp4_frame_count(p) is None
+    rotated = records_of(tmp_path)
+    indexes = [r["frame_index"] for _, recs in rotated for r in recs]
+    assert len(rotated) >= 2 and indexes == sorted(set(indexes))
+    # the next run names the file in progress the kill left, and keep deletes what the kill left unfinished
+    left = [json.loads(line) for line in jsonl.read_text().split("\n")[:-1]]  # its complete lines
+    code = main(["run", str(tiny), "--source", SYNTH, "--device", "CPU", "--max-frames", "3", "--out", str(out),
+                 "--segment", "1s", "--keep", "1", "--jsonl", str(jsonl), "--jsonl-rotate", "1s", "-q",
+                 "--no-progress"])
+    assert code == 0 and not list(tmp_path.glob(".*")) and not jsonl.exists()
+    assert len(list(tmp_path.glob("cam.*.mp4"))) == 1
+    assert not left or left in [recs for _, recs in records_of(tmp_path)]
+
+
+def _pipeline_file(tmp_path: Path, sinks: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(f"model: m.xml\nsources: [synth://conveyor]\nsinks: {sinks}\n")
+    return path
+
+
+@pytest.mark.parametrize(("sinks", "says"), [
+    ("{video: {path: v.mp4, segment: 0}}", ("sinks.video.segment: expected at least 1 s (files are named to the "
+                                           "second), got 0")),
+    ("{video: {path: v.mp4, segment: 10 minutes}}", ("sinks.video.segment: expected a duration (30s, 10m, 1h, or "
+                                                    "seconds), got '10 minutes'")),
+    ("{video: {path: v.mp4, segment: 10m, keep: -1}}", "sinks.video.keep: expected an integer >= 1, got -1"),
+    ("{video: {path: v.mp4, keep: 3}}", ("sinks.video.keep: keeps the newest files of a series, which "
+                                        "sinks.video.segment makes: give it too")),
+    ("{video: {path: v.mp4, segmnet: 10m}}", "sinks.video: unknown key 'segmnet'; did you mean 'segment'?"),
+    ("{jsonl: {path: r.jsonl, rotate: 5 parsecs}}", ("sinks.jsonl.rotate: expected a duration (30s, 10m, 1h, or "
+                                                    "seconds) or a size (500KB, 100MB, 1GB), got '5 parsecs'")),
+    ("{jsonl: {path: r.jsonl, rotate: 1h, keep: 0}}", "sinks.jsonl.keep: expected an integer >= 1, got 0"),
+    ("{jsonl: {path: r.jsonl, keep: 4}}", ("sinks.jsonl.keep: keeps the newest files of a series, which "
+                                          "sinks.jsonl.rotate makes: give it too")),
+    ("{jsonl: {path: r.jsonl, append: true, rotate: 1h}}", ("sinks.jsonl.rotate: not with sinks.jsonl.append: a "
+                                                           "rotating file adds to its series, replacing nothing")),
+])
+def test_pipeline_file_errors_name_the_file_and_key(tmp_path, capsys, sinks, says):
+    path = _pipeline_file(tmp_path, sinks)
+    assert main(["pipeline", str(path), "--check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ovq pipeline: error: {path}: {says}"), err
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--out", "v.mp4", "--segment", "0"], "--segment: expected at least 1 s (files are named to the second), got '0'"),
+    (["--out", "v.mp4", "--segment", "5 parsecs"], ("--segment: expected a duration (30s, 10m, 1h, or seconds), got "
+                                                   "'5 parsecs'")),
+    (["--out", "v.mp4", "--segment", "1m", "--keep", "-1"], "--keep: expected an integer >= 1, got -1"),
+    (["--out", "v.mp4", "--keep", "3"], ("--keep: keeps the newest files of a series, which --segment makes: give it "
+                                        "too")),
+    (["--segment", "1m"], "--segment: give the video file with --out FILE.mp4"),
+    (["--jsonl", "r.jsonl", "--jsonl-rotate", "5 parsecs"], ("--jsonl-rotate: expected a duration (30s, 10m, 1h, or "
+                                                            "seconds) or a size (500KB, 100MB, 1GB), got '5 parsecs'")),
+    (["--jsonl", "r.jsonl", "--jsonl-keep", "2"], ("--jsonl-keep: keeps the newest files of a series, which "
+                                                  "--jsonl-rotate makes: give it too")),
+    (["--jsonl-rotate", "1h"], "--jsonl-rotate: give the file with --jsonl FILE"),
+    (["--jsonl", "r.jsonl", "--jsonl-rotate", "1h", "--jsonl-append"], "--jsonl-rotate: not with --jsonl-append"),
+])
+def test_run_flag_errors_are_one_line(tiny, tmp_path, capsys, monkeypatch, flags, says):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(tiny), "--source", "synth://conveyor", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ovq run: error: {says}"), err
+    assert not list(tmp_path.iterdir())
+
+
+def test_check_prints_the_rolling_keys_and_they_load_again(tmp_path, capsys):
+    path = _pipeline_file(tmp_path, "{video: {path: v.mp4, segment: 600, keep: 144}, "
+                                    "jsonl: {path: r.jsonl, rotate: 100MB, keep: 48}}")
+    cfg = parse_pipeline_config(__import__("yaml").safe_load(path.read_text()), path)
+    s = cfg.sinks
+    assert (s.video_segment, s.video_keep, s.jsonl_rotate_bytes, s.jsonl_rotate_seconds, s.jsonl_keep) == (
+        600, 144, 100_000_000, None, 48)
+    printed = cfg.to_dict()["sinks"]
+    assert printed["video"] == {"path": str(tmp_path / "v.mp4"), "fps": None, "segment": "10m", "keep": 144}
+    assert printed["jsonl"] == {"path": str(tmp_path / "r.jsonl"), "append": False, "rotate": "100MB", "keep": 48}
+    again = parse_pipeline_config({**cfg.to_dict(), "sources": ["synth://conveyor"]}, path)
+    assert again.sinks == cfg.sinks

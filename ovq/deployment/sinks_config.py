@@ -7,6 +7,7 @@ naming the file and key, or the flag of ``ovq run``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from ovq.core.fileio import same_file
 from ovq.core.urls import mask_url
 from ovq.deployment.fields import Origin, given
 from ovq.streaming.mqtt import TLS_SCHEMES, parse_broker_url
+from ovq.streaming.rolling import format_duration, format_size, parse_duration, parse_rotate
 
 MQTT_URL_ENV = "OVQ_MQTT_URL"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -85,12 +87,21 @@ def _broker_url(origin: Origin, value: Any, key: str) -> str:
 
 @dataclass
 class SinksConfig:
-    """Where results go: an annotated video, a JSON-lines file, MQTT, a window."""
+    """Where results go: an annotated video, a JSON-lines file, MQTT, a window.
+
+    ``video_segment`` (seconds) and ``jsonl_rotate_seconds`` / ``jsonl_rotate_bytes`` make a series of files
+    instead of one (:mod:`ovq.streaming.rolling`); ``*_keep`` keeps the newest of them.
+    """
 
     video: Path | None = None
     video_fps: float | None = None
+    video_segment: float | None = None
+    video_keep: int | None = None
     jsonl: Path | None = None
     jsonl_append: bool = False  # append to the file instead of replacing it with this run's records
+    jsonl_rotate_seconds: float | None = None
+    jsonl_rotate_bytes: int | None = None
+    jsonl_keep: int | None = None
     mqtt: MqttConfig | None = None
     show: bool = False
 
@@ -99,21 +110,32 @@ class SinksConfig:
         s = origin.mapping(value, "sinks", ("video", "jsonl", "mqtt", "show"))
         sinks = cls()
         if isinstance(s.get("video"), dict):
-            v = origin.mapping(s["video"], "sinks.video", ("path", "fps"))
+            v = origin.mapping(s["video"], "sinks.video", ("path", "fps", "segment", "keep"))
             if not given(v, "path"):
                 raise origin.error("sinks.video.path", "required: the video file to write")
             sinks.video = origin.path(v["path"], "sinks.video.path")
             if given(v, "fps"):
                 sinks.video_fps = origin.number(v["fps"], "sinks.video.fps", low=0.0, low_open=True)
+            if given(v, "segment"):
+                sinks.video_segment = _rolling(origin, v["segment"], "sinks.video.segment", parse_duration)
+            sinks.video_keep = _keep(origin, v, "sinks.video", "segment", sinks.video_segment is not None)
         elif given(s, "video"):
             sinks.video = origin.path(s["video"], "sinks.video")
         if isinstance(s.get("jsonl"), dict):
-            j = origin.mapping(s["jsonl"], "sinks.jsonl", ("path", "append"))
+            j = origin.mapping(s["jsonl"], "sinks.jsonl", ("path", "append", "rotate", "keep"))
             if not given(j, "path"):
                 raise origin.error("sinks.jsonl.path", "required: the JSON Lines file to write")
             sinks.jsonl = origin.path(j["path"], "sinks.jsonl.path")
             if "append" in j:
                 sinks.jsonl_append = origin.boolean(j["append"], "sinks.jsonl.append")
+            if given(j, "rotate"):
+                rotate = _rolling(origin, j["rotate"], "sinks.jsonl.rotate", parse_rotate)
+                sinks.jsonl_rotate_seconds, sinks.jsonl_rotate_bytes = rotate
+                if sinks.jsonl_append:
+                    raise origin.error("sinks.jsonl.rotate", f"not with {origin.name_of('sinks.jsonl.append')}: a "
+                                       "rotating file adds to its series, replacing nothing (what a killed run "
+                                       "left is named at the next start)")
+            sinks.jsonl_keep = _keep(origin, j, "sinks.jsonl", "rotate", given(j, "rotate"))
         elif given(s, "jsonl"):
             sinks.jsonl = origin.path(s["jsonl"], "sinks.jsonl")
         if given(s, "mqtt"):
@@ -124,10 +146,46 @@ class SinksConfig:
             raise origin.error("sinks.jsonl", f"{sinks.jsonl}: the same file as the video output (one would replace the other)")
         return sinks
 
+    @property
+    def jsonl_rotate(self) -> str | None:
+        """The JSON Lines rotation as a config writes it (``1h``, ``100MB``), or None."""
+        if self.jsonl_rotate_seconds is not None:
+            return format_duration(self.jsonl_rotate_seconds)
+        return None if self.jsonl_rotate_bytes is None else format_size(self.jsonl_rotate_bytes)
+
     def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
+        video: dict[str, Any] | None = None
+        if self.video is not None:
+            video = {"path": str(self.video), "fps": self.video_fps}
+            if self.video_segment is not None:
+                video |= {"segment": format_duration(self.video_segment), "keep": self.video_keep}
+        jsonl: dict[str, Any] | None = None
+        if self.jsonl is not None:
+            jsonl = {"path": str(self.jsonl), "append": self.jsonl_append}
+            if self.jsonl_rotate is not None:
+                jsonl |= {"rotate": self.jsonl_rotate, "keep": self.jsonl_keep}
         return {  # the shape from_mapping reads, so a printed config loads again (--check printed video_fps)
-            "video": None if self.video is None else {"path": str(self.video), "fps": self.video_fps},
-            "jsonl": None if self.jsonl is None else {"path": str(self.jsonl), "append": self.jsonl_append},
+            "video": video,
+            "jsonl": jsonl,
             "mqtt": None if self.mqtt is None else self.mqtt.to_dict(mask_secrets),
             "show": self.show,
         }
+
+
+def _rolling(origin: Origin, value: Any, key: str, parse: Callable[[Any], Any]) -> Any:
+    """A segment length or rotation limit read by ``parse`` (:mod:`ovq.streaming.rolling`), its error named."""
+    try:
+        return parse(value)
+    except ConfigError as exc:
+        raise origin.error(key, str(exc)) from None
+
+
+def _keep(origin: Origin, section: dict[str, Any], key: str, rolled_by: str, rolling: bool) -> int | None:
+    """``keep``: how many of the newest files of a series stay; only for a series (``segment``, ``rotate``)."""
+    if not given(section, "keep"):
+        return None
+    keep = origin.integer(section["keep"], f"{key}.keep", low=1)
+    if not rolling:
+        raise origin.error(f"{key}.keep", "keeps the newest files of a series, which "
+                           f"{origin.name_of(f'{key}.{rolled_by}')} makes: give it too")
+    return keep
