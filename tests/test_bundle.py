@@ -595,3 +595,30 @@ def test_pipeline_features_add_their_packages(tmp_path):
     assert runtime_requirements(served, core) == ([*core, "aiohttp", "prometheus-client"], [])
     assert runtime_requirements(served, [*core, "aiohttp>=3.9; extra == 'web'"])[1] == ["web"]
     assert needs(served).network and not needs(cfg()).network
+
+
+def test_bundle_warns_of_outputs_that_grow_for_as_long_as_the_service_runs(built, tiny, tmp_path, capsys):
+    """A service writes for months: one video (its index only at the end) and one JSON Lines file fill the disk."""
+    result, _ = built
+    cases = {
+        "grows": "{video: out/a.mp4, jsonl: {path: out/a.jsonl}}",
+        "rolls": "{video: {path: out/a.mp4, segment: 10m, keep: 144}, jsonl: {path: out/a.jsonl, rotate: 1h, keep: 48}}",
+    }
+    for name, sinks in cases.items():
+        pipeline = tmp_path / f"{name}.yaml"
+        pipeline.write_text(f"model: {tiny.parent}\nsources: [synth://conveyor]\nsinks: {sinks}\n")
+        assert main(["bundle", "--pipeline", str(pipeline), "-o", str(tmp_path / name), "--wheel", str(result.wheel)]) == 0
+        err = capsys.readouterr().err
+        readme = (tmp_path / name / "README.md").read_text()
+        shipped = yaml.safe_load((tmp_path / name / "pipeline.yaml").read_text())["sinks"]
+        if name == "grows":
+            assert "WARNING" in err and "grows.yaml: sinks.video: the service would write one video file" in err
+            assert "set sinks.video.segment (e.g. 10m) and keep" in err
+            assert "grows.yaml: sinks.jsonl: the service would write one JSON Lines file" in err
+            assert "| `output/` | what the pipeline writes: `output/a.mp4`, `output/a.jsonl` |" in readme
+        else:
+            assert "the service would write one" not in err
+            assert "`output/a.*.mp4` (10m segments, the newest 144 kept)" in readme
+            assert "`output/a.*.jsonl` (1h files, the newest 48 kept; `output/a.jsonl` is the one in progress)" in readme
+            assert shipped == {"video": {"path": "output/a.mp4", "segment": "10m", "keep": 144},
+                               "jsonl": {"path": "output/a.jsonl", "rotate": "1h", "keep": 48}}

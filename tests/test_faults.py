@@ -196,6 +196,51 @@ def test_a_full_disk_fails_the_jsonl_and_keeps_the_old_file(full_disk, capsys, t
         p.name for p in full_disk.iterdir()) == ["filler", "results.jsonl"]
 
 
+def test_a_full_disk_during_a_segment_keeps_the_finished_ones(full_disk, capsys, tiny):
+    # --segment: the segment in progress is finished while there is room for its index, like a whole-run file, and
+    # goes into place (it replaces nothing); the segments finished before stay as they were
+    import cv2
+
+    from ovq.streaming.mp4 import mp4_frame_count
+
+    fill(full_disk, leave=1_300_000)  # the sink stops below 1 MB free: room for a few 1 s segments of 320x240
+    out = full_disk / "x.mp4"
+    code, printed, lines = run_cli(capsys, "run", str(tiny), "--source", SYNTH, "--max-frames", "1800", "--out",
+                                   str(out), "--segment", "1s", "--device", "CPU", "--no-progress")
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"ovq run: error: {out}: stopped: only ") and "left on the device" in lines[0]
+    assert "; the segment in progress was finished as " in lines[0]
+    segments = sorted(full_disk.glob("x.*.mp4"))
+    assert len(segments) >= 3
+    for segment in segments:
+        frames, cap = 0, cv2.VideoCapture(str(segment))
+        while cap.read()[0]:
+            frames += 1
+        assert frames and frames == mp4_frame_count(segment), segment
+    # every segment is announced, the last one too (the one in progress when the disk filled), summed up in a line
+    assert printed.splitlines()[-1].startswith(f"wrote {len(segments)} segments {full_disk / 'x.*.mp4'}, the last "
+                                               f"{segments[-1]} (")
+    assert not out.exists() and not list(full_disk.glob(".*"))
+
+
+def test_a_full_disk_under_rotated_jsonl_loses_no_record(full_disk, capsys, tiny):
+    import json
+
+    fill(full_disk, leave=40_000)
+    jsonl = full_disk / "r.jsonl"
+    code, _, lines = run_cli(capsys, "run", str(tiny), "--source", SYNTH, "--max-frames", "1000", "--jsonl",
+                             str(jsonl), "--jsonl-rotate", "2KB", "--device", "CPU", "--no-progress")
+    assert code == 2 and len(lines) == 1, lines
+    match = re.fullmatch(rf"ovq run: error: {re.escape(str(jsonl))}: No space left on device after (\d+) records; "
+                         "the file ends with the last complete record", lines[0])
+    assert match, lines[0]
+    files = sorted(full_disk.glob("r.*.jsonl"), key=lambda p: (p.name.split(".")[1].split("_")[0],
+                                                               int(p.name.split(".")[1].partition("_")[2] or 0)))
+    indexes = [json.loads(line)["frame_index"] for f in files for line in f.read_text().splitlines()]
+    assert len(files) >= 3 and indexes == list(range(int(match.group(1))))  # every record once, in order
+    assert not jsonl.exists()  # the file in progress was named as one of the series when the run failed
+
+
 def test_a_failed_run_with_quiet_prints_only_its_error_line(full_disk, capsys, tiny):
     # Before, -q still printed an ERROR log line ("stopping the run after an error ...") above the error itself.
     fill(full_disk, leave=8_000)

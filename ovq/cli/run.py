@@ -32,6 +32,8 @@ FLAGS = {
     "sinks.mqtt.ca_file": "--mqtt-ca", "sinks.mqtt.cert_file": "--mqtt-cert", "sinks.mqtt.key_file": "--mqtt-key",
     "sinks.mqtt.strict": "--mqtt-strict",
     "sinks.show": "--show", "sinks.jsonl.path": "--jsonl", "sinks.jsonl.append": "--jsonl-append",
+    "sinks.video.path": "--out", "sinks.video.segment": "--segment", "sinks.video.keep": "--keep",
+    "sinks.jsonl.rotate": "--jsonl-rotate", "sinks.jsonl.keep": "--jsonl-keep",
     "max_frames": "--max-frames", "stats_interval": "--stats-interval",
     "reconnect.max_delay": "--retry-max-delay", "reconnect.stall_timeout": "--stall-timeout",
     "reconnect.retry": "--no-retry", "realtime": "--realtime", "serve": "--serve", "serve.fps": "--serve-fps",
@@ -61,11 +63,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE.mp4",
                    help="annotated video, .mp4 (H.264 with ovq[video], else MPEG-4 Part 2) or .webm (VP9); "
                         "one file per stream: FILE_NAME.mp4")
+    p.add_argument("--segment", metavar="DURATION",
+                   help="cut --out into files of DURATION (30s, 10m, 1h) named by their first frame's UTC time, "
+                        "FILE.20261203T063000Z.mp4, each finished and playable as soon as the next begins")
+    p.add_argument("--keep", type=int, metavar="N", help="with --segment: keep the newest N segments of each stream")
     p.add_argument("--jsonl", metavar="FILE",
                    help="JSON Lines: one record per frame with its detections; replaces FILE at the end of a run "
                         "that wrote records (a run that fails to start leaves it as it was)")
     p.add_argument("--jsonl-append", action="store_true",
                    help="append to the --jsonl file instead of replacing it (a service's restarts keep adding)")
+    p.add_argument("--jsonl-rotate", metavar="LIMIT",
+                   help="rotate the --jsonl file at a duration (1h) or a size (100MB): each full one is renamed "
+                        "FILE.20261203T063000Z.jsonl (its first record's UTC time); FILE is the one in progress")
+    p.add_argument("--jsonl-keep", type=int, metavar="N", help="with --jsonl-rotate: keep the newest N files")
     p.add_argument(
         "--mqtt", nargs="?", const="", default=None, metavar="URL",
         help="publish one message per frame to mqtt://HOST[:PORT] (no URL: $OVQ_MQTT_URL; then put --mqtt after "
@@ -123,7 +133,7 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     data = {
         "model": args.model, "sources": sources, "device": args.device, "precision": args.precision,
         "hint": args.hint, "nireq": args.nireq, "track": args.track, "conf": args.conf,
-        "sinks": {"video": args.out, "jsonl": _jsonl(args), "mqtt": _mqtt(args), "show": args.show},
+        "sinks": {"video": _video(args), "jsonl": _jsonl(args), "mqtt": _mqtt(args), "show": args.show},
         "max_frames": args.max_frames, "stats_interval": args.stats_interval, "reconnect": reconnect,
         "realtime": args.realtime, "serve": _serve(args), "strict": args.strict, "resize": args.resize,
         "decode": args.decode, "nms": args.nms,
@@ -157,12 +167,27 @@ def _expand_source(text: str) -> str:
         raise ConfigError(f"--source {redact(text)}: {exc}") from None
 
 
+def _video(args: argparse.Namespace) -> str | dict[str, Any] | None:
+    from ovq.core.errors import ConfigError
+
+    for flag, value in (("--segment", args.segment), ("--keep", args.keep)):
+        if value is not None and not args.out:
+            raise ConfigError(f"{flag}: give the video file with --out FILE.mp4")
+    if args.segment is None and args.keep is None:
+        return args.out
+    return {"path": args.out, "segment": args.segment, "keep": args.keep}
+
+
 def _jsonl(args: argparse.Namespace) -> str | dict[str, Any] | None:
     from ovq.core.errors import ConfigError
 
-    if args.jsonl_append and not args.jsonl:
-        raise ConfigError("--jsonl-append: give the file with --jsonl FILE")
-    return {"path": args.jsonl, "append": True} if args.jsonl_append else args.jsonl
+    for flag, value in (("--jsonl-append", args.jsonl_append or None), ("--jsonl-rotate", args.jsonl_rotate),
+                        ("--jsonl-keep", args.jsonl_keep)):
+        if value is not None and not args.jsonl:
+            raise ConfigError(f"{flag}: give the file with --jsonl FILE")
+    if not (args.jsonl_append or args.jsonl_rotate is not None or args.jsonl_keep is not None):
+        return args.jsonl
+    return {"path": args.jsonl, "append": args.jsonl_append, "rotate": args.jsonl_rotate, "keep": args.jsonl_keep}
 
 
 def _mqtt(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -259,8 +284,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# More files than this of one series (video segments, rotated JSON Lines) are summed up in one line.
+LIST_AT_MOST = 3
+
+
 def print_written(sinks: list[Any], out: TextIO | None = None) -> None:
-    """``wrote PATH (what)`` for every file a sink finished; a file that is not complete is never listed."""
+    """``wrote PATH (what)`` for every file a sink finished; a file that is not complete is never listed. The
+    files of a series (:mod:`ovq.streaming.rolling`), when more than :data:`LIST_AT_MOST`, as one line:
+    ``wrote 12 segments out/cam.*.mp4, the last out/cam.20261203T083000Z.mp4 (301 frames)``."""
+    from ovq.streaming.rolling import segment_glob
+
     for sink in sinks:
-        for path, what in getattr(sink, "written", {}).items():
-            print(f"wrote {path} ({what})", file=out or sys.stdout)
+        written = getattr(sink, "written", {})
+        series: dict[str | None, list[Any]] = {}
+        for path in written:
+            series.setdefault(segment_glob(path), []).append(path)
+        for glob, paths in series.items():
+            if glob is None or len(paths) <= LIST_AT_MOST:
+                for path in paths:
+                    print(f"wrote {path} ({written[path]})", file=out or sys.stdout)
+                continue
+            kind = "segments" if paths[-1].suffix.lower() in (".mp4", ".webm") else "files"
+            print(f"wrote {len(paths)} {kind} {glob}, the last {paths[-1]} ({written[paths[-1]]})",
+                  file=out or sys.stdout)

@@ -108,9 +108,10 @@ def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None
     out: list[Sink] = []
     try:
         if s.video is not None:
-            out.append(VideoSink(s.video, fps=s.video_fps))
+            out.append(VideoSink(s.video, fps=s.video_fps, segment=s.video_segment, keep=s.video_keep))
         if s.jsonl is not None:
-            out.append(JsonlSink(s.jsonl, append=s.jsonl_append))
+            out.append(JsonlSink(s.jsonl, append=s.jsonl_append, rotate_seconds=s.jsonl_rotate_seconds,
+                                 rotate_bytes=s.jsonl_rotate_bytes, keep=s.jsonl_keep))
         if s.mqtt is not None:
             check_environment(cfg, environ)
             m = s.mqtt

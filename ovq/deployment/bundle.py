@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from ovq.core.errors import ConfigError, ModelError
-from ovq.core.fileio import check_output_dir
+from ovq.core.fileio import check_output_dir, is_stream
 from ovq.core.metadata import read_info
 from ovq.core.urls import env_references
 from ovq.deployment.build import check_paths, ensure_quantized, quantized_is_fresh
@@ -51,6 +51,7 @@ from ovq.deployment.schema import PipelineConfig, is_local_path
 from ovq.deployment.unit import DEFAULT_ALLOW_IP, OUTPUT_DIR, SERVICE_FILE, check_allow_ip, service_unit, unit_name
 from ovq.model.conversion import MODEL_XML, convert, resolve_model_path
 from ovq.runtime.compilation import read_model
+from ovq.streaming.rolling import format_duration
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,8 @@ def build_bundle(
     elif not src_model.exists():
         raise ModelError(f"{src_model}: no such file or folder")
     run_xml = _quantized(cfg, build=quantize) if cfg.quantize is not None else None
+    for warning in growing_outputs(cfg):
+        logger.warning("%s", warning)
 
     parent = out_dir.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -236,6 +239,21 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def growing_outputs(cfg: PipelineConfig) -> list[str]:
+    """What a service running ``cfg`` for months would write as one ever-growing file (a video without
+    ``segment``, JSON Lines without ``rotate``): a warning each, saying what to set."""
+    s, where = cfg.sinks, cfg.path.name if cfg.path is not None else "the pipeline"
+    found = []
+    if s.video is not None and s.video_segment is None:
+        found.append(f"{where}: sinks.video: the service would write one video file for as long as it runs, "
+                     "playable only once it stops (a kill loses all of it), growing until the disk is full; "
+                     "set sinks.video.segment (e.g. 10m) and keep (e.g. 144: a day)")
+    if s.jsonl is not None and s.jsonl_rotate is None and not is_stream(s.jsonl):
+        found.append(f"{where}: sinks.jsonl: the service would write one JSON Lines file that grows until the disk "
+                     "is full; set sinks.jsonl.rotate (e.g. 1h or 100MB) and keep (e.g. 48)")
+    return found
+
+
 # --- models --------------------------------------------------------------------------------------------------
 
 
@@ -324,7 +342,6 @@ def readme(
 ) -> str:
     """The bundle's README: what is inside and how to install, check, run and watch it."""
     d = install_dir.rstrip("/")
-    outputs = [p for p in (cfg.sinks.video, cfg.sinks.jsonl) if p is not None]
     mqtt = cfg.sinks.mqtt
     env_lines: list[str] = []
     if mqtt is not None:
@@ -336,7 +353,7 @@ def readme(
     return _template("README.md").substitute(
         name=cfg.path.stem if cfg.path is not None else "pipeline",
         run_model=run_model,
-        outputs=", ".join(f"`{OUTPUT_DIR}/{p.name}`" for p in outputs) or "none (see pipeline.yaml)",
+        outputs=", ".join(_outputs(cfg)) or "none (see pipeline.yaml)",
         wheel=wheel,
         network=("every dependency is in `wheels/` (built with --offline): no network needed" if offline
                  else "pip downloads the pinned dependencies from PyPI (or your mirror: set PIP_INDEX_URL)"),
@@ -347,3 +364,19 @@ def readme(
         stats_interval=f"{cfg.stats_interval:g}",
         device=cfg.device,
     )
+
+
+def _outputs(cfg: PipelineConfig) -> list[str]:
+    """The README's words for the files in output/: ``output/cam.*.mp4`` (10m segments, the newest 144 kept)."""
+    s, found = cfg.sinks, []
+    for path, limit, keep, what in ((s.video, s.video_segment and format_duration(s.video_segment), s.video_keep,
+                                     "segments"), (s.jsonl, s.jsonl_rotate, s.jsonl_keep, "files")):
+        if path is None:
+            continue
+        if limit is None:
+            found.append(f"`{OUTPUT_DIR}/{path.name}`")
+            continue
+        kept = f", the newest {keep} kept" if keep is not None else ", none deleted"
+        current = f"; `{OUTPUT_DIR}/{path.name}` is the one in progress" if what == "files" else ""
+        found.append(f"`{OUTPUT_DIR}/{path.stem}.*{path.suffix}` ({limit} {what}{kept}{current})")
+    return found

@@ -13,7 +13,10 @@
       - synth://conveyor?fps=30
     track: true
     conf: 0.4
-    sinks: {video: out/line1.mp4, jsonl: out/line1.jsonl, mqtt: {topic_prefix: factory/line1}, show: false}
+    sinks:                          # video and jsonl: a series of files, the newest kept (ovq.streaming.rolling)
+      video: {path: out/line1.mp4, segment: 10m, keep: 144}
+      jsonl: {path: out/line1.jsonl, rotate: 1h, keep: 48}      # rotate: a duration or a size (100MB)
+      mqtt: {topic_prefix: factory/line1}
     max_frames: null
     stats_interval: 10
     reconnect: {initial_delay: 0.5, max_delay: 30, stall_timeout: 5}

@@ -15,7 +15,8 @@ Output files:
 - :class:`JsonlSink` writes one complete line per frame, each written through at once (``tail -f`` follows
   it), to a temporary file that replaces the target at close when the run wrote records; or appends to the
   target (``append=True``, for a service whose restarts must not replace the results so far). A failed write
-  cuts the file back to its last complete record and fails the run.
+  cuts the file back to its last complete record and fails the run. With ``rotate_seconds`` or ``rotate_bytes``
+  it writes a series of files instead (:mod:`ovq.streaming.rolling`), ``keep`` deleting all but the newest.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ovq.core.drawing import annotate
 from ovq.core.errors import ConfigError, OutputError, OvqError, os_error_message
 from ovq.core.fileio import check_output_file, create_temp_file, is_stream, open_stream, replaced_path
 from ovq.streaming.pipeline import FrameResult
+from ovq.streaming.rolling import MIN_BYTES, Series, check_keep, parse_duration, period_over, sync_dir
 from ovq.streaming.videosink import RateMeter, VideoSink, remove_quietly
 
 __all__ = ["JsonlSink", "RateMeter", "VideoSink", "WindowSink", "frame_record"]
@@ -69,17 +71,40 @@ class JsonlSink:
     keeps the records written so far and the message names it. A pipe or a character device (``/dev/stdout``, a
     FIFO another program reads) gets each record as it comes, and is never replaced; through a symlink, the file
     it points to is replaced.
+
+    With ``rotate_seconds`` (by the records' timestamps, at least 1) and/or ``rotate_bytes`` (at least 1000),
+    ``path`` is the file in progress, written through as above (``tail -F path`` follows it across rotations),
+    and each time the limit is reached it is renamed, complete, to ``path``'s name with its first record's UTC
+    time (``det.jsonl`` -> ``det.20261203T063000Z.jsonl``, listed in ``written``) and a new one begun; so is the
+    last one at :meth:`close` and :meth:`abort`. A file in progress that a killed run left at ``path`` is named
+    the same way at :meth:`start` (cut back to its last complete line). ``keep`` then deletes all but the newest
+    ``keep`` files of the series. ``append`` is refused with rotation: nothing is ever replaced then.
     """
 
-    def __init__(self, path: str | Path, *, labels: list[str] | None = None, append: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, labels: list[str] | None = None, append: bool = False,
+        rotate_seconds: float | None = None, rotate_bytes: int | None = None, keep: int | None = None,
+    ) -> None:
         self.path = Path(path)
         self.labels = labels
         self.append = append
         check_output_file(self.path)  # opens nothing: a run that fails to start leaves the file as it was
         self._stream = is_stream(self.path)
+        self.rotate_seconds, self.rotate_bytes = _check_rotation(self.path, rotate_seconds, rotate_bytes)
+        rolling = self.rotate_seconds is not None or self.rotate_bytes is not None
+        check_keep(keep, rolling, self.path, "rotate_seconds or rotate_bytes")
+        if rolling and (append or self._stream or self.path.is_symlink()):
+            why = ("append: a rotating file adds to its series, replacing nothing" if append
+                   else "a pipe or a device" if self._stream else "a symlink (the file in progress is renamed)")
+            raise ConfigError(f"{self.path}: not rotated: {why}")
+        self.keep = keep
+        self._series = Series(self.path) if rolling else None
+        self._current = False  # rotating: whether this sink's file in progress is at path
+        self._file_start = 0.0  # rotating: the timestamp of its first record
+        self._file_records = 0
         self._target = replaced_path(self.path)  # what close() replaces
         self.records = 0
-        self.written: dict[Path, str] = {}  # filled by close(): path -> "N records"
+        self.written: dict[Path, str] = {}  # path -> "N records": by close(), rotating as each file is complete
         self._fd: int | None = None
         self._tmp: Path | None = None  # the temporary file (not in append mode)
         self._good = 0  # file offset after the last complete record
@@ -93,7 +118,10 @@ class JsonlSink:
                 self._fd = open_stream(self.path, append=self.append)
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.append:
+            if self._series is not None:
+                self._name_leftover()
+                self._open_current()
+            elif self.append:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)  # read: its last byte
                 self._good = os.lseek(self._fd, 0, os.SEEK_END)
                 if self._good and os.pread(self._fd, 1, self._good - 1) != b"\n":
@@ -118,11 +146,88 @@ class JsonlSink:
         if self._fd is None:
             self.start()
         line = (json.dumps(frame_record(result, self.labels), separators=(",", ":")) + "\n").encode()
+        if self._file_records and self._due(result.timestamp, len(line)):
+            self._rotate()
         try:
             self._write_all(line)
         except OSError as exc:
             self._fail(exc)
+        if not self._file_records:
+            self._file_start = result.timestamp
+        self._file_records += 1
         self.records += 1
+
+    # -- rotation ------------------------------------------------------------------------------------------------
+    def _due(self, timestamp: float, size: int) -> bool:
+        """Whether the file in progress is complete before a record of ``size`` bytes at ``timestamp``."""
+        if self.rotate_seconds is not None and period_over(timestamp - self._file_start, self.rotate_seconds):
+            return True
+        return self.rotate_bytes is not None and self._good + size > self.rotate_bytes
+
+    def _open_current(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        self._current, self._good, self._file_records = True, os.lseek(self._fd, 0, os.SEEK_END), 0
+
+    def _rotate(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._fail(exc)
+        self._close_fd()
+        self._place_current()
+        try:
+            self._open_current()
+        except OSError as exc:
+            self._error = OutputError(f"{self.path}: {os_error_message(exc)}")
+            raise self._error from None
+
+    def _place_current(self, *, leftover: bool = False) -> None:
+        """Rename the complete file in progress to its name in the series (listed in ``written`` unless it is a
+        ``leftover`` of an earlier run), then prune the series."""
+        assert self._series is not None
+        name = self._series.new_name(self._file_start)
+        try:
+            os.replace(self.path, name)
+        except OSError as exc:
+            self._error = OutputError(f"{self.path}: {os_error_message(exc)}; its {self._file_records} records "
+                                      "stay in it (the next run names it)")
+            raise self._error from None
+        sync_dir(name.parent)
+        self._current = False
+        if leftover:
+            logger.info("%s: the %d records a run left there (killed?) are now %s", self.path, self._file_records, name)
+        else:
+            self.written[name] = f"{self._file_records} records"
+            logger.info("%s: wrote %s (%d records)", self.path, name, self._file_records)
+        if self.keep is not None:
+            for gone in self._series.prune(self.keep, protect=[name]):
+                self.written.pop(gone, None)
+
+    def _name_leftover(self) -> None:
+        """Name the file in progress that a killed run left at ``path`` (cut back to its last complete line) as
+        one of the series, by its first record's timestamp (its modification time when that does not read)."""
+        assert self._series is not None
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        try:
+            end, first, records = _whole_lines(fd)
+            if end < os.fstat(fd).st_size:
+                logger.warning("%s: the last line is incomplete (a run that was killed or ran out of space); "
+                               "cut back to the last complete record", self.path)
+                os.ftruncate(fd, end)
+            os.fsync(fd)
+            start = os.fstat(fd).st_mtime
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                start = float(json.loads(first)["timestamp"])
+        finally:
+            os.close(fd)
+        if not records:
+            self.path.unlink()
+            return
+        self._file_start, self._file_records, self._current = start, records, True
+        self._place_current(leftover=True)
 
     def _fail(self, exc: OSError) -> None:
         """Cut the file back to its last complete record, close it, and raise (now and on every later call)."""
@@ -132,7 +237,7 @@ class JsonlSink:
         where = f"{self.path}: {exc.strerror or exc} after {self.records} records"
         if self._stream:
             message = where
-        elif self.append:
+        elif self.append or self._series is not None:
             message = f"{where}; the file ends with the last complete record"
         elif self.records:
             message = f"{where}; {self.path} was left as it was; the records so far are in {self._tmp}"
@@ -149,7 +254,12 @@ class JsonlSink:
                 os.close(fd)
 
     def abort(self) -> None:
-        """The run failed: keep this run's records under the temporary name (named in a warning), replace nothing."""
+        """The run failed: keep this run's records under the temporary name (named in a warning), replace nothing.
+        Rotating, the file in progress (complete lines) is named as one of the series, which replaces nothing."""
+        if self._series is not None:
+            self._close_fd()
+            self._end_current(warn=True)
+            return
         if self._fd is None:
             return
         self._close_fd()
@@ -178,6 +288,9 @@ class JsonlSink:
             self._fd = fd
             self._fail(exc)
         os.close(fd)
+        if self._series is not None:
+            self._end_current(warn=False)
+            return
         if self.append:
             self.written[self.path] = f"{self.records} records appended"
             return
@@ -194,6 +307,48 @@ class JsonlSink:
                                       f"{self._tmp}")
             raise self._error from None
         self.written[self.path] = f"{self.records} records"
+
+
+    def _end_current(self, *, warn: bool) -> None:
+        """Rotating, at the end of a run: name the file in progress, or remove it when it holds no record."""
+        if not self._current:
+            return
+        if not self._file_records:
+            remove_quietly(self.path)
+            self._current = False
+            return
+        try:
+            self._place_current()
+        except OutputError as exc:
+            if not warn:
+                raise
+            logger.warning("%s", exc)
+
+
+def _check_rotation(path: Path, seconds: float | None, size: int | None) -> tuple[float | None, int | None]:
+    if seconds is not None:
+        try:
+            seconds = parse_duration(seconds)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: rotate_seconds: {exc}") from None
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_BYTES):
+        raise ConfigError(f"{path}: rotate_bytes: expected an integer >= {MIN_BYTES}, got {size!r}")
+    return seconds, size
+
+
+def _whole_lines(fd: int) -> tuple[int, bytes, int]:
+    """For a file of lines: the offset after its last newline, its first line and how many complete lines."""
+    end, chunk = 0, 1 << 20
+    first, records, offset = b"", 0, 0
+    while data := os.pread(fd, chunk, offset):
+        if not first:
+            first = data.split(b"\n", 1)[0]
+        records += data.count(b"\n")
+        last = data.rfind(b"\n")
+        if last >= 0:
+            end = offset + last + 1
+        offset += len(data)
+    return end, first, records
 
 
 class WindowSink:

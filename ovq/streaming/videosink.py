@@ -6,6 +6,11 @@ index is checked (:mod:`ovq.streaming.mp4`), so the target path only ever holds 
 OpenCV reports no write errors, so the sink watches the free space itself: when the disk is nearly full it
 stops its files while they can still be finished (playable, kept under their temporary names, the targets
 untouched) and fails the run.
+
+With ``segment`` (seconds) each stream is a series of files instead (:mod:`ovq.streaming.rolling`): a segment
+is finished, checked and renamed into place the same way once its frames span ``segment`` seconds, so a kill
+loses only the segment in progress; ``keep`` deletes all but the newest segments. A segment replaces no file,
+so one finished when the disk fills or the run fails goes into place too.
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ from ovq.core.errors import ConfigError, OutputError, OvqError, os_error_message
 from ovq.core.fileio import check_output_file, free_bytes, is_stream, replaced_path
 from ovq.streaming.mp4 import mp4_frame_count
 from ovq.streaming.pipeline import FrameResult
+from ovq.streaming.rolling import (
+    MIN_SECONDS,
+    Series,
+    check_keep,
+    format_duration,
+    period_over,
+    sync_dir,
+    sync_file,
+)
 from ovq.streaming.video import VideoWriter, check_suffix, even_size, open_writer
 
 logger = logging.getLogger(__name__)
@@ -62,6 +76,7 @@ class _Writer:
     writer: VideoWriter
     size: tuple[int, int]  # (width, height)
     rate: RateMeter
+    start: float = 0.0  # the first frame's timestamp: a segment's start
     frames: int = 0
 
 
@@ -83,6 +98,12 @@ class VideoSink:
     (``out.mp4`` -> ``out_s0.mp4``, ``out_s1.mp4``). ``fps`` is the frame rate written into the file (default:
     the source's, else 25). Frames of another size than the first are resized to it.
 
+    ``segment`` (seconds, at least 1) cuts each stream's video into files of that length by the frames'
+    timestamps (their capture time), each named by its first frame's UTC time: ``out.mp4`` ->
+    ``out.20261203T063000Z.mp4`` (``out_s0.20261203T063000Z.mp4`` with several streams). Each is finished and
+    renamed into place when the next begins, and listed in ``written`` then. ``keep`` deletes all but the newest
+    ``keep`` segments of each stream's series after each one is finished (:meth:`~ovq.streaming.rolling.Series.prune`).
+
     Annotation and encoding run on a thread of the sink's own behind a queue of ``queue_size`` results, so the
     pipeline never waits on the encoder - nor on OpenCV's FFmpeg lock, which holds a new writer back while any
     other stream of the process is opening (an RTSP open can take seconds). When that queue is full,
@@ -92,13 +113,19 @@ class VideoSink:
 
     def __init__(
         self, path: str | Path, *, labels: list[str] | None = None, fps: float | None = None, queue_size: int = 64,
-        use_av: bool | None = None,
+        use_av: bool | None = None, segment: float | None = None, keep: int | None = None,
     ) -> None:
         self.path = Path(path)
         check_suffix(self.path)
         self.use_av = use_av
         if fps is not None and not (math.isfinite(fps) and fps > 0):  # NaN passes a plain "<= 0" check
             raise ConfigError(f"{self.path}: fps must be a finite number > 0, got {fps}")
+        if segment is not None and (isinstance(segment, bool) or not isinstance(segment, (int, float))
+                                    or not (math.isfinite(segment) and segment >= MIN_SECONDS)):
+            raise ConfigError(f"{self.path}: segment must be a number of seconds >= {MIN_SECONDS:g}, got {segment!r}")
+        check_keep(keep, segment is not None, self.path, "segment")
+        self.segment = None if segment is None else float(segment)
+        self.keep = keep
         check_output_file(self.path)  # opens nothing: a run that fails to start leaves the folder as it was
         if is_stream(self.path):
             raise ConfigError(f"{self.path}: a pipe or a device; a video file is written to a file (its index comes "
@@ -107,18 +134,23 @@ class VideoSink:
         self.fps = fps
         self._streams: list[str] | None = None
         self._writers: dict[str, _Writer] = {}
+        self._bases: dict[str, Path] = {}  # stream -> its file (or its series' name), fixed at its first frame
+        self._noted: set[str] = set()  # streams whose codec note was logged
         self._queue: queue.Queue[FrameResult | None] = queue.Queue(maxsize=max(1, queue_size))
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._reported = False  # whether _error reached the pipeline (raised by write() or close())
-        self.written: dict[Path, str] = {}  # finished file -> "N frames", filled by close()
+        self.written: dict[Path, str] = {}  # finished file -> "N frames": by close(), or as each segment finishes
 
     def start(self, streams: Sequence[str]) -> None:
         self._streams = list(streams)
 
     def path_for(self, stream: str) -> Path:
+        """The stream's file (with ``segment``: the name its series is made from)."""
+        if stream in self._bases:
+            return self._bases[stream]
         several = self._streams is not None and len(self._streams) > 1
-        if several or (self._writers and stream not in self._writers):
+        if several or self._bases:
             return self.path.with_name(f"{self.path.stem}_{_safe_name(stream)}{self.path.suffix}")
         return self.path
 
@@ -146,7 +178,14 @@ class VideoSink:
                 logger.debug("%s: video writing failed: %s", result.stream, exc)
 
     def _encode(self, result: FrameResult) -> None:
-        w = self._writers.get(result.stream) or self._open(result)
+        w = self._writers.get(result.stream)
+        if w is not None and self.segment is not None and period_over(result.timestamp - w.start, self.segment):
+            del self._writers[result.stream]
+            error = self._place(result.stream, w)
+            if error is not None:
+                raise OutputError(error)
+            w = self._open(result, w.rate)
+        w = w or self._open(result)
         free = free_bytes(w.tmp.parent)
         if free < VIDEO_RESERVE_BYTES + VIDEO_RESERVE_PER_FRAME * sum(x.frames for x in self._writers.values()):
             self._stop_all(f"only {free / 1e6:.1f} MB left on the device")
@@ -158,40 +197,84 @@ class VideoSink:
         w.writer.write(image)
         w.frames += 1
 
-    def _open(self, result: FrameResult) -> _Writer:
-        path = self.path_for(result.stream)
-        real = replaced_path(path)  # through a symlink: the file it points to
-        tmp = real.with_name(f".{real.stem}.partial{real.suffix}")
+    def _open(self, result: FrameResult, rate: RateMeter | None = None) -> _Writer:
+        stream = result.stream
+        first = stream not in self._bases
+        base = self._bases.setdefault(stream, self.path_for(stream))
         h, w = result.frame.shape[:2]
         w, h = even_size(w, h)
         fps = self.fps or result.fps or 25.0
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            base.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"{path}: {os_error_message(exc)}") from None
+            raise OutputError(f"{base}: {os_error_message(exc)}") from None
+        if self.segment is None:
+            path = base
+            real = replaced_path(path)  # through a symlink: the file it points to
+            tmp = real.with_name(f".{real.stem}.partial{real.suffix}")
+        else:
+            series = Series(base, partials=True)
+            path = series.new_name(result.timestamp)
+            tmp = series.partial_of(path)
         writer = open_writer(tmp, path.suffix, (w, h), fps, use_av=self.use_av)
-        logger.info("%s: writing %s (%dx%d, %.1f fps, %s)", result.stream, path, w, h, fps, writer.codec)
-        if writer.note:
+        every = f"; a new file every {format_duration(self.segment)}" if self.segment is not None else ""
+        logger.log(logging.INFO if first else logging.DEBUG, "%s: writing %s (%dx%d, %.1f fps, %s)%s",
+                   stream, path, w, h, fps, writer.codec, every)
+        if writer.note and stream not in self._noted:
+            self._noted.add(stream)
             logger.warning("%s: %s", path, writer.note)
-        state = _Writer(path=path, tmp=tmp, writer=writer, size=(w, h), rate=RateMeter())
-        self._writers[result.stream] = state
+        state = _Writer(path=path, tmp=tmp, writer=writer, size=(w, h), rate=rate or RateMeter(),
+                        start=result.timestamp)
+        self._writers[stream] = state
         return state
+
+    def _place(self, stream: str, w: _Writer) -> str | None:
+        """Finish ``w``'s file, check its index and rename it into place (then prune the series, with ``keep``);
+        the error, or None. A file that cannot be finished is removed, and what it would have replaced is left."""
+        listed = _finish(w)
+        if not w.frames or listed != w.frames:
+            remove_quietly(w.tmp)
+            if not w.frames:
+                return None
+            return (f"{w.path}: the encoder could not finish the file ({listed or 0} of {w.frames} frames in its "
+                    "index: a full disk?); " + ("left as it was" if self.segment is None else "not kept"))
+        target = replaced_path(w.path)
+        try:
+            sync_file(w.tmp)  # the frames on the disk before the name: a power cut leaves no empty segment
+            os.replace(w.tmp, target)
+        except OSError as exc:
+            remove_quietly(w.tmp)
+            return f"{w.path}: {os_error_message(exc)}"
+        sync_dir(target.parent)
+        self.written[w.path] = f"{w.frames} frames"
+        logger.info("%s: wrote %s (%d frames)", stream, w.path, w.frames)
+        if self.keep is not None:
+            for gone in Series(self.path_for(stream), partials=True).prune(self.keep, protect=[w.path]):
+                self.written.pop(gone, None)
+        return None
 
     def _stop_all(self, why: str) -> None:
         """Finish every file now, while there is room for its index, keep each under its temporary name (the
-        target stays as it was), and raise the error that fails the run."""
+        target stays as it was; a segment, which replaces nothing, goes into place), and raise the error that
+        fails the run."""
         kept = []
-        for w in self._writers.values():
-            if _finish(w) == w.frames:
+        for stream, w in self._writers.items():
+            if self.segment is not None:
+                error = self._place(stream, w)
+                kept.append(error or f"the segment in progress was finished as {w.path} ({w.frames} frames)")
+            elif _finish(w) == w.frames:
                 kept.append(f"the {w.frames} frames of {w.path.name} so far are in {w.tmp}")
             else:
                 remove_quietly(w.tmp)
         self._writers.clear()
+        if self.segment is not None:
+            raise OutputError(f"{self.path}: stopped: {why}" + "".join(f"; {k}" for k in kept))
         raise OutputError(f"{self.path}: stopped: {why}; the video file(s) were not replaced"
                           + (f"; {'; '.join(kept)}" if kept else ""))
 
     def close(self) -> None:
-        """Finish every file (encode what is queued, write the MP4 index), check it, and move it into place.
+        """Finish every file (encode what is queued, write the MP4 index), check it, and move it into place
+        (the data synced to the disk first).
 
         A file whose index is missing or short (the disk filled up) is removed, the target left as it was, and
         :class:`~ovq.core.errors.OutputError` raised. An encoder error that :meth:`write` has not raised yet (it
@@ -207,22 +290,7 @@ class VideoSink:
             self._reported = True
             raise self._error
         failed = self._error is not None
-        errors = []
-        for stream, w in self._writers.items():
-            listed = _finish(w)
-            if listed != w.frames:
-                remove_quietly(w.tmp)
-                errors.append(f"{w.path}: the encoder could not finish the file ({listed or 0} of {w.frames} frames "
-                              "in its index: a full disk?); left as it was")
-                continue
-            try:
-                os.replace(w.tmp, replaced_path(w.path))
-            except OSError as exc:
-                remove_quietly(w.tmp)
-                errors.append(f"{w.path}: {os_error_message(exc)}")
-                continue
-            self.written[w.path] = f"{w.frames} frames"
-            logger.info("%s: wrote %s (%d frames)", stream, w.path, w.frames)
+        errors = [e for e in (self._place(stream, w) for stream, w in self._writers.items()) if e is not None]
         self._writers.clear()
         if errors and not failed:
             self._error = OutputError("; ".join(errors))
@@ -230,13 +298,18 @@ class VideoSink:
             raise self._error
 
     def abort(self) -> None:
-        """The run failed: finish what can be finished, keep it under its temporary name, replace nothing."""
+        """The run failed: finish what can be finished, keep it under its temporary name, replace nothing (a
+        finished segment replaces nothing: it goes into place)."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-        for w in self._writers.values():
-            if _finish(w) == w.frames and w.frames:
+        for stream, w in self._writers.items():
+            if self.segment is not None:
+                error = self._place(stream, w)
+                if error is not None:
+                    logger.warning("%s", error)
+            elif _finish(w) == w.frames and w.frames:
                 logger.warning("%s: the run failed: left as it was; this run's %d frames are in %s",
                                w.path, w.frames, w.tmp)
             else:
