@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
 from ovq.cli._common import add_command, add_device
 
@@ -26,6 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from ovq.serving.listen import bind_listeners, bracketed
     from ovq.serving.server import ServeOptions, serve, served_models, served_names
 
+    # kserve 0.21 answers through FastAPI's ORJSONResponse, which FastAPI deprecates: a two-line warning on the
+    # first request, at any verbosity, about code neither the user nor ovq controls. This process is the command's.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     options = ServeOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, device=args.device,
                            nireq=args.nireq, hint=args.hint)
     names = served_names(args.models, args.name)
