@@ -308,7 +308,6 @@ class JsonlSink:
             raise self._error from None
         self.written[self.path] = f"{self.records} records"
 
-
     def _end_current(self, *, warn: bool) -> None:
         """Rotating, at the end of a run: name the file in progress, or remove it when it holds no record."""
         if not self._current:
