@@ -24,7 +24,8 @@ ceiling is inference plus software decoding: with ``d`` CPU-seconds of decoding 
 on ``c`` cores, ``ceiling = 1 / (1 / B + d / c)`` for benchmark_app's ``B`` FPS. Each ratio is reported against
 benchmark_app and against that ceiling. Then :func:`ovq.capacity` at 10 and 25 fps.
 
-The 1-minute load average before each run is recorded: on a shared machine, say so with the numbers.
+The 1-minute load average before each run is recorded, and the CPU time a VM's host gave other guests during it
+(``steal``, % of all CPU time, as ``top``'s ``st``): on a shared machine, say so with the numbers.
 
     python benchmarks/bench_pipeline.py [--models yolox_nano fastestdet person-0013] [--precision f32]
         [--time 10] [--rounds 3] [--capacity-fps 10 25] [--capacity-seconds 5] [--json out.json]
@@ -68,6 +69,7 @@ class PipelineBench:
     lean_fps: list[float] = field(default_factory=list)  # the leanest Python loop (lean_loop_fps)
     nms: str = "python"  # where the default pipeline decoded (graph or python)
     load: list[float] = field(default_factory=list)
+    steal: dict[str, list[float | None]] = field(default_factory=dict)  # run kind -> % CPU the VM's host took, per round
     run_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # default ovq run: thread -> ms a frame, per round
     lean_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # the lean loop, likewise
     capacity: dict[str, int] = field(default_factory=dict)  # fps -> streams
@@ -110,7 +112,13 @@ class PipelineBench:
             f"({r['graph/app']:.2f}x app, {r['graph/ceiling']:.2f}x ceiling), NMS in {self.nms}{nms}{self._lean()} | "
             f"decode {self.decode_ms:.2f} ms/frame "
             f"-> ceiling {self.ceiling():.1f} fps ({r['ceiling/app']:.2f}x app) | load {min(self.load):.1f}-{max(self.load):.1f}"
+            f"{self._steal()}"
         )
+
+    def _steal(self) -> str:
+        known = {what: [v for v in values if v is not None] for what, values in self.steal.items()}
+        parts = [f"{what} {min(v):.0f}-{max(v):.0f}" for what, v in known.items() if v]
+        return f" | steal % {', '.join(parts)}" if parts else ""
 
     def cpu_line(self) -> str:
         def one(table: dict[str, list[float]]) -> str:
@@ -292,6 +300,7 @@ def main(
     import openvino as ov
 
     from ovq.model.detector import Detector
+    from ovq.runtime import steal
     from ovq.runtime.cpu import cpu_model
     from ovq.streaming.capacity import capacity
     from ovq.streaming.pipeline import Pipeline
@@ -315,19 +324,23 @@ def main(
             for r in range(rounds):
                 for what in runs[r % len(runs):] + runs[: r % len(runs)]:
                     row.load.append(os.getloadavg()[0])
+                    host = steal.sample()
                     if what == "app":
                         row.app_fps.append(benchmark_app(xml, detector.inference_precision, seconds))
+                        row.steal.setdefault(what, []).append(steal.percent(host, steal.sample()))
                         continue
                     if what == "lean":
                         nireq = 2 * int(lean.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) + 1
                         with ThreadCpu() as cpu:
                             row.lean_fps.append(lean_loop_fps(lean, video, nireq, decode_threads(1)))
                         add_cpu(row.lean_cpu_ms, cpu.ms_per_frame(frames), r)
+                        row.steal.setdefault(what, []).append(steal.percent(host, steal.sample()))
                         continue
                     pipeline = Pipeline(detector, [str(video)], stats_interval=0, resize_in_graph=what == "graph",
                                         nms_in_graph=False if what == "python-nms" else None)
                     with ThreadCpu() as cpu:
                         summary = pipeline.run()
+                    row.steal.setdefault(what, []).append(steal.percent(host, steal.sample()))
                     if what == "python":
                         add_cpu(row.run_cpu_ms, cpu.ms_per_frame(summary.streams["s0"].frames), r)
                     assert summary.extra["resize"].startswith(what.split("-")[0]), summary.extra

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from ovq.core.errors import ConfigError, ModelError
 from ovq.core.metadata import read_info, write_info
 from ovq.evaluation.speed import BenchResult, BenchSpec, benchmark, benchmark_interleaved, format_table
 from ovq.model.conversion import convert
+from ovq.runtime import steal
 
 
 def _conv_net(tmp: Path, name: str, width: int, depth: int) -> Path:
@@ -155,3 +158,23 @@ def test_cli_bench_time_must_be_a_positive_finite_number(tmp_path, capsys, secon
     assert main(["bench", str(tmp_path / "m.xml"), "--time", seconds]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"ovq bench: error: --time {float(seconds)}: must be a positive number of seconds"]
+
+
+def test_bench_measures_steal_over_its_slices(tiny_net):
+    result = benchmark(tiny_net, seconds=0.5)
+    if sys.platform == "linux":
+        assert result.steal_percent is not None and 0.0 <= result.steal_percent <= 100.0
+
+
+def test_cli_bench_warns_when_the_host_took_the_cpu(tiny_net, monkeypatch, capsys):
+    ticks = itertools.count()
+
+    def busy_host() -> steal.CpuTimes:  # every sample: 100 more ticks, 40 of them stolen
+        n = next(ticks)
+        return steal.CpuTimes(steal=40 * n, total=100 * n)
+
+    monkeypatch.setattr(steal, "sample", busy_host)
+    assert main(["bench", str(tiny_net), "--time", "0.3", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: this VM's host gave 40 % of its CPU time to other guests" in out
+    assert "not the machine's own" in out

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.errors import ConfigError
     from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.evaluation.speed import BenchSpec, bench_rounds, benchmark_interleaved, format_table
+    from ovq.runtime import steal
     from ovq.serving.urls import is_serving_url
 
     served = next((m for m in args.models if is_serving_url(m)), None)
@@ -62,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
     results = benchmark_interleaved(specs, seconds=args.time, rounds=rounds, image=args.image)
     out = report_to([args.json])  # stderr when a --json goes to standard output
     print(format_table(results), file=out)
+    stolen = [r.steal_percent for r in results if r.steal_percent is not None]
+    warn = steal.warning(max(stolen, default=None), "FPS and latency are what the VM got from a busy host, not the "
+                         "machine's own; ratios within this run still hold")
+    if warn:
+        print(f"warning: {warn}", file=out)
     if rounds > 1:
         print(f"the configurations took turns: {rounds} slices of {args.time / rounds:.1f} s each; FPS is each one's median slice", file=out)
     if args.json:

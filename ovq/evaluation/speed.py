@@ -24,6 +24,7 @@ from ovq.core.geometry import letterbox, stretch
 from ovq.core.metadata import ModelInfo
 from ovq.data.images import read_image
 from ovq.model.detector import compile_config, load
+from ovq.runtime import steal
 from ovq.runtime.compilation import compile_model, execution_precision, new_core
 from ovq.runtime.inference import InferQueue
 from ovq.serving.remote import DEFAULT_JOBS, open_detector
@@ -56,6 +57,7 @@ class BenchResult:
     latency_max_ms: float = 0.0
     input_shape: tuple[int, ...] = ()
     slices_fps: tuple[float, ...] = ()  # throughput of each timed slice (several when interleaved)
+    steal_percent: float | None = None  # CPU time the hypervisor gave other guests in this one's slices (None: unknown)
 
 
 def model_name(model: str | Path | ov.Model, info: ModelInfo | None = None) -> str:
@@ -129,6 +131,7 @@ class _Prepared:
         self.tensor = bench_input(info, image)
         self.latencies: list[float] = []
         self.slices: list[tuple[int, float]] = []  # (inferences, seconds) of every timed slice
+        self.stolen: list[tuple[steal.CpuTimes | None, steal.CpuTimes | None]] = []  # every slice's start and end
         self.queue = InferQueue(compiled, requests, self._done)
         for i in range(len(self.queue)):
             self.queue.request(i).set_input_tensor(0, ov.Tensor(self.tensor))
@@ -145,7 +148,7 @@ class _Prepared:
         self.tensor = bench_input(detector.info, image)
         self.queue = detector.async_queue(self.requests, self._done)
         self.queue.default_input = self.tensor
-        self.latencies, self.slices = [], []
+        self.latencies, self.slices, self.stolen = [], [], []
 
     def _done(self, request: ov.InferRequest, _: Any) -> None:
         self.latencies.append(request.latency)
@@ -159,6 +162,7 @@ class _Prepared:
         self.queue.wait_all()
         del self.latencies[len(self.latencies) - warmup_rounds * self.requests:]
         iterations = 0
+        before = steal.sample()
         start = time.perf_counter()
         end = start + seconds
         while time.perf_counter() < end:
@@ -168,6 +172,7 @@ class _Prepared:
         if self.errors:
             raise self.errors[0]
         self.slices.append((iterations, time.perf_counter() - start))
+        self.stolen.append((before, steal.sample()))
 
     def result(self) -> BenchResult:
         iterations = sum(n for n, _ in self.slices)
@@ -195,7 +200,9 @@ class _Prepared:
             latency_max_ms=float(lat.max()),
             input_shape=tuple(int(d) for d in self.tensor.shape),
             slices_fps=tuple(round(f, 2) for f in per_slice),
+            steal_percent=steal.percent_over(self.stolen),  # its own slices, not the others' turns
         )
+
 
 
 def benchmark(

@@ -33,6 +33,7 @@ from ovq.core.errors import ConfigError, SourceError
 from ovq.model.decoders.graph_nms import nms_mode
 from ovq.model.detector import Detector
 from ovq.model.ingraph import resize_mode
+from ovq.runtime import steal
 from ovq.streaming.sources import check_decode, open_source, parse_source
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Trial:
     passed: bool
     why: str = ""  # what failed, empty when passed
     attempt: int = 1  # 2: the same count run again after a failure
+    steal_percent: float | None = None  # CPU time a VM's host gave other guests in the window (None: unknown)
 
 
 @dataclass
@@ -89,14 +91,26 @@ class CapacityReport:
         )
         lines = [
             head,
-            f"{'streams':>7} {'fps/stream':>10} {'p95 ms':>7} {'dropped':>7} {'CPU %':>6}  result",
+            f"{'streams':>7} {'fps/stream':>10} {'p95 ms':>7} {'dropped':>7} {'CPU %':>6} {'steal %':>7}  result",
         ]
         for t in sorted(self.trials, key=lambda t: t.streams):
             p95 = f"{t.p95_ms:7.1f}" if t.p95_ms is not None else f"{'-':>7}"
+            stolen = f"{t.steal_percent:7.0f}" if t.steal_percent is not None else f"{'-':>7}"
             verdict = ("ok" if t.passed else f"FAIL: {t.why}") + (" (run again)" if t.attempt > 1 else "")
-            lines.append(f"{t.streams:7d} {t.fps:10.2f} {p95} {t.dropped:7d} {t.cpu_percent:6.0f}  {verdict}")
+            lines.append(f"{t.streams:7d} {t.fps:10.2f} {p95} {t.dropped:7d} {t.cpu_percent:6.0f} {stolen}  {verdict}")
         lines.append(f"capacity: {self.streams} stream(s) at {self.fps:g} fps")
+        warn = self.steal_warning()
+        if warn:
+            lines.append(f"warning: {warn}")
         return "\n".join(lines)
+
+    def steal_warning(self) -> str | None:
+        """What to tell the user when a VM's host took enough CPU in the trials that failed above the answer to
+        have lowered it; ``None`` otherwise (no failure, or little steal)."""
+        failed = [t.steal_percent for t in self.trials
+                  if not t.passed and t.streams > self.streams and t.steal_percent is not None]
+        return steal.warning(max(failed, default=None), "this machine alone may take more streams; measure again "
+                             "when the host is quiet")
 
 
 def search(trial: Callable[[int], Trial], *, max_streams: int, confirm: bool = True) -> tuple[int, list[Trial]]:
@@ -184,12 +198,13 @@ def run_trial(
     cpu0 = _cpu_seconds()
     start, end = t0 + warmup, t0 + warmup + seconds
     marks: dict[str, float] = {}
+    host: dict[str, steal.CpuTimes | None] = {}
 
     def sample_cpu() -> None:  # CPU time of the window only, not of opening files or draining at the end
         for name, at in (("start", start), ("end", end)):
             if stop.wait(max(0.0, at - time.monotonic())):
                 return
-            marks[name] = _cpu_seconds()
+            marks[name], host[name] = _cpu_seconds(), steal.sample()
         pipeline.stop()  # a trial that falls behind must not run on
 
     stop = threading.Event()
@@ -219,12 +234,12 @@ def run_trial(
         why.append(f"p95 {p95:.0f} > {max_p95_ms:g} ms" if p95 is not None else "no results")
     trial = Trial(
         streams=streams, fps=slowest, p95_ms=p95, dropped=dropped, cpu_percent=100.0 * cpu / (os.cpu_count() or 1),
-        passed=not why, why=", ".join(why),
+        passed=not why, why=", ".join(why), steal_percent=steal.percent(host.get("start"), host.get("end")),
     )
     logger.info(
-        "%d stream(s): %.2f fps/stream, p95 %s ms, %d dropped, CPU %.0f %%: %s",
+        "%d stream(s): %.2f fps/stream, p95 %s ms, %d dropped, CPU %.0f %%, steal %s %%: %s",
         streams, trial.fps, "-" if p95 is None else f"{p95:.1f}", dropped, trial.cpu_percent,
-        "ok" if trial.passed else trial.why,
+        "-" if trial.steal_percent is None else f"{trial.steal_percent:.0f}", "ok" if trial.passed else trial.why,
     )
     return trial
 
