@@ -9,6 +9,7 @@ import pytest
 
 from ovq.runtime import steal
 from ovq.streaming.capacity import CapacityReport, Trial
+from ovq.streaming.stats import RunSummary
 
 STAT = """cpu  3629643 18973 858454 10529258 29685 0 8254 102077 0 0
 cpu0 1814821 9486 429227 5264629 14842 0 4127 51038 0 0
@@ -74,3 +75,11 @@ def test_capacity_table_shows_steal_and_warns_when_it_hit_the_failed_trials():
     # steal only where the answer was not decided (a pass), or little of it where it was: no warning
     assert _report([_trial(1, True, 40.0), _trial(2, False, 1.0)], streams=1).steal_warning() is None
     assert "warning" not in _report([_trial(1, True, 40.0), _trial(2, True, 40.0)], streams=2).table()
+
+
+@pytest.mark.parametrize("stolen, warned", [(None, False), (1.0, False), (22.0, True)])
+def test_run_summary_warns_when_the_host_took_the_cpu(stolen, warned):
+    lines = RunSummary(streams={}, seconds=2.0, device="CPU", extra={"steal_percent": stolen}).lines()
+    assert (lines[-1] == "warning: this VM's host gave 22 % of its CPU time to other guests while ovq measured (steal): "
+            "fps and latency are what the VM got from a busy host") is warned
+    assert sum("warning" in line for line in lines) == warned

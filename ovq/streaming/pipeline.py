@@ -34,6 +34,7 @@ from ovq.core.detections import Detections
 from ovq.core.errors import ConfigError, OvqError
 from ovq.core.geometry import ResizeInfo
 from ovq.model.detector import Detector
+from ovq.runtime import steal
 from ovq.runtime.signal_stack import repair_signal_stack
 from ovq.serving.remote import RemoteDetector, RunStopped, open_detector
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
@@ -223,7 +224,7 @@ class Pipeline:
         if self._ran:
             raise RuntimeError("a Pipeline runs once; build a new one to run again")
         self._ran = True
-        t0 = time.monotonic()
+        t0, host0 = time.monotonic(), steal.sample()
         infer_queue: Any = None
         try:
             self._open_sources()
@@ -265,7 +266,8 @@ class Pipeline:
             stopped=self._stop_requested,
             extra={"decode": {st.name: st.decoder or getattr(st.reader, "decoder", None) for st in self._streams},
                    "resize": resize,
-                   "nms": "graph" if getattr(self.detector, "nms_in_graph", False) else "python"},
+                   "nms": "graph" if getattr(self.detector, "nms_in_graph", False) else "python",
+                   "steal_percent": steal.percent(host0, steal.sample())},
         )
         if self._error is not None:
             raise self._error

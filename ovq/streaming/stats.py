@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ovq.runtime import steal
+
 _MIN_MS = 0.01
 _RATIO = 1.02
 _BINS = math.ceil(math.log(1e7 / _MIN_MS) / math.log(_RATIO)) + 1
@@ -224,4 +226,5 @@ class RunSummary:
         decoders = sorted({d for d in (self.extra.get("decode") or {}).values() if d})
         if decoders:
             head += f", {'/'.join(decoders)} video decoding"
-        return [head] + [s.line() for s in self.streams.values()]
+        warn = steal.warning(self.extra.get("steal_percent"), "fps and latency are what the VM got from a busy host")
+        return [head] + [s.line() for s in self.streams.values()] + ([f"warning: {warn}"] if warn else [])
