@@ -204,7 +204,6 @@ class _Prepared:
         )
 
 
-
 def benchmark(
     model: str | Path | ov.Model,
     *,
