@@ -21,7 +21,7 @@ def _info_letterbox(orig=(200, 400), size=(320, 320)):
 
 
 def test_registry_lists_every_family():
-    assert set(BUILTIN) == {"yolo", "yolo_e2e", "rtdetr", "yolov5", "yolox", "ssd", "fastestdet"}
+    assert set(BUILTIN) == {"yolo", "yolo_e2e", "rtdetr", "yolov5", "yolox", "ssd", "fastestdet", "torchvision"}
     with pytest.raises(ModelError, match="unknown decoder family 'nope': not built in and no installed package"):
         get_decoder("nope")
 

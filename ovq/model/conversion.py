@@ -23,6 +23,7 @@ from ovq.core.fileio import atomic_output_dir, check_output_dir
 from ovq.core.metadata import ModelInfo, read_info, write_info
 from ovq.model.decoders import SourcePreprocessing, get_decoder
 from ovq.model.decoders.base import check_thresholds
+from ovq.model.detection_list import pad_detection_list
 from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
 from ovq.model.identify import EXPORTER_KEY, choose_family, choose_labels, facts_of
 from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, resolve_model_path
@@ -249,6 +250,7 @@ def _build(
     if task not in (None, "detect"):
         raise ModelError(f"{path}: {meta.where['task']} says its task is '{task}'; ovq runs detection models ('detect')")
     h, w = _static_input(model, path, imgsz, meta)
+    model = pad_detection_list(model) or model  # torchvision's boxes/scores/labels of data-dependent length
     if any(not o.get_partial_shape().is_static for o in model.outputs):
         raise ModelError(f"{path}: output shapes stay dynamic after fixing the input to {h}x{w}")
     facts = facts_of(model, (h, w), meta.values)

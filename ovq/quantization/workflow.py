@@ -218,16 +218,26 @@ def _fp_holdout(detector: Detector, inputs: QuantizeInputs, opts: QuantizeOption
                         progress="FP model, held-out images" if progress else False)
 
 
+def fast_bias_correction(model: ov.Model, family: str, setting: BiasCorrection) -> bool:
+    """Whether NNCF runs its fast bias correction: as asked, or for ``auto`` what measured best for the family,
+    and fast for any model with ``If`` operations, which NNCF 3.4's full correction refuses ("not supported for
+    OpenVINO models with If operation"; torchvision's exports have them, in their transform and post-processing)."""
+    if setting is not BiasCorrection.AUTO:
+        return setting is BiasCorrection.FAST
+    if any(op.get_type_name() == "If" for op in model.get_ops()):
+        logger.info("bias correction: fast (the model has If operations, which NNCF's full correction does not take)")
+        return True
+    fast = family in FAST_BIAS_CORRECTION_FAMILIES
+    logger.info("bias correction: %s (the %s family's default)", "fast" if fast else "full", family)
+    return fast
+
+
 def _plan(fp_model: ov.Model, info: ModelInfo, inputs: QuantizeInputs, opts: QuantizeOptions,
           deploy: dict[str, str]) -> _Plan:
     import nncf
 
     adv = opts.advanced
-    if adv.bias_correction is BiasCorrection.AUTO:
-        fast = info.family in FAST_BIAS_CORRECTION_FAMILIES
-        logger.info("bias correction: %s (the %s family's default)", "fast" if fast else "full", info.family)
-    else:
-        fast = adv.bias_correction is BiasCorrection.FAST
+    fast = fast_bias_correction(fp_model, info.family, adv.bias_correction)
     return _Plan(
         calibration=nncf.Dataset(inputs.calib_tensors),
         subset_size=len(inputs.calib_tensors),

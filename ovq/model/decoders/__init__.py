@@ -21,6 +21,7 @@ from ovq.model.decoders.fastestdet import FastestDetDecoder
 from ovq.model.decoders.plugins import GROUP, Family, plugin_families
 from ovq.model.decoders.rtdetr import RtdetrDecoder
 from ovq.model.decoders.ssd import SsdDecoder
+from ovq.model.decoders.torchvision import TorchvisionDecoder
 from ovq.model.decoders.yolo import YoloDecoder
 from ovq.model.decoders.yolo_e2e import YoloEndToEndDecoder
 from ovq.model.decoders.yolov5 import Yolov5Decoder
@@ -36,6 +37,7 @@ BUILTIN: dict[str, Decoder] = {
     "yolox": YoloxDecoder(),
     "ssd": SsdDecoder(),
     "fastestdet": FastestDetDecoder(),
+    "torchvision": TorchvisionDecoder(),
 }
 
 

@@ -13,6 +13,7 @@ from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo
 from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, finish
 from ovq.model.decoders.signatures import boxes_normalised
+from ovq.model.detection_list import is_padded_list
 
 
 class YoloEndToEndDecoder:
@@ -25,7 +26,8 @@ class YoloEndToEndDecoder:
         shape = facts.single_output
         if shape is None or len(shape) != 3 or shape[0] != 1 or shape[2] != 6 or shape[1] > 1000:
             return False
-        return boxes_normalised(facts.graph, facts.metadata) is not True
+        # a torchvision list ovq padded to this shape is the torchvision family's
+        return boxes_normalised(facts.graph, facts.metadata) is not True and is_padded_list(facts.graph) is not True
 
     def num_classes(self, facts: ModelFacts) -> int | None:
         return None
