@@ -4,6 +4,7 @@ by the ``torchvision`` family, checked against torchvision's own forward pass on
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import openvino as ov
@@ -12,7 +13,13 @@ import pytest
 
 from ovq.core.metadata import read_info
 from ovq.model.conversion import convert
-from ovq.model.detection_list import DEFAULT_ROWS, OUTPUT_NAME, detection_list_outputs, pad_detection_list
+from ovq.model.detection_list import (
+    DEFAULT_ROWS,
+    OUTPUT_NAME,
+    detection_list_outputs,
+    pad_detection_list,
+    repair_empty_branches,
+)
 from ovq.model.detector import Detector
 from ovq.quantization.options import BiasCorrection
 from ovq.quantization.workflow import fast_bias_correction
@@ -60,6 +67,16 @@ def test_other_outputs_are_not_a_list():
 
 
 # -- a real torchvision model ---------------------------------------------------------------------------------
+def _export(model, onnx: Path) -> Path:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's own tracer warnings
+        torch.onnx.export(model, torch.rand(1, 3, SIZE, SIZE), str(onnx), opset_version=17, dynamo=False,
+                          input_names=["images"], output_names=["boxes", "scores", "labels"])
+    return onnx
+
+
 @pytest.fixture(scope="module")
 def ssdlite(tmp_path_factory):
     """(torchvision model, its ONNX export, the converted IR): SSDlite with 3 classes plus background, random
@@ -80,11 +97,7 @@ def ssdlite(tmp_path_factory):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.1)
     work = tmp_path_factory.mktemp("torchvision")
-    onnx = work / "ssdlite.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torchvision's own tracer warnings
-        torch.onnx.export(model, torch.rand(1, 3, SIZE, SIZE), str(onnx), opset_version=17, dynamo=False,
-                          input_names=["images"], output_names=["boxes", "scores", "labels"])
+    onnx = _export(model, work / "ssdlite.onnx")
     ir = convert(onnx, work / "ir", labels=["bolt", "nut", "washer"])
     return model, onnx, ir
 
@@ -136,3 +149,27 @@ def test_quantize_takes_fast_bias_correction_for_models_with_if_ops(ssdlite):
     assert fast_bias_correction(model, "torchvision", BiasCorrection.AUTO) is True
     assert fast_bias_correction(model, "torchvision", BiasCorrection.FULL) is False  # asked for: NNCF says why not
     assert fast_bias_correction(_list_model(), "ssd", BiasCorrection.AUTO) is False  # no If: the family's default
+
+
+def test_no_detection_is_no_row_not_a_row_of_stale_memory(ssdlite, tmp_path):
+    """With nothing over its threshold, torchvision's NMS takes an If branch returning an empty tensor, which
+    OpenVINO's ONNX reader makes a scalar 0: index 0 of nothing, one row of garbage (RetinaNet: score 4.7e22)."""
+    import torch
+
+    model, _, _ = ssdlite
+    image = np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32)
+    model.score_thresh = 1.0  # no score passes: every image takes the empty branch
+    try:
+        onnx = _export(model, tmp_path / "empty.onnx")
+        with torch.no_grad():
+            assert len(model(list(torch.from_numpy(image)))[0]["scores"]) == 0  # torchvision: no detection
+    finally:
+        model.score_thresh = 0.001
+    raw = ov.Core().read_model(onnx)
+    assert repair_empty_branches(raw) == 1
+    outputs = ov.Core().compile_model(raw, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(image)
+    assert [tuple(a.shape) for a in outputs.values()] == [(0, 4), (0,), (0,)]
+    padded = ov.Core().read_model(convert(onnx, tmp_path / "ir"))
+    rows = ov.Core().compile_model(padded, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(
+        np.zeros((1, SIZE, SIZE, 3), np.uint8))[0]
+    assert not rows.any()  # all padding

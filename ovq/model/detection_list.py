@@ -58,6 +58,7 @@ def pad_detection_list(model: ov.Model) -> ov.Model | None:
     b, s, c = found
     k = rows_of(model, b)
     model = model.clone()
+    repair_empty_branches(model)
     produced = [r.input_value(0) for r in model.get_results()]  # what feeds each Result, in output order
     boxes = ops.convert(produced[b], ov.Type.f32)
     scores = ops.unsqueeze(ops.convert(produced[s], ov.Type.f32), ops.constant(np.array([1], np.int64)))
@@ -72,6 +73,40 @@ def pad_detection_list(model: ov.Model) -> ov.Model | None:
     out = ops.reshape(first, ops.constant(np.array([1, k, 6], np.int64)), special_zero=False)
     out.output(0).set_names({OUTPUT_NAME})
     return ov.Model([out.output(0)], model.get_parameters(), model.get_friendly_name())
+
+
+def repair_empty_branches(model: ov.Model) -> int:
+    """Give back the empty tensors OpenVINO's ONNX reader turned into scalars in ``If`` branches; how many.
+
+    torchvision's NMS returns ``torch.empty(0)`` when no box is left, exported as an ``If`` whose branch is an
+    ONNX Constant of shape [0]. OpenVINO 2026.4's ONNX frontend reads an empty Constant as a scalar 0 (its
+    "failsafe" constant), so with no candidate the model gathered index 0 of an empty tensor: one row of
+    whatever memory held (SSDlite, Faster R-CNN, FCOS and RetinaNet alike; RetinaNet's read score 4.7e22), where
+    ONNX Runtime gives no row. A rank-0 Constant answering for a branch whose twin returns a tensor of rank >= 1
+    can only be such an empty tensor, so it becomes one, shaped like the twin's rows.
+    """
+    fixed = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "If" or op.get_output_size() != 1:
+            continue
+        bodies = (op.get_function(0), op.get_function(1))
+        if any(len(b.get_results()) != 1 for b in bodies):
+            continue
+        for body, twin in (bodies, bodies[::-1]):
+            result = body.get_results()[0]
+            source = result.input_value(0).get_node()
+            rows = twin.get_results()[0].get_input_partial_shape(0)
+            if (source.get_type_name() != "Constant" or source.get_output_partial_shape(0).rank.get_length() != 0
+                    or rows.rank.is_dynamic or rows.rank.get_length() < 1 or not rows[1:].is_static):
+                continue
+            shape = [0, *(d.get_length() for d in rows[1:])]
+            empty = ops.constant(np.zeros(shape, dtype=source.get_output_element_type(0).to_dtype()))
+            result.input(0).replace_source_output(empty.output(0))
+            body.validate_nodes_and_infer_types()
+            fixed += 1
+    if fixed:
+        model.validate_nodes_and_infer_types()
+    return fixed
 
 
 def is_padded_list(graph: ov.Model | None) -> bool | None:
