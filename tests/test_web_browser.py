@@ -146,3 +146,31 @@ def test_page_without_its_token_shows_why(browser):
         wait_for(browser, "document.body && document.body.innerText.includes('needs its token')", timeout=15)
     finally:
         live.close()
+
+
+def test_the_page_reopens_its_live_tiles_when_the_server_comes_back(browser):
+    """A restarted run (a service restart, a crash) ends every MJPEG connection; Chromium keeps showing the last
+    frame of an ended stream and tells the page nothing, so the page reopens its tiles once the server answers
+    again, and says the pipeline is unreachable meanwhile."""
+    from ovq.streaming.web import LiveServer
+
+    live = LiveServer("127.0.0.1", 0, fps=5.0)
+    port = live.port
+    feeder = Feeder(live, fps=15.0, size=(320, 240))
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        assert wait_for(browser, f"{ALL_SHOWN} && {IMAGES}.map(i => i.naturalWidth)") == [320]
+        wait_for(browser, f"{CARD_TEXT}[0].includes('live')")
+    finally:
+        feeder.stop()
+        live.close()
+    wait_for(browser, "document.getElementById('status').innerText.startsWith('no connection')")
+    assert "live" not in browser.execute_script(f"return {CARD_TEXT}")[0]  # a card no longer claims it is live
+    live = LiveServer("127.0.0.1", port, fps=5.0)  # the run again, on the same port; its frames are smaller
+    feeder = Feeder(live, fps=15.0, size=(200, 150))
+    try:
+        assert wait_for(browser, f"{IMAGES}[0].naturalWidth == 200 && {IMAGES}.map(i => i.naturalWidth)") == [200]
+        wait_for(browser, f"{CARD_TEXT}[0].includes('live')")
+    finally:
+        feeder.stop()
+        live.close()

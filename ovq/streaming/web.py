@@ -6,7 +6,8 @@ Endpoints (every one but ``/healthz`` needs the token when one is set: ``?token=
 - ``/`` - the page: every stream's live annotated view and its stats, refreshed every second;
 - ``/stream/NAME.mjpg`` - ``multipart/x-mixed-replace`` JPEGs of the annotated frames, newest frame only;
 - ``/snapshot/NAME.jpg`` - the newest annotated frame;
-- ``/stats.json`` - ``{"streams": [{"name": ..., "fps": ..., ...}, ...], "healthy": ..., "viewers": ...}``;
+- ``/stats.json`` - ``{"streams": [{"name": ..., "fps": ..., ...}, ...], "healthy": ..., "viewers": ...,
+  "started": ...}`` (``started``: when this server started, so a page sees a restarted run);
 - ``/healthz`` - 200 ``ok`` while every unfinished stream delivers frames, 503 ``stalled`` otherwise;
 - ``/metrics`` - Prometheus text format, ``ovq_`` metrics.
 
@@ -83,6 +84,7 @@ class LiveServer:
         self.host = host
         self.token = token or None
         self.port = port
+        self.started = round(time.time(), 3)  # in /stats.json: a page sees that the run restarted
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: asyncio.Event | None = None
         self._events: dict[str, asyncio.Event] = {}
@@ -270,7 +272,7 @@ class LiveServer:
 
         streams = self.view.stats()
         body = {"streams": streams, "healthy": not any(s["stalled"] for s in streams),
-                "viewers": self.view.viewers(), "time": round(time.time(), 3)}
+                "viewers": self.view.viewers(), "started": self.started, "time": round(time.time(), 3)}
         return web.json_response(body, headers=_HEADERS)
 
     async def _healthz(self, request: Any) -> Any:
