@@ -213,6 +213,43 @@ def test_healthz_turns_503_when_a_stream_stalls_and_200_when_it_finished(server)
     assert get(url)[0] == 200
 
 
+def test_stats_say_whether_a_stream_is_connecting_live_reconnecting_stalled_or_finished(server):
+    """A camera being dialled or redialled is not a stall the page can only call "stalled": the pipeline is at it."""
+    live = server(stall_s=0.5)
+    pipeline = {"connected": False, "finished": False}
+    live.attach_stats(lambda: {"cam": StreamStats(name="cam", source="rtsp://x", **pipeline)})
+    live.start(["cam"])
+    base = f"http://127.0.0.1:{live.port}"
+
+    def state() -> str:
+        return json.loads(get(base + "/stats.json")[1])["streams"][0]["state"]
+
+    assert state() == "connecting"
+    time.sleep(0.8)
+    assert state() == "connecting" and get(base + "/healthz")[0] == 503  # past stall_s: unhealthy, still dialling
+    pipeline["connected"] = True
+    live.write(result("cam", 1))
+    assert state() == "live" and get(base + "/healthz")[0] == 200
+    pipeline["connected"] = False  # the camera went away; the reader redials
+    assert state() == "reconnecting"
+    time.sleep(0.8)
+    assert state() == "reconnecting" and get(base + "/healthz")[0] == 503
+    pipeline["connected"] = True  # connected, yet no frame for stall_s
+    assert state() == "stalled"
+    pipeline["finished"] = True
+    assert state() == "finished"
+
+
+def test_a_stream_is_starting_until_its_first_result_unless_it_stalls(server):
+    live = server(stall_s=0.5)
+    live.attach_stats(lambda: {"file": StreamStats(name="file", source="a.mp4")})  # a file is connected at once
+    live.start(["file"])
+    stats = f"http://127.0.0.1:{live.port}/stats.json"
+    assert json.loads(get(stats)[1])["streams"][0]["state"] == "starting"
+    time.sleep(0.8)
+    assert json.loads(get(stats)[1])["streams"][0]["state"] == "stalled"
+
+
 def test_metrics_are_prometheus_text_with_ovq_names(server):
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -174,3 +174,27 @@ def test_the_page_reopens_its_live_tiles_when_the_server_comes_back(browser):
     finally:
         feeder.stop()
         live.close()
+
+
+def test_a_card_says_when_its_camera_is_being_dialled_again(browser):
+    """A camera that went away: the card says the pipeline is reconnecting (not just "stalled"), then live again."""
+    from ovq.streaming.stats import StreamStats
+    from ovq.streaming.web import LiveServer
+
+    live = LiveServer("127.0.0.1", 0, fps=5.0)
+    pipeline = {"connected": True}
+    live.attach_stats(lambda: {"s0": StreamStats(name="s0", source="rtsp://cam/1", **pipeline)})
+    feeder = Feeder(live, fps=15.0)
+    state = "document.querySelector('.card .state').innerText"
+    try:
+        browser.get(f"http://127.0.0.1:{live.port}/")
+        wait_for(browser, f"document.querySelector('.card .state') && {state} == 'live'")
+        feeder.stop()
+        pipeline["connected"] = False
+        wait_for(browser, f"{state} == 'reconnecting'")
+        pipeline["connected"] = True
+        feeder = Feeder(live, fps=15.0)
+        wait_for(browser, f"{state} == 'live'")
+    finally:
+        feeder.stop()
+        live.close()
