@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -304,6 +305,26 @@ def test_no_path_from_the_url_reaches_the_file_system(server):
             conn.close()
     finally:
         feeder.stop()
+
+
+def test_a_malformed_request_is_a_debug_line_and_a_failing_handler_one_error_line(server, ovq_log, caplog):
+    """Whatever reaches the port (a scanner, a broken client) must not print tracebacks into the run's log."""
+    live = server()
+    live.attach_stats(lambda: {}[0])  # a failing handler: /stats.json raises KeyError
+    live.start(["s0"])
+    caplog.set_level(logging.DEBUG)
+    for request in (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+                    b"GET /stats.json?token=\xff HTTP/1.1\r\nHost: x\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", live.port), timeout=5) as s:
+            s.sendall(request)
+            assert s.recv(100).startswith(b"HTTP/1.0 400 Bad Request"), request
+    assert get(f"http://127.0.0.1:{live.port}/stats.json")[0] == 500
+    time.sleep(0.2)
+    loud = [r for r in caplog.records if r.levelno >= logging.INFO and r.exc_info]
+    assert not loud, [(r.name, r.getMessage()) for r in loud]  # no traceback at INFO and above
+    assert sum("bad request from 127.0.0.1" in m for m in ovq_log.messages()) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and "/stats.json" in errors[0] and "KeyError" in errors[0], errors
 
 
 def test_page_is_served_with_its_settings(server):

@@ -132,7 +132,7 @@ class LiveServer:
         asyncio.set_event_loop(loop)
         runner = None
         try:
-            runner = web.AppRunner(self._app(), handle_signals=False, access_log=None)
+            runner = web.AppRunner(self._app(), handle_signals=False, access_log=None, logger=_ServerLog(logger))
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, self.host, self.port)
             loop.run_until_complete(site.start())
@@ -160,7 +160,19 @@ class LiveServer:
         async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
             return await self._auth(request, handler)
 
-        app = web.Application(middlewares=[auth])
+        @web.middleware
+        async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except (web.HTTPException, ConnectionError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # one line in the run's log, the viewer gets a 500
+                logger.error("live view: %s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc)
+                logger.debug("live view: %s %s", request.method, request.path, exc_info=exc)
+                return web.Response(status=500, text="500: the live view failed (see the run's log)\n",
+                                    headers=_HEADERS)
+
+        app = web.Application(middlewares=[errors, auth])
         name = r"{name:[A-Za-z0-9_.-]+}"
         app.add_routes([
             web.get("/", self._index),
@@ -293,6 +305,24 @@ class LiveServer:
 
         body, content_type = render(self.view.stats(), self.view.viewers())
         return web.Response(body=body, headers={**_HEADERS, "Content-Type": content_type})
+
+
+class _ServerLog(logging.LoggerAdapter):
+    """aiohttp's server log, in ovq's words: whatever a client sends that is not HTTP (a port scanner, a broken
+    client) is a debug line, never a traceback in the run's log; anything else one line at its level."""
+
+    def log(self, level: int, msg: Any, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        text = str(msg) % args if args else str(msg)
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        if exc is not None:
+            detail = str(getattr(exc, "message", "") or exc or type(exc).__name__).splitlines()[0].rstrip(":")
+            text = f"{text}: {detail}"
+        if isinstance(exc, HttpProcessingError):
+            self.logger.debug("live view: bad request%s", text.removeprefix("Error handling request"))
+        else:
+            self.logger.log(level, "live view: %s", text)
 
 
 def token_from_env(environ: Any = None) -> str | None:
