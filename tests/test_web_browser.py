@@ -198,3 +198,28 @@ def test_a_card_says_when_its_camera_is_being_dialled_again(browser):
     finally:
         feeder.stop()
         live.close()
+
+
+def test_two_tabs_of_a_four_stream_page_both_show_every_stream_and_their_stats(browser):
+    """Chromium's 6 connections per host are for the whole browser, not per tab: two tabs of four MJPEG tiles
+    each left the second tab's last tiles blank and the stats of both frozen. A page whose stats request waits
+    for a connection gives up its MJPEG tiles for snapshots, so every tab shows every stream."""
+    from ovq.streaming.web import LiveServer
+
+    live = LiveServer("127.0.0.1", 0, fps=5.0)
+    feeder = Feeder(live, streams=[f"cam{i}" for i in range(4)], fps=10.0)
+    status = "document.getElementById('status').innerText"
+    try:
+        browser.get(f"http://127.0.0.1:{live.port}/")
+        wait_for(browser, ALL_SHOWN)
+        first = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        browser.get(f"http://127.0.0.1:{live.port}/")
+        for tab in (browser.current_window_handle, first):
+            browser.switch_to.window(tab)
+            wait_for(browser, f"document.images.length == 4 && {ALL_SHOWN}")
+            shown = wait_for(browser, f"{status}.includes('healthy') && {status}")
+            wait_for(browser, f"{status} != {json.dumps(shown)}")  # its stats still come
+    finally:
+        feeder.stop()
+        live.close()
