@@ -291,6 +291,17 @@ def test_token_is_required_by_every_endpoint_but_healthz(server):
         feeder.stop()
 
 
+def test_healthz_names_the_stalled_streams_for_the_token_in_either_form(server):
+    live = server(token="tok", stall_s=0.2)
+    live.start(["cam1"])
+    time.sleep(0.5)
+    url = f"http://127.0.0.1:{live.port}/healthz"
+    assert get(url)[:2] == (503, b"stalled\n")  # the names only with the token: this endpoint is open
+    assert get(url + "?token=wrong")[:2] == (503, b"stalled\n")
+    assert get(url + "?token=tok")[:2] == (503, b"stalled: cam1\n")
+    assert get(url, {"Authorization": "Bearer tok"})[:2] == (503, b"stalled: cam1\n")  # as a probe sends it
+
+
 def test_no_path_from_the_url_reaches_the_file_system(server):
     live = server()
     feeder = Feeder(live, fps=20.0)

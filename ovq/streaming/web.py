@@ -212,12 +212,17 @@ class LiveServer:
         """Every endpoint but /healthz needs the token, when one is set."""
         from aiohttp import web
 
-        if self.token and request.path != "/healthz":
-            given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return web.Response(status=401, text="401: this live view needs its token (?token=...)\n",
-                                    headers={**_HEADERS, "WWW-Authenticate": "Bearer"})
+        if request.path != "/healthz" and not self._authorized(request):
+            return web.Response(status=401, text="401: this live view needs its token (?token=...)\n",
+                                headers={**_HEADERS, "WWW-Authenticate": "Bearer"})
         return await handler(request)
+
+    def _authorized(self, request: Any) -> bool:
+        """Whether ``request`` carries the token (``?token=...`` or ``Authorization: Bearer ...``), or none is set."""
+        if not self.token:
+            return True
+        given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return hmac.compare_digest(given.encode(), self.token.encode())
 
     def _stream_name(self, request: Any) -> str:
         from aiohttp import web
@@ -292,9 +297,7 @@ class LiveServer:
 
         stalled = self.view.health()
         if stalled:  # names only with the token: this endpoint is open
-            given = request.query.get("token", "")
-            authorized = not self.token or hmac.compare_digest(given.encode(), self.token.encode())
-            detail = f": {', '.join(stalled)}" if authorized else ""
+            detail = f": {', '.join(stalled)}" if self._authorized(request) else ""
             return web.Response(status=503, text=f"stalled{detail}\n", headers=_HEADERS)
         return web.Response(text="ok\n", headers=_HEADERS)
 
