@@ -273,6 +273,25 @@ def test_metrics_are_prometheus_text_with_ovq_names(server):
     assert all(name.startswith("ovq_") for name, _ in samples)
 
 
+def test_stream_up_is_0_as_soon_as_the_camera_is_lost_not_only_after_the_stall_time(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    live = server()  # stall_s 10
+    pipeline = {"connected": True}
+    live.attach_stats(lambda: {"s0": StreamStats(name="s0", source="rtsp://cam/1", **pipeline)})
+    live.start(["s0"])
+    live.write(result("s0", 1))
+
+    def up() -> float:
+        text = get(f"http://127.0.0.1:{live.port}/metrics")[1].decode()
+        return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                    if s.name == "ovq_stream_up")
+
+    assert up() == 1
+    pipeline["connected"] = False  # the reader lost the camera and redials it
+    assert up() == 0
+
+
 def test_token_is_required_by_every_endpoint_but_healthz(server):
     live = server(token="s3cret")
     feeder = Feeder(live, fps=20.0)
