@@ -170,6 +170,25 @@ def test_encoding_only_while_watched(server):
         feeder.stop()
 
 
+def test_a_frame_that_cannot_be_drawn_is_skipped_and_the_live_view_goes_on(server, ovq_log):
+    """An infinite box (a plug-in family's decoder that does not clip) once ended the encoder thread: the view
+    froze on its last frame for the rest of the run."""
+    live = server(fps=50.0)
+    live.start(["s0"])
+    live.view.watch("s0", +1)
+    bad = result("s0", 1)
+    bad.detections.xyxy[0, 2] = np.inf
+    live.write(bad)
+    time.sleep(0.3)
+    live.write(result("s0", 2))
+    deadline = time.monotonic() + 5
+    while live.view.latest("s0") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    jpeg = live.view.latest("s0")
+    assert jpeg is not None and jpeg.frame_index == 2
+    assert any("s0: live view cannot encode frame 1: OverflowError" in m for m in ovq_log.messages(logging.WARNING))
+
+
 def test_stats_json_lists_every_stream_with_its_counters_and_detections_per_class(server):
     live = server()
     live.attach_stats(lambda: {n: StreamStats(name=n, source=f"src-{n}", frames=123, dropped=4, reconnects=2)

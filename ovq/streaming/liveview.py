@@ -240,8 +240,9 @@ class LiveView:
             for st, result in todo:
                 try:
                     jpeg = self._encode(result, st)
-                except (cv2.error, ValueError) as exc:  # a frame that cannot be drawn must not end the run
-                    logger.warning("%s: live view cannot encode frame %d: %s", st.name, result.frame_index, exc)
+                except Exception as exc:  # noqa: BLE001 - a frame that cannot be drawn must not end the live view
+                    logger.warning("%s: live view cannot encode frame %d: %s: %s", st.name, result.frame_index,
+                                   type(exc).__name__, exc)
                     continue
                 with self._lock:
                     st.jpeg = jpeg
