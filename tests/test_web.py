@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import cv2
@@ -338,6 +339,19 @@ def test_healthz_names_the_stalled_streams_for_the_token_in_either_form(server):
     assert get(url + "?token=wrong")[:2] == (503, b"stalled\n")
     assert get(url + "?token=tok")[:2] == (503, b"stalled: cam1\n")
     assert get(url, {"Authorization": "Bearer tok"})[:2] == (503, b"stalled: cam1\n")  # as a probe sends it
+
+
+def test_a_base64_token_works_as_typed_in_the_address_bar_and_encoded(server):
+    """``openssl rand -base64`` tokens hold '+', '/' and '=': typed into a URL as they are, the '+' was read as a
+    space (HTML form decoding) and the right token got a 401."""
+    token = "k3+Zq/8w=="
+    live = server(token=token)
+    live.start(["cam1"])
+    base = f"http://127.0.0.1:{live.port}"
+    assert get(f"{base}/stats.json?token={token}")[0] == 200
+    assert get(f"{base}/stats.json?token={urllib.parse.quote(token, safe='')}")[0] == 200
+    assert get(f"{base}/stats.json?token=k3%20Zq/8w==")[0] == 401  # a space is not a '+'
+    assert get(f"{base}/stats.json?token={token}x")[0] == 401
 
 
 def test_no_path_from_the_url_reaches_the_file_system(server):

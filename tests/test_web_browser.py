@@ -223,3 +223,18 @@ def test_two_tabs_of_a_four_stream_page_both_show_every_stream_and_their_stats(b
     finally:
         feeder.stop()
         live.close()
+
+
+def test_a_base64_token_typed_into_the_address_bar_opens_the_page(browser):
+    from ovq.streaming.web import LiveServer
+
+    token = "k3+Zq/8w=="
+    live = LiveServer("127.0.0.1", 0, fps=5.0, token=token)
+    feeder = Feeder(live, fps=10.0)
+    try:
+        browser.get(f"http://127.0.0.1:{live.port}/?token={token}")
+        wait_for(browser, ALL_SHOWN)
+        wait_for(browser, "document.getElementById('status').innerText.includes('healthy')")
+    finally:
+        feeder.stop()
+        live.close()

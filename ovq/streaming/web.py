@@ -33,6 +33,7 @@ import threading
 import time
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote
 
 from ovq.core.errors import DependencyError, OvqError
 from ovq.streaming.liveview import LiveView
@@ -221,7 +222,7 @@ class LiveServer:
         """Whether ``request`` carries the token (``?token=...`` or ``Authorization: Bearer ...``), or none is set."""
         if not self.token:
             return True
-        given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+        given = _query_token(request) or request.headers.get("Authorization", "").removeprefix("Bearer ")
         return hmac.compare_digest(given.encode(), self.token.encode())
 
     def _stream_name(self, request: Any) -> str:
@@ -308,6 +309,16 @@ class LiveServer:
 
         body, content_type = render(self.view.stats(), self.view.viewers())
         return web.Response(body=body, headers={**_HEADERS, "Content-Type": content_type})
+
+
+def _query_token(request: Any) -> str:
+    """``?token=`` percent-decoded as RFC 3986 has it, a '+' left a '+' (not a form's space): a base64 token
+    (``openssl rand -base64``) works typed into the address bar as it is."""
+    for part in request.rel_url.raw_query_string.split("&"):
+        key, _, value = part.partition("=")
+        if key == "token":
+            return unquote(value)
+    return ""
 
 
 class _ServerLog(logging.LoggerAdapter):
