@@ -312,6 +312,24 @@ def test_stream_up_is_0_as_soon_as_the_camera_is_lost_not_only_after_the_stall_t
     assert up() == 0
 
 
+def test_a_lost_camera_has_no_detections_in_frame_only_its_totals(server):
+    """The newest frame of a camera that went away is not what it sees now: an alert on ovq_detections_in_frame
+    (a person in a zone) must not stay on for the whole outage."""
+    live = server()
+    pipeline = {"connected": True}
+    live.attach_stats(lambda: {"s0": StreamStats(name="s0", source="rtsp://cam/1", **pipeline)})
+    live.start(["s0"])
+    live.write(result("s0", 1))
+    base = f"http://127.0.0.1:{live.port}"
+    assert json.loads(get(base + "/stats.json")[1])["streams"][0]["detections"] == {"person": 2, "car": 1}
+    pipeline["connected"] = False
+    stream = json.loads(get(base + "/stats.json")[1])["streams"][0]
+    assert stream["detections"] == {} and stream["detections_total"] == {"person": 2, "car": 1}
+    metrics = get(base + "/metrics")[1].decode()
+    assert "ovq_detections_in_frame{" not in metrics
+    assert 'ovq_detections_total{class="person",stream="s0"} 2.0' in metrics
+
+
 def test_token_is_required_by_every_endpoint_but_healthz(server):
     live = server(token="s3cret")
     feeder = Feeder(live, fps=20.0)

@@ -192,14 +192,15 @@ class LiveView:
             record.pop("seconds", None)
             age = None if st.last_result_at is None else now - st.last_result_at
             stalled = self._stalled(st, base, now)
+            state = _state(st, base, stalled)
             record.update(
-                state=_state(st, base, stalled),
+                state=state,
                 fps=round(fps, 2),
                 latency_p50_ms=_percentile(latencies, 50),
                 latency_p95_ms=_percentile(latencies, 95),
                 last_result_age_s=None if age is None else round(age, 3),
                 stalled=stalled,
-                detections=dict(st.in_frame),
+                detections=dict(st.in_frame) if state in ("live", "finished") else {},  # not what a lost camera sees
                 detections_total=dict(st.totals),
                 viewers=st.viewers,
                 width=st.size[0] if st.size else None,

@@ -48,7 +48,9 @@ class _Collector:
             yield metric
         up = GaugeMetricFamily("ovq_stream_up", "1 while the stream delivers frames (or finished), 0 while it starts, "
                                "connects, reconnects or stalls", labels=["stream"])
-        in_frame = GaugeMetricFamily("ovq_detections_in_frame", "Detections in the newest frame", labels=["stream", "class"])
+        in_frame = GaugeMetricFamily("ovq_detections_in_frame",
+                                     "Detections in the newest frame, none while the stream is down",
+                                     labels=["stream", "class"])
         total = CounterMetricFamily("ovq_detections", "Detections since the start", labels=["stream", "class"])
         for s in self.streams:
             up.add_metric([s["name"]], 1.0 if s["state"] in ("live", "finished") else 0.0)
