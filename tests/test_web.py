@@ -408,6 +408,17 @@ def test_a_malformed_request_is_a_debug_line_and_a_failing_handler_one_error_lin
     assert len(errors) == 1 and "/stats.json" in errors[0] and "KeyError" in errors[0], errors
 
 
+def test_the_server_log_says_what_failed_in_one_line_also_for_an_exception_without_a_message(ovq_log):
+    from ovq.streaming.web import _ServerLog
+
+    log = _ServerLog(logging.getLogger("ovq.streaming.web"))
+    log.exception("Unhandled exception", exc_info=RuntimeError())
+    log.exception("Error handling request from %s", "10.0.0.9", exc_info=ValueError("first\nsecond"))
+    assert ovq_log.messages(logging.ERROR) == ["live view: Unhandled exception: RuntimeError",
+                                               "live view: Error handling request from 10.0.0.9: first"]
+    assert not any(r.exc_info for r in ovq_log.records)
+
+
 def test_page_is_served_with_its_settings(server):
     live = server(fps=7.0)
     status, body, headers = get(f"http://127.0.0.1:{live.port}/")

@@ -331,8 +331,8 @@ class _ServerLog(logging.LoggerAdapter):
         text = str(msg) % args if args else str(msg)
         exc = exc_info if isinstance(exc_info, BaseException) else None
         if exc is not None:
-            detail = str(getattr(exc, "message", "") or exc or type(exc).__name__).splitlines()[0].rstrip(":")
-            text = f"{text}: {detail}"
+            lines = str(getattr(exc, "message", "") or exc).splitlines()
+            text = f"{text}: {lines[0].rstrip(':') if lines else type(exc).__name__}"
         if isinstance(exc, HttpProcessingError):
             self.logger.debug("live view: bad request%s", text.removeprefix("Error handling request"))
         else:
