@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import cv2
@@ -169,6 +171,25 @@ def test_encoding_only_while_watched(server):
         feeder.stop()
 
 
+def test_a_frame_that_cannot_be_drawn_is_skipped_and_the_live_view_goes_on(server, ovq_log):
+    """An infinite box (a plug-in family's decoder that does not clip) once ended the encoder thread: the view
+    froze on its last frame for the rest of the run."""
+    live = server(fps=50.0)
+    live.start(["s0"])
+    live.view.watch("s0", +1)
+    bad = result("s0", 1)
+    bad.detections.xyxy[0, 2] = np.inf
+    live.write(bad)
+    time.sleep(0.3)
+    live.write(result("s0", 2))
+    deadline = time.monotonic() + 5
+    while live.view.latest("s0") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    jpeg = live.view.latest("s0")
+    assert jpeg is not None and jpeg.frame_index == 2
+    assert any("s0: live view cannot encode frame 1: OverflowError" in m for m in ovq_log.messages(logging.WARNING))
+
+
 def test_stats_json_lists_every_stream_with_its_counters_and_detections_per_class(server):
     live = server()
     live.attach_stats(lambda: {n: StreamStats(name=n, source=f"src-{n}", frames=123, dropped=4, reconnects=2)
@@ -213,6 +234,43 @@ def test_healthz_turns_503_when_a_stream_stalls_and_200_when_it_finished(server)
     assert get(url)[0] == 200
 
 
+def test_stats_say_whether_a_stream_is_connecting_live_reconnecting_stalled_or_finished(server):
+    """A camera being dialled or redialled is not a stall the page can only call "stalled": the pipeline is at it."""
+    live = server(stall_s=0.5)
+    pipeline = {"connected": False, "finished": False}
+    live.attach_stats(lambda: {"cam": StreamStats(name="cam", source="rtsp://x", **pipeline)})
+    live.start(["cam"])
+    base = f"http://127.0.0.1:{live.port}"
+
+    def state() -> str:
+        return json.loads(get(base + "/stats.json")[1])["streams"][0]["state"]
+
+    assert state() == "connecting"
+    time.sleep(0.8)
+    assert state() == "connecting" and get(base + "/healthz")[0] == 503  # past stall_s: unhealthy, still dialling
+    pipeline["connected"] = True
+    live.write(result("cam", 1))
+    assert state() == "live" and get(base + "/healthz")[0] == 200
+    pipeline["connected"] = False  # the camera went away; the reader redials
+    assert state() == "reconnecting"
+    time.sleep(0.8)
+    assert state() == "reconnecting" and get(base + "/healthz")[0] == 503
+    pipeline["connected"] = True  # connected, yet no frame for stall_s
+    assert state() == "stalled"
+    pipeline["finished"] = True
+    assert state() == "finished"
+
+
+def test_a_stream_is_starting_until_its_first_result_unless_it_stalls(server):
+    live = server(stall_s=0.5)
+    live.attach_stats(lambda: {"file": StreamStats(name="file", source="a.mp4")})  # a file is connected at once
+    live.start(["file"])
+    stats = f"http://127.0.0.1:{live.port}/stats.json"
+    assert json.loads(get(stats)[1])["streams"][0]["state"] == "starting"
+    time.sleep(0.8)
+    assert json.loads(get(stats)[1])["streams"][0]["state"] == "stalled"
+
+
 def test_metrics_are_prometheus_text_with_ovq_names(server):
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -235,6 +293,43 @@ def test_metrics_are_prometheus_text_with_ovq_names(server):
     assert all(name.startswith("ovq_") for name, _ in samples)
 
 
+def test_stream_up_is_0_as_soon_as_the_camera_is_lost_not_only_after_the_stall_time(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    live = server()  # stall_s 10
+    pipeline = {"connected": True}
+    live.attach_stats(lambda: {"s0": StreamStats(name="s0", source="rtsp://cam/1", **pipeline)})
+    live.start(["s0"])
+    live.write(result("s0", 1))
+
+    def up() -> float:
+        text = get(f"http://127.0.0.1:{live.port}/metrics")[1].decode()
+        return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                    if s.name == "ovq_stream_up")
+
+    assert up() == 1
+    pipeline["connected"] = False  # the reader lost the camera and redials it
+    assert up() == 0
+
+
+def test_a_lost_camera_has_no_detections_in_frame_only_its_totals(server):
+    """The newest frame of a camera that went away is not what it sees now: an alert on ovq_detections_in_frame
+    (a person in a zone) must not stay on for the whole outage."""
+    live = server()
+    pipeline = {"connected": True}
+    live.attach_stats(lambda: {"s0": StreamStats(name="s0", source="rtsp://cam/1", **pipeline)})
+    live.start(["s0"])
+    live.write(result("s0", 1))
+    base = f"http://127.0.0.1:{live.port}"
+    assert json.loads(get(base + "/stats.json")[1])["streams"][0]["detections"] == {"person": 2, "car": 1}
+    pipeline["connected"] = False
+    stream = json.loads(get(base + "/stats.json")[1])["streams"][0]
+    assert stream["detections"] == {} and stream["detections_total"] == {"person": 2, "car": 1}
+    metrics = get(base + "/metrics")[1].decode()
+    assert "ovq_detections_in_frame{" not in metrics
+    assert 'ovq_detections_total{class="person",stream="s0"} 2.0' in metrics
+
+
 def test_token_is_required_by_every_endpoint_but_healthz(server):
     live = server(token="s3cret")
     feeder = Feeder(live, fps=20.0)
@@ -253,6 +348,30 @@ def test_token_is_required_by_every_endpoint_but_healthz(server):
         feeder.stop()
 
 
+def test_healthz_names_the_stalled_streams_for_the_token_in_either_form(server):
+    live = server(token="tok", stall_s=0.2)
+    live.start(["cam1"])
+    time.sleep(0.5)
+    url = f"http://127.0.0.1:{live.port}/healthz"
+    assert get(url)[:2] == (503, b"stalled\n")  # the names only with the token: this endpoint is open
+    assert get(url + "?token=wrong")[:2] == (503, b"stalled\n")
+    assert get(url + "?token=tok")[:2] == (503, b"stalled: cam1\n")
+    assert get(url, {"Authorization": "Bearer tok"})[:2] == (503, b"stalled: cam1\n")  # as a probe sends it
+
+
+def test_a_base64_token_works_as_typed_in_the_address_bar_and_encoded(server):
+    """``openssl rand -base64`` tokens hold '+', '/' and '=': typed into a URL as they are, the '+' was read as a
+    space (HTML form decoding) and the right token got a 401."""
+    token = "k3+Zq/8w=="
+    live = server(token=token)
+    live.start(["cam1"])
+    base = f"http://127.0.0.1:{live.port}"
+    assert get(f"{base}/stats.json?token={token}")[0] == 200
+    assert get(f"{base}/stats.json?token={urllib.parse.quote(token, safe='')}")[0] == 200
+    assert get(f"{base}/stats.json?token=k3%20Zq/8w==")[0] == 401  # a space is not a '+'
+    assert get(f"{base}/stats.json?token={token}x")[0] == 401
+
+
 def test_no_path_from_the_url_reaches_the_file_system(server):
     live = server()
     feeder = Feeder(live, fps=20.0)
@@ -267,6 +386,37 @@ def test_no_path_from_the_url_reaches_the_file_system(server):
             conn.close()
     finally:
         feeder.stop()
+
+
+def test_a_malformed_request_is_a_debug_line_and_a_failing_handler_one_error_line(server, ovq_log, caplog):
+    """Whatever reaches the port (a scanner, a broken client) must not print tracebacks into the run's log."""
+    live = server()
+    live.attach_stats(lambda: {}[0])  # a failing handler: /stats.json raises KeyError
+    live.start(["s0"])
+    caplog.set_level(logging.DEBUG)
+    for request in (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+                    b"GET /stats.json?token=\xff HTTP/1.1\r\nHost: x\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", live.port), timeout=5) as s:
+            s.sendall(request)
+            assert s.recv(100).startswith(b"HTTP/1.0 400 Bad Request"), request
+    assert get(f"http://127.0.0.1:{live.port}/stats.json")[0] == 500
+    time.sleep(0.2)
+    loud = [r for r in caplog.records if r.levelno >= logging.INFO and r.exc_info]
+    assert not loud, [(r.name, r.getMessage()) for r in loud]  # no traceback at INFO and above
+    assert sum("bad request from 127.0.0.1" in m for m in ovq_log.messages()) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and "/stats.json" in errors[0] and "KeyError" in errors[0], errors
+
+
+def test_the_server_log_says_what_failed_in_one_line_also_for_an_exception_without_a_message(ovq_log):
+    from ovq.streaming.web import _ServerLog
+
+    log = _ServerLog(logging.getLogger("ovq.streaming.web"))
+    log.exception("Unhandled exception", exc_info=RuntimeError())
+    log.exception("Error handling request from %s", "10.0.0.9", exc_info=ValueError("first\nsecond"))
+    assert ovq_log.messages(logging.ERROR) == ["live view: Unhandled exception: RuntimeError",
+                                               "live view: Error handling request from 10.0.0.9: first"]
+    assert not any(r.exc_info for r in ovq_log.records)
 
 
 def test_page_is_served_with_its_settings(server):

@@ -146,3 +146,95 @@ def test_page_without_its_token_shows_why(browser):
         wait_for(browser, "document.body && document.body.innerText.includes('needs its token')", timeout=15)
     finally:
         live.close()
+
+
+def test_the_page_reopens_its_live_tiles_when_the_server_comes_back(browser):
+    """A restarted run (a service restart, a crash) ends every MJPEG connection; Chromium keeps showing the last
+    frame of an ended stream and tells the page nothing, so the page reopens its tiles once the server answers
+    again, and says the pipeline is unreachable meanwhile."""
+    from ovq.streaming.web import LiveServer
+
+    live = LiveServer("127.0.0.1", 0, fps=5.0)
+    port = live.port
+    feeder = Feeder(live, fps=15.0, size=(320, 240))
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        assert wait_for(browser, f"{ALL_SHOWN} && {IMAGES}.map(i => i.naturalWidth)") == [320]
+        wait_for(browser, f"{CARD_TEXT}[0].includes('live')")
+    finally:
+        feeder.stop()
+        live.close()
+    wait_for(browser, "document.getElementById('status').innerText.startsWith('no connection')")
+    assert "live" not in browser.execute_script(f"return {CARD_TEXT}")[0]  # a card no longer claims it is live
+    live = LiveServer("127.0.0.1", port, fps=5.0)  # the run again, on the same port; its frames are smaller
+    feeder = Feeder(live, fps=15.0, size=(200, 150))
+    try:
+        assert wait_for(browser, f"{IMAGES}[0].naturalWidth == 200 && {IMAGES}.map(i => i.naturalWidth)") == [200]
+        wait_for(browser, f"{CARD_TEXT}[0].includes('live')")
+    finally:
+        feeder.stop()
+        live.close()
+
+
+def test_a_card_says_when_its_camera_is_being_dialled_again(browser):
+    """A camera that went away: the card says the pipeline is reconnecting (not just "stalled"), then live again."""
+    from ovq.streaming.stats import StreamStats
+    from ovq.streaming.web import LiveServer
+
+    live = LiveServer("127.0.0.1", 0, fps=5.0)
+    pipeline = {"connected": True}
+    live.attach_stats(lambda: {"s0": StreamStats(name="s0", source="rtsp://cam/1", **pipeline)})
+    feeder = Feeder(live, fps=15.0)
+    state = "document.querySelector('.card .state').innerText"
+    try:
+        browser.get(f"http://127.0.0.1:{live.port}/")
+        wait_for(browser, f"document.querySelector('.card .state') && {state} == 'live'")
+        feeder.stop()
+        pipeline["connected"] = False
+        wait_for(browser, f"{state} == 'reconnecting'")
+        pipeline["connected"] = True
+        feeder = Feeder(live, fps=15.0)
+        wait_for(browser, f"{state} == 'live'")
+    finally:
+        feeder.stop()
+        live.close()
+
+
+def test_two_tabs_of_a_four_stream_page_both_show_every_stream_and_their_stats(browser):
+    """Chromium's 6 connections per host are for the whole browser, not per tab: two tabs of four MJPEG tiles
+    each left the second tab's last tiles blank and the stats of both frozen. A page whose stats request waits
+    for a connection gives up its MJPEG tiles for snapshots, so every tab shows every stream."""
+    from ovq.streaming.web import LiveServer
+
+    live = LiveServer("127.0.0.1", 0, fps=5.0)
+    feeder = Feeder(live, streams=[f"cam{i}" for i in range(4)], fps=10.0)
+    status = "document.getElementById('status').innerText"
+    try:
+        browser.get(f"http://127.0.0.1:{live.port}/")
+        wait_for(browser, ALL_SHOWN)
+        first = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        browser.get(f"http://127.0.0.1:{live.port}/")
+        for tab in (browser.current_window_handle, first):
+            browser.switch_to.window(tab)
+            wait_for(browser, f"document.images.length == 4 && {ALL_SHOWN}")
+            shown = wait_for(browser, f"{status}.includes('healthy') && {status}")
+            wait_for(browser, f"{status} != {json.dumps(shown)}")  # its stats still come
+    finally:
+        feeder.stop()
+        live.close()
+
+
+def test_a_base64_token_typed_into_the_address_bar_opens_the_page(browser):
+    from ovq.streaming.web import LiveServer
+
+    token = "k3+Zq/8w=="
+    live = LiveServer("127.0.0.1", 0, fps=5.0, token=token)
+    feeder = Feeder(live, fps=10.0)
+    try:
+        browser.get(f"http://127.0.0.1:{live.port}/?token={token}")
+        wait_for(browser, ALL_SHOWN)
+        wait_for(browser, "document.getElementById('status').innerText.includes('healthy')")
+    finally:
+        feeder.stop()
+        live.close()

@@ -191,13 +191,16 @@ class LiveView:
             record: dict[str, Any] = base.to_dict() if base is not None else {"name": st.name}
             record.pop("seconds", None)
             age = None if st.last_result_at is None else now - st.last_result_at
+            stalled = self._stalled(st, base, now)
+            state = _state(st, base, stalled)
             record.update(
+                state=state,
                 fps=round(fps, 2),
                 latency_p50_ms=_percentile(latencies, 50),
                 latency_p95_ms=_percentile(latencies, 95),
                 last_result_age_s=None if age is None else round(age, 3),
-                stalled=self._stalled(st, base, now),
-                detections=dict(st.in_frame),
+                stalled=stalled,
+                detections=dict(st.in_frame) if state in ("live", "finished") else {},  # not what a lost camera sees
                 detections_total=dict(st.totals),
                 viewers=st.viewers,
                 width=st.size[0] if st.size else None,
@@ -238,8 +241,9 @@ class LiveView:
             for st, result in todo:
                 try:
                     jpeg = self._encode(result, st)
-                except (cv2.error, ValueError) as exc:  # a frame that cannot be drawn must not end the run
-                    logger.warning("%s: live view cannot encode frame %d: %s", st.name, result.frame_index, exc)
+                except Exception as exc:  # noqa: BLE001 - a frame that cannot be drawn must not end the live view
+                    logger.warning("%s: live view cannot encode frame %d: %s: %s", st.name, result.frame_index,
+                                   type(exc).__name__, exc)
                     continue
                 with self._lock:
                     st.jpeg = jpeg
@@ -266,6 +270,18 @@ class LiveView:
             raise ValueError("JPEG encoding failed")
         seq = st.jpeg.seq + 1 if st.jpeg is not None else 1
         return Jpeg(buf.tobytes(), seq, result.frame_index, time.monotonic())
+
+
+def _state(st: _State, base: StreamStats | None, stalled: bool) -> str:
+    """What the page says of a stream: finished, connecting / reconnecting (its source is down and the pipeline
+    dials it again: a stall with a cause), stalled, starting (no result yet) or live."""
+    if base is not None and base.finished:
+        return "finished"
+    if base is not None and not base.connected:
+        return "connecting" if st.last_result_at is None else "reconnecting"
+    if stalled:
+        return "stalled"
+    return "starting" if st.last_result_at is None else "live"
 
 
 def _rate(times: list[float], now: float) -> float:

@@ -46,12 +46,14 @@ class _Collector:
                 if s.get(key) is not None:  # no latency before a stream's first result
                     metric.add_metric([s["name"]], s[key])
             yield metric
-        up = GaugeMetricFamily("ovq_stream_up", "1 while the stream delivers frames (or finished), 0 when stalled",
-                               labels=["stream"])
-        in_frame = GaugeMetricFamily("ovq_detections_in_frame", "Detections in the newest frame", labels=["stream", "class"])
+        up = GaugeMetricFamily("ovq_stream_up", "1 while the stream delivers frames (or finished), 0 while it starts, "
+                               "connects, reconnects or stalls", labels=["stream"])
+        in_frame = GaugeMetricFamily("ovq_detections_in_frame",
+                                     "Detections in the newest frame, none while the stream is down",
+                                     labels=["stream", "class"])
         total = CounterMetricFamily("ovq_detections", "Detections since the start", labels=["stream", "class"])
         for s in self.streams:
-            up.add_metric([s["name"]], 0.0 if s["stalled"] else 1.0)
+            up.add_metric([s["name"]], 1.0 if s["state"] in ("live", "finished") else 0.0)
             for cls, n in s["detections"].items():
                 in_frame.add_metric([s["name"], cls], n)
             for cls, n in s["detections_total"].items():

@@ -6,7 +6,8 @@ Endpoints (every one but ``/healthz`` needs the token when one is set: ``?token=
 - ``/`` - the page: every stream's live annotated view and its stats, refreshed every second;
 - ``/stream/NAME.mjpg`` - ``multipart/x-mixed-replace`` JPEGs of the annotated frames, newest frame only;
 - ``/snapshot/NAME.jpg`` - the newest annotated frame;
-- ``/stats.json`` - ``{"streams": [{"name": ..., "fps": ..., ...}, ...], "healthy": ..., "viewers": ...}``;
+- ``/stats.json`` - ``{"streams": [{"name": ..., "fps": ..., ...}, ...], "healthy": ..., "viewers": ...,
+  "started": ...}`` (``started``: when this server started, so a page sees a restarted run);
 - ``/healthz`` - 200 ``ok`` while every unfinished stream delivers frames, 503 ``stalled`` otherwise;
 - ``/metrics`` - Prometheus text format, ``ovq_`` metrics.
 
@@ -32,6 +33,7 @@ import threading
 import time
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote
 
 from ovq.core.errors import DependencyError, OvqError
 from ovq.streaming.liveview import LiveView
@@ -83,6 +85,7 @@ class LiveServer:
         self.host = host
         self.token = token or None
         self.port = port
+        self.started = round(time.time(), 3)  # in /stats.json: a page sees that the run restarted
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: asyncio.Event | None = None
         self._events: dict[str, asyncio.Event] = {}
@@ -130,7 +133,7 @@ class LiveServer:
         asyncio.set_event_loop(loop)
         runner = None
         try:
-            runner = web.AppRunner(self._app(), handle_signals=False, access_log=None)
+            runner = web.AppRunner(self._app(), handle_signals=False, access_log=None, logger=_ServerLog(logger))
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, self.host, self.port)
             loop.run_until_complete(site.start())
@@ -158,7 +161,19 @@ class LiveServer:
         async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
             return await self._auth(request, handler)
 
-        app = web.Application(middlewares=[auth])
+        @web.middleware
+        async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except (web.HTTPException, ConnectionError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # one line in the run's log, the viewer gets a 500
+                logger.error("live view: %s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc)
+                logger.debug("live view: %s %s", request.method, request.path, exc_info=exc)
+                return web.Response(status=500, text="500: the live view failed (see the run's log)\n",
+                                    headers=_HEADERS)
+
+        app = web.Application(middlewares=[errors, auth])
         name = r"{name:[A-Za-z0-9_.-]+}"
         app.add_routes([
             web.get("/", self._index),
@@ -198,12 +213,17 @@ class LiveServer:
         """Every endpoint but /healthz needs the token, when one is set."""
         from aiohttp import web
 
-        if self.token and request.path != "/healthz":
-            given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return web.Response(status=401, text="401: this live view needs its token (?token=...)\n",
-                                    headers={**_HEADERS, "WWW-Authenticate": "Bearer"})
+        if request.path != "/healthz" and not self._authorized(request):
+            return web.Response(status=401, text="401: this live view needs its token (?token=...)\n",
+                                headers={**_HEADERS, "WWW-Authenticate": "Bearer"})
         return await handler(request)
+
+    def _authorized(self, request: Any) -> bool:
+        """Whether ``request`` carries the token (``?token=...`` or ``Authorization: Bearer ...``), or none is set."""
+        if not self.token:
+            return True
+        given = _query_token(request) or request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return hmac.compare_digest(given.encode(), self.token.encode())
 
     def _stream_name(self, request: Any) -> str:
         from aiohttp import web
@@ -270,7 +290,7 @@ class LiveServer:
 
         streams = self.view.stats()
         body = {"streams": streams, "healthy": not any(s["stalled"] for s in streams),
-                "viewers": self.view.viewers(), "time": round(time.time(), 3)}
+                "viewers": self.view.viewers(), "started": self.started, "time": round(time.time(), 3)}
         return web.json_response(body, headers=_HEADERS)
 
     async def _healthz(self, request: Any) -> Any:
@@ -278,9 +298,7 @@ class LiveServer:
 
         stalled = self.view.health()
         if stalled:  # names only with the token: this endpoint is open
-            given = request.query.get("token", "")
-            authorized = not self.token or hmac.compare_digest(given.encode(), self.token.encode())
-            detail = f": {', '.join(stalled)}" if authorized else ""
+            detail = f": {', '.join(stalled)}" if self._authorized(request) else ""
             return web.Response(status=503, text=f"stalled{detail}\n", headers=_HEADERS)
         return web.Response(text="ok\n", headers=_HEADERS)
 
@@ -291,6 +309,34 @@ class LiveServer:
 
         body, content_type = render(self.view.stats(), self.view.viewers())
         return web.Response(body=body, headers={**_HEADERS, "Content-Type": content_type})
+
+
+def _query_token(request: Any) -> str:
+    """``?token=`` percent-decoded as RFC 3986 has it, a '+' left a '+' (not a form's space): a base64 token
+    (``openssl rand -base64``) works typed into the address bar as it is."""
+    for part in request.rel_url.raw_query_string.split("&"):
+        key, _, value = part.partition("=")
+        if key == "token":
+            return unquote(value)
+    return ""
+
+
+class _ServerLog(logging.LoggerAdapter):
+    """aiohttp's server log, in ovq's words: whatever a client sends that is not HTTP (a port scanner, a broken
+    client) is a debug line, never a traceback in the run's log; anything else one line at its level."""
+
+    def log(self, level: int, msg: Any, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        text = str(msg) % args if args else str(msg)
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        if exc is not None:
+            lines = str(getattr(exc, "message", "") or exc).splitlines()
+            text = f"{text}: {lines[0].rstrip(':') if lines else type(exc).__name__}"
+        if isinstance(exc, HttpProcessingError):
+            self.logger.debug("live view: bad request%s", text.removeprefix("Error handling request"))
+        else:
+            self.logger.log(level, "live view: %s", text)
 
 
 def token_from_env(environ: Any = None) -> str | None:
