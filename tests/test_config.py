@@ -191,6 +191,19 @@ def test_bad_files(tmp_path, text, message):
         load_pipeline_config(write(tmp_path, text))
 
 
+def test_merge_keys_share_settings_and_own_keys_override_them(tmp_path):
+    # YAML's merge key (<<: *anchor) is part of safe loading; own keys win over merged ones, and a key written
+    # twice by hand is still an error
+    text = ("model: m\nsources:\n  - &cam {name: a, url: 'synth://conveyor?fps=5'}\n  - {<<: *cam, name: b}\n"
+            "reconnect:\n  <<: [{max_delay: 9}, {initial_delay: 2}]\n  stall_timeout: 3\n")
+    cfg = load_pipeline_config(write(tmp_path, text))
+    assert [(s.name, s.url) for s in cfg.sources] == [("a", "synth://conveyor?fps=5"), ("b", "synth://conveyor?fps=5")]
+    assert (cfg.reconnect.max_delay, cfg.reconnect.initial_delay, cfg.reconnect.stall_timeout) == (9, 2, 3)
+    twice = "model: m\nsources:\n  - &cam {name: a, url: x}\n  - {<<: *cam, name: b, name: c}\n"
+    with pytest.raises(ConfigError, match=r"line 4: invalid YAML: duplicate key 'name'"):
+        load_pipeline_config(write(tmp_path, twice))
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match=r"nope.yaml: no such file"):
         load_pipeline_config(tmp_path / "nope.yaml")

@@ -86,8 +86,12 @@ def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:
 
 
 def _construct_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    """A mapping whose own keys are all different. A merge key (``<<: *defaults``) is left to PyYAML, which
+    merges the anchored keys under the mapping's own: an own key overriding a merged one is no duplicate."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         try:
             duplicate = key in seen
