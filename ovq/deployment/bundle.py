@@ -131,9 +131,11 @@ def build_bundle(
     for warning in growing_outputs(cfg):
         logger.warning("%s", warning)
 
-    parent = out_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))  # private until _share_modes
+    target = out_dir.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # inside an existing out_dir (the same file system, should it be a mount point), else beside it
+    where = target if target.is_dir() else target.parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=where))  # private until _share_modes
     try:
         model_rel = _ship_model(src_model, tmp, "model")
         run_rel = _ship_model(run_xml.parent, tmp, "model-int8") if run_xml is not None else model_rel
@@ -156,7 +158,7 @@ def build_bundle(
         load_pipeline_config(tmp / "pipeline.yaml", resolve_env=False)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         _share_modes(tmp)
-        _replace_dir(tmp, out_dir)
+        _replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -224,19 +226,33 @@ def _share_modes(root: Path) -> None:
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``; an existing ``out_dir`` is moved aside first and removed after."""
-    if not out_dir.exists():
+    """Make the bundle built in ``tmp`` the one at ``out_dir``: a new ``out_dir`` is ``tmp`` renamed. An existing
+    one holds ``tmp``; no rename replaces it when it is a mount point (a USB stick, a volume: "Device or resource
+    busy"), so its entries move into a folder inside it and ``tmp``'s take their place, all or none."""
+    if tmp.parent != out_dir:
         os.replace(tmp, out_dir)
         return
-    trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=tmp.parent))
-    os.replace(out_dir, trash / "old")
+    trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir))
+    old = [p.name for p in out_dir.iterdir() if p not in (tmp, trash)]
+    new = [p.name for p in tmp.iterdir()]
+    done_old: list[str] = []
+    done_new: list[str] = []
     try:
-        os.replace(tmp, out_dir)
+        for name in old:
+            os.replace(out_dir / name, trash / name)
+            done_old.append(name)
+        for name in new:
+            os.replace(tmp / name, out_dir / name)
+            done_new.append(name)
     except BaseException:
-        os.replace(trash / "old", out_dir)
+        for name in reversed(done_new):
+            os.replace(out_dir / name, tmp / name)
+        for name in reversed(done_old):
+            os.replace(trash / name, out_dir / name)
+        trash.rmdir()
         raise
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
+    tmp.rmdir()
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def growing_outputs(cfg: PipelineConfig) -> list[str]:
