@@ -282,6 +282,20 @@ def test_install_dir_with_a_space_works_and_odd_characters_are_refused():
             assert shown in str(exc.value), str(exc.value)
 
 
+def test_a_bundle_folder_named_in_any_language_gets_an_install_dir_it_accepts(tiny, tmp_path, capsys):
+    # -o "Bündel Halle (2)" was refused: "install dir '/opt/ovq/Bündel Halle (2)': '()ü' is not allowed there",
+    # for a folder the user named and an install dir they never gave
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"model: {tiny}\nsources: [synth://conveyor]\n")
+    out = tmp_path / "Bündel Halle (2)"
+    assert main(["bundle", "--pipeline", str(pipeline), "-o", str(out)]) == 0
+    assert "(install dir /opt/ovq/Bundel Halle -2)" in capsys.readouterr().out
+    assert "WorkingDirectory=/opt/ovq/Bundel Halle -2\n" in (out / "ovq.service").read_text()
+    assert "DEST=\"$ROOT\"'/opt/ovq/Bundel Halle -2'" in (out / "install.sh").read_text()
+    with pytest.raises(ConfigError, match="'ü' is not allowed there"):  # one given is checked, not changed
+        build_bundle(None, pipeline, tmp_path / "b", install_dir="/opt/ovq/Bündel")
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 @pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.stem)
 def test_every_shipped_pipeline_gets_a_unit_with_exposure_at_most_2(pipeline, tmp_path):

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -103,7 +104,7 @@ def build_bundle(
     reused when up to date; ``quantize=False`` refuses instead. The quantized IR is shipped and the section is
     dropped, since the target has no dataset. ``${VAR}`` references stay as they are, so no secret from this
     machine lands in the bundle. ``install_dir`` is where the folder will live on the target (default
-    ``/opt/ovq/<out_dir name>``); the systemd unit points there.
+    :func:`default_install_dir`: ``/opt/ovq/<out_dir name>``); the systemd unit points there.
     """
     out_dir = Path(out_dir)
     check_output_dir(out_dir)  # a file on the way (afile/sub) is named as such, not "File exists"
@@ -113,7 +114,7 @@ def build_bundle(
     _check_not_an_input(out_dir, [Path(pipeline), cfg.model if model is None else Path(model), wheel, *(
         [cfg.quantize.data, cfg.quantize.output] if cfg.quantize is not None else []), *(
         Path(s.url) for s in cfg.sources if is_local_path(s.url) and "${" not in s.url)])
-    install_dir = check_install_dir(install_dir or f"/opt/ovq/{out_dir.resolve().name}")
+    install_dir = check_install_dir(install_dir or default_install_dir(out_dir))
     _check_user(user)
     check_allow_ip(allow_ip)
     if isinstance(cfg.model, str):  # a serving URL (ovq.serving): nothing local to ship, not supported yet
@@ -167,6 +168,14 @@ def build_bundle(
         wheel=out_dir / WHEELS_DIR / wheel_path.name, requirements=pins, install_dir=install_dir,
         service=out_dir / SERVICE_FILE, files=files,
     )
+
+
+def default_install_dir(out_dir: Path) -> str:
+    """``/opt/ovq/<out_dir's name>``, spelt with what :func:`check_install_dir` accepts: accents dropped
+    (``Bündel`` -> ``Bundel``), any other character not allowed there a ``-``."""
+    name = unicodedata.normalize("NFKD", out_dir.resolve().name).encode("ascii", "ignore").decode("ascii")
+    name = re.sub(r"[^A-Za-z0-9._+@ -]+", "-", name).strip("- ")
+    return f"/opt/ovq/{name if name not in ('', '.', '..') else 'bundle'}"
 
 
 def check_install_dir(install_dir: str) -> str:
