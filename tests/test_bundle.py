@@ -611,6 +611,22 @@ def test_pipeline_features_add_their_packages(tmp_path):
     assert needs(served).network and not needs(cfg()).network
 
 
+@pytest.mark.parametrize("sinks", ["{jsonl: /dev/stdout}", "{jsonl: {path: /dev/stderr}}", "{video: /dev/null}"])
+def test_a_sink_to_a_pipe_or_device_is_refused_not_shipped_as_a_file(built, tiny, tmp_path, capsys, sinks):
+    # `jsonl: /dev/stdout` was shipped as `output/stdout`, a file that grew for as long as the service ran (and
+    # without the warning); left as it was it fails too: a service's standard output is the journal's socket
+    result, _ = built
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"model: {tiny.parent}\nsources: [synth://conveyor]\nsinks: {sinks}\n")
+    out = tmp_path / "b"
+    assert main(["bundle", "--pipeline", str(pipeline), "-o", str(out), "--wheel", str(result.wheel)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    kind = "jsonl" if "jsonl" in sinks else "video"
+    assert len(err) == 1 and err[0].startswith(f"ovq bundle: error: {pipeline}: sinks.{kind}: /dev/"), err
+    assert "a service writes its results in the bundle's output/ folder" in err[0]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+
+
 def test_bundle_warns_of_outputs_that_grow_for_as_long_as_the_service_runs(built, tiny, tmp_path, capsys):
     """A service writes for months: one video (its index only at the end) and one JSON Lines file fill the disk."""
     result, _ = built

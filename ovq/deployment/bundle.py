@@ -128,6 +128,7 @@ def build_bundle(
         check_paths(cfg)
     elif not src_model.exists():
         raise ModelError(f"{src_model}: no such file or folder")
+    _check_sinks_are_files(cfg)
     run_xml = _quantized(cfg, build=quantize) if cfg.quantize is not None else None
     for warning in growing_outputs(cfg):
         logger.warning("%s", warning)
@@ -213,6 +214,17 @@ def _check_not_an_input(out_dir: Path, inputs: list[Any]) -> None:
             if real == out or out in real.parents:
                 raise ConfigError(f"{out_dir}: holds {item}, an input of this bundle, which replacing the folder "
                                   "would delete; give a new or an empty folder")
+
+
+def _check_sinks_are_files(cfg: PipelineConfig) -> None:
+    """:class:`ConfigError` for a video or JSON Lines sink that is a pipe or a device (``/dev/stdout``): the shipped
+    pipeline writes in ``output/``, and under systemd the service's standard output is the journal's socket,
+    which no path opens."""
+    for key, path in (("sinks.video", cfg.sinks.video), ("sinks.jsonl", cfg.sinks.jsonl)):
+        if path is not None and (is_stream(path) or str(path).startswith(("/dev/", "/proc/"))):
+            raise cfg.where.error(key, f"{path}: a pipe or a device; a service writes its results in the bundle's "
+                                       "output/ folder (its standard output is the journal, which no path opens): "
+                                       "give a file name, or send the records over MQTT")
 
 
 def _write(path: Path, text: str, *, mode: int = 0o644) -> None:
