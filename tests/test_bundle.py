@@ -627,6 +627,27 @@ def test_a_sink_to_a_pipe_or_device_is_refused_not_shipped_as_a_file(built, tiny
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
 
 
+def test_sink_paths_with_environment_references_are_shipped_as_names_in_output(built, tiny, tmp_path, capsys):
+    # `video: ${OUT:-out/v.mp4}` was shipped as `output/v.mp4}` (the name cut inside the reference)
+    result, _ = built
+    pipeline = tmp_path / "p.yaml"
+    shipped = {"'${OUT_DIR:-out}/cam-${LINE:-1}.mp4'": "output/cam-${LINE:-1}.mp4",
+               "'${OUT_DIR}/det-${NAME:-x}.jsonl'": "output/det-${NAME:-x}.jsonl"}
+    for sink, name in shipped.items():
+        key = "video" if ".mp4" in sink else "jsonl"
+        pipeline.write_text(f"model: {tiny.parent}\nsources: [synth://conveyor]\nsinks: {{{key}: {sink}}}\n")
+        out = tmp_path / "b"
+        assert main(["bundle", "--pipeline", str(pipeline), "-o", str(out), "--wheel", str(result.wheel), "--force"]) == 0
+        assert yaml.safe_load((out / "pipeline.yaml").read_text())["sinks"] == {key: name}
+    for sink in ("'${OUT:-out/v.mp4}'", "'${OUT}'", "{path: '${OUT:-a}/${B:-x/v.mp4}', segment: 10m}", "'a/${V:-v.mp4}'"):
+        pipeline.write_text(f"model: {tiny.parent}\nsources: [synth://conveyor]\nsinks: {{video: {sink}}}\n")
+        capsys.readouterr()
+        assert main(["bundle", "--pipeline", str(pipeline), "-o", str(tmp_path / "c"), "--wheel", str(result.wheel)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"ovq bundle: error: {pipeline}: sinks.video: "), err
+        assert "a path from the environment" in err[0] and not (tmp_path / "c").exists()
+
+
 def test_bundle_warns_of_outputs_that_grow_for_as_long_as_the_service_runs(built, tiny, tmp_path, capsys):
     """A service writes for months: one video (its index only at the end) and one JSON Lines file fill the disk."""
     result, _ = built

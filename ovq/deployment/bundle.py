@@ -217,14 +217,35 @@ def _check_not_an_input(out_dir: Path, inputs: list[Any]) -> None:
 
 
 def _check_sinks_are_files(cfg: PipelineConfig) -> None:
-    """:class:`ConfigError` for a video or JSON Lines sink that is a pipe or a device (``/dev/stdout``): the shipped
-    pipeline writes in ``output/``, and under systemd the service's standard output is the journal's socket,
-    which no path opens."""
+    """:class:`ConfigError` for a video or JSON Lines sink the shipped pipeline cannot write in ``output/``: a pipe
+    or a device (``/dev/stdout``: under systemd the service's standard output is the journal's socket, which no
+    path opens), or a path from the environment (:func:`_output_name`)."""
     for key, path in (("sinks.video", cfg.sinks.video), ("sinks.jsonl", cfg.sinks.jsonl)):
         if path is not None and (is_stream(path) or str(path).startswith(("/dev/", "/proc/"))):
             raise cfg.where.error(key, f"{path}: a pipe or a device; a service writes its results in the bundle's "
                                        "output/ folder (its standard output is the journal, which no path opens): "
                                        "give a file name, or send the records over MQTT")
+    sinks = cfg.raw.get("sinks") or {}
+    for kind in ("video", "jsonl"):
+        value = sinks.get(kind)
+        text = value.get("path") if isinstance(value, dict) else value
+        if isinstance(text, str) and _output_name(text) is None:
+            raise cfg.where.error(f"sinks.{kind}", f"{text}: a path from the environment; the service writes in the "
+                                                   "bundle's output/ folder, so write the file name there (a "
+                                                   "reference inside the name is fine: cam-${LINE}.mp4)")
+
+
+_ENV_REF = re.compile(r"\$\{[^}]*\}")
+
+
+def _output_name(text: str) -> str | None:
+    """The file name of a sink path as written: after its last ``/`` outside ``${...}`` references. ``None`` when
+    a reference in it may stand for a path (a whole-name ``${OUT}``, or a default holding a ``/``)."""
+    masked = _ENV_REF.sub(lambda m: "_" * len(m.group()), text)
+    name = text[masked.rfind("/") + 1:]
+    if _ENV_REF.fullmatch(name) or any("/" in ref for ref in _ENV_REF.findall(name)):
+        return None
+    return name
 
 
 def _write(path: Path, text: str, *, mode: int = 0o644) -> None:
@@ -330,14 +351,11 @@ def rewrite_pipeline(cfg: PipelineConfig, model_rel: str) -> str:
     if not isinstance(data.get("cache", True), bool):
         data.pop("cache")  # a build-machine folder; the service sets OVQ_CACHE_DIR
     sinks = data.get("sinks") or {}
-    if isinstance(sinks.get("video"), dict) and sinks["video"].get("path") is not None:
-        sinks["video"]["path"] = f"{OUTPUT_DIR}/{Path(str(sinks['video']['path'])).name}"
-    elif sinks.get("video") is not None:
-        sinks["video"] = f"{OUTPUT_DIR}/{Path(str(sinks['video'])).name}"
-    if isinstance(sinks.get("jsonl"), dict) and sinks["jsonl"].get("path") is not None:
-        sinks["jsonl"]["path"] = f"{OUTPUT_DIR}/{Path(str(sinks['jsonl']['path'])).name}"
-    elif sinks.get("jsonl") is not None:
-        sinks["jsonl"] = f"{OUTPUT_DIR}/{Path(str(sinks['jsonl'])).name}"
+    for kind in ("video", "jsonl"):  # checked by _check_sinks_are_files
+        if isinstance(sinks.get(kind), dict) and sinks[kind].get("path") is not None:
+            sinks[kind]["path"] = f"{OUTPUT_DIR}/{_output_name(str(sinks[kind]['path']))}"
+        elif sinks.get(kind) is not None:
+            sinks[kind] = f"{OUTPUT_DIR}/{_output_name(str(sinks[kind]))}"
     sources = data.get("sources")
     if not isinstance(sources, list):
         sources = [sources]
