@@ -648,6 +648,25 @@ def test_sink_paths_with_environment_references_are_shipped_as_names_in_output(b
         assert "a path from the environment" in err[0] and not (tmp_path / "c").exists()
 
 
+def test_a_model_path_from_the_environment_is_found_here_and_other_references_stay(built, tiny, tmp_path, capsys,
+                                                                                    monkeypatch):
+    # `ovq pipeline` read model: ${MODELS}/det; `ovq bundle` looked for a folder literally named ${MODELS}
+    result, _ = built
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("model: ${OVQ_TEST_MODELS}/" + tiny.parent.name + "\nsources: ['${OVQ_TEST_CAM:-synth://conveyor}']\n")
+    monkeypatch.setenv("OVQ_TEST_MODELS", str(tiny.parent.parent))
+    monkeypatch.setenv("OVQ_TEST_CAM", "rtsp://viewer:hunter2@cam/1")
+    out = tmp_path / "b"
+    assert main(["bundle", "--pipeline", str(pipeline), "-o", str(out), "--wheel", str(result.wheel)]) == 0
+    shipped = yaml.safe_load((out / "pipeline.yaml").read_text())
+    assert shipped == {"model": "models/model/model.xml", "sources": ["${OVQ_TEST_CAM:-synth://conveyor}"]}
+    monkeypatch.delenv("OVQ_TEST_MODELS")
+    capsys.readouterr()
+    assert main(["bundle", "--pipeline", str(pipeline), "-o", str(tmp_path / "c"), "--wheel", str(result.wheel)]) == 2
+    assert capsys.readouterr().err.strip() == (f"ovq bundle: error: {pipeline}: model: environment variable "
+                                               "OVQ_TEST_MODELS is not set (referenced as ${OVQ_TEST_MODELS})")
+
+
 def test_bundle_warns_of_outputs_that_grow_for_as_long_as_the_service_runs(built, tiny, tmp_path, capsys):
     """A service writes for months: one video (its index only at the end) and one JSON Lines file fill the disk."""
     result, _ = built

@@ -103,14 +103,15 @@ def build_bundle(
     ``quantize`` section, its output is made now (:func:`ovq.deployment.build.ensure_quantized`, minutes) or
     reused when up to date; ``quantize=False`` refuses instead. The quantized IR is shipped and the section is
     dropped, since the target has no dataset. ``${VAR}`` references stay as they are, so no secret from this
-    machine lands in the bundle. ``install_dir`` is where the folder will live on the target (default
+    machine lands in the bundle; those in ``model`` and ``quantize`` name files read here, from this machine's
+    environment (the shipped file names the bundle's model instead). ``install_dir`` is where the folder will live on the target (default
     :func:`default_install_dir`: ``/opt/ovq/<out_dir name>``); the systemd unit points there.
     """
     out_dir = Path(out_dir)
     check_output_dir(out_dir)  # a file on the way (afile/sub) is named as such, not "File exists"
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{out_dir}: exists and is not empty; pass --force to replace it")
-    cfg = load_pipeline_config(pipeline, resolve_env=False)
+    cfg = load_pipeline_config(pipeline, resolve_env=("model", "quantize"))
     _check_not_an_input(out_dir, [Path(pipeline), cfg.model if model is None else Path(model), wheel, *(
         [cfg.quantize.data, cfg.quantize.output] if cfg.quantize is not None else []), *(
         Path(s.url) for s in cfg.sources if is_local_path(s.url) and "${" not in s.url)])
