@@ -667,6 +667,20 @@ def test_a_model_path_from_the_environment_is_found_here_and_other_references_st
                                                "OVQ_TEST_MODELS is not set (referenced as ${OVQ_TEST_MODELS})")
 
 
+def test_bundle_warns_of_a_max_frames_that_ends_the_service_for_good(built, tiny, tmp_path, capsys):
+    # conveyor_demo.yaml's max_frames: 300 went into the service as it was: it stopped after 10 s with exit code
+    # 0, which Restart=on-failure does not restart, and said nothing
+    result, _ = built
+    for name, extra in (("ends", "max_frames: 300\n"), ("runs", "max_frames: null\n")):
+        pipeline = tmp_path / f"{name}.yaml"
+        pipeline.write_text(f"model: {tiny.parent}\nsources: [synth://conveyor]\n{extra}")
+        assert main(["bundle", "--pipeline", str(pipeline), "-o", str(tmp_path / name), "--wheel", str(result.wheel)]) == 0
+        err = capsys.readouterr().err
+        warned = "ends.yaml: max_frames: the service would stop after 300 frames a stream and not be restarted"
+        assert (warned in err) == (name == "ends"), err
+    assert "Restart=on-failure" in (tmp_path / "ends" / "ovq.service").read_text()
+
+
 def test_bundle_warns_of_outputs_that_grow_for_as_long_as_the_service_runs(built, tiny, tmp_path, capsys):
     """A service writes for months: one video (its index only at the end) and one JSON Lines file fill the disk."""
     result, _ = built

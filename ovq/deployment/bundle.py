@@ -131,7 +131,7 @@ def build_bundle(
         raise ModelError(f"{src_model}: no such file or folder")
     _check_sinks_are_files(cfg)
     run_xml = _quantized(cfg, build=quantize) if cfg.quantize is not None else None
-    for warning in growing_outputs(cfg):
+    for warning in [*growing_outputs(cfg), *_ending(cfg)]:
         logger.warning("%s", warning)
 
     target = out_dir.resolve()
@@ -311,6 +311,17 @@ def growing_outputs(cfg: PipelineConfig) -> list[str]:
         found.append(f"{where}: sinks.jsonl: the service would write one JSON Lines file that grows until the disk "
                      "is full; set sinks.jsonl.rotate (e.g. 1h or 100MB) and keep (e.g. 48)")
     return found
+
+
+def _ending(cfg: PipelineConfig) -> list[str]:
+    """A ``max_frames`` (fine for a try, the demo's 300) would end the service: the run exits 0 after it, which
+    ``Restart=on-failure`` leaves stopped."""
+    if cfg.max_frames is None:
+        return []
+    where = cfg.path.name if cfg.path is not None else "the pipeline"
+    return [(f"{where}: max_frames: the service would stop after {cfg.max_frames} frames a stream and not be "
+             "restarted (a finished run is no failure); remove max_frames (or set it to null) for a service that "
+             "runs until stopped, and use ./run.sh --max-frames N for a short try")]
 
 
 # --- models --------------------------------------------------------------------------------------------------
