@@ -355,6 +355,38 @@ def test_ensure_quantized_hands_the_options_object_to_quantize(tmp_path, monkeyp
     assert ensure_quantized(q, cfg.model) == tmp_path / "int8/model.xml" and len(calls) == 1
 
 
+def test_a_quantized_model_made_with_other_settings_is_not_reused(tmp_path, tiny):
+    # max_drop 0.05 -> 0.005 in the pipeline: the model made for 0.05 was newer than model and data, so ovq pipeline
+    # and ovq bundle kept running and shipping it without a word
+    from dataclasses import replace
+
+    from ovq.core.metadata import read_info, write_info
+    from ovq.model.conversion import save
+    from ovq.runtime.compilation import read_model
+
+    model = read_model(tiny)
+    made = {"tool": "ovq", "mode": "accuracy_control", "max_drop": 0.05, "drop_type": "absolute",
+            "preset": "performance", "calib_split": "calib", "val_split": "val", "rank_by": "accuracy", "ignored": []}
+    write_info(model, replace(read_info(model), quantization=made))
+    (tmp_path / "data").mkdir()
+    save(model, tmp_path / "int8")
+    for name in ("model.xml", "model.bin"):
+        _touch(tmp_path / "int8" / name, time.time() + 10, tmp_path)
+
+    def fresh(**section):
+        cfg = parse_pipeline_config({"model": str(tiny), "sources": [0], "quantize": {
+            "data": "data", "output": "int8", "calib_split": "calib", **section}}, tmp_path / "p.yaml")
+        return quantized_is_fresh(cfg.quantize, cfg.model)
+
+    assert fresh(max_drop=0.05) and fresh(max_drop=0.05, subset_size=8, preset="performance", val_split="val")
+    assert not fresh(max_drop=0.005)
+    assert not fresh()  # no budget: plain INT8, not accuracy control
+    assert not fresh(max_drop=0.05, preset="mixed")
+    assert not fresh(max_drop=0.05, ignore=["head.*"])
+    assert not fresh(max_drop=0.05, drop_type="relative")
+    assert not fresh(max_drop=0.05, rank_by="accuracy-per-latency")
+
+
 def test_quantize_takes_the_options_object_where_ensure_quantized_passes_it():
     params = list(inspect.signature(workflow.quantize).parameters)
     inspect.signature(workflow.quantize).bind("model", "data", "out", QuantizeOptions())

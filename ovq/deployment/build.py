@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ovq.core.errors import SourceError
+from ovq.core.errors import OvqError, SourceError
 from ovq.data.layout import dataset_root, newest_mtime
 from ovq.deployment.schema import PipelineConfig, QuantizeConfig, ServeConfig
 from ovq.model.conversion import MODEL_XML
@@ -79,7 +79,36 @@ def quantized_is_fresh(q: QuantizeConfig, model: Path) -> bool:
         return False
     built = min(out_xml.stat().st_mtime, out_bin.stat().st_mtime)
     data_time = max(newest_mtime(q.data), newest_mtime(dataset_root(q.data)))
-    return built > newest_mtime(model) and built > data_time
+    if not (built > newest_mtime(model) and built > data_time):
+        return False
+    changed = settings_changed(q)
+    if changed:
+        logger.info("%s was made with other settings (%s)", q.output, changed)
+    return not changed
+
+
+def settings_changed(q: QuantizeConfig) -> str:
+    """What the quantize section asks that the model in ``q.output`` was not made with (``max_drop 0.005, made
+    with 0.05``), from the provenance ovq writes into its rt_info; ``""`` when they agree, or when it has none
+    (a model made elsewhere is trusted as before)."""
+    from ovq.core.metadata import read_info
+    from ovq.runtime.compilation import read_model
+
+    try:
+        info = read_info(read_model(q.output / MODEL_XML))
+    except OvqError:
+        return ""  # unreadable: whoever loads it says why
+    made = info.quantization if info is not None else None
+    if not made or made.get("tool") != "ovq":
+        return ""
+    o = q.options
+    budget = o.max_drop is not None
+    # the settings the provenance holds as they were asked (splits are stored as found: 'val' -> 'val2017')
+    asked = {"mode": "accuracy_control" if budget else "plain", "max_drop": o.max_drop,
+             "drop_type": o.drop_type.value, "preset": o.preset.value, "ignored": list(o.ignore),
+             "rank_by": o.rank_by.value if budget else None}
+    return ", ".join(f"{key} {asked[key]}, made with {made.get(key)}" for key in asked
+                     if key in made and made[key] != asked[key])
 
 
 def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:

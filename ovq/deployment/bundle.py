@@ -37,7 +37,7 @@ from ovq.core.errors import ConfigError, ModelError
 from ovq.core.fileio import check_output_dir, is_stream
 from ovq.core.metadata import read_info
 from ovq.core.urls import env_references
-from ovq.deployment.build import check_paths, ensure_quantized, quantized_is_fresh
+from ovq.deployment.build import check_paths, ensure_quantized, quantized_is_fresh, settings_changed
 from ovq.deployment.loader import load_pipeline_config
 from ovq.deployment.packaging import (
     WHEELS_DIR,
@@ -348,7 +348,9 @@ def _quantized(cfg: PipelineConfig, *, build: bool) -> Path:
     if quantized_is_fresh(q, cfg.model):
         return ensure_quantized(q, cfg.model)
     if not build:
-        state = "does not exist yet" if not q.output.exists() else f"is older than {cfg.model} or {q.data}"
+        changed = settings_changed(q) if q.output.exists() else ""
+        state = ("does not exist yet" if not q.output.exists() else f"was made with other settings ({changed})"
+                 if changed else f"is older than {cfg.model} or {q.data}")
         raise ConfigError(f"{cfg.path}: quantize.output {q.output} {state}; bundle without --no-quantize to "
                           "make it now, or run `ovq pipeline FILE --max-frames 1` first")
     logger.info("%s: quantizing for the bundle (reused next time while up to date)", cfg.path.name)
