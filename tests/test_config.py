@@ -562,6 +562,9 @@ nms: python
         ("", "NPU", "device 'NPU' is not available on this machine; available: "),
         ("devcie: CPU\n", None, "p.yaml: unknown key 'devcie'; did you mean 'device'?"),
         ("sinks: {mqtt: {url_env: OVQ_TEST_NO_BROKER}}\n", None, "sinks.mqtt: no broker URL: set the environment"),
+        # --check said OK to outputs no run could make
+        ("sinks: {video: out/line1.avi}\n", None, "out/line1.avi: video output must end in .mp4 or .webm"),
+        ("sinks: {jsonl: .}\n", None, ": is a folder; expected a file name"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, message):

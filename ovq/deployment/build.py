@@ -136,11 +136,7 @@ def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None
     s = cfg.sinks
     out: list[Sink] = []
     try:
-        if s.video is not None:
-            out.append(VideoSink(s.video, fps=s.video_fps, segment=s.video_segment, keep=s.video_keep))
-        if s.jsonl is not None:
-            out.append(JsonlSink(s.jsonl, append=s.jsonl_append, rotate_seconds=s.jsonl_rotate_seconds,
-                                 rotate_bytes=s.jsonl_rotate_bytes, keep=s.jsonl_keep))
+        out += _file_sinks(cfg)
         if s.mqtt is not None:
             check_environment(cfg, environ)
             m = s.mqtt
@@ -154,6 +150,27 @@ def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None
         close_all(out)
         raise
     return out
+
+
+def _file_sinks(cfg: PipelineConfig) -> list[Sink]:
+    s = cfg.sinks
+    out: list[Sink] = []
+    try:
+        if s.video is not None:
+            out.append(VideoSink(s.video, fps=s.video_fps, segment=s.video_segment, keep=s.video_keep))
+        if s.jsonl is not None:
+            out.append(JsonlSink(s.jsonl, append=s.jsonl_append, rotate_seconds=s.jsonl_rotate_seconds,
+                                 rotate_bytes=s.jsonl_rotate_bytes, keep=s.jsonl_keep))
+    except BaseException:
+        close_all(out)
+        raise
+    return out
+
+
+def check_outputs(cfg: PipelineConfig) -> None:
+    """The video and JSON Lines outputs checked as a run makes them (a folder, a suffix no writer takes, a
+    read-only place), nothing created; the broker and the live view's port are left to the run."""
+    close_all(_file_sinks(cfg))
 
 
 def build_server(serve: ServeConfig, environ: Mapping[str, str] | None = None) -> LiveServer:
