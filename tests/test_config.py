@@ -578,6 +578,19 @@ def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, me
     assert len(err) == 1 and message in err[0] and err[0].startswith("ovq pipeline: error: ")
 
 
+def test_check_into_a_pipe_whose_reader_has_gone_ends_quietly(tiny, tmp_path):
+    # `ovq pipeline p.yaml --check | head -1` printed "ovq pipeline: error: Broken pipe" and exited 2
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # head -1 has read its line and gone
+    try:
+        r = subprocess.run([sys.executable, "-m", "ovq", "pipeline", str(path), "--check"], stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert (r.returncode, r.stderr) == (141, "")  # as a shell tool killed by SIGPIPE
+
+
 # --- a served model (a serving URL as model) takes no key that only a local model honours ------------------------
 
 SERVED = "grpc://127.0.0.1:9/v2/models/fd"  # nothing listens on the discard port; nothing here connects anyway
