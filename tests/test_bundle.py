@@ -261,6 +261,18 @@ def test_unit_allows_the_devices_and_network_the_pipeline_uses(tmp_path, device,
     assert ("RestrictAddressFamilies=AF_UNIX" in unit) == (not expected.network)
 
 
+def test_two_bundles_on_one_pc_keep_their_own_heartbeat(tmp_path):
+    # every unit had RuntimeDirectory=ovq and /run/ovq/heartbeat.json: with two pipelines installed (hall1, hall2)
+    # each overwrote the other's heartbeat (ovq health said fresh with one of them hung) and stopping one removed
+    # /run/ovq under the other
+    cfg = _cfg(tmp_path)
+    units = {d: service_unit(cfg, d).splitlines() for d in ("/opt/ovq/hall1", "/opt/ovq/hall 2")}
+    assert {"RuntimeDirectory=ovq-hall1", "Environment=OVQ_HEARTBEAT_FILE=%t/ovq-hall1/heartbeat.json"} <= set(
+        units["/opt/ovq/hall1"])
+    assert {"RuntimeDirectory=ovq-hall-2", "Environment=OVQ_HEARTBEAT_FILE=%t/ovq-hall-2/heartbeat.json"} <= set(
+        units["/opt/ovq/hall 2"])
+
+
 def test_unit_network_allow_list_and_watchdog(tmp_path):
     cfg = _cfg(tmp_path, sources=["rtsp://cam/1"], reconnect={"stall_timeout": 10, "max_delay": 120})
     unit = service_unit(cfg, "/opt/ovq/x", allow_ip=("192.168.7.0/24", "fd00::/8")).splitlines()

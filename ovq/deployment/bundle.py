@@ -429,6 +429,7 @@ def readme(
         user=user,
         install_dir=d,
         unit=unit_name(d),
+        runtime_dir=unit_name(d).removesuffix(".service"),
         env_lines="\n".join(env_lines or ["# nothing needed by this pipeline yet"]),
         stats_interval=f"{cfg.stats_interval:g}",
         device=cfg.device,
