@@ -271,6 +271,9 @@ def test_two_bundles_on_one_pc_keep_their_own_heartbeat(tmp_path):
         units["/opt/ovq/hall1"])
     assert {"RuntimeDirectory=ovq-hall-2", "Environment=OVQ_HEARTBEAT_FILE=%t/ovq-hall-2/heartbeat.json"} <= set(
         units["/opt/ovq/hall 2"])
+    # and their own cameras: both read /etc/ovq/ovq.env alone, so hall 2's service ran hall 1's OVQ_CAM1_URL
+    env_files = [line for line in units["/opt/ovq/hall1"] if line.startswith("EnvironmentFile=")]
+    assert env_files == ["EnvironmentFile=-/etc/ovq/ovq.env", "EnvironmentFile=-/etc/ovq/ovq-hall1.env"]
 
 
 def test_unit_network_allow_list_and_watchdog(tmp_path):
@@ -564,6 +567,7 @@ def test_offline_bundle_installs_without_network_and_runs_60_frames(tiny, tmp_pa
     assert log.read_text().splitlines() == [*groups, "systemctl daemon-reload", "systemctl enable ovq-line-1.service"]
     assert (root / "etc/systemd/system/ovq-line-1.service").read_text() == (out / "ovq.service").read_text()
     assert oct((root / "etc/ovq/ovq.env").stat().st_mode & 0o777) == "0o600"
+    assert oct((root / "etc/ovq/ovq-line-1.env").stat().st_mode & 0o777) == "0o600"
     assert (dest / "output").owner() == "nobody" and (dest / "run.sh").owner() == "root"
     # the service user reads every file and enters every folder (links skipped: .venv/bin/python points at
     # this machine's interpreter)

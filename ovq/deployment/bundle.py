@@ -388,7 +388,8 @@ def rewrite_pipeline(cfg: PipelineConfig, model_rel: str) -> str:
     header = (
         f"# Pipeline shipped by `ovq bundle` from {cfg.path.name}.\n"
         "# Paths are relative to this file. ${VAR} values come from the environment\n"
-        "# (the service reads /etc/ovq/ovq.env). Check it with: ./run.sh --check\n"
+        "# (the service reads /etc/ovq/ovq.env, then its own /etc/ovq/ovq-NAME.env: README.md).\n"
+        "# Check it with: ./run.sh --check\n"
     )
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
