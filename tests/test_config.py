@@ -512,6 +512,15 @@ def test_cli_check_prints_the_resolved_config(tiny, tmp_path, capsys, monkeypatc
     assert json.loads(capsys.readouterr().out)["device"] == "CPU"
 
 
+def test_cli_check_shows_a_non_ascii_path_as_written(tiny, tmp_path, capsys):
+    # printed as "/tmp/.../Bänder \xE9/line1.jsonl": YAML escapes, not the path to copy
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\nsinks: {{jsonl: Bänder é/line1.jsonl}}\n")
+    assert main(["pipeline", str(path), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path}/Bänder é/line1.jsonl" in out and "\\x" not in out and "\\u" not in out
+    assert yaml.safe_load(out)["sinks"]["jsonl"]["path"] == f"{tmp_path}/Bänder é/line1.jsonl"
+
+
 def test_the_config_check_prints_loads_again(tiny, tmp_path, capsys):
     # --check printed sinks.video_fps, sinks.jsonl_append and serve.host/port, keys the loader refuses: what it
     # printed (YAML and --json) could not be loaded back. Every key a file can hold, no secrets (masked, they

@@ -69,5 +69,5 @@ def _check(cfg: PipelineConfig, args: argparse.Namespace) -> int:
         print(json.dumps(resolved, indent=2))
     else:
         print(f"# {args.file}: OK (device {spec.text} is available; passwords masked)")
-        print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False).rstrip())
+        print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False, allow_unicode=True).rstrip())
     return 0
