@@ -697,6 +697,23 @@ def test_bundle_warns_of_a_max_frames_that_ends_the_service_for_good(built, tiny
     assert "Restart=on-failure" in (tmp_path / "ends" / "ovq.service").read_text()
 
 
+def test_mqtt_tls_files_are_shipped_as_the_files_the_pipeline_named(built, tiny, tmp_path, capsys, monkeypatch):
+    # ca_file: certs/ca.pem went into the bundle as it was, naming a file the bundle does not hold: the shipped
+    # pipeline failed its own check on the target ("certs/ca.pem: no such file")
+    result, _ = built
+    (tmp_path / "src" / "certs").mkdir(parents=True)
+    (tmp_path / "src" / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    pipeline = tmp_path / "src" / "p.yaml"
+    pipeline.write_text(f"model: {tiny.parent}\nsources: [synth://conveyor]\n"
+                        "sinks: {mqtt: {url: 'mqtts://broker.local:8883', ca_file: certs/ca.pem}}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bundle", "--pipeline", "src/p.yaml", "-o", "b", "--wheel", str(result.wheel)]) == 0
+    shipped = yaml.safe_load((tmp_path / "b" / "pipeline.yaml").read_text())["sinks"]["mqtt"]
+    assert shipped == {"url": "mqtts://broker.local:8883", "ca_file": str(tmp_path / "src" / "certs" / "ca.pem")}
+    assert "sinks.mqtt.ca_file" in capsys.readouterr().err
+    load_pipeline_config(tmp_path / "b" / "pipeline.yaml")  # loads (and finds the file) where it is
+
+
 def test_bundle_warns_of_outputs_that_grow_for_as_long_as_the_service_runs(built, tiny, tmp_path, capsys):
     """A service writes for months: one video (its index only at the end) and one JSON Lines file fill the disk."""
     result, _ = built

@@ -370,6 +370,13 @@ def rewrite_pipeline(cfg: PipelineConfig, model_rel: str) -> str:
             sinks[kind]["path"] = f"{OUTPUT_DIR}/{_output_name(str(sinks[kind]['path']))}"
         elif sinks.get(kind) is not None:
             sinks[kind] = f"{OUTPUT_DIR}/{_output_name(str(sinks[kind]))}"
+    mqtt, parsed_mqtt = sinks.get("mqtt"), cfg.sinks.mqtt
+    for key in ("ca_file", "cert_file", "key_file"):  # TLS files stay where they are (a key is no file to copy)
+        local = getattr(parsed_mqtt, key, None)
+        if isinstance(mqtt, dict) and local is not None and "${" not in str(mqtt.get(key)):
+            mqtt[key] = os.path.abspath(local)  # relative to the working folder, as a source's below
+            logger.warning("sinks.mqtt.%s (%s) is a local file: it must exist at that path on the target, readable "
+                           "by the service's user", key, mqtt[key])
     sources = data.get("sources")
     if not isinstance(sources, list):
         sources = [sources]
