@@ -126,6 +126,13 @@ def test_long_values_and_large_files_are_refused(tmp_path, capsys):
     assert "is too large for a configuration file" in one_error_line(capsys, "pipeline", str(big), "--check")
 
 
+def test_a_pipeline_file_that_never_ends_is_refused_at_the_size_limit(capsys):
+    """A device or a pipe has no size to check first (``ovq pipeline <(make-config)``): /dev/zero was read until
+    memory ran out (a MemoryError traceback under a 4 GB limit)."""
+    line = one_error_line(capsys, "pipeline", "/dev/zero", "--check")
+    assert line == "ovq pipeline: error: /dev/zero: more than 1 MB: too large for a configuration file"
+
+
 @pytest.mark.parametrize(("entry", "message"), [
     ("nc: abc\n", "nc: expected the number of classes (an integer >= 1), got 'abc'"),
     ("nc: 2\n", None),
