@@ -204,6 +204,16 @@ def test_merge_keys_share_settings_and_own_keys_override_them(tmp_path):
         load_pipeline_config(write(tmp_path, twice))
 
 
+@pytest.mark.parametrize("resolve", [True, False])
+def test_a_reference_as_a_default_is_named_not_misread(tmp_path, resolve):
+    # shell-style ${A:-${B:-x}} ended at the first '}': "${B_CAM:-synth:/conveyor}: no such file or folder"
+    text = "model: m\nsources: ['${A_CAM:-${B_CAM:-synth://conveyor}}']\n"
+    with pytest.raises(ConfigError) as err:
+        load_pipeline_config(write(tmp_path, text), resolve_env=resolve, environ={})
+    assert str(err.value) == (f"{tmp_path / 'p.yaml'}: sources[0]: ${{A_CAM:-${{...}}}}: a default that is itself a "
+                              "reference is not supported; write a plain one: ${A_CAM:-VALUE}")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match=r"nope.yaml: no such file"):
         load_pipeline_config(tmp_path / "nope.yaml")

@@ -31,6 +31,7 @@ The keys and their checks are in :mod:`ovq.deployment.schema`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ _PASSWORD_IN_FILE = (
     "e.g. rtsp://${CAM_USER}:${CAM_PASSWORD}@host/stream or ...?user=${CAM_USER}&pwd=${CAM_PASSWORD} "
     "(MQTT: OVQ_MQTT_USERNAME / OVQ_MQTT_PASSWORD)"
 )
+
+
+_NESTED_DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-[^}]*\$\{")
 
 
 def parse_pipeline_config(
@@ -84,6 +88,10 @@ def _expand(value: Any, key: str, origin: Origin, environ: dict[str, str] | None
     copied, so that is where it must not be, whether or not the references are resolved.
     """
     if isinstance(value, str):
+        nested = _NESTED_DEFAULT.search(value)
+        if nested:  # ${A:-${B}}: the reference would end at the first '}' and leave the rest as text
+            raise origin.error(key, f"${{{nested.group(1)}:-${{...}}}}: a default that is itself a reference is not "
+                                    f"supported; write a plain one: ${{{nested.group(1)}:-VALUE}}")
         if has_literal_password(value):
             raise origin.error(key, _PASSWORD_IN_FILE)
         if key == "serve.token" and "${" not in value:
