@@ -676,6 +676,8 @@ def test_a_model_path_from_the_environment_is_found_here_and_other_references_st
     assert main(["bundle", "--pipeline", str(pipeline), "-o", str(out), "--wheel", str(result.wheel)]) == 0
     shipped = yaml.safe_load((out / "pipeline.yaml").read_text())
     assert shipped == {"model": "models/model/model.xml", "sources": ["${OVQ_TEST_CAM:-synth://conveyor}"]}
+    readme = (out / "README.md").read_text()  # what the target's env file needs: the camera, not the build's model
+    assert "OVQ_TEST_CAM=..." in readme and "OVQ_TEST_MODELS" not in readme
     monkeypatch.delenv("OVQ_TEST_MODELS")
     capsys.readouterr()
     assert main(["bundle", "--pipeline", str(pipeline), "-o", str(tmp_path / "c"), "--wheel", str(result.wheel)]) == 2

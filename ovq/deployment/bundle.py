@@ -426,7 +426,8 @@ def readme(
             env_lines.append(f"{mqtt.url_env}=mqtt://broker.local:1883")
         env_lines += ["OVQ_MQTT_USERNAME=...", "OVQ_MQTT_PASSWORD=..."]
     known = {line.split("=")[0] for line in env_lines}
-    env_lines += [f"{v}=..." for v in env_references(cfg.raw) if v not in known]
+    shipped = {k: v for k, v in cfg.raw.items() if k not in ("model", "quantize", "cache")}  # as rewrite_pipeline
+    env_lines += [f"{v}=..." for v in env_references(shipped) if v not in known]
     return _template("README.md").substitute(
         name=cfg.path.stem if cfg.path is not None else "pipeline",
         run_model=run_model,
