@@ -261,6 +261,21 @@ def test_unit_allows_the_devices_and_network_the_pipeline_uses(tmp_path, device,
     assert ("RestrictAddressFamilies=AF_UNIX" in unit) == (not expected.network)
 
 
+def test_two_bundles_on_one_pc_keep_their_own_heartbeat(tmp_path):
+    # every unit had RuntimeDirectory=ovq and /run/ovq/heartbeat.json: with two pipelines installed (hall1, hall2)
+    # each overwrote the other's heartbeat (ovq health said fresh with one of them hung) and stopping one removed
+    # /run/ovq under the other
+    cfg = _cfg(tmp_path)
+    units = {d: service_unit(cfg, d).splitlines() for d in ("/opt/ovq/hall1", "/opt/ovq/hall 2")}
+    assert {"RuntimeDirectory=ovq-hall1", "Environment=OVQ_HEARTBEAT_FILE=%t/ovq-hall1/heartbeat.json"} <= set(
+        units["/opt/ovq/hall1"])
+    assert {"RuntimeDirectory=ovq-hall-2", "Environment=OVQ_HEARTBEAT_FILE=%t/ovq-hall-2/heartbeat.json"} <= set(
+        units["/opt/ovq/hall 2"])
+    # and their own cameras: both read /etc/ovq/ovq.env alone, so hall 2's service ran hall 1's OVQ_CAM1_URL
+    env_files = [line for line in units["/opt/ovq/hall1"] if line.startswith("EnvironmentFile=")]
+    assert env_files == ["EnvironmentFile=-/etc/ovq/ovq.env", "EnvironmentFile=-/etc/ovq/ovq-hall1.env"]
+
+
 def test_unit_network_allow_list_and_watchdog(tmp_path):
     cfg = _cfg(tmp_path, sources=["rtsp://cam/1"], reconnect={"stall_timeout": 10, "max_delay": 120})
     unit = service_unit(cfg, "/opt/ovq/x", allow_ip=("192.168.7.0/24", "fd00::/8")).splitlines()
@@ -280,6 +295,20 @@ def test_install_dir_with_a_space_works_and_odd_characters_are_refused():
         assert "\n" not in str(exc.value).replace("\\n", "")
         if shown != "'..'":
             assert shown in str(exc.value), str(exc.value)
+
+
+def test_a_bundle_folder_named_in_any_language_gets_an_install_dir_it_accepts(tiny, tmp_path, capsys):
+    # -o "Bündel Halle (2)" was refused: "install dir '/opt/ovq/Bündel Halle (2)': '()ü' is not allowed there",
+    # for a folder the user named and an install dir they never gave
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"model: {tiny}\nsources: [synth://conveyor]\n")
+    out = tmp_path / "Bündel Halle (2)"
+    assert main(["bundle", "--pipeline", str(pipeline), "-o", str(out)]) == 0
+    assert "(install dir /opt/ovq/Bundel Halle -2)" in capsys.readouterr().out
+    assert "WorkingDirectory=/opt/ovq/Bundel Halle -2\n" in (out / "ovq.service").read_text()
+    assert "DEST=\"$ROOT\"'/opt/ovq/Bundel Halle -2'" in (out / "install.sh").read_text()
+    with pytest.raises(ConfigError, match="'ü' is not allowed there"):  # one given is checked, not changed
+        build_bundle(None, pipeline, tmp_path / "b", install_dir="/opt/ovq/Bündel")
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
@@ -538,6 +567,7 @@ def test_offline_bundle_installs_without_network_and_runs_60_frames(tiny, tmp_pa
     assert log.read_text().splitlines() == [*groups, "systemctl daemon-reload", "systemctl enable ovq-line-1.service"]
     assert (root / "etc/systemd/system/ovq-line-1.service").read_text() == (out / "ovq.service").read_text()
     assert oct((root / "etc/ovq/ovq.env").stat().st_mode & 0o777) == "0o600"
+    assert oct((root / "etc/ovq/ovq-line-1.env").stat().st_mode & 0o777) == "0o600"
     assert (dest / "output").owner() == "nobody" and (dest / "run.sh").owner() == "root"
     # the service user reads every file and enters every folder (links skipped: .venv/bin/python points at
     # this machine's interpreter)
@@ -595,6 +625,95 @@ def test_pipeline_features_add_their_packages(tmp_path):
     assert runtime_requirements(served, core) == ([*core, "aiohttp", "prometheus-client"], [])
     assert runtime_requirements(served, [*core, "aiohttp>=3.9; extra == 'web'"])[1] == ["web"]
     assert needs(served).network and not needs(cfg()).network
+
+
+@pytest.mark.parametrize("sinks", ["{jsonl: /dev/stdout}", "{jsonl: {path: /dev/stderr}}", "{video: /dev/null}"])
+def test_a_sink_to_a_pipe_or_device_is_refused_not_shipped_as_a_file(built, tiny, tmp_path, capsys, sinks):
+    # `jsonl: /dev/stdout` was shipped as `output/stdout`, a file that grew for as long as the service ran (and
+    # without the warning); left as it was it fails too: a service's standard output is the journal's socket
+    result, _ = built
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"model: {tiny.parent}\nsources: [synth://conveyor]\nsinks: {sinks}\n")
+    out = tmp_path / "b"
+    assert main(["bundle", "--pipeline", str(pipeline), "-o", str(out), "--wheel", str(result.wheel)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    kind = "jsonl" if "jsonl" in sinks else "video"
+    assert len(err) == 1 and err[0].startswith(f"ovq bundle: error: {pipeline}: sinks.{kind}: /dev/"), err
+    assert "a service writes its results in the bundle's output/ folder" in err[0]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+
+
+def test_sink_paths_with_environment_references_are_shipped_as_names_in_output(built, tiny, tmp_path, capsys):
+    # `video: ${OUT:-out/v.mp4}` was shipped as `output/v.mp4}` (the name cut inside the reference)
+    result, _ = built
+    pipeline = tmp_path / "p.yaml"
+    shipped = {"'${OUT_DIR:-out}/cam-${LINE:-1}.mp4'": "output/cam-${LINE:-1}.mp4",
+               "'${OUT_DIR}/det-${NAME:-x}.jsonl'": "output/det-${NAME:-x}.jsonl"}
+    for sink, name in shipped.items():
+        key = "video" if ".mp4" in sink else "jsonl"
+        pipeline.write_text(f"model: {tiny.parent}\nsources: [synth://conveyor]\nsinks: {{{key}: {sink}}}\n")
+        out = tmp_path / "b"
+        assert main(["bundle", "--pipeline", str(pipeline), "-o", str(out), "--wheel", str(result.wheel), "--force"]) == 0
+        assert yaml.safe_load((out / "pipeline.yaml").read_text())["sinks"] == {key: name}
+    for sink in ("'${OUT:-out/v.mp4}'", "'${OUT}'", "{path: '${OUT:-a}/${B:-x/v.mp4}', segment: 10m}", "'a/${V:-v.mp4}'"):
+        pipeline.write_text(f"model: {tiny.parent}\nsources: [synth://conveyor]\nsinks: {{video: {sink}}}\n")
+        capsys.readouterr()
+        assert main(["bundle", "--pipeline", str(pipeline), "-o", str(tmp_path / "c"), "--wheel", str(result.wheel)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"ovq bundle: error: {pipeline}: sinks.video: "), err
+        assert "a path from the environment" in err[0] and not (tmp_path / "c").exists()
+
+
+def test_a_model_path_from_the_environment_is_found_here_and_other_references_stay(built, tiny, tmp_path, capsys,
+                                                                                    monkeypatch):
+    # `ovq pipeline` read model: ${MODELS}/det; `ovq bundle` looked for a folder literally named ${MODELS}
+    result, _ = built
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("model: ${OVQ_TEST_MODELS}/" + tiny.parent.name + "\nsources: ['${OVQ_TEST_CAM:-synth://conveyor}']\n")
+    monkeypatch.setenv("OVQ_TEST_MODELS", str(tiny.parent.parent))
+    monkeypatch.setenv("OVQ_TEST_CAM", "rtsp://viewer:hunter2@cam/1")
+    out = tmp_path / "b"
+    assert main(["bundle", "--pipeline", str(pipeline), "-o", str(out), "--wheel", str(result.wheel)]) == 0
+    shipped = yaml.safe_load((out / "pipeline.yaml").read_text())
+    assert shipped == {"model": "models/model/model.xml", "sources": ["${OVQ_TEST_CAM:-synth://conveyor}"]}
+    readme = (out / "README.md").read_text()  # what the target's env file needs: the camera, not the build's model
+    assert "OVQ_TEST_CAM=..." in readme and "OVQ_TEST_MODELS" not in readme
+    monkeypatch.delenv("OVQ_TEST_MODELS")
+    capsys.readouterr()
+    assert main(["bundle", "--pipeline", str(pipeline), "-o", str(tmp_path / "c"), "--wheel", str(result.wheel)]) == 2
+    assert capsys.readouterr().err.strip() == (f"ovq bundle: error: {pipeline}: model: environment variable "
+                                               "OVQ_TEST_MODELS is not set (referenced as ${OVQ_TEST_MODELS})")
+
+
+def test_bundle_warns_of_a_max_frames_that_ends_the_service_for_good(built, tiny, tmp_path, capsys):
+    # conveyor_demo.yaml's max_frames: 300 went into the service as it was: it stopped after 10 s with exit code
+    # 0, which Restart=on-failure does not restart, and said nothing
+    result, _ = built
+    for name, extra in (("ends", "max_frames: 300\n"), ("runs", "max_frames: null\n")):
+        pipeline = tmp_path / f"{name}.yaml"
+        pipeline.write_text(f"model: {tiny.parent}\nsources: [synth://conveyor]\n{extra}")
+        assert main(["bundle", "--pipeline", str(pipeline), "-o", str(tmp_path / name), "--wheel", str(result.wheel)]) == 0
+        err = capsys.readouterr().err
+        warned = "ends.yaml: max_frames: the service would stop after 300 frames a stream and not be restarted"
+        assert (warned in err) == (name == "ends"), err
+    assert "Restart=on-failure" in (tmp_path / "ends" / "ovq.service").read_text()
+
+
+def test_mqtt_tls_files_are_shipped_as_the_files_the_pipeline_named(built, tiny, tmp_path, capsys, monkeypatch):
+    # ca_file: certs/ca.pem went into the bundle as it was, naming a file the bundle does not hold: the shipped
+    # pipeline failed its own check on the target ("certs/ca.pem: no such file")
+    result, _ = built
+    (tmp_path / "src" / "certs").mkdir(parents=True)
+    (tmp_path / "src" / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    pipeline = tmp_path / "src" / "p.yaml"
+    pipeline.write_text(f"model: {tiny.parent}\nsources: [synth://conveyor]\n"
+                        "sinks: {mqtt: {url: 'mqtts://broker.local:8883', ca_file: certs/ca.pem}}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bundle", "--pipeline", "src/p.yaml", "-o", "b", "--wheel", str(result.wheel)]) == 0
+    shipped = yaml.safe_load((tmp_path / "b" / "pipeline.yaml").read_text())["sinks"]["mqtt"]
+    assert shipped == {"url": "mqtts://broker.local:8883", "ca_file": str(tmp_path / "src" / "certs" / "ca.pem")}
+    assert "sinks.mqtt.ca_file" in capsys.readouterr().err
+    load_pipeline_config(tmp_path / "b" / "pipeline.yaml")  # loads (and finds the file) where it is
 
 
 def test_bundle_warns_of_outputs_that_grow_for_as_long_as_the_service_runs(built, tiny, tmp_path, capsys):

@@ -191,6 +191,29 @@ def test_bad_files(tmp_path, text, message):
         load_pipeline_config(write(tmp_path, text))
 
 
+def test_merge_keys_share_settings_and_own_keys_override_them(tmp_path):
+    # YAML's merge key (<<: *anchor) is part of safe loading; own keys win over merged ones, and a key written
+    # twice by hand is still an error
+    text = ("model: m\nsources:\n  - &cam {name: a, url: 'synth://conveyor?fps=5'}\n  - {<<: *cam, name: b}\n"
+            "reconnect:\n  <<: [{max_delay: 9}, {initial_delay: 2}]\n  stall_timeout: 3\n")
+    cfg = load_pipeline_config(write(tmp_path, text))
+    assert [(s.name, s.url) for s in cfg.sources] == [("a", "synth://conveyor?fps=5"), ("b", "synth://conveyor?fps=5")]
+    assert (cfg.reconnect.max_delay, cfg.reconnect.initial_delay, cfg.reconnect.stall_timeout) == (9, 2, 3)
+    twice = "model: m\nsources:\n  - &cam {name: a, url: x}\n  - {<<: *cam, name: b, name: c}\n"
+    with pytest.raises(ConfigError, match=r"line 4: invalid YAML: duplicate key 'name'"):
+        load_pipeline_config(write(tmp_path, twice))
+
+
+@pytest.mark.parametrize("resolve", [True, False])
+def test_a_reference_as_a_default_is_named_not_misread(tmp_path, resolve):
+    # shell-style ${A:-${B:-x}} ended at the first '}': "${B_CAM:-synth:/conveyor}: no such file or folder"
+    text = "model: m\nsources: ['${A_CAM:-${B_CAM:-synth://conveyor}}']\n"
+    with pytest.raises(ConfigError) as err:
+        load_pipeline_config(write(tmp_path, text), resolve_env=resolve, environ={})
+    assert str(err.value) == (f"{tmp_path / 'p.yaml'}: sources[0]: ${{A_CAM:-${{...}}}}: a default that is itself a "
+                              "reference is not supported; write a plain one: ${A_CAM:-VALUE}")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match=r"nope.yaml: no such file"):
         load_pipeline_config(tmp_path / "nope.yaml")
@@ -342,6 +365,38 @@ def test_ensure_quantized_hands_the_options_object_to_quantize(tmp_path, monkeyp
     assert ensure_quantized(q, cfg.model) == tmp_path / "int8/model.xml" and len(calls) == 1
 
 
+def test_a_quantized_model_made_with_other_settings_is_not_reused(tmp_path, tiny):
+    # max_drop 0.05 -> 0.005 in the pipeline: the model made for 0.05 was newer than model and data, so ovq pipeline
+    # and ovq bundle kept running and shipping it without a word
+    from dataclasses import replace
+
+    from ovq.core.metadata import read_info, write_info
+    from ovq.model.conversion import save
+    from ovq.runtime.compilation import read_model
+
+    model = read_model(tiny)
+    made = {"tool": "ovq", "mode": "accuracy_control", "max_drop": 0.05, "drop_type": "absolute",
+            "preset": "performance", "calib_split": "calib", "val_split": "val", "rank_by": "accuracy", "ignored": []}
+    write_info(model, replace(read_info(model), quantization=made))
+    (tmp_path / "data").mkdir()
+    save(model, tmp_path / "int8")
+    for name in ("model.xml", "model.bin"):
+        _touch(tmp_path / "int8" / name, time.time() + 10, tmp_path)
+
+    def fresh(**section):
+        cfg = parse_pipeline_config({"model": str(tiny), "sources": [0], "quantize": {
+            "data": "data", "output": "int8", "calib_split": "calib", **section}}, tmp_path / "p.yaml")
+        return quantized_is_fresh(cfg.quantize, cfg.model)
+
+    assert fresh(max_drop=0.05) and fresh(max_drop=0.05, subset_size=8, preset="performance", val_split="val")
+    assert not fresh(max_drop=0.005)
+    assert not fresh()  # no budget: plain INT8, not accuracy control
+    assert not fresh(max_drop=0.05, preset="mixed")
+    assert not fresh(max_drop=0.05, ignore=["head.*"])
+    assert not fresh(max_drop=0.05, drop_type="relative")
+    assert not fresh(max_drop=0.05, rank_by="accuracy-per-latency")
+
+
 def test_quantize_takes_the_options_object_where_ensure_quantized_passes_it():
     params = list(inspect.signature(workflow.quantize).parameters)
     inspect.signature(workflow.quantize).bind("model", "data", "out", QuantizeOptions())
@@ -467,6 +522,15 @@ def test_cli_check_prints_the_resolved_config(tiny, tmp_path, capsys, monkeypatc
     assert json.loads(capsys.readouterr().out)["device"] == "CPU"
 
 
+def test_cli_check_shows_a_non_ascii_path_as_written(tiny, tmp_path, capsys):
+    # printed as "/tmp/.../Bänder \xE9/line1.jsonl": YAML escapes, not the path to copy
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\nsinks: {{jsonl: Bänder é/line1.jsonl}}\n")
+    assert main(["pipeline", str(path), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path}/Bänder é/line1.jsonl" in out and "\\x" not in out and "\\u" not in out
+    assert yaml.safe_load(out)["sinks"]["jsonl"]["path"] == f"{tmp_path}/Bänder é/line1.jsonl"
+
+
 def test_the_config_check_prints_loads_again(tiny, tmp_path, capsys):
     # --check printed sinks.video_fps, sinks.jsonl_append and serve.host/port, keys the loader refuses: what it
     # printed (YAML and --json) could not be loaded back. Every key a file can hold, no secrets (masked, they
@@ -517,6 +581,9 @@ nms: python
         ("", "NPU", "device 'NPU' is not available on this machine; available: "),
         ("devcie: CPU\n", None, "p.yaml: unknown key 'devcie'; did you mean 'device'?"),
         ("sinks: {mqtt: {url_env: OVQ_TEST_NO_BROKER}}\n", None, "sinks.mqtt: no broker URL: set the environment"),
+        # --check said OK to outputs no run could make
+        ("sinks: {video: out/line1.avi}\n", None, "out/line1.avi: video output must end in .mp4 or .webm"),
+        ("sinks: {jsonl: .}\n", None, ": is a folder; expected a file name"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, message):
@@ -528,6 +595,19 @@ def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, me
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith("ovq pipeline: error: ")
+
+
+def test_check_into_a_pipe_whose_reader_has_gone_ends_quietly(tiny, tmp_path):
+    # `ovq pipeline p.yaml --check | head -1` printed "ovq pipeline: error: Broken pipe" and exited 2
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # head -1 has read its line and gone
+    try:
+        r = subprocess.run([sys.executable, "-m", "ovq", "pipeline", str(path), "--check"], stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert (r.returncode, r.stderr) == (141, "")  # as a shell tool killed by SIGPIPE
 
 
 # --- a served model (a serving URL as model) takes no key that only a local model honours ------------------------

@@ -126,6 +126,13 @@ def test_long_values_and_large_files_are_refused(tmp_path, capsys):
     assert "is too large for a configuration file" in one_error_line(capsys, "pipeline", str(big), "--check")
 
 
+def test_a_pipeline_file_that_never_ends_is_refused_at_the_size_limit(capsys):
+    """A device or a pipe has no size to check first (``ovq pipeline <(make-config)``): /dev/zero was read until
+    memory ran out (a MemoryError traceback under a 4 GB limit)."""
+    line = one_error_line(capsys, "pipeline", "/dev/zero", "--check")
+    assert line == "ovq pipeline: error: /dev/zero: more than 1 MB: too large for a configuration file"
+
+
 @pytest.mark.parametrize(("entry", "message"), [
     ("nc: abc\n", "nc: expected the number of classes (an integer >= 1), got 'abc'"),
     ("nc: 2\n", None),
@@ -309,6 +316,29 @@ def test_a_model_write_that_fills_the_disk_is_one_line_naming_the_folder(full_di
     with pytest.raises(OutputError, match=f"{full_disk / 'm'}: No space left on device; nothing was written"):
         save(model, full_disk / "m")
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+def test_a_bundle_onto_a_mount_point_replaces_its_contents_or_leaves_them(tmp_path, capsys, tiny):
+    """``ovq bundle -o /media/usb --force`` (a USB stick, a container's volume): a mount point cannot be renamed,
+    so the bundle failed with "Device or resource busy" after the whole build, leaving a ``.usb.old-*`` folder
+    beside it; an empty one failed the same without --force."""
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(f"model: {tiny}\nsources: ['{SYNTH}']\n")
+    with tmpfs(tmp_path / "usb", "size=4m") as usb:
+        code, out, lines = run_cli(capsys, "bundle", "--pipeline", str(pipe), "-o", str(usb))
+        assert (code, lines) == (0, []) and out.startswith(f"wrote {usb} ")
+        (usb / "notes.txt").write_text("an earlier bundle's")
+        code, out, lines = run_cli(capsys, "bundle", "--pipeline", str(pipe), "-o", str(usb), "--force")
+        assert (code, lines) == (0, []) and out.startswith(f"wrote {usb} ")
+        assert not (usb / "notes.txt").exists() and (usb / "run.sh").is_file() and (usb / "models").is_dir()
+        assert [p.name for p in usb.iterdir() if p.name.startswith(".")] == []
+        before = {str(p.relative_to(usb)): p.read_bytes() for p in usb.rglob("*") if p.is_file()}
+        fill(usb, leave=200_000)  # no room for a second bundle: the first stays as it was
+        line = one_error_line(capsys, "bundle", "--pipeline", str(pipe), "-o", str(usb), "--force")
+        assert "No space left on device" in line
+        (usb / "filler").unlink()
+        assert {str(p.relative_to(usb)): p.read_bytes() for p in usb.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "usb"]
 
 
 # -- a failed run leaves earlier results as they were -------------------------------------------------------------

@@ -62,6 +62,25 @@ def stderr_is_journal() -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it; if so it is pointed at /dev/null, so that
+    nothing more (nor Python's flush at exit) writes there: the command ends as quietly as ``yes | head -1``."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        if not any(events & select.POLLERR for _, events in poll.poll(0)):
+            return False
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):  # no file behind sys.stdout (captured, replaced)
+        return False
+    return True
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
@@ -101,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _interrupts:  # a Ctrl-C, whatever exception a native module made of it (below)
             print(f"{command}: interrupted", file=sys.stderr)
             return 130
+        if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():  # `ovq ... | head -1` has what it wanted
+            return 141
         if not isinstance(exc, (OvqError, OSError)):
             raise
         if verbose:  # -v: where it came from, through NNCF's callbacks and all

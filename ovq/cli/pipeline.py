@@ -54,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
 def _check(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     import yaml
 
-    from ovq.deployment.build import check_environment, check_paths
+    from ovq.deployment.build import check_environment, check_outputs, check_paths
     from ovq.runtime.compilation import check_device
 
     check_paths(cfg)
     check_environment(cfg)
+    check_outputs(cfg)
     spec = check_device(args.device or cfg.device)
     resolved = cfg.to_dict()
     resolved["device"] = spec.text
@@ -68,5 +69,5 @@ def _check(cfg: PipelineConfig, args: argparse.Namespace) -> int:
         print(json.dumps(resolved, indent=2))
     else:
         print(f"# {args.file}: OK (device {spec.text} is available; passwords masked)")
-        print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False).rstrip())
+        print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False, allow_unicode=True).rstrip())
     return 0

@@ -86,8 +86,12 @@ def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:
 
 
 def _construct_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    """A mapping whose own keys are all different. A merge key (``<<: *defaults``) is left to PyYAML, which
+    merges the anchored keys under the mapping's own: an own key overriding a merged one is no duplicate."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         try:
             duplicate = key in seen
@@ -130,7 +134,11 @@ def read_yaml(path: str | Path) -> Any:
         if size > MAX_BYTES:
             raise ConfigError(f"{path}: {size / 1e6:.0f} MB is too large for a configuration file "
                               f"(at most {MAX_BYTES // (1024 * 1024)} MB)")
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:  # a pipe or a device has no size to check first: read no more than the limit
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise ConfigError(f"{path}: more than {MAX_BYTES // (1024 * 1024)} MB: too large for a configuration file")
+        text = data.decode("utf-8").replace("\r\n", "\n")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:

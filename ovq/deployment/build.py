@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ovq.core.errors import SourceError
+from ovq.core.errors import OvqError, SourceError
 from ovq.data.layout import dataset_root, newest_mtime
 from ovq.deployment.schema import PipelineConfig, QuantizeConfig, ServeConfig
 from ovq.model.conversion import MODEL_XML
@@ -79,7 +79,36 @@ def quantized_is_fresh(q: QuantizeConfig, model: Path) -> bool:
         return False
     built = min(out_xml.stat().st_mtime, out_bin.stat().st_mtime)
     data_time = max(newest_mtime(q.data), newest_mtime(dataset_root(q.data)))
-    return built > newest_mtime(model) and built > data_time
+    if not (built > newest_mtime(model) and built > data_time):
+        return False
+    changed = settings_changed(q)
+    if changed:
+        logger.info("%s was made with other settings (%s)", q.output, changed)
+    return not changed
+
+
+def settings_changed(q: QuantizeConfig) -> str:
+    """What the quantize section asks that the model in ``q.output`` was not made with (``max_drop 0.005, made
+    with 0.05``), from the provenance ovq writes into its rt_info; ``""`` when they agree, or when it has none
+    (a model made elsewhere is trusted as before)."""
+    from ovq.core.metadata import read_info
+    from ovq.runtime.compilation import read_model
+
+    try:
+        info = read_info(read_model(q.output / MODEL_XML))
+    except OvqError:
+        return ""  # unreadable: whoever loads it says why
+    made = info.quantization if info is not None else None
+    if not made or made.get("tool") != "ovq":
+        return ""
+    o = q.options
+    budget = o.max_drop is not None
+    # the settings the provenance holds as they were asked (splits are stored as found: 'val' -> 'val2017')
+    asked = {"mode": "accuracy_control" if budget else "plain", "max_drop": o.max_drop,
+             "drop_type": o.drop_type.value, "preset": o.preset.value, "ignored": list(o.ignore),
+             "rank_by": o.rank_by.value if budget else None}
+    return ", ".join(f"{key} {asked[key]}, made with {made.get(key)}" for key in asked
+                     if key in made and made[key] != asked[key])
 
 
 def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:
@@ -107,11 +136,7 @@ def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None
     s = cfg.sinks
     out: list[Sink] = []
     try:
-        if s.video is not None:
-            out.append(VideoSink(s.video, fps=s.video_fps, segment=s.video_segment, keep=s.video_keep))
-        if s.jsonl is not None:
-            out.append(JsonlSink(s.jsonl, append=s.jsonl_append, rotate_seconds=s.jsonl_rotate_seconds,
-                                 rotate_bytes=s.jsonl_rotate_bytes, keep=s.jsonl_keep))
+        out += _file_sinks(cfg)
         if s.mqtt is not None:
             check_environment(cfg, environ)
             m = s.mqtt
@@ -125,6 +150,27 @@ def build_sinks(cfg: PipelineConfig, *, environ: Mapping[str, str] | None = None
         close_all(out)
         raise
     return out
+
+
+def _file_sinks(cfg: PipelineConfig) -> list[Sink]:
+    s = cfg.sinks
+    out: list[Sink] = []
+    try:
+        if s.video is not None:
+            out.append(VideoSink(s.video, fps=s.video_fps, segment=s.video_segment, keep=s.video_keep))
+        if s.jsonl is not None:
+            out.append(JsonlSink(s.jsonl, append=s.jsonl_append, rotate_seconds=s.jsonl_rotate_seconds,
+                                 rotate_bytes=s.jsonl_rotate_bytes, keep=s.jsonl_keep))
+    except BaseException:
+        close_all(out)
+        raise
+    return out
+
+
+def check_outputs(cfg: PipelineConfig) -> None:
+    """The video and JSON Lines outputs checked as a run makes them (a folder, a suffix no writer takes, a
+    read-only place), nothing created; the broker and the live view's port are left to the run."""
+    close_all(_file_sinks(cfg))
 
 
 def build_server(serve: ServeConfig, environ: Mapping[str, str] | None = None) -> LiveServer:

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -36,7 +37,7 @@ from ovq.core.errors import ConfigError, ModelError
 from ovq.core.fileio import check_output_dir, is_stream
 from ovq.core.metadata import read_info
 from ovq.core.urls import env_references
-from ovq.deployment.build import check_paths, ensure_quantized, quantized_is_fresh
+from ovq.deployment.build import check_paths, ensure_quantized, quantized_is_fresh, settings_changed
 from ovq.deployment.loader import load_pipeline_config
 from ovq.deployment.packaging import (
     WHEELS_DIR,
@@ -102,18 +103,19 @@ def build_bundle(
     ``quantize`` section, its output is made now (:func:`ovq.deployment.build.ensure_quantized`, minutes) or
     reused when up to date; ``quantize=False`` refuses instead. The quantized IR is shipped and the section is
     dropped, since the target has no dataset. ``${VAR}`` references stay as they are, so no secret from this
-    machine lands in the bundle. ``install_dir`` is where the folder will live on the target (default
-    ``/opt/ovq/<out_dir name>``); the systemd unit points there.
+    machine lands in the bundle; those in ``model`` and ``quantize`` name files read here, from this machine's
+    environment (the shipped file names the bundle's model instead). ``install_dir`` is where the folder will live on the target (default
+    :func:`default_install_dir`: ``/opt/ovq/<out_dir name>``); the systemd unit points there.
     """
     out_dir = Path(out_dir)
     check_output_dir(out_dir)  # a file on the way (afile/sub) is named as such, not "File exists"
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{out_dir}: exists and is not empty; pass --force to replace it")
-    cfg = load_pipeline_config(pipeline, resolve_env=False)
+    cfg = load_pipeline_config(pipeline, resolve_env=("model", "quantize"))
     _check_not_an_input(out_dir, [Path(pipeline), cfg.model if model is None else Path(model), wheel, *(
         [cfg.quantize.data, cfg.quantize.output] if cfg.quantize is not None else []), *(
         Path(s.url) for s in cfg.sources if is_local_path(s.url) and "${" not in s.url)])
-    install_dir = check_install_dir(install_dir or f"/opt/ovq/{out_dir.resolve().name}")
+    install_dir = check_install_dir(install_dir or default_install_dir(out_dir))
     _check_user(user)
     check_allow_ip(allow_ip)
     if isinstance(cfg.model, str):  # a serving URL (ovq.serving): nothing local to ship, not supported yet
@@ -127,13 +129,16 @@ def build_bundle(
         check_paths(cfg)
     elif not src_model.exists():
         raise ModelError(f"{src_model}: no such file or folder")
+    _check_sinks_are_files(cfg)
     run_xml = _quantized(cfg, build=quantize) if cfg.quantize is not None else None
-    for warning in growing_outputs(cfg):
+    for warning in [*growing_outputs(cfg), *_ending(cfg)]:
         logger.warning("%s", warning)
 
-    parent = out_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))  # private until _share_modes
+    target = out_dir.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # inside an existing out_dir (the same file system, should it be a mount point), else beside it
+    where = target if target.is_dir() else target.parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=where))  # private until _share_modes
     try:
         model_rel = _ship_model(src_model, tmp, "model")
         run_rel = _ship_model(run_xml.parent, tmp, "model-int8") if run_xml is not None else model_rel
@@ -156,7 +161,7 @@ def build_bundle(
         load_pipeline_config(tmp / "pipeline.yaml", resolve_env=False)
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         _share_modes(tmp)
-        _replace_dir(tmp, out_dir)
+        _replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -165,6 +170,14 @@ def build_bundle(
         wheel=out_dir / WHEELS_DIR / wheel_path.name, requirements=pins, install_dir=install_dir,
         service=out_dir / SERVICE_FILE, files=files,
     )
+
+
+def default_install_dir(out_dir: Path) -> str:
+    """``/opt/ovq/<out_dir's name>``, spelt with what :func:`check_install_dir` accepts: accents dropped
+    (``Bündel`` -> ``Bundel``), any other character not allowed there a ``-``."""
+    name = unicodedata.normalize("NFKD", out_dir.resolve().name).encode("ascii", "ignore").decode("ascii")
+    name = re.sub(r"[^A-Za-z0-9._+@ -]+", "-", name).strip("- ")
+    return f"/opt/ovq/{name if name not in ('', '.', '..') else 'bundle'}"
 
 
 def check_install_dir(install_dir: str) -> str:
@@ -204,6 +217,38 @@ def _check_not_an_input(out_dir: Path, inputs: list[Any]) -> None:
                                   "would delete; give a new or an empty folder")
 
 
+def _check_sinks_are_files(cfg: PipelineConfig) -> None:
+    """:class:`ConfigError` for a video or JSON Lines sink the shipped pipeline cannot write in ``output/``: a pipe
+    or a device (``/dev/stdout``: under systemd the service's standard output is the journal's socket, which no
+    path opens), or a path from the environment (:func:`_output_name`)."""
+    for key, path in (("sinks.video", cfg.sinks.video), ("sinks.jsonl", cfg.sinks.jsonl)):
+        if path is not None and (is_stream(path) or str(path).startswith(("/dev/", "/proc/"))):
+            raise cfg.where.error(key, f"{path}: a pipe or a device; a service writes its results in the bundle's "
+                                       "output/ folder (its standard output is the journal, which no path opens): "
+                                       "give a file name, or send the records over MQTT")
+    sinks = cfg.raw.get("sinks") or {}
+    for kind in ("video", "jsonl"):
+        value = sinks.get(kind)
+        text = value.get("path") if isinstance(value, dict) else value
+        if isinstance(text, str) and _output_name(text) is None:
+            raise cfg.where.error(f"sinks.{kind}", f"{text}: a path from the environment; the service writes in the "
+                                                   "bundle's output/ folder, so write the file name there (a "
+                                                   "reference inside the name is fine: cam-${LINE}.mp4)")
+
+
+_ENV_REF = re.compile(r"\$\{[^}]*\}")
+
+
+def _output_name(text: str) -> str | None:
+    """The file name of a sink path as written: after its last ``/`` outside ``${...}`` references. ``None`` when
+    a reference in it may stand for a path (a whole-name ``${OUT}``, or a default holding a ``/``)."""
+    masked = _ENV_REF.sub(lambda m: "_" * len(m.group()), text)
+    name = text[masked.rfind("/") + 1:]
+    if _ENV_REF.fullmatch(name) or any("/" in ref for ref in _ENV_REF.findall(name)):
+        return None
+    return name
+
+
 def _write(path: Path, text: str, *, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -224,19 +269,33 @@ def _share_modes(root: Path) -> None:
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``; an existing ``out_dir`` is moved aside first and removed after."""
-    if not out_dir.exists():
+    """Make the bundle built in ``tmp`` the one at ``out_dir``: a new ``out_dir`` is ``tmp`` renamed. An existing
+    one holds ``tmp``; no rename replaces it when it is a mount point (a USB stick, a volume: "Device or resource
+    busy"), so its entries move into a folder inside it and ``tmp``'s take their place, all or none."""
+    if tmp.parent != out_dir:
         os.replace(tmp, out_dir)
         return
-    trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=tmp.parent))
-    os.replace(out_dir, trash / "old")
+    trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir))
+    old = [p.name for p in out_dir.iterdir() if p not in (tmp, trash)]
+    new = [p.name for p in tmp.iterdir()]
+    done_old: list[str] = []
+    done_new: list[str] = []
     try:
-        os.replace(tmp, out_dir)
+        for name in old:
+            os.replace(out_dir / name, trash / name)
+            done_old.append(name)
+        for name in new:
+            os.replace(tmp / name, out_dir / name)
+            done_new.append(name)
     except BaseException:
-        os.replace(trash / "old", out_dir)
+        for name in reversed(done_new):
+            os.replace(out_dir / name, tmp / name)
+        for name in reversed(done_old):
+            os.replace(trash / name, out_dir / name)
+        trash.rmdir()
         raise
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
+    tmp.rmdir()
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def growing_outputs(cfg: PipelineConfig) -> list[str]:
@@ -252,6 +311,17 @@ def growing_outputs(cfg: PipelineConfig) -> list[str]:
         found.append(f"{where}: sinks.jsonl: the service would write one JSON Lines file that grows until the disk "
                      "is full; set sinks.jsonl.rotate (e.g. 1h or 100MB) and keep (e.g. 48)")
     return found
+
+
+def _ending(cfg: PipelineConfig) -> list[str]:
+    """A ``max_frames`` (fine for a try, the demo's 300) would end the service: the run exits 0 after it, which
+    ``Restart=on-failure`` leaves stopped."""
+    if cfg.max_frames is None:
+        return []
+    where = cfg.path.name if cfg.path is not None else "the pipeline"
+    return [(f"{where}: max_frames: the service would stop after {cfg.max_frames} frames a stream and not be "
+             "restarted (a finished run is no failure); remove max_frames (or set it to null) for a service that "
+             "runs until stopped, and use ./run.sh --max-frames N for a short try")]
 
 
 # --- models --------------------------------------------------------------------------------------------------
@@ -278,7 +348,9 @@ def _quantized(cfg: PipelineConfig, *, build: bool) -> Path:
     if quantized_is_fresh(q, cfg.model):
         return ensure_quantized(q, cfg.model)
     if not build:
-        state = "does not exist yet" if not q.output.exists() else f"is older than {cfg.model} or {q.data}"
+        changed = settings_changed(q) if q.output.exists() else ""
+        state = ("does not exist yet" if not q.output.exists() else f"was made with other settings ({changed})"
+                 if changed else f"is older than {cfg.model} or {q.data}")
         raise ConfigError(f"{cfg.path}: quantize.output {q.output} {state}; bundle without --no-quantize to "
                           "make it now, or run `ovq pipeline FILE --max-frames 1` first")
     logger.info("%s: quantizing for the bundle (reused next time while up to date)", cfg.path.name)
@@ -293,14 +365,18 @@ def rewrite_pipeline(cfg: PipelineConfig, model_rel: str) -> str:
     if not isinstance(data.get("cache", True), bool):
         data.pop("cache")  # a build-machine folder; the service sets OVQ_CACHE_DIR
     sinks = data.get("sinks") or {}
-    if isinstance(sinks.get("video"), dict) and sinks["video"].get("path") is not None:
-        sinks["video"]["path"] = f"{OUTPUT_DIR}/{Path(str(sinks['video']['path'])).name}"
-    elif sinks.get("video") is not None:
-        sinks["video"] = f"{OUTPUT_DIR}/{Path(str(sinks['video'])).name}"
-    if isinstance(sinks.get("jsonl"), dict) and sinks["jsonl"].get("path") is not None:
-        sinks["jsonl"]["path"] = f"{OUTPUT_DIR}/{Path(str(sinks['jsonl']['path'])).name}"
-    elif sinks.get("jsonl") is not None:
-        sinks["jsonl"] = f"{OUTPUT_DIR}/{Path(str(sinks['jsonl'])).name}"
+    for kind in ("video", "jsonl"):  # checked by _check_sinks_are_files
+        if isinstance(sinks.get(kind), dict) and sinks[kind].get("path") is not None:
+            sinks[kind]["path"] = f"{OUTPUT_DIR}/{_output_name(str(sinks[kind]['path']))}"
+        elif sinks.get(kind) is not None:
+            sinks[kind] = f"{OUTPUT_DIR}/{_output_name(str(sinks[kind]))}"
+    mqtt, parsed_mqtt = sinks.get("mqtt"), cfg.sinks.mqtt
+    for key in ("ca_file", "cert_file", "key_file"):  # TLS files stay where they are (a key is no file to copy)
+        local = getattr(parsed_mqtt, key, None)
+        if isinstance(mqtt, dict) and local is not None and "${" not in str(mqtt.get(key)):
+            mqtt[key] = os.path.abspath(local)  # relative to the working folder, as a source's below
+            logger.warning("sinks.mqtt.%s (%s) is a local file: it must exist at that path on the target, readable "
+                           "by the service's user", key, mqtt[key])
     sources = data.get("sources")
     if not isinstance(sources, list):
         sources = [sources]
@@ -319,7 +395,8 @@ def rewrite_pipeline(cfg: PipelineConfig, model_rel: str) -> str:
     header = (
         f"# Pipeline shipped by `ovq bundle` from {cfg.path.name}.\n"
         "# Paths are relative to this file. ${VAR} values come from the environment\n"
-        "# (the service reads /etc/ovq/ovq.env). Check it with: ./run.sh --check\n"
+        "# (the service reads /etc/ovq/ovq.env, then its own /etc/ovq/ovq-NAME.env: README.md).\n"
+        "# Check it with: ./run.sh --check\n"
     )
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
@@ -349,7 +426,8 @@ def readme(
             env_lines.append(f"{mqtt.url_env}=mqtt://broker.local:1883")
         env_lines += ["OVQ_MQTT_USERNAME=...", "OVQ_MQTT_PASSWORD=..."]
     known = {line.split("=")[0] for line in env_lines}
-    env_lines += [f"{v}=..." for v in env_references(cfg.raw) if v not in known]
+    shipped = {k: v for k, v in cfg.raw.items() if k not in ("model", "quantize", "cache")}  # as rewrite_pipeline
+    env_lines += [f"{v}=..." for v in env_references(shipped) if v not in known]
     return _template("README.md").substitute(
         name=cfg.path.stem if cfg.path is not None else "pipeline",
         run_model=run_model,
@@ -360,6 +438,7 @@ def readme(
         user=user,
         install_dir=d,
         unit=unit_name(d),
+        runtime_dir=unit_name(d).removesuffix(".service"),
         env_lines="\n".join(env_lines or ["# nothing needed by this pipeline yet"]),
         stats_interval=f"{cfg.stats_interval:g}",
         device=cfg.device,

@@ -31,7 +31,8 @@ The keys and their checks are in :mod:`ovq.deployment.schema`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,22 +49,33 @@ _PASSWORD_IN_FILE = (
 )
 
 
+_NESTED_DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-[^}]*\$\{")
+
+
 def parse_pipeline_config(
-    data: Any, path: str | Path, *, resolve_env: bool = True, environ: Mapping[str, str] | None = None
+    data: Any, path: str | Path, *, resolve_env: bool | Collection[str] = True,
+    environ: Mapping[str, str] | None = None,
 ) -> PipelineConfig:
     """Build a :class:`PipelineConfig` from parsed YAML ``data`` that came from ``path``.
 
-    ``resolve_env=False`` leaves ``${VAR}`` references as they are (to rewrite a file without its secrets);
+    ``resolve_env=False`` leaves ``${VAR}`` references as they are (to rewrite a file without its secrets); top-level
+    keys (``("model", "quantize")``: the files a bundle reads where it is built) resolves only theirs.
     ``environ`` replaces ``os.environ`` as the source of their values.
     """
     path = Path(path)
-    origin = Origin.yaml_file(path, unresolved_env=not resolve_env)
+    origin = Origin.yaml_file(path, unresolved_env=resolve_env is not True)
     env = dict(os.environ if environ is None else environ) if resolve_env else None
-    return PipelineConfig.from_mapping(_expand(data, "", origin, env), origin, raw=data)
+    if isinstance(resolve_env, bool) or not isinstance(data, dict):
+        return PipelineConfig.from_mapping(_expand(data, "", origin, env), origin, raw=data)
+    expanded = _expand(data, "", origin, None)
+    for key in resolve_env:
+        if key in data:
+            expanded[key] = _expand(data[key], key, origin, env)
+    return PipelineConfig.from_mapping(expanded, origin, raw=data)
 
 
 def load_pipeline_config(
-    path: str | Path, *, resolve_env: bool = True, environ: Mapping[str, str] | None = None
+    path: str | Path, *, resolve_env: bool | Collection[str] = True, environ: Mapping[str, str] | None = None
 ) -> PipelineConfig:
     """Read and check a pipeline YAML file. Raises :class:`ConfigError` naming the file and key on any problem."""
     return parse_pipeline_config(read_yaml(path), path, resolve_env=resolve_env, environ=environ)
@@ -76,6 +88,10 @@ def _expand(value: Any, key: str, origin: Origin, environ: dict[str, str] | None
     copied, so that is where it must not be, whether or not the references are resolved.
     """
     if isinstance(value, str):
+        nested = _NESTED_DEFAULT.search(value)
+        if nested:  # ${A:-${B}}: the reference would end at the first '}' and leave the rest as text
+            raise origin.error(key, f"${{{nested.group(1)}:-${{...}}}}: a default that is itself a reference is not "
+                                    f"supported; write a plain one: ${{{nested.group(1)}:-VALUE}}")
         if has_literal_password(value):
             raise origin.error(key, _PASSWORD_IN_FILE)
         if key == "serve.token" and "${" not in value:

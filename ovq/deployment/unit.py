@@ -134,6 +134,7 @@ def service_unit(
         working_dir=d,
         exec_start=f'"{d}/run.sh"',
         output_dir=f'"{d}/{OUTPUT_DIR}"',
+        runtime_dir=unit_name(d).removesuffix(".service"),
         watchdog_sec=watchdog,
         watchdog_reason=watchdog_reason,
         device_reason=device_reason,

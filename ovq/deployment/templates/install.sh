@@ -37,7 +37,9 @@ chown -R "$$SERVICE_USER:" "$$DEST/output"        # the only folder the service 
 find "$$DEST" -path "$$DEST/output" -prune -o ! -type l -exec chmod u+rwX,go+rX,go-w {} +
 chmod -R go-w "$$DEST/output"
 install -d -m 750 "$$ROOT/etc/ovq"
-[ -e "$$ROOT/etc/ovq/ovq.env" ] || install -m 600 /dev/null "$$ROOT/etc/ovq/ovq.env"   # URLs, passwords: see README.md
+for env in ovq.env "$${UNIT%.service}.env"; do   # shared by every ovq service, this one's own: see README.md
+  [ -e "$$ROOT/etc/ovq/$$env" ] || install -m 600 /dev/null "$$ROOT/etc/ovq/$$env"   # URLs, passwords
+done
 install -d "$$ROOT/etc/systemd/system"
 install -m 644 "$$DEST/ovq.service" "$$ROOT/etc/systemd/system/$$UNIT"
 systemctl daemon-reload
