@@ -140,7 +140,9 @@ def test_coco_json_maps_category_ids_to_contiguous_indices(tmp_path):
     assert [s.image.name for s in ds.samples] == ["p.jpg", "q.jpg"]
     p, q = ds.samples
     np.testing.assert_allclose(p.xyxy, [[10, 20, 40, 60], [0, 0, 100, 80]])
-    assert p.class_id.tolist() == [2, 0]  # 12 -> 2 (tree), 3 -> 0 (car); the crowd box is left out
+    assert p.class_id.tolist() == [2, 0]  # 12 -> 2 (tree), 3 -> 0 (car); the crowd box is kept apart
+    np.testing.assert_allclose(p.crowd_xyxy, [[5, 5, 15, 15]])
+    assert p.crowd_class_id.tolist() == [1]
     assert q.xyxy.shape == (0, 4) and (q.width, q.height) == (40, 30)
 
 

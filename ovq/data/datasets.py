@@ -42,21 +42,29 @@ MAX_NAME = 200  # characters in a class name (it is drawn on frames and sent in 
 
 @dataclass
 class Sample:
-    """One image and its ground truth: ``xyxy`` (N, 4) float32 in original-image pixels, ``class_id`` (N,)."""
+    """One image and its ground truth: ``xyxy`` (N, 4) float32 in original-image pixels, ``class_id`` (N,).
+
+    ``crowd_xyxy`` (M, 4) and ``crowd_class_id`` (M,): a COCO JSON's ``iscrowd`` regions, which scoring ignores
+    as COCO does (a detection inside one is neither right nor wrong); they are not boxes to find."""
 
     image: Path
     xyxy: np.ndarray
     class_id: np.ndarray
     width: int
     height: int
+    crowd_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    crowd_class_id: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
         self.class_id = np.asarray(self.class_id, dtype=np.int64).reshape(-1)
-        if len(self.class_id) != len(self.xyxy):
+        self.crowd_xyxy = np.asarray(self.crowd_xyxy, dtype=np.float32).reshape(-1, 4)
+        self.crowd_class_id = np.asarray(self.crowd_class_id, dtype=np.int64).reshape(-1)
+        if len(self.class_id) != len(self.xyxy) or len(self.crowd_class_id) != len(self.crowd_xyxy):
             raise ValueError(
-                f"Sample {self.image}: {len(self.xyxy)} boxes but {len(self.class_id)} class ids"
+                f"Sample {self.image}: {len(self.xyxy)} boxes but {len(self.class_id)} class ids "
+                f"({len(self.crowd_xyxy)} crowd regions, {len(self.crowd_class_id)} crowd class ids)"
             )
 
 
@@ -373,7 +381,8 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
         raise DatasetError(f"{path}: image folder {folder} not found")
     boxes: dict[int, list[tuple[float, float, float, float]]] = {k: [] for k in images}
     classes: dict[int, list[int]] = {k: [] for k in images}
-    skipped_crowd = skipped_empty = 0
+    crowd: dict[int, list[tuple[int, tuple[float, float, float, float]]]] = {k: [] for k in images}
+    skipped_empty = 0
     for ann in doc["annotations"]:
         aid = ann.get("id", "?") if isinstance(ann, dict) else "?"
         where = f"{path}: annotation id {aid}"
@@ -391,9 +400,6 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
             raise DatasetError(f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] holds a number that is not finite")
         if w < 0 or h < 0:
             raise DatasetError(f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] has a negative width or height")
-        if ann.get("iscrowd", 0):
-            skipped_crowd += 1  # crowd regions are not objects to find (Ultralytics drops them too)
-            continue
         if w == 0 or h == 0:
             skipped_empty += 1
             continue
@@ -402,10 +408,15 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
         tol = 1.0  # a pixel of slack for rounding
         if x < -tol or y < -tol or (iw and x + w > iw + tol) or (ih and y + h > ih + tol):
             raise DatasetError(f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] is outside the {iw:g}x{ih:g} image")
+        if ann.get("iscrowd", 0):  # not an object to find, but a region where detections are not counted (COCO)
+            crowd[image_id].append((cat_index[category], (x, y, x + w, y + h)))
+            continue
         boxes[image_id].append((x, y, x + w, y + h))
         classes[image_id].append(cat_index[category])
-    if skipped_crowd or skipped_empty:
-        logger.info("%s: skipped %d crowd and %d zero-size annotations", path, skipped_crowd, skipped_empty)
+    n_crowd = sum(len(v) for v in crowd.values())
+    if n_crowd or skipped_empty:
+        logger.info("%s: %d crowd regions (ignored in scoring, as COCO does), %d zero-size annotations skipped",
+                    path, n_crowd, skipped_empty)
     samples = []
     for image_id, img in sorted(images.items(), key=lambda kv: str(kv[1]["file_name"])):
         file = folder / str(img["file_name"])
@@ -414,11 +425,18 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
         width, height = int(img.get("width") or 0), int(img.get("height") or 0)
         if width <= 0 or height <= 0:
             width, height = image_size(file)
-        xyxy = np.asarray(boxes[image_id], dtype=np.float32).reshape(-1, 4)
-        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
-        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
-        samples.append(Sample(file, xyxy, np.asarray(classes[image_id], np.int64), width, height))
+        xyxy = _clipped(boxes[image_id], width, height)
+        crowd_xyxy = _clipped([box for _, box in crowd[image_id]], width, height)
+        samples.append(Sample(file, xyxy, np.asarray(classes[image_id], np.int64), width, height, crowd_xyxy,
+                              np.asarray([k for k, _ in crowd[image_id]], np.int64)))
     return Dataset(folder, split_name, names, samples, True, "coco", path, extra={"category_ids": [int(c["id"]) for c in cats]})
+
+
+def _clipped(boxes: list[tuple[float, float, float, float]], width: int, height: int) -> np.ndarray:
+    xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
+    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+    return xyxy
 
 
 def _coco_image_folder(path: Path, split: str, first_files: list[str]) -> Path:
