@@ -158,6 +158,9 @@ def test_coco_json_maps_category_ids_to_contiguous_indices(tmp_path):
         # NaN passed every bound check and became ground truth (mAP moved, exit 0)
         (lambda d: d["annotations"][0].update(bbox=[float("nan"), 20, 30, 40]), r"annotation id 1: .* not finite"),
         (lambda d: d["annotations"][0].update(bbox=[10, 20, -5, 40]), r"annotation id 1: .* negative width"),
+        # a second entry for an id shifted every class after it (still 80 classes: exit 0, mAP 0.02 instead of 0.52)
+        (lambda d: d["categories"].append({"id": 3, "name": "bus"}), r"category id 3 is listed twice, as 'car' and 'bus'"),
+        (lambda d: d["images"].append({"id": 3, "file_name": "q.jpg"}), r"image id 3 is listed twice \(p.jpg and q.jpg\)"),
     ],
 )
 def test_coco_json_errors(tmp_path, change, message):
@@ -168,6 +171,17 @@ def test_coco_json_errors(tmp_path, change, message):
     with pytest.raises(DatasetError, match=message) as info:
         load_dataset(path)
     assert str(path) in str(info.value)
+
+
+def test_coco_json_entry_listed_twice_the_same_counts_once(tmp_path):
+    path = _coco_json(tmp_path / "coco")
+    doc = json.loads(path.read_text())
+    doc["categories"].insert(0, dict(doc["categories"][1]))
+    doc["images"].append(dict(doc["images"][0]))
+    path.write_text(json.dumps(doc))
+    ds = load_dataset(path)
+    assert ds.names == ["car", "cup", "tree"] and [s.class_id.tolist() for s in ds.samples] == [[2, 0], []]
+    assert ds.extra["category_ids"] == [3, 7, 12]
 
 
 def test_coco_json_syntax_error_names_the_line(tmp_path):

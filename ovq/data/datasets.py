@@ -361,21 +361,18 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
         raise DatasetError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and 'categories' lists)")
     match = _INSTANCES.match(path.stem)
     split_name = match.group(1) if match else split
-    try:
-        cats = sorted(doc["categories"], key=lambda c: int(c["id"]))
-        cat_index = {int(c["id"]): i for i, c in enumerate(cats)}
-        names = [str(c.get("name", c["id"])) for c in cats]
-    except (KeyError, TypeError, ValueError):
-        raise DatasetError(f"{path}: every category needs an integer 'id'") from None
-    if not cats:
-        raise DatasetError(f"{path}: no categories")
+    cat_ids, names = _coco_categories(path, doc["categories"])
+    cat_index = {cat: i for i, cat in enumerate(cat_ids)}
     images: dict[int, dict[str, Any]] = {}
     for img in doc["images"]:
         try:
-            images[int(img["id"])] = img
-            str(img["file_name"])
+            image_id, file_name = int(img["id"]), str(img["file_name"])
         except (KeyError, TypeError, ValueError):
             raise DatasetError(f"{path}: image entry {str(img)[:80]} needs 'id' and 'file_name'") from None
+        if image_id in images and str(images[image_id]["file_name"]) != file_name:
+            raise DatasetError(f"{path}: image id {image_id} is listed twice ({_shorten(images[image_id]['file_name'])} "
+                               f"and {_shorten(file_name)}); its annotations would go to one of them")
+        images[image_id] = img
     folder = images_dir or _coco_image_folder(path, split_name, [str(i["file_name"]) for i in images.values()][:3])
     if not folder.is_dir():
         raise DatasetError(f"{path}: image folder {folder} not found")
@@ -429,7 +426,27 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
         crowd_xyxy = _clipped([box for _, box in crowd[image_id]], width, height)
         samples.append(Sample(file, xyxy, np.asarray(classes[image_id], np.int64), width, height, crowd_xyxy,
                               np.asarray([k for k, _ in crowd[image_id]], np.int64)))
-    return Dataset(folder, split_name, names, samples, True, "coco", path, extra={"category_ids": [int(c["id"]) for c in cats]})
+    return Dataset(folder, split_name, names, samples, True, "coco", path, extra={"category_ids": cat_ids})
+
+
+def _coco_categories(path: Path, categories: list[Any]) -> tuple[list[int], list[str]]:
+    """Category ids, sorted, and their names. An id listed twice with the same name counts once; with another name
+    it is an error (each id becomes a class index, and a second entry would shift every class after it)."""
+    by_id: dict[int, str] = {}
+    for cat in categories:
+        try:
+            cat_id = int(cat["id"])
+            name = str(cat.get("name", cat["id"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise DatasetError(f"{path}: every category needs an integer 'id'") from None
+        if cat_id in by_id and by_id[cat_id] != name:
+            raise DatasetError(f"{path}: category id {cat_id} is listed twice, as '{_shorten(by_id[cat_id])}' and "
+                               f"'{_shorten(name)}'")
+        by_id[cat_id] = name
+    if not by_id:
+        raise DatasetError(f"{path}: no categories")
+    ids = sorted(by_id)
+    return ids, [by_id[i] for i in ids]
 
 
 def _clipped(boxes: list[tuple[float, float, float, float]], width: int, height: int) -> np.ndarray:
