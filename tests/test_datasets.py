@@ -264,6 +264,33 @@ def test_label_errors_name_file_and_line(tmp_path, line, message):
     assert text.startswith(f"{label}:3: ") and "\n" not in text
 
 
+def _text_files(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
+    """Each text file a dataset has, as (file, what to load): label file, class names, image list, COCO JSON."""
+    root = _yolo_folder(tmp_path / "ds", names=["cat", "dog"])
+    (root / "val.txt").write_text("images/val/a.png\n")
+    cfg = root / "data.yaml"
+    cfg.write_text("path: .\nval: val.txt\nnames: [cat, dog]\n")
+    coco = _coco_json(tmp_path / "coco")
+    return {"label": (root / "labels" / "val" / "a.txt", root), "names": (root / "classes.txt", root),
+            "list": (root / "val.txt", cfg), "coco": (coco, coco)}
+
+
+@pytest.mark.parametrize("kind", ["label", "names", "list", "coco"])
+def test_dataset_text_files_not_in_utf8_are_named_and_a_byte_order_mark_is_read(tmp_path, kind):
+    """A file saved as Latin-1 was a UnicodeDecodeError traceback (names, list, COCO JSON), and one saved by a Windows
+    editor with a byte-order mark was refused ('not all fields are numbers', 'Unexpected UTF-8 BOM')."""
+    path, data = _text_files(tmp_path)[kind]
+    text = path.read_text(encoding="utf-8")
+    expected = load_dataset(data)
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    read = load_dataset(data)
+    assert read.names == expected.names and [s.class_id.tolist() for s in read.samples] == [
+        s.class_id.tolist() for s in expected.samples]
+    path.write_bytes(text.encode("utf-8") + "\u00e4\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(path))}: .* is not UTF-8 text \(byte \d+"):
+        load_dataset(data)
+
+
 def test_polygon_labels_become_their_bounding_box(tmp_path):
     root = _yolo_folder(tmp_path / "ds", names=["cat", "dog"])
     (root / "labels" / "val" / "a.txt").write_text("1 0.1 0.2 0.5 0.2 0.3 0.8\n")

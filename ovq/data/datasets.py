@@ -32,7 +32,7 @@ import numpy as np
 from ovq.core.errors import ConfigError, DatasetError, SplitNotFound
 from ovq.core.yamlio import read_yaml
 from ovq.data.images import IMAGE_SUFFIXES, image_files
-from ovq.data.yolo_labels import image_size, label_path_for, parse_yolo_labels
+from ovq.data.yolo_labels import image_size, label_path_for, parse_yolo_labels, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _names_file(root: Path) -> list[str] | None:
     for name in NAME_FILES:
         path = root / name
         if path.is_file():
-            names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            names = [ln.strip() for ln in read_text(path, "class names file").splitlines() if ln.strip()]
             if not names:
                 raise DatasetError(f"{path}: holds no class names")
             return names
@@ -335,7 +335,7 @@ def _yaml_names(path: Path, doc: dict[str, Any]) -> list[str]:
 
 def _image_list(listing: Path) -> list[Path]:
     files = []
-    for lineno, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(listing, "image list").splitlines(), start=1):
         entry = line.strip()
         if not entry:
             continue
@@ -354,7 +354,7 @@ _INSTANCES = re.compile(r"^instances_(.+)$")
 
 def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_text(path, "COCO JSON"))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")):

@@ -13,12 +13,20 @@ from ovq.core.errors import DatasetError
 BOX_TOLERANCE = 1e-3  # normalized coordinates may overshoot 0..1 by this much (rounding); then clipped
 
 
+def read_text(path: Path, what: str) -> str:
+    """The text of one of a dataset's files (``what`` it is, for the message): UTF-8, with or without the byte-order
+    mark Windows editors put first; :class:`DatasetError` naming the file when it cannot be read or is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+
+
 def parse_yolo_labels(label: Path, width: int, height: int, num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (xyxy pixels) and class ids of one YOLO label file; :class:`DatasetError` naming file:line."""
-    try:
-        text = label.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{label}: cannot read label file: {exc}") from None
+    text = read_text(label, "label file")
     boxes: list[tuple[float, float, float, float]] = []
     classes: list[int] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
