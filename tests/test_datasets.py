@@ -325,6 +325,19 @@ def test_image_size_is_the_size_opencv_decodes_for_every_format_and_orientation(
     assert image_size(path) == (decoded.shape[1], decoded.shape[0]) == ((40, 100) if orientation > 4 else (100, 40))
 
 
+def test_image_size_of_an_image_pillow_calls_a_decompression_bomb(tmp_path, monkeypatch, recwarn):
+    """Pillow refuses to open an image over 2 x ``MAX_IMAGE_PIXELS`` (179 M pixels: aerial and satellite pictures) and
+    warns over 1 x: image_size only reads the header, and OpenCV decodes such images, so neither may escape (the
+    error was a traceback out of eval and quantize, the warning a line on stderr naming Pillow's source file)."""
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the limit scaled down, so the images can be small
+    warned = _image(tmp_path / "warned.png", 40, 30)  # 1,200 pixels: over the limit
+    refused = _image(tmp_path / "refused.jpg", 100, 50)  # 5,000 pixels: over twice the limit
+    assert image_size(warned) == (40, 30) and image_size(refused) == (100, 50)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def test_shared_coco128_in_place(assets):
     val = load_dataset(assets / "coco128", split="val", names=COCO80)
     assert val.split == "val2017" and len(val) == 128 and val.boxes == 898 and val.names == COCO80

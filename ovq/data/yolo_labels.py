@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import cv2
@@ -93,15 +94,19 @@ def image_size(path: Path) -> tuple[int, int]:
         Image = None
     if Image is not None:
         try:
-            with Image.open(path) as im:
-                width, height = im.size
-                if im.format == "TIFF":  # Pillow's TIFF size is already turned by the orientation; the tags are not
-                    width, height = im.tag_v2.get(256, width), im.tag_v2.get(257, height)
-                orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
+            with warnings.catch_warnings():
+                # Pillow's guard against decoding a huge image (a warning above 89 M pixels, an error above 179 M):
+                # only the header is read here, and OpenCV, which decodes it, has its own limit (1 G pixels)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    width, height = im.size
+                    if im.format == "TIFF":  # Pillow's TIFF size is already turned by the orientation; the tags not
+                        width, height = im.tag_v2.get(256, width), im.tag_v2.get(257, height)
+                    orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
             if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: OpenCV applies it when decoding
                 width, height = height, width
             return int(width), int(height)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError):
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, ImportError):
             # ImportError: Ultralytics, once imported, patches Image.open to try an optional HEIF plugin
             pass
     image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
