@@ -198,14 +198,16 @@ def _load_folder(root: Path, split: str, names: Sequence[str] | None) -> Dataset
                     f"{root}: no split '{split}' under images/; found: {', '.join(splits) or 'none'}"
                 )
         labels_dir = root / "labels" / split_dir.relative_to(images_root)
-        files = _images_in(split_dir)
+        # a split's folders (images/val/cam1/...) belong to it, as in a YAML's split; images/ itself holds the splits
+        files = _images_in(split_dir, recursive=split_dir != images_root)
         own_names = _names_file(root)
         class_names = own_names if own_names is not None else (list(names) if names else None)
         if not labels_dir.is_dir():
             logger.warning("%s: no labels folder %s; images are unlabelled", root, labels_dir)
             return Dataset(root, split_dir.name, class_names or [], _unlabelled(files), False, "images", root)
         samples, _, max_class = _yolo_samples(
-            files, lambda p: labels_dir / (p.stem + ".txt"), len(class_names) if class_names else None
+            files, lambda p: labels_dir / p.relative_to(split_dir).with_suffix(".txt"),
+            len(class_names) if class_names else None,
         )
         if class_names is None:
             class_names = [str(i) for i in range(max_class + 1)]
