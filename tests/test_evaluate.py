@@ -435,6 +435,37 @@ def test_cli_eval_runs_and_writes_json(tmp_path, capsys):
     assert saved["images"] == 2 and saved["boxes"] == 2 and 0.0 <= saved["map50_95"] <= 1.0
 
 
+def test_cli_eval_saves_results_of_a_coco_json_with_its_own_ids(tmp_path, capsys):
+    """The results of a COCO JSON carried file stems and class indices: pycocotools refused them against that very
+    JSON ('Results do not correspond to current coco set') and, for COCO's own files, read index 0 as no category."""
+    xml = _tiny_yolo(tmp_path)
+    rng = np.random.default_rng(5)
+    (tmp_path / "imgs").mkdir()
+    for name in ("frame_a.png", "frame_b.png"):
+        assert cv2.imwrite(str(tmp_path / "imgs" / name), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    doc = {
+        "images": [{"id": 41, "file_name": "frame_a.png", "width": 32, "height": 32},
+                   {"id": 42, "file_name": "frame_b.png", "width": 32, "height": 32}],
+        "categories": [{"id": 9, "name": "b"}, {"id": 5, "name": "a"}],
+        "annotations": [{"id": 1, "image_id": 41, "category_id": 5, "bbox": [4, 4, 20, 20], "area": 400, "iscrowd": 0},
+                        {"id": 2, "image_id": 42, "category_id": 9, "bbox": [0, 8, 30, 16], "area": 480, "iscrowd": 0}],
+    }
+    gt_file = tmp_path / "instances_val.json"
+    gt_file.write_text(json.dumps(doc))
+    out, metrics = tmp_path / "preds.json", tmp_path / "metrics.json"
+    assert main(["eval", str(xml), "--data", str(gt_file), "--images", str(tmp_path / "imgs"), "--save-json", str(out),
+                 "--json", str(metrics), "-q", "--no-progress"]) == 0
+    records = json.loads(out.read_text())
+    assert records and {r["image_id"] for r in records} <= {41, 42} and {r["category_id"] for r in records} <= {5, 9}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_file))
+        ev = COCOeval(gt, gt.loadRes(str(out)), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert json.loads(metrics.read_text())["map50_95"] == pytest.approx(max(ev.stats[0], 0.0), abs=1e-4)
+
+
 def test_cli_eval_refuses_one_file_for_both_jsons(tmp_path, capsys):
     """The metrics once replaced the predictions, each reported as "wrote"."""
     ds = _bad_dataset(tmp_path / "ds")

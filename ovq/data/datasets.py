@@ -45,7 +45,8 @@ class Sample:
     """One image and its ground truth: ``xyxy`` (N, 4) float32 in original-image pixels, ``class_id`` (N,).
 
     ``crowd_xyxy`` (M, 4) and ``crowd_class_id`` (M,): a COCO JSON's ``iscrowd`` regions, which scoring ignores
-    as COCO does (a detection inside one is neither right nor wrong); they are not boxes to find."""
+    as COCO does (a detection inside one is neither right nor wrong); they are not boxes to find. ``coco_id``: the
+    image's id in its COCO JSON (``None`` for other layouts)."""
 
     image: Path
     xyxy: np.ndarray
@@ -54,6 +55,7 @@ class Sample:
     height: int
     crowd_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     crowd_class_id: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    coco_id: int | None = None
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)
@@ -427,7 +429,7 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
         xyxy = _clipped(boxes[image_id], width, height)
         crowd_xyxy = _clipped([box for _, box in crowd[image_id]], width, height)
         samples.append(Sample(file, xyxy, np.asarray(classes[image_id], np.int64), width, height, crowd_xyxy,
-                              np.asarray([k for k, _ in crowd[image_id]], np.int64)))
+                              np.asarray([k for k, _ in crowd[image_id]], np.int64), image_id))
     return Dataset(folder, split_name, names, samples, True, "coco", path, extra={"category_ids": cat_ids})
 
 
