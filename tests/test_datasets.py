@@ -171,6 +171,11 @@ def test_coco_json_maps_category_ids_to_contiguous_indices(tmp_path):
         (lambda d: d["annotations"][0].update(category_id=99), r"annotation id 1: category_id 99 is not among"),
         (lambda d: d["annotations"][1].update(bbox=[50, 0, 100, 80]), r"annotation id 2: bbox .* is outside"),
         (lambda d: d["annotations"][1].update(bbox=[1, 2]), r"annotation id 2: needs"),
+        # int() made 3.5 category 3 and true image 1: another class, another image, exit 0
+        (lambda d: d["annotations"][1].update(category_id=3.5), r"annotation id 2: needs an integer .*'category_id'"),
+        (lambda d: d["annotations"][1].update(image_id=True), r"annotation id 2: needs an integer 'image_id'"),
+        (lambda d: d["categories"][0].update(id=12.5), r"every category needs an integer 'id'"),
+        (lambda d: d["images"][0].update(id=7.5), r"image entry .* needs an integer 'id'"),
         (lambda d: d["annotations"][0].update(image_id=5), r"annotation id 1: image_id 5 is not among"),
         (lambda d: d["images"][0].update(file_name="gone.jpg"), r"image gone\.jpg \(id 7\) not found"),
         (lambda d: d.pop("categories"), r"not a COCO instances file"),

@@ -370,9 +370,9 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
     images: dict[int, dict[str, Any]] = {}
     for img in doc["images"]:
         try:
-            image_id, file_name = int(img["id"]), str(img["file_name"])
+            image_id, file_name = _coco_id(img["id"]), str(img["file_name"])
         except (KeyError, TypeError, ValueError):
-            raise DatasetError(f"{path}: image entry {str(img)[:80]} needs 'id' and 'file_name'") from None
+            raise DatasetError(f"{path}: image entry {str(img)[:80]} needs an integer 'id' and a 'file_name'") from None
         if image_id in images and str(images[image_id]["file_name"]) != file_name:
             raise DatasetError(f"{path}: image id {image_id} is listed twice ({_shorten(images[image_id]['file_name'])} "
                                f"and {_shorten(file_name)}); its annotations would go to one of them")
@@ -388,11 +388,11 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
         aid = ann.get("id", "?") if isinstance(ann, dict) else "?"
         where = f"{path}: annotation id {aid}"
         try:
-            image_id = int(ann["image_id"])
-            category = int(ann["category_id"])
+            image_id = _coco_id(ann["image_id"])
+            category = _coco_id(ann["category_id"])
             x, y, w, h = (float(v) for v in ann["bbox"])
         except (KeyError, TypeError, ValueError):
-            raise DatasetError(f"{where}: needs 'image_id', 'category_id' and a 4-number 'bbox'") from None
+            raise DatasetError(f"{where}: needs an integer 'image_id' and 'category_id' and a 4-number 'bbox'") from None
         if image_id not in images:
             raise DatasetError(f"{where}: image_id {image_id} is not among the images")
         if category not in cat_index:
@@ -433,13 +433,21 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
     return Dataset(folder, split_name, names, samples, True, "coco", path, extra={"category_ids": cat_ids})
 
 
+def _coco_id(value: Any) -> int:
+    """An id of a COCO JSON: an integer (``3``, ``3.0`` or ``"3"``); ``ValueError`` for ``3.5`` or ``true``, which
+    ``int()`` would quietly make ``3`` and ``1`` (another category, another image)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
+
+
 def _coco_categories(path: Path, categories: list[Any]) -> tuple[list[int], list[str]]:
     """Category ids, sorted, and their names. An id listed twice with the same name counts once; with another name
     it is an error (each id becomes a class index, and a second entry would shift every class after it)."""
     by_id: dict[int, str] = {}
     for cat in categories:
         try:
-            cat_id = int(cat["id"])
+            cat_id = _coco_id(cat["id"])
             name = str(cat.get("name", cat["id"]))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise DatasetError(f"{path}: every category needs an integer 'id'") from None
