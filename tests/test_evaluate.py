@@ -466,6 +466,18 @@ def test_cli_eval_saves_results_of_a_coco_json_with_its_own_ids(tmp_path, capsys
     assert json.loads(metrics.read_text())["map50_95"] == pytest.approx(max(ev.stats[0], 0.0), abs=1e-4)
 
 
+@pytest.mark.parametrize("conf", ["1.5", "-0.1", "nan"])
+def test_cli_eval_refuses_a_confidence_threshold_outside_0_1(tmp_path, capsys, conf):
+    """--conf 1.5 or nan kept no detection and reported mAP 0.0000 (exit 0); -0.1 passed as if it were 0."""
+    ds = _bad_dataset(tmp_path / "ds")
+    (ds / "labels" / "val" / "y.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    metrics = tmp_path / "metrics.json"
+    assert main(["eval", str(_tiny_yolo(tmp_path)), "--data", str(ds), f"--conf={conf}", "--json", str(metrics),
+                 "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ovq eval: error: conf {float(conf)}: expected a number from 0 to 1"] and not metrics.exists()
+
+
 def test_cli_eval_refuses_one_file_for_both_jsons(tmp_path, capsys):
     """The metrics once replaced the predictions, each reported as "wrote"."""
     ds = _bad_dataset(tmp_path / "ds")

@@ -30,6 +30,7 @@ from ovq.core.geometry import ResizeInfo
 from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.data.images import read_image
 from ovq.evaluation.metrics import MAX_DETS, MapResult, coco_map, top_k
+from ovq.model.decoders.base import check_thresholds
 from ovq.model.detector import Detector, load
 from ovq.runtime.inference import InferQueue
 from ovq.serving.remote import RemoteDetector, open_detector
@@ -238,6 +239,7 @@ def evaluate(
     written is checked before anything loads.
     """
     start = time.perf_counter()
+    check_thresholds(conf)  # 1.5 or NaN kept no detection: mAP 0.0000, exit 0
     if save_json is not None:
         check_output_file(save_json)
     if isinstance(model, (Detector, RemoteDetector)) or is_serving_url(model):
