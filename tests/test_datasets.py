@@ -15,6 +15,7 @@ from ovq.core.errors import DatasetError
 from ovq.core.geometry import box_iou
 from ovq.core.labels import COCO80
 from ovq.data.datasets import image_size, label_path_for, load_dataset
+from ovq.data.images import list_images
 
 
 def _image(path: Path, width: int, height: int) -> Path:
@@ -74,6 +75,20 @@ def test_yolo_folder_takes_the_images_in_a_splits_subfolders_as_its_yaml_does(tm
     _image(flat / "images" / "train" / "b.png", 20, 20)
     (flat / "labels").mkdir()
     assert [s.image.name for s in load_dataset(flat, names=["cat"]).samples] == ["a.png"]
+
+
+def test_hidden_files_beside_the_images_are_not_images_of_the_set(tmp_path):
+    """A dataset copied from a Mac has a ._a.png (AppleDouble metadata) beside each image: 'not a readable image', exit
+    2; a .ipynb_checkpoints copy was scored as an unlabelled image (coco128, 8 images: mAP 0.3329 for 0.3924)."""
+    root = _yolo_folder(tmp_path / "ds", names=["cat", "dog"])
+    val = root / "images" / "val"
+    (val / "._a.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(4000))
+    (val / ".ipynb_checkpoints").mkdir()
+    (val / ".ipynb_checkpoints" / "a-checkpoint.png").write_bytes((val / "a.png").read_bytes())
+    (root / "data.yaml").write_text("path: .\nval: images/val\nnames: [cat, dog]\n")
+    for data in (root, root / "data.yaml"):
+        assert [s.image.name for s in load_dataset(data).samples] == ["a.png", "b.png", "c.jpg"]
+    assert [p.name for p in list_images([val])] == ["a.png", "b.png", "c.jpg"]
 
 
 def test_ultralytics_yaml_folder_list_and_txt(tmp_path):
