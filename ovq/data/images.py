@@ -67,7 +67,10 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
 def read_image(path: str | Path) -> np.ndarray:
     """A BGR uint8 image; :class:`DatasetError` naming the file when it cannot be decoded."""
     path = Path(path)
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    except OSError as exc:  # no permission, an I/O error: the image's problem, not the output's
+        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if data is None:
         raise DatasetError(f"{path}: no such image file")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
