@@ -259,7 +259,7 @@ def test_a_coco_json_calibrates_and_says_it_cannot_also_validate(tiny, tmp_path,
     assert result.fp_map is None and (tmp_path / "q" / "model.xml").exists()
     assert any("a COCO JSON holds one split ('train')" in r.getMessage() for r in caplog.records)
     for fields, needs in [({"max_drop": 0.01}, "max_drop needs"), ({"val_split": "val2017"}, "val_split needs"),
-                          ({"test_split": "test"}, "test_split needs")]:
+                          ({"test_split": "test"}, "test_split needs"), ({"holdout": 0.5}, "holdout needs")]:
         with pytest.raises(DatasetError, match=rf"instances_train\.json: a COCO JSON holds one split .* {needs}"):
             quantize(tiny, data, tmp_path / "q2", advanced=FAST, progress=False, **fields)
     assert not (tmp_path / "q2").exists()

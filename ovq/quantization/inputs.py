@@ -110,9 +110,9 @@ def _validation_split(data: Any, model: Any, labels: list[str], options: Quantiz
                       calib: Dataset) -> Dataset | None:
     budget = options.max_drop is not None
     if calib.format == "coco":  # whatever split is asked, the same file: its images cannot validate themselves
-        if budget or options.val_split != QuantizeOptions.val_split:
-            raise DatasetError(_one_split(data, calib, f"{'max_drop' if budget else 'val_split'} needs validation "
-                                                       "images"))
+        needs = "max_drop" if budget else "holdout" if options.holdout is not None else "val_split"
+        if budget or options.holdout is not None or options.val_split != QuantizeOptions.val_split:
+            raise DatasetError(_one_split(data, calib, f"{needs} needs validation images"))
         logger.info("%s: a COCO JSON holds one split ('%s'), which calibrates; accuracy is not measured", data,
                     calib.split)
         return None
