@@ -351,15 +351,21 @@ def test_image_size_reads_header_and_applies_exif_rotation(tmp_path):
         image_size(broken)
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tiff"])
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tiff", ".mpo.jpg"])
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_image_size_is_the_size_opencv_decodes_for_every_format_and_orientation(tmp_path, suffix, orientation):
+    """TIFF's size was turned twice, and MPO's (the multi-picture JPEG many phone cameras write) not at all."""
     from PIL import Image
 
     path = tmp_path / f"rot{suffix}"
     exif = Image.Exif()
     exif[0x0112] = orientation
-    Image.fromarray(np.zeros((40, 100, 3), np.uint8)).save(path, exif=exif.tobytes())
+    image = Image.fromarray(np.zeros((40, 100, 3), np.uint8))
+    if suffix == ".mpo.jpg":
+        image.save(path, format="MPO", save_all=True, append_images=[image], exif=exif.tobytes())
+        assert Image.open(path).format == "MPO"
+    else:
+        image.save(path, exif=exif.tobytes())
     decoded = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
     assert image_size(path) == (decoded.shape[1], decoded.shape[0]) == ((40, 100) if orientation > 4 else (100, 40))
 

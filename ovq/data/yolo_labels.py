@@ -102,7 +102,7 @@ def image_size(path: Path) -> tuple[int, int]:
                     width, height = im.size
                     if im.format == "TIFF":  # Pillow's TIFF size is already turned by the orientation; the tags not
                         width, height = im.tag_v2.get(256, width), im.tag_v2.get(257, height)
-                    orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
+                    orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "MPO", "TIFF", "WEBP", "PNG") else 1
             if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: OpenCV applies it when decoding
                 width, height = height, width
             return int(width), int(height)
