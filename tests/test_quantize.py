@@ -265,6 +265,23 @@ def test_a_coco_json_calibrates_and_says_it_cannot_also_validate(tiny, tmp_path,
     assert not (tmp_path / "q2").exists()
 
 
+def test_quantize_never_writes_over_the_float_model_it_quantizes(tiny, tmp_path, capsys):
+    """quantize MODEL_DIR -o MODEL_DIR replaced the float model with the INT8 one (exit 0): the float model was gone,
+    and quantizing it again was refused as 'already quantized by ovq'."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny.parent if tiny.is_file() else tiny, model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    calib = random_images(tmp_path / "calib")
+    for src, out in [(model, model), (model / "model.xml", model), (model / "model.xml", tmp_path / "." / "model")]:
+        assert main(["quantize", str(src), "--data", str(calib), "-o", str(out), "--bench-time", "0", "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [(f"ovq quantize: error: {out}: holds the float model being quantized (model.xml), which the "
+                        "INT8 model would replace; give another output folder (-o)")]
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+
+
 def test_calibration_and_validation_must_differ(assets, tmp_path):
     with pytest.raises(DatasetError, match="share 128 images"):
         quantize(
