@@ -142,6 +142,49 @@ def test_perfect_and_empty_predictions():
     )
 
 
+def test_crowd_regions_of_a_coco_json_are_ignored_as_pycocotools_ignores_them(tmp_path):
+    """A detection inside an ``iscrowd`` region is neither right nor wrong in COCO; ovq once dropped the region, so the
+    detection counted as a false positive (YOLOX-Nano on coco128 train2017: 0.3305 instead of pycocotools' 0.333)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        assert cv2.imwrite(str(folder / name), np.zeros((100, 200, 3), np.uint8))
+    doc = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 100},
+                   {"id": 2, "file_name": "b.jpg", "width": 200, "height": 100}],
+        "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 60], "area": 2400, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [100, 0, 90, 100], "area": 9000, "iscrowd": 1},
+            {"id": 3, "image_id": 2, "category_id": 2, "bbox": [20, 30, 50, 40], "area": 2000, "iscrowd": 0},
+        ],
+    }
+    path = tmp_path / "instances_val.json"
+    path.write_text(json.dumps(doc))
+    ds = load_dataset(path, images=folder)
+    assert ds.boxes == 2
+    preds = [  # the person, and two more people in the crowd ranked above it; the car, and a person beside it
+        Detections(np.array([[110, 10, 150, 90], [150, 5, 185, 95], [11, 10, 50, 71]], np.float32),
+                   np.array([0.9, 0.8, 0.7], np.float32), np.array([0, 0, 0])),
+        Detections(np.array([[20, 30, 70, 70], [120, 10, 160, 90]], np.float32), np.array([0.9, 0.3], np.float32),
+                   np.array([1, 0])),
+    ]
+    ours = coco_map(ds.samples, preds, num_classes=2, names=ds.names)
+    results = [{"image_id": i, "category_id": int(c) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(sc)}
+               for i, d in enumerate(preds, start=1)
+               for (x1, y1, x2, y2), c, sc in zip(d.xyxy.tolist(), d.class_id, d.confidence)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(path))
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert ours.map50_95 == pytest.approx(ev.stats[0], abs=1e-9)
+    assert ours.map50 == pytest.approx(ev.stats[1], abs=1e-9)
+    assert ours.map50 == pytest.approx(1.0)  # counted as false positives, the two in the crowd made person's AP 1/3
+    assert ds.samples[0].crowd_class_id.tolist() == [0]
+
+
 def test_coco_map_rejects_mismatched_input():
     samples, preds = _synthetic(5, n_images=3)
     with pytest.raises(ValueError, match="3 samples but 2 predictions"):
@@ -390,6 +433,49 @@ def test_cli_eval_runs_and_writes_json(tmp_path, capsys):
     assert records and {r["image_id"] for r in records} <= {"x", "y"}
     saved = json.loads(metrics.read_text())
     assert saved["images"] == 2 and saved["boxes"] == 2 and 0.0 <= saved["map50_95"] <= 1.0
+
+
+def test_cli_eval_saves_results_of_a_coco_json_with_its_own_ids(tmp_path, capsys):
+    """The results of a COCO JSON carried file stems and class indices: pycocotools refused them against that very
+    JSON ('Results do not correspond to current coco set') and, for COCO's own files, read index 0 as no category."""
+    xml = _tiny_yolo(tmp_path)
+    rng = np.random.default_rng(5)
+    (tmp_path / "imgs").mkdir()
+    for name in ("frame_a.png", "frame_b.png"):
+        assert cv2.imwrite(str(tmp_path / "imgs" / name), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    doc = {
+        "images": [{"id": 41, "file_name": "frame_a.png", "width": 32, "height": 32},
+                   {"id": 42, "file_name": "frame_b.png", "width": 32, "height": 32}],
+        "categories": [{"id": 9, "name": "b"}, {"id": 5, "name": "a"}],
+        "annotations": [{"id": 1, "image_id": 41, "category_id": 5, "bbox": [4, 4, 20, 20], "area": 400, "iscrowd": 0},
+                        {"id": 2, "image_id": 42, "category_id": 9, "bbox": [0, 8, 30, 16], "area": 480, "iscrowd": 0}],
+    }
+    gt_file = tmp_path / "instances_val.json"
+    gt_file.write_text(json.dumps(doc))
+    out, metrics = tmp_path / "preds.json", tmp_path / "metrics.json"
+    assert main(["eval", str(xml), "--data", str(gt_file), "--images", str(tmp_path / "imgs"), "--save-json", str(out),
+                 "--json", str(metrics), "-q", "--no-progress"]) == 0
+    records = json.loads(out.read_text())
+    assert records and {r["image_id"] for r in records} <= {41, 42} and {r["category_id"] for r in records} <= {5, 9}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_file))
+        ev = COCOeval(gt, gt.loadRes(str(out)), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert json.loads(metrics.read_text())["map50_95"] == pytest.approx(max(ev.stats[0], 0.0), abs=1e-4)
+
+
+@pytest.mark.parametrize("conf", ["1.5", "-0.1", "nan"])
+def test_cli_eval_refuses_a_confidence_threshold_outside_0_1(tmp_path, capsys, conf):
+    """--conf 1.5 or nan kept no detection and reported mAP 0.0000 (exit 0); -0.1 passed as if it were 0."""
+    ds = _bad_dataset(tmp_path / "ds")
+    (ds / "labels" / "val" / "y.txt").write_text("1 0.5 0.5 0.5 0.5\n")
+    metrics = tmp_path / "metrics.json"
+    assert main(["eval", str(_tiny_yolo(tmp_path)), "--data", str(ds), f"--conf={conf}", "--json", str(metrics),
+                 "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ovq eval: error: conf {float(conf)}: expected a number from 0 to 1"] and not metrics.exists()
 
 
 def test_cli_eval_refuses_one_file_for_both_jsons(tmp_path, capsys):

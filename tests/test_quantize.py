@@ -238,6 +238,50 @@ def test_a_dataset_without_a_val_split_still_quantizes_without_accuracy(tiny, tm
     assert any("no 'val' split, so accuracy is not measured" in r.getMessage() for r in caplog.records)
 
 
+def _coco_json(folder):
+    """random_images' four images as a COCO JSON (instances_train.json beside them), one box each."""
+    random_images(folder)
+    doc = {"images": [{"id": i, "file_name": f"{i}.png", "width": 64, "height": 64} for i in range(4)],
+           "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+           "annotations": [{"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [8, 8, 32, 32], "iscrowd": 0}
+                           for i in range(4)]}
+    (folder / "instances_train.json").write_text(json.dumps(doc))
+    return folder / "instances_train.json"
+
+
+def test_a_coco_json_calibrates_and_says_it_cannot_also_validate(tiny, tmp_path, caplog):
+    """A COCO JSON holds one split, so the calibration split and the 'validation' split were the same file: every
+    quantize on one failed with "calibration split 'train' and validation split 'train' share 4 images", though
+    --val-split was never given."""
+    data = _coco_json(tmp_path / "coco")
+    with caplog.at_level(logging.INFO, logger="ovq"):
+        result = quantize(tiny, data, tmp_path / "q", advanced=FAST, progress=False)
+    assert result.fp_map is None and (tmp_path / "q" / "model.xml").exists()
+    assert any("a COCO JSON holds one split ('train')" in r.getMessage() for r in caplog.records)
+    for fields, needs in [({"max_drop": 0.01}, "max_drop needs"), ({"val_split": "val2017"}, "val_split needs"),
+                          ({"test_split": "test"}, "test_split needs"), ({"holdout": 0.5}, "holdout needs")]:
+        with pytest.raises(DatasetError, match=rf"instances_train\.json: a COCO JSON holds one split .* {needs}"):
+            quantize(tiny, data, tmp_path / "q2", advanced=FAST, progress=False, **fields)
+    assert not (tmp_path / "q2").exists()
+
+
+def test_quantize_never_writes_over_the_float_model_it_quantizes(tiny, tmp_path, capsys):
+    """quantize MODEL_DIR -o MODEL_DIR replaced the float model with the INT8 one (exit 0): the float model was gone,
+    and quantizing it again was refused as 'already quantized by ovq'."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny.parent if tiny.is_file() else tiny, model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    calib = random_images(tmp_path / "calib")
+    for src, out in [(model, model), (model / "model.xml", model), (model / "model.xml", tmp_path / "." / "model")]:
+        assert main(["quantize", str(src), "--data", str(calib), "-o", str(out), "--bench-time", "0", "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [(f"ovq quantize: error: {out}: holds the float model being quantized (model.xml), which the "
+                        "INT8 model would replace; give another output folder (-o)")]
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+
+
 def test_calibration_and_validation_must_differ(assets, tmp_path):
     with pytest.raises(DatasetError, match="share 128 images"):
         quantize(

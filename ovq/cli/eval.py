@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", default="val", help="split to evaluate (default val; 'val' also finds val2017)")
     p.add_argument("--images", help="image folder of a COCO JSON, when it is not found beside the JSON")
-    p.add_argument("--save-json", metavar="FILE", help="write COCO-format results (image_id = file stem)")
+    p.add_argument("--save-json", metavar="FILE", help="write COCO-format results (for a COCO JSON its image and category ids, "
+                                                       "else image_id = file stem, category_id = class index)")
     p.add_argument("--conf", type=float, default=0.001, help="confidence threshold (default 0.001, COCO practice)")
     p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -32,7 +32,7 @@ import numpy as np
 from ovq.core.errors import ConfigError, DatasetError, SplitNotFound
 from ovq.core.yamlio import read_yaml
 from ovq.data.images import IMAGE_SUFFIXES, image_files
-from ovq.data.yolo_labels import image_size, label_path_for, parse_yolo_labels
+from ovq.data.yolo_labels import image_size, label_path_for, parse_yolo_labels, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -42,21 +42,31 @@ MAX_NAME = 200  # characters in a class name (it is drawn on frames and sent in 
 
 @dataclass
 class Sample:
-    """One image and its ground truth: ``xyxy`` (N, 4) float32 in original-image pixels, ``class_id`` (N,)."""
+    """One image and its ground truth: ``xyxy`` (N, 4) float32 in original-image pixels, ``class_id`` (N,).
+
+    ``crowd_xyxy`` (M, 4) and ``crowd_class_id`` (M,): a COCO JSON's ``iscrowd`` regions, which scoring ignores
+    as COCO does (a detection inside one is neither right nor wrong); they are not boxes to find. ``coco_id``: the
+    image's id in its COCO JSON (``None`` for other layouts)."""
 
     image: Path
     xyxy: np.ndarray
     class_id: np.ndarray
     width: int
     height: int
+    crowd_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    crowd_class_id: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    coco_id: int | None = None
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
         self.class_id = np.asarray(self.class_id, dtype=np.int64).reshape(-1)
-        if len(self.class_id) != len(self.xyxy):
+        self.crowd_xyxy = np.asarray(self.crowd_xyxy, dtype=np.float32).reshape(-1, 4)
+        self.crowd_class_id = np.asarray(self.crowd_class_id, dtype=np.int64).reshape(-1)
+        if len(self.class_id) != len(self.xyxy) or len(self.crowd_class_id) != len(self.crowd_xyxy):
             raise ValueError(
-                f"Sample {self.image}: {len(self.xyxy)} boxes but {len(self.class_id)} class ids"
+                f"Sample {self.image}: {len(self.xyxy)} boxes but {len(self.class_id)} class ids "
+                f"({len(self.crowd_xyxy)} crowd regions, {len(self.crowd_class_id)} crowd class ids)"
             )
 
 
@@ -170,7 +180,7 @@ def _names_file(root: Path) -> list[str] | None:
     for name in NAME_FILES:
         path = root / name
         if path.is_file():
-            names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            names = [ln.strip() for ln in read_text(path, "class names file").splitlines() if ln.strip()]
             if not names:
                 raise DatasetError(f"{path}: holds no class names")
             return names
@@ -190,14 +200,16 @@ def _load_folder(root: Path, split: str, names: Sequence[str] | None) -> Dataset
                     f"{root}: no split '{split}' under images/; found: {', '.join(splits) or 'none'}"
                 )
         labels_dir = root / "labels" / split_dir.relative_to(images_root)
-        files = _images_in(split_dir)
+        # a split's folders (images/val/cam1/...) belong to it, as in a YAML's split; images/ itself holds the splits
+        files = _images_in(split_dir, recursive=split_dir != images_root)
         own_names = _names_file(root)
         class_names = own_names if own_names is not None else (list(names) if names else None)
         if not labels_dir.is_dir():
             logger.warning("%s: no labels folder %s; images are unlabelled", root, labels_dir)
             return Dataset(root, split_dir.name, class_names or [], _unlabelled(files), False, "images", root)
         samples, _, max_class = _yolo_samples(
-            files, lambda p: labels_dir / (p.stem + ".txt"), len(class_names) if class_names else None
+            files, lambda p: labels_dir / p.relative_to(split_dir).with_suffix(".txt"),
+            len(class_names) if class_names else None,
         )
         if class_names is None:
             class_names = [str(i) for i in range(max_class + 1)]
@@ -327,7 +339,7 @@ def _yaml_names(path: Path, doc: dict[str, Any]) -> list[str]:
 
 def _image_list(listing: Path) -> list[Path]:
     files = []
-    for lineno, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(listing, "image list").splitlines(), start=1):
         entry = line.strip()
         if not entry:
             continue
@@ -346,43 +358,41 @@ _INSTANCES = re.compile(r"^instances_(.+)$")
 
 def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_text(path, "COCO JSON"))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")):
         raise DatasetError(f"{path}: not a COCO instances file (needs 'images', 'annotations' and 'categories' lists)")
     match = _INSTANCES.match(path.stem)
     split_name = match.group(1) if match else split
-    try:
-        cats = sorted(doc["categories"], key=lambda c: int(c["id"]))
-        cat_index = {int(c["id"]): i for i, c in enumerate(cats)}
-        names = [str(c.get("name", c["id"])) for c in cats]
-    except (KeyError, TypeError, ValueError):
-        raise DatasetError(f"{path}: every category needs an integer 'id'") from None
-    if not cats:
-        raise DatasetError(f"{path}: no categories")
+    cat_ids, names = _coco_categories(path, doc["categories"])
+    cat_index = {cat: i for i, cat in enumerate(cat_ids)}
     images: dict[int, dict[str, Any]] = {}
     for img in doc["images"]:
         try:
-            images[int(img["id"])] = img
-            str(img["file_name"])
+            image_id, file_name = _coco_id(img["id"]), str(img["file_name"])
         except (KeyError, TypeError, ValueError):
-            raise DatasetError(f"{path}: image entry {str(img)[:80]} needs 'id' and 'file_name'") from None
+            raise DatasetError(f"{path}: image entry {str(img)[:80]} needs an integer 'id' and a 'file_name'") from None
+        if image_id in images and str(images[image_id]["file_name"]) != file_name:
+            raise DatasetError(f"{path}: image id {image_id} is listed twice ({_shorten(images[image_id]['file_name'])} "
+                               f"and {_shorten(file_name)}); its annotations would go to one of them")
+        images[image_id] = img
     folder = images_dir or _coco_image_folder(path, split_name, [str(i["file_name"]) for i in images.values()][:3])
     if not folder.is_dir():
         raise DatasetError(f"{path}: image folder {folder} not found")
     boxes: dict[int, list[tuple[float, float, float, float]]] = {k: [] for k in images}
     classes: dict[int, list[int]] = {k: [] for k in images}
-    skipped_crowd = skipped_empty = 0
+    crowd: dict[int, list[tuple[int, tuple[float, float, float, float]]]] = {k: [] for k in images}
+    skipped_empty = 0
     for ann in doc["annotations"]:
         aid = ann.get("id", "?") if isinstance(ann, dict) else "?"
         where = f"{path}: annotation id {aid}"
         try:
-            image_id = int(ann["image_id"])
-            category = int(ann["category_id"])
+            image_id = _coco_id(ann["image_id"])
+            category = _coco_id(ann["category_id"])
             x, y, w, h = (float(v) for v in ann["bbox"])
         except (KeyError, TypeError, ValueError):
-            raise DatasetError(f"{where}: needs 'image_id', 'category_id' and a 4-number 'bbox'") from None
+            raise DatasetError(f"{where}: needs an integer 'image_id' and 'category_id' and a 4-number 'bbox'") from None
         if image_id not in images:
             raise DatasetError(f"{where}: image_id {image_id} is not among the images")
         if category not in cat_index:
@@ -391,9 +401,6 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
             raise DatasetError(f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] holds a number that is not finite")
         if w < 0 or h < 0:
             raise DatasetError(f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] has a negative width or height")
-        if ann.get("iscrowd", 0):
-            skipped_crowd += 1  # crowd regions are not objects to find (Ultralytics drops them too)
-            continue
         if w == 0 or h == 0:
             skipped_empty += 1
             continue
@@ -402,10 +409,15 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
         tol = 1.0  # a pixel of slack for rounding
         if x < -tol or y < -tol or (iw and x + w > iw + tol) or (ih and y + h > ih + tol):
             raise DatasetError(f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] is outside the {iw:g}x{ih:g} image")
+        if ann.get("iscrowd", 0):  # not an object to find, but a region where detections are not counted (COCO)
+            crowd[image_id].append((cat_index[category], (x, y, x + w, y + h)))
+            continue
         boxes[image_id].append((x, y, x + w, y + h))
         classes[image_id].append(cat_index[category])
-    if skipped_crowd or skipped_empty:
-        logger.info("%s: skipped %d crowd and %d zero-size annotations", path, skipped_crowd, skipped_empty)
+    n_crowd = sum(len(v) for v in crowd.values())
+    if n_crowd or skipped_empty:
+        logger.info("%s: %d crowd regions (ignored in scoring, as COCO does), %d zero-size annotations skipped",
+                    path, n_crowd, skipped_empty)
     samples = []
     for image_id, img in sorted(images.items(), key=lambda kv: str(kv[1]["file_name"])):
         file = folder / str(img["file_name"])
@@ -414,11 +426,46 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
         width, height = int(img.get("width") or 0), int(img.get("height") or 0)
         if width <= 0 or height <= 0:
             width, height = image_size(file)
-        xyxy = np.asarray(boxes[image_id], dtype=np.float32).reshape(-1, 4)
-        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
-        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
-        samples.append(Sample(file, xyxy, np.asarray(classes[image_id], np.int64), width, height))
-    return Dataset(folder, split_name, names, samples, True, "coco", path, extra={"category_ids": [int(c["id"]) for c in cats]})
+        xyxy = _clipped(boxes[image_id], width, height)
+        crowd_xyxy = _clipped([box for _, box in crowd[image_id]], width, height)
+        samples.append(Sample(file, xyxy, np.asarray(classes[image_id], np.int64), width, height, crowd_xyxy,
+                              np.asarray([k for k, _ in crowd[image_id]], np.int64), image_id))
+    return Dataset(folder, split_name, names, samples, True, "coco", path, extra={"category_ids": cat_ids})
+
+
+def _coco_id(value: Any) -> int:
+    """An id of a COCO JSON: an integer (``3``, ``3.0`` or ``"3"``); ``ValueError`` for ``3.5`` or ``true``, which
+    ``int()`` would quietly make ``3`` and ``1`` (another category, another image)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
+
+
+def _coco_categories(path: Path, categories: list[Any]) -> tuple[list[int], list[str]]:
+    """Category ids, sorted, and their names. An id listed twice with the same name counts once; with another name
+    it is an error (each id becomes a class index, and a second entry would shift every class after it)."""
+    by_id: dict[int, str] = {}
+    for cat in categories:
+        try:
+            cat_id = _coco_id(cat["id"])
+            name = str(cat.get("name", cat["id"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise DatasetError(f"{path}: every category needs an integer 'id'") from None
+        if cat_id in by_id and by_id[cat_id] != name:
+            raise DatasetError(f"{path}: category id {cat_id} is listed twice, as '{_shorten(by_id[cat_id])}' and "
+                               f"'{_shorten(name)}'")
+        by_id[cat_id] = name
+    if not by_id:
+        raise DatasetError(f"{path}: no categories")
+    ids = sorted(by_id)
+    return ids, [by_id[i] for i in ids]
+
+
+def _clipped(boxes: list[tuple[float, float, float, float]], width: int, height: int) -> np.ndarray:
+    xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
+    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+    return xyxy
 
 
 def _coco_image_folder(path: Path, split: str, first_files: list[str]) -> Path:

@@ -32,10 +32,14 @@ def file_problem(path: Path) -> str | None:
 def image_files(folder: Path, pattern: str = "*") -> list[Path]:
     """The image files in ``folder`` matching ``pattern`` (sorted); folders named like images are left out, and
     an image name that is not a regular file (a broken symlink, a FIFO) is a :class:`DatasetError` naming it,
-    rather than an image quietly missing from a measurement."""
+    rather than an image quietly missing from a measurement. Hidden names below ``folder`` are not images of the
+    set: macOS's ``._name.jpg`` metadata beside each image copied from a Mac, a ``.ipynb_checkpoints`` folder's
+    copies (they would be scored as unlabelled images); Ultralytics' glob skips them too."""
     found = []
     for path in sorted(folder.glob(pattern)):
         if path.suffix.lower() not in IMAGE_SUFFIXES or path.is_dir():
+            continue
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
         if problem := file_problem(path):
             raise DatasetError(f"{path}: {problem}")
@@ -63,7 +67,10 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
 def read_image(path: str | Path) -> np.ndarray:
     """A BGR uint8 image; :class:`DatasetError` naming the file when it cannot be decoded."""
     path = Path(path)
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    except OSError as exc:  # no permission, an I/O error: the image's problem, not the output's
+        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if data is None:
         raise DatasetError(f"{path}: no such image file")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None

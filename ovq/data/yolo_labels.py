@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import cv2
@@ -13,12 +14,20 @@ from ovq.core.errors import DatasetError
 BOX_TOLERANCE = 1e-3  # normalized coordinates may overshoot 0..1 by this much (rounding); then clipped
 
 
+def read_text(path: Path, what: str) -> str:
+    """The text of one of a dataset's files (``what`` it is, for the message): UTF-8, with or without the byte-order
+    mark Windows editors put first; :class:`DatasetError` naming the file when it cannot be read or is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+
+
 def parse_yolo_labels(label: Path, width: int, height: int, num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (xyxy pixels) and class ids of one YOLO label file; :class:`DatasetError` naming file:line."""
-    try:
-        text = label.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{label}: cannot read label file: {exc}") from None
+    text = read_text(label, "label file")
     boxes: list[tuple[float, float, float, float]] = []
     classes: list[int] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -85,13 +94,19 @@ def image_size(path: Path) -> tuple[int, int]:
         Image = None
     if Image is not None:
         try:
-            with Image.open(path) as im:
-                width, height = im.size
-                orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "WEBP", "PNG") else 1
+            with warnings.catch_warnings():
+                # Pillow's guard against decoding a huge image (a warning above 89 M pixels, an error above 179 M):
+                # only the header is read here, and OpenCV, which decodes it, has its own limit (1 G pixels)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    width, height = im.size
+                    if im.format == "TIFF":  # Pillow's TIFF size is already turned by the orientation; the tags not
+                        width, height = im.tag_v2.get(256, width), im.tag_v2.get(257, height)
+                    orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "MPO", "TIFF", "WEBP", "PNG") else 1
             if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: OpenCV applies it when decoding
                 width, height = height, width
             return int(width), int(height)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError):
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, ImportError):
             # ImportError: Ultralytics, once imported, patches Image.open to try an optional HEIF plugin
             pass
     image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None

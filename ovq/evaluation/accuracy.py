@@ -30,6 +30,7 @@ from ovq.core.geometry import ResizeInfo
 from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.data.images import read_image
 from ovq.evaluation.metrics import MAX_DETS, MapResult, coco_map, top_k
+from ovq.model.decoders.base import check_thresholds
 from ovq.model.detector import Detector, load
 from ovq.runtime.inference import InferQueue
 from ovq.serving.remote import RemoteDetector, open_detector
@@ -177,19 +178,31 @@ def _run_queue(make_queue, samples, load_one, finish_one, n_outputs, errors, pen
             f.result()
 
 
-def coco_results(samples: Sequence[Sample], predictions: Sequence[Detections]) -> list[dict[str, Any]]:
+def coco_results(
+    samples: Sequence[Sample],
+    predictions: Sequence[Detections],
+    *,
+    category_ids: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
     """COCO result records of what is scored (the 100 best per image).
 
-    ``image_id`` is the image file's stem (as an int when it is all digits, which matches COCO's own ids); when two
-    images share a stem (``a.jpg`` and ``a.png``, or one name in two folders), every image is named by its path
-    below the images' common folder instead, so no two images share an id. ``category_id`` is the contiguous
-    class index, ``bbox`` ``[x, y, w, h]`` in original-image pixels.
+    Samples from a COCO JSON keep its image ids (``Sample.coco_id``), and with its ``category_ids`` (one per class
+    index, ``Dataset.extra``) the records load against that JSON (pycocotools' ``loadRes``). Otherwise ``image_id``
+    is the image file's stem (as an int when it is all digits, which matches COCO's own ids); when two images share
+    a stem (``a.jpg`` and ``a.png``, or one name in two folders), every image is named by its path below the images'
+    common folder instead, so no two images share an id; ``category_id`` is the contiguous class index. ``bbox``
+    ``[x, y, w, h]`` is in original-image pixels.
     """
-    ids: list[int | str] = [int(s.image.stem) if s.image.stem.isdigit() else s.image.stem for s in samples]
-    if len(set(ids)) < len(ids):
-        root = Path(os.path.commonpath([str(s.image.parent) for s in samples]))
-        ids = [s.image.relative_to(root).as_posix() for s in samples]
-        logger.warning("--save-json: images share file stems; image_id is each image's path below %s", root)
+    ids: list[int | str]
+    coco_ids = [s.coco_id for s in samples]
+    if samples and None not in coco_ids:
+        ids = [int(i) for i in coco_ids if i is not None]
+    else:
+        ids = [int(s.image.stem) if s.image.stem.isdigit() else s.image.stem for s in samples]
+        if len(set(ids)) < len(ids):
+            root = Path(os.path.commonpath([str(s.image.parent) for s in samples]))
+            ids = [s.image.relative_to(root).as_posix() for s in samples]
+            logger.warning("--save-json: images share file stems; image_id is each image's path below %s", root)
     records = []
     for image_id, dets in zip(ids, predictions, strict=True):
         dets = top_k(dets, MAX_DETS)
@@ -197,7 +210,7 @@ def coco_results(samples: Sequence[Sample], predictions: Sequence[Detections]) -
             records.append(
                 {
                     "image_id": image_id,
-                    "category_id": int(cls),
+                    "category_id": int(cls) if category_ids is None else int(category_ids[cls]),
                     "bbox": [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
                     "score": round(float(score), 5),
                 }
@@ -226,6 +239,7 @@ def evaluate(
     written is checked before anything loads.
     """
     start = time.perf_counter()
+    check_thresholds(conf)  # 1.5 or NaN kept no detection: mAP 0.0000, exit 0
     if save_json is not None:
         check_output_file(save_json)
     if isinstance(model, (Detector, RemoteDetector)) or is_serving_url(model):
@@ -246,7 +260,9 @@ def evaluate(
     preds = predict_samples(detector.compiled, detector, dataset.samples, conf=conf, progress=progress)
     scored = coco_map(dataset.samples, preds, num_classes=len(labels), names=labels)
     if save_json is not None:
-        write_text_atomic(save_json, json.dumps(coco_results(dataset.samples, preds)) + "\n")
+        # a COCO JSON's own category ids, so the file scores against it
+        records = coco_results(dataset.samples, preds, category_ids=dataset.extra.get("category_ids"))
+        write_text_atomic(save_json, json.dumps(records) + "\n")
         logger.info("wrote %s", save_json)
     return EvalResult(
         map50_95=scored.map50_95,

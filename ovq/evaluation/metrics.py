@@ -2,7 +2,8 @@
 
 The ground truth is built in memory from :class:`ovq.data.datasets.Sample` s: image ids are 1-based sample
 positions, category ids are the contiguous class indices, ``area`` is the box area (``w * h``, used for
-COCO's small/medium/large ranges) and nothing is crowd. Predictions are capped at the
+COCO's small/medium/large ranges), and a sample's crowd regions (a COCO JSON's ``iscrowd``) are crowd annotations,
+so a detection inside one is ignored as COCO ignores it. Predictions are capped at the
 :data:`MAX_DETS` best per image, the COCO standard (the evaluator itself only caps per class).
 
 **Per-image score** (``coco_map(..., per_image=True)``), one value per sample, higher is better: for an
@@ -94,17 +95,24 @@ def coco_map(
     if names is not None and len(names) != num_classes:
         raise ValueError(f"coco_map: {len(names)} names for {num_classes} classes")
     label = (lambda k: str(names[k])) if names is not None else str
-    images, gt_anns, dt_anns = [], [], []
+    images, gt_anns, dt_anns, crowd_anns = [], [], [], []
     capped: list[Detections] = []
     for index, (sample, dets) in enumerate(zip(samples, predictions)):
         image_id = index + 1
         images.append({"id": image_id, "width": int(sample.width), "height": int(sample.height)})
         _check_classes(sample.class_id, num_classes, f"ground truth of {sample.image}")
+        _check_classes(sample.crowd_class_id, num_classes, f"crowd regions of {sample.image}")
         for box, cls in zip(sample.xyxy.tolist(), sample.class_id.tolist()):
             w, h = box[2] - box[0], box[3] - box[1]
             gt_anns.append(
                 {"id": len(gt_anns) + 1, "image_id": image_id, "category_id": int(cls),
                  "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0}
+            )
+        for box, cls in zip(sample.crowd_xyxy.tolist(), sample.crowd_class_id.tolist()):
+            w, h = box[2] - box[0], box[3] - box[1]
+            crowd_anns.append(
+                {"image_id": image_id, "category_id": int(cls), "bbox": [box[0], box[1], w, h], "area": w * h,
+                 "iscrowd": 1}
             )
         dets = top_k(dets)
         capped.append(dets)
@@ -130,7 +138,8 @@ def coco_map(
     quiet = io.StringIO()  # pycocotools prints progress to stdout
     with contextlib.redirect_stdout(quiet):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": gt_anns, "categories": categories}
+        crowd_anns = [{**a, "id": len(gt_anns) + i} for i, a in enumerate(crowd_anns, start=1)]
+        gt.dataset = {"images": images, "annotations": gt_anns + crowd_anns, "categories": categories}
         gt.createIndex()
         dt = COCO()
         dt.dataset = {"images": images, "annotations": dt_anns, "categories": categories}

@@ -60,7 +60,7 @@ def read_inputs(data: Any, model: Any, detector: Detector, options: QuantizeOpti
     """Load both splits of ``data`` for ``detector``'s model, check them, and preprocess what will be used."""
     labels = detector.labels
     calib = load_dataset(data, split=options.calib_split, names=labels)
-    val = _validation_split(data, model, labels, options)
+    val = _validation_split(data, model, labels, options, calib)
     if val is not None:
         _check_disjoint(data, calib, val, ("calibration", "validation"))
     holdout, holdout_source = None, ""
@@ -71,6 +71,8 @@ def read_inputs(data: Any, model: Any, detector: Detector, options: QuantizeOpti
         parts = hold_out(val, options.holdout, options.advanced.holdout_seed, data)
         val, holdout, holdout_source = parts.kept, parts.held, parts.source
     elif options.test_split is not None:
+        if calib.format == "coco":
+            raise DatasetError(_one_split(data, calib, "test_split needs test images"))
         holdout = _test_split(data, model, labels, options.test_split)
         _check_disjoint(data, calib, holdout, ("calibration", "test"))
         if val is not None:
@@ -99,8 +101,21 @@ def _test_split(data: Any, model: Any, labels: list[str], split: str) -> Dataset
     return test
 
 
-def _validation_split(data: Any, model: Any, labels: list[str], options: QuantizeOptions) -> Dataset | None:
+def _one_split(data: Any, calib: Dataset, needs: str) -> str:
+    return (f"{data}: a COCO JSON holds one split ('{calib.split}'), which calibrates; {needs} of their own: give a "
+            "dataset YAML or a folder with images/<split> and labels/<split>")
+
+
+def _validation_split(data: Any, model: Any, labels: list[str], options: QuantizeOptions,
+                      calib: Dataset) -> Dataset | None:
     budget = options.max_drop is not None
+    if calib.format == "coco":  # whatever split is asked, the same file: its images cannot validate themselves
+        needs = "max_drop" if budget else "holdout" if options.holdout is not None else "val_split"
+        if budget or options.holdout is not None or options.val_split != QuantizeOptions.val_split:
+            raise DatasetError(_one_split(data, calib, f"{needs} needs validation images"))
+        logger.info("%s: a COCO JSON holds one split ('%s'), which calibrates; accuracy is not measured", data,
+                    calib.split)
+        return None
     try:
         val = load_dataset(data, split=options.val_split, names=labels)
     except SplitNotFound:
