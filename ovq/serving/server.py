@@ -109,6 +109,7 @@ def _serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners,
 
     from ovq.serving.grpc_server import GrpcServer
     from ovq.serving.rest_gate import RestGate
+    from ovq.serving.served_model import FixedModels
     from ovq.serving.server_errors import install_rest_handlers
 
     grpc = GrpcServer(listeners)
@@ -123,6 +124,8 @@ def _serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners,
             server = ModelServer(http_port=options.http_port, grpc_port=options.grpc_port, enable_grpc=False,
                                  enable_latency_logging=False)
             server._register_and_check_atleast_one_model_is_ready(list(models))
+            # REST and gRPC alike: no client loads or unloads a model (see FixedModels)
+            server.model_repository_extension = FixedModels(server.registered_models)
             rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension,
                               options.http_port, workers=1, grace_period=5)
             rest.config.host = listeners.address
