@@ -7,9 +7,12 @@ import http.client
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.test_serving import OvqServe
+from tests.test_serving import OvqServe, ovq
+
+INPUT = [1, 352, 352, 3]  # FastestDet's letterboxed u8 NHWC input
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +58,30 @@ def test_a_client_cannot_unload_the_served_model(fd_server: OvqServe) -> None:
         client.close()
     assert rest(fd_server, "GET", "/v2/models/fd/ready") == (200, {"name": "fd", "ready": True})
     assert "Traceback" not in fd_server.log.read_text()
+
+
+@pytest.mark.slow
+def test_a_model_version_is_refused_on_grpc_as_on_rest(fd_server: OvqServe, assets: Path, tmp_path: Path) -> None:
+    """REST refuses a versioned URL (501, "Model versioning not supported yet."), but gRPC answered any version
+    asked for: `ovq predict grpc://.../v2/models/fd/versions/7` wrote predictions from a version that does not
+    exist, and tritonclient's infer with model_version="7" was served."""
+    import tritonclient.grpc as triton
+
+    r = ovq("predict", fd_server.url("grpc") + "/versions/7", str(assets / "images" / "bus.jpg"), "-o",
+            str(tmp_path / "p"), "-q", timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "Model versioning not supported yet. (this server serves no versioned URL; drop /versions/7)" in r.stderr
+    assert not (tmp_path / "p").exists()
+    client = triton.InferenceServerClient(f"127.0.0.1:{fd_server.grpc}")
+    item = triton.InferInput("input.1", INPUT, "UINT8")
+    item.set_data_from_numpy(np.zeros(INPUT, np.uint8))
+    try:
+        for call in (lambda: client.infer("fd", [item], model_version="7", client_timeout=30),
+                     lambda: client.get_model_metadata("fd", "7", client_timeout=30),
+                     lambda: client.is_model_ready("fd", "7", client_timeout=30)):
+            with pytest.raises(triton.InferenceServerException) as err:
+                call()
+            assert str(err.value.status()) == "StatusCode.UNIMPLEMENTED", err.value
+        assert client.infer("fd", [item], client_timeout=30).as_numpy("758").shape == (1, 85, 22, 22)
+    finally:
+        client.close()

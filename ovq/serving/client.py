@@ -119,6 +119,11 @@ class _Rest:
         return parse_infer_response(data, headers.get("inference-header-content-length"))
 
 
+def _unversioned(url: ServingURL) -> str:
+    """What to do about a versioned URL that the server refuses (kserve's "Model versioning not supported yet.")."""
+    return f" (this server serves no versioned URL; drop /versions/{url.version})"
+
+
 class _HttpStatus(Exception):
     def __init__(self, code: int, text: str) -> None:
         try:
@@ -214,16 +219,20 @@ class V2Client:
     def model_ready(self) -> bool:
         u = self.url
         if u.scheme == "grpc":
-            return bool(self._call("model readiness", self._client.is_model_ready, u.model, u.version,
-                                   client_timeout=self.timeout))
+            try:
+                return bool(self._call("model readiness", self._client.is_model_ready, u.model, u.version,
+                                       client_timeout=self.timeout))
+            except ServingError as exc:
+                if "StatusCode.UNIMPLEMENTED" in str(exc) and u.version:
+                    raise ServingError(f"{exc}{_unversioned(u)}") from exc
+                raise
         status, body = self._call("model readiness", self._client.get_json, "/ready")
         if status == 404:
             raise ServingError(f"{u}: the server has no model '{u.model}': {body.get('error', '')}".rstrip(": "))
         if status in RETRYABLE_HTTP:
             raise ServerUnavailable(f"{u}: model readiness: HTTP {status}")
         if status != 200:  # 501 "Model versioning not supported yet." was reported as a model not ready
-            hint = f" (this server serves no versioned URL; drop /versions/{u.version})" if status == 501 and u.version \
-                else ""
+            hint = _unversioned(u) if status == 501 and u.version else ""
             raise ServingError(f"{u}: model readiness: HTTP {status}: {body.get('error', '')}{hint}")
         return bool(body.get("ready", True))
 
