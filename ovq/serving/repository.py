@@ -206,12 +206,12 @@ def _write_version(repo: Path, name: str, model: ov.Model, info: ModelInfo) -> t
         tmp.chmod(0o777 & ~_umask())
         tmp.rename(target)
     except (OSError, RuntimeError) as exc:  # OpenVINO: "RuntimeError: basic_ios::clear: iostream error" on a full disk
-        shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
             why = exc.strerror or str(exc)
-        else:
+        else:  # the free space while the partial write still holds it: taken back, a 2 MB disk had 2 MB free again
             why = "no space left on the device" if free_bytes(folder) < 1_000_000 else \
                 f"the write failed ({first_line(exc)})"
+        shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(f"{target}: cannot write the model: {why}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
