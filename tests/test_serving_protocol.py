@@ -85,3 +85,23 @@ def test_a_model_version_is_refused_on_grpc_as_on_rest(fd_server: OvqServe, asse
         assert client.infer("fd", [item], client_timeout=30).as_numpy("758").shape == (1, 85, 22, 22)
     finally:
         client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("value", "kind"), [(0.5, "numbers with a fraction"), (True, "true/false"),
+                                             ("7", "strings")], ids=["float", "bool", "string"])
+def test_json_data_that_is_not_uint8_is_400(fd_server: OvqServe, value, kind: str) -> None:
+    """A UINT8 input written as JSON floats (an image already scaled to 0..1), booleans or numeric strings was
+    served (200): numpy cast it, 0.5 to 0, and the client got detections of a black frame."""
+    n = int(np.prod(INPUT))
+    body = json.dumps({"inputs": [{"name": "input.1", "shape": INPUT, "datatype": "UINT8", "data": [value] * n}]})
+    conn = http.client.HTTPConnection("127.0.0.1", fd_server.http, timeout=60)
+    try:
+        conn.request("POST", "/v2/models/fd/infer", body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        status, answer = r.status, json.loads(r.read())
+    finally:
+        conn.close()
+    assert status == 400, answer
+    assert answer["error"] == (f"input 'input.1': its data does not fit UINT8 [1, 352, 352, 3]: UINT8 data are "
+                               f"integers from 0 to 255, got {kind}")

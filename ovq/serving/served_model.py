@@ -28,6 +28,10 @@ from ovq.serving.client import INFO_TENSOR, v2_datatype
 logger = logging.getLogger(__name__)
 
 
+# what JSON data other than integers came as, by numpy's kind of it
+_KINDS = {"f": "numbers with a fraction", "b": "true/false", "U": "strings", "c": "complex numbers"}
+
+
 class ServedModel(kserve.Model):
     """One ovq model on the v2 protocol, inferring on an ``AsyncInferQueue``."""
 
@@ -105,6 +109,10 @@ class ServedModel(kserve.Model):
         item = payload.inputs[0]
         self.check_input(item.name, item.datatype, item.shape)
         try:  # JSON data that does not fill its shape, 300 for a UINT8: numpy's ValueError/OverflowError
+            if isinstance(item.data, list) and item.data:  # JSON or gRPC contents (raw bytes: none): numpy cast 0.5 to 0
+                kind = np.asarray(item.data).dtype.kind
+                if kind not in "iu":
+                    raise TypeError(f"UINT8 data are integers from 0 to 255, got {_KINDS.get(kind, 'mixed values')}")
             tensor = item.as_numpy()
         except (ValueError, TypeError, OverflowError) as exc:
             raise InvalidInput(f"input '{item.name}': its data does not fit UINT8 {self.input_shape}: "
