@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,30 @@ def test_json_data_that_is_not_uint8_is_400(fd_server: OvqServe, value, kind: st
     assert status == 400, answer
     assert answer["error"] == (f"input 'input.1': its data does not fit UINT8 [1, 352, 352, 3]: UINT8 data are "
                                f"integers from 0 to 255, got {kind}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("body", "error"), [
+    ({"inputs": [{"name": "input.1"}]}, "inputs[0].shape: Field required; inputs[0].datatype: Field required"),
+    ({"inputs": [{"name": "input.1", "shape": [1.5, 352, 352, 3], "datatype": "UINT8", "data": [0] * 371712}]},
+     "inputs[0].shape[0]: Input should be a valid integer, got a number with a fractional part"),
+    ("{", "the body is not JSON: Expecting property name enclosed in double quotes"),
+    ("", "the request has no body"),
+], ids=["fields-missing", "shape-fraction", "not-json", "empty"])
+def test_a_request_kserve_cannot_parse_is_a_v2_error(fd_server: OvqServe, body, error: str) -> None:
+    """kserve answered these with FastAPI's 422 {"detail": [...]}, not the v2 protocol's {"error": "..."} (ovq's own
+    client showed the raw detail), echoing the request's data back (743 KB for a 1.8 MB body) and logging nothing."""
+    before = fd_server.log.read_text()
+    conn = http.client.HTTPConnection("127.0.0.1", fd_server.http, timeout=60)
+    try:
+        conn.request("POST", "/v2/models/fd/infer", body=body if isinstance(body, str) else json.dumps(body),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        status, raw = r.status, r.read()
+    finally:
+        conn.close()
+    assert status == 400 and len(raw) < 1000, raw[:300]
+    assert json.loads(raw)["error"].startswith(error), raw
+    time.sleep(0.2)
+    logged = fd_server.log.read_text()[len(before):]
+    assert logged.count("\n") == 1 and error in logged, logged
