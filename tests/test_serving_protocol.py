@@ -1,10 +1,13 @@
-"""What ``ovq serve`` answers a v2 client beyond inference: the model repository extension (load, unload) and model
-versions, on REST and gRPC alike (FastestDet as the model)."""
+"""What ``ovq serve`` answers a v2 client beyond a well-formed inference: the model repository extension (load,
+unload), model versions, bodies kserve cannot parse, JSON data that is not UINT8, a request cut by the server's stop;
+on REST and gRPC alike (FastestDet as the model)."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import signal
+import socket
 import time
 from pathlib import Path
 
@@ -133,3 +136,29 @@ def test_a_request_kserve_cannot_parse_is_a_v2_error(fd_server: OvqServe, body, 
     time.sleep(0.2)
     logged = fd_server.log.read_text()[len(before):]
     assert logged.count("\n") == 1 and error in logged, logged
+
+
+@pytest.mark.slow
+def test_a_request_still_coming_when_the_server_stops_is_one_log_line(fastestdet: Path, tmp_path: Path) -> None:
+    """SIGTERM while a client was still sending its body: after uvicorn's 5 s grace it cancelled the request and
+    logged 'Exception in ASGI application' with a 60-line CancelledError traceback, at ERROR, also with -q."""
+    srv = OvqServe(fastestdet, name="fd", log=tmp_path / "serve.log")
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.http), timeout=30) as sock:
+            sock.sendall(b"POST /v2/models/fd/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000000\r\n\r\n{")
+            before = srv.log.read_text()
+            srv.proc.send_signal(signal.SIGTERM)
+            while srv.proc.poll() is None:  # a client that goes on sending, a byte at a time
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    break
+                time.sleep(0.2)
+        assert srv.proc.wait(30) == 0
+    finally:
+        srv.kill()
+    logged = srv.log.read_text()[len(before):]
+    assert "Traceback" not in logged and "CancelledError" not in logged, logged
+    assert "POST /v2/models/fd/infer: the server stopped before the request was complete" in logged, logged
