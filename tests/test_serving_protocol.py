@@ -162,3 +162,26 @@ def test_a_request_still_coming_when_the_server_stops_is_one_log_line(fastestdet
     logged = srv.log.read_text()[len(before):]
     assert "Traceback" not in logged and "CancelledError" not in logged, logged
     assert "POST /v2/models/fd/infer: the server stopped before the request was complete" in logged, logged
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_the_server_at_once(fastestdet: Path, tmp_path: Path) -> None:
+    """A second Ctrl-C while the server waited for a request still coming: uvicorn's forced exit left the
+    application's lifespan to be cancelled, and it logged a CancelledError traceback at ERROR; exit 0. Now it ends
+    at once, as `ovq run` does: one line and exit code 130."""
+    srv = OvqServe(fastestdet, name="fd", log=tmp_path / "serve.log")
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.http), timeout=30) as sock:
+            sock.sendall(b"POST /v2/models/fd/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000000\r\n\r\n{")  # the drain waits for it (up to 5 s)
+            srv.proc.send_signal(signal.SIGINT)
+            time.sleep(1.5)  # past the window in which a repeat is the same request (SAME_REQUEST_S)
+            srv.proc.send_signal(signal.SIGINT)
+            code = srv.proc.wait(30)
+    finally:
+        srv.kill()
+    logged = srv.log.read_text()
+    assert code == 130, logged
+    assert "Traceback" not in logged and "CancelledError" not in logged, logged
+    assert logged.endswith("ovq serve: interrupted again, stopping at once (requests under way are not answered)\n")

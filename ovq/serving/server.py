@@ -87,23 +87,29 @@ def served_models(models: Sequence[str | Path], names: Sequence[str] | None, opt
             for name, m in zip(chosen, models, strict=True)]
 
 
+SignalHandler = Callable[[int, Any], None]
+
+
 def serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners | None = None, *,
-          ready: Callable[[], None] | None = None) -> None:
+          ready: Callable[[], None] | None = None,
+          on_signal: Callable[[SignalHandler], SignalHandler] | None = None) -> None:
     """Serve ``models`` (from :func:`served_models`) until SIGINT/SIGTERM on ``listeners`` (from
     :func:`~ovq.serving.listen.bind_listeners`, bound here when not given: before compiling is better).
-    ``ready`` is called once both ports are bound by their servers, before kserve is set up."""
+    ``ready`` is called once both ports are bound by their servers, before kserve is set up. ``on_signal`` wraps
+    the REST server's handler of SIGINT/SIGTERM (which stops it gently, answering the requests under way); the
+    command's wrapper ends the process on a second signal."""
     _kserve()
     own = listeners is None
     listeners = listeners or bind_listeners(options.host, options.http_port, options.grpc_port)
     try:
-        _serve(models, options, listeners, ready)
+        _serve(models, options, listeners, ready, on_signal)
     finally:
         if own:
             listeners.close()
 
 
-def _serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners,
-           ready: Callable[[], None] | None) -> None:
+def _serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners, ready: Callable[[], None] | None,
+           on_signal: Callable[[SignalHandler], SignalHandler] | None) -> None:
     from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer, app
     from kserve.protocol.rest.server import RESTServer
 
@@ -133,6 +139,9 @@ def _serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners,
             install_rest_handlers(app)
             app.add_middleware(RestGate, models={m.name: m for m in models})
             grpc.attach(server)
+            if on_signal is not None:  # uvicorn installs it while it serves; its own second SIGINT forced an exit
+                # that left the application's lifespan to be cancelled, logged as a traceback
+                rest._server.handle_exit = on_signal(rest._server.handle_exit)
             server._rest_server = rest
             server._grpc_server = grpc
             server.setup_event_loop()
