@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -195,8 +196,14 @@ class V2Client:
         """Why the port at the URL speaks another protocol than its scheme, or ''. Both looked like an outage
         and were retried for ever: a gRPC port answers an HTTP/1.1 request with HTTP/2 frames (http.client's
         ``BadStatusLine('\\x00\\x00\\x18\\x04...')``), and grpc reports a REST port as UNAVAILABLE ("Trying to
-        connect an http1.x server")."""
+        connect an http1.x server"). So did https:// at a plain HTTP port (``[SSL: WRONG_VERSION_NUMBER]``) and at
+        a server whose certificate is not trusted (an ``OSError`` each, which is otherwise a server away)."""
         u = self.url
+        if isinstance(exc, ssl.SSLCertVerificationError):  # also "not an outage": no retry makes it trusted
+            return f"the server's TLS certificate is not trusted here: {exc.verify_message or exc.reason}"
+        if isinstance(exc, ssl.SSLError) and exc.reason == "WRONG_VERSION_NUMBER":  # the answer is not TLS
+            return (f"{u.address} does not answer in TLS (a plain HTTP port?); use http://{u.address}/v2/models/"
+                    f"{u.model} or the server's HTTPS port")
         if isinstance(exc, http.client.BadStatusLine):
             if str(exc.args[0] if exc.args else "").startswith("\x00"):
                 return (f"{u.address} answers in HTTP/2 (a gRPC port?), not HTTP/1.1 REST; use "
