@@ -282,6 +282,16 @@ def test_a_full_disk_fails_export_serving_and_leaves_nothing(full_disk, capsys, 
     assert not repo.exists()
 
 
+def test_a_model_larger_than_the_free_space_is_reported_as_a_full_disk(full_disk, capsys, assets):
+    """YOLOX-Nano's 3.6 MB of weights on a 2 MB file system was 'the write failed (basic_ios::clear: iostream
+    error)': the free space was measured after the partial write had been taken back, when it was free again."""
+    repo = full_disk / "r"
+    line = one_error_line(capsys, "export-serving", str(assets / "models/yolox_nano/yolox_nano.onnx"), "-o",
+                          str(repo), "--name", "m")
+    assert line == f"ovq export-serving: error: {repo}/m/1: cannot write the model: no space left on the device"
+    assert not repo.exists()
+
+
 def test_a_full_disk_fails_predict_in_one_line(full_disk, capsys, tiny, assets):
     fill(full_disk, leave=0)
     out = full_disk / "pred"

@@ -3,6 +3,8 @@ a repository needs neither kserve nor a server)."""
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,33 @@ def test_kserve_name_is_a_dns_label(tmp_path, capsys, tiny):
     assert main(["export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--name", "Yolo_v8.n", "-q"]) == 0
     service = yaml.safe_load((repo / "Yolo_v8.n.inferenceservice.yaml").read_text(encoding="utf-8"))
     assert service["metadata"]["name"] == "yolo-v8-n"
+
+
+def test_exports_into_one_repository_at_once_keep_each_others_entries(tmp_path, tiny, monkeypatch):
+    """Two exports into one OVMS repository at once (two CI jobs): each read config.json before loading its model
+    and wrote it back after, so the later write dropped the other's entry (1 run in 3 here) while both said
+    'wrote config.json'. Here export a reads config.json and waits until export b has finished."""
+    from ovq.serving import repository
+
+    repo = tmp_path / "repo"
+    read, b_done, first_read = repository._read_ovms_config, threading.Event(), []
+
+    def read_then_wait(path: Path) -> list:
+        entries = read(path)
+        if threading.current_thread().name == "a" and not first_read:
+            first_read.append(entries)
+            assert b_done.wait(60)
+        return entries
+
+    monkeypatch.setattr(repository, "_read_ovms_config", read_then_wait)
+    a = threading.Thread(target=repository.export_serving, args=([tiny], repo), kwargs={"names": ["a"]}, name="a")
+    a.start()
+    while not first_read and a.is_alive():
+        a.join(0.01)
+    repository.export_serving([tiny], repo, names=["b"])
+    b_done.set()
+    a.join(60)
+    config = json.loads((repo / "config.json").read_text(encoding="utf-8"))
+    assert sorted(e["config"]["name"] for e in config["model_config_list"]) == ["a", "b"]
+    assert files(repo) == ["a", "a/1", "a/1/model.bin", "a/1/model.xml", "b", "b/1", "b/1/model.bin",
+                           "b/1/model.xml", "config.json"]

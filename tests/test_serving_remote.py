@@ -96,6 +96,46 @@ def test_a_url_at_the_other_protocols_port_is_one_readable_line(fd_server: OvqSe
     assert p.returncode == 2 and f"answers in {other}" in p.stderr and p.stderr[:-1].isprintable(), p.stderr
 
 
+@pytest.fixture
+def untrusted_tls(tmp_path: Path):
+    """A TLS server on loopback with a self-signed certificate (one a client does not trust): its port."""
+    import http.server
+    import ssl
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                           str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"openssl cannot make a certificate here: {made.stderr.decode(errors='replace')[:200]}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["plain-http-port", "untrusted-certificate"])
+def test_a_tls_failure_is_one_line_not_an_outage_to_wait_for(fd_server: OvqServe, untrusted_tls: int, assets: Path,
+                                                               case: str) -> None:
+    """https:// at a plain HTTP port ('[SSL: WRONG_VERSION_NUMBER]') or at a server whose certificate is not trusted
+    was taken for a server that is down: `ovq run` logged 'waiting for the server' and waited for ever."""
+    port = fd_server.http if case == "plain-http-port" else untrusted_tls
+    url = f"https://127.0.0.1:{port}/v2/models/fd"
+    r = ovq("run", url, "--source", str(assets / "videos" / "one-by-one-person-detection.mp4"), "--max-frames",
+            "3", "--no-progress", "-q", timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    if case == "plain-http-port":
+        assert f"127.0.0.1:{port} does not answer in TLS (a plain HTTP port?); use http://127.0.0.1:{port}/v2/" \
+               "models/fd" in r.stderr
+    else:
+        assert "the server's TLS certificate is not trusted here: " in r.stderr and "self-signed" in r.stderr
+
+
 @pytest.mark.slow
 def test_what_the_server_said_is_reported(fd_server: OvqServe, assets: Path, tmp_path: Path) -> None:
     """A versioned URL was 'the server has model 'fd' but it is not ready'; the server had said 501."""

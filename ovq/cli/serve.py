@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovq.deployment.signals import exit_now, first_then_at_once
     from ovq.serving.listen import bind_listeners, bracketed
     from ovq.serving.server import ServeOptions, serve, served_models, served_names
 
@@ -45,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"serving http://{host}:{args.http_port}/v2/models/{m.name}  grpc://{host}:{args.grpc_port}"
                       f"/v2/models/{m.name}", flush=True)
 
-        serve(models, options, listeners, ready=announce)
+        # the first SIGINT/SIGTERM stops the servers gently (requests under way are answered, up to 5 s), the next
+        # one at once, as `ovq run` does
+        at_once = exit_now("ovq serve", "requests under way are not answered")
+        serve(models, options, listeners, ready=announce, on_signal=lambda gently: first_then_at_once(gently, at_once))
     finally:
         listeners.close()
     return 0

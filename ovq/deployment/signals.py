@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from ovq.runtime.signal_stack import repair_signal_stack
 
@@ -41,14 +42,36 @@ def _stderr_fd() -> int | None:
         return None
 
 
-def exit_now(name: str) -> Callable[[], None]:
-    """What a command does on the second signal: say so on stderr and end the process with exit code 130."""
+def exit_now(name: str, unfinished: str = "outputs in progress are not finished") -> Callable[[], None]:
+    """What a command does on the second signal: say so on stderr (with what is left ``unfinished``) and end the
+    process with exit code 130."""
 
     def stop_now() -> None:
-        _say(_stderr_fd(), f"{name}: interrupted again, stopping at once (outputs in progress are not finished)\n")
+        _say(_stderr_fd(), f"{name}: interrupted again, stopping at once ({unfinished})\n")
         os._exit(130)
 
     return stop_now
+
+
+def first_then_at_once(first_signal: Callable[[int, Any], None], at_once: Callable[[], None]) -> Callable[[int, Any], None]:
+    """A signal handler: the first signal goes to ``first_signal(signum, frame)``, a repeat of it within
+    :data:`SAME_REQUEST_S` is the same request and is ignored, and any later one calls ``at_once()``."""
+    first: tuple[int, float] | None = None  # (signal, time.monotonic()) of the first one
+    again = False
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal first, again
+        now = time.monotonic()
+        if first is not None:
+            if not again and signum == first[0] and now - first[1] < SAME_REQUEST_S:
+                return  # the same request delivered twice (see SAME_REQUEST_S)
+            again = True
+            at_once()
+            return
+        first = (signum, now)
+        first_signal(signum, frame)
+
+    return handler
 
 
 def _say(fd: int | None, line: str) -> None:
@@ -76,27 +99,17 @@ def stop_on_signals(stop: Callable[[], None], *, name: str, at_once: Callable[[]
     starts the line printed (``ovq run``). Python runs handlers in the main thread only, so call this there.
     """
     fd = _stderr_fd()
-    first: tuple[int, float] | None = None  # (signal, time.monotonic()) of the first one
-    again = False
     # compiled models that are about to be collected can leave this thread's signal stack unmapped, which turns
     # the next signal into a crash (see ovq.runtime.signal_stack): collect them now, then check the stack
     gc.collect()
     repair_signal_stack()
 
-    def handler(signum: int, frame: object) -> None:
-        nonlocal first, again
-        now = time.monotonic()
-        if first is not None:
-            if not again and signum == first[0] and now - first[1] < SAME_REQUEST_S:
-                return  # the same request delivered twice (see SAME_REQUEST_S)
-            again = True
-            at_once()
-            return
-        first = (signum, now)
+    def first_signal(signum: int, frame: object) -> None:
         _say(fd, f"{name}: {signal.Signals(signum).name}, stopping: finishing the frames in flight and closing the "
                  "outputs (again to stop at once)\n")
         stop()
 
+    handler = first_then_at_once(first_signal, at_once)
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield

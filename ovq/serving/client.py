@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -119,6 +120,11 @@ class _Rest:
         return parse_infer_response(data, headers.get("inference-header-content-length"))
 
 
+def _unversioned(url: ServingURL) -> str:
+    """What to do about a versioned URL that the server refuses (kserve's "Model versioning not supported yet.")."""
+    return f" (this server serves no versioned URL; drop /versions/{url.version})"
+
+
 class _HttpStatus(Exception):
     def __init__(self, code: int, text: str) -> None:
         try:
@@ -190,8 +196,14 @@ class V2Client:
         """Why the port at the URL speaks another protocol than its scheme, or ''. Both looked like an outage
         and were retried for ever: a gRPC port answers an HTTP/1.1 request with HTTP/2 frames (http.client's
         ``BadStatusLine('\\x00\\x00\\x18\\x04...')``), and grpc reports a REST port as UNAVAILABLE ("Trying to
-        connect an http1.x server")."""
+        connect an http1.x server"). So did https:// at a plain HTTP port (``[SSL: WRONG_VERSION_NUMBER]``) and at
+        a server whose certificate is not trusted (an ``OSError`` each, which is otherwise a server away)."""
         u = self.url
+        if isinstance(exc, ssl.SSLCertVerificationError):  # also "not an outage": no retry makes it trusted
+            return f"the server's TLS certificate is not trusted here: {exc.verify_message or exc.reason}"
+        if isinstance(exc, ssl.SSLError) and exc.reason == "WRONG_VERSION_NUMBER":  # the answer is not TLS
+            return (f"{u.address} does not answer in TLS (a plain HTTP port?); use http://{u.address}/v2/models/"
+                    f"{u.model} or the server's HTTPS port")
         if isinstance(exc, http.client.BadStatusLine):
             if str(exc.args[0] if exc.args else "").startswith("\x00"):
                 return (f"{u.address} answers in HTTP/2 (a gRPC port?), not HTTP/1.1 REST; use "
@@ -214,16 +226,20 @@ class V2Client:
     def model_ready(self) -> bool:
         u = self.url
         if u.scheme == "grpc":
-            return bool(self._call("model readiness", self._client.is_model_ready, u.model, u.version,
-                                   client_timeout=self.timeout))
+            try:
+                return bool(self._call("model readiness", self._client.is_model_ready, u.model, u.version,
+                                       client_timeout=self.timeout))
+            except ServingError as exc:
+                if "StatusCode.UNIMPLEMENTED" in str(exc) and u.version:
+                    raise ServingError(f"{exc}{_unversioned(u)}") from exc
+                raise
         status, body = self._call("model readiness", self._client.get_json, "/ready")
         if status == 404:
             raise ServingError(f"{u}: the server has no model '{u.model}': {body.get('error', '')}".rstrip(": "))
         if status in RETRYABLE_HTTP:
             raise ServerUnavailable(f"{u}: model readiness: HTTP {status}")
         if status != 200:  # 501 "Model versioning not supported yet." was reported as a model not ready
-            hint = f" (this server serves no versioned URL; drop /versions/{u.version})" if status == 501 and u.version \
-                else ""
+            hint = _unversioned(u) if status == 501 and u.version else ""
             raise ServingError(f"{u}: model readiness: HTTP {status}: {body.get('error', '')}{hint}")
         return bool(body.get("ready", True))
 

@@ -59,7 +59,7 @@ class GrpcServer:
 
     def attach(self, model_server: Any) -> None:
         """Serve kserve's v2 gRPC service of ``model_server`` (its models, its dataplane)."""
-        servicer = InferenceServicer(model_server.dataplane, model_server.model_repository_extension)
+        servicer = Servicer(model_server.dataplane, model_server.model_repository_extension)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
 
     async def start(self) -> None:
@@ -74,6 +74,29 @@ class GrpcServer:
             self._started = True
             await self._server.start()
         await self._server.stop(grace=2)
+
+
+class Servicer(InferenceServicer):
+    """kserve's v2 gRPC service, refusing a model version as kserve's REST routes do (501 there, UNIMPLEMENTED here):
+    kserve's servicer ignores the version, so a request for version 7 of a model served without versions was
+    answered as if it had named none (``ovq predict grpc://.../versions/7`` wrote predictions)."""
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        _no_version(request.version)
+        return await super().ModelReady(request, context)
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        _no_version(request.version)
+        return await super().ModelMetadata(request, context)
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        _no_version(request.model_version)
+        return await super().ModelInfer(request, context)
+
+
+def _no_version(version: str) -> None:
+    if version:
+        raise NotImplementedError("Model versioning not supported yet.")  # kserve's REST words, for one message
 
 
 @contextmanager

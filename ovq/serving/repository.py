@@ -16,12 +16,14 @@ ones (the servers serve the newest). The IR carries ovq's metadata, so an edge P
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,24 +95,57 @@ def export_serving(
         _check_targets(repo, name, options)
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"model names must be unique, got {chosen}; give each one with --name")
-    entries = _read_ovms_config(repo) if options.format == "ovms" else []
-    loaded = [load(m) for m in models]  # every model loads (and config.json reads) before anything is written
+    if options.format == "ovms":
+        _read_ovms_config(repo)  # a broken config.json fails before any model loads; read again under the lock
+    loaded = [load(m) for m in models]  # every model loads before anything is written
+    made_repo: list[Path] = []
     created: list[Path] = []  # what this export made, taken back if a write fails
     try:
-        done = _write_all(repo, chosen, loaded, options, entries, created)
+        _mkdir(repo, made_repo)
+        with _locked(repo):
+            try:
+                return _write_all(repo, chosen, loaded, options, created)
+            except BaseException:
+                for path in reversed(created):
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+                raise
     except BaseException:
-        for path in reversed(created):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        for path in made_repo:  # only when empty: another export may have written into it since the lock was let go
+            with contextlib.suppress(OSError):
+                path.rmdir()
         raise
-    return done
+
+
+@contextlib.contextmanager
+def _locked(repo: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the repository's folder: another export into it waits. Each reads config.json and
+    the versions there and writes them back; two at once lost one's config.json entry, or both took one version."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; exports into one repository there must not run at once
+        yield
+        return
+    try:
+        fd = os.open(repo, os.O_RDONLY)
+    except OSError as exc:
+        raise OutputError(f"{repo}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without flock (some network mounts)
+            logger.warning("%s: cannot lock the repository (%s); another export into it at the same time could "
+                           "undo this one's config", repo, exc.strerror or exc)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _write_all(repo: Path, chosen: list[str], loaded: list[tuple[ov.Model, ModelInfo]], options: ExportOptions,
-               entries: list[dict[str, Any]], created: list[Path]) -> list[Exported]:
-    _mkdir(repo, created)
+               created: list[Path]) -> list[Exported]:
+    entries = _read_ovms_config(repo) if options.format == "ovms" else []
     done = []
     for name, (model, info) in zip(chosen, loaded, strict=True):
         _mkdir(repo / name, created)
@@ -132,7 +167,10 @@ def _write_all(repo: Path, chosen: list[str], loaded: list[tuple[ov.Model, Model
 
 def _mkdir(path: Path, created: list[Path]) -> None:
     if not path.exists():
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:  # another export made it meanwhile: not this one's to take back
+            return
         created.append(path)
 
 
@@ -206,12 +244,12 @@ def _write_version(repo: Path, name: str, model: ov.Model, info: ModelInfo) -> t
         tmp.chmod(0o777 & ~_umask())
         tmp.rename(target)
     except (OSError, RuntimeError) as exc:  # OpenVINO: "RuntimeError: basic_ios::clear: iostream error" on a full disk
-        shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
             why = exc.strerror or str(exc)
-        else:
+        else:  # the free space while the partial write still holds it: taken back, a 2 MB disk had 2 MB free again
             why = "no space left on the device" if free_bytes(folder) < 1_000_000 else \
                 f"the write failed ({first_line(exc)})"
+        shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(f"{target}: cannot write the model: {why}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -221,8 +259,6 @@ def _write_version(repo: Path, name: str, model: ov.Model, info: ModelInfo) -> t
 
 
 def _umask() -> int:
-    import os
-
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -15,6 +15,7 @@ of CPU for one 416x416 frame, measured idle, against milliseconds here. Requests
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -80,10 +81,18 @@ class RestGate:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        if binary:
-            await self._binary(model, headers["inference-header-content-length"], counted, tracked, where)
-        else:
-            await self.app(scope, counted, tracked)
+        try:
+            if binary:
+                await self._binary(model, headers["inference-header-content-length"], counted, tracked, where)
+            else:
+                await self.app(scope, counted, tracked)
+        except asyncio.CancelledError:
+            # uvicorn cancels a request still under way when the server stops (5 s after SIGTERM: a client still
+            # sending its body); out of here it logged 'Exception in ASGI application' with a 60-line traceback
+            logger.warning("%s: the server stopped before the request was complete", where)
+            if not started and not refused:
+                await _send(send, 503, {"content-type": "application/json"},
+                            json.dumps({"error": "the server is stopping"}).encode())
 
     async def _binary(self, model: ServedModel, header_length: str, receive: Receive, send: Send,
                       where: str) -> None:

@@ -20,11 +20,16 @@ import numpy as np
 import openvino as ov
 from kserve import InferOutput, InferRequest, InferResponse
 from kserve.errors import InvalidInput
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from ovq.model.detector import Detector
 from ovq.serving.client import INFO_TENSOR, v2_datatype
 
 logger = logging.getLogger(__name__)
+
+
+# what JSON data other than integers came as, by numpy's kind of it
+_KINDS = {"f": "numbers with a fraction", "b": "true/false", "U": "strings", "c": "complex numbers"}
 
 
 class ServedModel(kserve.Model):
@@ -104,6 +109,10 @@ class ServedModel(kserve.Model):
         item = payload.inputs[0]
         self.check_input(item.name, item.datatype, item.shape)
         try:  # JSON data that does not fill its shape, 300 for a UINT8: numpy's ValueError/OverflowError
+            if isinstance(item.data, list) and item.data:  # JSON or gRPC contents (raw bytes: none): numpy cast 0.5 to 0
+                kind = np.asarray(item.data).dtype.kind
+                if kind not in "iu":
+                    raise TypeError(f"UINT8 data are integers from 0 to 255, got {_KINDS.get(kind, 'mixed values')}")
             tensor = item.as_numpy()
         except (ValueError, TypeError, OverflowError) as exc:
             raise InvalidInput(f"input '{item.name}': its data does not fit UINT8 {self.input_shape}: "
@@ -161,6 +170,24 @@ class ServedModel(kserve.Model):
         names = self.asked_outputs(binary)
         outputs = dict(zip(self._outputs, await self.infer(tensor), strict=True))
         return _binary_answer(self.name, header.get("id", ""), {n: outputs[n] for n in names}, binary)
+
+
+class FixedModels(ModelRepositoryExtension):
+    """kserve's model repository extension with the models fixed: ``ovq serve`` serves the models it was started
+    with, and a client's load or unload request is refused (HTTP 501, gRPC UNIMPLEMENTED). kserve's unloaded a
+    model for any client that asked (``POST /v2/repository/models/NAME/unload``, no credentials) and could not load
+    it back: the server answered 404 for the model until it was restarted."""
+
+    async def load(self, model_name: str) -> None:
+        raise NotImplementedError(self._refused(model_name))
+
+    async def unload(self, model_name: str) -> None:
+        raise NotImplementedError(self._refused(model_name))
+
+    @staticmethod
+    def _refused(model_name: str) -> str:
+        return (f"model '{model_name}': ovq serve does not load or unload models; it serves those it was started "
+                "with until it stops")
 
 
 def _binary_header(body: bytes, header_length: int) -> dict[str, Any]:

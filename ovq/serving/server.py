@@ -87,28 +87,35 @@ def served_models(models: Sequence[str | Path], names: Sequence[str] | None, opt
             for name, m in zip(chosen, models, strict=True)]
 
 
+SignalHandler = Callable[[int, Any], None]
+
+
 def serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners | None = None, *,
-          ready: Callable[[], None] | None = None) -> None:
+          ready: Callable[[], None] | None = None,
+          on_signal: Callable[[SignalHandler], SignalHandler] | None = None) -> None:
     """Serve ``models`` (from :func:`served_models`) until SIGINT/SIGTERM on ``listeners`` (from
     :func:`~ovq.serving.listen.bind_listeners`, bound here when not given: before compiling is better).
-    ``ready`` is called once both ports are bound by their servers, before kserve is set up."""
+    ``ready`` is called once both ports are bound by their servers, before kserve is set up. ``on_signal`` wraps
+    the REST server's handler of SIGINT/SIGTERM (which stops it gently, answering the requests under way); the
+    command's wrapper ends the process on a second signal."""
     _kserve()
     own = listeners is None
     listeners = listeners or bind_listeners(options.host, options.http_port, options.grpc_port)
     try:
-        _serve(models, options, listeners, ready)
+        _serve(models, options, listeners, ready, on_signal)
     finally:
         if own:
             listeners.close()
 
 
-def _serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners,
-           ready: Callable[[], None] | None) -> None:
+def _serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners, ready: Callable[[], None] | None,
+           on_signal: Callable[[SignalHandler], SignalHandler] | None) -> None:
     from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer, app
     from kserve.protocol.rest.server import RESTServer
 
     from ovq.serving.grpc_server import GrpcServer
     from ovq.serving.rest_gate import RestGate
+    from ovq.serving.served_model import FixedModels
     from ovq.serving.server_errors import install_rest_handlers
 
     grpc = GrpcServer(listeners)
@@ -123,6 +130,8 @@ def _serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners,
             server = ModelServer(http_port=options.http_port, grpc_port=options.grpc_port, enable_grpc=False,
                                  enable_latency_logging=False)
             server._register_and_check_atleast_one_model_is_ready(list(models))
+            # REST and gRPC alike: no client loads or unloads a model (see FixedModels)
+            server.model_repository_extension = FixedModels(server.registered_models)
             rest = RESTServer(FASTAPI_APP_IMPORT_STRING, server.dataplane, server.model_repository_extension,
                               options.http_port, workers=1, grace_period=5)
             rest.config.host = listeners.address
@@ -130,6 +139,9 @@ def _serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners,
             install_rest_handlers(app)
             app.add_middleware(RestGate, models={m.name: m for m in models})
             grpc.attach(server)
+            if on_signal is not None:  # uvicorn installs it while it serves; its own second SIGINT forced an exit
+                # that left the application's lifespan to be cancelled, logged as a traceback
+                rest._server.handle_exit = on_signal(rest._server.handle_exit)
             server._rest_server = rest
             server._grpc_server = grpc
             server.setup_event_loop()
