@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import signal
 import socket
 import time
@@ -185,3 +186,13 @@ def test_a_second_ctrl_c_stops_the_server_at_once(fastestdet: Path, tmp_path: Pa
     assert code == 130, logged
     assert "Traceback" not in logged and "CancelledError" not in logged, logged
     assert logged.endswith("ovq serve: interrupted again, stopping at once (requests under way are not answered)\n")
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("::1", False), ("localhost", False),
+                                          ("0.0.0.0", True), ("192.168.1.20", True), ("::", True)])
+def test_serving_beyond_this_machine_warns_that_anyone_can_run_inference(host, warned, caplog):
+    from ovq.serving.server import warn_if_open
+
+    with caplog.at_level(logging.WARNING, logger="ovq.serving.server"):
+        assert warn_if_open(host) is warned
+    assert ("has no authentication" in caplog.text) is warned

@@ -297,3 +297,13 @@ def parse_url(
         user, sep, secret = userinfo.partition(":")
         username, password = unquote(user), (unquote(secret) if sep else None)
     return Url(scheme=scheme, host=host, port=port, username=username, password=password, rest=tail)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server bound to ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ovq.core.errors import ConfigError, DependencyError
+from ovq.core.urls import is_loopback
 from ovq.model.detector import Detector
 from ovq.serving.listen import Listeners, bind_listeners, bracketed
 from ovq.serving.repository import check_model_name, model_stem
@@ -90,6 +91,16 @@ def served_models(models: Sequence[str | Path], names: Sequence[str] | None, opt
 SignalHandler = Callable[[int, Any], None]
 
 
+def warn_if_open(host: str) -> bool:
+    """Log a warning (and return True) when ``host`` makes the server reachable beyond this machine: the v2 protocol
+    has no authentication (the live view warns alike about a bind without its token)."""
+    if is_loopback(host):
+        return False
+    logger.warning("serving on %s: any machine that reaches it can run inference (the KServe v2 protocol has no "
+                   "authentication); keep it behind a firewall or an authenticating proxy", host)
+    return True
+
+
 def serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners | None = None, *,
           ready: Callable[[], None] | None = None,
           on_signal: Callable[[SignalHandler], SignalHandler] | None = None) -> None:
@@ -99,6 +110,7 @@ def serve(models: Sequence[Any], options: ServeOptions, listeners: Listeners | N
     the REST server's handler of SIGINT/SIGTERM (which stops it gently, answering the requests under way); the
     command's wrapper ends the process on a second signal."""
     _kserve()
+    warn_if_open(options.host)
     own = listeners is None
     listeners = listeners or bind_listeners(options.host, options.http_port, options.grpc_port)
     try:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ovq.core.errors import DependencyError, OvqError
+from ovq.core.urls import is_loopback
 from ovq.streaming.liveview import LiveView
 from ovq.streaming.pipeline import FrameResult
 
@@ -46,15 +46,6 @@ MJPEG_TILES = 4  # MJPEG tiles at most + the stats poll + a spare stay within th
 BOUNDARY = "ovqframe"
 RESEND_S = 1.0  # an MJPEG viewer gets the newest frame again after this long without a new one
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def warn_if_open(host: str, port: int, token: str | None) -> bool:
