@@ -491,6 +491,16 @@ def test_bad_serve_flags_exit_2_with_one_line(flags, message, tiny):
     assert r.stderr.strip() == message
 
 
+def test_the_live_views_address_is_printed_also_with_q_and_port_0(tiny):
+    """--serve 0 lets the system choose the port; it was only in an INFO log line, which -q hides."""
+    r = cli("run", str(tiny), "--source", "synth://conveyor?fps=20&width=320&height=240", "--serve", "0",
+            "--max-frames", "5", "--stats-interval", "0", "-q")
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("live view: http://127.0.0.1:") and first.endswith("/"), r.stdout
+    assert int(first.rsplit(":", 1)[1].rstrip("/")) > 0
+
+
 def test_a_pipeline_file_with_serve_builds_the_server_beside_the_sinks(tmp_path):
     from ovq.deployment.build import build_sinks
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING
 
 from ovq.cli._common import add_command, refuse_local_options, report_to
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovq.cli.run import print_live_view
     from ovq.core.errors import ConfigError
     from ovq.deployment.build import build_pipeline
     from ovq.deployment.loader import load_pipeline_config
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline = build_pipeline(cfg, max_frames=args.max_frames, device=args.device, extra_sinks=liveness)
     # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
     out = report_to(getattr(sink, "path", None) for sink in pipeline.sinks)
+    print_live_view(pipeline.sinks, sys.stderr if args.json else out)  # --json: standard output is the summary's
     with stop_on_signals(pipeline.stop, name="ovq pipeline", at_once=exit_now("ovq pipeline")):
         summary = pipeline.run()
         if args.json:

@@ -269,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline = build_pipeline(cfg, extra_sinks=[*progress, *liveness])
     # the report is inside too: a second Ctrl-C that lands after the drain still ends the command with 130
     out = report_to([*(getattr(sink, "path", None) for sink in pipeline.sinks), args.summary_json])
+    print_live_view(pipeline.sinks, out)
     with stop_on_signals(pipeline.stop, name="ovq run", at_once=exit_now("ovq run")):
         try:
             summary = pipeline.run()
@@ -282,6 +283,16 @@ def run(args: argparse.Namespace) -> int:
             write_json_atomic(args.summary_json, summary.to_dict())
             print(f"wrote {args.summary_json}", file=out)
     return 0
+
+
+def print_live_view(sinks: list[Any], out: TextIO | None = None) -> None:
+    """``live view: URL`` for a live view among ``sinks``: the address to open (with ``--serve 0``, the port the system
+    chose), shown with ``-q`` too, where the log line is not."""
+    from ovq.streaming.web import LiveServer
+
+    for sink in sinks:
+        if isinstance(sink, LiveServer):
+            print(f"live view: {sink.url}", file=out, flush=True)
 
 
 # More files than this of one series (video segments, rotated JSON Lines) are summed up in one line.
