@@ -90,3 +90,20 @@ def test_exports_into_one_repository_at_once_keep_each_others_entries(tmp_path, 
     assert sorted(e["config"]["name"] for e in config["model_config_list"]) == ["a", "b"]
     assert files(repo) == ["a", "a/1", "a/1/model.bin", "a/1/model.xml", "b", "b/1", "b/1/model.bin",
                            "b/1/model.xml", "config.json"]
+
+
+def test_a_repository_or_its_model_folder_given_as_the_model_says_which_folder_holds_it(tmp_path, capsys, tiny):
+    """`ovq serve repo/demo` said only 'folder holds no model (.xml) file'; the model is in repo/demo/VERSION."""
+    repo = tmp_path / "repo"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "demo", "-q"]) == 0
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "demo", "-q"]) == 0  # version 2
+    capsys.readouterr()
+    line = one_line(capsys, "bench", str(repo / "demo"))
+    assert line.endswith(f"{repo / 'demo'}: folder holds no model (.xml) file; it is a served model's folder with "
+                         f"version(s) 1, 2: give one, e.g. {repo / 'demo' / '2'} (the newest, which a server serves)")
+    line = one_line(capsys, "bench", str(repo))
+    assert line.endswith(f"it is a model repository: give a model's version folder, e.g. {repo / 'demo'}/VERSION")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert one_line(capsys, "bench", str(empty)).endswith(
+        f"{empty}: folder holds no model (.xml) file")

@@ -23,7 +23,7 @@ def resolve_model_path(src: str | Path) -> Path:
         if len(xmls) == 1:
             return xmls[0]
         if not xmls:
-            raise ModelError(f"{path}: folder holds no model (.xml) file")
+            raise ModelError(f"{path}: folder holds no model (.xml) file{_repository_hint(path)}")
         raise ModelError(f"{path}: folder holds several .xml files; name one of {', '.join(x.name for x in xmls)}")
     if path.suffix.lower() not in SOURCE_SUFFIXES:
         raise ModelError(f"{path}: unsupported model file type '{path.suffix}'; expected .xml, .onnx or .pt")
@@ -32,3 +32,25 @@ def resolve_model_path(src: str | Path) -> Path:
     if why := unreadable(path):  # OpenVINO would say "not an ONNX model" or "cannot read" of it
         raise ModelError(f"{path}: {why}")
     return path
+
+
+def _repository_hint(folder: Path) -> str:
+    """Where the model is when ``folder`` is part of a serving model repository (``ovq export-serving``: REPO/NAME/
+    VERSION/model.xml), else nothing (also when a folder in it cannot be listed: the hint is not the error)."""
+    try:
+        return _in_repository(folder)
+    except OSError:
+        return ""
+
+
+def _in_repository(folder: Path) -> str:
+    versions = sorted((int(p.name), p) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()
+                      and (p / MODEL_XML).is_file())
+    if versions:
+        return (f"; it is a served model's folder with version(s) {', '.join(str(v) for v, _ in versions)}: give one, "
+                f"e.g. {versions[-1][1]} (the newest, which a server serves)")
+    models = sorted(p.name for p in folder.iterdir() if p.is_dir() and any(
+        v.is_dir() and v.name.isdigit() and (v / MODEL_XML).is_file() for v in p.iterdir()))
+    if models:
+        return f"; it is a model repository: give a model's version folder, e.g. {folder / models[0]}/VERSION"
+    return ""
