@@ -50,6 +50,15 @@ def test_yolo_folder_boxes_in_original_pixels(tmp_path):
     assert b.xyxy.shape == (0, 4) and c.class_id.shape == (0,)  # missing and empty label files: background
 
 
+def test_a_blank_line_among_the_class_names_is_refused_not_dropped(tmp_path):
+    """Dropping it moved 'dog' onto class 1, where the labels mean the blank line's class."""
+    root = _yolo_folder(tmp_path / "ds", names=["cat", "", "dog"])
+    with pytest.raises(DatasetError, match=r"classes\.txt: line 2 is blank: class ids follow the lines"):
+        load_dataset(root)
+    (root / "classes.txt").write_text("cat\ndog\n\n\n")  # blank lines at the end name no class: fine
+    assert load_dataset(root).names == ["cat", "dog"]
+
+
 def test_yolo_folder_names_from_argument_bound_the_classes(tmp_path):
     root = _yolo_folder(tmp_path / "ds")
     assert load_dataset(root, names=["x", "y", "z"]).names == ["x", "y", "z"]
@@ -200,6 +209,9 @@ def test_coco_json_maps_category_ids_to_contiguous_indices(tmp_path):
         # a second entry for an id shifted every class after it (still 80 classes: exit 0, mAP 0.02 instead of 0.52)
         (lambda d: d["categories"].append({"id": 3, "name": "bus"}), r"category id 3 is listed twice, as 'car' and 'bus'"),
         (lambda d: d["images"].append({"id": 3, "file_name": "q.jpg"}), r"image id 3 is listed twice \(p.jpg and q.jpg\)"),
+        # the string "0" was truthy: an object to find became a region where detections are not counted
+        (lambda d: d["annotations"][0].update(iscrowd="0"), r"annotation id 1: iscrowd '0': expected 0 or 1"),
+        (lambda d: d["annotations"][0].update(iscrowd=2), r"annotation id 1: iscrowd 2: expected 0 or 1"),
     ],
 )
 def test_coco_json_errors(tmp_path, change, message):

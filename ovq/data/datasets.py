@@ -180,9 +180,14 @@ def _names_file(root: Path) -> list[str] | None:
     for name in NAME_FILES:
         path = root / name
         if path.is_file():
-            names = [ln.strip() for ln in read_text(path, "class names file").splitlines() if ln.strip()]
+            names = [ln.strip() for ln in read_text(path, "class names file").splitlines()]
+            while names and not names[-1]:
+                names.pop()
             if not names:
                 raise DatasetError(f"{path}: holds no class names")
+            if "" in names:  # dropping it moved every later name onto the class before it
+                raise DatasetError(f"{path}: line {names.index('') + 1} is blank: class ids follow the lines, so "
+                                   "every class needs a name")
             return names
     return None
 
@@ -409,7 +414,10 @@ def _load_coco(path: Path, split: str, images_dir: Path | None) -> Dataset:
         tol = 1.0  # a pixel of slack for rounding
         if x < -tol or y < -tol or (iw and x + w > iw + tol) or (ih and y + h > ih + tol):
             raise DatasetError(f"{where}: bbox [{x:g}, {y:g}, {w:g}, {h:g}] is outside the {iw:g}x{ih:g} image")
-        if ann.get("iscrowd", 0):  # not an object to find, but a region where detections are not counted (COCO)
+        crowd_flag = ann.get("iscrowd", 0)
+        if crowd_flag not in (0, 1):  # "0" (a string) was taken as crowd
+            raise DatasetError(f"{where}: iscrowd {crowd_flag!r}: expected 0 or 1")
+        if crowd_flag:  # not an object to find, but a region where detections are not counted (COCO)
             crowd[image_id].append((cat_index[category], (x, y, x + w, y + h)))
             continue
         boxes[image_id].append((x, y, x + w, y + h))
