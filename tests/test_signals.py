@@ -180,3 +180,44 @@ def test_runs_ended_by_timeout_drain_and_exit_0(tiny, tmp_path, assets):
         assert proc.returncode == 0 and "interrupted again" not in proc.stderr, (seconds, proc.stderr[-2000:])
         assert "frames from 2 stream(s)" in proc.stdout, proc.stderr[-2000:]
         assert _frames(out.with_name(f"t{seconds}_s0.mp4")) > 0 and _frames(out.with_name(f"t{seconds}_s1.mp4")) > 0
+
+
+_SLOW_COMMAND = """
+import argparse, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a shell starts a command, whatever the test runner set
+import ovq.cli as cli
+from ovq.core.fileio import atomic_output_dir
+
+def slow(args):  # a command part-way through writing its output folder (bundle, quantize, convert, export...)
+    with atomic_output_dir(sys.argv[1]) as tmp:
+        (tmp / "half").write_text("written so far")
+        print("ready", flush=True)
+        time.sleep(60)
+    return 0
+
+class Parser:
+    def parse_args(self, argv):
+        return argparse.Namespace(command="slow", func=slow, verbose=0, quiet=False)
+
+cli.build_parser = Parser
+cli.entry()
+"""
+
+
+def test_sigterm_takes_back_what_a_command_was_writing_then_ends_it_by_the_signal(tmp_path):
+    """Killed outright by SIGTERM (systemd, `timeout`, a cancelled CI job), `ovq bundle --offline` left its ~260 MB
+    temporary folder behind. Now the command cleans up as for Ctrl-C, says so, and dies of the signal its sender
+    sent (so systemd counts a clean stop)."""
+    out = tmp_path / "out"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_COMMAND, str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=root)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM
+    assert err == "ovq slow: terminated\n"
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary twin

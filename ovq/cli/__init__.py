@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except Exception as exc:
         if _interrupts:  # a Ctrl-C, whatever exception a native module made of it (below)
-            print(f"{command}: interrupted", file=sys.stderr)
+            print(f"{command}: {_stopped_by()}", file=sys.stderr)
             return 130
         if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():  # `ovq ... | head -1` has what it wanted
             return 141
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # also during start-up (the command's imports): one line, never a traceback
-        print(f"{command}: interrupted", file=sys.stderr)
+        print(f"{command}: {_stopped_by()}", file=sys.stderr)
         return 130
 
 
@@ -148,6 +148,10 @@ _interrupts: list[int] = []
 def _record_interrupt(signum: int, frame: object) -> None:
     _interrupts.append(signum)
     raise KeyboardInterrupt
+
+
+def _stopped_by() -> str:
+    return "terminated" if signal.SIGTERM in _interrupts else "interrupted"
 
 
 def _redeliver_interrupts(previous: Callable[[Any], object]) -> Callable[[Any], object]:
@@ -189,11 +193,19 @@ def entry() -> None:
     """
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the shell had it ignored
         signal.signal(signal.SIGINT, _record_interrupt)
+    # SIGTERM (systemd stopping a unit, `timeout`, a CI job cancelled) ends a command as Ctrl-C does, what it was
+    # writing taken back: killed outright, `ovq bundle --offline` left its ~260 MB temporary folder behind. The
+    # commands that run for good (run, pipeline, serve) stop gently on it while they run, with their own handlers.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _record_interrupt)
     sys.unraisablehook = _redeliver_interrupts(sys.unraisablehook)
     os.register_at_fork(after_in_child=_default_stop_signals_in_child)
     code = main()
     if code == 130:
         sys.stdout.flush()
         sys.stderr.flush()
+        if signal.SIGTERM in _interrupts:  # then die of it, as its sender expects (systemd: a clean stop, not a failure)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
         os._exit(130)
     sys.exit(code)
