@@ -741,3 +741,42 @@ def test_bundle_warns_of_outputs_that_grow_for_as_long_as_the_service_runs(built
             assert "`output/a.*.jsonl` (1h files, the newest 48 kept; `output/a.jsonl` is the one in progress)" in readme
             assert shipped == {"video": {"path": "output/a.mp4", "segment": "10m", "keep": 144},
                                "jsonl": {"path": "output/a.jsonl", "rotate": "1h", "keep": 48}}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root (CI does)")
+def test_installing_over_an_earlier_bundle_replaces_it_keeps_its_results_and_restarts_the_unit(tiny, tmp_path):
+    """cp -a over the earlier install left its files (a model the new bundle no longer has, old wheels, its .venv),
+    and `systemctl enable --now` left the running unit on the old code and model until a reboot."""
+    pipeline = tmp_path / "line1.yaml"
+    pipeline.write_text(f"model: {tiny}\ndevice: CPU\nsources: ['synth://conveyor']\nsinks: {{jsonl: belt.jsonl}}\n")
+    first, second = tmp_path / "first", tmp_path / "second"
+    build_bundle(None, pipeline, first, install_dir="/opt/ovq/line1", user="nobody")
+    build_bundle(None, pipeline, second, install_dir="/opt/ovq/line1", user="nobody")
+    for bundle in (first, second):  # the venv set-up (pip) is the offline test's; this one is about the files
+        (bundle / "run.sh").write_text("#!/bin/sh\nexit 0\n")
+    (first / "models" / "model-int8").mkdir()  # what only the earlier bundle shipped
+    (first / "models" / "model-int8" / "model.xml").write_text("<old/>")
+    root, log, bin_dir = tmp_path / "root", tmp_path / "calls.log", tmp_path / "bin"
+    for tool in ("systemctl", "useradd", "usermod"):  # systemctl's stand-in says 'active' to is-active
+        _stub(bin_dir, tool, log)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ROOT": str(root)}
+
+    def install(bundle: Path) -> None:
+        proc = subprocess.run([str(bundle / "install.sh")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              check=False, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
+    install(first)
+    dest = root / "opt/ovq/line1"
+    (dest / "output" / "belt.jsonl").write_text('{"frame_index": 0}\n')  # what the service wrote meanwhile
+    log.write_text("")
+    install(second)
+    assert not (dest / "models" / "model-int8").exists()
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == \
+        sorted([*(p.relative_to(second).as_posix() for p in second.rglob("*")), "output/belt.jsonl"])
+    assert (dest / "output" / "belt.jsonl").read_text() == '{"frame_index": 0}\n'
+    assert (dest / "output").owner() == "nobody"
+    assert [p.name for p in dest.parent.iterdir()] == ["line1"]  # no .new- or .old- folder left
+    calls = log.read_text().splitlines()
+    unit = "ovq-line1.service"
+    assert calls.index(f"systemctl stop {unit}") < calls.index(f"systemctl enable --now {unit}")

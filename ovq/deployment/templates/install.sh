@@ -3,6 +3,8 @@
 #   ./install.sh             create the service user, copy the bundle to ${install_dir}, set up its .venv
 #                            (from wheels/ only when the bundle was built with --offline), install, enable, start
 #   ./install.sh --no-start  the same, but only enable the unit (it starts at the next boot)
+# Over an earlier install: the running unit is stopped, the earlier bundle replaced whole (its output/ kept), and
+# the unit started again (with --no-start: left stopped).
 # ROOT=/some/dir prefixes every system path (/etc, the install dir) for packaging or a dry run in a folder.
 set -euo pipefail
 HERE="$$(cd "$$(dirname "$${BASH_SOURCE[0]}")" && pwd)"
@@ -25,8 +27,27 @@ for group in video render; do   # cameras (/dev/video*); iGPU and NPU (/dev/dri,
   if getent group "$$group" >/dev/null; then usermod -aG "$$group" "$$SERVICE_USER"; fi
 done
 if [ "$$HERE" != "$$DEST" ]; then
-  mkdir -p "$$DEST"
-  cp -a "$$HERE/." "$$DEST/"
+  if [ -e "$$DEST" ] && systemctl is-active --quiet "$$UNIT" 2>/dev/null; then
+    # `enable --now` leaves a running unit as it is: the earlier bundle's code and model ran on until a reboot
+    echo "install.sh: stopping $$UNIT to replace it"
+    systemctl stop "$$UNIT"
+  fi
+  # a fresh copy, not one over the earlier bundle (whose files would linger: models, wheels, its .venv); only its
+  # results (output/) move into the new one
+  mkdir -p "$$(dirname "$$DEST")"
+  NEW="$$DEST.new-$$$$"
+  rm -rf "$$NEW"
+  mkdir "$$NEW"
+  cp -a "$$HERE/." "$$NEW/"
+  if [ -d "$$DEST/output" ]; then
+    rm -rf "$$NEW/output"
+    mv "$$DEST/output" "$$NEW/output"
+  fi
+  if [ -e "$$DEST" ]; then
+    mv "$$DEST" "$$DEST.old-$$$$"
+  fi
+  mv "$$NEW" "$$DEST"
+  rm -rf "$$DEST.old-$$$$"
 fi
 chown -R root:root "$$DEST"
 chown -R "$$SERVICE_USER:" "$$DEST/output"        # the only folder the service writes (ReadWritePaths)
