@@ -620,3 +620,20 @@ def test_torchs_cuda_warning_from_nncfs_backend_check_is_not_shown_unless_vv():
     if "No CUDA runtime is found" not in loud:
         pytest.skip("torch found a CUDA runtime here: it has nothing to warn about")
     assert "No CUDA runtime" not in stderr(0)
+
+
+def test_calibration_takes_images_spread_over_the_split_not_its_first_ones(tiny, tmp_path):
+    """The first subset_size images of a sorted folder were one camera's, or a video's first seconds of frames."""
+    from ovq.data.images import read_image
+    from ovq.quantization.inputs import read_inputs, spread_over
+    from ovq.quantization.options import QuantizeOptions
+
+    assert spread_over(list(range(10)), 4) == [0, 2, 5, 7] and spread_over(list(range(3)), 5) == [0, 1, 2]
+    assert spread_over(list(range(300)), 300) == list(range(300))
+    data = random_images(tmp_path / "frames", n=9)  # 0.png .. 8.png
+    detector = Detector(tiny)
+    inputs = read_inputs(data, tiny, detector, QuantizeOptions(subset_size=3))
+    expected = [detector.preprocess(read_image(data / f"{i}.png"))[0] for i in (0, 3, 6)]
+    assert len(inputs.calib_tensors) == 3
+    for got, want in zip(inputs.calib_tensors, expected, strict=True):
+        np.testing.assert_array_equal(got, want)

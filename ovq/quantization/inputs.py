@@ -12,6 +12,7 @@ the others; they are scored once, at the end.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,23 @@ def read_inputs(data: Any, model: Any, detector: Detector, options: QuantizeOpti
             len(calib), data, calib.split, options.subset_size,
         )
     logger.info("calibration: reading %d images", n_calib)
-    tensors = [detector.preprocess(read_image(s.image))[0] for s in calib.samples[:n_calib]]
+    tensors = [detector.preprocess(read_image(s.image))[0] for s in spread_over(calib.samples, n_calib)]
     inputs = QuantizeInputs(calib=calib, calib_tensors=tensors, val=val, holdout=holdout,
                             holdout_source=holdout_source)
     scored = [*(val.samples if val is not None else []), *(holdout.samples if holdout is not None else [])]
     inputs.val_inputs = {s.image: detector.preprocess(read_image(s.image)) for s in scored}
     return inputs
+
+
+def spread_over(samples: Sequence[Any], n: int) -> list[Any]:
+    """``n`` of ``samples`` evenly spaced through them, first included (all when ``n >= len``), in order.
+
+    The first ``n`` of a sorted set were one camera's (images/val/cam1/...) or the first seconds of a video's frames
+    (frame_00001.jpg...), consecutive frames nearly alike: a calibration that saw one scene of the many deployed."""
+    total = len(samples)
+    if n >= total:
+        return list(samples)
+    return [samples[i * total // n] for i in range(n)]
 
 
 def _test_split(data: Any, model: Any, labels: list[str], split: str) -> Dataset:
