@@ -10,7 +10,7 @@ import pytest
 
 from ovq.cli import build_parser, main
 from ovq.cli.run import config_from_args
-from ovq.core.errors import ConfigError, OvqError
+from ovq.core.errors import ConfigError
 from ovq.deployment.build import build_pipeline
 from ovq.deployment.fields import Origin
 from ovq.deployment.loader import load_pipeline_config, parse_pipeline_config
@@ -146,12 +146,16 @@ def test_a_failed_build_closes_the_extra_sinks(tiny, tmp_path):
     with pytest.raises(ConfigError, match="MODEL: .*nope.xml: no such file"):
         build_pipeline(missing, extra_sinks=[extra])
     assert extra.closed
-    extra = Collect()
-    bad_name = from_flags(str(tiny), "--source", "synth://conveyor", "--name", "a b", "--device", "CPU",
-                          "--jsonl", str(tmp_path / "x.jsonl"))
-    with pytest.raises(OvqError, match="stream name 'a b'"):  # refused by the Pipeline, after the sinks were made
-        build_pipeline(bad_name, extra_sinks=[extra])
-    assert extra.closed
+
+
+def test_a_bad_stream_name_is_refused_with_the_configuration_before_the_model_compiles(tiny, tmp_path):
+    """It was refused by the Pipeline, after the model had compiled and the live view had started listening."""
+    with pytest.raises(ConfigError, match="--source: stream name 'a b': use letters"):
+        from_flags(str(tiny), "--source", "synth://conveyor", "--name", "a b", "--device", "CPU")
+    with pytest.raises(ConfigError, match=r"p\.yaml: sources\[1\]\.name: stream name 'door/2'"):
+        parse_pipeline_config({"model": str(tiny), "sources": [{"name": "door1", "url": "synth://conveyor"},
+                                                               {"name": "door/2", "url": "synth://conveyor"}]},
+                              tmp_path / "p.yaml", environ={})
 
 
 def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):

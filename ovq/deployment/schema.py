@@ -28,7 +28,7 @@ from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
 from ovq.runtime.devices import parse_device
 from ovq.serving.urls import GRAPH_ONLY, SERVER_DECIDES, is_serving_url, parse_serving_url, server_decides
-from ovq.streaming.sources import DECODE_MODES, URL_SCHEMES
+from ovq.streaming.sources import DECODE_MODES, URL_SCHEMES, stream_name_problem
 
 STREAM_SCHEMES = (*URL_SCHEMES, "synth", "file")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -103,6 +103,8 @@ class SourceConfig:
                 raise origin.error(f"{key}.url", "required: a camera index, file, folder or stream URL")
             if given(item, "name"):
                 name = origin.string(item["name"], f"{key}.name")
+                if problem := stream_name_problem(name):  # before the model compiles, not after
+                    raise origin.error(f"{key}.name", problem)
             value, key = item["url"], f"{key}.url"
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 0:

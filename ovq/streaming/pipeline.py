@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -39,7 +38,14 @@ from ovq.runtime.signal_stack import repair_signal_stack
 from ovq.serving.remote import RemoteDetector, RunStopped, open_detector
 from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
 from ovq.streaming.results import FrameResult, Sink
-from ovq.streaming.sources import SourceSpec, check_decode, decode_threads, open_source, parse_source
+from ovq.streaming.sources import (
+    SourceSpec,
+    check_decode,
+    decode_threads,
+    open_source,
+    parse_source,
+    stream_name_problem,
+)
 from ovq.streaming.stats import RunSummary, StreamMeter, StreamStats
 from ovq.streaming.variants import with_nms, with_resize
 
@@ -100,13 +106,11 @@ class Pipeline:
     (:meth:`Detector.for_source`): decoded frames go to the device as they are. ``None`` (the default) does so
     on GPU and NPU, taking the resize off the CPU, and resizes in Python on the CPU, where the graph was slower
     for all three shared models (why: :mod:`ovq.model.ingraph`; benchmarks/bench_pipeline.py).
-
     With ``nms_in_graph``, the detector's graph also decodes the boxes and runs NMS, for the families that can
     (:meth:`Detector.with_nms_in_graph`); ``None`` (the default) does so on the CPU (measured: :mod:`.variants`).
 
     ``decode`` selects video decoding for files (``sources.DECODE_MODES``; "auto": what OpenCV's FFmpeg offers,
     VA-API on Intel iGPUs, else software, with the cores shared out over the streams), in ``extra["decode"]``.
-
     ``realtime_files`` reads files at their own frame rate, ``pace_fps`` at that rate, keeping the newest frame
     as a camera would (``ovq capacity`` runs N copies of a file so), out of phase over one frame period.
 
@@ -151,10 +155,8 @@ class Pipeline:
         if len(set(names)) != len(names):
             raise ConfigError(f"stream names must be unique, got {names}")
         for name in names:
-            if not re.fullmatch(r"[\w.-]+", name):
-                raise ConfigError(
-                    f"stream name '{name}': use letters, digits, '_', '.' and '-' (it names files and MQTT topics)"
-                )
+            if problem := stream_name_problem(name):
+                raise ConfigError(problem)
         if max_frames is not None and max_frames <= 0:
             raise ConfigError(f"max_frames must be > 0, got {max_frames}")
         if nireq < 0:

@@ -57,6 +57,13 @@ _ACCELERATION_NAMES = {v: k for k, v in DECODE_MODES.items() if k != "auto"} | {
     cv2.VIDEO_ACCELERATION_DRM: "drm"
 }
 
+def stream_name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a stream's name (it names files and MQTT topics), or ``None``."""
+    if re.fullmatch(r"[\w.-]+", name):
+        return None
+    return f"stream name '{name}': use letters, digits, '_', '.' and '-' (it names files and MQTT topics)"
+
+
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 SYNTH_SCENES = ("conveyor",)
 _SYNTH_PARAMS = {"fps": float, "width": int, "height": int, "seed": int}
