@@ -15,22 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import test_serving_server as server_tests
 from tests.test_serving import OvqServe, ovq
 
-INPUT = [1, 352, 352, 3]  # FastestDet's letterboxed u8 NHWC input
-
-
-@pytest.fixture(scope="module")
-def fastestdet(assets: Path) -> Path:
-    return assets / "models" / "fastestdet" / "FastestDet.onnx"
-
-
-@pytest.fixture(scope="module")
-def fd_server(fastestdet: Path, tmp_path_factory: pytest.TempPathFactory):
-    srv = OvqServe(fastestdet, name="fd", log=tmp_path_factory.mktemp("serve") / "serve.log")
-    srv.start()
-    yield srv
-    srv.kill()
+INPUT = server_tests.INPUT
+fastestdet = server_tests.fastestdet  # the same fixtures as the server's tests (a server of this module's own)
+fd_server = server_tests.fd_server
 
 
 def rest(srv: OvqServe, method: str, path: str) -> tuple[int, dict]:
