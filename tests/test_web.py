@@ -173,21 +173,31 @@ def test_encoding_only_while_watched(server):
 
 def test_a_frame_that_cannot_be_drawn_is_skipped_and_the_live_view_goes_on(server, ovq_log):
     """An infinite box (a plug-in family's decoder that does not clip) once ended the encoder thread: the view
-    froze on its last frame for the rest of the run."""
+    froze on its last frame for the rest of the run. Such a box is drawn now (ovq.core.drawing clips it); a frame
+    that still cannot be drawn (here: 7 channels) is skipped with a warning, and the view goes on."""
     live = server(fps=50.0)
     live.start(["s0"])
     live.view.watch("s0", +1)
-    bad = result("s0", 1)
-    bad.detections.xyxy[0, 2] = np.inf
+
+    def wait_for(index: int) -> None:
+        deadline = time.monotonic() + 5
+        while (live.view.latest("s0") is None or live.view.latest("s0").frame_index < index) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    far = result("s0", 1)
+    far.detections.xyxy[0, 2] = np.inf
+    live.write(far)
+    wait_for(1)
+    assert live.view.latest("s0").frame_index == 1
+    bad = result("s0", 2)
+    bad.frame = np.zeros((*bad.frame.shape[:2], 7), np.uint8)
     live.write(bad)
     time.sleep(0.3)
-    live.write(result("s0", 2))
-    deadline = time.monotonic() + 5
-    while live.view.latest("s0") is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    jpeg = live.view.latest("s0")
-    assert jpeg is not None and jpeg.frame_index == 2
-    assert any("s0: live view cannot encode frame 1: OverflowError" in m for m in ovq_log.messages(logging.WARNING))
+    live.write(result("s0", 3))
+    wait_for(3)
+    assert live.view.latest("s0").frame_index == 3
+    assert any("s0: live view cannot encode frame 2: error" in m for m in ovq_log.messages(logging.WARNING))
 
 
 def test_stats_json_lists_every_stream_with_its_counters_and_detections_per_class(server):

@@ -30,8 +30,12 @@ def annotate(
     h, w = out.shape[:2]
     t = thickness or max(1, round(min(h, w) / 400))
     font_scale = max(0.4, min(h, w) / 1200)
+    # beyond the frame a box is drawn the same; clipped, any coordinate fits OpenCV's ints (a plug-in decoder's box
+    # at 1e30 or inf raised OverflowError, NaN ValueError, ending the video sink's or the live view's thread)
+    lim = 4 * max(h, w)
+    boxes = np.clip(np.nan_to_num(np.asarray(dets.xyxy, dtype=np.float64), nan=0.0), -lim, lim).round().astype(int)
     for i in range(len(dets)):
-        x1, y1, x2, y2 = (round(v) for v in dets.xyxy[i])
+        x1, y1, x2, y2 = (int(v) for v in boxes[i])
         cid = int(dets.class_id[i])
         color = class_color(cid)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, t, cv2.LINE_AA)
