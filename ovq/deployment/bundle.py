@@ -36,7 +36,7 @@ import yaml
 from ovq.core.errors import ConfigError, ModelError
 from ovq.core.fileio import check_output_dir, is_stream
 from ovq.core.metadata import read_info
-from ovq.core.urls import env_references
+from ovq.core.urls import ENV_REFERENCE, env_references
 from ovq.deployment.build import check_paths, ensure_quantized, quantized_is_fresh, settings_changed
 from ovq.deployment.loader import load_pipeline_config
 from ovq.deployment.packaging import (
@@ -236,15 +236,12 @@ def _check_sinks_are_files(cfg: PipelineConfig) -> None:
                                                    "reference inside the name is fine: cam-${LINE}.mp4)")
 
 
-_ENV_REF = re.compile(r"\$\{[^}]*\}")
-
-
 def _output_name(text: str) -> str | None:
     """The file name of a sink path as written: after its last ``/`` outside ``${...}`` references. ``None`` when
     a reference in it may stand for a path (a whole-name ``${OUT}``, or a default holding a ``/``)."""
-    masked = _ENV_REF.sub(lambda m: "_" * len(m.group()), text)
+    masked = ENV_REFERENCE.sub(lambda m: "_" * len(m.group()), text)
     name = text[masked.rfind("/") + 1:]
-    if _ENV_REF.fullmatch(name) or any("/" in ref for ref in _ENV_REF.findall(name)):
+    if ENV_REFERENCE.fullmatch(name) or any("/" in (m.group(2) or "") for m in ENV_REFERENCE.finditer(name)):
         return None
     return name
 

@@ -74,7 +74,7 @@ def percent_over(intervals: Iterable[tuple[CpuTimes | None, CpuTimes | None]]) -
             return None
         stolen += max(0, end.steal - start.steal)
         total += end.total - start.total
-    return percent(CpuTimes(0, 0), CpuTimes(stolen, total))
+    return 100.0 * stolen / total if total > 0 else None
 
 
 def warning(steal_percent: float | None, consequence: str) -> str | None:
