@@ -247,6 +247,20 @@ def test_bounded_buffer_blocks_until_room_and_keeps_order():
     assert buf.get() is None and buf.ended
 
 
+def test_full_bounded_buffer_takes_frames_again_once_half_was_taken():
+    # the reader refills in one go instead of waking for each frame the scheduler takes
+    buf = FrameBuffer(4, latest_only=False, wake=threading.Event())
+    for i in range(4):
+        buf.put(_frame(i))
+    done = threading.Event()
+    threading.Thread(target=lambda: (buf.put(_frame(4)), done.set()), daemon=True).start()
+    assert buf.get().index == 0
+    assert not done.wait(0.3)  # 3 of 4 still waiting: the producer still waits
+    assert buf.get().index == 1
+    assert done.wait(2.0)  # half taken: it goes on, and the frames keep their order
+    assert [buf.get().index for _ in range(3)] == [2, 3, 4]
+
+
 def test_bounded_buffer_put_gives_up_on_abort():
     buf = FrameBuffer(1, latest_only=False, wake=threading.Event())
     buf.put(_frame(0))

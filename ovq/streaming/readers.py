@@ -60,7 +60,11 @@ class Frame:
 
 
 class FrameBuffer:
-    """A bounded frame queue with an end marker; ``latest_only`` keeps just the newest frame."""
+    """A bounded frame queue with an end marker; ``latest_only`` keeps just the newest frame.
+
+    A full queue takes frames again once half of it was taken: a file's reader then decodes several frames in one
+    go, not one each time the scheduler takes one (a thread that wakes costs more than its work on a shared VM:
+    K's notes in benchmarks/README.md)."""
 
     def __init__(self, capacity: int, *, latest_only: bool, wake: threading.Event) -> None:
         self.capacity = 1 if latest_only else max(1, capacity)
@@ -77,8 +81,8 @@ class FrameBuffer:
             if self.latest_only:
                 replaced = len(self._items)
                 self._items.clear()
-            else:
-                while len(self._items) >= self.capacity and not self._closed:
+            elif len(self._items) >= self.capacity:  # full: wait until half of it was taken, then refill in one go
+                while len(self._items) > self.capacity // 2 and not self._closed:
                     if abort is not None and abort.is_set():
                         return 0
                     self._cond.wait(0.1)
@@ -94,7 +98,8 @@ class FrameBuffer:
             if not self._items:
                 return None
             frame = self._items.popleft()
-            self._cond.notify_all()
+            if len(self._items) == self.capacity // 2:  # where a reader waiting for room goes on
+                self._cond.notify_all()
             return frame
 
     def close(self) -> None:
