@@ -268,6 +268,8 @@ class Detector:
             raise ModelError(f"{where}: {exc}") from exc
         except Exception as exc:
             raise ModelError(f"{where}: decoding failed: {type(exc).__name__}: {exc}") from exc
+        if self.decodes_into_new_arrays:  # ovq's own families: finish() or FinalBoxes checked and filtered already
+            return dets
         if not isinstance(dets, Detections):
             raise ModelError(f"{where}: the decoder returned {type(dets).__name__}, not Detections")
         if len(dets) and (dets.confidence.min() < 0 or dets.confidence.max() > 1 or np.isnan(dets.confidence).any()):

@@ -200,7 +200,9 @@ class Pipeline:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._slots = threading.Semaphore(self.nireq + max(2, self.nireq))
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()  # tokens: a Semaphore is 4 lock trips a frame
+        for _ in range(self.nireq + max(2, self.nireq)):
+            self._slots.put(None)
         self._decode_on_completion = False  # decode from the request's own outputs, on the completion thread
         self._error: BaseException | None = None
         self._ran = False
@@ -355,15 +357,11 @@ class Pipeline:
             st.buffer.discard()
         scheduler.join()
         post.join()
-        if self._error is None and not self._stop_requested:
-            self._check_delivery()
+        if self._error is None and not self._stop_requested:  # what each file delivered, against what it said
+            self._error = FileReader.delivery_error([(st.name, st.reader, st.spec) for st in self._streams], self.strict)
         self._close_sinks()
         for st in self._streams:
             st.reader.join(timeout=1.0)
-
-    def _check_delivery(self) -> None:
-        """Files say what they delivered: no frame fails the run, fewer than stated warns (or with ``strict`` fails)."""
-        self._error = FileReader.delivery_error([(st.name, st.reader, st.spec) for st in self._streams], self.strict)
 
     def _close_sinks(self, failed: bool = False) -> None:
         """Close every sink; after a failure, ``abort()`` those that have it (they replace no earlier output)."""
@@ -394,12 +392,14 @@ class Pipeline:
         while not self._stopping.is_set():
             if all(st.done for st in self._streams):
                 return
-            if not self._slots.acquire(timeout=0.1):
+            try:
+                self._slots.get(timeout=0.1)
+            except queue.Empty:
                 continue
             self._wake.clear()
             picked = self._pick(turn)
             if picked is None:
-                self._slots.release()
+                self._slots.put(None)
                 self._wake.wait(0.1)
                 continue
             st, frame = picked
@@ -464,7 +464,7 @@ class Pipeline:
                 except BaseException as exc:  # noqa: BLE001 - handed to run(), which raises it
                     self._fail(exc)
                 finally:
-                    self._slots.release()
+                    self._slots.put(None)
 
     def _deliver(self, st: _Stream, job: _Job) -> None:
         if job.error is not None:

@@ -22,6 +22,7 @@ Reading frames is not affected, so running streams go on; reconnects of several 
 from __future__ import annotations
 
 import difflib
+import functools
 import glob
 import logging
 import os
@@ -84,7 +85,7 @@ class SourceSpec:
     def live(self) -> bool:
         return self.kind in ("camera", "url", "synth")
 
-    @property
+    @functools.cached_property  # read for every frame's result: the redaction's regexes run once
     def display(self) -> str:
         """The source string with any password in a URL replaced by ``***`` (for logs and records)."""
         return self.url.redacted() if self.url is not None else redact(self.text)

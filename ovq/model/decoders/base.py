@@ -131,7 +131,7 @@ def check_confidences(scores: np.ndarray) -> np.ndarray:
     if scores.size == 0:
         return scores
     lo, hi = float(scores.min()), float(scores.max())
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -CONFIDENCE_SLACK or hi > 1 + CONFIDENCE_SLACK:
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -CONFIDENCE_SLACK or hi > 1 + CONFIDENCE_SLACK:
         nan = int(np.count_nonzero(~np.isfinite(scores)))
         finite = scores[np.isfinite(scores)]
         span = f"{float(finite.min()):.3g}..{float(finite.max()):.3g}" if finite.size else "none finite"
