@@ -72,6 +72,8 @@ class PipelineBench:
     steal: dict[str, list[float | None]] = field(default_factory=dict)  # run kind -> % CPU the VM's host took, per round
     run_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # default ovq run: thread -> ms a frame, per round
     lean_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # the lean loop, likewise
+    # CPU us of one frame's preprocess + postprocess (median): back to back, and on a thread that slept 10 ms first
+    python_us: dict[str, float] = field(default_factory=dict)  # {"back_to_back": .., "after_sleep": ..}
     capacity: dict[str, int] = field(default_factory=dict)  # fps -> streams
     capacity_tables: list[str] = field(default_factory=list)
 
@@ -128,7 +130,10 @@ class PipelineBench:
 
         run = f"CPU ms a frame: ovq run {one(self.run_cpu_ms)}" if self.run_cpu_ms else ""
         lean = f" | lean loop {one(self.lean_cpu_ms)}" if self.lean_cpu_ms else ""
-        return run + lean
+        us = self.python_us
+        woken = (f" | a frame's preprocess + postprocess {us['back_to_back']:.0f} us of CPU back to back, "
+                 f"{us['after_sleep']:.0f} us on a thread woken after 10 ms" if us else "")
+        return run + lean + woken
 
     def _lean(self) -> str:
         if not self.lean_fps:
@@ -255,6 +260,34 @@ def lean_loop_fps(detector: object, video: Path, nireq: int, threads: int) -> fl
     return done / seconds
 
 
+def python_cost_us(detector: object, video: Path, calls: int = 100) -> dict[str, float]:
+    """CPU microseconds (median) one frame's preprocess + postprocess takes on ``detector``: back to back, and
+    right after the thread slept 10 ms, as a pipeline thread does each frame it wakes for. Where the two differ a
+    lot, the core's caches went cold meanwhile (another tenant of a VM's host, say): what every thread that wakes
+    pays, for each frame, beside its own work."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
+    ok, image = cap.read()
+    cap.release()
+    if not ok:
+        raise RuntimeError(f"{video}: no frame")
+    request = detector.compiled.create_infer_request()
+    request.infer({0: detector.preprocess(image)[0]})
+
+    def one() -> int:
+        start = time.thread_time_ns()
+        detector.postprocess(detector.output_views(request), detector.preprocess(image)[1])
+        return time.thread_time_ns() - start
+
+    back_to_back = [one() for _ in range(calls)]
+    after_sleep = []
+    for _ in range(calls):
+        time.sleep(0.01)
+        after_sleep.append(one())
+    return {"back_to_back": statistics.median(back_to_back) / 1e3, "after_sleep": statistics.median(after_sleep) / 1e3}
+
+
 def decode_cost_ms(video: Path, frames: int = 400) -> float:
     """CPU milliseconds FFmpeg (through OpenCV, one thread) spends decoding one frame of ``video``."""
     import cv2
@@ -321,6 +354,7 @@ def main(
             row = PipelineBench(model=name, precision=detector.inference_precision, cpu=cpu_model(), decode_ms=decode_ms)
             runs = ("app", "python", "lean", "graph") + (("python-nms",) if detector.why_not_nms_in_graph() is None else ())
             lean = with_nms(detector, None, None)  # the model the default pipeline compiles
+            row.python_us = python_cost_us(lean, video)
             for r in range(rounds):
                 for what in runs[r % len(runs):] + runs[: r % len(runs)]:
                     row.load.append(os.getloadavg()[0])
