@@ -125,6 +125,22 @@ def test_format_table_ratios_per_device_and_hint():
     assert "f32 (asked bf16)" in lines[5] and "(asked" not in lines[4]
 
 
+def test_format_table_compares_served_models_among_themselves():
+    """A served model's row read 'CPU  throughput  server ... 0.44x' against a local model: bench's own defaults for
+    a model its server ran, and a ratio that mixes the network and the server's queue into the model's speed."""
+    served = [BenchResult(url, device, hint, "server", used, fps, 15.0, 30.0, 4, 100, 1.0, served=True)
+              for url, device, hint, used, fps in (("http://h:1/v2/models/a", "CPU", "throughput", "bf16", 160.0),
+                                                   ("grpc://h:2/v2/models/a", "CPU", "throughput", "bf16", 200.0),
+                                                   ("http://o:1/v2/models/a", None, None, None, 90.0))]
+    lines = format_table([_result("local", 370.0, 3.3), *served]).splitlines()
+    assert lines[2].split()[-1] == "1.00x"
+    assert lines[3].split()[1:5] == ["CPU", "(served)", "throughput", "bf16"] and lines[3].split()[-1] == "1.00x"
+    assert lines[4].split()[-1] == "1.25x"  # against the first model served on CPU with the same hint
+    assert lines[5].split()[1:5] == ["?", "(served)", "?", "?"] and lines[5].split()[-1] == "1.00x"
+    notes = " ".join(lines[6:])
+    assert "served models are compared with the first served one" in notes and "?: the server does not say" in notes
+
+
 def test_cli_bench_two_models_table_and_json(tiny_net, tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["bench", str(tiny_net), str(tiny_net), "--time", "0.3", "--precision", "f32", "--precision", "default"]
