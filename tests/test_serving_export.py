@@ -107,3 +107,21 @@ def test_a_repository_or_its_model_folder_given_as_the_model_says_which_folder_h
     empty.mkdir()
     assert one_line(capsys, "bench", str(empty)).endswith(
         f"{empty}: folder holds no model (.xml) file")
+
+
+@pytest.mark.parametrize("versions", [[], [1]], ids=["alone", "after-a-version"])
+def test_a_file_named_as_a_version_is_refused_before_the_model_loads(tmp_path, capsys, tiny, versions):
+    """A regular file repo/m/1 (or repo/m/2 beside version 1) failed after the model had loaded, with 'repo/m/1:
+    cannot write the model: Not a directory', which says neither that it is a file nor what to do."""
+    repo = tmp_path / "repo"
+    for v in versions:
+        assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "m", "-q"]) == 0
+    capsys.readouterr()
+    (repo / "m").mkdir(parents=True, exist_ok=True)
+    stray = repo / "m" / str(len(versions) + 1)
+    stray.write_text("notes")
+    before = files(repo)
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(repo), "--name", "m")
+    assert line == (f"ovq export-serving: error: {stray}: a file where a version folder goes (a server reads m's "
+                    "versions from numbered folders); move it out of the repository")
+    assert files(repo) == before and stray.read_text() == "notes"

@@ -188,6 +188,11 @@ def _check_targets(repo: Path, name: str, options: ExportOptions) -> None:
     folder = repo / name
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder}: exists and is not a folder")
+    if folder.is_dir():  # a file named 2 took the version folder's name: 'cannot write the model: Not a directory'
+        for entry in sorted(folder.iterdir()):
+            if entry.name.isdigit() and not entry.is_dir():
+                raise ConfigError(f"{entry}: a file where a version folder goes (a server reads {name}'s versions "
+                                  "from numbered folders); move it out of the repository")
     files = {"ovms": [repo / "config.json"], "triton": [folder / "config.pbtxt"],
              "kserve": [repo / f"{name}.inferenceservice.yaml"]}[options.format]
     for path in files:
