@@ -125,3 +125,12 @@ def test_a_file_named_as_a_version_is_refused_before_the_model_loads(tmp_path, c
     assert line == (f"ovq export-serving: error: {stray}: a file where a version folder goes (a server reads m's "
                     "versions from numbered folders); move it out of the repository")
     assert files(repo) == before and stray.read_text() == "notes"
+
+
+def test_a_repository_below_a_file_is_refused_naming_the_file(tmp_path, capsys, tiny):
+    """-o notes.txt/repo loaded the model, then failed with only 'notes.txt/repo: Not a directory'."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("notes")
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(afile / "repo"))
+    assert line == f"ovq export-serving: error: {afile / 'repo'}: {afile} is not a folder"
+    assert afile.read_text() == "notes"

@@ -31,7 +31,7 @@ from typing import Any
 import openvino as ov
 
 from ovq.core.errors import ConfigError, OutputError, OvqError
-from ovq.core.fileio import free_bytes, write_text_atomic
+from ovq.core.fileio import check_output_dir, free_bytes, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
 from ovq.model.detector import load
 from ovq.runtime.compilation import first_line
@@ -84,8 +84,7 @@ def export_serving(
     fails (a full disk) takes back what this export created, so the repository is as it was."""
     options = options or ExportOptions()
     repo = Path(repo)
-    if repo.exists() and not repo.is_dir():
-        raise ConfigError(f"{repo}: exists and is not a folder")
+    check_output_dir(repo)  # a file in the way (REPO itself, or a folder above it) is named, before models load
     names = list(names)
     if len(names) > len(models):
         raise ConfigError(f"{len(names)} names for {len(models)} models")
