@@ -134,3 +134,19 @@ def test_a_repository_below_a_file_is_refused_naming_the_file(tmp_path, capsys, 
     line = one_line(capsys, "export-serving", str(tiny), "-o", str(afile / "repo"))
     assert line == f"ovq export-serving: error: {afile / 'repo'}: {afile} is not a folder"
     assert afile.read_text() == "notes"
+
+
+def test_a_version_folder_given_as_the_model_is_named_for_its_model(tmp_path, capsys, tiny):
+    """REPO/demo/1, the folder the messages above point to, was named '1': `ovq serve` served it at /v2/models/1,
+    `ovq export-serving` wrote REPO2/1/1, `ovq bench` labelled its row '1'."""
+    from ovq.evaluation.speed import model_name
+    from ovq.serving.server import served_names
+
+    repo = tmp_path / "repo"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "demo", "-q"]) == 0
+    version = repo / "demo" / "1"
+    assert served_names([version], []) == ["demo"]
+    assert model_name(version) == model_name(version / "model.xml") == "demo/1"
+    capsys.readouterr()
+    assert main(["export-serving", str(version), "-o", str(tmp_path / "repo2")]) == 0
+    assert capsys.readouterr().out.startswith(f"demo: version 1 in {tmp_path / 'repo2' / 'demo' / '1'}")

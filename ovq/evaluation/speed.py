@@ -28,6 +28,7 @@ from ovq.core.geometry import letterbox, stretch
 from ovq.core.metadata import ModelInfo
 from ovq.data.images import read_image
 from ovq.model.detector import compile_config, load
+from ovq.model.paths import repository_version
 from ovq.runtime import steal
 from ovq.runtime.compilation import compile_model, execution_precision, new_core
 from ovq.runtime.inference import InferQueue
@@ -68,10 +69,13 @@ class BenchResult:
 
 
 def model_name(model: str | Path | ov.Model, info: ModelInfo | None = None) -> str:
-    """A short name: the folder of a ``model.xml``, else the file stem."""
+    """A short name: NAME/VERSION for a serving repository's version folder, the folder of a ``model.xml``, else
+    the file stem."""
     if isinstance(model, ov.Model):
         return (info.source if info and info.source else model.get_friendly_name()) or "model"
     path = Path(model)
+    if (version := repository_version(path)) is not None:  # was '1': which model, and which of its versions
+        return "/".join(version)
     if path.is_dir():
         return path.name
     if path.name == "model.xml":

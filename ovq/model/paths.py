@@ -34,6 +34,16 @@ def resolve_model_path(src: str | Path) -> Path:
     return path
 
 
+def repository_version(model: str | Path) -> tuple[str, str] | None:
+    """(NAME, VERSION) when ``model`` is a serving repository's version folder ``REPO/NAME/VERSION`` (as ``ovq
+    export-serving`` writes it: a numbered folder holding ``model.xml``) or the ``model.xml`` in one; else ``None``."""
+    path = Path(model)
+    folder = path.parent if path.name == MODEL_XML else path
+    if not folder.name.isdigit() or not (folder / MODEL_XML).is_file() or not folder.parent.name:
+        return None
+    return folder.parent.name, folder.name
+
+
 def _repository_hint(folder: Path) -> str:
     """Where the model is when ``folder`` is part of a serving model repository (``ovq export-serving``: REPO/NAME/
     VERSION/model.xml), else nothing (also when a folder in it cannot be listed: the hint is not the error)."""

@@ -34,6 +34,7 @@ from ovq.core.errors import ConfigError, OutputError, OvqError
 from ovq.core.fileio import check_output_dir, free_bytes, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
 from ovq.model.detector import load
+from ovq.model.paths import repository_version
 from ovq.runtime.compilation import first_line
 
 logger = logging.getLogger(__name__)
@@ -224,9 +225,10 @@ def check_model_name(name: str) -> None:
 def model_stem(model: str | Path) -> str:
     """A model's default name: its file's stem, its folder's name, NAME for a repository's NAME/VERSION/model.xml."""
     path = Path(model)
-    if path.name == "model.xml":
-        path = path.parent.parent if path.parent.name.isdigit() else path.parent
-        stem = path.name
+    if (version := repository_version(path)) is not None:  # REPO/NAME/VERSION was named VERSION ('1')
+        stem = version[0]
+    elif path.name == "model.xml":
+        stem = path.parent.name
     else:
         stem = path.name if path.is_dir() else path.stem
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip("_.-") or "model"
