@@ -176,6 +176,18 @@ def test_cli_bench_time_must_be_a_positive_finite_number(tmp_path, capsys, secon
     assert err == [f"ovq bench: error: --time {float(seconds)}: must be a positive number of seconds"]
 
 
+@pytest.mark.parametrize("model", ["local", "http://127.0.0.1:9/v2/models/fd"], ids=["local", "served"])
+def test_cli_bench_requests_must_not_be_negative(tiny_net, capsys, model):
+    """--requests -3 ran a local model with the device's optimal number (exit 0, 'req 2' in the table); for a served
+    one it said 'jobs -1: expected at least 1 request in flight', naming no option of bench's."""
+    model = str(tiny_net) if model == "local" else model
+    assert main(["bench", model, "--requests", "-3", "--time", "0.1", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ovq bench: error: --requests -3: expected 0 (the device's optimum, or 4 for a served model) or more"]
+    with pytest.raises(ConfigError, match=r"requests -3: expected 0 \(the device's optimum\) or more"):
+        benchmark(tiny_net, requests=-3, seconds=0.1)
+
+
 def test_bench_measures_steal_over_its_slices(tiny_net):
     result = benchmark(tiny_net, seconds=0.5)
     if sys.platform == "linux":

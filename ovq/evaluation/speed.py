@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from ovq.core.errors import ConfigError
 from ovq.core.geometry import letterbox, stretch
 from ovq.core.metadata import ModelInfo
 from ovq.data.images import read_image
@@ -116,9 +117,9 @@ class _Prepared:
 
     def __init__(self, spec: BenchSpec, image: str | Path | np.ndarray | None, core: ov.Core) -> None:
         if spec.hint not in HINTS:
-            from ovq.core.errors import ConfigError
-
             raise ConfigError(f"unknown performance hint '{spec.hint}'; expected one of {', '.join(HINTS)}")
+        if spec.requests < 0:
+            raise ConfigError(f"requests {spec.requests}: expected 0 (the device's optimum) or more")
         self.errors: list[BaseException] = []
         if is_serving_url(spec.model):
             self._init_served(spec, image)
@@ -263,12 +264,8 @@ def benchmark_interleaved(
     the same spells, so the ratios between them hold. With ``rounds=1`` this is one run per configuration.
     """
     if not 0 < seconds < math.inf:  # NaN measured nothing (np.quantile of no slices), inf never ended
-        from ovq.core.errors import ConfigError
-
         raise ConfigError(f"benchmark time must be a positive number of seconds, got {seconds}")
     if rounds < 1:
-        from ovq.core.errors import ConfigError
-
         raise ConfigError(f"benchmark rounds must be at least 1, got {rounds}")
     core = core or new_core()
     prepared: list[_Prepared] = []
