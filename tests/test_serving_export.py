@@ -150,3 +150,40 @@ def test_a_version_folder_given_as_the_model_is_named_for_its_model(tmp_path, ca
     capsys.readouterr()
     assert main(["export-serving", str(version), "-o", str(tmp_path / "repo2")]) == 0
     assert capsys.readouterr().out.startswith(f"demo: version 1 in {tmp_path / 'repo2' / 'demo' / '1'}")
+
+
+def _stored_precision(tiny: Path, folder: Path, precision: str) -> Path:
+    """``tiny`` with the precision ``ovq quantize --precision`` stores (the one its accuracy was validated at)."""
+    import openvino as ov
+
+    from ovq.core.metadata import write_info
+    from ovq.model.detector import load
+
+    model, info = load(tiny)
+    info.compile_config = {"INFERENCE_PRECISION_HINT": precision}
+    write_info(model, info)
+    ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
+    return folder
+
+
+def test_the_precision_a_model_was_validated_at_reaches_kserve_and_triton(tmp_path, capsys, tiny):
+    """A model quantized with --precision f32 was exported with INFERENCE_PRECISION_HINT in OVMS's config.json only:
+    the KServe manifest's --plugin_config and Triton's config.pbtxt held only PERFORMANCE_HINT, so those servers ran
+    it at the device's default (bf16 here), not at the precision its accuracy was validated at, and nothing said so."""
+    f32 = _stored_precision(tiny, tmp_path / "f32", "f32")
+    bf16 = _stored_precision(tiny, tmp_path / "bf16", "bf16")
+    repo = tmp_path / "repo"
+    assert main(["export-serving", str(f32), "-o", str(repo), "--format", "kserve", "--name", "q", "-q"]) == 0
+    args = yaml.safe_load((repo / "q.inferenceservice.yaml").read_text())["spec"]["predictor"]["model"]["args"]
+    plugin = json.loads(next(a for a in args if a.startswith("--plugin_config=")).split("=", 1)[1])
+    assert plugin == {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+    capsys.readouterr()
+    assert main(["export-serving", str(bf16), "-o", str(repo / "t"), "--format", "triton", "--name", "b", "-q"]) == 0
+    assert 'parameters: { key: "HINT_BF16" value: { string_value: "YES" } }' in (repo / "t/b/config.pbtxt").read_text()
+    assert capsys.readouterr().err == ""
+    assert main(["export-serving", str(f32), "-o", str(repo / "t"), "--format", "triton", "--name", "f", "-q"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "WARNING" in err[0] and err[0].endswith(
+        "f: validated at inference precision f32, which Triton's OpenVINO backend cannot be told (its parameters "
+        "set only bf16): it runs the model at the device's default (bf16 on CPUs with AMX or AVX-512 BF16); "
+        "--format ovms or kserve keeps f32")

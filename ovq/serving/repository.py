@@ -153,10 +153,11 @@ def _write_all(repo: Path, chosen: list[str], loaded: list[tuple[ov.Model, Model
         created.append(path)
         files: list[Path] = []
         if options.format == "triton":
-            files.append(_new(_write_triton_config, repo / name / "config.pbtxt", created, repo, name, model, options))
+            files.append(_new(_write_triton_config, repo / name / "config.pbtxt", created, repo, name, model, info,
+                              options))
         elif options.format == "kserve":
             files.append(_new(_write_inference_service, repo / f"{name}.inferenceservice.yaml", created, repo, name,
-                              options))
+                              info, options))
         done.append(Exported(name, version, path, tuple(files)))
     if options.format == "ovms":
         models_info = [(e.name, info) for e, (_, info) in zip(done, loaded, strict=True)]
@@ -291,10 +292,8 @@ def _write_ovms_config(repo: Path, entries: list[dict[str, Any]], models: Sequen
     names = {name for name, _ in models}
     entries = [e for e in entries if (e.get("config") or {}).get("name") not in names]
     for name, info in models:
-        plugin = {"PERFORMANCE_HINT": options.hint.upper()}
-        plugin.update({k: str(v) for k, v in info.compile_config.items()})  # the precision it was validated at
         config: dict[str, Any] = {"name": name, "base_path": name, "target_device": options.device,
-                                  "plugin_config": plugin}
+                                  "plugin_config": _plugin_config(info, options)}
         if options.nireq:
             config["nireq"] = options.nireq
         entries.append({"config": config})
@@ -302,11 +301,34 @@ def _write_ovms_config(repo: Path, entries: list[dict[str, Any]], models: Sequen
     return path
 
 
+def _plugin_config(info: ModelInfo, options: ExportOptions) -> dict[str, str]:
+    """OpenVINO Model Server's plugin_config (config.json, and KServe's OpenVINO runtime): the hint, and what the
+    model stores (the precision its accuracy was validated at), which whoever compiles it must pass."""
+    return {"PERFORMANCE_HINT": options.hint.upper(), **{k: str(v) for k, v in info.compile_config.items()}}
+
+
+def _triton_parameters(name: str, info: ModelInfo) -> list[tuple[str, str]]:
+    """Triton's OpenVINO backend takes a few named parameters, not OpenVINO's properties: of a stored precision it
+    can set only bf16 (HINT_BF16); another is said, since that server then runs the model at the device's default."""
+    found = []
+    for key, value in info.compile_config.items():
+        if key == "INFERENCE_PRECISION_HINT" and str(value) == "bf16":
+            found.append(("HINT_BF16", "YES"))
+        elif key == "INFERENCE_PRECISION_HINT":
+            logger.warning("%s: validated at inference precision %s, which Triton's OpenVINO backend cannot be told "
+                           "(its parameters set only bf16): it runs the model at the device's default (bf16 on CPUs "
+                           "with AMX or AVX-512 BF16); --format ovms or kserve keeps %s", name, value, value)
+        else:
+            logger.warning("%s: stores the compile setting %s=%s, which Triton's OpenVINO backend cannot be told; "
+                           "--format ovms or kserve passes it", name, key, value)
+    return found
+
+
 def _dims(port: Any) -> str:
     return ", ".join(str(int(d)) for d in port.get_shape())
 
 
-def _write_triton_config(repo: Path, name: str, model: ov.Model, options: ExportOptions) -> Path:
+def _write_triton_config(repo: Path, name: str, model: ov.Model, info: ModelInfo, options: ExportOptions) -> Path:
     def tensor(port: Any) -> str:
         kind = _TRITON_TYPES.get(port.get_element_type().get_type_name(), "TYPE_FP32")
         return f'  {{\n    name: "{port.get_any_name()}"\n    data_type: {kind}\n    dims: [ {_dims(port)} ]\n  }}'
@@ -319,7 +341,8 @@ def _write_triton_config(repo: Path, name: str, model: ov.Model, options: Export
         "input [", ",\n".join(tensor(p) for p in model.inputs), "]",
         "output [", ",\n".join(tensor(p) for p in model.outputs), "]",
         f"instance_group [ {{ count: 1, kind: {kind} }} ]",
-        f'parameters: {{ key: "PERFORMANCE_HINT" value: {{ string_value: "{options.hint.upper()}" }} }}',
+        *(f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
+          for key, value in [("PERFORMANCE_HINT", options.hint.upper()), *_triton_parameters(name, info)]),
         "",
     ])
     path = repo / name / "config.pbtxt"
@@ -327,7 +350,7 @@ def _write_triton_config(repo: Path, name: str, model: ov.Model, options: Export
     return path
 
 
-def _write_inference_service(repo: Path, name: str, options: ExportOptions) -> Path:
+def _write_inference_service(repo: Path, name: str, info: ModelInfo, options: ExportOptions) -> Path:
     import yaml
 
     storage = options.storage_uri.rstrip("/") or "pvc://ovq-models"
@@ -340,7 +363,7 @@ def _write_inference_service(repo: Path, name: str, options: ExportOptions) -> P
             "protocolVersion": "v2",
             "storageUri": f"{storage}/{name}",
             "args": [f"--target_device={options.device}",
-                     f'--plugin_config={{"PERFORMANCE_HINT":"{options.hint.upper()}"}}'],
+                     f"--plugin_config={json.dumps(_plugin_config(info, options), separators=(',', ':'))}"],
             "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}},
         }}},
     }
