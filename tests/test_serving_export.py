@@ -187,3 +187,27 @@ def test_the_precision_a_model_was_validated_at_reaches_kserve_and_triton(tmp_pa
         "f: validated at inference precision f32, which Triton's OpenVINO backend cannot be told (its parameters "
         "set only bf16): it runs the model at the device's default (bf16 on CPUs with AMX or AVX-512 BF16); "
         "--format ovms or kserve keeps f32")
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--format", "triton", "--nireq", "4"], ("--nireq 4: Triton's OpenVINO backend takes no infer-request count; "
+                                             "drop --nireq (--format ovms and kserve write it)")),
+    (["--storage-uri", "s3://b/m"], ("--storage-uri s3://b/m: only --format kserve writes it (the manifest's "
+                                    "storageUri); drop it or add --format kserve")),
+    (["--format", "triton", "--storage-uri", "s3://b/m"], "--storage-uri s3://b/m: only --format kserve writes it"),
+], ids=["nireq-triton", "storage-uri-ovms", "storage-uri-triton"])
+def test_an_option_the_format_does_not_write_is_refused(tmp_path, capsys, tiny, argv, said):
+    """--nireq 4 --format triton and --storage-uri with ovms or triton exited 0, the option written nowhere."""
+    repo = tmp_path / "repo"
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(repo), *argv)
+    assert line.startswith(f"ovq export-serving: error: {said}")
+    assert not repo.exists()
+
+
+def test_kserve_manifest_carries_nireq(tmp_path, tiny):
+    """--format kserve --nireq 4 wrote no nireq: KServe's OpenVINO runtime (OVMS) chose its own."""
+    repo = tmp_path / "k"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--name", "m", "--nireq", "4",
+                 "-q"]) == 0
+    args = yaml.safe_load((repo / "m.inferenceservice.yaml").read_text())["spec"]["predictor"]["model"]["args"]
+    assert "--nireq=4" in args

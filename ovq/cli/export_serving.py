@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device(p)
     p.add_argument("--hint", choices=("throughput", "latency", "cumulative_throughput"), default="throughput",
                    help="PERFORMANCE_HINT the server compiles with (default throughput)")
-    p.add_argument("--nireq", type=int, default=0, help="OVMS infer requests per model (default: the server's choice)")
+    p.add_argument("--nireq", type=int, default=0, help="infer requests per model, for ovms and kserve (default: the server's choice)")
     p.add_argument("--storage-uri", default="", metavar="URI",
                    help="kserve: where the cluster reads REPO from, e.g. s3://bucket/models (default pvc://ovq-models)")
     p.set_defaults(func=run)

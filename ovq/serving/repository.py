@@ -53,7 +53,7 @@ class ExportOptions:
     format: str = "ovms"
     device: str = "CPU"  # OVMS target_device, Triton's instance kind
     hint: str = "THROUGHPUT"  # PERFORMANCE_HINT
-    nireq: int = 0  # OVMS infer requests (0: the server's choice)
+    nireq: int = 0  # OVMS infer requests, also KServe's OpenVINO runtime's (0: the server's choice)
     storage_uri: str = ""  # kserve: where the cluster finds REPO (s3://..., gs://..., pvc://...)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -64,6 +64,13 @@ class ExportOptions:
             raise ConfigError(f"--hint {self.hint}: expected throughput, latency or cumulative_throughput")
         if self.nireq < 0:
             raise ConfigError(f"--nireq {self.nireq}: expected 0 (the server's choice) or more")
+        # an option the format writes nowhere was taken without a word (exit 0)
+        if self.nireq and self.format == "triton":
+            raise ConfigError(f"--nireq {self.nireq}: Triton's OpenVINO backend takes no infer-request count; drop "
+                              "--nireq (--format ovms and kserve write it)")
+        if self.storage_uri and self.format != "kserve":
+            raise ConfigError(f"--storage-uri {self.storage_uri}: only --format kserve writes it (the manifest's "
+                              "storageUri); drop it or add --format kserve")
 
 
 @dataclass(frozen=True)
@@ -363,7 +370,8 @@ def _write_inference_service(repo: Path, name: str, info: ModelInfo, options: Ex
             "protocolVersion": "v2",
             "storageUri": f"{storage}/{name}",
             "args": [f"--target_device={options.device}",
-                     f"--plugin_config={json.dumps(_plugin_config(info, options), separators=(',', ':'))}"],
+                     f"--plugin_config={json.dumps(_plugin_config(info, options), separators=(',', ':'))}",
+                     *([f"--nireq={options.nireq}"] if options.nireq else [])],
             "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}},
         }}},
     }
