@@ -211,3 +211,17 @@ def test_kserve_manifest_carries_nireq(tmp_path, tiny):
                  "-q"]) == 0
     args = yaml.safe_load((repo / "m.inferenceservice.yaml").read_text())["spec"]["predictor"]["model"]["args"]
     assert "--nireq=4" in args
+
+
+def test_the_device_is_checked_and_written_as_openvino_spells_it(tmp_path, capsys, tiny):
+    """--device cpu wrote "target_device": "cpu", a name OpenVINO does not know ("cpu" is not registered), and
+    --device GPU:1 was written as given; the server failed to load the model, not the export."""
+    repo = tmp_path / "repo"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "m", "--device", "cpu", "-q"]) == 0
+    entry = json.loads((repo / "config.json").read_text())["model_config_list"][0]["config"]
+    assert entry["target_device"] == "CPU"
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(tmp_path / "k"), "--format", "kserve",
+                    "--device", "GPU:1")
+    assert line == ("ovq export-serving: error: device 'GPU:1': only AUTO, MULTI, HETERO, BATCH take a device list "
+                    "after ':'")
+    assert not (tmp_path / "k").exists()

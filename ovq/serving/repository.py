@@ -36,6 +36,7 @@ from ovq.core.metadata import ModelInfo, write_info
 from ovq.model.detector import load
 from ovq.model.paths import repository_version
 from ovq.runtime.compilation import first_line
+from ovq.runtime.devices import parse_device
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ConfigError(f"--format {self.format}: expected one of {', '.join(FORMATS)}")
+        # as OpenVINO spells it: "cpu" was written as given, and the server could not load the model
+        object.__setattr__(self, "device", parse_device(self.device).text)
         if self.hint.upper() not in ("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"):
             raise ConfigError(f"--hint {self.hint}: expected throughput, latency or cumulative_throughput")
         if self.nireq < 0:
