@@ -225,3 +225,23 @@ def test_the_device_is_checked_and_written_as_openvino_spells_it(tmp_path, capsy
     assert line == ("ovq export-serving: error: device 'GPU:1': only AUTO, MULTI, HETERO, BATCH take a device list "
                     "after ':'")
     assert not (tmp_path / "k").exists()
+
+
+def test_kserve_names_that_make_one_inference_service_are_refused(tmp_path, capsys, tiny):
+    """--name fd_a and --name fd.a (or fd-a later, beside fd_a's manifest) wrote manifests that all name the
+    InferenceService 'fd-a': `kubectl apply` of each replaced the one before, and one model of three was served."""
+    repo = tmp_path / "k"
+    line = one_line(capsys, "export-serving", str(tiny), str(tiny), "-o", str(repo), "--format", "kserve",
+                    "--name", "fd_a", "--name", "fd.a")
+    assert line == ("ovq export-serving: error: model name 'fd.a': its InferenceService would be named 'fd-a', as "
+                    "model 'fd_a''s is; applying both, the second replaces the first; give another with --name")
+    assert not repo.exists()
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--name", "fd_a", "-q"]) == 0
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--name", "fd_a", "-q"]) == 0
+    capsys.readouterr()
+    before = files(repo)
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--name", "fd-a")
+    assert line == ("ovq export-serving: error: model name 'fd-a': its InferenceService would be named 'fd-a', as "
+                    f"model 'fd_a''s is ({repo / 'fd_a.inferenceservice.yaml'}); applying both, the second replaces "
+                    "the first; give another with --name")
+    assert files(repo) == before

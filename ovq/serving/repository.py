@@ -105,6 +105,8 @@ def export_serving(
         _check_targets(repo, name, options)
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"model names must be unique, got {chosen}; give each one with --name")
+    if options.format == "kserve":
+        _check_kube_names(repo, chosen)
     if options.format == "ovms":
         _read_ovms_config(repo)  # a broken config.json fails before any model loads; read again under the lock
     loaded = [load(m) for m in models]  # every model loads before anything is written
@@ -213,10 +215,31 @@ def _check_targets(repo: Path, name: str, options: ExportOptions) -> None:
         kube_name(name)
 
 
+def _kube_label(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _check_kube_names(repo: Path, chosen: Sequence[str]) -> None:
+    """Two models whose InferenceServices would have one name (fd_a, fd.a, fd-a, FD_A: 'fd-a'), in this export or
+    beside a manifest already in ``repo``: `kubectl apply` of the second replaced the first, and nothing said so."""
+    suffix = ".inferenceservice.yaml"
+    taken = {}  # label -> (model name, its manifest in the repository or None)
+    for path in sorted(repo.glob(f"*{suffix}")) if repo.is_dir() else []:
+        taken.setdefault(_kube_label(path.name.removesuffix(suffix)), (path.name.removesuffix(suffix), path))
+    for name in chosen:
+        label = _kube_label(name)
+        other, manifest = taken.setdefault(label, (name, None))
+        if other != name:
+            where = f" ({manifest})" if manifest is not None else ""
+            raise ConfigError(f"model name '{name}': its InferenceService would be named '{label}', as model "
+                              f"'{other}''s is{where}; applying both, the second replaces the first; give another "
+                              "with --name")
+
+
 def kube_name(name: str) -> str:
     """The InferenceService's ``metadata.name`` for a model name: lowercase, '-' for '_' and '.'; Kubernetes
     takes only a DNS-1035 label (a letter first, a letter or digit last, at most 63), so another is refused."""
-    label = name.lower().replace("_", "-").replace(".", "-")
+    label = _kube_label(name)
     if not _KUBE_NAME.fullmatch(label):
         raise ConfigError(f"model name '{name}': a KServe InferenceService would be named '{label}', which "
                           "Kubernetes refuses (a DNS-1035 label: a lowercase letter first, letters, digits and "
