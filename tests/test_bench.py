@@ -188,6 +188,16 @@ def test_cli_bench_requests_must_not_be_negative(tiny_net, capsys, model):
         benchmark(tiny_net, requests=-3, seconds=0.1)
 
 
+def test_a_time_too_short_for_one_inference_still_measures_one_per_request(tiny_net, capsys):
+    """--time 1e-9 ended in 'IndexError: index -1 is out of bounds for axis 0 with size 0' (a traceback): the slice
+    was over before a single inference started, and the median of no latencies failed."""
+    result = benchmark(tiny_net, seconds=1e-9, requests=2)
+    assert result.iterations == 2 and result.throughput_fps > 0 and result.latency_median_ms > 0
+    assert main(["bench", str(tiny_net), str(tiny_net), "--time", "1e-9", "--rounds", "3", "-q"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("tiny_ovq")]
+    assert len(rows) == 2
+
+
 def test_bench_measures_steal_over_its_slices(tiny_net):
     result = benchmark(tiny_net, seconds=0.5)
     if sys.platform == "linux":
