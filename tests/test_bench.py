@@ -198,6 +198,13 @@ def test_a_time_too_short_for_one_inference_still_measures_one_per_request(tiny_
     assert len(rows) == 2
 
 
+def test_cli_bench_refuses_an_empty_json_path(tiny_net, capsys):
+    """--json '' (an unset variable, --json "$OUT") benchmarked, wrote nothing and exited 0."""
+    assert main(["bench", str(tiny_net), "--time", "0.1", "--json", "", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ovq bench: error: --json '': an empty file name; give a file (/dev/stdout: standard output)"]
+
+
 def test_bench_measures_steal_over_its_slices(tiny_net):
     result = benchmark(tiny_net, seconds=0.5)
     if sys.platform == "linux":

@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
                           "served model) or more")
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError(f"--rounds {args.rounds}: must be at least 1")
+    if args.json is not None and not args.json.strip():  # --json "$OUT" with OUT unset: nothing written, exit 0
+        raise ConfigError(f"--json {args.json!r}: an empty file name; give a file (/dev/stdout: standard output)")
     if args.json:
         check_output_file(args.json)  # before the benchmark, not after it
     specs = [
