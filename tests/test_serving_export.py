@@ -245,3 +245,11 @@ def test_kserve_names_that_make_one_inference_service_are_refused(tmp_path, caps
                     f"model 'fd_a''s is ({repo / 'fd_a.inferenceservice.yaml'}); applying both, the second replaces "
                     "the first; give another with --name")
     assert files(repo) == before
+
+
+def test_an_empty_repository_path_is_refused(tmp_path, capsys, tiny, monkeypatch):
+    """-o '' (an unset variable, -o "$REPO") wrote config.json and NAME/1 into the working folder, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    line = one_line(capsys, "export-serving", str(tiny), "-o", "")
+    assert line == "ovq export-serving: error: -o '': an empty path; give the repository folder (-o . for this one)"
+    assert files(tmp_path) == []

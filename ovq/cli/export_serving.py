@@ -26,8 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovq.core.errors import ConfigError
     from ovq.serving.repository import ExportOptions, export_serving
 
+    if not args.output.strip():  # -o "$REPO" with REPO unset wrote into the working folder
+        raise ConfigError(f"-o {args.output!r}: an empty path; give the repository folder (-o . for this one)")
     options = ExportOptions(format=args.format, device=args.device, hint=args.hint.upper(), nireq=args.nireq,
                             storage_uri=args.storage_uri)
     for e in export_serving(args.models, args.output, names=args.name, options=options):
