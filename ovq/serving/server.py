@@ -7,7 +7,8 @@ protocol's, REST (with the binary tensor extension) and gRPC:
 ``GET /v2/health/ready``, ``GET /v2/models/NAME/ready``, ``GET /v2/models/NAME``, ``POST /v2/models/NAME/infer``.
 A request whose single input is a BYTES tensor named ``ovq_info`` answers with the model's ovq metadata
 (labels, family, input size, resize mode, thresholds) as JSON, so a client needs only the model's URL; the
-protocol's metadata response has no field for it.
+protocol's metadata response has no field for it. Beside it, under ``served``, how this server runs the model
+(device, performance hint, inference precision, infer requests), which ``ovq bench URL`` reports.
 
 The servers bind ``host`` (127.0.0.1 unless told otherwise): kserve's own ``ModelServer.start`` binds every
 interface, so the REST and gRPC servers are assembled here from kserve's parts: the model
