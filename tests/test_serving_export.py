@@ -4,6 +4,7 @@ a repository needs neither kserve nor a server)."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -253,3 +254,15 @@ def test_an_empty_repository_path_is_refused(tmp_path, capsys, tiny, monkeypatch
     line = one_line(capsys, "export-serving", str(tiny), "-o", "")
     assert line == "ovq export-serving: error: -o '': an empty path; give the repository folder (-o . for this one)"
     assert files(tmp_path) == []
+
+
+def test_a_folder_named_with_a_non_ascii_digit_is_not_a_version(tmp_path, capsys, tiny):
+    """A folder REPO/m/² (or one with a model.xml, given to bench as REPO/m) ended in a traceback, "ValueError: invalid
+    literal for int() with base 10: '²'": str.isdigit takes the superscript, int does not."""
+    repo = tmp_path / "repo"
+    (repo / "m" / "\u00b2").mkdir(parents=True)
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "m", "-q"]) == 0
+    assert capsys.readouterr().out.startswith(f"m: version 1 in {repo / 'm' / '1'}")
+    shutil.copy(tiny, repo / "m" / "\u00b2" / "model.xml")
+    shutil.rmtree(repo / "m" / "1")
+    assert one_line(capsys, "bench", str(repo / "m")).endswith(f"{repo / 'm'}: folder holds no model (.xml) file")

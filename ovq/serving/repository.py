@@ -34,7 +34,7 @@ from ovq.core.errors import ConfigError, OutputError, OvqError
 from ovq.core.fileio import check_output_dir, free_bytes, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
 from ovq.model.detector import load
-from ovq.model.paths import repository_version
+from ovq.model.paths import is_version_name, repository_version
 from ovq.runtime.compilation import first_line
 from ovq.runtime.devices import parse_device
 
@@ -203,7 +203,7 @@ def _check_targets(repo: Path, name: str, options: ExportOptions) -> None:
         raise ConfigError(f"{folder}: exists and is not a folder")
     if folder.is_dir():  # a file named 2 took the version folder's name: 'cannot write the model: Not a directory'
         for entry in sorted(folder.iterdir()):
-            if entry.name.isdigit() and not entry.is_dir():
+            if is_version_name(entry.name) and not entry.is_dir():
                 raise ConfigError(f"{entry}: a file where a version folder goes (a server reads {name}'s versions "
                                   "from numbered folders); move it out of the repository")
     files = {"ovms": [repo / "config.json"], "triton": [folder / "config.pbtxt"],
@@ -271,7 +271,7 @@ def model_stem(model: str | Path) -> str:
 def _write_version(repo: Path, name: str, model: ov.Model, info: ModelInfo) -> tuple[int, Path]:
     """Save the IR as ``REPO/NAME/<next version>/model.xml``, complete or not at all."""
     folder = repo / name
-    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and is_version_name(p.name)]
     version = max(versions, default=0) + 1
     target = folder / str(version)
     write_info(model, info)
