@@ -266,3 +266,14 @@ def test_a_folder_named_with_a_non_ascii_digit_is_not_a_version(tmp_path, capsys
     shutil.copy(tiny, repo / "m" / "\u00b2" / "model.xml")
     shutil.rmtree(repo / "m" / "1")
     assert one_line(capsys, "bench", str(repo / "m")).endswith(f"{repo / 'm'}: folder holds no model (.xml) file")
+
+
+@pytest.mark.parametrize("uri", ["models/repo", "bucket/models", "s3:/bucket", " "])
+def test_a_storage_uri_without_a_scheme_is_refused(tmp_path, capsys, tiny, uri):
+    """--storage-uri models/repo wrote storageUri: models/repo/NAME, which KServe's webhook refuses when the manifest
+    is applied (it takes s3://, gs://, pvc://, https:// ... only): the export said it was done."""
+    repo = tmp_path / "k"
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--storage-uri", uri)
+    assert line == (f"ovq export-serving: error: --storage-uri {uri!r}: not a URI; expected where the cluster reads "
+                    "the repository from, e.g. s3://bucket/models, gs://bucket/models or pvc://claim/models")
+    assert not repo.exists()

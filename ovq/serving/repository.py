@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 FORMATS = ("ovms", "triton", "kserve")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _KUBE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")  # scheme://rest, as KServe's storageUri takes
 RESERVED_NAMES = ("config.json", "config.pbtxt")  # OVMS's REPO/config.json, Triton's REPO/NAME/config.pbtxt
 _TRITON_TYPES = {"u8": "TYPE_UINT8", "f32": "TYPE_FP32", "f16": "TYPE_FP16", "i32": "TYPE_INT32", "i64": "TYPE_INT64"}
 
@@ -74,6 +75,9 @@ class ExportOptions:
         if self.storage_uri and self.format != "kserve":
             raise ConfigError(f"--storage-uri {self.storage_uri}: only --format kserve writes it (the manifest's "
                               "storageUri); drop it or add --format kserve")
+        if self.storage_uri and not _URI.fullmatch(self.storage_uri):  # KServe's webhook refused it at apply time
+            raise ConfigError(f"--storage-uri {self.storage_uri!r}: not a URI; expected where the cluster reads the "
+                              "repository from, e.g. s3://bucket/models, gs://bucket/models or pvc://claim/models")
 
 
 @dataclass(frozen=True)
