@@ -277,3 +277,15 @@ def test_a_storage_uri_without_a_scheme_is_refused(tmp_path, capsys, tiny, uri):
     assert line == (f"ovq export-serving: error: --storage-uri {uri!r}: not a URI; expected where the cluster reads "
                     "the repository from, e.g. s3://bucket/models, gs://bucket/models or pvc://claim/models")
     assert not repo.exists()
+
+
+def test_a_version_folder_given_from_inside_its_model_folder_is_named_for_its_model(tmp_path, capsys, tiny,
+                                                                                     monkeypatch):
+    """From inside REPO/demo, `ovq export-serving 1 -o REPO2` (and `ovq serve 1`) still named the model '1': the
+    relative path had no parent to take the name from."""
+    from ovq.serving.server import served_names
+
+    repo = tmp_path / "repo"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "demo", "-q"]) == 0
+    monkeypatch.chdir(repo / "demo")
+    assert [served_names([path], []) for path in ("1", "./1/", "1/model.xml")] == [["demo"]] * 3

@@ -43,7 +43,7 @@ def is_version_name(name: str) -> bool:
 def repository_version(model: str | Path) -> tuple[str, str] | None:
     """(NAME, VERSION) when ``model`` is a serving repository's version folder ``REPO/NAME/VERSION`` (as ``ovq
     export-serving`` writes it: a numbered folder holding ``model.xml``) or the ``model.xml`` in one; else ``None``."""
-    path = Path(model)
+    path = Path(model).absolute()  # '1' given from inside REPO/NAME has NAME above it too
     folder = path.parent if path.name == MODEL_XML else path
     if not is_version_name(folder.name) or not (folder / MODEL_XML).is_file() or not folder.parent.name:
         return None
