@@ -289,3 +289,19 @@ def test_a_version_folder_given_from_inside_its_model_folder_is_named_for_its_mo
     assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "demo", "-q"]) == 0
     monkeypatch.chdir(repo / "demo")
     assert [served_names([path], []) for path in ("1", "./1/", "1/model.xml")] == [["demo"]] * 3
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    ("export-serving", ("export-serving writes model files into a repository; give a model folder, .xml, .onnx or "
+                       ".pt (the server has the model's files)")),
+    ("serve", ("ovq serve hosts model files; give a model folder, .xml or .onnx (a served model is used by its URL: "
+              "ovq run, eval, predict, bench)")),
+])
+def test_a_served_models_url_is_refused_as_a_model_file(tmp_path, capsys, command, said):
+    """`ovq export-serving URL -o R` and `ovq serve URL` said 'http:/127.0.0.1:9/v2/models/fd: no such file or
+    folder': the URL taken for a path, with one of its slashes gone."""
+    url = "http://127.0.0.1:9/v2/models/fd"
+    argv = [command, url, "-o", str(tmp_path / "r")] if command == "export-serving" else [command, url]
+    line = one_line(capsys, *argv)
+    assert line == f"ovq {command}: error: {url}: a served model's URL; {said}"
+    assert not (tmp_path / "r").exists()

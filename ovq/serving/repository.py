@@ -33,10 +33,12 @@ import openvino as ov
 from ovq.core.errors import ConfigError, OutputError, OvqError
 from ovq.core.fileio import check_output_dir, free_bytes, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
+from ovq.core.urls import redact
 from ovq.model.detector import load
 from ovq.model.paths import is_version_name, repository_version
 from ovq.runtime.compilation import first_line
 from ovq.runtime.devices import parse_device
+from ovq.serving.urls import is_serving_url
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,8 @@ def export_serving(
     Every name and every target is checked, and every model loaded, before anything is written; a write that
     fails (a full disk) takes back what this export created, so the repository is as it was."""
     options = options or ExportOptions()
+    refuse_urls(models, "export-serving writes model files into a repository; give a model folder, .xml, .onnx or "
+                        ".pt (the server has the model's files)")
     repo = Path(repo)
     check_output_dir(repo)  # a file in the way (REPO itself, or a folder above it) is named, before models load
     names = list(names)
@@ -249,6 +253,14 @@ def kube_name(name: str) -> str:
                           "Kubernetes refuses (a DNS-1035 label: a lowercase letter first, letters, digits and "
                           "'-', a letter or digit last, at most 63 characters); give another with --name")
     return label
+
+
+def refuse_urls(models: Sequence[str | Path], what: str) -> None:
+    """A served model's URL among ``models`` is a :class:`ConfigError` saying ``what`` is needed instead: it was
+    taken for a path, 'http:/HOST:PORT/v2/models/NAME: no such file or folder'."""
+    for model in models:
+        if is_serving_url(model):
+            raise ConfigError(f"{redact(str(model))}: a served model's URL; {what}")
 
 
 def check_model_name(name: str) -> None:

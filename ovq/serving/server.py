@@ -31,7 +31,7 @@ from ovq.core.errors import ConfigError, DependencyError
 from ovq.core.urls import is_loopback
 from ovq.model.detector import Detector
 from ovq.serving.listen import Listeners, bind_listeners, bracketed
-from ovq.serving.repository import check_model_name, model_stem
+from ovq.serving.repository import check_model_name, model_stem, refuse_urls
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class ServeOptions:
 def served_names(models: Sequence[str | Path], names: Sequence[str] | None) -> list[str]:
     """The URL name of each model: ``names`` in order, else the model file's stem; each checked as
     ``export-serving`` checks it (a name with ``/`` served a model no URL could reach, ``""`` was a traceback)."""
+    refuse_urls(models, "ovq serve hosts model files; give a model folder, .xml or .onnx (a served model is used by "
+                        "its URL: ovq run, eval, predict, bench)")
     names = list(names or [])
     if len(names) > len(models):
         raise ConfigError(f"{len(names)} names for {len(models)} models")
