@@ -125,6 +125,22 @@ def test_format_table_ratios_per_device_and_hint():
     assert "f32 (asked bf16)" in lines[5] and "(asked" not in lines[4]
 
 
+def test_format_table_compares_served_models_among_themselves():
+    """A served model's row read 'CPU  throughput  server ... 0.44x' against a local model: bench's own defaults for
+    a model its server ran, and a ratio that mixes the network and the server's queue into the model's speed."""
+    served = [BenchResult(url, device, hint, "server", used, fps, 15.0, 30.0, 4, 100, 1.0, served=True)
+              for url, device, hint, used, fps in (("http://h:1/v2/models/a", "CPU", "throughput", "bf16", 160.0),
+                                                   ("grpc://h:2/v2/models/a", "CPU", "throughput", "bf16", 200.0),
+                                                   ("http://o:1/v2/models/a", None, None, None, 90.0))]
+    lines = format_table([_result("local", 370.0, 3.3), *served]).splitlines()
+    assert lines[2].split()[-1] == "1.00x"
+    assert lines[3].split()[1:5] == ["CPU", "(served)", "throughput", "bf16"] and lines[3].split()[-1] == "1.00x"
+    assert lines[4].split()[-1] == "1.25x"  # against the first model served on CPU with the same hint
+    assert lines[5].split()[1:5] == ["?", "(served)", "?", "?"] and lines[5].split()[-1] == "1.00x"
+    notes = " ".join(lines[6:])
+    assert "served models are compared with the first served one" in notes and "?: the server does not say" in notes
+
+
 def test_cli_bench_two_models_table_and_json(tiny_net, tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["bench", str(tiny_net), str(tiny_net), "--time", "0.3", "--precision", "f32", "--precision", "default"]
@@ -158,6 +174,35 @@ def test_cli_bench_time_must_be_a_positive_finite_number(tmp_path, capsys, secon
     assert main(["bench", str(tmp_path / "m.xml"), "--time", seconds]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"ovq bench: error: --time {float(seconds)}: must be a positive number of seconds"]
+
+
+@pytest.mark.parametrize("model", ["local", "http://127.0.0.1:9/v2/models/fd"], ids=["local", "served"])
+def test_cli_bench_requests_must_not_be_negative(tiny_net, capsys, model):
+    """--requests -3 ran a local model with the device's optimal number (exit 0, 'req 2' in the table); for a served
+    one it said 'jobs -1: expected at least 1 request in flight', naming no option of bench's."""
+    model = str(tiny_net) if model == "local" else model
+    assert main(["bench", model, "--requests", "-3", "--time", "0.1", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ovq bench: error: --requests -3: expected 0 (the device's optimum, or 4 for a served model) or more"]
+    with pytest.raises(ConfigError, match=r"requests -3: expected 0 \(the device's optimum\) or more"):
+        benchmark(tiny_net, requests=-3, seconds=0.1)
+
+
+def test_a_time_too_short_for_one_inference_still_measures_one_per_request(tiny_net, capsys):
+    """--time 1e-9 ended in 'IndexError: index -1 is out of bounds for axis 0 with size 0' (a traceback): the slice
+    was over before a single inference started, and the median of no latencies failed."""
+    result = benchmark(tiny_net, seconds=1e-9, requests=2)
+    assert result.iterations == 2 and result.throughput_fps > 0 and result.latency_median_ms > 0
+    assert main(["bench", str(tiny_net), str(tiny_net), "--time", "1e-9", "--rounds", "3", "-q"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("tiny_ovq")]
+    assert len(rows) == 2
+
+
+def test_cli_bench_refuses_an_empty_json_path(tiny_net, capsys):
+    """--json '' (an unset variable, --json "$OUT") benchmarked, wrote nothing and exited 0."""
+    assert main(["bench", str(tiny_net), "--time", "0.1", "--json", "", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ovq bench: error: --json '': an empty file name; give a file (/dev/stdout: standard output)"]
 
 
 def test_bench_measures_steal_over_its_slices(tiny_net):

@@ -41,8 +41,8 @@ def ovq(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 class OvqServe:
     """``ovq serve MODEL`` in a subprocess on free loopback ports; ``kill``/``start`` make a real outage."""
 
-    def __init__(self, model: Path, name: str = "det", log: Path | None = None) -> None:
-        self.model, self.name, self.log = model, name, log
+    def __init__(self, model: Path, name: str = "det", log: Path | None = None, args: tuple[str, ...] = ()) -> None:
+        self.model, self.name, self.log, self.args = model, name, log, args
         self.http, self.grpc = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -53,7 +53,7 @@ class OvqServe:
         stderr = self.log.open("ab") if self.log is not None else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ovq", "serve", str(self.model), "--name", self.name, "--http-port",
-             str(self.http), "--grpc-port", str(self.grpc), "-q"],
+             str(self.http), "--grpc-port", str(self.grpc), "-q", *self.args],
             stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT)
         if self.log is not None:
             stderr.close()

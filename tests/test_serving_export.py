@@ -4,6 +4,7 @@ a repository needs neither kserve nor a server)."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -107,3 +108,200 @@ def test_a_repository_or_its_model_folder_given_as_the_model_says_which_folder_h
     empty.mkdir()
     assert one_line(capsys, "bench", str(empty)).endswith(
         f"{empty}: folder holds no model (.xml) file")
+
+
+@pytest.mark.parametrize("versions", [[], [1]], ids=["alone", "after-a-version"])
+def test_a_file_named_as_a_version_is_refused_before_the_model_loads(tmp_path, capsys, tiny, versions):
+    """A regular file repo/m/1 (or repo/m/2 beside version 1) failed after the model had loaded, with 'repo/m/1:
+    cannot write the model: Not a directory', which says neither that it is a file nor what to do."""
+    repo = tmp_path / "repo"
+    for v in versions:
+        assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "m", "-q"]) == 0
+    capsys.readouterr()
+    (repo / "m").mkdir(parents=True, exist_ok=True)
+    stray = repo / "m" / str(len(versions) + 1)
+    stray.write_text("notes")
+    before = files(repo)
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(repo), "--name", "m")
+    assert line == (f"ovq export-serving: error: {stray}: a file where a version folder goes (a server reads m's "
+                    "versions from numbered folders); move it out of the repository")
+    assert files(repo) == before and stray.read_text() == "notes"
+
+
+def test_a_repository_below_a_file_is_refused_naming_the_file(tmp_path, capsys, tiny):
+    """-o notes.txt/repo loaded the model, then failed with only 'notes.txt/repo: Not a directory'."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("notes")
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(afile / "repo"))
+    assert line == f"ovq export-serving: error: {afile / 'repo'}: {afile} is not a folder"
+    assert afile.read_text() == "notes"
+
+
+def test_a_version_folder_given_as_the_model_is_named_for_its_model(tmp_path, capsys, tiny):
+    """REPO/demo/1, the folder the messages above point to, was named '1': `ovq serve` served it at /v2/models/1,
+    `ovq export-serving` wrote REPO2/1/1, `ovq bench` labelled its row '1'."""
+    from ovq.evaluation.speed import model_name
+    from ovq.serving.server import served_names
+
+    repo = tmp_path / "repo"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "demo", "-q"]) == 0
+    version = repo / "demo" / "1"
+    assert served_names([version], []) == ["demo"]
+    assert model_name(version) == model_name(version / "model.xml") == "demo/1"
+    capsys.readouterr()
+    assert main(["export-serving", str(version), "-o", str(tmp_path / "repo2")]) == 0
+    assert capsys.readouterr().out.startswith(f"demo: version 1 in {tmp_path / 'repo2' / 'demo' / '1'}")
+
+
+def _stored_precision(tiny: Path, folder: Path, precision: str) -> Path:
+    """``tiny`` with the precision ``ovq quantize --precision`` stores (the one its accuracy was validated at)."""
+    import openvino as ov
+
+    from ovq.core.metadata import write_info
+    from ovq.model.detector import load
+
+    model, info = load(tiny)
+    info.compile_config = {"INFERENCE_PRECISION_HINT": precision}
+    write_info(model, info)
+    ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
+    return folder
+
+
+def test_the_precision_a_model_was_validated_at_reaches_kserve_and_triton(tmp_path, capsys, tiny):
+    """A model quantized with --precision f32 was exported with INFERENCE_PRECISION_HINT in OVMS's config.json only:
+    the KServe manifest's --plugin_config and Triton's config.pbtxt held only PERFORMANCE_HINT, so those servers ran
+    it at the device's default (bf16 here), not at the precision its accuracy was validated at, and nothing said so."""
+    f32 = _stored_precision(tiny, tmp_path / "f32", "f32")
+    bf16 = _stored_precision(tiny, tmp_path / "bf16", "bf16")
+    repo = tmp_path / "repo"
+    assert main(["export-serving", str(f32), "-o", str(repo), "--format", "kserve", "--name", "q", "-q"]) == 0
+    args = yaml.safe_load((repo / "q.inferenceservice.yaml").read_text())["spec"]["predictor"]["model"]["args"]
+    plugin = json.loads(next(a for a in args if a.startswith("--plugin_config=")).split("=", 1)[1])
+    assert plugin == {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+    capsys.readouterr()
+    assert main(["export-serving", str(bf16), "-o", str(repo / "t"), "--format", "triton", "--name", "b", "-q"]) == 0
+    assert 'parameters: { key: "HINT_BF16" value: { string_value: "YES" } }' in (repo / "t/b/config.pbtxt").read_text()
+    assert capsys.readouterr().err == ""
+    assert main(["export-serving", str(f32), "-o", str(repo / "t"), "--format", "triton", "--name", "f", "-q"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "WARNING" in err[0] and err[0].endswith(
+        "f: validated at inference precision f32, which Triton's OpenVINO backend cannot be told (its parameters "
+        "set only bf16): it runs the model at the device's default (bf16 on CPUs with AMX or AVX-512 BF16); "
+        "--format ovms or kserve keeps f32")
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--format", "triton", "--nireq", "4"], ("--nireq 4: Triton's OpenVINO backend takes no infer-request count; "
+                                             "drop --nireq (--format ovms and kserve write it)")),
+    (["--storage-uri", "s3://b/m"], ("--storage-uri s3://b/m: only --format kserve writes it (the manifest's "
+                                    "storageUri); drop it or add --format kserve")),
+    (["--format", "triton", "--storage-uri", "s3://b/m"], "--storage-uri s3://b/m: only --format kserve writes it"),
+], ids=["nireq-triton", "storage-uri-ovms", "storage-uri-triton"])
+def test_an_option_the_format_does_not_write_is_refused(tmp_path, capsys, tiny, argv, said):
+    """--nireq 4 --format triton and --storage-uri with ovms or triton exited 0, the option written nowhere."""
+    repo = tmp_path / "repo"
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(repo), *argv)
+    assert line.startswith(f"ovq export-serving: error: {said}")
+    assert not repo.exists()
+
+
+def test_kserve_manifest_carries_nireq(tmp_path, tiny):
+    """--format kserve --nireq 4 wrote no nireq: KServe's OpenVINO runtime (OVMS) chose its own."""
+    repo = tmp_path / "k"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--name", "m", "--nireq", "4",
+                 "-q"]) == 0
+    args = yaml.safe_load((repo / "m.inferenceservice.yaml").read_text())["spec"]["predictor"]["model"]["args"]
+    assert "--nireq=4" in args
+
+
+def test_the_device_is_checked_and_written_as_openvino_spells_it(tmp_path, capsys, tiny):
+    """--device cpu wrote "target_device": "cpu", a name OpenVINO does not know ("cpu" is not registered), and
+    --device GPU:1 was written as given; the server failed to load the model, not the export."""
+    repo = tmp_path / "repo"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "m", "--device", "cpu", "-q"]) == 0
+    entry = json.loads((repo / "config.json").read_text())["model_config_list"][0]["config"]
+    assert entry["target_device"] == "CPU"
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(tmp_path / "k"), "--format", "kserve",
+                    "--device", "GPU:1")
+    assert line == ("ovq export-serving: error: device 'GPU:1': only AUTO, MULTI, HETERO, BATCH take a device list "
+                    "after ':'")
+    assert not (tmp_path / "k").exists()
+
+
+def test_kserve_names_that_make_one_inference_service_are_refused(tmp_path, capsys, tiny):
+    """--name fd_a and --name fd.a (or fd-a later, beside fd_a's manifest) wrote manifests that all name the
+    InferenceService 'fd-a': `kubectl apply` of each replaced the one before, and one model of three was served."""
+    repo = tmp_path / "k"
+    line = one_line(capsys, "export-serving", str(tiny), str(tiny), "-o", str(repo), "--format", "kserve",
+                    "--name", "fd_a", "--name", "fd.a")
+    assert line == ("ovq export-serving: error: model name 'fd.a': its InferenceService would be named 'fd-a', as "
+                    "model 'fd_a''s is; applying both, the second replaces the first; give another with --name")
+    assert not repo.exists()
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--name", "fd_a", "-q"]) == 0
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--name", "fd_a", "-q"]) == 0
+    capsys.readouterr()
+    before = files(repo)
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--name", "fd-a")
+    assert line == ("ovq export-serving: error: model name 'fd-a': its InferenceService would be named 'fd-a', as "
+                    f"model 'fd_a''s is ({repo / 'fd_a.inferenceservice.yaml'}); applying both, the second replaces "
+                    "the first; give another with --name")
+    assert files(repo) == before
+
+
+def test_an_empty_repository_path_is_refused(tmp_path, capsys, tiny, monkeypatch):
+    """-o '' (an unset variable, -o "$REPO") wrote config.json and NAME/1 into the working folder, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    line = one_line(capsys, "export-serving", str(tiny), "-o", "")
+    assert line == "ovq export-serving: error: -o '': an empty path; give the repository folder (-o . for this one)"
+    assert files(tmp_path) == []
+
+
+def test_a_folder_named_with_a_non_ascii_digit_is_not_a_version(tmp_path, capsys, tiny):
+    """A folder REPO/m/² (or one with a model.xml, given to bench as REPO/m) ended in a traceback, "ValueError: invalid
+    literal for int() with base 10: '²'": str.isdigit takes the superscript, int does not."""
+    repo = tmp_path / "repo"
+    (repo / "m" / "\u00b2").mkdir(parents=True)
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "m", "-q"]) == 0
+    assert capsys.readouterr().out.startswith(f"m: version 1 in {repo / 'm' / '1'}")
+    shutil.copy(tiny, repo / "m" / "\u00b2" / "model.xml")
+    shutil.rmtree(repo / "m" / "1")
+    assert one_line(capsys, "bench", str(repo / "m")).endswith(f"{repo / 'm'}: folder holds no model (.xml) file")
+
+
+@pytest.mark.parametrize("uri", ["models/repo", "bucket/models", "s3:/bucket", " "])
+def test_a_storage_uri_without_a_scheme_is_refused(tmp_path, capsys, tiny, uri):
+    """--storage-uri models/repo wrote storageUri: models/repo/NAME, which KServe's webhook refuses when the manifest
+    is applied (it takes s3://, gs://, pvc://, https:// ... only): the export said it was done."""
+    repo = tmp_path / "k"
+    line = one_line(capsys, "export-serving", str(tiny), "-o", str(repo), "--format", "kserve", "--storage-uri", uri)
+    assert line == (f"ovq export-serving: error: --storage-uri {uri!r}: not a URI; expected where the cluster reads "
+                    "the repository from, e.g. s3://bucket/models, gs://bucket/models or pvc://claim/models")
+    assert not repo.exists()
+
+
+def test_a_version_folder_given_from_inside_its_model_folder_is_named_for_its_model(tmp_path, capsys, tiny,
+                                                                                     monkeypatch):
+    """From inside REPO/demo, `ovq export-serving 1 -o REPO2` (and `ovq serve 1`) still named the model '1': the
+    relative path had no parent to take the name from."""
+    from ovq.serving.server import served_names
+
+    repo = tmp_path / "repo"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--name", "demo", "-q"]) == 0
+    monkeypatch.chdir(repo / "demo")
+    assert [served_names([path], []) for path in ("1", "./1/", "1/model.xml")] == [["demo"]] * 3
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    ("export-serving", ("export-serving writes model files into a repository; give a model folder, .xml, .onnx or "
+                       ".pt (the server has the model's files)")),
+    ("serve", ("ovq serve hosts model files; give a model folder, .xml or .onnx (a served model is used by its URL: "
+              "ovq run, eval, predict, bench)")),
+])
+def test_a_served_models_url_is_refused_as_a_model_file(tmp_path, capsys, command, said):
+    """`ovq export-serving URL -o R` and `ovq serve URL` said 'http:/127.0.0.1:9/v2/models/fd: no such file or
+    folder': the URL taken for a path, with one of its slashes gone."""
+    url = "http://127.0.0.1:9/v2/models/fd"
+    argv = [command, url, "-o", str(tmp_path / "r")] if command == "export-serving" else [command, url]
+    line = one_line(capsys, *argv)
+    assert line == f"ovq {command}: error: {url}: a served model's URL; {said}"
+    assert not (tmp_path / "r").exists()

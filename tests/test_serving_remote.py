@@ -153,6 +153,31 @@ def test_bench_refuses_a_device_for_a_served_model(fd_server: OvqServe) -> None:
     assert f"--device GPU: {fd_server.url('http')} runs on its server's device" in r.stderr
 
 
+@pytest.mark.slow
+def test_bench_reports_a_served_model_as_its_server_runs_it(fastestdet: Path, tmp_path: Path) -> None:
+    """`ovq bench LOCAL URL` labelled the served model 'CPU, throughput', precision 'server', as if it were a local
+    compile with bench's defaults (the server ran it with the latency hint), and gave it '0.44x' against the local
+    model; now the row and the JSON say what the server reports and that it was served, and a served model is
+    compared only with the first served one."""
+    srv = OvqServe(fastestdet, name="fd", args=("--hint", "latency", "--nireq", "1"))
+    srv.start()
+    try:
+        out = tmp_path / "b.json"
+        r = ovq("bench", str(fastestdet), srv.url("http"), "--time", "1", "--rounds", "1", "--json", str(out), "-q",
+                timeout=120)
+    finally:
+        srv.kill()
+    assert r.returncode == 0, r.stderr
+    local, served = json.loads(out.read_text())["results"]
+    assert (local["served"], local["device"], local["hint"]) == (False, "CPU", "throughput")
+    assert (served["served"], served["device"], served["hint"]) == (True, "CPU", "latency")
+    assert served["precision_used"] == local["precision_used"] and served["precision_requested"] == "server"
+    rows = {ln.split()[0]: ln.split() for ln in r.stdout.splitlines() if ln.startswith(("FastestDet", "http:"))}
+    assert rows["FastestDet"][1:3] == ["CPU", "throughput"] and rows["FastestDet"][-1] == "1.00x"
+    assert rows[srv.url("http")][1:4] == ["CPU", "(served)", "latency"] and rows[srv.url("http")][-1] == "1.00x"
+    assert "served models are compared with the first served one" in r.stdout
+
+
 def test_credentials_in_a_serving_url_query_are_masked() -> None:
     with pytest.raises(ConfigError) as err:
         parse_serving_url("http://127.0.0.1:18100/v2/models/fd?token=SECRETX&x=1&api_key=K2")

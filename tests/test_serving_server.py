@@ -350,6 +350,8 @@ JSON = {"Content-Type": "application/json"}
     (binary({"inputs": [frame()], "outputs": [{"name": "nope"}]}, bytes(NBYTES)), None, "unknown output 'nope'"),
     # client mistakes that were 500s
     (b"xxxx", {"Inference-Header-Content-Length": "abc"}, "Inference-Header-Content-Length 'abc' is not a number"),
+    # a superscript two (byte 0xB2) passed str.isdigit, then int() failed: HTTP 500 and a traceback in the log
+    (b"xxxx", {"Inference-Header-Content-Length": "\u00b2"}, "Inference-Header-Content-Length '\u00b2' is not a number"),
     (json.dumps({"inputs": [{"name": "input.1", "shape": INPUT, "datatype": "UINT8", "data": [0]}]}), JSON,
      "its data does not fit UINT8 [1, 352, 352, 3]"),
     (json.dumps({"inputs": [{"name": "input.1", "shape": INPUT, "datatype": "UINT8", "data": [300] * NBYTES}]}),
@@ -360,8 +362,8 @@ JSON = {"Content-Type": "application/json"}
      f"binary_data_size {NBYTES - 1} is wrong; UINT8 [1, 352, 352, 3] is {NBYTES} bytes"),
     # bytes beyond what the header declares were ignored
     (binary({"inputs": [frame()]}, bytes(NBYTES + 5)), None, f"binary_data_size says {NBYTES}"),
-], ids=["json-name", "binary-name", "binary-output", "header-length", "json-shape", "json-300", "size-negative",
-        "size-short", "body-longer"])
+], ids=["json-name", "binary-name", "binary-output", "header-length", "header-length-2", "json-shape", "json-300",
+        "size-negative", "size-short", "body-longer"])
 def test_requests_that_do_not_fit_are_400_and_one_log_line(fd_server: OvqServe, body, headers, error) -> None:
     before = fd_server.log.read_text()
     if headers is None:

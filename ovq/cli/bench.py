@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="when comparing, the configurations take turns in N slices and report their median slice, so the "
              "machine drifting between runs does not skew the ratios (default: slices of about 2 s; 1: one run each)",
     )
-    p.add_argument("--requests", type=int, default=0, help="infer requests in flight (default: optimal; 1 for latency)")
+    p.add_argument("--requests", type=int, default=0,
+                   help="infer requests in flight (default: optimal; 1 for latency; 4 for a served model)")
     p.add_argument("--image", help="image to feed (default: a fixed synthetic image)")
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.set_defaults(func=run)
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.fileio import check_output_file, write_json_atomic
     from ovq.evaluation.speed import BenchSpec, bench_rounds, benchmark_interleaved, format_table
     from ovq.runtime import steal
+    from ovq.serving.remote import DEFAULT_JOBS
     from ovq.serving.urls import is_serving_url
 
     served = next((m for m in args.models if is_serving_url(m)), None)
@@ -48,8 +50,13 @@ def run(args: argparse.Namespace) -> int:
                          instead="or bench served and local models separately")
     if not 0 < args.time < math.inf:
         raise ConfigError(f"--time {args.time}: must be a positive number of seconds")
+    if args.requests < 0:  # a local model ran with the optimum anyway; a served one said 'jobs -3'
+        raise ConfigError(f"--requests {args.requests}: expected 0 (the device's optimum, or {DEFAULT_JOBS} for a "
+                          "served model) or more")
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError(f"--rounds {args.rounds}: must be at least 1")
+    if args.json is not None and not args.json.strip():  # --json "$OUT" with OUT unset: nothing written, exit 0
+        raise ConfigError(f"--json {args.json!r}: an empty file name; give a file (/dev/stdout: standard output)")
     if args.json:
         check_output_file(args.json)  # before the benchmark, not after it
     specs = [

@@ -19,15 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device(p)
     p.add_argument("--hint", choices=("throughput", "latency", "cumulative_throughput"), default="throughput",
                    help="PERFORMANCE_HINT the server compiles with (default throughput)")
-    p.add_argument("--nireq", type=int, default=0, help="OVMS infer requests per model (default: the server's choice)")
+    p.add_argument("--nireq", type=int, default=0, help="infer requests per model, for ovms and kserve (default: the server's choice)")
     p.add_argument("--storage-uri", default="", metavar="URI",
                    help="kserve: where the cluster reads REPO from, e.g. s3://bucket/models (default pvc://ovq-models)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovq.core.errors import ConfigError
     from ovq.serving.repository import ExportOptions, export_serving
 
+    if not args.output.strip():  # -o "$REPO" with REPO unset wrote into the working folder
+        raise ConfigError(f"-o {args.output!r}: an empty path; give the repository folder (-o . for this one)")
     options = ExportOptions(format=args.format, device=args.device, hint=args.hint.upper(), nireq=args.nireq,
                             storage_uri=args.storage_uri)
     for e in export_serving(args.models, args.output, names=args.name, options=options):

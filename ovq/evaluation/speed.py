@@ -5,6 +5,10 @@ set once on every infer request; after a warm-up, an ``AsyncInferQueue`` is kept
 Throughput is completed inferences over the wall time until the last one finished; latency is each
 request's own start-to-finish time as OpenVINO measures it. The inference precision the device actually
 used is read back from the compiled model.
+
+A served model (a v2 URL) is timed the same way from here, end to end: its numbers include the network, the
+protocol's encoding and the server's queue, which its other clients share. Its device, hint and precision are
+the ones its server reports (``ovq serve`` does; OpenVINO Model Server does not: ``None``), never bench's own.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from ovq.core.errors import ConfigError
 from ovq.core.geometry import letterbox, stretch
 from ovq.core.metadata import ModelInfo
 from ovq.data.images import read_image
 from ovq.model.detector import compile_config, load
+from ovq.model.paths import repository_version
 from ovq.runtime import steal
 from ovq.runtime.compilation import compile_model, execution_precision, new_core
 from ovq.runtime.inference import InferQueue
@@ -39,13 +45,15 @@ WARMUP_ROUNDS = 2  # every infer request runs this many times before timing star
 @dataclass
 class BenchResult:
     """One benchmark run. ``precision_requested`` is what was asked (``model`` = the model's stored
-    setting, ``default`` = the device's default); ``precision_used`` what the device reports it ran."""
+    setting, ``default`` = the device's default); ``precision_used`` what the device reports it ran.
+    ``served``: a model on a server, timed over the network; its ``device``, ``hint`` and ``precision_used`` are
+    what the server reports, ``None`` where it does not say, and ``precision_requested`` is ``server``."""
 
     model: str
-    device: str
-    hint: str
+    device: str | None
+    hint: str | None
     precision_requested: str
-    precision_used: str
+    precision_used: str | None
     throughput_fps: float
     latency_median_ms: float
     latency_p95_ms: float
@@ -58,13 +66,17 @@ class BenchResult:
     input_shape: tuple[int, ...] = ()
     slices_fps: tuple[float, ...] = ()  # throughput of each timed slice (several when interleaved)
     steal_percent: float | None = None  # CPU time the hypervisor gave other guests in this one's slices (None: unknown)
+    served: bool = False
 
 
 def model_name(model: str | Path | ov.Model, info: ModelInfo | None = None) -> str:
-    """A short name: the folder of a ``model.xml``, else the file stem."""
+    """A short name: NAME/VERSION for a serving repository's version folder, the folder of a ``model.xml``, else
+    the file stem."""
     if isinstance(model, ov.Model):
         return (info.source if info and info.source else model.get_friendly_name()) or "model"
     path = Path(model)
+    if (version := repository_version(path)) is not None:  # was '1': which model, and which of its versions
+        return "/".join(version)
     if path.is_dir():
         return path.name
     if path.name == "model.xml":
@@ -105,9 +117,9 @@ class _Prepared:
 
     def __init__(self, spec: BenchSpec, image: str | Path | np.ndarray | None, core: ov.Core) -> None:
         if spec.hint not in HINTS:
-            from ovq.core.errors import ConfigError
-
             raise ConfigError(f"unknown performance hint '{spec.hint}'; expected one of {', '.join(HINTS)}")
+        if spec.requests < 0:
+            raise ConfigError(f"requests {spec.requests}: expected 0 (the device's optimum) or more")
         self.errors: list[BaseException] = []
         if is_serving_url(spec.model):
             self._init_served(spec, image)
@@ -120,7 +132,7 @@ class _Prepared:
             self.requested = f"model ({stored})" if stored else "default"
         else:
             self.requested = asked
-        self.spec = spec
+        self.spec, self.device, self.hint, self.served = spec, spec.device, spec.hint, False
         self.name = model_name(spec.model, info)
         compiled = compile_model(ov_model, spec.device, config=cfg, core=core)
         self.used = execution_precision(compiled)
@@ -143,7 +155,9 @@ class _Prepared:
     def _init_served(self, spec: BenchSpec, image: str | Path | np.ndarray | None) -> None:
         """A model on a server: the same timing over the v2 protocol (a failed request fails the benchmark)."""
         detector = open_detector(str(spec.model), jobs=spec.requests or DEFAULT_JOBS, retry=False)
-        self.spec, self.name, self.requested, self.used = spec, str(spec.model), "server", "server"
+        self.spec, self.name, self.requested, self.served = spec, str(spec.model), "server", True
+        server = detector.server  # its settings, not bench's defaults (which it never sees)
+        self.device, self.hint, self.used = server.device, server.hint, server.precision
         self.requests = detector.jobs
         self.tensor = bench_input(detector.info, image)
         self.queue = detector.async_queue(self.requests, self._done)
@@ -156,7 +170,8 @@ class _Prepared:
             self.errors.append(request.error)
 
     def time_slice(self, seconds: float, warmup_rounds: int) -> None:
-        """Warm up, then keep the queue full for ``seconds``; the slice's latencies are kept."""
+        """Warm up, then keep the queue full for ``seconds`` (and one inference per request at least); the slice's
+        latencies are kept."""
         for _ in range(warmup_rounds * self.requests):
             self.queue.start_async()
         self.queue.wait_all()
@@ -165,7 +180,9 @@ class _Prepared:
         before = steal.sample()
         start = time.perf_counter()
         end = start + seconds
-        while time.perf_counter() < end:
+        # at least one inference per request: a slice shorter than that (--time 1e-9) timed none, and the median of
+        # no latencies was an IndexError
+        while iterations < self.requests or time.perf_counter() < end:
             self.queue.start_async()
             iterations += 1
         self.queue.wait_all()
@@ -183,8 +200,8 @@ class _Prepared:
         per_slice = [n / t for n, t in self.slices]
         return BenchResult(
             model=self.name,
-            device=self.spec.device,
-            hint=self.spec.hint,
+            device=self.device,
+            hint=self.hint,
             precision_requested=self.requested,
             precision_used=self.used,
             # one slice: completed inferences over wall time; several: the median slice, so a slow spell
@@ -201,6 +218,7 @@ class _Prepared:
             input_shape=tuple(int(d) for d in self.tensor.shape),
             slices_fps=tuple(round(f, 2) for f in per_slice),
             steal_percent=steal.percent_over(self.stolen),  # its own slices, not the others' turns
+            served=self.served,
         )
 
 
@@ -249,12 +267,8 @@ def benchmark_interleaved(
     the same spells, so the ratios between them hold. With ``rounds=1`` this is one run per configuration.
     """
     if not 0 < seconds < math.inf:  # NaN measured nothing (np.quantile of no slices), inf never ended
-        from ovq.core.errors import ConfigError
-
         raise ConfigError(f"benchmark time must be a positive number of seconds, got {seconds}")
     if rounds < 1:
-        from ovq.core.errors import ConfigError
-
         raise ConfigError(f"benchmark rounds must be at least 1, got {rounds}")
     core = core or new_core()
     prepared: list[_Prepared] = []
@@ -263,8 +277,9 @@ def benchmark_interleaved(
             prepared.append(_Prepared(spec, image, core))
         for p in prepared:
             logger.info(
-                "benchmarking %s on %s: %s hint, %d requests, precision %s (asked %s), %.0f s%s",
-                p.name, p.spec.device, p.spec.hint, p.requests, p.used, p.requested, seconds,
+                "benchmarking %s %s: %s hint, %d requests, precision %s (asked %s), %.0f s%s",
+                p.name, f"served on {p.device or 'a device it does not say'}" if p.served else f"on {p.device}",
+                p.hint or "unknown", p.requests, p.used or "unknown", p.requested, seconds,
                 f" in {rounds} turns" if rounds > 1 else "",
             )
         for turn in range(rounds):
@@ -279,21 +294,24 @@ def benchmark_interleaved(
 
 def format_table(results: Sequence[BenchResult]) -> str:
     """Side-by-side table; ``vs first`` is the throughput ratio to the first result of the same device and hint
-    (for latency, the ratio of median latencies, first / this, so > 1 means faster too)."""
+    (for latency, the ratio of median latencies, first / this, so > 1 means faster too). A served model is
+    compared only with the first served one of the same device and hint: its numbers hold the network and the
+    server's queue, so a ratio to a local model would not be the models' ratio. Notes below the table say so."""
     header = ("model", "device", "hint", "precision", "req", "FPS", "median ms", "p95 ms", "vs first")
-    first: dict[tuple[str, str], BenchResult] = {}
+    first: dict[tuple[bool, str | None, str | None], BenchResult] = {}
     rows = []
     for r in results:
-        base = first.setdefault((r.device, r.hint), r)
+        base = first.setdefault((r.served, r.device, r.hint), r)
         if r.hint == "latency":
             ratio = base.latency_median_ms / r.latency_median_ms if r.latency_median_ms > 0 else float("nan")
         else:
             ratio = r.throughput_fps / base.throughput_fps if base.throughput_fps > 0 else float("nan")
-        asked = r.precision_requested
-        precision = r.precision_used if asked in ("default", r.precision_used) else f"{r.precision_used} (asked {asked})"
+        asked, used = r.precision_requested, r.precision_used or "?"
+        precision = used if asked in ("default", "server", used) else f"{used} (asked {asked})"
+        device = f"{r.device or '?'} (served)" if r.served else str(r.device)
         rows.append(
             (
-                r.model, r.device, r.hint, precision, str(r.requests), f"{r.throughput_fps:.1f}",
+                r.model, device, r.hint or "?", precision, str(r.requests), f"{r.throughput_fps:.1f}",
                 f"{r.latency_median_ms:.2f}", f"{r.latency_p95_ms:.2f}", f"{ratio:.2f}x",
             )
         )
@@ -305,4 +323,13 @@ def format_table(results: Sequence[BenchResult]) -> str:
 
     out = [line(header), line(["-" * w for w in widths])]
     out.extend(line(row) for row in rows)
+    served = [r for r in results if r.served]
+    if served:
+        out.append("(served): timed from here over the network, on the device and settings its server reports; "
+                   "req is this client's requests in flight")
+        if len(served) < len(results):
+            out.append("vs first: served models are compared with the first served one, local ones with the first "
+                       "local one (a served model's FPS includes the network and the server's queue)")
+        if any(r.device is None or r.hint is None or r.precision_used is None for r in served):
+            out.append("?: the server does not say (ovq serve does; OpenVINO Model Server does not)")
     return "\n".join(out)

@@ -34,6 +34,22 @@ def resolve_model_path(src: str | Path) -> Path:
     return path
 
 
+def is_version_name(name: str) -> bool:
+    """Whether a folder name is a model version for a server (``1``, ``2``...): ASCII digits. ``str.isdigit`` alone
+    also takes '²' or '١', which ``int`` refused or read as a version no server would see."""
+    return name.isascii() and name.isdigit()
+
+
+def repository_version(model: str | Path) -> tuple[str, str] | None:
+    """(NAME, VERSION) when ``model`` is a serving repository's version folder ``REPO/NAME/VERSION`` (as ``ovq
+    export-serving`` writes it: a numbered folder holding ``model.xml``) or the ``model.xml`` in one; else ``None``."""
+    path = Path(model).absolute()  # '1' given from inside REPO/NAME has NAME above it too
+    folder = path.parent if path.name == MODEL_XML else path
+    if not is_version_name(folder.name) or not (folder / MODEL_XML).is_file() or not folder.parent.name:
+        return None
+    return folder.parent.name, folder.name
+
+
 def _repository_hint(folder: Path) -> str:
     """Where the model is when ``folder`` is part of a serving model repository (``ovq export-serving``: REPO/NAME/
     VERSION/model.xml), else nothing (also when a folder in it cannot be listed: the hint is not the error)."""
@@ -44,13 +60,13 @@ def _repository_hint(folder: Path) -> str:
 
 
 def _in_repository(folder: Path) -> str:
-    versions = sorted((int(p.name), p) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()
+    versions = sorted((int(p.name), p) for p in folder.iterdir() if p.is_dir() and is_version_name(p.name)
                       and (p / MODEL_XML).is_file())
     if versions:
         return (f"; it is a served model's folder with version(s) {', '.join(str(v) for v, _ in versions)}: give one, "
                 f"e.g. {versions[-1][1]} (the newest, which a server serves)")
     models = sorted(p.name for p in folder.iterdir() if p.is_dir() and any(
-        v.is_dir() and v.name.isdigit() and (v / MODEL_XML).is_file() for v in p.iterdir()))
+        v.is_dir() and is_version_name(v.name) and (v / MODEL_XML).is_file() for v in p.iterdir()))
     if models:
         return f"; it is a model repository: give a model's version folder, e.g. {folder / models[0]}/VERSION"
     return ""

@@ -15,6 +15,7 @@ import json
 import logging
 import ssl
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from ovq.serving.urls import ServingURL
 logger = logging.getLogger(__name__)
 
 INFO_TENSOR = "ovq_info"  # a BYTES input of this name asks ``ovq serve`` for the model's ModelInfo (JSON)
+SERVED_KEY = "served"  # in ``ovq serve``'s answer to it, beside the ModelInfo's keys: how the server runs the model
 RETRYABLE_GRPC = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
 RETRYABLE_HTTP = (502, 503, 504)
 
@@ -37,6 +39,35 @@ class ServingError(OvqError):
 
 class ServerUnavailable(ServingError):
     """The server could not be reached or did not answer in time (it may come back)."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server runs the model, as ``ovq serve`` reports it; ``None`` where the server does not say
+    (OpenVINO Model Server, an older ``ovq serve``)."""
+
+    device: str | None = None  # the devices the server compiled for, e.g. CPU
+    hint: str | None = None  # its performance hint, lower case
+    precision: str | None = None  # the inference precision the device runs
+    infer_requests: int | None = None  # the server's infer requests for this model (shared by every client)
+
+    @classmethod
+    def from_info(cls, text: str) -> ServerSettings:
+        """From the metadata's JSON text: what is there and fits (the server's words, not trusted further)."""
+        try:
+            found = json.loads(text).get(SERVED_KEY)
+        except (ValueError, AttributeError):
+            return cls()
+        if not isinstance(found, dict):
+            return cls()
+
+        def word(key: str) -> str | None:
+            value = found.get(key)
+            return printable(value, 40) if isinstance(value, str) and value else None
+
+        n = found.get("infer_requests")
+        return cls(word("device"), word("hint"), word("precision"),
+                   n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None)
 
 
 def printable(text: str, limit: int = 200) -> str:
@@ -270,14 +301,16 @@ class V2Client:
             raise ServingError(f"{u}: the response has no output {', '.join(missing)}")
         return [found[name] for name in self.output_names]
 
-    def ovq_info(self, metadata: dict[str, Any]) -> ModelInfo:
-        """The model's ovq metadata: from ``rt_info`` in the model metadata (OpenVINO Model Server's REST API)
-        or, from ``ovq serve``, the answer to a request with one BYTES input named ``ovq_info``."""
+    def ovq_info(self, metadata: dict[str, Any]) -> tuple[ModelInfo, ServerSettings]:
+        """The model's ovq metadata, and how the server runs it: from ``rt_info`` in the model metadata (OpenVINO
+        Model Server's REST API, which does not say how it runs it) or, from ``ovq serve``, the answer to a request
+        with one BYTES input named ``ovq_info``."""
         text = ((metadata.get("rt_info") or {}).get(RT_KEY) or {}).get("info")
         if not text:
             text = self._ask_info()
+        text = text if isinstance(text, str) else json.dumps(text)
         try:
-            return ModelInfo.from_json(text if isinstance(text, str) else json.dumps(text))
+            return ModelInfo.from_json(text), ServerSettings.from_info(text)
         except (ValueError, TypeError, OvqError) as exc:
             raise ModelError(f"{self.url}: the server's ovq metadata is unreadable: {exc}") from exc
 

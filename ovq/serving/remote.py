@@ -28,7 +28,7 @@ from ovq.model.decoders import ModelFacts, get_decoder
 from ovq.model.decoders.base import check_thresholds
 from ovq.model.detector import Detector, check_max_det, decode_params
 from ovq.model.identify import EXPORTER_KEY
-from ovq.serving.client import ServerUnavailable, ServingError, V2Client
+from ovq.serving.client import ServerSettings, ServerUnavailable, ServingError, V2Client
 from ovq.serving.urls import ServingURL, is_serving_url, parse_serving_url
 
 logger = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ class RemoteDetector:
     away (True) or fail (False); ``wait``: also wait for one that is not reachable yet (a pipeline that
     starts before its server). A model that is not ready, carries no ovq metadata or has an input that does
     not fit its metadata is a :class:`ServingError`/:class:`ModelError` here, before anything runs.
+    ``server``: how the server runs the model, as far as it says (:class:`ServerSettings`).
     """
 
     # the :class:`Detector` methods that only need ``info``, ``decoder`` and ``params`` run unchanged here
@@ -172,6 +173,7 @@ class RemoteDetector:
     postprocess = Detector.postprocess
     source_size: tuple[int, int] | None = None  # the server's model resizes nothing: preprocess resizes in Python
     nms_in_graph = False  # nor does it decode: postprocess decodes its raw outputs in Python
+    server = ServerSettings()
 
     def __init__(
         self,
@@ -222,7 +224,7 @@ class RemoteDetector:
                 if not client.model_ready():
                     raise ServingError(f"{self.url}: the server has model '{self.url.model}' but it is not ready")
                 meta = client.metadata()
-                self.info = client.ovq_info(meta)
+                self.info, self.server = client.ovq_info(meta)
                 if attempt:
                     logger.warning("%s: server reached", self.url)
                 return meta

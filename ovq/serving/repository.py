@@ -31,16 +31,21 @@ from typing import Any
 import openvino as ov
 
 from ovq.core.errors import ConfigError, OutputError, OvqError
-from ovq.core.fileio import free_bytes, write_text_atomic
+from ovq.core.fileio import check_output_dir, free_bytes, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
+from ovq.core.urls import redact
 from ovq.model.detector import load
+from ovq.model.paths import is_version_name, repository_version
 from ovq.runtime.compilation import first_line
+from ovq.runtime.devices import parse_device
+from ovq.serving.urls import is_serving_url
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("ovms", "triton", "kserve")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _KUBE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")  # scheme://rest, as KServe's storageUri takes
 RESERVED_NAMES = ("config.json", "config.pbtxt")  # OVMS's REPO/config.json, Triton's REPO/NAME/config.pbtxt
 _TRITON_TYPES = {"u8": "TYPE_UINT8", "f32": "TYPE_FP32", "f16": "TYPE_FP16", "i32": "TYPE_INT32", "i64": "TYPE_INT64"}
 
@@ -52,17 +57,29 @@ class ExportOptions:
     format: str = "ovms"
     device: str = "CPU"  # OVMS target_device, Triton's instance kind
     hint: str = "THROUGHPUT"  # PERFORMANCE_HINT
-    nireq: int = 0  # OVMS infer requests (0: the server's choice)
+    nireq: int = 0  # OVMS infer requests, also KServe's OpenVINO runtime's (0: the server's choice)
     storage_uri: str = ""  # kserve: where the cluster finds REPO (s3://..., gs://..., pvc://...)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ConfigError(f"--format {self.format}: expected one of {', '.join(FORMATS)}")
+        # as OpenVINO spells it: "cpu" was written as given, and the server could not load the model
+        object.__setattr__(self, "device", parse_device(self.device).text)
         if self.hint.upper() not in ("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"):
             raise ConfigError(f"--hint {self.hint}: expected throughput, latency or cumulative_throughput")
         if self.nireq < 0:
             raise ConfigError(f"--nireq {self.nireq}: expected 0 (the server's choice) or more")
+        # an option the format writes nowhere was taken without a word (exit 0)
+        if self.nireq and self.format == "triton":
+            raise ConfigError(f"--nireq {self.nireq}: Triton's OpenVINO backend takes no infer-request count; drop "
+                              "--nireq (--format ovms and kserve write it)")
+        if self.storage_uri and self.format != "kserve":
+            raise ConfigError(f"--storage-uri {self.storage_uri}: only --format kserve writes it (the manifest's "
+                              "storageUri); drop it or add --format kserve")
+        if self.storage_uri and not _URI.fullmatch(self.storage_uri):  # KServe's webhook refused it at apply time
+            raise ConfigError(f"--storage-uri {self.storage_uri!r}: not a URI; expected where the cluster reads the "
+                              "repository from, e.g. s3://bucket/models, gs://bucket/models or pvc://claim/models")
 
 
 @dataclass(frozen=True)
@@ -83,9 +100,10 @@ def export_serving(
     Every name and every target is checked, and every model loaded, before anything is written; a write that
     fails (a full disk) takes back what this export created, so the repository is as it was."""
     options = options or ExportOptions()
+    refuse_urls(models, "export-serving writes model files into a repository; give a model folder, .xml, .onnx or "
+                        ".pt (the server has the model's files)")
     repo = Path(repo)
-    if repo.exists() and not repo.is_dir():
-        raise ConfigError(f"{repo}: exists and is not a folder")
+    check_output_dir(repo)  # a file in the way (REPO itself, or a folder above it) is named, before models load
     names = list(names)
     if len(names) > len(models):
         raise ConfigError(f"{len(names)} names for {len(models)} models")
@@ -95,6 +113,8 @@ def export_serving(
         _check_targets(repo, name, options)
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"model names must be unique, got {chosen}; give each one with --name")
+    if options.format == "kserve":
+        _check_kube_names(repo, chosen)
     if options.format == "ovms":
         _read_ovms_config(repo)  # a broken config.json fails before any model loads; read again under the lock
     loaded = [load(m) for m in models]  # every model loads before anything is written
@@ -153,10 +173,11 @@ def _write_all(repo: Path, chosen: list[str], loaded: list[tuple[ov.Model, Model
         created.append(path)
         files: list[Path] = []
         if options.format == "triton":
-            files.append(_new(_write_triton_config, repo / name / "config.pbtxt", created, repo, name, model, options))
+            files.append(_new(_write_triton_config, repo / name / "config.pbtxt", created, repo, name, model, info,
+                              options))
         elif options.format == "kserve":
             files.append(_new(_write_inference_service, repo / f"{name}.inferenceservice.yaml", created, repo, name,
-                              options))
+                              info, options))
         done.append(Exported(name, version, path, tuple(files)))
     if options.format == "ovms":
         models_info = [(e.name, info) for e, (_, info) in zip(done, loaded, strict=True)]
@@ -188,6 +209,11 @@ def _check_targets(repo: Path, name: str, options: ExportOptions) -> None:
     folder = repo / name
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder}: exists and is not a folder")
+    if folder.is_dir():  # a file named 2 took the version folder's name: 'cannot write the model: Not a directory'
+        for entry in sorted(folder.iterdir()):
+            if is_version_name(entry.name) and not entry.is_dir():
+                raise ConfigError(f"{entry}: a file where a version folder goes (a server reads {name}'s versions "
+                                  "from numbered folders); move it out of the repository")
     files = {"ovms": [repo / "config.json"], "triton": [folder / "config.pbtxt"],
              "kserve": [repo / f"{name}.inferenceservice.yaml"]}[options.format]
     for path in files:
@@ -197,15 +223,44 @@ def _check_targets(repo: Path, name: str, options: ExportOptions) -> None:
         kube_name(name)
 
 
+def _kube_label(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _check_kube_names(repo: Path, chosen: Sequence[str]) -> None:
+    """Two models whose InferenceServices would have one name (fd_a, fd.a, fd-a, FD_A: 'fd-a'), in this export or
+    beside a manifest already in ``repo``: `kubectl apply` of the second replaced the first, and nothing said so."""
+    suffix = ".inferenceservice.yaml"
+    taken = {}  # label -> (model name, its manifest in the repository or None)
+    for path in sorted(repo.glob(f"*{suffix}")) if repo.is_dir() else []:
+        taken.setdefault(_kube_label(path.name.removesuffix(suffix)), (path.name.removesuffix(suffix), path))
+    for name in chosen:
+        label = _kube_label(name)
+        other, manifest = taken.setdefault(label, (name, None))
+        if other != name:
+            where = f" ({manifest})" if manifest is not None else ""
+            raise ConfigError(f"model name '{name}': its InferenceService would be named '{label}', as model "
+                              f"'{other}''s is{where}; applying both, the second replaces the first; give another "
+                              "with --name")
+
+
 def kube_name(name: str) -> str:
     """The InferenceService's ``metadata.name`` for a model name: lowercase, '-' for '_' and '.'; Kubernetes
     takes only a DNS-1035 label (a letter first, a letter or digit last, at most 63), so another is refused."""
-    label = name.lower().replace("_", "-").replace(".", "-")
+    label = _kube_label(name)
     if not _KUBE_NAME.fullmatch(label):
         raise ConfigError(f"model name '{name}': a KServe InferenceService would be named '{label}', which "
                           "Kubernetes refuses (a DNS-1035 label: a lowercase letter first, letters, digits and "
                           "'-', a letter or digit last, at most 63 characters); give another with --name")
     return label
+
+
+def refuse_urls(models: Sequence[str | Path], what: str) -> None:
+    """A served model's URL among ``models`` is a :class:`ConfigError` saying ``what`` is needed instead: it was
+    taken for a path, 'http:/HOST:PORT/v2/models/NAME: no such file or folder'."""
+    for model in models:
+        if is_serving_url(model):
+            raise ConfigError(f"{redact(str(model))}: a served model's URL; {what}")
 
 
 def check_model_name(name: str) -> None:
@@ -220,9 +275,10 @@ def check_model_name(name: str) -> None:
 def model_stem(model: str | Path) -> str:
     """A model's default name: its file's stem, its folder's name, NAME for a repository's NAME/VERSION/model.xml."""
     path = Path(model)
-    if path.name == "model.xml":
-        path = path.parent.parent if path.parent.name.isdigit() else path.parent
-        stem = path.name
+    if (version := repository_version(path)) is not None:  # REPO/NAME/VERSION was named VERSION ('1')
+        stem = version[0]
+    elif path.name == "model.xml":
+        stem = path.parent.name
     else:
         stem = path.name if path.is_dir() else path.stem
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip("_.-") or "model"
@@ -231,7 +287,7 @@ def model_stem(model: str | Path) -> str:
 def _write_version(repo: Path, name: str, model: ov.Model, info: ModelInfo) -> tuple[int, Path]:
     """Save the IR as ``REPO/NAME/<next version>/model.xml``, complete or not at all."""
     folder = repo / name
-    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and is_version_name(p.name)]
     version = max(versions, default=0) + 1
     target = folder / str(version)
     write_info(model, info)
@@ -285,10 +341,8 @@ def _write_ovms_config(repo: Path, entries: list[dict[str, Any]], models: Sequen
     names = {name for name, _ in models}
     entries = [e for e in entries if (e.get("config") or {}).get("name") not in names]
     for name, info in models:
-        plugin = {"PERFORMANCE_HINT": options.hint.upper()}
-        plugin.update({k: str(v) for k, v in info.compile_config.items()})  # the precision it was validated at
         config: dict[str, Any] = {"name": name, "base_path": name, "target_device": options.device,
-                                  "plugin_config": plugin}
+                                  "plugin_config": _plugin_config(info, options)}
         if options.nireq:
             config["nireq"] = options.nireq
         entries.append({"config": config})
@@ -296,11 +350,34 @@ def _write_ovms_config(repo: Path, entries: list[dict[str, Any]], models: Sequen
     return path
 
 
+def _plugin_config(info: ModelInfo, options: ExportOptions) -> dict[str, str]:
+    """OpenVINO Model Server's plugin_config (config.json, and KServe's OpenVINO runtime): the hint, and what the
+    model stores (the precision its accuracy was validated at), which whoever compiles it must pass."""
+    return {"PERFORMANCE_HINT": options.hint.upper(), **{k: str(v) for k, v in info.compile_config.items()}}
+
+
+def _triton_parameters(name: str, info: ModelInfo) -> list[tuple[str, str]]:
+    """Triton's OpenVINO backend takes a few named parameters, not OpenVINO's properties: of a stored precision it
+    can set only bf16 (HINT_BF16); another is said, since that server then runs the model at the device's default."""
+    found = []
+    for key, value in info.compile_config.items():
+        if key == "INFERENCE_PRECISION_HINT" and str(value) == "bf16":
+            found.append(("HINT_BF16", "YES"))
+        elif key == "INFERENCE_PRECISION_HINT":
+            logger.warning("%s: validated at inference precision %s, which Triton's OpenVINO backend cannot be told "
+                           "(its parameters set only bf16): it runs the model at the device's default (bf16 on CPUs "
+                           "with AMX or AVX-512 BF16); --format ovms or kserve keeps %s", name, value, value)
+        else:
+            logger.warning("%s: stores the compile setting %s=%s, which Triton's OpenVINO backend cannot be told; "
+                           "--format ovms or kserve passes it", name, key, value)
+    return found
+
+
 def _dims(port: Any) -> str:
     return ", ".join(str(int(d)) for d in port.get_shape())
 
 
-def _write_triton_config(repo: Path, name: str, model: ov.Model, options: ExportOptions) -> Path:
+def _write_triton_config(repo: Path, name: str, model: ov.Model, info: ModelInfo, options: ExportOptions) -> Path:
     def tensor(port: Any) -> str:
         kind = _TRITON_TYPES.get(port.get_element_type().get_type_name(), "TYPE_FP32")
         return f'  {{\n    name: "{port.get_any_name()}"\n    data_type: {kind}\n    dims: [ {_dims(port)} ]\n  }}'
@@ -313,7 +390,8 @@ def _write_triton_config(repo: Path, name: str, model: ov.Model, options: Export
         "input [", ",\n".join(tensor(p) for p in model.inputs), "]",
         "output [", ",\n".join(tensor(p) for p in model.outputs), "]",
         f"instance_group [ {{ count: 1, kind: {kind} }} ]",
-        f'parameters: {{ key: "PERFORMANCE_HINT" value: {{ string_value: "{options.hint.upper()}" }} }}',
+        *(f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
+          for key, value in [("PERFORMANCE_HINT", options.hint.upper()), *_triton_parameters(name, info)]),
         "",
     ])
     path = repo / name / "config.pbtxt"
@@ -321,7 +399,7 @@ def _write_triton_config(repo: Path, name: str, model: ov.Model, options: Export
     return path
 
 
-def _write_inference_service(repo: Path, name: str, options: ExportOptions) -> Path:
+def _write_inference_service(repo: Path, name: str, info: ModelInfo, options: ExportOptions) -> Path:
     import yaml
 
     storage = options.storage_uri.rstrip("/") or "pvc://ovq-models"
@@ -334,7 +412,8 @@ def _write_inference_service(repo: Path, name: str, options: ExportOptions) -> P
             "protocolVersion": "v2",
             "storageUri": f"{storage}/{name}",
             "args": [f"--target_device={options.device}",
-                     f'--plugin_config={{"PERFORMANCE_HINT":"{options.hint.upper()}"}}'],
+                     f"--plugin_config={json.dumps(_plugin_config(info, options), separators=(',', ':'))}",
+                     *([f"--nireq={options.nireq}"] if options.nireq else [])],
             "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}},
         }}},
     }

@@ -51,7 +51,7 @@ class RestGate:
         limit = (model.binary_limit() if binary else model.json_limit()) if model else self.default_limit
         where = f"{scope['method']} {scope['path']}"
         declared = headers.get("content-length", "0")
-        if not declared.isdigit():
+        if not _whole_number(declared):
             await _answer(send, 400, {"error": f"Content-Length {declared!r} is not a number"}, where)
             return
         if int(declared) > limit:
@@ -96,7 +96,7 @@ class RestGate:
 
     async def _binary(self, model: ServedModel, header_length: str, receive: Receive, send: Send,
                       where: str) -> None:
-        if not header_length.isdigit():
+        if not _whole_number(header_length):
             await _answer(send, 400, {"error": f"Inference-Header-Content-Length {header_length!r} is not a "
                                                "number"}, where)
             return
@@ -127,3 +127,9 @@ async def _send(send: Send, status: int, headers: dict[str, str], body: bytes) -
     raw.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+def _whole_number(text: str) -> bool:
+    """A header's value as a size: ASCII digits only. ``str.isdigit`` also takes '²' (the header byte 0xB2, read as
+    latin-1), which ``int`` then refused: HTTP 500 and a traceback in the log instead of a 400."""
+    return text.isascii() and text.isdigit()

@@ -23,7 +23,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from ovq.model.detector import Detector
-from ovq.serving.client import INFO_TENSOR, v2_datatype
+from ovq.serving.client import INFO_TENSOR, SERVED_KEY, v2_datatype
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class ServedModel(kserve.Model):
         # request ("Infer Request is busy"): one thread submits, in arrival order, off the event loop
         self._submit = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ovq-serve-{name}")
         self.ready = True
+        self.info_json = _info_json(detector, len(self._queue))
         logger.info("serving %s as '%s' on %s (%d infer requests, precision %s)",
                     detector.info.source, name, detector.device, len(self._queue), detector.inference_precision)
 
@@ -137,7 +138,7 @@ class ServedModel(kserve.Model):
 
     def _info_response(self, request_id: str | None) -> InferResponse:
         out = InferOutput(name=INFO_TENSOR, shape=[1], datatype="BYTES")
-        out.set_data_from_numpy(np.array([self.detector.info.to_json().encode()], dtype=np.object_),
+        out.set_data_from_numpy(np.array([self.info_json.encode()], dtype=np.object_),
                                 binary_data=False)
         return InferResponse(response_id=request_id or str(uuid.uuid4()), model_name=self.name,
                              infer_outputs=[out])
@@ -159,7 +160,7 @@ class ServedModel(kserve.Model):
         size = _binary_size(item)
         if item.get("name") == INFO_TENSOR and item.get("datatype") == "BYTES":  # tritonclient's binary BYTES
             return _json_answer({"model_name": self.name, "id": header.get("id", ""), "outputs": [{
-                "name": INFO_TENSOR, "datatype": "BYTES", "shape": [1], "data": [self.detector.info.to_json()]}]})
+                "name": INFO_TENSOR, "datatype": "BYTES", "shape": [1], "data": [self.info_json]}]})
         self.check_input(item.get("name"), item.get("datatype"), item.get("shape", []))
         if size != self.input_nbytes:
             raise InvalidInput(f"input '{self.input_name}': binary_data_size {size} is wrong; UINT8 "
@@ -190,6 +191,19 @@ class FixedModels(ModelRepositoryExtension):
     def _refused(model_name: str) -> str:
         return (f"model '{model_name}': ovq serve does not load or unload models; it serves those it was started "
                 "with until it stops")
+
+
+def _info_json(detector: Detector, nireq: int) -> str:
+    """The answer to an ``ovq_info`` request: the model's ovq metadata, and how this server runs it (a client's
+    ``ovq bench`` reports these for the served model, not its own defaults)."""
+    compiled = detector.compiled
+    try:
+        device = ",".join(compiled.get_property("EXECUTION_DEVICES")) or detector.device
+        hint = str(compiled.get_property("PERFORMANCE_HINT")).lower()
+    except RuntimeError:  # a device plug-in without the property
+        device, hint = detector.device, str(detector.config.get("PERFORMANCE_HINT", "")).lower()
+    served = {"device": device, "hint": hint, "precision": detector.inference_precision, "infer_requests": nireq}
+    return json.dumps({**json.loads(detector.info.to_json()), SERVED_KEY: served}, sort_keys=True)
 
 
 def _binary_header(body: bytes, header_length: int) -> dict[str, Any]:

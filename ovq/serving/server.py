@@ -7,7 +7,8 @@ protocol's, REST (with the binary tensor extension) and gRPC:
 ``GET /v2/health/ready``, ``GET /v2/models/NAME/ready``, ``GET /v2/models/NAME``, ``POST /v2/models/NAME/infer``.
 A request whose single input is a BYTES tensor named ``ovq_info`` answers with the model's ovq metadata
 (labels, family, input size, resize mode, thresholds) as JSON, so a client needs only the model's URL; the
-protocol's metadata response has no field for it.
+protocol's metadata response has no field for it. Beside it, under ``served``, how this server runs the model
+(device, performance hint, inference precision, infer requests), which ``ovq bench URL`` reports.
 
 The servers bind ``host`` (127.0.0.1 unless told otherwise): kserve's own ``ModelServer.start`` binds every
 interface, so the REST and gRPC servers are assembled here from kserve's parts: the model
@@ -30,7 +31,7 @@ from ovq.core.errors import ConfigError, DependencyError
 from ovq.core.urls import is_loopback
 from ovq.model.detector import Detector
 from ovq.serving.listen import Listeners, bind_listeners, bracketed
-from ovq.serving.repository import check_model_name, model_stem
+from ovq.serving.repository import check_model_name, model_stem, refuse_urls
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class ServeOptions:
 def served_names(models: Sequence[str | Path], names: Sequence[str] | None) -> list[str]:
     """The URL name of each model: ``names`` in order, else the model file's stem; each checked as
     ``export-serving`` checks it (a name with ``/`` served a model no URL could reach, ``""`` was a traceback)."""
+    refuse_urls(models, "ovq serve hosts model files; give a model folder, .xml or .onnx (a served model is used by "
+                        "its URL: ovq run, eval, predict, bench)")
     names = list(names or [])
     if len(names) > len(models):
         raise ConfigError(f"{len(names)} names for {len(models)} models")
