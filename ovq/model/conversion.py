@@ -260,9 +260,11 @@ def _build(
         preprocessing = decoder.preprocessing
     elif isinstance(preprocessing, Mapping):
         preprocessing = replace(decoder.preprocessing, **preprocessing)
+    background_id = getattr(decoder, "background_id", None)  # a family whose labels count a background (ssd)
     info = ModelInfo(
         family=family,
         labels=list(labels),
+        background_id=background_id(facts) if callable(background_id) else None,
         input_size=(h, w),
         resize=preprocessing.resize,
         pad_value=preprocessing.pad_value,

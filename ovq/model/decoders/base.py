@@ -68,6 +68,8 @@ class DecodeParams:
     max_nms: int = 30000
     agnostic: bool = False  # NMS across classes: one box per object whatever its class
     classes: tuple[int, ...] | None = None  # keep only these class ids (None: every class)
+    # the raw label a model's output reserves for the background (ModelInfo.background_id); None: none
+    background_id: int | None = None
 
 
 @dataclass(frozen=True)
