@@ -6,10 +6,10 @@ import math
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ovq.core.errors import DatasetError
+from ovq.data.images import decode_image
 
 BOX_TOLERANCE = 1e-3  # normalized coordinates may overshoot 0..1 by this much (rounding); then clipped
 
@@ -109,7 +109,7 @@ def image_size(path: Path) -> tuple[int, int]:
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, ImportError):
             # ImportError: Ultralytics, once imported, patches Image.open to try an optional HEIF plugin
             pass
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
+    image = decode_image(np.fromfile(str(path), dtype=np.uint8), path) if path.is_file() else None
     if image is None:
         raise DatasetError(f"{path}: not a readable image")
     return int(image.shape[1]), int(image.shape[0])
