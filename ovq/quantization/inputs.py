@@ -24,7 +24,7 @@ from ovq.core.errors import DatasetError, SplitNotFound
 from ovq.core.geometry import ResizeInfo
 from ovq.data.datasets import Dataset, load_dataset
 from ovq.data.images import read_image
-from ovq.evaluation.accuracy import check_dataset, predict_samples
+from ovq.evaluation.accuracy import dataset_classes, fit_dataset, predict_samples
 from ovq.evaluation.metrics import MapResult, coco_map
 from ovq.model.detector import Detector
 from ovq.quantization.holdout import hold_out
@@ -52,7 +52,7 @@ class QuantizeInputs:
         dataset = self.holdout if held_out else self.val
         assert dataset is not None, "no labelled images to score on"
         preds = predict_samples(compiled, detector, dataset.samples, conf=conf, progress=progress,
-                                preprocessed=self.val_inputs)
+                                preprocessed=self.val_inputs, classes=dataset_classes(dataset))
         return coco_map(dataset.samples, preds, num_classes=len(detector.labels), per_image=per_image,
                         names=detector.labels)
 
@@ -109,8 +109,7 @@ def _test_split(data: Any, model: Any, labels: list[str], split: str) -> Dataset
     test = load_dataset(data, split=split, names=labels)
     if not test.labelled:
         raise DatasetError(f"{data}: test split '{split}' has no labels; a held-out score needs labelled images")
-    check_dataset(test, labels, model)
-    return test
+    return fit_dataset(test, labels, model)
 
 
 def _one_split(data: Any, calib: Dataset, needs: str) -> str:
@@ -146,7 +145,7 @@ def _validation_split(data: Any, model: Any, labels: list[str], options: Quantiz
             )
         return None
     try:
-        check_dataset(val, labels, model)
+        val = fit_dataset(val, labels, model)
     except DatasetError as exc:
         if budget:
             raise

@@ -28,6 +28,7 @@ import openvino as ov
 from ovq.core.errors import ConfigError, DatasetError, ModelError, OutputError, OvqError
 from ovq.core.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
+from ovq.evaluation.accuracy import dataset_classes
 from ovq.evaluation.metrics import MapResult
 from ovq.model.conversion import output_estimate
 from ovq.model.detector import Detector, load
@@ -332,7 +333,7 @@ def _accuracy_control(fp_model: ov.Model, detector: Detector, inputs: QuantizeIn
     validator = Validator(
         detector, quantizable_layers(fp_model), precision, adv.eval_conf, len(val), (fp.map50_95, list(fp.per_image)),
         inputs.val_inputs, max_drop=opts.max_drop, relative=opts.drop_type is DropType.RELATIVE,
-        latency_runs=adv.latency_runs,
+        latency_runs=adv.latency_runs, classes=dataset_classes(val),
     )
     planner = RevertPlanner(validator, RankBy(opts.rank_by), plan.deploy_config)
     if adv.latency_runs > 0:
