@@ -274,6 +274,25 @@ def test_reconverting_refuses_what_the_graph_fixed(echo_xml, tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_converting_into_the_models_own_folder_is_refused_before_any_work(echo_xml, tmp_path, capsys):
+    """'ovq convert IR -o IR --fp16' replaced the FP32 model with FP16 weights, exit 0: the FP32 model was gone (as
+    was a source IR named model.xml, replaced by its conversion); quantize was refused the same way."""
+    ir = convert(echo_xml, tmp_path / "ir", family="yolo", labels=["x", "y"]).parent
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    ov.save_model(_echo_model(), str(raw / "model.xml"), compress_to_fp16=False)
+    for folder in (ir, raw):
+        before = {p.name: p.read_bytes() for p in folder.iterdir()}
+        for src, out in ((folder, folder), (folder / "model.xml", folder), (folder / "model.xml", f"{folder}/./")):
+            assert main(["convert", str(src), "-o", str(out), "--fp16", "--family", "yolo"]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err == [(f"ovq convert: error: {out}: holds the model being converted (model.xml), which the "
+                            "converted model would replace; give another output folder (-o)")]
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert main(["convert", str(echo_xml), "-o", str(echo_xml.parent), "--family", "yolo", "-q"]) == 0  # echo.xml
+    assert (echo_xml.parent / "model.xml").is_file() and echo_xml.is_file()
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [

@@ -26,7 +26,7 @@ from ovq.model.decoders.base import check_thresholds
 from ovq.model.detection_list import pad_detection_list
 from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
 from ovq.model.identify import EXPORTER_KEY, choose_family, choose_labels, facts_of
-from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, resolve_model_path
+from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, refuse_replacing_source, resolve_model_path
 from ovq.runtime.compilation import first_line, new_core, read_model, write_model
 from ovq.runtime.external_data import external_data_message
 
@@ -109,9 +109,10 @@ def convert(
     not given, exactly one family must fit them). ``labels`` overrides the class names the model carries.
     ``agnostic_nms`` stores class-agnostic NMS as the model's default (for scenes where objects of different
     classes do not overlap, e.g. parts on a belt). Nothing is written when anything fails; whether ``out_dir``
-    can take the model (a folder, writable, with room for about the size of the source's weights) is checked
-    before converting.
+    can take the model (a folder, writable, with room for about the size of the source's weights, not the source
+    model's own files) is checked before converting.
     """
+    refuse_replacing_source(src, out_dir, held="the model being converted", by="the converted model")
     check_output_dir(out_dir, need_bytes=output_estimate(src, fp16=fp16))
     model, info = prepare(
         src, imgsz=imgsz, family=family, labels=labels, preprocessing=preprocessing,

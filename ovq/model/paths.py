@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ovq.core.errors import ModelError
+from ovq.core.errors import ModelError, OutputError
 from ovq.core.fileio import unreadable
 
 MODEL_XML = "model.xml"
@@ -32,6 +32,18 @@ def resolve_model_path(src: str | Path) -> Path:
     if why := unreadable(path):  # OpenVINO would say "not an ONNX model" or "cannot read" of it
         raise ModelError(f"{path}: {why}")
     return path
+
+
+def refuse_replacing_source(src: str | Path, out_dir: str | Path, *, held: str, by: str) -> None:
+    """:class:`OutputError` when ``out_dir``'s ``model.xml``/``.bin`` are the files of the model ``src`` names: what
+    is written there would replace the model being read (``held``: which model that is, ``by``: what replaces it).
+    The write itself is all or nothing; what is lost is the model the user gave."""
+    path = resolve_model_path(src)
+    inputs = {path.resolve(), path.with_suffix(".bin").resolve()} if path.suffix.lower() == ".xml" else {path.resolve()}
+    outputs = {(Path(out_dir) / name).resolve() for name in (MODEL_XML, Path(MODEL_XML).with_suffix(".bin").name)}
+    if inputs & outputs:
+        raise OutputError(f"{out_dir}: holds {held} ({path.name}), which {by} would replace; give another output "
+                          "folder (-o)")
 
 
 def _repository_hint(folder: Path) -> str:
