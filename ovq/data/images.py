@@ -111,6 +111,23 @@ def png_problem(data: np.ndarray | bytes) -> str | None:
         pos += 12 + length
 
 
+def png_chunk(path: Path, kind: bytes) -> bytes | None:
+    """The data of the first ``kind`` chunk (``b"eXIf"``) of the PNG file at ``path``, found by skipping from chunk
+    header to chunk header (nothing decoded); ``None`` when it has none or is not a PNG."""
+    with open(path, "rb") as f:
+        if f.read(8) != PNG_SIGNATURE:
+            return None
+        while len(head := f.read(8)) == 8:
+            length, name = struct.unpack(">I4s", head)
+            if name == kind:
+                data = f.read(length)
+                return data if len(data) == length else None
+            if name == b"IEND":
+                return None
+            f.seek(length + 4, 1)
+    return None
+
+
 def decode_image(data: np.ndarray, where: object) -> np.ndarray:
     """The BGR uint8 image encoded in ``data`` (a file's bytes); :class:`DatasetError` naming ``where`` when it is
     not one, saying why when the bytes tell (see :func:`png_problem`)."""
