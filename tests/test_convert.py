@@ -17,7 +17,7 @@ import openvino.opset13 as ops
 import pytest
 
 from ovq.cli import main
-from ovq.core.errors import ModelError
+from ovq.core.errors import ConfigError, ModelError
 from ovq.core.metadata import read_info
 from ovq.model.conversion import convert, prepare
 from ovq.model.decoders import SourcePreprocessing
@@ -241,11 +241,15 @@ def test_a_lone_preprocessing_option_keeps_the_familys_others(assets, tmp_path):
         (["--conf", "5"], "conf 5.0"),
         (["--iou", "nan"], "iou nan"),
         (["--imgsz", "32", "32", "32"], "--imgsz 32 32 32"),
+        # 0 and -3 reached OpenVINO: "cannot reshape input to 0x0: While validating node ... Kernel after dilation"
+        (["--imgsz", "0"], "--imgsz 0: expected N (square) or H W, in pixels (at least 1)"),
+        (["--imgsz", "-3", "8"], "--imgsz -3 8: expected N (square) or H W, in pixels (at least 1)"),
         (["--labels", "{binary}"], "not a UTF-8 text file"),
         (["--labels", "{missing}"], "missing.txt: No such file"),
         (["--labels", "{blank}"], "line 2 is blank"),
     ],
-    ids=["scale0", "mean-nan", "conf5", "iou-nan", "imgsz3", "labels-binary", "labels-missing", "labels-blank"],
+    ids=["scale0", "mean-nan", "conf5", "iou-nan", "imgsz3", "imgsz0", "imgsz-negative", "labels-binary",
+         "labels-missing", "labels-blank"],
 )
 def test_bad_option_values_exit_2_with_one_line(echo_xml, tmp_path, capsys, args, says):
     (tmp_path / "binary.txt").write_bytes(bytes(range(128, 256)) * 8)
@@ -257,6 +261,12 @@ def test_bad_option_values_exit_2_with_one_line(echo_xml, tmp_path, capsys, args
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("imgsz", [0, (8, -12), (8.5, 12), True, (8, 12, 3)])
+def test_an_input_size_that_is_no_size_is_refused_before_converting(echo_xml, imgsz):
+    with pytest.raises(ConfigError, match=r"imgsz .*: expected an input size in pixels, N \(square\) or \(H, W\)"):
+        prepare(echo_xml, imgsz=imgsz, family="yolo")
 
 
 def test_labels_file_with_blank_lines_at_the_end_is_fine(echo_xml, tmp_path):

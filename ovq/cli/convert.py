@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     pre = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
     imgsz = None
     if args.imgsz:
-        if len(args.imgsz) > 2:
-            raise ConfigError(f"--imgsz {' '.join(map(str, args.imgsz))}: expected N (square) or H W")
+        if len(args.imgsz) > 2 or min(args.imgsz) < 1:
+            raise ConfigError(f"--imgsz {' '.join(map(str, args.imgsz))}: expected N (square) or H W, in pixels (at "
+                              "least 1)")
         imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz)
     xml = convert(
         args.src, args.out, imgsz=imgsz, fp16=args.fp16, family=args.family,

@@ -10,6 +10,7 @@ The family (how outputs decode) and the class names are decided here, from the m
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
@@ -56,6 +57,8 @@ def prepare(
     preprocessing is in its graph and cannot change). Nothing is written.
     """
     check_thresholds(conf_threshold, iou_threshold)
+    if imgsz is not None:
+        _as_hw(imgsz)  # 0 or -3 reached OpenVINO's reshape: "Kernel after dilation has size ... larger than ..."
     if isinstance(preprocessing, Mapping):
         known = {f.name for f in fields(SourcePreprocessing)}
         for key in preprocessing:
@@ -146,11 +149,16 @@ def output_estimate(src: str | Path, *, fp16: bool = False) -> int:
 # --- internals --------------------------------------------------------------------------------
 
 
+def _pixels(n: Any) -> bool:
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1
+
+
 def _as_hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(imgsz, int):
-        return (imgsz, imgsz)
-    h, w = imgsz
-    return (int(h), int(w))
+    """(height, width) of ``imgsz`` (N or (H, W)); :class:`ConfigError` unless whole numbers of at least 1."""
+    sizes = [imgsz] if _pixels(imgsz) else list(imgsz) if isinstance(imgsz, (tuple, list)) else None
+    if not sizes or len(sizes) > 2 or not all(_pixels(n) for n in sizes):
+        raise ConfigError(f"imgsz {imgsz!r}: expected an input size in pixels, N (square) or (H, W), each at least 1")
+    return (int(sizes[0]), int(sizes[-1]))
 
 
 def _changed(preprocessing: SourcePreprocessing | Mapping[str, Any]) -> list[str]:
