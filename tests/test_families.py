@@ -253,6 +253,22 @@ def test_ssd_class_ids_start_at_0_past_the_background(tmp_path, capsys, opset):
     assert unnamed.labels == ["class0", "class1"]
 
 
+def test_an_ssd_ir_an_earlier_ovq_converted_says_its_ids_count_the_background(tmp_path, ovq_log):
+    """Its ids stay what they were (labels given then may name the background), but the user learns why '1'."""
+    from dataclasses import replace
+
+    xml = convert(heads.save(heads.ssd_head(classes=3, background=0), tmp_path / "ssd.xml"), tmp_path / "new")
+    model = ov.Core().read_model(str(xml))
+    write_info(model, replace(read_info(model), background_id=None, labels=[]))  # as ovq wrote it before
+    heads.save(model, tmp_path / "old.xml")
+    assert Detector(xml).labels == ["class0", "class1"]
+    assert not [m for m in ovq_log.messages() if "earlier ovq" in m]
+    found = Detector(tmp_path / "old.xml", conf=0.5)(cv2.imread(str(_image(tmp_path))))
+    assert found.class_id.tolist() == [1, 2]
+    said = [m for m in ovq_log.messages() if "earlier ovq" in m]
+    assert len(said) == 1 and "whose class ids count the model's background (label 0), so the first class is 1" in said[0]
+
+
 def test_open_model_zoo_one_class_detector_is_named_from_its_model_name(tmp_path, ovq_log):
     model = heads.ssd_head(classes=2, background=0)
     model.set_rt_info("face-detection-retail-0004", ["conversion_parameters", "model_name"])

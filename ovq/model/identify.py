@@ -114,4 +114,9 @@ def check_family(model: Any, info: ModelInfo, where: str) -> Decoder:
             f"{where}: its outputs {_shapes(facts)} do not fit the family '{info.family}' it is tagged with "
             f"({decoder.expects}); convert the source model again (`ovq families` lists the families)"
         )
+    background = getattr(decoder, "background_id", None)
+    if info.background_id is None and callable(background) and (label := background(facts)) is not None:
+        logger.warning("%s: converted by an earlier ovq, whose class ids count the model's background (label %d), so "
+                       "the first class is 1; convert the source model again for ids from 0 (and Open Model Zoo's "
+                       "class names)", where, label)
     return decoder
