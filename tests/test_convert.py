@@ -269,6 +269,36 @@ def test_an_input_size_that_is_no_size_is_refused_before_converting(echo_xml, im
         prepare(echo_xml, imgsz=imgsz, family="yolo")
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("names.yaml", "- cat\n- dog\n"), ("names.json", '["cat", "dog"]\n'), ("names.json", '{"1": "dog", "0": "cat"}'),
+     ("data.yaml", "path: ../pets\ntrain: images/train\nnames:\n  0: cat\n  1: dog\n"),
+     ("data.yml", "names: [cat, dog]\nnc: 2\n")],
+    ids=["yaml-list", "json-list", "json-mapping", "dataset-yaml", "yml-names"],
+)
+def test_labels_in_a_json_or_yaml_file_are_read_as_data(echo_xml, tmp_path, name, text):
+    """They were read a line at a time: a YAML list gave labels '- cat' and '- dog', a JSON list one label
+    '["cat", "dog"]', and an Ultralytics data YAML its lines 'path: ../pets', 'names:', '0: cat'..."""
+    (tmp_path / name).write_text(text)
+    assert main(["convert", str(echo_xml), "-o", str(tmp_path / "o"), "--family", "yolo",
+                 "--labels", str(tmp_path / name), "-q"]) == 0
+    assert read_info(ov.Core().read_model(str(tmp_path / "o/model.xml"))).labels == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(("name", "text", "says"), [
+    ("bad.json", "[cat", "bad.json:1: not valid JSON"),
+    ("bad.yaml", "size: 3\n", "expected a list of class names, a mapping 0: name, 1: name..., or a dataset file"),
+    ("gap.yaml", "names: {0: cat, 2: dog}\n", "expected a list of class names"),
+])
+def test_a_labels_file_that_holds_no_names_is_one_line(echo_xml, tmp_path, capsys, name, text, says):
+    (tmp_path / name).write_text(text)
+    assert main(["convert", str(echo_xml), "-o", str(tmp_path / "o"), "--family", "yolo",
+                 "--labels", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
 def test_labels_file_with_blank_lines_at_the_end_is_fine(echo_xml, tmp_path):
     (tmp_path / "labels.txt").write_text("cat\ndog\n\n\n")
     assert main(["convert", str(echo_xml), "-o", str(tmp_path / "o"), "--family", "yolo",
