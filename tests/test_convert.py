@@ -299,6 +299,17 @@ def test_a_labels_file_that_holds_no_names_is_one_line(echo_xml, tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("name", ["names.txt", "names.json"])
+def test_a_labels_file_saved_with_a_byte_order_mark_names_its_first_class_plainly(echo_xml, tmp_path, capsys, name):
+    """Windows Notepad's UTF-8 BOM became part of the first label: 'predict --classes cat' said "the model has no
+    class 'cat'; did you mean '\ufeffcat'?" and eval printed the mark before it."""
+    text = "cat\ndog\n" if name.endswith(".txt") else '["cat", "dog"]'
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert main(["convert", str(echo_xml), "-o", str(tmp_path / "o"), "--family", "yolo",
+                 "--labels", str(tmp_path / name), "-q"]) == 0
+    assert read_info(ov.Core().read_model(str(tmp_path / "o/model.xml"))).labels == ["cat", "dog"]
+
+
 def test_labels_file_with_blank_lines_at_the_end_is_fine(echo_xml, tmp_path):
     (tmp_path / "labels.txt").write_text("cat\ndog\n\n\n")
     assert main(["convert", str(echo_xml), "-o", str(tmp_path / "o"), "--family", "yolo",

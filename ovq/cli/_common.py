@@ -121,13 +121,13 @@ def parse_labels(value: str | None) -> list[str] | None:
     looks_like_path = "/" in value or "\\" in value or path.suffix.lower() in _LABEL_FILE_SUFFIXES
     if path.is_file() or looks_like_path:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # Notepad's byte-order mark is not part of the first name
         except UnicodeDecodeError:
             raise ConfigError(f"--labels {value}: not a UTF-8 text file (expected one label a line)") from None
         except OSError as exc:
             raise ConfigError(f"--labels {value}: {exc.strerror or exc}") from None
         if path.suffix.lower() in _STRUCTURED_SUFFIXES:
-            return _structured_labels(value, path, text.removeprefix("\ufeff"))
+            return _structured_labels(value, path, text)
         lines = text.splitlines()
         while lines and not lines[-1].strip():
             lines.pop()
