@@ -109,3 +109,46 @@ def test_yolox_on_coco128s_people_and_cars_alone(assets, tmp_path, capsys):
     assert set(said["per_class"]) == {"person", "car"}
     assert said["map50_95"] == pytest.approx(_pycocotools(gt_file, results), abs=1e-3)
     assert said["per_class"]["person"] == pytest.approx(0.406, abs=0.02)  # as in the 80-class evaluation
+
+
+def _yolo_folder(root: Path, line: str = "5 0.5 0.5 0.4 0.5\n") -> Path:
+    """train and val splits of four images each, labelled with ``line``, and no classes.txt."""
+    rng = np.random.default_rng(6)
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for k in range(4):
+            cv2.imwrite(str(root / "images" / split / f"{k}.png"), rng.integers(0, 256, (64, 64, 3), np.uint8))
+            (root / "labels" / split / f"{k}.txt").write_text(line)
+    return root
+
+
+def test_quantize_calibrates_on_a_folder_whose_classes_are_not_the_models(tiny, tmp_path, ovq_log):
+    """A YOLO folder naming no classes was bounded by the model's: a person detector (one class) could not even
+    calibrate on coco128's images ('000000000009.txt:1: class 45 is out of range 0..0 (1 names)', exit 2)."""
+    from ovq.core.errors import DatasetError
+    from ovq.quantization.inputs import read_inputs
+    from ovq.quantization.options import QuantizeOptions
+
+    data = _yolo_folder(tmp_path / "data")
+    detector = Detector(tiny)
+    inputs = read_inputs(data, tiny, detector, QuantizeOptions(subset_size=4))
+    assert len(inputs.calib_tensors) == 4 and inputs.val is None
+    said = [m for m in ovq_log.messages() if m.startswith("accuracy not measured")]
+    assert len(said) == 1 and "0.txt:1: class 5 is out of range 0..1 (2 names, the model's: the dataset" in said[0]
+    with pytest.raises(DatasetError, match=r"0\.txt:1: class 5 is out of range 0\.\.1 \(2 names, the model's: the"):
+        read_inputs(data, tiny, detector, QuantizeOptions(subset_size=4, max_drop=0.01))
+
+
+def test_eval_says_whose_class_names_bounded_the_labels(tiny, tmp_path, capsys):
+    """'0.txt:1: class 5 is out of range 0..1 (2 names)' read as a broken dataset: the names were the model's.
+    Labels of classes past the model's are still refused, but as a dataset that is not the model's."""
+    data = _yolo_folder(tmp_path / "data")
+    assert main(["eval", str(tiny), "--data", str(data), "--no-progress", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    said = (f"{data}/labels/val/0.txt:1: class 5 is out of range 0..1 (2 names, the model's: the dataset names none "
+            "in classes.txt or names.txt)")
+    assert err == [f"ovq eval: error: {said}"]
+    gt_file = _coco(tmp_path, [(1, "a"), (2, "b"), (3, "zebra")])
+    assert main(["eval", str(tiny), "--data", str(gt_file), "--no-progress", "-q"]) == 2
+    assert capsys.readouterr().err.strip().endswith("; a copy of the dataset labelling only 'a', 'b' would be scored")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ovq.core.errors import DatasetError
+from ovq.core.errors import ClassMismatch, DatasetError
 from ovq.data.images import decode_image, png_chunk
 
+NAME_FILES = ("classes.txt", "names.txt")  # one class name a line, beside images/ and labels/
 BOX_TOLERANCE = 1e-3  # normalized coordinates may overshoot 0..1 by this much (rounding); then clipped
 
 
@@ -25,8 +26,12 @@ def read_text(path: Path, what: str) -> str:
         raise DatasetError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
 
 
-def parse_yolo_labels(label: Path, width: int, height: int, num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (xyxy pixels) and class ids of one YOLO label file; :class:`DatasetError` naming file:line."""
+def parse_yolo_labels(label: Path, width: int, height: int, num_classes: int | None, *,
+                      models: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (xyxy pixels) and class ids of one YOLO label file; :class:`DatasetError` naming file:line.
+
+    ``models``: ``num_classes`` is the model's class count, the dataset naming none: a class past it is a
+    :class:`ClassMismatch` (data that is not the model's, e.g. coco128's labels for a person detector)."""
     text = read_text(label, "label file")
     boxes: list[tuple[float, float, float, float]] = []
     classes: list[int] = []
@@ -51,7 +56,10 @@ def parse_yolo_labels(label: Path, width: int, height: int, num_classes: int | N
             raise DatasetError(f"{where}: class '{fields[0]}' is not a non-negative integer")
         cls = int(cls_value)
         if num_classes is not None and cls >= num_classes:
-            raise DatasetError(f"{where}: class {cls} is out of range 0..{num_classes - 1} ({num_classes} names)")
+            said = f"{where}: class {cls} is out of range 0..{num_classes - 1} ({num_classes} names"
+            if models:
+                raise ClassMismatch(f"{said}, the model's: the dataset names none in {' or '.join(NAME_FILES)})")
+            raise DatasetError(f"{said})")
         if len(values) == 4:
             cx, cy, w, h = values
             if min(values) < 0 or max(values) > 1:

@@ -24,7 +24,7 @@ import numpy as np
 import openvino as ov
 
 from ovq.core.detections import Detections
-from ovq.core.errors import DatasetError
+from ovq.core.errors import ClassMismatch, DatasetError
 from ovq.core.fileio import check_output_file, write_text_atomic
 from ovq.core.geometry import ResizeInfo
 from ovq.data.datasets import Dataset, Sample, load_dataset
@@ -288,7 +288,7 @@ MODEL_CLASSES = "model_classes"  # Dataset.extra: the model's class ids a datase
 
 
 def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
-    """``dataset`` with class ids that mean the model's classes, or :class:`DatasetError` saying why it cannot be.
+    """``dataset`` with class ids that mean the model's classes, or :class:`ClassMismatch` saying why it cannot be.
 
     The dataset as it is when its names are the model's labels in order, or as many classes named otherwise (a
     warning). Otherwise, when every name of the dataset is one of the model's labels (a COCO JSON of a few of COCO's
@@ -311,11 +311,13 @@ def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
             why = (f"{_some(absent)} {'is' if len(absent) == 1 else 'are'} not among the model's {len(labels)} "
                    f"classes ({_some(labels)})" if absent else
                    "its class names are not each the name of exactly one of the model's classes")
-            raise DatasetError(f"{where}: {why}, so the dataset's {len(dataset.names)} classes cannot be matched to "
-                               f"the model's by name (nor by position: the model has {len(labels)})")
+            subset = all(name in ours for name in theirs)  # a person detector and COCO's 80 classes
+            hint = (f"; a copy of the dataset labelling only {_some(labels)} would be scored" if subset else "")
+            raise ClassMismatch(f"{where}: {why}, so the dataset's {len(dataset.names)} classes cannot be matched to "
+                               f"the model's by name (nor by position: the model has {len(labels)}){hint}")
     max_class = max(int(s.class_id.max()) for s in dataset.samples if len(s.class_id))
     if max_class >= len(labels):
-        raise DatasetError(f"{where}: class {max_class} is out of range for the model's {len(labels)} classes")
+        raise ClassMismatch(f"{where}: class {max_class} is out of range for the model's {len(labels)} classes")
     differ = [(i, a, b) for i, (a, b) in enumerate(zip(dataset.names, labels)) if a.lower() != b.lower()]
     if differ:
         i, a, b = differ[0]

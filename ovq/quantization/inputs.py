@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from ovq.core.errors import DatasetError, SplitNotFound
+from ovq.core.errors import ClassMismatch, DatasetError, SplitNotFound
 from ovq.core.geometry import ResizeInfo
 from ovq.data.datasets import Dataset, load_dataset
 from ovq.data.images import read_image
@@ -60,7 +60,9 @@ class QuantizeInputs:
 def read_inputs(data: Any, model: Any, detector: Detector, options: QuantizeOptions) -> QuantizeInputs:
     """Load both splits of ``data`` for ``detector``'s model, check them, and preprocess what will be used."""
     labels = detector.labels
-    calib = load_dataset(data, split=options.calib_split, names=labels)
+    # calibration takes the images only: a YOLO folder naming no classes is not bounded by the model's (a person
+    # detector calibrates on coco128's images whatever their labels say)
+    calib = load_dataset(data, split=options.calib_split)
     val = _validation_split(data, model, labels, options, calib)
     if val is not None:
         _check_disjoint(data, calib, val, ("calibration", "validation"))
@@ -129,6 +131,11 @@ def _validation_split(data: Any, model: Any, labels: list[str], options: Quantiz
         return None
     try:
         val = load_dataset(data, split=options.val_split, names=labels)
+    except ClassMismatch as exc:  # labels of classes the model has not: no mAP to measure (with a budget: an error)
+        if budget:
+            raise
+        logger.warning("accuracy not measured: %s", exc)
+        return None
     except SplitNotFound:
         # without a budget accuracy is measured only where the data has labelled validation images: a calibration
         # folder with no 'val' is fine, but a split the user named must be there. A split that is there but
