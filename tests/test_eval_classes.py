@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -152,3 +153,21 @@ def test_eval_says_whose_class_names_bounded_the_labels(tiny, tmp_path, capsys):
     gt_file = _coco(tmp_path, [(1, "a"), (2, "b"), (3, "zebra")])
     assert main(["eval", str(tiny), "--data", str(gt_file), "--no-progress", "-q"]) == 2
     assert capsys.readouterr().err.strip().endswith("; a copy of the dataset labelling only 'a', 'b' would be scored")
+
+
+def test_eval_of_a_model_that_names_no_classes_says_so(tiny, tmp_path, capsys):
+    """An SSD IR an earlier ovq converted names none: 'not among the model's 0 classes ()' and 'a copy of the dataset
+    labelling only  would be scored' would have been said of it."""
+    import openvino as ov
+
+    from ovq.core.metadata import read_info, write_info
+
+    model = ov.Core().read_model(str(tiny))
+    write_info(model, replace(read_info(model), labels=[]))
+    ov.save_model(model, str(tmp_path / "unnamed.xml"))
+    gt_file = _coco(tmp_path, [(7, "b")])
+    assert main(["eval", str(tmp_path / "unnamed.xml"), "--data", str(gt_file), "--no-progress", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    said = ("the model names no classes, so the dataset's ('b') cannot be matched to its class ids; convert the model "
+            "again (--labels names them)")
+    assert err == [f"ovq eval: error: {gt_file}: {said}"]

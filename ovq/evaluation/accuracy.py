@@ -307,6 +307,9 @@ def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
         if by_name is not None:
             return _renumbered(dataset, labels, by_name, model)
         if len(dataset.names) != len(labels):
+            if not labels:  # an SSD IR an earlier ovq converted: its classes are ids
+                raise ClassMismatch(f"{where}: the model names no classes, so the dataset's ({_some(dataset.names)}) "
+                                    "cannot be matched to its class ids; convert the model again (--labels names them)")
             absent = [n for n in dataset.names if n.lower() not in theirs]
             why = (f"{_some(absent)} {'is' if len(absent) == 1 else 'are'} not among the model's {len(labels)} "
                    f"classes ({_some(labels)})" if absent else
