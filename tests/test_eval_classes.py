@@ -171,3 +171,18 @@ def test_eval_of_a_model_that_names_no_classes_says_so(tiny, tmp_path, capsys):
     said = ("the model names no classes, so the dataset's ('b') cannot be matched to its class ids; convert the model "
             "again (--labels names them)")
     assert err == [f"ovq eval: error: {gt_file}: {said}"]
+
+
+def test_model_api_labels_with_underscores_match_coco_names_with_spaces(tiny, tmp_path, capsys):
+    """Model API's rt_info labels are one string, spaces made '_' ('traffic_light'): a COCO JSON of 'traffic light'
+    was refused as "'traffic light' is not among the model's 2 classes ('traffic_light', 'hot_dog')"."""
+    import openvino as ov
+
+    from ovq.core.metadata import read_info, write_info
+
+    model = ov.Core().read_model(str(tiny))
+    write_info(model, replace(read_info(model), labels=["traffic_light", "hot_dog"]))
+    ov.save_model(model, str(tmp_path / "model_api.xml"))
+    gt_file = _coco(tmp_path, [(10, "traffic light")])
+    assert main(["eval", str(tmp_path / "model_api.xml"), "--data", str(gt_file), "--no-progress"]) == 0
+    assert "its 1 classes matched to" in capsys.readouterr().err

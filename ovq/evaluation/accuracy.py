@@ -294,14 +294,14 @@ def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
     warning). Otherwise, when every name of the dataset is one of the model's labels (a COCO JSON of a few of COCO's
     categories, an 80-class model), its classes are matched by name: its class ids become the model's, and only
     those classes are scored (:func:`dataset_classes`; the model's other classes are not labelled there, so their
-    detections are neither right nor wrong). Names are compared ignoring case."""
+    detections are neither right nor wrong). Names are compared ignoring case and '_' for ' '."""
     where = dataset.source or dataset.root
     if not dataset.labelled:
         raise DatasetError(f"{where}: split '{dataset.split}' has no labels; evaluation needs labelled images")
     if dataset.boxes == 0:
         raise DatasetError(f"{where}: split '{dataset.split}' has no labelled boxes; mAP is undefined")
-    ours = [n.lower() for n in dataset.names]
-    theirs = [n.lower() for n in labels]
+    ours = [_key(n) for n in dataset.names]
+    theirs = [_key(n) for n in labels]
     if ours != theirs:
         by_name = _by_name(ours, theirs)
         if by_name is not None:
@@ -310,7 +310,7 @@ def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
             if not labels:  # an SSD IR an earlier ovq converted: its classes are ids
                 raise ClassMismatch(f"{where}: the model names no classes, so the dataset's ({_some(dataset.names)}) "
                                     "cannot be matched to its class ids; convert the model again (--labels names them)")
-            absent = [n for n in dataset.names if n.lower() not in theirs]
+            absent = [n for n in dataset.names if _key(n) not in theirs]
             why = (f"{_some(absent)} {'is' if len(absent) == 1 else 'are'} not among the model's {len(labels)} "
                    f"classes ({_some(labels)})" if absent else
                    "its class names are not each the name of exactly one of the model's classes")
@@ -321,7 +321,7 @@ def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
     max_class = max(int(s.class_id.max()) for s in dataset.samples if len(s.class_id))
     if max_class >= len(labels):
         raise ClassMismatch(f"{where}: class {max_class} is out of range for the model's {len(labels)} classes")
-    differ = [(i, a, b) for i, (a, b) in enumerate(zip(dataset.names, labels)) if a.lower() != b.lower()]
+    differ = [(i, a, b) for i, (a, b) in enumerate(zip(dataset.names, labels)) if _key(a) != _key(b)]
     if differ:
         i, a, b = differ[0]
         logger.warning(
@@ -334,6 +334,11 @@ def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
 def dataset_classes(dataset: Dataset | None) -> tuple[int, ...] | None:
     """The model's class ids a dataset matched by name labels (only they are scored), or ``None``: all of them."""
     return None if dataset is None else dataset.extra.get(MODEL_CLASSES)
+
+
+def _key(name: str) -> str:
+    """A class name as compared: case, and '_' for ' ' (Model API's rt_info labels, 'traffic_light'), left aside."""
+    return name.lower().replace("_", " ").strip()
 
 
 def _by_name(ours: list[str], theirs: list[str]) -> list[int] | None:
