@@ -127,6 +127,36 @@ def onnx_yolo(path: Path, nc: int = 3, metadata: dict[str, str] | None = None, s
     return path
 
 
+def ssd_head(size=(64, 64), classes: int = 3, background: int = 0, opset: int = 1) -> ov.Model:
+    """SSD's ``DetectionOutput`` ([1, 1, 200, 7]) over four fixed priors (boxes are the priors, no offsets):
+    prior 0 scores 0.9 for label 1, prior 1 scores 0.8 for label ``classes - 1``, prior 2 scores 0.95 for the
+    background label when it is not -1, prior 3 nothing. ``classes`` counts the background, as DetectionOutput's
+    ``num_classes`` does (opset 8 leaves it out of its attributes: the shapes say it)."""
+    x = _input(size)
+    zero = ops.multiply(ops.reduce_mean(x, _const(np.array([0, 1, 2, 3], np.int64)), keep_dims=False),
+                        _const(np.float32(0)))  # the outputs depend on the input, as a network's do
+    priors = np.array([[0.1, 0.1, 0.4, 0.6], [0.5, 0.5, 0.9, 0.8], [0.2, 0.6, 0.3, 0.9], [0.6, 0.1, 0.7, 0.2]],
+                      np.float32)
+    proposals = np.stack([priors.reshape(-1), np.full(16, 0.1, np.float32)])[None]  # [1, 2, P * 4]
+    scores = np.zeros((4, classes), np.float32)
+    scores[0, 1], scores[1, classes - 1] = 0.9, 0.8
+    if background >= 0:
+        scores[2, background] = 0.95
+    box_logits = ops.add(_const(np.zeros((1, 16), np.float32)), zero)
+    class_preds = ops.add(_const(scores.reshape(1, -1)), zero)
+    attrs = {"background_label_id": background, "top_k": 200, "keep_top_k": [200], "nms_threshold": 0.45,
+             "code_type": "caffe.PriorBoxParameter.CENTER_SIZE", "share_location": True,
+             "confidence_threshold": 0.01, "normalized": True, "variance_encoded_in_target": False}
+    if opset == 1:
+        import openvino.opset1 as ssd_ops
+
+        attrs["num_classes"] = classes
+    else:
+        import openvino.opset8 as ssd_ops
+    out = ssd_ops.detection_output(box_logits, class_preds, _const(proposals), attrs)
+    return ov.Model([out], [x], "ssd_like")
+
+
 def save(model: ov.Model, path) -> str:
     ov.save_model(model, str(path), compress_to_fp16=False)
     return str(path)

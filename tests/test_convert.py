@@ -17,7 +17,7 @@ import openvino.opset13 as ops
 import pytest
 
 from ovq.cli import main
-from ovq.core.errors import ModelError
+from ovq.core.errors import ConfigError, ModelError
 from ovq.core.metadata import read_info
 from ovq.model.conversion import convert, prepare
 from ovq.model.decoders import SourcePreprocessing
@@ -241,11 +241,15 @@ def test_a_lone_preprocessing_option_keeps_the_familys_others(assets, tmp_path):
         (["--conf", "5"], "conf 5.0"),
         (["--iou", "nan"], "iou nan"),
         (["--imgsz", "32", "32", "32"], "--imgsz 32 32 32"),
+        # 0 and -3 reached OpenVINO: "cannot reshape input to 0x0: While validating node ... Kernel after dilation"
+        (["--imgsz", "0"], "--imgsz 0: expected N (square) or H W, in pixels (at least 1)"),
+        (["--imgsz", "-3", "8"], "--imgsz -3 8: expected N (square) or H W, in pixels (at least 1)"),
         (["--labels", "{binary}"], "not a UTF-8 text file"),
         (["--labels", "{missing}"], "missing.txt: No such file"),
         (["--labels", "{blank}"], "line 2 is blank"),
     ],
-    ids=["scale0", "mean-nan", "conf5", "iou-nan", "imgsz3", "labels-binary", "labels-missing", "labels-blank"],
+    ids=["scale0", "mean-nan", "conf5", "iou-nan", "imgsz3", "imgsz0", "imgsz-negative", "labels-binary",
+         "labels-missing", "labels-blank"],
 )
 def test_bad_option_values_exit_2_with_one_line(echo_xml, tmp_path, capsys, args, says):
     (tmp_path / "binary.txt").write_bytes(bytes(range(128, 256)) * 8)
@@ -257,6 +261,53 @@ def test_bad_option_values_exit_2_with_one_line(echo_xml, tmp_path, capsys, args
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("imgsz", [0, (8, -12), (8.5, 12), True, (8, 12, 3)])
+def test_an_input_size_that_is_no_size_is_refused_before_converting(echo_xml, imgsz):
+    with pytest.raises(ConfigError, match=r"imgsz .*: expected an input size in pixels, N \(square\) or \(H, W\)"):
+        prepare(echo_xml, imgsz=imgsz, family="yolo")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("names.yaml", "- cat\n- dog\n"), ("names.json", '["cat", "dog"]\n'), ("names.json", '{"1": "dog", "0": "cat"}'),
+     ("data.yaml", "path: ../pets\ntrain: images/train\nnames:\n  0: cat\n  1: dog\n"),
+     ("data.yml", "names: [cat, dog]\nnc: 2\n")],
+    ids=["yaml-list", "json-list", "json-mapping", "dataset-yaml", "yml-names"],
+)
+def test_labels_in_a_json_or_yaml_file_are_read_as_data(echo_xml, tmp_path, name, text):
+    """They were read a line at a time: a YAML list gave labels '- cat' and '- dog', a JSON list one label
+    '["cat", "dog"]', and an Ultralytics data YAML its lines 'path: ../pets', 'names:', '0: cat'..."""
+    (tmp_path / name).write_text(text)
+    assert main(["convert", str(echo_xml), "-o", str(tmp_path / "o"), "--family", "yolo",
+                 "--labels", str(tmp_path / name), "-q"]) == 0
+    assert read_info(ov.Core().read_model(str(tmp_path / "o/model.xml"))).labels == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(("name", "text", "says"), [
+    ("bad.json", "[cat", "bad.json:1: not valid JSON"),
+    ("bad.yaml", "size: 3\n", "expected a list of class names, a mapping 0: name, 1: name..., or a dataset file"),
+    ("gap.yaml", "names: {0: cat, 2: dog}\n", "expected a list of class names"),
+])
+def test_a_labels_file_that_holds_no_names_is_one_line(echo_xml, tmp_path, capsys, name, text, says):
+    (tmp_path / name).write_text(text)
+    assert main(["convert", str(echo_xml), "-o", str(tmp_path / "o"), "--family", "yolo",
+                 "--labels", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", ["names.txt", "names.json"])
+def test_a_labels_file_saved_with_a_byte_order_mark_names_its_first_class_plainly(echo_xml, tmp_path, capsys, name):
+    """Windows Notepad's UTF-8 BOM became part of the first label: 'predict --classes cat' said "the model has no
+    class 'cat'; did you mean '\ufeffcat'?" and eval printed the mark before it."""
+    text = "cat\ndog\n" if name.endswith(".txt") else '["cat", "dog"]'
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert main(["convert", str(echo_xml), "-o", str(tmp_path / "o"), "--family", "yolo",
+                 "--labels", str(tmp_path / name), "-q"]) == 0
+    assert read_info(ov.Core().read_model(str(tmp_path / "o/model.xml"))).labels == ["cat", "dog"]
 
 
 def test_labels_file_with_blank_lines_at_the_end_is_fine(echo_xml, tmp_path):
@@ -272,6 +323,25 @@ def test_reconverting_refuses_what_the_graph_fixed(echo_xml, tmp_path, capsys):
         assert main(["convert", str(first), "-o", str(tmp_path / "b"), *args]) == 2
         assert "already converted" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_converting_into_the_models_own_folder_is_refused_before_any_work(echo_xml, tmp_path, capsys):
+    """'ovq convert IR -o IR --fp16' replaced the FP32 model with FP16 weights, exit 0: the FP32 model was gone (as
+    was a source IR named model.xml, replaced by its conversion); quantize was refused the same way."""
+    ir = convert(echo_xml, tmp_path / "ir", family="yolo", labels=["x", "y"]).parent
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    ov.save_model(_echo_model(), str(raw / "model.xml"), compress_to_fp16=False)
+    for folder in (ir, raw):
+        before = {p.name: p.read_bytes() for p in folder.iterdir()}
+        for src, out in ((folder, folder), (folder / "model.xml", folder), (folder / "model.xml", f"{folder}/./")):
+            assert main(["convert", str(src), "-o", str(out), "--fp16", "--family", "yolo"]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err == [(f"ovq convert: error: {out}: holds the model being converted (model.xml), which the "
+                            "converted model would replace; give another output folder (-o)")]
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert main(["convert", str(echo_xml), "-o", str(echo_xml.parent), "--family", "yolo", "-q"]) == 0  # echo.xml
+    assert (echo_xml.parent / "model.xml").is_file() and echo_xml.is_file()
 
 
 @pytest.mark.parametrize(

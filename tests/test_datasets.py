@@ -382,6 +382,38 @@ def test_image_size_is_the_size_opencv_decodes_for_every_format_and_orientation(
     assert image_size(path) == (decoded.shape[1], decoded.shape[0]) == ((40, 100) if orientation > 4 else (100, 40))
 
 
+@pytest.mark.parametrize("where", ["none", "before", "after"])
+def test_image_size_of_a_png_reads_no_pixels_and_finds_its_exif_where_opencv_does(tmp_path, monkeypatch, where):
+    """Pillow's getexif() decoded a whole PNG to look for an eXIf chunk after its image data: 143 ms for a 4K PNG's
+    size (OpenCV's decode is 200 ms), for every image of a dataset, before any inference."""
+    import io
+    import struct
+
+    from PIL import Image, ImageFile
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((40, 100, 3), np.uint8)).save(buffer, "PNG", exif=exif.tobytes())
+    data, chunks, pos = buffer.getvalue(), [], 8
+    while pos < len(buffer.getvalue()):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        chunks.append(data[pos : pos + 12 + length])
+        pos += 12 + length
+    assert [c[4:8] for c in chunks] == [b"IHDR", b"eXIf", b"IDAT", b"IEND"]
+    if where == "after":  # OpenCV applies it there too
+        chunks = [chunks[0], chunks[2], chunks[1], chunks[3]]
+    elif where == "none":  # most PNGs: no EXIF at all
+        chunks = [chunks[0], chunks[2], chunks[3]]
+    path = tmp_path / "turned.png"
+    path.write_bytes(data[:8] + b"".join(chunks))
+    decoded = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
+    loads = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: loads.append(im))
+    assert image_size(path) == (decoded.shape[1], decoded.shape[0]) == ((100, 40) if where == "none" else (40, 100))
+    assert loads == []
+
+
 def test_image_size_of_an_image_pillow_calls_a_decompression_bomb(tmp_path, monkeypatch, recwarn):
     """Pillow refuses to open an image over 2 x ``MAX_IMAGE_PIXELS`` (179 M pixels: aerial and satellite pictures) and
     warns over 1 x: image_size only reads the header, and OpenCV decodes such images, so neither may escape (the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import heads
 import numpy as np
 import pytest
@@ -97,7 +99,6 @@ def test_yolo_decodes_two_boxes_and_suppresses_duplicate():
 
 
 def test_agnostic_nms_keeps_one_box_per_object_across_classes(tmp_path):
-    from dataclasses import replace
 
     from conftest import tiny_yolo_ir
 
@@ -174,7 +175,6 @@ def test_yolov5_score_is_objectness_times_class_and_boxes_are_pixels():
 
 
 def test_classes_and_max_det_filter_before_nms():
-    from dataclasses import replace
 
     rinfo = _info_letterbox()
     out = np.zeros((1, 4 + 3, 10), np.float32)
@@ -200,6 +200,30 @@ def test_ssd_skips_padding_rows_and_scales_normalised_boxes():
     dets = get_decoder("ssd").decode([out], rinfo, _params((320, 544)))
     assert len(dets) == 1 and dets.class_id[0] == 1
     np.testing.assert_allclose(dets.xyxy[0], [76.8, 86.4, 230.4, 259.2], atol=1e-2)
+
+
+def test_ssd_labels_above_the_background_move_down_one():
+    """DetectionOutput never outputs its background label; with background 0 (Open Model Zoo) label 1 is class 0."""
+    _, rinfo = stretch(np.zeros((320, 544, 3), np.uint8), (320, 544))
+    out = np.zeros((1, 1, 4, 7), np.float32)
+    out[0, 0, 0] = [0, 1, 0.9, 0.1, 0.1, 0.2, 0.2]
+    out[0, 0, 1] = [0, 3, 0.8, 0.5, 0.5, 0.6, 0.6]
+    out[0, 0, 2] = [0, 2, 0.7, 0.3, 0.3, 0.4, 0.4]  # background 2 (a model that puts it last but one)
+    out[0, 0, 3] = [-1, 0, 0, 0, 0, 0, 0]
+    ssd = get_decoder("ssd")
+    assert ssd.decode([out], rinfo, replace(_params((320, 544)), background_id=0)).class_id.tolist() == [0, 2, 1]
+    assert ssd.decode([out], rinfo, replace(_params((320, 544)), background_id=2)).class_id.tolist() == [1, 2]
+    assert ssd.decode([out], rinfo, _params((320, 544))).class_id.tolist() == [1, 3, 2]  # no background: raw
+
+
+@pytest.mark.parametrize("opset", [1, 8])
+@pytest.mark.parametrize(("background", "classes", "expect"), [(0, 2, 0), (0, 3, 0), (-1, 3, None), (2, 3, 2)])
+def test_ssd_reads_its_class_count_and_background_from_the_graph(opset, background, classes, expect):
+    facts = facts_of(heads.ssd_head(classes=classes, background=background, opset=opset), (64, 64), {})
+    ssd = get_decoder("ssd")
+    assert ssd.background_id(facts) == expect
+    assert ssd.num_classes(facts) == classes - (expect is not None)
+    assert ssd.num_classes(ModelFacts(facts.output_shapes, (64, 64))) is None  # a served model: no graph
 
 
 def test_fastestdet_cell_decoding():

@@ -410,7 +410,8 @@ def test_cli_eval_bad_data_exits_2_with_file_and_line(tmp_path, capsys):
     ds = _bad_dataset(tmp_path / "ds")
     assert main(["eval", str(xml), "--data", str(ds), "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"ovq eval: error: {ds / 'labels' / 'val' / 'y.txt'}:2: class 7 is out of range 0..1 (2 names)"]
+    said = "class 7 is out of range 0..1 (2 names, the model's: the dataset names none in classes.txt or names.txt)"
+    assert err == [f"ovq eval: error: {ds / 'labels' / 'val' / 'y.txt'}:2: {said}"]
     (ds / "labels" / "val" / "y.txt").write_text("")
     (ds / "labels" / "val" / "x.txt").write_text("")
     assert main(["eval", str(xml), "--data", str(ds), "-q"]) == 2

@@ -235,6 +235,52 @@ def test_model_api_rt_info_labels_are_read(tmp_path):
     assert info.labels == ["bolt", "hex_nut", "washer"]
 
 
+@pytest.mark.parametrize("opset", [1, 8])
+def test_ssd_class_ids_start_at_0_past_the_background(tmp_path, capsys, opset):
+    """DetectionOutput's labels count its background (0): they were shown raw, class '1' for the first class."""
+    xml = heads.save(heads.ssd_head(classes=3, background=0, opset=opset), tmp_path / "ssd.xml")
+    ir = tmp_path / "ir"
+    assert main(["convert", xml, "-o", str(ir), "--labels", "cat,dog", "-q"]) == 0
+    info = read_info(ov.Core().read_model(str(ir / "model.xml")))
+    assert info.labels == ["cat", "dog"] and info.background_id == 0
+    out = tmp_path / "p"
+    assert main(["predict", str(ir), str(_image(tmp_path)), "-o", str(out), "-q"]) == 0
+    found = json.loads((out / "predictions.json").read_text())[0]["detections"]
+    assert [(d["class_id"], d["label"], d["confidence"]) for d in found] == [(0, "cat", 0.9), (1, "dog", 0.8)]
+    assert main(["convert", xml, "-o", str(tmp_path / "b"), "--labels", "background,cat,dog", "-q"]) == 2
+    assert "--labels names 3 classes but the outputs have 2" in _one_error_line(capsys)
+    _, unnamed = prepare(xml)
+    assert unnamed.labels == ["class0", "class1"]
+
+
+def test_an_ssd_ir_an_earlier_ovq_converted_says_its_ids_count_the_background(tmp_path, ovq_log):
+    """Its ids stay what they were (labels given then may name the background), but the user learns why '1'."""
+    from dataclasses import replace
+
+    xml = convert(heads.save(heads.ssd_head(classes=3, background=0), tmp_path / "ssd.xml"), tmp_path / "new")
+    model = ov.Core().read_model(str(xml))
+    write_info(model, replace(read_info(model), background_id=None, labels=[]))  # as ovq wrote it before
+    heads.save(model, tmp_path / "old.xml")
+    assert Detector(xml).labels == ["class0", "class1"]
+    assert not [m for m in ovq_log.messages() if "earlier ovq" in m]
+    found = Detector(tmp_path / "old.xml", conf=0.5)(cv2.imread(str(_image(tmp_path))))
+    assert found.class_id.tolist() == [1, 2]
+    said = [m for m in ovq_log.messages() if "earlier ovq" in m]
+    assert len(said) == 1 and "whose class ids count the model's background (label 0), so the first class is 1" in said[0]
+
+
+def test_open_model_zoo_one_class_detector_is_named_from_its_model_name(tmp_path, ovq_log):
+    model = heads.ssd_head(classes=2, background=0)
+    model.set_rt_info("face-detection-retail-0004", ["conversion_parameters", "model_name"])
+    _, info = prepare(heads.save(model, tmp_path / "face.xml"))
+    assert info.labels == ["face"] and any("Open Model Zoo's face-detection-retail-0004 detects one, 'face'" in m for m in ovq_log.messages())
+    model.set_rt_info("my-own-detector", ["conversion_parameters", "model_name"])
+    _, info = prepare(heads.save(model, tmp_path / "own.xml"))
+    assert info.labels == ["class0"]
+    _, info = prepare(heads.save(heads.ssd_head(classes=3, background=0), tmp_path / "two.xml"))
+    assert info.labels == ["class0", "class1"]  # the name is trusted only for one class
+
+
 # --- predict flags ------------------------------------------------------------------------------------------
 
 

@@ -76,10 +76,22 @@ def test_omz_person_detector_finds_people_in_street(assets):
     assert det.info.family == "ssd" and det.info.input_size == (320, 544)
     image = cv2.imread(str(assets / "images/street.jpg"))
     dets = det(image)
-    assert len(dets) >= 3 and set(dets.class_id.tolist()) == {1}
+    assert len(dets) >= 3 and set(dets.class_id.tolist()) == {0} and det.labels == ["person"]
     h, w = image.shape[:2]
     assert (dets.xyxy[:, 2] <= w).all() and (dets.xyxy[:, 3] <= h).all()
     assert (dets.xyxy[:, 3] - dets.xyxy[:, 1] > dets.xyxy[:, 2] - dets.xyxy[:, 0]).mean() > 0.7  # people stand
+
+
+def test_omz_person_detector_says_person_where_a_user_looks(assets, tmp_path, capsys):
+    """Its IR names no class and SSD labels count the background: detections read '1' (printed, JSON, drawn)."""
+    out = tmp_path / "out"
+    code = main(["predict", str(assets / "models/person-detection-retail-0013-fp32"),
+                 str(assets / "images/person.jpg"), "-o", str(out), "--conf", "0.3", "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "person.jpg: person 1.00, person 0.4" in printed
+    found = json.loads((out / "predictions.json").read_text())[0]["detections"]
+    assert [(d["class_id"], d["label"]) for d in found] == [(0, "person")] * 2
 
 
 def test_fastestdet_finds_the_dog_where_yolox_does(assets):

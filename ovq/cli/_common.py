@@ -81,6 +81,33 @@ def add_conf(p: argparse.ArgumentParser, default: float | None = None) -> None:
 
 
 _LABEL_FILE_SUFFIXES = {".txt", ".names", ".labels", ".csv", ".json", ".yaml", ".yml"}
+_STRUCTURED_SUFFIXES = {".json", ".yaml", ".yml"}  # read as data: a list, {0: name}, or a dataset file's 'names'
+
+
+def _structured_labels(value: str, path: Path, text: str) -> list[str]:
+    """The class names a JSON or YAML labels file holds: ``["a", "b"]``, ``{0: a, 1: b}`` or a dataset file with
+    ``names`` (an Ultralytics data YAML). Read line by line, ``- bolt`` was a label and a JSON list one label."""
+    import json
+
+    from ovq.core.yamlio import parse_yaml
+
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else parse_yaml(text, path)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--labels {value}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if isinstance(data, dict) and "names" in data:
+        data = data["names"]
+    if isinstance(data, dict) and data:
+        try:
+            by_id = {int(k): v for k, v in data.items()}
+        except (TypeError, ValueError):
+            by_id = {}
+        data = [by_id[k] for k in range(len(by_id))] if sorted(by_id) == list(range(len(data))) else None
+    if not isinstance(data, list) or not data or not all(
+            isinstance(x, (str, int, float)) and not isinstance(x, bool) and str(x).strip() for x in data):
+        raise ConfigError(f"--labels {value}: expected a list of class names, a mapping 0: name, 1: name..., or a "
+                          "dataset file with 'names'")
+    return [str(x).strip() for x in data]
 
 
 def parse_labels(value: str | None) -> list[str] | None:
@@ -94,11 +121,14 @@ def parse_labels(value: str | None) -> list[str] | None:
     looks_like_path = "/" in value or "\\" in value or path.suffix.lower() in _LABEL_FILE_SUFFIXES
     if path.is_file() or looks_like_path:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            text = path.read_text(encoding="utf-8-sig")  # Notepad's byte-order mark is not part of the first name
         except UnicodeDecodeError:
             raise ConfigError(f"--labels {value}: not a UTF-8 text file (expected one label a line)") from None
         except OSError as exc:
             raise ConfigError(f"--labels {value}: {exc.strerror or exc}") from None
+        if path.suffix.lower() in _STRUCTURED_SUFFIXES:
+            return _structured_labels(value, path, text)
+        lines = text.splitlines()
         while lines and not lines[-1].strip():
             lines.pop()
         blank = next((i for i, ln in enumerate(lines, 1) if not ln.strip()), None)

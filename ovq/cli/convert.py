@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fp16", action="store_true", help="store weights in FP16 (default FP32)")
     p.add_argument("--family", help="decoder family (`ovq families` lists them), checked against the outputs; "
                                     "default: the one family the outputs fit")
-    p.add_argument("--labels", help="class labels: comma-separated or a file with one label a line "
-                                    "(default: the names the model carries)")
+    p.add_argument("--labels", help="class labels: comma-separated, a file with one label a line, or a "
+                                    "JSON/YAML list or dataset file with names (default: the names the model carries)")
     p.add_argument("--color", choices=("RGB", "BGR"), help="channel order the source network expects")
     p.add_argument("--mean", type=float, nargs=3, metavar=("B", "G", "R"), help="per-channel mean (network's channel order)")
     p.add_argument("--scale", type=float, nargs=3, metavar=("S1", "S2", "S3"), help="per-channel divisor after mean")
@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     pre = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
     imgsz = None
     if args.imgsz:
-        if len(args.imgsz) > 2:
-            raise ConfigError(f"--imgsz {' '.join(map(str, args.imgsz))}: expected N (square) or H W")
+        if len(args.imgsz) > 2 or min(args.imgsz) < 1:
+            raise ConfigError(f"--imgsz {' '.join(map(str, args.imgsz))}: expected N (square) or H W, in pixels (at "
+                              "least 1)")
         imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz)
     xml = convert(
         args.src, args.out, imgsz=imgsz, fp16=args.fp16, family=args.family,

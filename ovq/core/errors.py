@@ -28,6 +28,11 @@ class SplitNotFound(DatasetError):
     """The dataset has no split of the name asked for (the rest of it may be fine)."""
 
 
+class ClassMismatch(DatasetError):
+    """A dataset's classes are not the model's: its names are not the model's labels, or (naming none) its class ids
+    run past the model's classes. The data may be fine; it does not fit this model (calibration needs no classes)."""
+
+
 class DeviceError(OvqError):
     """A device is absent or unsuitable."""
 

@@ -25,7 +25,9 @@ class ModelInfo:
     ``input_size`` is (height, width). ``resize`` is ``letterbox`` (keep ratio, pad with ``pad_value``,
     centred or top-left) or ``stretch``. ``compile_config`` holds the compile settings the model was
     validated with (e.g. ``INFERENCE_PRECISION_HINT``); whoever compiles the model applies them.
-    ``quantization`` holds provenance written by ``ovq quantize``.
+    ``quantization`` holds provenance written by ``ovq quantize``. ``background_id`` is the raw class id the
+    model's output reserves for the background (SSD ``DetectionOutput``'s ``background_label_id``), ``None`` when
+    it reserves none: decoding moves the ids above it down one, so classes are 0..K-1 as in every other family.
     """
 
     family: str
@@ -38,6 +40,7 @@ class ModelInfo:
     iou_threshold: float = 0.45
     agnostic_nms: bool = False
     max_det: int = 300
+    background_id: int | None = None
     source: str = ""
     compile_config: dict[str, str] = field(default_factory=dict)
     quantization: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +64,9 @@ class ModelInfo:
                 raise ModelError(f"{name} {value!r} is not a number in [0, 1]")
         if not _whole(self.max_det) or self.max_det < 1:
             raise ModelError(f"max_det {self.max_det!r} is not a whole number of at least 1")
+        if self.background_id is not None and (not _whole(self.background_id) or self.background_id < 0):
+            raise ModelError(f"background_id {self.background_id!r} is not a class id (a whole number >= 0)")
+        self.background_id = None if self.background_id is None else int(self.background_id)
         if not _whole(self.pad_value) or not 0 <= self.pad_value <= 255:
             raise ModelError(f"pad_value {self.pad_value!r} is not a pixel value (0-255)")
         for name in ("compile_config", "quantization", "extra"):

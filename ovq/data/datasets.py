@@ -32,11 +32,10 @@ import numpy as np
 from ovq.core.errors import ConfigError, DatasetError, SplitNotFound
 from ovq.core.yamlio import read_yaml
 from ovq.data.images import IMAGE_SUFFIXES, image_files
-from ovq.data.yolo_labels import image_size, label_path_for, parse_yolo_labels, read_text
+from ovq.data.yolo_labels import NAME_FILES, image_size, label_path_for, parse_yolo_labels, read_text
 
 logger = logging.getLogger(__name__)
 
-NAME_FILES = ("classes.txt", "names.txt")  # one class name a line, beside images/ and labels/
 MAX_NAME = 200  # characters in a class name (it is drawn on frames and sent in every record)
 
 
@@ -139,7 +138,7 @@ def load_dataset(
 
 
 def _yolo_samples(
-    images: list[Path], label_for, num_classes: int | None
+    images: list[Path], label_for, num_classes: int | None, *, models: bool = False
 ) -> tuple[list[Sample], int, int]:
     samples: list[Sample] = []
     found = 0
@@ -149,7 +148,7 @@ def _yolo_samples(
         label = label_for(image)
         if label is not None and label.is_file():
             found += 1
-            xyxy, cls = parse_yolo_labels(label, width, height, num_classes)
+            xyxy, cls = parse_yolo_labels(label, width, height, num_classes, models=models)
             if len(cls):
                 max_class = max(max_class, int(cls.max()))
         else:
@@ -214,7 +213,7 @@ def _load_folder(root: Path, split: str, names: Sequence[str] | None) -> Dataset
             return Dataset(root, split_dir.name, class_names or [], _unlabelled(files), False, "images", root)
         samples, _, max_class = _yolo_samples(
             files, lambda p: labels_dir / p.relative_to(split_dir).with_suffix(".txt"),
-            len(class_names) if class_names else None,
+            len(class_names) if class_names else None, models=own_names is None,
         )
         if class_names is None:
             class_names = [str(i) for i in range(max_class + 1)]

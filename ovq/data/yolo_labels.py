@@ -6,11 +6,12 @@ import math
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from ovq.core.errors import DatasetError
+from ovq.core.errors import ClassMismatch, DatasetError
+from ovq.data.images import decode_image, png_chunk
 
+NAME_FILES = ("classes.txt", "names.txt")  # one class name a line, beside images/ and labels/
 BOX_TOLERANCE = 1e-3  # normalized coordinates may overshoot 0..1 by this much (rounding); then clipped
 
 
@@ -25,8 +26,12 @@ def read_text(path: Path, what: str) -> str:
         raise DatasetError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
 
 
-def parse_yolo_labels(label: Path, width: int, height: int, num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (xyxy pixels) and class ids of one YOLO label file; :class:`DatasetError` naming file:line."""
+def parse_yolo_labels(label: Path, width: int, height: int, num_classes: int | None, *,
+                      models: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (xyxy pixels) and class ids of one YOLO label file; :class:`DatasetError` naming file:line.
+
+    ``models``: ``num_classes`` is the model's class count, the dataset naming none: a class past it is a
+    :class:`ClassMismatch` (data that is not the model's, e.g. coco128's labels for a person detector)."""
     text = read_text(label, "label file")
     boxes: list[tuple[float, float, float, float]] = []
     classes: list[int] = []
@@ -51,7 +56,10 @@ def parse_yolo_labels(label: Path, width: int, height: int, num_classes: int | N
             raise DatasetError(f"{where}: class '{fields[0]}' is not a non-negative integer")
         cls = int(cls_value)
         if num_classes is not None and cls >= num_classes:
-            raise DatasetError(f"{where}: class {cls} is out of range 0..{num_classes - 1} ({num_classes} names)")
+            said = f"{where}: class {cls} is out of range 0..{num_classes - 1} ({num_classes} names"
+            if models:
+                raise ClassMismatch(f"{said}, the model's: the dataset names none in {' or '.join(NAME_FILES)})")
+            raise DatasetError(f"{said})")
         if len(values) == 4:
             cx, cy, w, h = values
             if min(values) < 0 or max(values) > 1:
@@ -86,6 +94,24 @@ def label_path_for(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+def _orientation(im, path: Path, exif_type) -> int:
+    """The EXIF orientation OpenCV applies to the image ``im`` (opened by Pillow from ``path``) when it decodes it.
+
+    Not ``getexif()`` for a PNG: Pillow decodes the whole image to look for an eXIf chunk after the image data
+    (a 4K PNG: 143 ms a size, most of OpenCV's 200 ms decode, for every image of a dataset before any inference);
+    OpenCV reads one there too, so the chunks are walked instead."""
+    if im.format == "PNG":
+        data = im.info.get("exif")  # an eXIf chunk before the image data, as Pillow's open reads
+        if data is None and (chunk := png_chunk(path, b"eXIf")) is not None:
+            data = b"Exif\x00\x00" + chunk
+        if not data:
+            return 1
+        exif = exif_type()
+        exif.load(data)
+        return exif.get(0x0112, 1)
+    return im.getexif().get(0x0112, 1) if im.format in ("JPEG", "MPO", "TIFF", "WEBP") else 1
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) as OpenCV will decode it (EXIF rotation applied), read from the header when possible."""
     try:
@@ -102,14 +128,14 @@ def image_size(path: Path) -> tuple[int, int]:
                     width, height = im.size
                     if im.format == "TIFF":  # Pillow's TIFF size is already turned by the orientation; the tags not
                         width, height = im.tag_v2.get(256, width), im.tag_v2.get(257, height)
-                    orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "MPO", "TIFF", "WEBP", "PNG") else 1
+                    orientation = _orientation(im, path, Image.Exif)
             if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: OpenCV applies it when decoding
                 width, height = height, width
             return int(width), int(height)
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, ImportError):
             # ImportError: Ultralytics, once imported, patches Image.open to try an optional HEIF plugin
             pass
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
+    image = decode_image(np.fromfile(str(path), dtype=np.uint8), path) if path.is_file() else None
     if image is None:
         raise DatasetError(f"{path}: not a readable image")
     return int(image.shape[1]), int(image.shape[0])

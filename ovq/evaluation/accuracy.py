@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 import openvino as ov
 
 from ovq.core.detections import Detections
-from ovq.core.errors import DatasetError
+from ovq.core.errors import ClassMismatch, DatasetError
 from ovq.core.fileio import check_output_file, write_text_atomic
 from ovq.core.geometry import ResizeInfo
 from ovq.data.datasets import Dataset, Sample, load_dataset
@@ -88,6 +88,7 @@ def predict_samples(
     progress: bool | str = True,
     jobs: int = 0,
     preprocessed: Mapping[Path, tuple[np.ndarray, ResizeInfo]] | None = None,
+    classes: Sequence[int] | None = None,
 ) -> list[Detections]:
     """Detections for every sample, in sample order, running ``compiled`` asynchronously.
 
@@ -96,7 +97,8 @@ def predict_samples(
     decoded ahead on a worker thread and outputs decoded on another while the device infers.
     A decoded image whose size differs from the sample's raises :class:`DatasetError`.
     ``preprocessed`` maps image paths to model inputs already made (``detector.preprocess``), so a caller
-    that validates the same images many times (accuracy control) decodes them once.
+    that validates the same images many times (accuracy control) decodes them once. ``classes``: keep only these
+    class ids (the ones a dataset matched by name labels, :func:`dataset_classes`).
     """
     samples = list(samples)
     results: list[Detections | None] = [None] * len(samples)
@@ -121,7 +123,8 @@ def predict_samples(
         return detector.preprocess(image)
 
     def finish_one(index: int, outputs: list[np.ndarray], rinfo) -> None:
-        results[index] = detector.postprocess(outputs, rinfo, conf=conf)
+        dets = detector.postprocess(outputs, rinfo, conf=conf)
+        results[index] = dets if classes is None else dets[np.isin(dets.class_id, classes)]
         with lock:
             bar.update(1)
 
@@ -182,7 +185,7 @@ def coco_results(
     samples: Sequence[Sample],
     predictions: Sequence[Detections],
     *,
-    category_ids: Sequence[int] | None = None,
+    category_ids: Sequence[int] | Mapping[int, int] | None = None,
 ) -> list[dict[str, Any]]:
     """COCO result records of what is scored (the 100 best per image).
 
@@ -250,14 +253,15 @@ def evaluate(
         ov_model, info = load(model)
         labels = info.labels
     dataset = data if isinstance(data, Dataset) else load_dataset(data, split=split, names=labels, images=images)
-    check_dataset(dataset, labels, model)
+    dataset = fit_dataset(dataset, labels, model)
     if ov_model is not None:
         detector = Detector(ov_model, device=device, precision=precision, hint="throughput")
     logger.info(
         "evaluating on %s, %d images, inference precision %s", device if ov_model is not None else detector.device,
         len(dataset), detector.inference_precision,
     )
-    preds = predict_samples(detector.compiled, detector, dataset.samples, conf=conf, progress=progress)
+    preds = predict_samples(detector.compiled, detector, dataset.samples, conf=conf, progress=progress,
+                            classes=dataset_classes(dataset))
     scored = coco_map(dataset.samples, preds, num_classes=len(labels), names=labels)
     if save_json is not None:
         # a COCO JSON's own category ids, so the file scores against it
@@ -280,24 +284,82 @@ def evaluate(
     )
 
 
-def check_dataset(dataset: Dataset, labels: list[str], model: Any) -> None:
+MODEL_CLASSES = "model_classes"  # Dataset.extra: the model's class ids a dataset matched by name labels
+
+
+def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
+    """``dataset`` with class ids that mean the model's classes, or :class:`ClassMismatch` saying why it cannot be.
+
+    The dataset as it is when its names are the model's labels in order, or as many classes named otherwise (a
+    warning). Otherwise, when every name of the dataset is one of the model's labels (a COCO JSON of a few of COCO's
+    categories, an 80-class model), its classes are matched by name: its class ids become the model's, and only
+    those classes are scored (:func:`dataset_classes`; the model's other classes are not labelled there, so their
+    detections are neither right nor wrong). Names are compared ignoring case and '_' for ' '."""
     where = dataset.source or dataset.root
     if not dataset.labelled:
         raise DatasetError(f"{where}: split '{dataset.split}' has no labels; evaluation needs labelled images")
     if dataset.boxes == 0:
         raise DatasetError(f"{where}: split '{dataset.split}' has no labelled boxes; mAP is undefined")
-    if len(dataset.names) != len(labels):
-        raise DatasetError(
-            f"{where}: the dataset has {len(dataset.names)} classes, the model {len(labels)}; "
-            "class indices must mean the same thing"
-        )
+    ours = [_key(n) for n in dataset.names]
+    theirs = [_key(n) for n in labels]
+    if ours != theirs:
+        by_name = _by_name(ours, theirs)
+        if by_name is not None:
+            return _renumbered(dataset, labels, by_name, model)
+        if len(dataset.names) != len(labels):
+            if not labels:  # an SSD IR an earlier ovq converted: its classes are ids
+                raise ClassMismatch(f"{where}: the model names no classes, so the dataset's ({_some(dataset.names)}) "
+                                    "cannot be matched to its class ids; convert the model again (--labels names them)")
+            absent = [n for n in dataset.names if _key(n) not in theirs]
+            why = (f"{_some(absent)} {'is' if len(absent) == 1 else 'are'} not among the model's {len(labels)} "
+                   f"classes ({_some(labels)})" if absent else
+                   "its class names are not each the name of exactly one of the model's classes")
+            subset = all(name in ours for name in theirs)  # a person detector and COCO's 80 classes
+            hint = (f"; a copy of the dataset labelling only {_some(labels)} would be scored" if subset else "")
+            raise ClassMismatch(f"{where}: {why}, so the dataset's {len(dataset.names)} classes cannot be matched to "
+                               f"the model's by name (nor by position: the model has {len(labels)}){hint}")
     max_class = max(int(s.class_id.max()) for s in dataset.samples if len(s.class_id))
     if max_class >= len(labels):
-        raise DatasetError(f"{where}: class {max_class} is out of range for the model's {len(labels)} classes")
-    differ = [(i, a, b) for i, (a, b) in enumerate(zip(dataset.names, labels)) if a.lower() != b.lower()]
+        raise ClassMismatch(f"{where}: class {max_class} is out of range for the model's {len(labels)} classes")
+    differ = [(i, a, b) for i, (a, b) in enumerate(zip(dataset.names, labels)) if _key(a) != _key(b)]
     if differ:
         i, a, b = differ[0]
         logger.warning(
             "%s: %d class names differ from the model's (first: class %d is '%s' in the data, '%s' in %s)",
             where, len(differ), i, a, b, model,
         )
+    return dataset
+
+
+def dataset_classes(dataset: Dataset | None) -> tuple[int, ...] | None:
+    """The model's class ids a dataset matched by name labels (only they are scored), or ``None``: all of them."""
+    return None if dataset is None else dataset.extra.get(MODEL_CLASSES)
+
+
+def _key(name: str) -> str:
+    """A class name as compared: case, and '_' for ' ' (Model API's rt_info labels, 'traffic_light'), left aside."""
+    return name.lower().replace("_", " ").strip()
+
+
+def _by_name(ours: list[str], theirs: list[str]) -> list[int] | None:
+    """Per dataset class, the model's class of that name; ``None`` unless each name is exactly one model label."""
+    if len(set(ours)) != len(ours) or any(theirs.count(name) != 1 for name in ours):
+        return None
+    return [theirs.index(name) for name in ours]
+
+
+def _renumbered(dataset: Dataset, labels: list[str], by_name: list[int], model: Any) -> Dataset:
+    table = np.asarray(by_name, np.int64)
+    samples = [replace(s, class_id=table[s.class_id], crowd_class_id=table[s.crowd_class_id]) for s in dataset.samples]
+    extra = {**dataset.extra, MODEL_CLASSES: tuple(by_name)}
+    if "category_ids" in dataset.extra:  # --save-json: the JSON's own category id of each model class scored
+        extra["category_ids"] = {k: dataset.extra["category_ids"][i] for i, k in enumerate(by_name)}
+    logger.info("%s: its %d classes matched to %s's by name (%s); only they are scored",
+                dataset.source or dataset.root, len(by_name), model,
+                _some([f"{n} = {k}" for n, k in zip(dataset.names, by_name)]))
+    return replace(dataset, names=list(labels), samples=samples, extra=extra)
+
+
+def _some(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(f"'{n}'" if "=" not in n else n for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -10,6 +10,7 @@ The family (how outputs decode) and the class names are decided here, from the m
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from ovq.model.decoders.base import check_thresholds
 from ovq.model.detection_list import pad_detection_list
 from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
 from ovq.model.identify import EXPORTER_KEY, choose_family, choose_labels, facts_of
-from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, resolve_model_path
+from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, refuse_replacing_source, resolve_model_path
 from ovq.runtime.compilation import first_line, new_core, read_model, write_model
 from ovq.runtime.external_data import external_data_message
 
@@ -56,6 +57,8 @@ def prepare(
     preprocessing is in its graph and cannot change). Nothing is written.
     """
     check_thresholds(conf_threshold, iou_threshold)
+    if imgsz is not None:
+        _as_hw(imgsz)  # 0 or -3 reached OpenVINO's reshape: "Kernel after dilation has size ... larger than ..."
     if isinstance(preprocessing, Mapping):
         known = {f.name for f in fields(SourcePreprocessing)}
         for key in preprocessing:
@@ -109,9 +112,10 @@ def convert(
     not given, exactly one family must fit them). ``labels`` overrides the class names the model carries.
     ``agnostic_nms`` stores class-agnostic NMS as the model's default (for scenes where objects of different
     classes do not overlap, e.g. parts on a belt). Nothing is written when anything fails; whether ``out_dir``
-    can take the model (a folder, writable, with room for about the size of the source's weights) is checked
-    before converting.
+    can take the model (a folder, writable, with room for about the size of the source's weights, not the source
+    model's own files) is checked before converting.
     """
+    refuse_replacing_source(src, out_dir, held="the model being converted", by="the converted model")
     check_output_dir(out_dir, need_bytes=output_estimate(src, fp16=fp16))
     model, info = prepare(
         src, imgsz=imgsz, family=family, labels=labels, preprocessing=preprocessing,
@@ -145,11 +149,16 @@ def output_estimate(src: str | Path, *, fp16: bool = False) -> int:
 # --- internals --------------------------------------------------------------------------------
 
 
+def _pixels(n: Any) -> bool:
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1
+
+
 def _as_hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(imgsz, int):
-        return (imgsz, imgsz)
-    h, w = imgsz
-    return (int(h), int(w))
+    """(height, width) of ``imgsz`` (N or (H, W)); :class:`ConfigError` unless whole numbers of at least 1."""
+    sizes = [imgsz] if _pixels(imgsz) else list(imgsz) if isinstance(imgsz, (tuple, list)) else None
+    if not sizes or len(sizes) > 2 or not all(_pixels(n) for n in sizes):
+        raise ConfigError(f"imgsz {imgsz!r}: expected an input size in pixels, N (square) or (H, W), each at least 1")
+    return (int(sizes[0]), int(sizes[-1]))
 
 
 def _changed(preprocessing: SourcePreprocessing | Mapping[str, Any]) -> list[str]:
@@ -260,9 +269,11 @@ def _build(
         preprocessing = decoder.preprocessing
     elif isinstance(preprocessing, Mapping):
         preprocessing = replace(decoder.preprocessing, **preprocessing)
+    background_id = getattr(decoder, "background_id", None)  # a family whose labels count a background (ssd)
     info = ModelInfo(
         family=family,
         labels=list(labels),
+        background_id=background_id(facts) if callable(background_id) else None,
         input_size=(h, w),
         resize=preprocessing.resize,
         pad_value=preprocessing.pad_value,

@@ -81,6 +81,7 @@ def decode_params(
         max_det=info.max_det if max_det is None else int(max_det),
         agnostic=info.agnostic_nms if agnostic_nms is None else bool(agnostic_nms),
         classes=None if classes is None else class_ids(classes, info.labels),
+        background_id=info.background_id,
     )
 
 

@@ -5,7 +5,10 @@ Three places, read in this order (the first that has a key wins):
 - ``metadata.yaml`` beside an IR (Ultralytics' OpenVINO export folders);
 - ONNX ``metadata_props``, which OpenVINO's ONNX front end keeps in the model's ``rt_info["framework"]``
   (Ultralytics: ``names``, ``imgsz``, ``stride``, ``task``, ``head``, ``end2end``; YOLOv5: ``stride``, ``names``);
-- the IR's ``rt_info["model_info"]`` (OpenVINO Model API and Open Model Zoo: ``labels``, ``model_type``...).
+- the IR's ``rt_info["model_info"]`` (OpenVINO Model API and Open Model Zoo: ``labels``, ``model_type``...);
+- the ``model_name`` a Model Optimizer IR keeps in ``rt_info["conversion_parameters"]`` (Open Model Zoo's IRs:
+  ``person-detection-retail-0013``), which names the classes of the models :data:`ovq.core.labels.OMZ_ONE_CLASS`
+  lists.
 
 Values are kept as the strings the exporter wrote (``"{0: 'bolt', 1: 'nut'}"``); the parsers below read them
 without evaluating code.
@@ -85,6 +88,8 @@ def read_exporter_metadata(model: Any, path: Path) -> ExporterMetadata:
             meta.add(data, beside.name)
     meta.add(_rt_section(model, "framework"), "ONNX metadata")
     meta.add(_rt_section(model, "model_info"), "rt_info model_info")
+    meta.add({k: v for k, v in _rt_section(model, "conversion_parameters").items() if k == "model_name"},
+             "IR conversion parameters")
     if meta.values:
         logger.debug("%s: exporter metadata %s", path, {k: meta.values[k][:40] for k in meta.values})
     return meta

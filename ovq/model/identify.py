@@ -2,7 +2,8 @@
 
 A family claims a model only when every output fits it (see each decoder's ``matches``); when none or several
 claim it, conversion stops and asks for ``--family``. A forced family is checked the same way. Class names come
-from ``--labels``, else from what the exporter wrote (:mod:`ovq.model.exporter`); COCO's 80 names only when the
+from ``--labels``, else from what the exporter wrote (:mod:`ovq.model.exporter`), else for an Open Model Zoo
+one-class detector from its documented class (its IR keeps its model name); COCO's 80 names only when the
 model names nothing and has exactly 80 classes, and the log says so.
 """
 
@@ -12,7 +13,7 @@ import logging
 from typing import Any
 
 from ovq.core.errors import ModelError
-from ovq.core.labels import COCO80
+from ovq.core.labels import COCO80, OMZ_ONE_CLASS
 from ovq.core.metadata import ModelInfo
 from ovq.model.decoders import Decoder, ModelFacts, get_decoder, infer_families
 from ovq.model.exporter import ExporterMetadata
@@ -72,7 +73,8 @@ def choose_family(facts: ModelFacts, forced: str | None, where: str) -> tuple[st
 def choose_labels(
     decoder: Decoder, facts: ModelFacts, labels: list[str] | None, meta: ExporterMetadata, where: str
 ) -> list[str]:
-    """``labels`` if given, else the exporter's names, else COCO's for 80 classes, else ``class0..``."""
+    """``labels`` if given, else the exporter's names, else an Open Model Zoo one-class detector's documented class,
+    else COCO's for 80 classes, else ``class0..``."""
     nc = decoder.num_classes(facts)
     origin = "--labels"
     if labels is None:
@@ -80,6 +82,11 @@ def choose_labels(
         if found is not None:
             labels, origin = found
             logger.info("%s: %d class names from %s", where, len(labels), origin)
+    omz = OMZ_ONE_CLASS.get(meta.values.get("model_name", ""))
+    if labels is None and omz is not None and nc == 1:
+        logger.info("%s: the model names no classes; Open Model Zoo's %s detects one, '%s' (--labels to rename it)",
+                    where, meta.values["model_name"], omz)
+        return [omz]
     if labels is not None:
         if nc is not None and len(labels) != nc:
             raise ModelError(
@@ -107,4 +114,9 @@ def check_family(model: Any, info: ModelInfo, where: str) -> Decoder:
             f"{where}: its outputs {_shapes(facts)} do not fit the family '{info.family}' it is tagged with "
             f"({decoder.expects}); convert the source model again (`ovq families` lists the families)"
         )
+    background = getattr(decoder, "background_id", None)
+    if info.background_id is None and callable(background) and (label := background(facts)) is not None:
+        logger.warning("%s: converted by an earlier ovq, whose class ids count the model's background (label %d), so "
+                       "the first class is 1; convert the source model again for ids from 0 (and Open Model Zoo's "
+                       "class names)", where, label)
     return decoder

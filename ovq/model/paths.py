@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ovq.core.errors import ModelError
+from ovq.core.errors import ModelError, OutputError
 from ovq.core.fileio import unreadable
 
 MODEL_XML = "model.xml"
@@ -48,6 +48,18 @@ def repository_version(model: str | Path) -> tuple[str, str] | None:
     if not is_version_name(folder.name) or not (folder / MODEL_XML).is_file() or not folder.parent.name:
         return None
     return folder.parent.name, folder.name
+
+
+def refuse_replacing_source(src: str | Path, out_dir: str | Path, *, held: str, by: str) -> None:
+    """:class:`OutputError` when ``out_dir``'s ``model.xml``/``.bin`` are the files of the model ``src`` names: what
+    is written there would replace the model being read (``held``: which model that is, ``by``: what replaces it).
+    The write itself is all or nothing; what is lost is the model the user gave."""
+    path = resolve_model_path(src)
+    inputs = {path.resolve(), path.with_suffix(".bin").resolve()} if path.suffix.lower() == ".xml" else {path.resolve()}
+    outputs = {(Path(out_dir) / name).resolve() for name in (MODEL_XML, Path(MODEL_XML).with_suffix(".bin").name)}
+    if inputs & outputs:
+        raise OutputError(f"{out_dir}: holds {held} ({path.name}), which {by} would replace; give another output "
+                          "folder (-o)")
 
 
 def _repository_hint(folder: Path) -> str:

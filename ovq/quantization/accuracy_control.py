@@ -86,6 +86,7 @@ class Validator:
     ranking: bool = False  # a ranking is running: calls are on the ranking subset (set by RevertPlanner)
     latency_runs: int = 0  # > 0: time every model validated on the ranking subset (median of this many runs)
     reference: ov.CompiledModel | None = None  # the model the ranked candidates would replace (set by the planner)
+    classes: tuple[int, ...] | None = None  # only these class ids are scored (a dataset matched by name)
 
     def __call__(self, compiled: ov.CompiledModel, items: Any) -> tuple[float, list[float]]:
         samples = list(items)
@@ -104,7 +105,8 @@ class Validator:
         start = time.perf_counter()
         phase = "validating" if full else "ranking"
         preds = predict_samples(
-            compiled, self.detector, samples, conf=self.conf, progress=phase if full else False, preprocessed=self.inputs
+            compiled, self.detector, samples, conf=self.conf, progress=phase if full else False, preprocessed=self.inputs,
+            classes=self.classes,
         )
         result = coco_map(samples, preds, num_classes=len(self.detector.labels), per_image=True, matches=False)
         seconds = time.perf_counter() - start

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from ovq.core.errors import DatasetError, SplitNotFound
+from ovq.core.errors import ClassMismatch, DatasetError, SplitNotFound
 from ovq.core.geometry import ResizeInfo
 from ovq.data.datasets import Dataset, load_dataset
 from ovq.data.images import read_image
-from ovq.evaluation.accuracy import check_dataset, predict_samples
+from ovq.evaluation.accuracy import dataset_classes, fit_dataset, predict_samples
 from ovq.evaluation.metrics import MapResult, coco_map
 from ovq.model.detector import Detector
 from ovq.quantization.holdout import hold_out
@@ -52,7 +52,7 @@ class QuantizeInputs:
         dataset = self.holdout if held_out else self.val
         assert dataset is not None, "no labelled images to score on"
         preds = predict_samples(compiled, detector, dataset.samples, conf=conf, progress=progress,
-                                preprocessed=self.val_inputs)
+                                preprocessed=self.val_inputs, classes=dataset_classes(dataset))
         return coco_map(dataset.samples, preds, num_classes=len(detector.labels), per_image=per_image,
                         names=detector.labels)
 
@@ -60,7 +60,9 @@ class QuantizeInputs:
 def read_inputs(data: Any, model: Any, detector: Detector, options: QuantizeOptions) -> QuantizeInputs:
     """Load both splits of ``data`` for ``detector``'s model, check them, and preprocess what will be used."""
     labels = detector.labels
-    calib = load_dataset(data, split=options.calib_split, names=labels)
+    # calibration takes the images only: a YOLO folder naming no classes is not bounded by the model's (a person
+    # detector calibrates on coco128's images whatever their labels say)
+    calib = load_dataset(data, split=options.calib_split)
     val = _validation_split(data, model, labels, options, calib)
     if val is not None:
         _check_disjoint(data, calib, val, ("calibration", "validation"))
@@ -109,8 +111,7 @@ def _test_split(data: Any, model: Any, labels: list[str], split: str) -> Dataset
     test = load_dataset(data, split=split, names=labels)
     if not test.labelled:
         raise DatasetError(f"{data}: test split '{split}' has no labels; a held-out score needs labelled images")
-    check_dataset(test, labels, model)
-    return test
+    return fit_dataset(test, labels, model)
 
 
 def _one_split(data: Any, calib: Dataset, needs: str) -> str:
@@ -130,6 +131,11 @@ def _validation_split(data: Any, model: Any, labels: list[str], options: Quantiz
         return None
     try:
         val = load_dataset(data, split=options.val_split, names=labels)
+    except ClassMismatch as exc:  # labels of classes the model has not: no mAP to measure (with a budget: an error)
+        if budget:
+            raise
+        logger.warning("accuracy not measured: %s", exc)
+        return None
     except SplitNotFound:
         # without a budget accuracy is measured only where the data has labelled validation images: a calibration
         # folder with no 'val' is fine, but a split the user named must be there. A split that is there but
@@ -146,7 +152,7 @@ def _validation_split(data: Any, model: Any, labels: list[str], options: Quantiz
             )
         return None
     try:
-        check_dataset(val, labels, model)
+        val = fit_dataset(val, labels, model)
     except DatasetError as exc:
         if budget:
             raise

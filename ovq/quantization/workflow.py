@@ -25,13 +25,14 @@ from typing import Any
 
 import openvino as ov
 
-from ovq.core.errors import ConfigError, DatasetError, ModelError, OutputError, OvqError
+from ovq.core.errors import ConfigError, DatasetError, ModelError, OvqError
 from ovq.core.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
+from ovq.evaluation.accuracy import dataset_classes
 from ovq.evaluation.metrics import MapResult
 from ovq.model.conversion import output_estimate
 from ovq.model.detector import Detector, load
-from ovq.model.paths import MODEL_XML, resolve_model_path
+from ovq.model.paths import refuse_replacing_source
 from ovq.quantization.accuracy_control import RevertPlanner, RevertStep, Validator
 from ovq.quantization.collapse import CollapseCheck, guard_collapse
 from ovq.quantization.inputs import QuantizeInputs, read_inputs
@@ -133,7 +134,8 @@ def quantize(
     """
     opts = _options(options, fields)
     if out_dir is not None:  # an output that cannot be written fails now, not after minutes of NNCF
-        _refuse_writing_over(model, out_dir)
+        if isinstance(model, (str, Path)):
+            refuse_replacing_source(model, out_dir, held="the float model being quantized", by="the INT8 model")
         check_output_dir(out_dir, need_bytes=_output_estimate(model))
     started = time.perf_counter()
     with PeakMemory() as memory:
@@ -332,7 +334,7 @@ def _accuracy_control(fp_model: ov.Model, detector: Detector, inputs: QuantizeIn
     validator = Validator(
         detector, quantizable_layers(fp_model), precision, adv.eval_conf, len(val), (fp.map50_95, list(fp.per_image)),
         inputs.val_inputs, max_drop=opts.max_drop, relative=opts.drop_type is DropType.RELATIVE,
-        latency_runs=adv.latency_runs,
+        latency_runs=adv.latency_runs, classes=dataset_classes(val),
     )
     planner = RevertPlanner(validator, RankBy(opts.rank_by), plan.deploy_config)
     if adv.latency_runs > 0:
@@ -419,19 +421,6 @@ def _output_estimate(model: Any) -> int:
     """Bytes the result will take, about: INT8 weights are a quarter of FP32's (reverted layers stay float), plus
     the report and its plot (100-300 kB)."""
     return output_estimate(model) // 4 + 1_000_000 if isinstance(model, (str, Path)) else 2_000_000
-
-
-def _refuse_writing_over(model: Any, out_dir: str | Path) -> None:
-    """:class:`OutputError` when ``out_dir``'s ``model.xml``/``.bin`` are the float model's own files: the INT8 model
-    replaced them (the float model gone, and ovq refuses to quantize a quantized one)."""
-    if not isinstance(model, (str, Path)):
-        return
-    src = resolve_model_path(model)
-    inputs = {src.resolve(), src.with_suffix(".bin").resolve()} if src.suffix.lower() == ".xml" else {src.resolve()}
-    outputs = {(Path(out_dir) / name).resolve() for name in (MODEL_XML, Path(MODEL_XML).with_suffix(".bin").name)}
-    if inputs & outputs:
-        raise OutputError(f"{out_dir}: holds the float model being quantized ({src.name}), which the INT8 model would "
-                          "replace; give another output folder (-o)")
 
 
 def _write(out_dir: str | Path, quantized: ov.Model, report: QuantizeReport) -> Path:

@@ -38,9 +38,9 @@ from urllib.parse import parse_qsl, urlsplit
 import cv2
 import numpy as np
 
-from ovq.core.errors import ConfigError, OvqError, SourceError, unknown_key_message
+from ovq.core.errors import ConfigError, DatasetError, OvqError, SourceError, unknown_key_message
 from ovq.core.urls import Url, parse_url, redact
-from ovq.data.images import IMAGE_SUFFIXES
+from ovq.data.images import IMAGE_SUFFIXES, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -286,12 +286,11 @@ class ImageSource:
         while self._next < len(self._files):
             path = self._files[self._next]
             self._next += 1
-            data = np.fromfile(str(path), dtype=np.uint8)
-            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-            if image is not None:
-                return image
-            self.skipped += 1
-            logger.warning("%s: not a readable image, skipped", path)
+            try:
+                return decode_image(np.fromfile(str(path), dtype=np.uint8), path)
+            except DatasetError as exc:
+                self.skipped += 1
+                logger.warning("%s, skipped", exc)
         return None
 
     def close(self) -> None:

@@ -68,6 +68,8 @@ class DecodeParams:
     max_nms: int = 30000
     agnostic: bool = False  # NMS across classes: one box per object whatever its class
     classes: tuple[int, ...] | None = None  # keep only these class ids (None: every class)
+    # the raw label a model's output reserves for the background (ModelInfo.background_id); None: none
+    background_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Decoder(Protocol):
     could fit another family): ovq refuses a model two families claim. ``num_classes`` is the class count
     the outputs imply, or ``None`` when they do not say. ``decode`` returns detections in original-image
     pixels with confidences in [0, 1]; :func:`finish` does the common tail (threshold, NMS, mapping back).
+    Optional: ``background_id(facts)``, the raw label a family's outputs reserve for the background (read from the
+    graph at conversion, stored in the IR, handed back as ``DecodeParams.background_id``; see the ``ssd`` family).
     """
 
     family: str

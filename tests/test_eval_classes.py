@@ -1,0 +1,188 @@
+"""A dataset labelling some of a model's classes (a COCO JSON of a few of COCO's categories, an 80-class model):
+matched by name, in ovq eval and in ovq quantize; one line when its names are not the model's."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ovq.cli import main
+from ovq.evaluation.accuracy import dataset_classes
+from ovq.model.detector import Detector
+
+
+def _coco(tmp_path: Path, categories: list[tuple[int, str]]) -> Path:
+    """Six random 64x64 images; each has a box of every category listed (the tiny model's boxes land anywhere)."""
+    rng = np.random.default_rng(3)
+    images = tmp_path / "images"  # beside the JSON, where ovq looks
+    images.mkdir(exist_ok=True)
+    doc = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for i, n in categories]}
+    for k in range(6):
+        name = f"{k}.png"
+        cv2.imwrite(str(images / name), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        doc["images"].append({"id": 100 + k, "file_name": name, "width": 64, "height": 64})
+        for cat, _ in categories:
+            x, y = (float(v) for v in rng.uniform(0, 30, 2))
+            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": 100 + k, "category_id": cat,
+                                       "bbox": [x, y, 24.0, 30.0], "area": 720.0, "iscrowd": 0})
+    path = tmp_path / "instances_val.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _pycocotools(gt_file: Path, results: Path) -> float:
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_file))
+        ev = COCOeval(gt, gt.loadRes(str(results)), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return max(float(ev.stats[0]), 0.0)
+
+
+@pytest.mark.parametrize("categories", [[(7, "b")], [(3, "B"), (4, "a")]], ids=["one of two", "in another order"])
+def test_eval_matches_a_datasets_classes_to_the_models_by_name(tiny, tmp_path, capsys, categories):
+    """Before: 'the dataset has 1 classes, the model 2; class indices must mean the same thing', exit 2; and a JSON
+    listing the model's classes in another order was scored by position (a warning, 'b' taken for 'a')."""
+    gt_file = _coco(tmp_path, categories)
+    results, metrics = tmp_path / "results.json", tmp_path / "metrics.json"
+    assert main(["eval", str(tiny), "--data", str(gt_file), "--save-json", str(results), "--json", str(metrics),
+                 "--conf", "0", "--no-progress"]) == 0
+    records = json.loads(results.read_text())
+    assert records and {r["category_id"] for r in records} == {cat for cat, _ in categories}
+    assert json.loads(metrics.read_text())["map50_95"] == pytest.approx(_pycocotools(gt_file, results), abs=1e-4)
+    pairs = ", ".join(f"{name} = {'ab'.index(name.lower())}" for _, name in sorted(categories))
+    assert f"its {len(categories)} classes matched to {tiny}'s by name ({pairs}); only they are scored" in (
+        capsys.readouterr().err)
+
+
+def test_eval_refuses_a_dataset_whose_names_are_not_the_models(tiny, tmp_path, capsys):
+    gt_file = _coco(tmp_path, [(1, "b"), (2, "zebra"), (3, "cat")])
+    assert main(["eval", str(tiny), "--data", str(gt_file), "--no-progress", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    said = (f"{gt_file}: 'zebra', 'cat' are not among the model's 2 classes ('a', 'b'), so the dataset's 3 classes "
+            "cannot be matched to the model's by name (nor by position: the model has 2)")
+    assert err == [f"ovq eval: error: {said}"]
+
+
+def test_quantize_validates_on_a_dataset_of_some_of_the_models_classes(tiny, tmp_path):
+    """Before: the validation split was refused ('accuracy not measured'; with max_drop, exit 2)."""
+    from ovq.quantization.inputs import read_inputs
+    from ovq.quantization.options import QuantizeOptions
+
+    rng = np.random.default_rng(4)
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        for k in range(4):
+            cv2.imwrite(str(tmp_path / "images" / split / f"{k}.png"), rng.integers(0, 256, (64, 64, 3), np.uint8))
+            (tmp_path / "labels" / split / f"{k}.txt").write_text("0 0.5 0.5 0.4 0.5\n")
+    (tmp_path / "classes.txt").write_text("b\n")
+    detector = Detector(tiny)
+    inputs = read_inputs(tmp_path, tiny, detector, QuantizeOptions(subset_size=4, max_drop=0.01))
+    assert inputs.val is not None and dataset_classes(inputs.val) == (1,) and inputs.val.names == ["a", "b"]
+    assert all(s.class_id.tolist() == [1] for s in inputs.val.samples)
+    scored = inputs.score(detector.compiled, detector, conf=0.0)
+    assert list(scored.per_class) == ["b"]
+
+
+@pytest.mark.slow
+def test_yolox_on_coco128s_people_and_cars_alone(assets, tmp_path, capsys):
+    doc = json.loads((assets / "coco128/annotations/instances_train2017.json").read_text())
+    doc["categories"] = [c for c in doc["categories"] if c["name"] in ("person", "car")]
+    doc["annotations"] = [a for a in doc["annotations"] if a["category_id"] in (1, 3)]
+    gt_file = tmp_path / "instances_train2017.json"
+    gt_file.write_text(json.dumps(doc))
+    results, metrics = tmp_path / "results.json", tmp_path / "metrics.json"
+    assert main(["eval", str(assets / "models/yolox_nano/yolox_nano.onnx"), "--data", str(gt_file), "--images",
+                 str(assets / "coco128/images/train2017"), "--save-json", str(results), "--json", str(metrics),
+                 "--no-progress", "-q"]) == 0
+    said = json.loads(metrics.read_text())
+    assert set(said["per_class"]) == {"person", "car"}
+    assert said["map50_95"] == pytest.approx(_pycocotools(gt_file, results), abs=1e-3)
+    assert said["per_class"]["person"] == pytest.approx(0.406, abs=0.02)  # as in the 80-class evaluation
+
+
+def _yolo_folder(root: Path, line: str = "5 0.5 0.5 0.4 0.5\n") -> Path:
+    """train and val splits of four images each, labelled with ``line``, and no classes.txt."""
+    rng = np.random.default_rng(6)
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for k in range(4):
+            cv2.imwrite(str(root / "images" / split / f"{k}.png"), rng.integers(0, 256, (64, 64, 3), np.uint8))
+            (root / "labels" / split / f"{k}.txt").write_text(line)
+    return root
+
+
+def test_quantize_calibrates_on_a_folder_whose_classes_are_not_the_models(tiny, tmp_path, ovq_log):
+    """A YOLO folder naming no classes was bounded by the model's: a person detector (one class) could not even
+    calibrate on coco128's images ('000000000009.txt:1: class 45 is out of range 0..0 (1 names)', exit 2)."""
+    from ovq.core.errors import DatasetError
+    from ovq.quantization.inputs import read_inputs
+    from ovq.quantization.options import QuantizeOptions
+
+    data = _yolo_folder(tmp_path / "data")
+    detector = Detector(tiny)
+    inputs = read_inputs(data, tiny, detector, QuantizeOptions(subset_size=4))
+    assert len(inputs.calib_tensors) == 4 and inputs.val is None
+    said = [m for m in ovq_log.messages() if m.startswith("accuracy not measured")]
+    assert len(said) == 1 and "0.txt:1: class 5 is out of range 0..1 (2 names, the model's: the dataset" in said[0]
+    with pytest.raises(DatasetError, match=r"0\.txt:1: class 5 is out of range 0\.\.1 \(2 names, the model's: the"):
+        read_inputs(data, tiny, detector, QuantizeOptions(subset_size=4, max_drop=0.01))
+
+
+def test_eval_says_whose_class_names_bounded_the_labels(tiny, tmp_path, capsys):
+    """'0.txt:1: class 5 is out of range 0..1 (2 names)' read as a broken dataset: the names were the model's.
+    Labels of classes past the model's are still refused, but as a dataset that is not the model's."""
+    data = _yolo_folder(tmp_path / "data")
+    assert main(["eval", str(tiny), "--data", str(data), "--no-progress", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    said = (f"{data}/labels/val/0.txt:1: class 5 is out of range 0..1 (2 names, the model's: the dataset names none "
+            "in classes.txt or names.txt)")
+    assert err == [f"ovq eval: error: {said}"]
+    gt_file = _coco(tmp_path, [(1, "a"), (2, "b"), (3, "zebra")])
+    assert main(["eval", str(tiny), "--data", str(gt_file), "--no-progress", "-q"]) == 2
+    assert capsys.readouterr().err.strip().endswith("; a copy of the dataset labelling only 'a', 'b' would be scored")
+
+
+def test_eval_of_a_model_that_names_no_classes_says_so(tiny, tmp_path, capsys):
+    """An SSD IR an earlier ovq converted names none: 'not among the model's 0 classes ()' and 'a copy of the dataset
+    labelling only  would be scored' would have been said of it."""
+    import openvino as ov
+
+    from ovq.core.metadata import read_info, write_info
+
+    model = ov.Core().read_model(str(tiny))
+    write_info(model, replace(read_info(model), labels=[]))
+    ov.save_model(model, str(tmp_path / "unnamed.xml"))
+    gt_file = _coco(tmp_path, [(7, "b")])
+    assert main(["eval", str(tmp_path / "unnamed.xml"), "--data", str(gt_file), "--no-progress", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    said = ("the model names no classes, so the dataset's ('b') cannot be matched to its class ids; convert the model "
+            "again (--labels names them)")
+    assert err == [f"ovq eval: error: {gt_file}: {said}"]
+
+
+def test_model_api_labels_with_underscores_match_coco_names_with_spaces(tiny, tmp_path, capsys):
+    """Model API's rt_info labels are one string, spaces made '_' ('traffic_light'): a COCO JSON of 'traffic light'
+    was refused as "'traffic light' is not among the model's 2 classes ('traffic_light', 'hot_dog')"."""
+    import openvino as ov
+
+    from ovq.core.metadata import read_info, write_info
+
+    model = ov.Core().read_model(str(tiny))
+    write_info(model, replace(read_info(model), labels=["traffic_light", "hot_dog"]))
+    ov.save_model(model, str(tmp_path / "model_api.xml"))
+    gt_file = _coco(tmp_path, [(10, "traffic light")])
+    assert main(["eval", str(tmp_path / "model_api.xml"), "--data", str(gt_file), "--no-progress"]) == 0
+    assert "its 1 classes matched to" in capsys.readouterr().err
