@@ -62,6 +62,11 @@ def compile_config(
     return cfg
 
 
+def _own_family(decoder: Any) -> bool:
+    """Whether ``decoder`` is one of ovq's own families (all end in ``finish()`` or :class:`FinalBoxes`)."""
+    return type(decoder).__module__.startswith("ovq.model.decoders.")
+
+
 def check_max_det(max_det: int | None) -> None:
     if max_det is not None and int(max_det) < 1:
         raise ConfigError(f"max_det {max_det}: expected at least 1")
@@ -269,7 +274,7 @@ class Detector:
             raise ModelError(f"{where}: {exc}") from exc
         except Exception as exc:
             raise ModelError(f"{where}: decoding failed: {type(exc).__name__}: {exc}") from exc
-        if self.decodes_into_new_arrays:  # ovq's own families: finish() or FinalBoxes checked and filtered already
+        if _own_family(self.decoder):  # finish() or FinalBoxes checked and filtered already
             return dets
         if not isinstance(dets, Detections):
             raise ModelError(f"{where}: the decoder returned {type(dets).__name__}, not Detections")
@@ -283,7 +288,7 @@ class Detector:
     def decodes_into_new_arrays(self) -> bool:
         """Whether decoding keeps no reference to the raw outputs (true of ovq's own families, which all end in
         :func:`~ovq.model.decoders.base.finish`), so a caller may reuse the output arrays after ``postprocess``."""
-        return type(self.decoder).__module__.startswith("ovq.model.decoders.")
+        return _own_family(self.decoder)
 
     def outputs_of(self, request: ov.InferRequest) -> list[np.ndarray]:
         """The request's outputs, copied (the request overwrites its own on its next inference)."""
