@@ -55,8 +55,11 @@ def refuse_replacing_source(src: str | Path, out_dir: str | Path, *, held: str, 
     is written there would replace the model being read (``held``: which model that is, ``by``: what replaces it).
     The write itself is all or nothing; what is lost is the model the user gave."""
     path = resolve_model_path(src)
-    inputs = {path.resolve(), path.with_suffix(".bin").resolve()} if path.suffix.lower() == ".xml" else {path.resolve()}
-    outputs = {(Path(out_dir) / name).resolve() for name in (MODEL_XML, Path(MODEL_XML).with_suffix(".bin").name)}
+    try:
+        inputs = {path.resolve(), path.with_suffix(".bin").resolve()} if path.suffix.lower() == ".xml" else {path.resolve()}
+        outputs = {(Path(out_dir) / name).resolve() for name in (MODEL_XML, Path(MODEL_XML).with_suffix(".bin").name)}
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError in Python 3.11): the output check says so, later
+        return
     if inputs & outputs:
         raise OutputError(f"{out_dir}: holds {held} ({path.name}), which {by} would replace; give another output "
                           "folder (-o)")
