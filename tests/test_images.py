@@ -12,7 +12,7 @@ from PIL import Image
 
 from ovq.cli import main
 from ovq.core.errors import DatasetError
-from ovq.data.images import png_problem, read_image
+from ovq.data.images import bmp_problem, png_problem, read_image
 
 
 def _png(size=(48, 64)) -> bytes:
@@ -93,3 +93,31 @@ def test_what_is_not_a_png_is_left_to_opencv(tmp_path):
     broken.write_bytes(b"not a jpeg")
     with pytest.raises(DatasetError, match=r"broken\.jpg: not a readable image$"):
         read_image(broken)
+
+
+def _bmp(mode: str = "RGB", size=(37, 45)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (*size, 3), dtype=np.uint8)).convert(mode).save(
+        buffer, "BMP")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("cut", "says"), [(1, "cut short: its pixels need 5086 bytes, the file has 5085"),
+                                           (2000, "cut short: its pixels need 5086 bytes, the file has 3086"),
+                                           (5070, "cut short: the file ends inside the BMP's header (16 bytes)")])
+def test_a_cut_bmp_is_one_line_with_nothing_from_opencv(tiny, tmp_path, capfd, cut, says):
+    """OpenCV printed '[ERROR:0@1.4] global loadsave.cpp:1412 imdecode_ imdecode_(''): can't read data: ... Unexpected
+    end of input stream in function 'readBlock'' (and a blank line) above ovq's."""
+    bmp = tmp_path / "cut.bmp"
+    bmp.write_bytes(_bmp()[:-cut])
+    assert main(["predict", str(tiny), str(bmp), "-o", str(tmp_path / "out"), "-q"]) == 2
+    err = capfd.readouterr().err.splitlines()
+    assert err == [f"ovq predict: error: {bmp}: not a readable image: {says}"]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "L", "1"])
+def test_every_kind_of_whole_bmp_passes_the_check(tmp_path, mode):
+    data = _bmp(mode)
+    assert bmp_problem(data) is None
+    (tmp_path / "whole.bmp").write_bytes(data)
+    assert read_image(tmp_path / "whole.bmp").shape == (37, 45, 3)

@@ -111,6 +111,24 @@ def png_problem(data: np.ndarray | bytes) -> str | None:
         pos += 12 + length
 
 
+def bmp_problem(data: np.ndarray | bytes) -> str | None:
+    """Why BMP bytes are cut short (an uncompressed BMP's rows, padding included, past the end of the file: OpenCV
+    refuses it after printing '[ERROR:0@...] ... imdecode_ ...: Unexpected end of input stream'), or ``None``."""
+    view = memoryview(data).cast("B")
+    if bytes(view[:2]) != b"BM":
+        return None
+    if len(view) < 18 or len(view) < 14 + struct.unpack("<I", view[14:18])[0]:
+        return f"cut short: the file ends inside the BMP's header ({len(view)} bytes)"
+    offset, header = struct.unpack("<II", view[10:18])
+    if header < 40:  # an OS/2 header: left to OpenCV
+        return None
+    width, height, _, bits, compression = struct.unpack("<iiHHI", view[18:34])
+    if compression not in (0, 3) or not bits:  # RLE and embedded JPEG/PNG have no fixed size
+        return None
+    need = offset + (bits * abs(width) + 31) // 32 * 4 * abs(height)
+    return f"cut short: its pixels need {need} bytes, the file has {len(view)}" if len(view) < need else None
+
+
 def png_chunk(path: Path, kind: bytes) -> bytes | None:
     """The data of the first ``kind`` chunk (``b"eXIf"``) of the PNG file at ``path``, found by skipping from chunk
     header to chunk header (nothing decoded); ``None`` when it has none or is not a PNG."""
@@ -130,8 +148,9 @@ def png_chunk(path: Path, kind: bytes) -> bytes | None:
 
 def decode_image(data: np.ndarray, where: object) -> np.ndarray:
     """The BGR uint8 image encoded in ``data`` (a file's bytes); :class:`DatasetError` naming ``where`` when it is
-    not one, saying why when the bytes tell (see :func:`png_problem`)."""
-    problem = png_problem(data) if data.size else None
+    not one, saying why when the bytes tell (:func:`png_problem`, :func:`bmp_problem`)."""
+    problem = next((why for check in (png_problem, bmp_problem) if (why := check(data))), None) \
+        if data.size else None
     if problem:
         raise DatasetError(f"{where}: not a readable image: {problem}")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
