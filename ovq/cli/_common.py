@@ -36,8 +36,8 @@ def refuse_local_options(model: object, given: Mapping[str, Any], *, instead: st
     saying what to do (``instead`` replaces the advice). Nothing for a local model. Checked before any connection:
     the option would otherwise be dropped without a word, and the results reported as if it had taken effect.
     What a served model does instead: :data:`ovq.serving.urls.SERVER_DECIDES` (a pipeline file's check uses it too)."""
-    from ovq.core.urls import redact
-    from ovq.serving.urls import GRAPH_ONLY, is_serving_url, server_decides
+    from ovq.core.urls import is_serving_url, redact
+    from ovq.serving.urls import GRAPH_ONLY, server_decides
 
     if not is_serving_url(model):
         return

@@ -39,10 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ovq.core.errors import ConfigError
     from ovq.core.fileio import check_output_file, write_json_atomic
+    from ovq.core.urls import is_serving_url
     from ovq.evaluation.speed import BenchSpec, bench_rounds, benchmark_interleaved, format_table
     from ovq.runtime import steal
     from ovq.serving.remote import DEFAULT_JOBS
-    from ovq.serving.urls import is_serving_url
 
     served = next((m for m in args.models if is_serving_url(m)), None)
     # the table said GPU (or f32, or latency) for a model its server ran as it runs it

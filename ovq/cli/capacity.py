@@ -32,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ovq.core.errors import ConfigError
     from ovq.core.fileio import check_output_file, write_json_atomic
-    from ovq.core.urls import redact
-    from ovq.serving.urls import is_serving_url
+    from ovq.core.urls import is_serving_url, redact
     from ovq.streaming.capacity import capacity
 
     if is_serving_url(args.model):  # it was "http:/HOST:PORT/v2/models/NAME: no such file or folder"

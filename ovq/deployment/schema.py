@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ovq.core.errors import ConfigError, OvqError
-from ovq.core.urls import mask_url, parse_url
+from ovq.core.urls import is_serving_url, mask_url, parse_url
 from ovq.deployment.fields import Origin, describe, given
 from ovq.deployment.sinks_config import MQTT_URL_ENV, MqttConfig, SinksConfig  # noqa: F401 - importable from here too
 from ovq.model.decoders.graph_nms import NMS_MODES
@@ -27,7 +27,7 @@ from ovq.model.ingraph import RESIZE_MODES
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
 from ovq.runtime.devices import parse_device
-from ovq.serving.urls import GRAPH_ONLY, SERVER_DECIDES, is_serving_url, parse_serving_url, server_decides
+from ovq.serving.urls import GRAPH_ONLY, SERVER_DECIDES, parse_serving_url, server_decides
 from ovq.streaming.sources import DECODE_MODES, URL_SCHEMES, stream_name_problem
 
 STREAM_SCHEMES = (*URL_SCHEMES, "synth", "file")

@@ -24,12 +24,13 @@ import numpy as np
 
 from ovq.core.detections import Detections
 from ovq.core.errors import ConfigError, ModelError
+from ovq.core.urls import is_serving_url
 from ovq.model.decoders import ModelFacts, get_decoder
 from ovq.model.decoders.base import check_thresholds
 from ovq.model.detector import Detector, check_max_det, decode_params
 from ovq.model.identify import EXPORTER_KEY
 from ovq.serving.client import ServerSettings, ServerUnavailable, ServingError, V2Client
-from ovq.serving.urls import ServingURL, is_serving_url, parse_serving_url
+from ovq.serving.urls import ServingURL, parse_serving_url
 
 logger = logging.getLogger(__name__)
 
