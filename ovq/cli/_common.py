@@ -50,6 +50,22 @@ def refuse_local_options(model: object, given: Mapping[str, Any], *, instead: st
         raise ConfigError(f"{flag} {shown}: {redact(str(model))} {what}; drop {flag} ({advice})")
 
 
+def refuse_empty_folder(flag: str, value: str | None, what: str) -> None:
+    """A :class:`ConfigError` for an output folder given as ``""`` (``-o "$OUT"`` with OUT unset), which ``Path``
+    reads as the working folder: the outputs landed there. ``what`` says what to give instead."""
+    if value is not None and not value.strip():
+        raise ConfigError(f"{flag} {value!r}: an empty path; give {what}")
+
+
+def check_file_outputs(given: Mapping[str, str | None]) -> None:
+    """A :class:`ConfigError` for the first output file in ``given`` (flag -> value; ``None``: not given) given as
+    ``""``: taken for no file at all, the command ran and wrote nothing, exit 0 (or for the working folder, found to
+    be a folder only after the work)."""
+    for flag, value in given.items():
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} {value!r}: an empty file name; give a file (/dev/stdout: standard output)")
+
+
 def add_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision", choices=("default", "f32", "bf16", "f16"), default=None,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from ovq.cli._common import add_command, add_device, add_precision, refuse_local_options, report_to
+from ovq.cli._common import (
+    add_command,
+    add_device,
+    add_precision,
+    check_file_outputs,
+    refuse_local_options,
+    report_to,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.evaluation.accuracy import evaluate
 
     refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision})
+    check_file_outputs({"--json": args.json, "--save-json": args.save_json})
     if args.json:
         check_output_file(args.json)  # before the evaluation, not after it
         if args.save_json and os.path.abspath(args.json) == os.path.abspath(args.save_json):
