@@ -60,10 +60,15 @@ def refuse_empty_folder(flag: str, value: str | None, what: str) -> None:
 def check_file_outputs(given: Mapping[str, str | None]) -> None:
     """A :class:`ConfigError` for the first output file in ``given`` (flag -> value; ``None``: not given) given as
     ``""``: taken for no file at all, the command ran and wrote nothing, exit 0 (or for the working folder, found to
-    be a folder only after the work)."""
+    be a folder only after the work); or as ``-``, which wrote a file named '-' where standard output was meant.
+    Standard output has one name in ovq, ``/dev/stdout`` (what :func:`report_to` and the sinks recognise, as a YAML
+    pipeline's sinks can say it too), so ``-`` points there rather than becoming a second spelling."""
     for flag, value in given.items():
         if value is not None and not value.strip():
             raise ConfigError(f"{flag} {value!r}: an empty file name; give a file (/dev/stdout: standard output)")
+        if value == "-":
+            raise ConfigError(f"{flag} -: standard output is /dev/stdout to ovq; give {flag} /dev/stdout (or ./- for a "
+                              "file named '-')")
 
 
 def add_precision(p: argparse.ArgumentParser) -> None:

@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
 
     refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision, "--hint": args.hint,
                                       "--resize": args.resize, "--nms": args.nms})
-    check_file_outputs({"--summary-json": args.summary_json})
+    check_file_outputs({"--summary-json": args.summary_json, "--jsonl": args.jsonl})
     cfg = config_from_args(args)
     if args.summary_json:
         check_output_file(args.summary_json)  # before the run, not after it
