@@ -597,6 +597,17 @@ def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, me
     assert len(err) == 1 and message in err[0] and err[0].startswith("ovq pipeline: error: ")
 
 
+@pytest.mark.parametrize("check", [["--check"], []], ids=["--check", "run"])
+def test_an_empty_device_override_is_refused(tiny, tmp_path, capsys, check):
+    """`ovq pipeline p.yaml --device ""` (--device "$DEV" with DEV unset) ran on the file's device, exit 0, and
+    --check said OK, where `ovq run --device ""`, predict and bench refuse an empty device."""
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\ndevice: CPU\nmax_frames: 2\n")
+    assert main(["pipeline", str(path), "--device", "", *check]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [("ovq pipeline: error: --device '': an empty device name; give one (CPU, GPU, NPU, AUTO...) or "
+                   "leave --device out for the file's")]
+
+
 def test_check_into_a_pipe_whose_reader_has_gone_ends_quietly(tiny, tmp_path):
     # `ovq pipeline p.yaml --check | head -1` printed "ovq pipeline: error: Broken pipe" and exited 2
     path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\n")
