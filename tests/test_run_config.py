@@ -150,12 +150,23 @@ def test_a_failed_build_closes_the_extra_sinks(tiny, tmp_path):
 
 def test_a_bad_stream_name_is_refused_with_the_configuration_before_the_model_compiles(tiny, tmp_path):
     """It was refused by the Pipeline, after the model had compiled and the live view had started listening."""
-    with pytest.raises(ConfigError, match="--source: stream name 'a b': use letters"):
+    with pytest.raises(ConfigError, match="--name: stream name 'a b': use letters"):
         from_flags(str(tiny), "--source", "synth://conveyor", "--name", "a b", "--device", "CPU")
     with pytest.raises(ConfigError, match=r"p\.yaml: sources\[1\]\.name: stream name 'door/2'"):
         parse_pipeline_config({"model": str(tiny), "sources": [{"name": "door1", "url": "synth://conveyor"},
                                                                {"name": "door/2", "url": "synth://conveyor"}]},
                               tmp_path / "p.yaml", environ={})
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("", "--name: expected a non-empty string"),
+    ("a b", "--name: stream name 'a b': use letters, digits, '_', '.' and '-' (it names files and MQTT topics)"),
+])
+def test_a_bad_stream_name_names_the_name_flag(tiny, capsys, name, message):
+    """`ovq run M --source V --name ''` said '--source: expected a non-empty string', and --name 'a b' '--source:
+    stream name ...': the message named the flag of the source, not of the name that was wrong."""
+    assert main(["run", str(tiny), "--source", "synth://conveyor", "--name", name, "--max-frames", "2", "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"ovq run: error: {message}"]
 
 
 def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):

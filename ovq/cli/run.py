@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # How messages about a config made from this command's flags name its keys (see ovq.deployment.fields.Origin).
 FLAGS = {
-    "model": "MODEL", "sources": "--source", "device": "--device", "precision": "--precision", "hint": "--hint",
+    "model": "MODEL", "sources": "--source", "sources.name": "--name", "device": "--device", "precision": "--precision", "hint": "--hint",
     "nireq": "--nireq", "conf": "--conf", "track": "--track", "sinks.video": "--out", "sinks.jsonl": "--jsonl",
     "sinks.mqtt": "--mqtt", "sinks.mqtt.url": "--mqtt URL", "sinks.mqtt.topic_prefix": "--mqtt-topic",
     "sinks.mqtt.ca_file": "--mqtt-ca", "sinks.mqtt.cert_file": "--mqtt-cert", "sinks.mqtt.key_file": "--mqtt-key",
