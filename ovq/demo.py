@@ -71,9 +71,9 @@ def run_demo(
     from ovq.streaming.sinks import JsonlSink, VideoSink
 
     refuse_urls([model], "the demo quantizes and runs a local model; give the demo model's folder (or leave --model out)")
+    model_path = find_demo_model(model)  # before the output folder is made: a wrong --model left it behind empty
     out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model_path = find_demo_model(model)
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
 
