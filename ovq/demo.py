@@ -17,6 +17,7 @@ import cv2
 
 from ovq.core.errors import ModelError
 from ovq.core.fileio import check_output_dir, write_json_atomic, write_text_atomic
+from ovq.model.paths import refuse_urls
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +70,10 @@ def run_demo(
     from ovq.streaming.pipeline import Pipeline
     from ovq.streaming.sinks import JsonlSink, VideoSink
 
+    refuse_urls([model], "the demo quantizes and runs a local model; give the demo model's folder (or leave --model out)")
+    model_path = find_demo_model(model)  # before the output folder is made: a wrong --model left it behind empty
     out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model_path = find_demo_model(model)
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
 

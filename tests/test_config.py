@@ -597,6 +597,31 @@ def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, me
     assert len(err) == 1 and message in err[0] and err[0].startswith("ovq pipeline: error: ")
 
 
+@pytest.mark.parametrize("check", [["--check"], []], ids=["--check", "run"])
+def test_an_empty_device_override_is_refused(tiny, tmp_path, capsys, check):
+    """`ovq pipeline p.yaml --device ""` (--device "$DEV" with DEV unset) ran on the file's device, exit 0, and
+    --check said OK, where `ovq run --device ""`, predict and bench refuse an empty device."""
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\ndevice: CPU\nmax_frames: 2\n")
+    assert main(["pipeline", str(path), "--device", "", *check]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [("ovq pipeline: error: --device '': an empty device name; give one (CPU, GPU, NPU, AUTO...) or "
+                   "leave --device out for the file's")]
+
+
+@pytest.mark.parametrize(("sinks", "key"), [('{jsonl: "-"}', "sinks.jsonl"), ('{jsonl: {path: "-"}}', "sinks.jsonl.path")])
+def test_a_dash_as_a_pipelines_jsonl_points_at_dev_stdout(tiny, tmp_path, capsys, monkeypatch, sinks, key):
+    """A pipeline file's `sinks: {jsonl: "-"}` wrote a file named '-' beside the file, exit 0, where standard output
+    was meant: as `ovq run --jsonl -` now says (b4ae8a1), ovq's standard output is /dev/stdout."""
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\nmax_frames: 2\nsinks: {sinks}\n")
+    monkeypatch.chdir(tmp_path)
+    for check in (["--check"], []):
+        assert main(["pipeline", str(path), *check]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [(f"ovq pipeline: error: {path}: {key}: '-' is not standard output to ovq; write /dev/stdout (or "
+                       "./- for a file named '-')")]
+    assert not (tmp_path / "-").exists()
+
+
 def test_check_into_a_pipe_whose_reader_has_gone_ends_quietly(tiny, tmp_path):
     # `ovq pipeline p.yaml --check | head -1` printed "ovq pipeline: error: Broken pipe" and exited 2
     path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\n")

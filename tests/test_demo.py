@@ -26,3 +26,16 @@ def test_demo_runs_the_main_job(tmp_path):
         n += 1
     assert n == 40
     assert (tmp_path / "d" / "int8" / "report.md").exists() and (tmp_path / "d" / "frame.png").exists()
+
+
+def test_a_demo_model_that_is_not_there_leaves_no_output_folder(tmp_path, capsys):
+    """`ovq demo --model nope -o d` said 'nope: demo model not found ...', exit 2, and left an empty folder d
+    behind: the output folder was made before the model was looked for."""
+    from ovq.cli import main
+
+    out = tmp_path / "d"
+    assert main(["demo", "--model", str(tmp_path / "nope"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [(f"ovq demo: error: {tmp_path / 'nope'}: demo model not found (it ships in the source tree's "
+                   "data/demo_model)")]
+    assert not out.exists()

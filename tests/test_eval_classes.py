@@ -186,3 +186,17 @@ def test_model_api_labels_with_underscores_match_coco_names_with_spaces(tiny, tm
     gt_file = _coco(tmp_path, [(10, "traffic light")])
     assert main(["eval", str(tmp_path / "model_api.xml"), "--data", str(gt_file), "--no-progress"]) == 0
     assert "its 1 classes matched to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--save-json", "--json"])
+def test_eval_refuses_to_write_over_its_dataset_file(tiny, tmp_path, capsys, flag):
+    """`ovq eval M --data gt.json --save-json gt.json` scored the model, then replaced the COCO ground truth with
+    its predictions ('wrote gt.json', exit 0); --json gt.json replaced it with the metrics."""
+    gt = _coco(tmp_path, [(7, "b")])
+    before = gt.read_bytes()
+    assert main(["eval", str(tiny), "--data", str(gt), flag, str(gt), "--no-progress", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [(f"ovq eval: error: {flag} {gt}: is the dataset file (--data); writing there would replace it (give "
+                   "another file)")]
+    assert gt.read_bytes() == before
+

@@ -390,6 +390,90 @@ def test_an_output_under_a_regular_file(tmp_path, capsys, tiny, assets):
     assert line.startswith(f"ovq demo: error: {out}") and "is not a folder" in line
 
 
+EMPTY_FOLDER = "an empty path; give the output folder (-o . for this one)"
+EMPTY_FILE = "an empty file name; give a file (/dev/stdout: standard output)"
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    ("convert {tiny} -o", f"-o '': {EMPTY_FOLDER}"),
+    ("quantize {tiny} --data {data} --subset-size 2 --bench-time 0 --no-progress -o", f"-o '': {EMPTY_FOLDER}"),
+    ("predict {tiny} {data}/images/val/0.png -o", f"-o '': {EMPTY_FOLDER}"),
+    ("eval {tiny} --data {data} --no-progress --json", f"--json '': {EMPTY_FILE}"),
+    ("eval {tiny} --data {data} --no-progress --save-json", f"--save-json '': {EMPTY_FILE}"),
+    ("run {tiny} --source {synth} --max-frames 2 --no-progress --summary-json", f"--summary-json '': {EMPTY_FILE}"),
+    ("capacity {tiny} --source {video} --fps 5 --seconds 1 --warmup 0 --max-streams 1 --json",
+     f"--json '': {EMPTY_FILE}"),
+    ("bundle --pipeline {pipeline} -o", "-o '': an empty path; give the bundle folder (a new or an empty one)"),
+    ("demo --frames 1 -o", f"-o '': {EMPTY_FOLDER}"),
+], ids=["convert", "quantize", "predict", "eval --json", "eval --save-json", "run --summary-json", "capacity --json",
+        "bundle", "demo"])
+def test_an_empty_output_path_is_refused_before_any_work(tmp_path, capsys, monkeypatch, tiny, argv, said):
+    """An output given as '' (-o "$OUT" with OUT unset) was the working folder to Path: `ovq convert M -o ''` and
+    `ovq predict` wrote there, exit 0 (predict said 'wrote /predictions.json'); `ovq eval --save-json ''` scored the
+    model, then said '.: is a folder; expected a file name'; `eval --json ''`, `run --summary-json ''` and
+    `capacity --json ''` ran and wrote nothing, exit 0; `ovq bundle -o ''` said '.: exists and is not empty; pass
+    --force to replace it'. Now each is one line naming the option, as export-serving and bench say it."""
+    import cv2
+    from conftest import random_images
+
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        (data / "labels" / split).mkdir(parents=True)
+        (data / "images").mkdir(exist_ok=True)
+        random_images(data / "images" / split, n=2)
+        for image in (data / "images" / split).iterdir():
+            (data / "labels" / split / f"{image.stem}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"model: {tiny}\nsources: ['{SYNTH}']\nmax_frames: 2\n")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for image in sorted((data / "images" / "val").iterdir()) * 10:
+        writer.write(cv2.imread(str(image)))
+    writer.release()
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = argv.format(tiny=tiny, data=data, synth=SYNTH, pipeline=pipeline, video=video).split()
+    assert one_error_line(capsys, *args, "") == f"ovq {args[0]}: error: {said}"
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [
+    "bench {tiny} --time 0.2 --json",
+    "eval {tiny} --data {data} --no-progress --json",
+    "eval {tiny} --data {data} --no-progress --save-json",
+    "run {tiny} --source {synth} --max-frames 2 --no-progress --jsonl",
+    "run {tiny} --source {synth} --max-frames 2 --no-progress --summary-json",
+    "capacity {tiny} --source {video} --fps 5 --seconds 1 --warmup 0 --max-streams 1 --json",
+], ids=["bench --json", "eval --json", "eval --save-json", "run --jsonl", "run --summary-json", "capacity --json"])
+def test_a_dash_for_an_output_file_points_at_dev_stdout(tmp_path, capsys, monkeypatch, tiny, argv):
+    """`ovq bench M --json -` (and eval's --json and --save-json, run's --jsonl and --summary-json, capacity's --json)
+    wrote a file named '-' in the working folder ('wrote -'), exit 0, where a user meant standard output: ovq's
+    standard output is /dev/stdout (report_to, and the empty-name message), and `-` is now refused pointing at it."""
+    import cv2
+    from conftest import random_images
+
+    data = tmp_path / "data"
+    (data / "labels" / "val").mkdir(parents=True)
+    (data / "images").mkdir()
+    random_images(data / "images" / "val", n=2)
+    for image in (data / "images" / "val").iterdir():
+        (data / "labels" / "val" / f"{image.stem}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for image in sorted((data / "images" / "val").iterdir()) * 10:
+        writer.write(cv2.imread(str(image)))
+    writer.release()
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = argv.format(tiny=tiny, data=data, synth=SYNTH, video=video).split()
+    flag = args[-1]
+    assert one_error_line(capsys, *args, "-") == (f"ovq {args[0]}: error: {flag} -: standard output is /dev/stdout "
+                                                  f"to ovq; give {flag} /dev/stdout (or ./- for a file named '-')")
+    assert list(work.iterdir()) == []
+
+
 def test_predict_into_an_existing_file(tmp_path, capsys, tiny, assets):
     out = tmp_path / "taken"
     out.write_text("keep me")

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ovq.cli import build_parser, main
@@ -150,12 +151,50 @@ def test_a_failed_build_closes_the_extra_sinks(tiny, tmp_path):
 
 def test_a_bad_stream_name_is_refused_with_the_configuration_before_the_model_compiles(tiny, tmp_path):
     """It was refused by the Pipeline, after the model had compiled and the live view had started listening."""
-    with pytest.raises(ConfigError, match="--source: stream name 'a b': use letters"):
+    with pytest.raises(ConfigError, match="--name: stream name 'a b': use letters"):
         from_flags(str(tiny), "--source", "synth://conveyor", "--name", "a b", "--device", "CPU")
     with pytest.raises(ConfigError, match=r"p\.yaml: sources\[1\]\.name: stream name 'door/2'"):
         parse_pipeline_config({"model": str(tiny), "sources": [{"name": "door1", "url": "synth://conveyor"},
                                                                {"name": "door/2", "url": "synth://conveyor"}]},
                               tmp_path / "p.yaml", environ={})
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("", "--name: expected a non-empty string"),
+    ("a b", "--name: stream name 'a b': use letters, digits, '_', '.' and '-' (it names files and MQTT topics)"),
+])
+def test_a_bad_stream_name_names_the_name_flag(tiny, capsys, name, message):
+    """`ovq run M --source V --name ''` said '--source: expected a non-empty string', and --name 'a b' '--source:
+    stream name ...': the message named the flag of the source, not of the name that was wrong."""
+    assert main(["run", str(tiny), "--source", "synth://conveyor", "--name", name, "--max-frames", "2", "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"ovq run: error: {message}"]
+
+
+@pytest.mark.parametrize(("flag", "key"), [("--out", "--out"), ("--jsonl", "--jsonl"), ("--summary-json", "--summary-json"),
+                                         ("yaml", "sinks.video")])
+def test_an_output_that_is_the_source_video_is_refused(tiny, tmp_path, capsys, monkeypatch, flag, key):
+    """`ovq run M --source v.mp4 --out v.mp4` replaced the video being read with the annotated one ('wrote v.mp4 (3
+    frames)', exit 0: the source was gone); --jsonl v.mp4 replaced it with JSON Lines records, --summary-json v.mp4
+    with the summary; a pipeline file's sinks the same."""
+    import cv2
+
+    video = tmp_path / "v.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(10):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    before = video.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    if flag == "yaml":
+        (tmp_path / "p.yaml").write_text(f"model: {tiny}\nsources: [v.mp4]\nmax_frames: 3\nsinks: {{video: ./v.mp4}}\n")
+        argv, where = ["pipeline", "p.yaml"], f"p.yaml: {key}: v.mp4"
+    else:
+        argv, where = ["run", str(tiny), "--source", "v.mp4", "--max-frames", "3", flag, "v.mp4"], f"{key}: v.mp4"
+    assert main([*argv, "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [(f"ovq {argv[0]}: error: {where}: the video source v.mp4 is read from it; writing there would "
+                   "replace the input (give another file)")]
+    assert video.read_bytes() == before
 
 
 def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):

@@ -21,9 +21,10 @@ import pytest
 
 from ovq.core.errors import ConfigError, ModelError
 from ovq.core.metadata import ModelInfo
+from ovq.core.urls import is_serving_url
 from ovq.serving.client import parse_infer_response
 from ovq.serving.remote import RemoteDetector, open_detector
-from ovq.serving.urls import is_serving_url, parse_serving_url
+from ovq.serving.urls import parse_serving_url
 from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -305,3 +305,29 @@ def test_a_served_models_url_is_refused_as_a_model_file(tmp_path, capsys, comman
     line = one_line(capsys, *argv)
     assert line == f"ovq {command}: error: {url}: a served model's URL; {said}"
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    ("convert", ("convert reads a model's files; give a model folder, .xml, .onnx or .pt (a served model's files are "
+                "on its server: convert them there)")),
+    ("quantize", ("quantize reads the float model's files and writes INT8 ones; give a model folder, .xml, .onnx or "
+                 ".pt (quantize the served model's files, then serve the result)")),
+    ("bundle", ("a bundle ships a local model; give a model folder, .xml, .onnx or .pt (or leave MODEL out: the "
+               "pipeline's)")),
+    ("demo", "the demo quantizes and runs a local model; give the demo model's folder (or leave --model out)"),
+])
+def test_the_commands_taking_model_files_name_a_served_models_url_as_one(tmp_path, capsys, tiny, command, said):
+    """`ovq convert URL -o OUT`, `ovq quantize URL ...`, `ovq bundle URL --pipeline P -o OUT`, `ovq demo --model URL`
+    said 'http:/127.0.0.1:9/v2/models/fd: no such file or folder' (the demo: '...: demo model not found'), the URL
+    taken for a path with one of its slashes gone."""
+    url = "http://127.0.0.1:9/v2/models/fd"
+    out = tmp_path / "out"
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"model: {tiny}\nsources: [{{name: a, url: {tmp_path / 'a.mp4'}}}]\n", encoding="utf-8")
+    argv = {"convert": ["convert", url, "-o", str(out)],
+            "quantize": ["quantize", url, "--data", str(tmp_path), "-o", str(out)],
+            "bundle": ["bundle", url, "--pipeline", str(pipeline), "-o", str(out)],
+            "demo": ["demo", "--model", url, "-o", str(out)]}[command]
+    line = one_line(capsys, *argv)
+    assert line == f"ovq {command}: error: {url}: a served model's URL; {said}"
+    assert not out.exists()

@@ -294,3 +294,27 @@ def test_pipeline_refuses_a_device_for_its_served_model(in_tmp, capsys):
     assert main(["pipeline", "p.yaml", "--device", "GPU", "--check", "-q"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"ovq pipeline: error: --device GPU: {NOBODY} " + _what("--device", "pipeline")]
+
+
+@pytest.mark.slow
+def test_eval_and_run_report_a_served_model_as_its_server_runs_it(fd_server: OvqServe, fastestdet: Path, assets: Path,
+                                                                   tmp_path: Path) -> None:
+    """`ovq eval URL` printed 'device     http://.../v2/models/fd, inference precision server' and `ovq run URL`
+    '... on http://.../v2/models/fd, inference precision server' (their JSON the same), though the server says how it
+    runs the model (6519b7c); now both say its device and precision, and where it is served."""
+    from ovq.model.detector import Detector
+
+    url = fd_server.url("http")
+    precision = Detector(fastestdet, device="CPU").inference_precision  # as the server compiled it (bf16 on AMX, AVX-512 BF16)
+    shown = f"CPU (served at {url})"
+    ev = tmp_path / "eval.json"
+    r = ovq("eval", url, "--data", str(assets / "coco128"), "--no-progress", "--json", str(ev), "-q", timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert f"device     {shown}, inference precision {precision}," in r.stdout
+    assert [json.loads(ev.read_text())[k] for k in ("device", "precision")] == [shown, precision]
+    summary = tmp_path / "run.json"
+    r = ovq("run", url, "--source", str(assets / "videos" / "car-detection.mp4"), "--max-frames", "5",
+            "--no-progress", "--summary-json", str(summary), "-q", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"on {shown}, inference precision {precision}," in r.stdout
+    assert [json.loads(summary.read_text())[k] for k in ("device", "inference_precision")] == [shown, precision]

@@ -36,8 +36,8 @@ def refuse_local_options(model: object, given: Mapping[str, Any], *, instead: st
     saying what to do (``instead`` replaces the advice). Nothing for a local model. Checked before any connection:
     the option would otherwise be dropped without a word, and the results reported as if it had taken effect.
     What a served model does instead: :data:`ovq.serving.urls.SERVER_DECIDES` (a pipeline file's check uses it too)."""
-    from ovq.core.urls import redact
-    from ovq.serving.urls import GRAPH_ONLY, is_serving_url, server_decides
+    from ovq.core.urls import is_serving_url, redact
+    from ovq.serving.urls import GRAPH_ONLY, server_decides
 
     if not is_serving_url(model):
         return
@@ -48,6 +48,27 @@ def refuse_local_options(model: object, given: Mapping[str, Any], *, instead: st
             continue
         advice = instead or (f"or give {flag} python" if key in GRAPH_ONLY else "choose it where the model is served")
         raise ConfigError(f"{flag} {shown}: {redact(str(model))} {what}; drop {flag} ({advice})")
+
+
+def refuse_empty_folder(flag: str, value: str | None, what: str) -> None:
+    """A :class:`ConfigError` for an output folder given as ``""`` (``-o "$OUT"`` with OUT unset), which ``Path``
+    reads as the working folder: the outputs landed there. ``what`` says what to give instead."""
+    if value is not None and not value.strip():
+        raise ConfigError(f"{flag} {value!r}: an empty path; give {what}")
+
+
+def check_file_outputs(given: Mapping[str, str | None]) -> None:
+    """A :class:`ConfigError` for the first output file in ``given`` (flag -> value; ``None``: not given) given as
+    ``""``: taken for no file at all, the command ran and wrote nothing, exit 0 (or for the working folder, found to
+    be a folder only after the work); or as ``-``, which wrote a file named '-' where standard output was meant.
+    Standard output has one name in ovq, ``/dev/stdout`` (what :func:`report_to` and the sinks recognise, as a YAML
+    pipeline's sinks can say it too), so ``-`` points there rather than becoming a second spelling."""
+    for flag, value in given.items():
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} {value!r}: an empty file name; give a file (/dev/stdout: standard output)")
+        if value == "-":
+            raise ConfigError(f"{flag} -: standard output is /dev/stdout to ovq; give {flag} /dev/stdout (or ./- for a "
+                              "file named '-')")
 
 
 def add_precision(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ovq.cli._common import add_command, refuse_local_options, report_to
+from ovq.cli._common import add_command, check_file_outputs, refuse_local_options, report_to
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,10 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ovq.core.errors import ConfigError
     from ovq.core.fileio import check_output_file, write_json_atomic
+    from ovq.core.urls import is_serving_url
     from ovq.evaluation.speed import BenchSpec, bench_rounds, benchmark_interleaved, format_table
     from ovq.runtime import steal
     from ovq.serving.remote import DEFAULT_JOBS
-    from ovq.serving.urls import is_serving_url
 
     served = next((m for m in args.models if is_serving_url(m)), None)
     # the table said GPU (or f32, or latency) for a model its server ran as it runs it
@@ -55,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
                           "served model) or more")
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError(f"--rounds {args.rounds}: must be at least 1")
-    if args.json is not None and not args.json.strip():  # --json "$OUT" with OUT unset: nothing written, exit 0
-        raise ConfigError(f"--json {args.json!r}: an empty file name; give a file (/dev/stdout: standard output)")
+    check_file_outputs({"--json": args.json})  # --json "$OUT" with OUT unset: nothing written, exit 0
     if args.json:
         check_output_file(args.json)  # before the benchmark, not after it
     specs = [

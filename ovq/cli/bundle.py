@@ -29,9 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovq.cli._common import refuse_empty_folder
     from ovq.deployment.bundle import build_bundle
     from ovq.deployment.unit import DEFAULT_ALLOW_IP
 
+    refuse_empty_folder("-o", args.out, "the bundle folder (a new or an empty one)")
     result = build_bundle(
         args.model, args.pipeline, args.out, install_dir=args.install_dir, user=args.user, wheel=args.wheel,
         offline=args.offline, overwrite=args.force, quantize=args.quantize,

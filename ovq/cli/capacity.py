@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ovq.cli._common import add_command, add_device, add_precision, add_resize_decode, report_to
+from ovq.cli._common import (
+    add_command,
+    add_device,
+    add_precision,
+    add_resize_decode,
+    check_file_outputs,
+    report_to,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,13 +39,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ovq.core.errors import ConfigError
     from ovq.core.fileio import check_output_file, write_json_atomic
-    from ovq.core.urls import redact
-    from ovq.serving.urls import is_serving_url
+    from ovq.core.urls import is_serving_url, redact
     from ovq.streaming.capacity import capacity
 
     if is_serving_url(args.model):  # it was "http:/HOST:PORT/v2/models/NAME: no such file or folder"
         raise ConfigError(f"{redact(args.model)}: capacity measures this machine running a local model; give a model "
                           "folder, .xml, .onnx or .pt (a served model's throughput: ovq bench URL)")
+    check_file_outputs({"--json": args.json})  # --json "$OUT" with OUT unset: nothing written, exit 0
     if args.json:  # say so before minutes of trials, not after (a symlink loop too, before resolve() meets it)
         check_output_file(args.json)
         if not Path(args.json).resolve().parent.is_dir():

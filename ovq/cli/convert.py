@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ovq.cli._common import add_command, parse_labels
+from ovq.cli._common import add_command, parse_labels, refuse_empty_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.errors import ConfigError
     from ovq.model.conversion import convert
 
+    refuse_empty_folder("-o", args.out, "the output folder (-o . for this one)")
     # only what was given: the rest stays the family's (a lone --resize must not reset YOLOX's BGR, 0-255 input)
     given = {"color": args.color, "mean": args.mean, "scale": args.scale, "resize": args.resize}
     pre = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ovq.cli._common import add_command
+from ovq.cli._common import add_command, refuse_empty_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ovq.demo import run_demo
 
+    refuse_empty_folder("-o", args.out, "the output folder (-o . for this one)")
     nncf.set_log_level(logging.DEBUG if args.verbose > 1 else logging.WARNING)
     run_demo(args.out, model=args.model, frames=args.frames, max_drop=args.max_drop, rank_by=args.rank_by,
              seed=args.seed)

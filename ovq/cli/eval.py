@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from ovq.cli._common import add_command, add_device, add_precision, refuse_local_options, report_to
+from ovq.cli._common import (
+    add_command,
+    add_device,
+    add_precision,
+    check_file_outputs,
+    refuse_local_options,
+    report_to,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,10 +38,15 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from ovq.core.errors import ConfigError
-    from ovq.core.fileio import check_output_file, write_json_atomic
+    from ovq.core.fileio import check_output_file, same_file, write_json_atomic
     from ovq.evaluation.accuracy import evaluate
 
     refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision})
+    check_file_outputs({"--json": args.json, "--save-json": args.save_json})
+    for flag, path in (("--save-json", args.save_json), ("--json", args.json)):
+        if path and os.path.isfile(args.data) and same_file(path, args.data):  # a COCO JSON's ground truth was gone
+            raise ConfigError(f"{flag} {path}: is the dataset file (--data); writing there would replace it (give "
+                              "another file)")
     if args.json:
         check_output_file(args.json)  # before the evaluation, not after it
         if args.save_json and os.path.abspath(args.json) == os.path.abspath(args.save_json):

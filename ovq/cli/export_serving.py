@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ovq.cli._common import add_command, add_device
+from ovq.cli._common import add_command, add_device, refuse_empty_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,11 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovq.core.errors import ConfigError
     from ovq.serving.repository import ExportOptions, export_serving
 
-    if not args.output.strip():  # -o "$REPO" with REPO unset wrote into the working folder
-        raise ConfigError(f"-o {args.output!r}: an empty path; give the repository folder (-o . for this one)")
+    refuse_empty_folder("-o", args.output, "the repository folder (-o . for this one)")
     options = ExportOptions(format=args.format, device=args.device, hint=args.hint.upper(), nireq=args.nireq,
                             storage_uri=args.storage_uri)
     for e in export_serving(args.models, args.output, names=args.name, options=options):

@@ -34,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.device is not None and not args.device.strip():  # --device "$DEV" with DEV unset ran on the file's
+        raise ConfigError(f"--device {args.device!r}: an empty device name; give one (CPU, GPU, NPU, AUTO...) or leave "
+                          "--device out for the file's")
     cfg = load_pipeline_config(args.file)
     refuse_local_options(cfg.model, {"--device": args.device})
     if args.check:

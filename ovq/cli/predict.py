@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ovq.cli._common import add_command, add_conf, add_device, add_precision, refuse_local_options
+from ovq.cli._common import (
+    add_command,
+    add_conf,
+    add_device,
+    add_precision,
+    refuse_empty_folder,
+    refuse_local_options,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.evaluation.prediction import predict
 
     refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision})
+    refuse_empty_folder("-o", args.out, "the output folder (-o . for this one)")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes is not None else None
     results = predict(
         args.model, args.images, args.out, conf=args.conf, iou=args.iou, classes=classes, max_det=args.max_det,

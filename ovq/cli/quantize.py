@@ -11,7 +11,7 @@ import argparse
 import sys
 from enum import Enum
 
-from ovq.cli._common import add_command, add_device
+from ovq.cli._common import add_command, add_device, refuse_empty_folder
 from ovq.core.errors import ConfigError
 from ovq.quantization.options import (
     AdvancedQuantizeOptions,
@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ovq.quantization.workflow import quantize
 
+    refuse_empty_folder("-o", args.out, "the output folder (-o . for this one)")
     options = options_from(args).validate()
     if args.fail_on_holdout and (options.max_drop is None or (options.holdout is None and options.test_split is None)):
         raise ConfigError("--fail-on-holdout gates on the budget held out: it needs --max-drop and --holdout or "

@@ -16,6 +16,7 @@ from ovq.cli._common import (
     add_device,
     add_precision,
     add_resize_decode,
+    check_file_outputs,
     refuse_local_options,
     report_to,
 )
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 # How messages about a config made from this command's flags name its keys (see ovq.deployment.fields.Origin).
 FLAGS = {
-    "model": "MODEL", "sources": "--source", "device": "--device", "precision": "--precision", "hint": "--hint",
+    "model": "MODEL", "sources": "--source", "sources.name": "--name", "device": "--device", "precision": "--precision", "hint": "--hint",
     "nireq": "--nireq", "conf": "--conf", "track": "--track", "sinks.video": "--out", "sinks.jsonl": "--jsonl",
     "sinks.mqtt": "--mqtt", "sinks.mqtt.url": "--mqtt URL", "sinks.mqtt.topic_prefix": "--mqtt-topic",
     "sinks.mqtt.ca_file": "--mqtt-ca", "sinks.mqtt.cert_file": "--mqtt-cert", "sinks.mqtt.key_file": "--mqtt-key",
@@ -251,13 +252,16 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.fileio import check_output_file, same_file, write_json_atomic
     from ovq.deployment.build import build_pipeline
     from ovq.deployment.notify import LivenessSink
+    from ovq.deployment.schema import refuse_writing_a_source
     from ovq.deployment.signals import exit_now, stop_on_signals
 
     refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision, "--hint": args.hint,
                                       "--resize": args.resize, "--nms": args.nms})
+    check_file_outputs({"--summary-json": args.summary_json, "--jsonl": args.jsonl})
     cfg = config_from_args(args)
     if args.summary_json:
         check_output_file(args.summary_json)  # before the run, not after it
+        refuse_writing_a_source(cfg.origin, "--summary-json", args.summary_json, cfg.sources)
         for flag, other in (("--jsonl", cfg.sinks.jsonl), ("--out", cfg.sinks.video)):
             if other is not None and same_file(args.summary_json, other):
                 raise ConfigError(f"--summary-json {args.summary_json}: the same file as {flag} (one would replace "

@@ -299,6 +299,16 @@ def parse_url(
     return Url(scheme=scheme, host=host, port=port, username=username, password=password, rest=tail)
 
 
+SERVING_SCHEMES = ("http", "https", "grpc")
+
+
+def is_serving_url(model: object) -> bool:
+    """True for a string that starts like a served model's URL (``http://``, ``https://``, ``grpc://``); checked
+    and split by :func:`ovq.serving.urls.parse_serving_url`. Here, below the model stage, so that the commands
+    taking only model files can tell such a URL from a path (``Path`` makes ``http://h`` ``http:/h``)."""
+    return isinstance(model, str) and model.lower().startswith(tuple(f"{s}://" for s in SERVING_SCHEMES))
+
+
 def is_loopback(host: str) -> bool:
     """Whether a server bound to ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":

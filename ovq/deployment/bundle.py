@@ -51,6 +51,7 @@ from ovq.deployment.packaging import (
 from ovq.deployment.schema import PipelineConfig, is_local_path
 from ovq.deployment.unit import DEFAULT_ALLOW_IP, OUTPUT_DIR, SERVICE_FILE, check_allow_ip, service_unit, unit_name
 from ovq.model.conversion import MODEL_XML, convert, resolve_model_path
+from ovq.model.paths import refuse_urls
 from ovq.runtime.compilation import read_model
 from ovq.streaming.rolling import format_duration
 
@@ -111,6 +112,8 @@ def build_bundle(
     check_output_dir(out_dir)  # a file on the way (afile/sub) is named as such, not "File exists"
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{out_dir}: exists and is not empty; pass --force to replace it")
+    refuse_urls([model], "a bundle ships a local model; give a model folder, .xml, .onnx or .pt (or leave MODEL out: "
+                         "the pipeline's)")
     cfg = load_pipeline_config(pipeline, resolve_env=("model", "quantize"))
     _check_not_an_input(out_dir, [Path(pipeline), cfg.model if model is None else Path(model), wheel, *(
         [cfg.quantize.data, cfg.quantize.output] if cfg.quantize is not None else []), *(

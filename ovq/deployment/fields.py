@@ -18,6 +18,7 @@ from typing import Any
 from ovq.core.errors import ConfigError, unknown_key_message
 
 _LAST_KEY = re.compile(r"(\.[^.\[]+|\[\d+\])$")
+_INDEX = re.compile(r"\[\d+\]")
 
 
 def describe(value: Any) -> str:
@@ -68,7 +69,7 @@ class Origin:
         """How messages name ``key``: the key path in a file, its flag on the command line."""
         if self.file is not None:
             return key
-        k = key
+        k = _INDEX.sub("", key)  # sources[1].name: the flag of every source's name (--name), else of the sources
         while k:
             if k in self.flags:
                 return self.flags[k]

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ovq.core.errors import ConfigError, OvqError
-from ovq.core.urls import mask_url, parse_url
+from ovq.core.fileio import is_stream, same_file
+from ovq.core.urls import is_serving_url, mask_url, parse_url
 from ovq.deployment.fields import Origin, describe, given
 from ovq.deployment.sinks_config import MQTT_URL_ENV, MqttConfig, SinksConfig  # noqa: F401 - importable from here too
 from ovq.model.decoders.graph_nms import NMS_MODES
@@ -27,7 +28,7 @@ from ovq.model.ingraph import RESIZE_MODES
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
 from ovq.runtime.devices import parse_device
-from ovq.serving.urls import GRAPH_ONLY, SERVER_DECIDES, is_serving_url, parse_serving_url, server_decides
+from ovq.serving.urls import GRAPH_ONLY, SERVER_DECIDES, parse_serving_url, server_decides
 from ovq.streaming.sources import DECODE_MODES, URL_SCHEMES, stream_name_problem
 
 STREAM_SCHEMES = (*URL_SCHEMES, "synth", "file")
@@ -125,6 +126,17 @@ class SourceConfig:
 
     def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
         return {"name": self.name, "url": mask_url(self.url) if mask_secrets else self.url}
+
+
+def refuse_writing_a_source(origin: Origin, key: str, output: str | Path | None, sources: list[SourceConfig]) -> None:
+    """An error naming ``key`` when ``output`` is the file a source reads: the run replaced the video it was reading
+    with its own output (``--source v.mp4 --out v.mp4``: the input gone, exit 0)."""
+    if output is None or is_stream(output):  # /dev/stdout, a FIFO: nothing is replaced
+        return
+    for source in sources:
+        if is_local_path(source.url) and Path(source.url).is_file() and same_file(output, source.url):
+            raise origin.error(key, f"{output}: the video source {source.name or source.url} is read from it; writing "
+                                    "there would replace the input (give another file)")
 
 
 def is_local_path(url: str) -> bool:
@@ -309,7 +321,7 @@ class PipelineConfig:
         o, t = origin, top
         if isinstance(model, str):
             _refuse_local_options(o, t, model)
-        return cls(
+        cfg = cls(
             path=o.file,
             model=model,
             sources=_sources(o, t["sources"]),
@@ -335,6 +347,9 @@ class PipelineConfig:
             raw=copy.deepcopy(data if raw is None else raw),
             origin=origin,
         )
+        for key, output in (("sinks.video", cfg.sinks.video), ("sinks.jsonl", cfg.sinks.jsonl)):
+            refuse_writing_a_source(o, key, output, cfg.sources)
+        return cfg
 
     @property
     def source_names(self) -> list[str] | None:

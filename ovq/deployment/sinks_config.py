@@ -125,7 +125,7 @@ class SinksConfig:
             j = origin.mapping(s["jsonl"], "sinks.jsonl", ("path", "append", "rotate", "keep"))
             if not given(j, "path"):
                 raise origin.error("sinks.jsonl.path", "required: the JSON Lines file to write")
-            sinks.jsonl = origin.path(j["path"], "sinks.jsonl.path")
+            sinks.jsonl = _jsonl_path(origin, j["path"], "sinks.jsonl.path")
             if "append" in j:
                 sinks.jsonl_append = origin.boolean(j["append"], "sinks.jsonl.append")
             if given(j, "rotate"):
@@ -137,7 +137,7 @@ class SinksConfig:
                                        "left is named at the next start)")
             sinks.jsonl_keep = _keep(origin, j, "sinks.jsonl", "rotate", given(j, "rotate"))
         elif given(s, "jsonl"):
-            sinks.jsonl = origin.path(s["jsonl"], "sinks.jsonl")
+            sinks.jsonl = _jsonl_path(origin, s["jsonl"], "sinks.jsonl")
         if given(s, "mqtt"):
             sinks.mqtt = MqttConfig.from_value(s["mqtt"], origin)
         if "show" in s:
@@ -189,3 +189,11 @@ def _keep(origin: Origin, section: dict[str, Any], key: str, rolled_by: str, rol
         raise origin.error(f"{key}.keep", "keeps the newest files of a series, which "
                            f"{origin.name_of(f'{key}.{rolled_by}')} makes: give it too")
     return keep
+
+
+def _jsonl_path(origin: Origin, value: Any, key: str) -> Path:
+    """The JSON Lines file, relative to the pipeline file. ``-`` wrote a file named '-' beside it where standard
+    output was meant: ovq's name for that is ``/dev/stdout`` (as ``ovq run --jsonl -`` says)."""
+    if origin.string(value, key) == "-":
+        raise origin.error(key, "'-' is not standard output to ovq; write /dev/stdout (or ./- for a file named '-')")
+    return origin.path(value, key)

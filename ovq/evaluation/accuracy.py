@@ -27,6 +27,7 @@ from ovq.core.detections import Detections
 from ovq.core.errors import ClassMismatch, DatasetError
 from ovq.core.fileio import check_output_file, write_text_atomic
 from ovq.core.geometry import ResizeInfo
+from ovq.core.urls import is_serving_url
 from ovq.data.datasets import Dataset, Sample, load_dataset
 from ovq.data.images import read_image
 from ovq.evaluation.metrics import MAX_DETS, MapResult, coco_map, top_k
@@ -34,7 +35,6 @@ from ovq.model.decoders.base import check_thresholds
 from ovq.model.detector import Detector, load
 from ovq.runtime.inference import InferQueue
 from ovq.serving.remote import RemoteDetector, open_detector
-from ovq.serving.urls import is_serving_url
 
 logger = logging.getLogger(__name__)
 

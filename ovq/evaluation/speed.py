@@ -27,6 +27,7 @@ import openvino as ov
 from ovq.core.errors import ConfigError
 from ovq.core.geometry import letterbox, stretch
 from ovq.core.metadata import ModelInfo
+from ovq.core.urls import is_serving_url
 from ovq.data.images import read_image
 from ovq.model.detector import compile_config, load
 from ovq.model.paths import repository_version
@@ -34,7 +35,6 @@ from ovq.runtime import steal
 from ovq.runtime.compilation import compile_model, execution_precision, new_core
 from ovq.runtime.inference import InferQueue
 from ovq.serving.remote import DEFAULT_JOBS, open_detector
-from ovq.serving.urls import is_serving_url
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from ovq.model.decoders.base import check_thresholds
 from ovq.model.detection_list import pad_detection_list
 from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
 from ovq.model.identify import EXPORTER_KEY, choose_family, choose_labels, facts_of
-from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, refuse_replacing_source, resolve_model_path
+from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, refuse_replacing_source, refuse_urls, resolve_model_path
 from ovq.runtime.compilation import first_line, new_core, read_model, write_model
 from ovq.runtime.external_data import external_data_message
 
@@ -115,6 +115,8 @@ def convert(
     can take the model (a folder, writable, with room for about the size of the source's weights, not the source
     model's own files) is checked before converting.
     """
+    refuse_urls([src], "convert reads a model's files; give a model folder, .xml, .onnx or .pt (a served model's files "
+                       "are on its server: convert them there)")
     refuse_replacing_source(src, out_dir, held="the model being converted", by="the converted model")
     check_output_dir(out_dir, need_bytes=output_estimate(src, fp16=fp16))
     model, info = prepare(

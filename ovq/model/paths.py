@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from ovq.core.errors import ModelError, OutputError
+from ovq.core.errors import ConfigError, ModelError, OutputError
 from ovq.core.fileio import unreadable
+from ovq.core.urls import is_serving_url, redact
 
 MODEL_XML = "model.xml"
 SOURCE_SUFFIXES = (".xml", ".onnx", ".pt")
@@ -32,6 +34,15 @@ def resolve_model_path(src: str | Path) -> Path:
     if why := unreadable(path):  # OpenVINO would say "not an ONNX model" or "cannot read" of it
         raise ModelError(f"{path}: {why}")
     return path
+
+
+def refuse_urls(models: Sequence[object], what: str) -> None:
+    """A served model's URL among ``models`` is a :class:`ConfigError` saying ``what`` the command needs instead,
+    for the commands that read or write model files: taken for a path, the URL read 'http:/HOST:PORT/v2/models/NAME:
+    no such file or folder' (one of its slashes gone)."""
+    for model in models:
+        if is_serving_url(model):
+            raise ConfigError(f"{redact(str(model))}: a served model's URL; {what}")
 
 
 def is_version_name(name: str) -> bool:

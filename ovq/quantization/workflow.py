@@ -32,7 +32,7 @@ from ovq.evaluation.accuracy import dataset_classes
 from ovq.evaluation.metrics import MapResult
 from ovq.model.conversion import output_estimate
 from ovq.model.detector import Detector, load
-from ovq.model.paths import refuse_replacing_source
+from ovq.model.paths import refuse_replacing_source, refuse_urls
 from ovq.quantization.accuracy_control import RevertPlanner, RevertStep, Validator
 from ovq.quantization.collapse import CollapseCheck, guard_collapse
 from ovq.quantization.inputs import QuantizeInputs, read_inputs
@@ -132,6 +132,8 @@ def quantize(
     precision the model will run at: accuracy is validated at it and it is stored in the IR, so ``run``,
     ``eval`` and ``bench`` compile the model the same way.
     """
+    refuse_urls([model], "quantize reads the float model's files and writes INT8 ones; give a model folder, .xml, "
+                         ".onnx or .pt (quantize the served model's files, then serve the result)")
     opts = _options(options, fields)
     if out_dir is not None:  # an output that cannot be written fails now, not after minutes of NNCF
         if isinstance(model, (str, Path)):

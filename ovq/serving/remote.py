@@ -24,12 +24,13 @@ import numpy as np
 
 from ovq.core.detections import Detections
 from ovq.core.errors import ConfigError, ModelError
+from ovq.core.urls import is_serving_url
 from ovq.model.decoders import ModelFacts, get_decoder
 from ovq.model.decoders.base import check_thresholds
 from ovq.model.detector import Detector, check_max_det, decode_params
 from ovq.model.identify import EXPORTER_KEY
 from ovq.serving.client import ServerSettings, ServerUnavailable, ServingError, V2Client
-from ovq.serving.urls import ServingURL, is_serving_url, parse_serving_url
+from ovq.serving.urls import ServingURL, parse_serving_url
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,6 @@ class RemoteDetector:
         check_thresholds(conf, iou)
         self.url = url if isinstance(url, ServingURL) else parse_serving_url(url)
         self.jobs, self.timeout, self.retry = int(jobs), float(timeout), bool(retry)
-        self.device = str(self.url)
         meta = self._connect(wait)
         if labels:
             self.info = replace(self.info, labels=list(labels))
@@ -243,8 +243,16 @@ class RemoteDetector:
         return self.info.labels
 
     @property
+    def device(self) -> str:
+        """Where the model runs, as eval and run report it: the server's device and where it is served (``CPU
+        (served at URL)``), or the URL alone from a server that does not say (OpenVINO Model Server)."""
+        return f"{self.server.device} (served at {self.url})" if self.server.device else str(self.url)
+
+    @property
     def inference_precision(self) -> str:
-        return "server"  # the server compiles the model (``ovq serve`` with the precision stored in it)
+        """The precision the server runs the model at, as it says (``ovq serve``); ``server`` from one that does not
+        say: the server compiled the model, with the precision stored in it."""
+        return self.server.precision or "server"
 
     def _check_metadata(self, meta: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         inputs, outputs = meta.get("inputs") or [], meta.get("outputs") or []

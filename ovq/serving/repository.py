@@ -33,12 +33,10 @@ import openvino as ov
 from ovq.core.errors import ConfigError, OutputError, OvqError
 from ovq.core.fileio import check_output_dir, free_bytes, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
-from ovq.core.urls import redact
 from ovq.model.detector import load
-from ovq.model.paths import is_version_name, repository_version
+from ovq.model.paths import is_version_name, refuse_urls, repository_version
 from ovq.runtime.compilation import first_line
 from ovq.runtime.devices import parse_device
-from ovq.serving.urls import is_serving_url
 
 logger = logging.getLogger(__name__)
 
@@ -253,14 +251,6 @@ def kube_name(name: str) -> str:
                           "Kubernetes refuses (a DNS-1035 label: a lowercase letter first, letters, digits and "
                           "'-', a letter or digit last, at most 63 characters); give another with --name")
     return label
-
-
-def refuse_urls(models: Sequence[str | Path], what: str) -> None:
-    """A served model's URL among ``models`` is a :class:`ConfigError` saying ``what`` is needed instead: it was
-    taken for a path, 'http:/HOST:PORT/v2/models/NAME: no such file or folder'."""
-    for model in models:
-        if is_serving_url(model):
-            raise ConfigError(f"{redact(str(model))}: a served model's URL; {what}")
 
 
 def check_model_name(name: str) -> None:

@@ -30,8 +30,9 @@ from typing import Any
 from ovq.core.errors import ConfigError, DependencyError
 from ovq.core.urls import is_loopback
 from ovq.model.detector import Detector
+from ovq.model.paths import refuse_urls
 from ovq.serving.listen import Listeners, bind_listeners, bracketed
-from ovq.serving.repository import check_model_name, model_stem, refuse_urls
+from ovq.serving.repository import check_model_name, model_stem
 
 logger = logging.getLogger(__name__)
 

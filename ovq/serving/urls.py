@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovq.core.errors import ConfigError
+from ovq.core.urls import SERVING_SCHEMES as SCHEMES
 from ovq.core.urls import parse_url, redact
 
-SCHEMES = ("http", "https", "grpc")
 _PATH = re.compile(r"/v2/models/(?P<name>[^/?#]+)(?:/versions/(?P<version>[^/?#]+))?/?")
 
 
@@ -55,11 +55,6 @@ def server_decides(key: str, value: object) -> str | None:
     if value is None or (key in GRAPH_ONLY and str(value).lower() != "graph"):
         return None
     return what
-
-
-def is_serving_url(model: object) -> bool:
-    """True for a string that starts like a serving URL (``http://``, ``https://``, ``grpc://``)."""
-    return isinstance(model, str) and model.lower().startswith(tuple(f"{s}://" for s in SCHEMES))
 
 
 def parse_serving_url(url: str | Path) -> ServingURL:
