@@ -79,13 +79,7 @@ def test_quantize_validates_on_a_dataset_of_some_of_the_models_classes(tiny, tmp
     from ovq.quantization.inputs import read_inputs
     from ovq.quantization.options import QuantizeOptions
 
-    rng = np.random.default_rng(4)
-    for split in ("train", "val"):
-        (tmp_path / "images" / split).mkdir(parents=True)
-        (tmp_path / "labels" / split).mkdir(parents=True)
-        for k in range(4):
-            cv2.imwrite(str(tmp_path / "images" / split / f"{k}.png"), rng.integers(0, 256, (64, 64, 3), np.uint8))
-            (tmp_path / "labels" / split / f"{k}.txt").write_text("0 0.5 0.5 0.4 0.5\n")
+    _yolo_folder(tmp_path, "0 0.5 0.5 0.4 0.5\n")
     (tmp_path / "classes.txt").write_text("b\n")
     detector = Detector(tiny)
     inputs = read_inputs(tmp_path, tiny, detector, QuantizeOptions(subset_size=4, max_drop=0.01))

@@ -394,6 +394,30 @@ EMPTY_FOLDER = "an empty path; give the output folder (-o . for this one)"
 EMPTY_FILE = "an empty file name; give a file (/dev/stdout: standard output)"
 
 
+def _outputs_workspace(tmp_path, monkeypatch, splits):
+    """A YOLO dataset of ``splits`` (2 images each), a 20-frame video of its images, and an empty working folder
+    made the current one: what the output-path tests run commands on."""
+    import cv2
+    from conftest import random_images
+
+    data = tmp_path / "data"
+    for split in splits:
+        (data / "labels" / split).mkdir(parents=True)
+        (data / "images").mkdir(exist_ok=True)
+        random_images(data / "images" / split, n=2)
+        for image in (data / "images" / split).iterdir():
+            (data / "labels" / split / f"{image.stem}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for image in sorted((data / "images" / "val").iterdir()) * 10:
+        writer.write(cv2.imread(str(image)))
+    writer.release()
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return data, video, work
+
+
 @pytest.mark.parametrize(("argv", "said"), [
     ("convert {tiny} -o", f"-o '': {EMPTY_FOLDER}"),
     ("quantize {tiny} --data {data} --subset-size 2 --bench-time 0 --no-progress -o", f"-o '': {EMPTY_FOLDER}"),
@@ -413,26 +437,9 @@ def test_an_empty_output_path_is_refused_before_any_work(tmp_path, capsys, monke
     model, then said '.: is a folder; expected a file name'; `eval --json ''`, `run --summary-json ''` and
     `capacity --json ''` ran and wrote nothing, exit 0; `ovq bundle -o ''` said '.: exists and is not empty; pass
     --force to replace it'. Now each is one line naming the option, as export-serving and bench say it."""
-    import cv2
-    from conftest import random_images
-
-    data = tmp_path / "data"
-    for split in ("train", "val"):
-        (data / "labels" / split).mkdir(parents=True)
-        (data / "images").mkdir(exist_ok=True)
-        random_images(data / "images" / split, n=2)
-        for image in (data / "images" / split).iterdir():
-            (data / "labels" / split / f"{image.stem}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    data, video, work = _outputs_workspace(tmp_path, monkeypatch, ("train", "val"))
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text(f"model: {tiny}\nsources: ['{SYNTH}']\nmax_frames: 2\n")
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
-    for image in sorted((data / "images" / "val").iterdir()) * 10:
-        writer.write(cv2.imread(str(image)))
-    writer.release()
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
     args = argv.format(tiny=tiny, data=data, synth=SYNTH, pipeline=pipeline, video=video).split()
     assert one_error_line(capsys, *args, "") == f"ovq {args[0]}: error: {said}"
     assert list(work.iterdir()) == []
@@ -450,23 +457,7 @@ def test_a_dash_for_an_output_file_points_at_dev_stdout(tmp_path, capsys, monkey
     """`ovq bench M --json -` (and eval's --json and --save-json, run's --jsonl and --summary-json, capacity's --json)
     wrote a file named '-' in the working folder ('wrote -'), exit 0, where a user meant standard output: ovq's
     standard output is /dev/stdout (report_to, and the empty-name message), and `-` is now refused pointing at it."""
-    import cv2
-    from conftest import random_images
-
-    data = tmp_path / "data"
-    (data / "labels" / "val").mkdir(parents=True)
-    (data / "images").mkdir()
-    random_images(data / "images" / "val", n=2)
-    for image in (data / "images" / "val").iterdir():
-        (data / "labels" / "val" / f"{image.stem}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
-    for image in sorted((data / "images" / "val").iterdir()) * 10:
-        writer.write(cv2.imread(str(image)))
-    writer.release()
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
+    data, video, work = _outputs_workspace(tmp_path, monkeypatch, ("val",))
     args = argv.format(tiny=tiny, data=data, synth=SYNTH, video=video).split()
     flag = args[-1]
     assert one_error_line(capsys, *args, "-") == (f"ovq {args[0]}: error: {flag} -: standard output is /dev/stdout "
