@@ -77,7 +77,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "data" / "demo_model", help="float model (folder/.xml/.onnx)")
+    parser.add_argument("--model", default=str(ROOT / "data" / "demo_model"), help="float model (folder/.xml/.onnx)")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "conveyor" / "data.yaml",
                         help="labelled dataset: YOLO data.yaml or folder, or COCO JSON")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo_model_int8_ac", help="output folder")

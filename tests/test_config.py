@@ -747,6 +747,17 @@ def test_compress_with_accuracy_control_script(tmp_path):
     assert q["mode"] == "accuracy_control" and q["max_drop"] == 0.01 and q["calib_images"] == 16
 
 
+def test_compress_with_accuracy_control_script_names_a_served_models_url_whole(tmp_path):
+    """--model was a Path, which folds '//': the script said 'http:/127.0.0.1:9/...: no such file or folder'."""
+    url = "http://127.0.0.1:9/v2/models/fd"
+    run = subprocess.run([sys.executable, str(PIPELINES / "compress_with_accuracy_control.py"), "--model", url,
+                          "--data", str(tmp_path / "none"), "--out", str(tmp_path / "out")],
+                         check=False, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [run.stderr.strip()], run.stderr
+    assert run.stderr.startswith(f"error: {url}: a served model's URL"), run.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_dataset_root(tmp_path):
     (tmp_path / "ds/images").mkdir(parents=True)
     (tmp_path / "ds/data.yaml").write_text("path: .\ntrain: images\n")
