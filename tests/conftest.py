@@ -131,3 +131,21 @@ def read_fifo(path: Path, into: list[str]) -> threading.Thread:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     return reader
+
+
+def pycocotools_map(gt_file: Path, results: Path) -> float:
+    """mAP50-95 pycocotools gives ``results`` (a COCO results JSON) against ``gt_file``: the reference ovq's
+    eval is held to."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_file))
+        ev = COCOeval(gt, gt.loadRes(str(results)), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return max(float(ev.stats[0]), 0.0)

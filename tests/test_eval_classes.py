@@ -3,8 +3,6 @@ matched by name, in ovq eval and in ovq quantize; one line when its names are no
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -12,8 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from conftest import pycocotools_map
 
 from ovq.cli import main
 from ovq.evaluation.accuracy import dataset_classes
@@ -39,16 +36,6 @@ def _coco(tmp_path: Path, categories: list[tuple[int, str]]) -> Path:
     return path
 
 
-def _pycocotools(gt_file: Path, results: Path) -> float:
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(gt_file))
-        ev = COCOeval(gt, gt.loadRes(str(results)), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return max(float(ev.stats[0]), 0.0)
-
-
 @pytest.mark.parametrize("categories", [[(7, "b")], [(3, "B"), (4, "a")]], ids=["one of two", "in another order"])
 def test_eval_matches_a_datasets_classes_to_the_models_by_name(tiny, tmp_path, capsys, categories):
     """Before: 'the dataset has 1 classes, the model 2; class indices must mean the same thing', exit 2; and a JSON
@@ -59,7 +46,7 @@ def test_eval_matches_a_datasets_classes_to_the_models_by_name(tiny, tmp_path, c
                  "--conf", "0", "--no-progress"]) == 0
     records = json.loads(results.read_text())
     assert records and {r["category_id"] for r in records} == {cat for cat, _ in categories}
-    assert json.loads(metrics.read_text())["map50_95"] == pytest.approx(_pycocotools(gt_file, results), abs=1e-4)
+    assert json.loads(metrics.read_text())["map50_95"] == pytest.approx(pycocotools_map(gt_file, results), abs=1e-4)
     pairs = ", ".join(f"{name} = {'ab'.index(name.lower())}" for _, name in sorted(categories))
     assert f"its {len(categories)} classes matched to {tiny}'s by name ({pairs}); only they are scored" in (
         capsys.readouterr().err)
@@ -102,7 +89,7 @@ def test_yolox_on_coco128s_people_and_cars_alone(assets, tmp_path, capsys):
                  "--no-progress", "-q"]) == 0
     said = json.loads(metrics.read_text())
     assert set(said["per_class"]) == {"person", "car"}
-    assert said["map50_95"] == pytest.approx(_pycocotools(gt_file, results), abs=1e-3)
+    assert said["map50_95"] == pytest.approx(pycocotools_map(gt_file, results), abs=1e-3)
     assert said["per_class"]["person"] == pytest.approx(0.406, abs=0.02)  # as in the 80-class evaluation
 
 
