@@ -69,8 +69,9 @@ class SsdDecoder:
         labels = rows[:, 1].astype(np.int64)
         background = params.background_id
         if background is not None:
-            rows, labels = rows[labels != background], labels[labels != background]
-            labels = labels - (labels > background)
+            kept = labels != background  # DetectionOutput never outputs it; a model that did would be dropped here
+            rows, labels = rows[kept], labels[kept]
+            labels -= labels > background
         h, w = params.input_size
         boxes = rows[:, 3:7].astype(np.float32) * np.array([w, h, w, h], np.float32)
         # DetectionOutput has already run NMS inside the graph.
