@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from ovq.core.errors import ConfigError, SourceError
 from ovq.model.detector import Detector
-from ovq.streaming.capacity import Trial, _Recorder, capacity, search
+from ovq.streaming.capacity import Trial, _Recorder, capacity, run_trial, search
 
 VIDEO = "videos/one-by-one-person-detection.mp4"
 GIF = "videos/people-detection.gif"
@@ -99,6 +102,27 @@ def test_two_slow_streams_fit_and_the_report_says_so(assets, tiny_detector):
     table = report.table()
     assert "capacity: 2 stream(s) at 5 fps" in table and table.count(" ok") == 2
     assert json.loads(json.dumps(report.to_dict()))["streams"] == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="other processes' CPU time is read from Linux's /proc/stat")
+def test_a_trial_counts_the_cpu_other_processes_took(assets, tiny_detector):
+    def cpu_seconds(pid: int) -> float:  # utime + stime from /proc/PID/stat
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another process, busy throughout
+    try:
+        time.sleep(0.3)
+        t0, spun0 = time.monotonic(), cpu_seconds(spinner.pid)
+        trial = run_trial(tiny_detector, str(assets / VIDEO), 1, fps=5, seconds=2, warmup=0.5)
+        share = 100 * (cpu_seconds(spinner.pid) - spun0) / ((time.monotonic() - t0) * (os.cpu_count() or 1))
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert share > 10, share  # it ran (whatever else this machine is doing)
+    # at least the spinner's share, whatever else ran too; and never ovq's own time on top of all the rest
+    assert trial.others_percent is not None and 0.8 * share <= trial.others_percent <= 100 - trial.cpu_percent + 5, (
+        trial, share)
 
 
 def test_a_latency_bound_no_frame_meets_gives_zero(assets, tiny_detector):

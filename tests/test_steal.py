@@ -19,7 +19,8 @@ intr 1 2 3
 
 def test_parse_stat_reads_the_aggregate_cpu_line():
     times = steal.parse_stat(STAT)
-    assert times == steal.CpuTimes(steal=102077, total=3629643 + 18973 + 858454 + 10529258 + 29685 + 0 + 8254 + 102077)
+    assert times == steal.CpuTimes(steal=102077, total=3629643 + 18973 + 858454 + 10529258 + 29685 + 0 + 8254 + 102077,
+                                   busy=3629643 + 18973 + 858454 + 0 + 8254)  # user nice system irq softirq
 
 
 @pytest.mark.parametrize("text", ["", "intr 1 2\n", "cpu  1 2 3 4 5 6 7\n", "cpu  1 2 x 4 5 6 7 8\n"])
@@ -46,6 +47,15 @@ def test_percent_between_samples_and_over_intervals():
     assert steal.percent_over([]) is None
 
 
+def test_others_percent_is_busy_time_less_this_process():
+    tick = steal._TICKS_PER_SECOND
+    a = steal.CpuTimes(steal=0, total=0, busy=0)
+    b = steal.CpuTimes(steal=0, total=4 * tick, busy=3 * tick)  # 4 CPU-seconds in all, 3 of them busy
+    assert steal.others_percent(a, b, own_seconds=1.0) == pytest.approx(50.0)  # 2 of the 4 were someone else's
+    assert steal.others_percent(a, b, own_seconds=3.5) == 0.0  # ovq's own time is never counted as others'
+    assert steal.others_percent(a, None, 1.0) is None and steal.others_percent(b, b, 1.0) is None
+
+
 def test_warning_only_above_the_threshold():
     assert steal.warning(None, "x") is None
     assert steal.warning(steal.STEAL_WARN_PERCENT - 0.1, "x") is None
@@ -53,9 +63,9 @@ def test_warning_only_above_the_threshold():
     assert text is not None and "37 %" in text and text.endswith("figures are low")
 
 
-def _trial(n, passed, stolen):
+def _trial(n, passed, stolen, others=None):
     return Trial(streams=n, fps=10.0, p95_ms=5.0, dropped=0 if passed else 3, cpu_percent=20.0, passed=passed,
-                 why="" if passed else "3 dropped", steal_percent=stolen)
+                 why="" if passed else "3 dropped", steal_percent=stolen, others_percent=others)
 
 
 def _report(trials, streams):
@@ -67,7 +77,7 @@ def test_capacity_table_shows_steal_and_warns_when_it_hit_the_failed_trials():
     stolen = _report([_trial(1, True, 2.0), _trial(2, True, None), _trial(4, False, 31.0), _trial(4, False, 2.0),
                       _trial(3, False, 3.0)], streams=2)
     table = stolen.table()
-    assert "CPU % steal %  result" in table
+    assert "CPU % steal % others %  result" in table
     rows = {line.split()[0]: line.split() for line in table.splitlines()[2:] if line.split()[0].isdigit()}
     assert rows["1"][5] == "2" and rows["2"][5] == "-"
     assert table.splitlines()[-1].startswith("warning: this VM's host gave 31 %")
@@ -75,6 +85,21 @@ def test_capacity_table_shows_steal_and_warns_when_it_hit_the_failed_trials():
     # steal only where the answer was not decided (a pass), or little of it where it was: no warning
     assert _report([_trial(1, True, 40.0), _trial(2, False, 1.0)], streams=1).steal_warning() is None
     assert "warning" not in _report([_trial(1, True, 40.0), _trial(2, True, 40.0)], streams=2).table()
+
+
+def test_capacity_table_shows_other_processes_and_warns_when_they_hit_the_failed_trials():
+    busy = _report([_trial(1, True, 0.0, 60.0), _trial(2, True, 0.0, 1.0), _trial(4, False, 0.0, 38.0),
+                    _trial(3, False, 0.0, 2.0)], streams=2)
+    table = busy.table()
+    assert "CPU % steal % others %  result" in table
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[2:] if line.split()[0].isdigit()}
+    assert rows["1"][6] == "60" and rows["4"][6] == "38"
+    assert table.splitlines()[-1] == ("warning: other processes on this machine used 38 % of its CPU time while ovq "
+                                      "measured: this machine alone may take more streams; measure again with them "
+                                      "stopped")
+    # busy only where a trial passed, or a little where the answer was decided: no warning
+    assert _report([_trial(1, True, 0.0, 60.0), _trial(2, False, 0.0, 2.0)], streams=1).others_warning() is None
+    assert "warning" not in _report([_trial(1, True, 0.0, None), _trial(2, False, 0.0, None)], streams=1).table()
 
 
 @pytest.mark.parametrize("stolen, warned", [(None, False), (1.0, False), (22.0, True)])

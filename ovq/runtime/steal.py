@@ -5,8 +5,13 @@ Zen 5 VM, ``benchmark_app`` on FastestDet (bf16) read 322 fps in a 15 s run in w
 CPU time (``/proc/stat``), against 511 fps on another day; idle, the same VM showed 1 %. So ``ovq bench`` and
 ``ovq capacity`` say how much was stolen while they measured, and warn above :data:`STEAL_WARN_PERCENT`.
 
-Read from Linux's ``/proc/stat`` (the ``cpu`` line's 8th field); elsewhere :func:`sample` is ``None`` and nothing
-is reported.
+Other processes on the same machine take CPU time the same way, with no steal at all: on the 2-core AMX Xeon, with
+test runs beside it, a capacity trial of 10 FastestDet streams at 25 fps failed while other processes had 32 % of
+the CPU time, and the search's answer read as the machine's.
+:func:`others_percent` is the CPU time the machine spent busy, less what ovq's own process used.
+
+Read from Linux's ``/proc/stat`` (the ``cpu`` line's 8th field for steal; user, nice, system, irq and softirq for
+busy); elsewhere :func:`sample` is ``None`` and nothing is reported.
 
     start = steal.sample()
     ...  # the measured work
@@ -15,6 +20,7 @@ is reported.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +28,19 @@ from pathlib import Path
 # Above this, absolute figures (fps, capacity) are said to be the host's share, not the machine's. Idle, these VMs
 # showed 0-1 %; a noisy hour 30-40 %.
 STEAL_WARN_PERCENT = 5.0
+# Likewise for other processes: 5 % of a 2-core machine is a tenth of a core, several streams of a small model.
+OTHERS_WARN_PERCENT = 5.0
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat's unit
 
 
 @dataclass(frozen=True)
 class CpuTimes:
-    """All CPUs' time since boot, in clock ticks: ``steal`` of ``total`` (every state, steal included)."""
+    """All CPUs' time since boot, in clock ticks: ``steal`` of ``total`` (every state, steal included), and
+    ``busy`` (user, nice, system, irq, softirq: running something, on this machine)."""
 
     steal: int
     total: int
+    busy: int = 0
 
 
 def parse_stat(text: str) -> CpuTimes | None:
@@ -45,7 +56,8 @@ def parse_stat(text: str) -> CpuTimes | None:
                 return None
             if len(ticks) < 8:
                 return None
-            return CpuTimes(steal=ticks[7], total=sum(ticks))
+            user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
+            return CpuTimes(steal=ticks[7], total=sum(ticks), busy=user + nice + system + irq + softirq)
     return None
 
 
@@ -75,6 +87,15 @@ def percent_over(intervals: Iterable[tuple[CpuTimes | None, CpuTimes | None]]) -
         stolen += max(0, end.steal - start.steal)
         total += end.total - start.total
     return 100.0 * stolen / total if total > 0 else None
+
+
+def others_percent(start: CpuTimes | None, end: CpuTimes | None, own_seconds: float) -> float | None:
+    """CPU time the machine spent running other processes between two samples (busy time less ``own_seconds``,
+    this process's CPU time in between), in % of all CPU time; ``None`` when either sample is unknown."""
+    if start is None or end is None or end.total <= start.total:
+        return None
+    busy = (end.busy - start.busy) / _TICKS_PER_SECOND
+    return 100.0 * max(0.0, busy - own_seconds) / ((end.total - start.total) / _TICKS_PER_SECOND)
 
 
 def warning(steal_percent: float | None, consequence: str) -> str | None:

@@ -59,6 +59,7 @@ class Trial:
     why: str = ""  # what failed, empty when passed
     attempt: int = 1  # 2: the same count run again after a failure
     steal_percent: float | None = None  # CPU time a VM's host gave other guests in the window (None: unknown)
+    others_percent: float | None = None  # CPU time other processes on this machine used in the window, % of all
 
 
 @dataclass
@@ -91,17 +92,17 @@ class CapacityReport:
         )
         lines = [
             head,
-            f"{'streams':>7} {'fps/stream':>10} {'p95 ms':>7} {'dropped':>7} {'CPU %':>6} {'steal %':>7}  result",
+            (f"{'streams':>7} {'fps/stream':>10} {'p95 ms':>7} {'dropped':>7} {'CPU %':>6} {'steal %':>7} "
+             f"{'others %':>8}  result"),
         ]
         for t in sorted(self.trials, key=lambda t: t.streams):
             p95 = f"{t.p95_ms:7.1f}" if t.p95_ms is not None else f"{'-':>7}"
             stolen = f"{t.steal_percent:7.0f}" if t.steal_percent is not None else f"{'-':>7}"
+            others = f"{t.others_percent:8.0f}" if t.others_percent is not None else f"{'-':>8}"
             verdict = ("ok" if t.passed else f"FAIL: {t.why}") + (" (run again)" if t.attempt > 1 else "")
-            lines.append(f"{t.streams:7d} {t.fps:10.2f} {p95} {t.dropped:7d} {t.cpu_percent:6.0f} {stolen}  {verdict}")
+            lines.append(f"{t.streams:7d} {t.fps:10.2f} {p95} {t.dropped:7d} {t.cpu_percent:6.0f} {stolen} {others}  {verdict}")
         lines.append(f"capacity: {self.streams} stream(s) at {self.fps:g} fps")
-        warn = self.steal_warning()
-        if warn:
-            lines.append(f"warning: {warn}")
+        lines += [f"warning: {warn}" for warn in (self.steal_warning(), self.others_warning()) if warn]
         return "\n".join(lines)
 
     def steal_warning(self) -> str | None:
@@ -111,6 +112,17 @@ class CapacityReport:
                   if not t.passed and t.streams > self.streams and t.steal_percent is not None]
         return steal.warning(max(failed, default=None), "this machine alone may take more streams; measure again "
                              "when the host is quiet")
+
+    def others_warning(self) -> str | None:
+        """Likewise for other processes on this machine (``others_percent``): they took CPU time the failed trials
+        above the answer needed; ``None`` otherwise."""
+        failed = [t.others_percent for t in self.trials
+                  if not t.passed and t.streams > self.streams and t.others_percent is not None]
+        worst = max(failed, default=None)
+        if worst is None or worst < steal.OTHERS_WARN_PERCENT:
+            return None
+        return (f"other processes on this machine used {worst:.0f} % of its CPU time while ovq measured: this machine "
+                "alone may take more streams; measure again with them stopped")
 
 
 def search(trial: Callable[[int], Trial], *, max_streams: int, confirm: bool = True) -> tuple[int, list[Trial]]:
@@ -235,11 +247,14 @@ def run_trial(
     trial = Trial(
         streams=streams, fps=slowest, p95_ms=p95, dropped=dropped, cpu_percent=100.0 * cpu / (os.cpu_count() or 1),
         passed=not why, why=", ".join(why), steal_percent=steal.percent(host.get("start"), host.get("end")),
+        others_percent=steal.others_percent(host.get("start"), host.get("end"), cpu * seconds)
+        if "end" in marks else None,
     )
     logger.info(
-        "%d stream(s): %.2f fps/stream, p95 %s ms, %d dropped, CPU %.0f %%, steal %s %%: %s",
+        "%d stream(s): %.2f fps/stream, p95 %s ms, %d dropped, CPU %.0f %%, steal %s %%, others %s %%: %s",
         streams, trial.fps, "-" if p95 is None else f"{p95:.1f}", dropped, trial.cpu_percent,
-        "-" if trial.steal_percent is None else f"{trial.steal_percent:.0f}", "ok" if trial.passed else trial.why,
+        "-" if trial.steal_percent is None else f"{trial.steal_percent:.0f}",
+        "-" if trial.others_percent is None else f"{trial.others_percent:.0f}", "ok" if trial.passed else trial.why,
     )
     return trial
 
