@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +212,21 @@ def test_bench_measures_steal_over_its_slices(tiny_net):
     result = benchmark(tiny_net, seconds=0.5)
     if sys.platform == "linux":
         assert result.steal_percent is not None and 0.0 <= result.steal_percent <= 100.0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="other processes' CPU time is read from Linux's /proc/stat")
+def test_cli_bench_warns_when_other_processes_took_the_cpu(tiny_net, capsys):
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # busy beside the benchmark throughout
+    try:
+        time.sleep(0.3)
+        assert main(["bench", str(tiny_net), "--time", "1", "-q"]) == 0
+    finally:
+        spinner.kill()
+        spinner.wait()
+    out = capsys.readouterr().out
+    assert "warning: other processes on this machine used up to " in out, out
+    share = int(out.split("used up to ")[1].split(" %")[0])
+    assert 100 / (os.cpu_count() or 1) * 0.5 <= share <= 100, out  # the spinner's core, at least half of it
 
 
 def test_cli_bench_warns_when_the_host_took_the_cpu(tiny_net, monkeypatch, capsys):

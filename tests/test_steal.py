@@ -56,6 +56,15 @@ def test_others_percent_is_busy_time_less_this_process():
     assert steal.others_percent(a, None, 1.0) is None and steal.others_percent(b, b, 1.0) is None
 
 
+def test_others_percent_over_intervals_adds_them_up():
+    tick = steal._TICKS_PER_SECOND
+    a, b = steal.CpuTimes(0, 0, 0), steal.CpuTimes(0, 2 * tick, 2 * tick)  # both cores busy for a second
+    c, d = steal.CpuTimes(0, 10 * tick, 0), steal.CpuTimes(0, 12 * tick, 0)  # a second of nothing
+    assert steal.others_percent_over([(a, b, 1.0), (c, d, 0.0)]) == pytest.approx(25.0)  # 1 of 4 CPU-seconds
+    assert steal.others_percent_over([(a, b, 1.0), (None, d, 0.0)]) is None
+    assert steal.others_percent_over([]) is None
+
+
 def test_warning_only_above_the_threshold():
     assert steal.warning(None, "x") is None
     assert steal.warning(steal.STEAL_WARN_PERCENT - 0.1, "x") is None

@@ -74,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
                          "machine's own; ratios within this run still hold")
     if warn:
         print(f"warning: {warn}", file=out)
+    others = max((r.others_percent for r in results if r.others_percent is not None), default=None)
+    if others is not None and others >= steal.OTHERS_WARN_PERCENT:
+        print(f"warning: other processes on this machine used up to {others:.0f} % of its CPU time while ovq measured: "
+              "FPS and latency are what was left to ovq; ratios within this run still hold", file=out)
     if rounds > 1:
         print(f"the configurations took turns: {rounds} slices of {args.time / rounds:.1f} s each; FPS is each one's median slice", file=out)
     if args.json:

@@ -66,6 +66,8 @@ class BenchResult:
     input_shape: tuple[int, ...] = ()
     slices_fps: tuple[float, ...] = ()  # throughput of each timed slice (several when interleaved)
     steal_percent: float | None = None  # CPU time the hypervisor gave other guests in this one's slices (None: unknown)
+    others_percent: float | None = None  # CPU time other processes on this machine took in its slices (None: unknown,
+    # or a served model, whose server is one of them)
     served: bool = False
 
 
@@ -144,6 +146,7 @@ class _Prepared:
         self.latencies: list[float] = []
         self.slices: list[tuple[int, float]] = []  # (inferences, seconds) of every timed slice
         self.stolen: list[tuple[steal.CpuTimes | None, steal.CpuTimes | None]] = []  # every slice's start and end
+        self.own: list[float] = []  # this process's CPU seconds in every slice
         self.queue = InferQueue(compiled, requests, self._done)
         for i in range(len(self.queue)):
             self.queue.request(i).set_input_tensor(0, ov.Tensor(self.tensor))
@@ -162,7 +165,7 @@ class _Prepared:
         self.tensor = bench_input(detector.info, image)
         self.queue = detector.async_queue(self.requests, self._done)
         self.queue.default_input = self.tensor
-        self.latencies, self.slices, self.stolen = [], [], []
+        self.latencies, self.slices, self.stolen, self.own = [], [], [], []
 
     def _done(self, request: ov.InferRequest, _: Any) -> None:
         self.latencies.append(request.latency)
@@ -177,7 +180,7 @@ class _Prepared:
         self.queue.wait_all()
         del self.latencies[len(self.latencies) - warmup_rounds * self.requests:]
         iterations = 0
-        before = steal.sample()
+        before, cpu = steal.sample(), steal.own_cpu_seconds()
         start = time.perf_counter()
         end = start + seconds
         # at least one inference per request: a slice shorter than that (--time 1e-9) timed none, and the median of
@@ -190,6 +193,7 @@ class _Prepared:
             raise self.errors[0]
         self.slices.append((iterations, time.perf_counter() - start))
         self.stolen.append((before, steal.sample()))
+        self.own.append(steal.own_cpu_seconds() - cpu)
 
     def result(self) -> BenchResult:
         iterations = sum(n for n, _ in self.slices)
@@ -218,6 +222,8 @@ class _Prepared:
             input_shape=tuple(int(d) for d in self.tensor.shape),
             slices_fps=tuple(round(f, 2) for f in per_slice),
             steal_percent=steal.percent_over(self.stolen),  # its own slices, not the others' turns
+            others_percent=None if self.served else steal.others_percent_over(
+                (a, b, own) for (a, b), own in zip(self.stolen, self.own, strict=True)),
             served=self.served,
         )
 

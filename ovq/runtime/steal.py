@@ -89,6 +89,13 @@ def percent_over(intervals: Iterable[tuple[CpuTimes | None, CpuTimes | None]]) -
     return 100.0 * stolen / total if total > 0 else None
 
 
+def own_cpu_seconds() -> float:
+    """This process's CPU time so far (all its threads, user and system), seconds: what :func:`others_percent`
+    takes away from the machine's busy time."""
+    t = os.times()
+    return t.user + t.system
+
+
 def others_percent(start: CpuTimes | None, end: CpuTimes | None, own_seconds: float) -> float | None:
     """CPU time the machine spent running other processes between two samples (busy time less ``own_seconds``,
     this process's CPU time in between), in % of all CPU time; ``None`` when either sample is unknown."""
@@ -96,6 +103,21 @@ def others_percent(start: CpuTimes | None, end: CpuTimes | None, own_seconds: fl
         return None
     busy = (end.busy - start.busy) / _TICKS_PER_SECOND
     return 100.0 * max(0.0, busy - own_seconds) / ((end.total - start.total) / _TICKS_PER_SECOND)
+
+
+def others_percent_over(intervals: Iterable[tuple[CpuTimes | None, CpuTimes | None, float]]) -> float | None:
+    """:func:`others_percent` over several (start, end, own seconds) intervals taken together; ``None`` when any
+    bound is unknown or no time passed."""
+    busy = own = total = 0.0
+    for start, end, seconds in intervals:
+        if start is None or end is None:
+            return None
+        busy += end.busy - start.busy
+        total += end.total - start.total
+        own += seconds
+    if total <= 0:
+        return None
+    return 100.0 * max(0.0, busy / _TICKS_PER_SECOND - own) / (total / _TICKS_PER_SECOND)
 
 
 def warning(steal_percent: float | None, consequence: str) -> str | None:

@@ -207,7 +207,7 @@ def run_trial(
         resize_in_graph=resize_mode(resize), decode=decode, nms_in_graph=nms_mode(nms),
     )
     t0 = time.monotonic()
-    cpu0 = _cpu_seconds()
+    cpu0 = steal.own_cpu_seconds()
     start, end = t0 + warmup, t0 + warmup + seconds
     marks: dict[str, float] = {}
     host: dict[str, steal.CpuTimes | None] = {}
@@ -216,7 +216,7 @@ def run_trial(
         for name, at in (("start", start), ("end", end)):
             if stop.wait(max(0.0, at - time.monotonic())):
                 return
-            marks[name], host[name] = _cpu_seconds(), steal.sample()
+            marks[name], host[name] = steal.own_cpu_seconds(), steal.sample()
         pipeline.stop()  # a trial that falls behind must not run on
 
     stop = threading.Event()
@@ -230,7 +230,7 @@ def run_trial(
     if "end" in marks:
         cpu = (marks["end"] - marks.get("start", cpu0)) / seconds
     else:  # the run ended before the window did (a short file): the whole run
-        cpu = (_cpu_seconds() - cpu0) / max(time.monotonic() - t0, 1e-6)
+        cpu = (steal.own_cpu_seconds() - cpu0) / max(time.monotonic() - t0, 1e-6)
     stats = recorder.window(start, end)
     counts = [stats.get(f"s{i}", (0, 0, None)) for i in range(streams)]
     slowest = min(c[0] for c in counts) / seconds
@@ -279,11 +279,6 @@ def _check_numbers(*, fps: float, max_p95_ms: float | None, seconds: float, warm
             "tell a stream that keeps up from one that falls behind")
     if not math.isfinite(fps * (warmup + seconds)):
         raise ConfigError(f"fps {fps:g} x {warmup + seconds:g} s: more frames than any video holds")
-
-
-def _cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def capacity(
