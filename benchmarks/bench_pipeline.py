@@ -24,8 +24,9 @@ ceiling is inference plus software decoding: with ``d`` CPU-seconds of decoding 
 on ``c`` cores, ``ceiling = 1 / (1 / B + d / c)`` for benchmark_app's ``B`` FPS. Each ratio is reported against
 benchmark_app and against that ceiling. Then :func:`ovq.capacity` at 10 and 25 fps.
 
-The 1-minute load average before each run is recorded, and the CPU time a VM's host gave other guests during it
-(``steal``, % of all CPU time, as ``top``'s ``st``): on a shared machine, say so with the numbers.
+The 1-minute load average before each run is recorded, the CPU time a VM's host gave other guests during it
+(``steal``, % of all CPU time, as ``top``'s ``st``) and the CPU time other processes on the machine took (``others``,
+the machine's busy time less this process's and benchmark_app's): on a shared machine, say so with the numbers.
 
     python benchmarks/bench_pipeline.py [--models yolox_nano fastestdet person-0013] [--precision f32]
         [--time 10] [--rounds 3] [--capacity-fps 10 25] [--capacity-seconds 5] [--json out.json]
@@ -70,6 +71,7 @@ class PipelineBench:
     nms: str = "python"  # where the default pipeline decoded (graph or python)
     load: list[float] = field(default_factory=list)
     steal: dict[str, list[float | None]] = field(default_factory=dict)  # run kind -> % CPU the VM's host took, per round
+    others: dict[str, list[float | None]] = field(default_factory=dict)  # run kind -> % CPU other processes took
     run_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # default ovq run: thread -> ms a frame, per round
     lean_cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # the lean loop, likewise
     # CPU us of one frame's preprocess + postprocess (median): back to back, and on a thread that slept 10 ms first
@@ -120,7 +122,10 @@ class PipelineBench:
     def _steal(self) -> str:
         known = {what: [v for v in values if v is not None] for what, values in self.steal.items()}
         parts = [f"{what} {min(v):.0f}-{max(v):.0f}" for what, v in known.items() if v]
-        return f" | steal % {', '.join(parts)}" if parts else ""
+        busy = {what: [v for v in values if v is not None] for what, values in self.others.items()}
+        others = [f"{what} {min(v):.0f}-{max(v):.0f}" for what, v in busy.items() if v]
+        return (f" | steal % {', '.join(parts)}" if parts else "") + (
+            f" | other processes % {', '.join(others)}" if others else "")
 
     def cpu_line(self) -> str:
         def one(table: dict[str, list[float]]) -> str:
@@ -314,6 +319,21 @@ def video_frames(video: Path) -> int:
     return n
 
 
+def own_and_children_cpu() -> float:
+    """CPU seconds of this process and the children it waited for (benchmark_app): what is not "other processes"."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def record_shares(row: PipelineBench, kind: str, host: object, own: float) -> None:
+    """The VM host's (steal) and other processes' share of the CPU since ``host`` (a sample) and ``own`` (seconds)."""
+    from ovq.runtime import steal
+
+    end = steal.sample()
+    row.steal.setdefault(kind, []).append(steal.percent(host, end))
+    row.others.setdefault(kind, []).append(steal.others_percent(host, end, own_and_children_cpu() - own))
+
+
 def benchmark_app(xml: Path, precision: str, seconds: float) -> float:
     app = Path(sys.executable).with_name("benchmark_app")
     cmd = [str(app), "-m", str(xml), "-d", "CPU", "-hint", "throughput", "-t", str(int(seconds)),
@@ -358,23 +378,23 @@ def main(
             for r in range(rounds):
                 for what in runs[r % len(runs):] + runs[: r % len(runs)]:
                     row.load.append(os.getloadavg()[0])
-                    host = steal.sample()
+                    host, own = steal.sample(), own_and_children_cpu()
                     if what == "app":
                         row.app_fps.append(benchmark_app(xml, detector.inference_precision, seconds))
-                        row.steal.setdefault(what, []).append(steal.percent(host, steal.sample()))
+                        record_shares(row, what, host, own)
                         continue
                     if what == "lean":
                         nireq = 2 * int(lean.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) + 1
                         with ThreadCpu() as cpu:
                             row.lean_fps.append(lean_loop_fps(lean, video, nireq, decode_threads(1)))
                         add_cpu(row.lean_cpu_ms, cpu.ms_per_frame(frames), r)
-                        row.steal.setdefault(what, []).append(steal.percent(host, steal.sample()))
+                        record_shares(row, what, host, own)
                         continue
                     pipeline = Pipeline(detector, [str(video)], stats_interval=0, resize_in_graph=what == "graph",
                                         nms_in_graph=False if what == "python-nms" else None)
                     with ThreadCpu() as cpu:
                         summary = pipeline.run()
-                    row.steal.setdefault(what, []).append(steal.percent(host, steal.sample()))
+                    record_shares(row, what, host, own)
                     if what == "python":
                         add_cpu(row.run_cpu_ms, cpu.ms_per_frame(summary.streams["s0"].frames), r)
                     assert summary.extra["resize"].startswith(what.split("-")[0]), summary.extra
