@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
+import os
+import threading
+import time
 import zlib
 
 import cv2
@@ -12,7 +16,7 @@ from PIL import Image
 
 from ovq.cli import main
 from ovq.core.errors import DatasetError
-from ovq.data.images import bmp_problem, png_problem, read_image
+from ovq.data.images import bmp_problem, decode_image, png_problem, read_image
 
 
 def _png(size=(48, 64)) -> bytes:
@@ -121,3 +125,120 @@ def test_every_kind_of_whole_bmp_passes_the_check(tmp_path, mode):
     assert bmp_problem(data) is None
     (tmp_path / "whole.bmp").write_bytes(data)
     assert read_image(tmp_path / "whole.bmp").shape == (37, 45, 3)
+
+
+def _jpeg(size=(120, 160)) -> bytes:
+    """A JPEG of a picture with structure (gradients), the same every run."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) % 97) * 2], axis=-1).astype(np.uint8)
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def _lose(data: bytes, at: int, n: int) -> bytes:
+    return data[:at] + data[at + n:]
+
+
+JPEG_DAMAGE = {  # what libjpeg printed on standard error above ovq's lines, the image decoded all the same
+    "a byte flipped in its image data": (lambda d: _flip(d, len(d) // 3), "premature end of data segment"),
+    "40 bytes of its image data lost": (lambda d: _lose(d, len(d) // 2, 40), "premature end of data segment"),
+    "8 bytes of its image data zeroed": (lambda d: d[:len(d) // 3] + bytes(8) + d[len(d) // 3 + 8:],
+                                         "49 extraneous bytes before marker 0xd9"),
+}
+
+
+@pytest.mark.parametrize("damage", list(JPEG_DAMAGE))
+def test_a_damaged_jpeg_libjpeg_decodes_is_used_with_one_warning_naming_it(tiny, tmp_path, capfd, damage):
+    """'Corrupt JPEG data: premature end of data segment' came from libjpeg above the predictions, naming no file."""
+    change, says = JPEG_DAMAGE[damage]
+    jpg = tmp_path / "damaged.jpg"
+    jpg.write_bytes(change(_jpeg()))
+    assert main(["predict", str(tiny), str(jpg), "-o", str(tmp_path / "out"), "-q"]) == 0
+    err = capfd.readouterr().err.splitlines()
+    assert len(err) == 1 and f"WARNING ovq.data.images: {jpg}: decoded with a warning from the decoder: Corrupt JPEG " \
+        "data: " in err[0] and err[0].endswith(says), err
+    assert (tmp_path / "out/predictions.json").exists()
+
+
+def test_a_whole_jpeg_says_nothing(tmp_path, capfd):
+    (tmp_path / "whole.jpg").write_bytes(_jpeg())
+    assert read_image(tmp_path / "whole.jpg").shape == (120, 160, 3)
+    assert capfd.readouterr().err == ""
+
+
+def _random(h: int, w: int) -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _tiff(compression: str | None) -> bytes:
+    image = Image.fromarray(_random(60, 80))
+    buffer = io.BytesIO()
+    image.save(buffer, "TIFF", compression=compression)
+    return buffer.getvalue()
+
+
+BROKEN = {  # OpenCV's '[ERROR:0@1.9] global grfmt_tiff.cpp:117 TIFF_Error ...' lines (libtiff's) came first
+    "a JPEG cut in its header": (lambda: _jpeg()[:300], "cut short: the file ends inside the JPEG's header (300 bytes)"),
+    "a JPEG cut in its image data": (lambda: _jpeg()[:3000],
+                                     "cut short: the file ends after 3000 bytes, before the JPEG's end (EOI)"),
+    "a TIFF by OpenCV cut short": (lambda: cv2.imencode(".tif", _random(60, 80))[1].tobytes()[:5000],
+                                   "cut short: the TIFF's directory (IFD) at byte"),
+    "an LZW TIFF cut short": (lambda: _tiff("tiff_lzw")[:2000], "cut short: the TIFF's directory (IFD) at byte"),
+    "a TIFF cut in its pixels": (lambda: _tiff(None)[:9000], "TIFFFillStrip: Read error at scanline"),  # libtiff's
+}
+
+
+@pytest.mark.parametrize("broken", list(BROKEN))
+def test_a_cut_jpeg_or_tiff_is_one_line_with_nothing_from_libjpeg_or_libtiff(tiny, tmp_path, capfd, broken):
+    """A cut TIFF printed two '[ERROR:0@1.9] ... TIFF_Error TIFFReadDirectory: ...' lines above 'not a readable
+    image'; a cut JPEG said only that, not why."""
+    make, says = BROKEN[broken]
+    path = tmp_path / ("cut.jpg" if "JPEG" in broken else "cut.tif")
+    path.write_bytes(make())
+    assert main(["predict", str(tiny), str(path), "-o", str(tmp_path / "out"), "-q"]) == 2
+    err = capfd.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ovq predict: error: {path}: not a readable image: {says}"), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # Pillow's 'Corrupt EXIF data' warning, printed above too
+def test_eval_on_a_folder_with_a_cut_tiff_is_one_line(tiny, tmp_path, capfd):
+    data = tmp_path / "data"
+    (data / "images/val").mkdir(parents=True)
+    (data / "labels/val").mkdir(parents=True)
+    tif = data / "images/val/a.tif"
+    tif.write_bytes(_tiff("tiff_lzw")[:2000])
+    (data / "labels/val/a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert main(["eval", str(tiny), "--data", str(data), "--no-progress", "-q"]) == 2
+    err = capfd.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ovq eval: error: {tif}: not a readable image: cut short: "), err
+
+
+def test_what_another_thread_writes_meanwhile_is_neither_lost_nor_taken_for_the_decoders(capfd, caplog):
+    """Standard error is the process's: while a JPEG decoded, another thread's lines (ovq eval's progress bar, a log
+    line) went into the capture, to be dropped with a whole JPEG's or told as a damaged one's warning."""
+    whole = np.frombuffer(_jpeg(), np.uint8)
+    damaged = np.frombuffer(JPEG_DAMAGE["40 bytes of its image data lost"][0](_jpeg()), np.uint8)
+    stop, ticks = threading.Event(), []
+
+    def tick() -> None:
+        while not stop.is_set():
+            os.write(2, f"tick {len(ticks)}\n".encode())  # to the descriptor, as a native library or a bar does
+            ticks.append(1)
+            time.sleep(0.0001)
+
+    thread = threading.Thread(target=tick)
+    thread.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="ovq.data.images"):
+            for i in range(200):
+                decode_image(damaged if i % 2 else whole, f"image{i}")
+    finally:
+        stop.set()
+        thread.join()
+    err = capfd.readouterr().err.splitlines()
+    assert sorted(int(line.split()[1]) for line in err if line.startswith("tick")) == list(range(len(ticks)))
+    assert len(ticks) > 20  # some were written during a decode
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 100 and all(m.endswith(": decoded with a warning from the decoder: Corrupt JPEG data: "
+                                               "premature end of data segment") for m in said), said[:3]

@@ -331,3 +331,17 @@ def test_the_commands_taking_model_files_name_a_served_models_url_as_one(tmp_pat
     line = one_line(capsys, *argv)
     assert line == f"ovq {command}: error: {url}: a served model's URL; {said}"
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("device", "target"), [("GPU", "GPU"), ("gpu.1", "GPU.1"), ("CPU", None)])
+def test_triton_runs_an_intel_gpu_from_a_cpu_instance_with_target_device(tmp_path, tiny, device, target):
+    """--device GPU wrote 'kind: KIND_GPU', a CUDA GPU to Triton, which the OpenVINO backend refuses ('supports only
+    CPU device'); the backend takes an Intel GPU as its TARGET_DEVICE parameter on a KIND_CPU instance."""
+    repo = tmp_path / "t"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--format", "triton", "--name", "m", "--device",
+                 device, "-q"]) == 0
+    pbtxt = (repo / "m/config.pbtxt").read_text()
+    assert "instance_group [ { count: 1, kind: KIND_CPU } ]" in pbtxt and "KIND_GPU" not in pbtxt
+    said = [line for line in pbtxt.splitlines() if "TARGET_DEVICE" in line]
+    assert said == ([f'parameters: {{ key: "TARGET_DEVICE" value: {{ string_value: "{target}" }} }}'] if target
+                    else [])

@@ -3,6 +3,7 @@ by the ``torchvision`` family, checked against torchvision's own forward pass on
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -173,3 +174,51 @@ def test_no_detection_is_no_row_not_a_row_of_stale_memory(ssdlite, tmp_path):
     rows = ov.Core().compile_model(padded, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(
         np.zeros((1, SIZE, SIZE, 3), np.uint8))[0]
     assert not rows.any()  # all padding
+
+
+# -- torchvision's COCO labels ----------------------------------------------------------------------------------
+def test_coco91_is_torchvisions_own_category_list(tmp_path, monkeypatch):
+    tv = pytest.importorskip("torchvision", reason="torchvision comes with the ultralytics extra")
+    from ovq.cli._common import parse_labels
+
+    categories = tv.models.detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]
+    assert parse_labels("coco91") == parse_labels("COCO91") == categories[1:]  # its 0 is the background
+    assert parse_labels("coco91")[:3] == ["person", "bicycle", "car"] and parse_labels("coco91")[11] == "N/A"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "coco91").write_text("bolt\nnut\n")  # a file of that name is the user's, not the set
+    assert parse_labels("coco91") == ["bolt", "nut"]
+
+
+def test_labels_coco91_names_what_torchvisions_coco_weights_detect(tmp_path, capsys):
+    """torchvision's COCO weights label with COCO's category ids (1 person, 18 dog): ovq printed 'dog.png: 0 0.97,
+    17 0.95' unless --labels listed COCO's 90 slots by hand, and 'coco91' was taken for the name of one class."""
+    import cv2
+    import torch
+    import torchvision as tv
+
+    from ovq.cli import main
+
+    categories = tv.models.detection.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.meta["categories"]
+    torch.manual_seed(0)
+    model = tv.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91)
+    model.eval()
+    with torch.no_grad():  # random weights that see persons and dogs: every anchor's two logits raised
+        for block in model.head.classification_head.module_list:
+            block[-1].bias.view(-1, 91)[:, [1, 18]] += 6.0
+    onnx = _export(model, tmp_path / "coco.onnx")
+    image = _image()
+    cv2.imwrite(str(tmp_path / "dog.png"), image)
+    resized = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+    with torch.no_grad():
+        ref = model([torch.from_numpy(resized[..., ::-1].copy()).permute(2, 0, 1).float() / 255])[0]
+    conf = 0.2
+    said = {categories[int(k)] for k in ref["labels"][ref["scores"] >= conf]}
+    assert said == {"person", "dog"}
+    assert main(["convert", str(onnx), "-o", str(tmp_path / "ir"), "--labels", "coco91", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "ir"), str(tmp_path / "dog.png"), "-o", str(tmp_path / "out"),
+                 "--conf", str(conf), "-q"]) == 0
+    printed = capsys.readouterr().out.splitlines()[0].split(": ", 1)[1].split(", ")
+    assert {p.rsplit(" ", 1)[0] for p in printed} == said  # how many is bf16's to say, near the threshold
+    records = json.loads((tmp_path / "out/predictions.json").read_text())[0]["detections"]
+    assert {(r["class_id"], r["label"]) for r in records} == {(0, "person"), (17, "dog")}  # id = category id - 1

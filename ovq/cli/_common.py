@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ovq.core.errors import ConfigError
+from ovq.core.labels import LABEL_SETS
 
 
 def _logging_options() -> argparse.ArgumentParser:
@@ -132,13 +133,16 @@ def _structured_labels(value: str, path: Path, text: str) -> list[str]:
 
 
 def parse_labels(value: str | None) -> list[str] | None:
-    """Labels from a comma-separated list or a text file with one label a line (UTF-8; blank lines only at the end).
+    """Labels from a comma-separated list or a text file with one label a line (UTF-8; blank lines only at the end),
+    or a label set by name (``coco91``: torchvision's COCO category slots; ``coco80``), unless a file has that name.
 
     A value that looks like a path (a separator, or a label-file suffix such as ``.txt``) is a file, and a missing
     one is an error rather than a single label named after it."""
     if not value:
         return None
     path = Path(value)
+    if value.strip().lower() in LABEL_SETS and not path.is_file():
+        return list(LABEL_SETS[value.strip().lower()])
     looks_like_path = "/" in value or "\\" in value or path.suffix.lower() in _LABEL_FILE_SUFFIXES
     if path.is_file() or looks_like_path:
         try:

@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fp16", action="store_true", help="store weights in FP16 (default FP32)")
     p.add_argument("--family", help="decoder family (`ovq families` lists them), checked against the outputs; "
                                     "default: the one family the outputs fit")
-    p.add_argument("--labels", help="class labels: comma-separated, a file with one label a line, or a "
-                                    "JSON/YAML list or dataset file with names (default: the names the model carries)")
+    p.add_argument("--labels", help="class labels: comma-separated, a file with one label a line, a JSON/YAML list "
+                                    "or dataset file with names, or coco91 (torchvision's COCO weights) or coco80 "
+                                    "(default: the names the model carries)")
     p.add_argument("--color", choices=("RGB", "BGR"), help="channel order the source network expects")
     p.add_argument("--mean", type=float, nargs=3, metavar=("B", "G", "R"), help="per-channel mean (network's channel order)")
     p.add_argument("--scale", type=float, nargs=3, metavar=("S1", "S2", "S3"), help="per-channel divisor after mean")

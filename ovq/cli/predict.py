@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iou", type=float, help="NMS IoU threshold (default: the model's)")
     p.add_argument("--classes", help="keep only these classes: ids or names, comma-separated (e.g. 0,2 or person,car)")
     p.add_argument("--max-det", type=int, help="at most this many detections per image (default: the model's, 300)")
-    p.add_argument("--labels", help="class names to report (comma-separated, a file with one a line, "
-                                    "or a JSON/YAML list or dataset file), when the model's own are wrong")
+    p.add_argument("--labels", help="class names to report (comma-separated, a file with one a line, a JSON/YAML "
+                                    "list or dataset file, or coco91: torchvision's COCO weights), when the model's "
+                                    "own are wrong")
     add_device(p, served_too=True)
     add_precision(p)
     p.set_defaults(func=run)

@@ -13,6 +13,17 @@ COCO80 = [
     "teddy bear", "hair drier", "toothbrush",
 ]
 
+# torchvision's COCO detectors (SSD, SSDlite, RetinaNet, FCOS, Faster R-CNN) label with COCO's category ids 1..90,
+# gaps included (0 is their background): the name of each id, 'N/A' where COCO has no category
+# (torchvision's weights.meta["categories"][1:]), class id = category id - 1 as the torchvision family decodes
+COCO_GAPS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
+COCO91 = [*COCO80]
+for _gap in COCO_GAPS:
+    COCO91.insert(_gap - 1, "N/A")
+
+# what --labels takes by name
+LABEL_SETS = {"coco80": COCO80, "coco91": COCO91}
+
 # Open Model Zoo's one-class detectors, by the ``model_name`` their IRs keep in ``conversion_parameters``: their
 # IRs name no classes, but each model's documentation does (one foreground class; label 0 is the background).
 OMZ_ONE_CLASS = {

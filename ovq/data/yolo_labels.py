@@ -124,6 +124,8 @@ def image_size(path: Path) -> tuple[int, int]:
                 # Pillow's guard against decoding a huge image (a warning above 89 M pixels, an error above 179 M):
                 # only the header is read here, and OpenCV, which decodes it, has its own limit (1 G pixels)
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                # and its 'Corrupt EXIF data' about a damaged header (a cut TIFF): OpenCV's decode says what is wrong
+                warnings.simplefilter("ignore", UserWarning)
                 with Image.open(path) as im:
                     width, height = im.size
                     if im.format == "TIFF":  # Pillow's TIFF size is already turned by the orientation; the tags not

@@ -101,7 +101,9 @@ def choose_labels(
         logger.info("%s: the model names no classes; calling its %d classes class0..class%d (--labels to name them)",
                     where, nc, nc - 1)
         return [f"class{i}" for i in range(nc)]
-    logger.info("%s: the model names no classes and its outputs do not say how many; labels are class ids", where)
+    hint = " (--labels coco91 names torchvision's COCO weights' classes)" if decoder.family == "torchvision" else ""
+    logger.info("%s: the model names no classes and its outputs do not say how many; labels are class ids%s", where,
+                hint)
     return []
 
 

@@ -5,18 +5,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
-from collections.abc import Iterator
 from concurrent import futures
-from contextlib import contextmanager
 from typing import Any
 
 from grpc import aio
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.servicer import InferenceServicer
 
+from ovq.core.native import native_stderr
 from ovq.serving.listen import GRPC_NO_REUSEPORT, Listeners, grpc_bind_failed
 from ovq.serving.server_errors import StatusInterceptor
 
@@ -47,7 +44,7 @@ class GrpcServer:
                                   options=[("grpc.max_send_message_length", MESSAGE_LIMIT),
                                            ("grpc.max_receive_message_length", MESSAGE_LIMIT), GRPC_NO_REUSEPORT])
         self.listeners.release_grpc()
-        with _native_stderr() as said:
+        with native_stderr() as said:
             try:
                 bound = self._server.add_insecure_port(self.listeners.grpc_target)
             except RuntimeError:  # grpc.aio raises "Failed to bind to address ..." where grpc's server returns 0
@@ -97,27 +94,3 @@ class Servicer(InferenceServicer):
 def _no_version(version: str) -> None:
     if version:
         raise NotImplementedError("Model versioning not supported yet.")  # kserve's REST words, for one message
-
-
-@contextmanager
-def _native_stderr() -> Iterator[list[str]]:
-    """What native code writes to standard error inside the block (grpc's log lines, on file descriptor 2), kept off
-    the terminal and handed over as ``said[0]`` when the block ends (``""`` and not kept off when there is no room
-    for it: a pipe could fill and block the writer)."""
-    said = [""]
-    sys.stderr.flush()
-    try:
-        capture = tempfile.TemporaryFile()  # noqa: SIM115 - the with below closes it
-    except OSError:  # nowhere to keep it: grpc's lines go to the terminal
-        yield said
-        return
-    with capture:
-        saved = os.dup(2)
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield said
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            said[0] = capture.read().decode(errors="replace")

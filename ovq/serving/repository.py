@@ -53,7 +53,7 @@ class ExportOptions:
     """How the exported models are to be served."""
 
     format: str = "ovms"
-    device: str = "CPU"  # OVMS target_device, Triton's instance kind
+    device: str = "CPU"  # OVMS target_device, Triton's TARGET_DEVICE parameter
     hint: str = "THROUGHPUT"  # PERFORMANCE_HINT
     nireq: int = 0  # OVMS infer requests, also KServe's OpenVINO runtime's (0: the server's choice)
     storage_uri: str = ""  # kserve: where the cluster finds REPO (s3://..., gs://..., pvc://...)
@@ -372,16 +372,18 @@ def _write_triton_config(repo: Path, name: str, model: ov.Model, info: ModelInfo
         kind = _TRITON_TYPES.get(port.get_element_type().get_type_name(), "TYPE_FP32")
         return f'  {{\n    name: "{port.get_any_name()}"\n    data_type: {kind}\n    dims: [ {_dims(port)} ]\n  }}'
 
-    kind = "KIND_GPU" if options.device.upper().startswith("GPU") else "KIND_CPU"
+    # KIND_GPU is a CUDA GPU to Triton (the OpenVINO backend refuses an instance that is not KIND_CPU): an Intel
+    # GPU is chosen with the backend's TARGET_DEVICE parameter, as in openvino_backend's tests/configs/*_gpu.pbtxt
+    device = [] if options.device == "CPU" else [("TARGET_DEVICE", options.device)]
     text = "\n".join([
         f'name: "{name}"',
         'backend: "openvino"',
         "max_batch_size: 0  # the IR has a fixed batch of 1 (letterboxed u8 NHWC input)",
         "input [", ",\n".join(tensor(p) for p in model.inputs), "]",
         "output [", ",\n".join(tensor(p) for p in model.outputs), "]",
-        f"instance_group [ {{ count: 1, kind: {kind} }} ]",
+        "instance_group [ { count: 1, kind: KIND_CPU } ]",
         *(f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
-          for key, value in [("PERFORMANCE_HINT", options.hint.upper()), *_triton_parameters(name, info)]),
+          for key, value in [*device, ("PERFORMANCE_HINT", options.hint.upper()), *_triton_parameters(name, info)]),
         "",
     ])
     path = repo / name / "config.pbtxt"

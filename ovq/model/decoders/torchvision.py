@@ -5,8 +5,8 @@ convert`` pads them into one ``[1, K, 6]`` output (:mod:`ovq.model.detection_lis
 Boxes are x1, y1, x2, y2 in the pixels of the image the model was given (its own transform resizes and maps
 back), so ovq stretches frames to the exported input size and maps boxes back. Label 0 is torchvision's
 background: class id = label - 1, so a model trained with ``num_classes=K+1`` gives ids 0..K-1 for ``--labels``'
-K names. torchvision's COCO weights label with COCO's category ids (1..90, gaps included): name them with
-``--labels`` listing COCO's 90 category slots in order.
+K names. torchvision's COCO weights label with COCO's category ids (1..90, gaps included): ``--labels coco91``
+names them (:data:`ovq.core.labels.COCO91`, 'N/A' in the gaps).
 The input is RGB in [0, 1]; torchvision normalises inside the model.
 """
 
