@@ -170,6 +170,15 @@ def test_a_bad_stream_name_names_the_name_flag(tiny, capsys, name, message):
     assert capsys.readouterr().err.strip().splitlines() == [f"ovq run: error: {message}"]
 
 
+def test_a_repeated_stream_name_names_the_name_flag(tiny, capsys):
+    """`ovq run M --source V --source W --name a --name a` said "--source: source name 'a' is used twice": the
+    sources were fine, the second --name was not."""
+    argv = ["run", str(tiny), "--source", "synth://conveyor", "--source", "synth://conveyor", "--name", "a",
+            "--name", "a", "--max-frames", "2", "-q"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["ovq run: error: --name: source name 'a' is used twice"]
+
+
 @pytest.mark.parametrize(("flag", "key"), [("--out", "--out"), ("--jsonl", "--jsonl"), ("--summary-json", "--summary-json"),
                                          ("yaml", "sinks.video")])
 def test_an_output_that_is_the_source_video_is_refused(tiny, tmp_path, capsys, monkeypatch, flag, key):

@@ -389,10 +389,10 @@ def _sources(origin: Origin, value: Any) -> list[SourceConfig]:
     if not isinstance(items, list) or not items:
         raise origin.error("sources", f"expected a non-empty list of sources, got {describe(value)}")
     sources = [SourceConfig.from_value(item, origin, f"sources[{i}]") for i, item in enumerate(items)]
-    names = [s.name for s in sources if s.name]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise origin.error("sources", f"source name '{dup[0]}' is used twice")
+    names = [s.name for s in sources]
+    for i, name in enumerate(names):
+        if name and name in names[:i]:  # at the name's own key: --name on the command line, not --source
+            raise origin.error(f"sources[{i}].name", f"source name '{name}' is used twice")
     return sources
 
 
