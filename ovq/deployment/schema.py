@@ -22,7 +22,12 @@ from ovq.core.errors import ConfigError, OvqError
 from ovq.core.fileio import is_stream, same_file
 from ovq.core.urls import is_serving_url, mask_url, parse_url
 from ovq.deployment.fields import Origin, describe, given
-from ovq.deployment.sinks_config import MQTT_URL_ENV, MqttConfig, SinksConfig  # noqa: F401 - importable from here too
+from ovq.deployment.sinks_config import (  # noqa: F401 - importable from here too
+    MQTT_URL_ENV,
+    MqttConfig,
+    SinksConfig,
+    refuse_deriving_a_source,
+)
 from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
@@ -349,6 +354,11 @@ class PipelineConfig:
         )
         for key, output in (("sinks.video", cfg.sinks.video), ("sinks.jsonl", cfg.sinks.jsonl)):
             refuse_writing_a_source(o, key, output, cfg.sources)
+        files = {f"{s.name} ({s.url})" if s.name else s.url: Path(s.url) for s in cfg.sources
+                 if is_local_path(s.url) and Path(s.url).is_file()}
+        if files:
+            streams = cfg.source_names or [f"s{i}" for i in range(len(cfg.sources))]  # the names Pipeline gives
+            refuse_deriving_a_source(o, cfg.sinks, streams, files)
         return cfg
 
     @property
