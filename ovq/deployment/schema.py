@@ -403,6 +403,10 @@ def _sources(origin: Origin, value: Any) -> list[SourceConfig]:
     for i, name in enumerate(names):
         if name and name in names[:i]:  # at the name's own key: --name on the command line, not --source
             raise origin.error(f"sources[{i}].name", f"source name '{name}' is used twice")
+    for i, name in enumerate(names):  # the unnamed get source<i> when any is named (source_names)
+        if name is None and f"source{i}" in names:
+            raise origin.error(f"sources[{names.index(f'source{i}')}].name",
+                               f"source name 'source{i}' is the name the unnamed sources[{i}] gets (name that one too)")
     return sources
 
 
