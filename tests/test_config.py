@@ -137,7 +137,11 @@ BASE = {"model": "m.xml", "sources": ["synth://conveyor"]}
         ({"sources": ["rstp://cam/1"]}, "p.yaml: sources[0]: rstp://cam/1: unknown stream scheme 'rstp://'; did you mean 'rtsp://'?"),
         ({"sources": [-1]}, "p.yaml: sources[0]: a camera index must be >= 0, got -1"),
         ({"sources": [{"name": "a"}]}, "p.yaml: sources[0].url: required"),
-        ({"sources": [{"name": "a", "url": "0"}, {"name": "a", "url": "1"}]}, "source name 'a' is used twice"),
+        ({"sources": [{"name": "a", "url": "0"}, {"name": "a", "url": "1"}]},
+         "p.yaml: sources[1].name: source name 'a' is used twice"),
+        # passed --check, then the run failed: "stream names must be unique, got ['source0', 'source0']"
+        ({"sources": [{"url": "0"}, {"name": "source0", "url": "1"}]},
+         "p.yaml: sources[1].name: source name 'source0' is the name the unnamed sources[0] gets (name that one too)"),
         ({"sinks": {"mqtt": "ws://b"}}, "p.yaml: sinks.mqtt: ws://b: unknown MQTT broker scheme 'ws://'"),
         ({"sinks": {"mqtt": {"topic_prefix": "a/#"}}}, "p.yaml: sinks.mqtt.topic_prefix: MQTT wildcards"),
         ({"sinks": {"mqtt": {"url_env": "not a name"}}}, "p.yaml: sinks.mqtt.url_env: 'not a name' is not an env"),

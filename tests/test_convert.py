@@ -269,6 +269,52 @@ def test_an_input_size_that_is_no_size_is_refused_before_converting(echo_xml, im
         prepare(echo_xml, imgsz=imgsz, family="yolo")
 
 
+def _stride_32_model() -> ov.Model:
+    """The input beside itself pooled by 32 and upsampled back: the two line up only at multiples of 32, as a
+    detector's upsampled feature maps and its skip connections do."""
+    x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="images")
+    pooled = ops.avg_pool(x, [32, 32], [0, 0], [0, 0], [32, 32], exclude_pad=True)
+    up = ops.interpolate(pooled, ops.constant(np.array([32.0, 32.0], np.float32)), "nearest", "scales",
+                         axes=ops.constant(np.array([2, 3], np.int64)))
+    out = ops.reshape(ops.concat([x, up], axis=1), ops.constant(np.array([0, 6, -1], np.int64)), special_zero=True)
+    return ov.Model([out], [x], "stride32")
+
+
+STRIDE_32 = "its sides must be multiples of 32, the model's largest stride"
+
+
+@pytest.mark.parametrize(("model", "imgsz", "says"), [
+    ("stride", ["100"], f"cannot reshape input 'images' to 100x100: {STRIDE_32} (96x96 and 128x128 reshape)"),
+    ("stride", ["64", "70"], f"cannot reshape input 'images' to 64x70: {STRIDE_32} (64x64 and 64x96 reshape)"),
+    ("echo", ["16"], ("cannot reshape input 'images' to 16x16: OpenVINO: Reshape node '{node}': Requested output "
+                      "shape [1,6,96] is incompatible with input shape; the graph may take only the size it was "
+                      "exported at, 8x12")),
+], ids=["off-stride", "off-stride-hw", "fixed-size"])
+def test_a_size_the_model_cannot_reshape_to_is_one_line(echo_xml, tmp_path, capsys, model, imgsz, says):
+    """`--imgsz 417` for YOLOX-Nano printed OpenVINO's 'While validating node 'opset1::Concat Concat_40 (opset8::Slice
+    Slice_9[0]:f32[1,3,209,209], ...' cut at 300 characters mid-word; now the size the model needs when it is one of
+    the stride's multiples, else OpenVINO's node and reason in one line."""
+    src = echo_xml
+    if model == "stride":
+        src = tmp_path / "stride.xml"
+        ov.save_model(_stride_32_model(), str(src), compress_to_fp16=False)
+    node = next(op.get_friendly_name() for op in ov.Core().read_model(str(echo_xml)).get_ops()
+                if op.get_type_name() == "Reshape")
+    out = tmp_path / "out"
+    assert main(["convert", str(src), "-o", str(out), "--family", "yolo", "--imgsz", *imgsz]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ovq convert: error: {src}: {says.format(node=node)}"]
+    assert not out.exists()
+
+
+def test_yolox_nano_at_417_says_it_needs_a_multiple_of_32(assets, tmp_path, capsys):
+    src = assets / "models/yolox_nano/yolox_nano.onnx"
+    assert main(["convert", str(src), "-o", str(tmp_path / "out"), "--imgsz", "417"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"ovq convert: error: {src}: cannot reshape input 'images' to 417x417: {STRIDE_32} (416x416 and 448x448 reshape)"]
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("name", "text"),
     [("names.yaml", "- cat\n- dog\n"), ("names.json", '["cat", "dog"]\n'), ("names.json", '{"1": "dog", "0": "cat"}'),

@@ -467,6 +467,28 @@ def test_a_dash_for_an_output_file_points_at_dev_stdout(tmp_path, capsys, monkey
     assert list(work.iterdir()) == []
 
 
+@pytest.mark.parametrize(("argv", "what"), [
+    ("convert {tiny} -o", "the output folder (-o . for this one)"),
+    ("quantize {tiny} --data {data} --subset-size 2 --bench-time 0 --no-progress -o",
+     "the output folder (-o . for this one)"),
+    ("predict {tiny} {data}/images/val/0.png -o", "the output folder (-o . for this one)"),
+    ("export-serving {tiny} --format ovms -o", "the repository folder (-o . for this one)"),
+    ("bundle --pipeline {pipeline} -o", "the bundle folder (a new or an empty one)"),
+    ("demo --frames 1 -o", "the output folder (-o . for this one)"),
+], ids=["convert", "quantize", "predict", "export-serving", "bundle", "demo"])
+def test_a_dash_for_an_output_folder_is_refused(tmp_path, capsys, monkeypatch, tiny, argv, what):
+    """`ovq convert M -o -` made a folder named '-' in the working folder and printed '-/model.xml', exit 0 (predict,
+    export-serving and the other folder outputs alike), where a user meant standard output: a folder cannot go
+    there, and the file outputs' `-` is refused too (pointing at /dev/stdout), so this one is refused, saying why."""
+    data, _, work = _outputs_workspace(tmp_path, monkeypatch, ("train", "val"))
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(f"model: {tiny}\nsources: ['{SYNTH}']\nmax_frames: 2\n")
+    args = argv.format(tiny=tiny, data=data, pipeline=pipeline).split()
+    assert one_error_line(capsys, *args, "-") == (f"ovq {args[0]}: error: -o -: the output is a folder, not standard "
+                                                  f"output; give {what}, or ./- for a folder named '-'")
+    assert list(work.iterdir()) == []
+
+
 def test_predict_into_an_existing_file(tmp_path, capsys, tiny, assets):
     out = tmp_path / "taken"
     out.write_text("keep me")

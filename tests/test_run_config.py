@@ -170,6 +170,15 @@ def test_a_bad_stream_name_names_the_name_flag(tiny, capsys, name, message):
     assert capsys.readouterr().err.strip().splitlines() == [f"ovq run: error: {message}"]
 
 
+def test_a_repeated_stream_name_names_the_name_flag(tiny, capsys):
+    """`ovq run M --source V --source W --name a --name a` said "--source: source name 'a' is used twice": the
+    sources were fine, the second --name was not."""
+    argv = ["run", str(tiny), "--source", "synth://conveyor", "--source", "synth://conveyor", "--name", "a",
+            "--name", "a", "--max-frames", "2", "-q"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["ovq run: error: --name: source name 'a' is used twice"]
+
+
 @pytest.mark.parametrize(("flag", "key"), [("--out", "--out"), ("--jsonl", "--jsonl"), ("--summary-json", "--summary-json"),
                                          ("yaml", "sinks.video")])
 def test_an_output_that_is_the_source_video_is_refused(tiny, tmp_path, capsys, monkeypatch, flag, key):
@@ -195,6 +204,66 @@ def test_an_output_that_is_the_source_video_is_refused(tiny, tmp_path, capsys, m
     assert err == [(f"ovq {argv[0]}: error: {where}: the video source v.mp4 is read from it; writing there would "
                    "replace the input (give another file)")]
     assert video.read_bytes() == before
+
+
+def _small_video(path: Path) -> bytes:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(10):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    path.with_suffix(".mp4").rename(path)  # OpenCV picks its container by the suffix; a reader goes by the bytes
+    return path.read_bytes()
+
+
+REPLACE = "writing there would replace the input (give another file)"
+
+
+@pytest.mark.parametrize(("sources", "flags", "said"), [
+    (["cam_a.mp4", "cam_b.mp4"], "--name a --name b --out cam.mp4",
+     f"--out: cam.mp4: the video source a (cam_a.mp4) is stream a's file of it; {REPLACE}"),
+    (["out_s0.mp4", "synth://conveyor"], "--out out.mp4",
+     f"--out: out.mp4: the video source out_s0.mp4 is stream s0's file of it; {REPLACE}"),
+    ([".out.partial.mp4"], "--out out.mp4",
+     f"--out: out.mp4: the video source .out.partial.mp4 is where out.mp4 is written until it is finished; {REPLACE}"),
+    (["cam.20261203T063000Z.mp4"], "--out cam.mp4 --segment 1m --keep 1",
+     ("--out: cam.mp4: the video source cam.20261203T063000Z.mp4 is a file of its series cam.*.mp4; --keep 1 would "
+      "delete the input (give another file)")),
+    (["det.20261203T063000Z.jsonl"], "--jsonl det.jsonl --jsonl-rotate 1h --jsonl-keep 2",
+     ("--jsonl: det.jsonl: the video source det.20261203T063000Z.jsonl is a file of its series det.*.jsonl; "
+      "--jsonl-keep 2 would delete the input (give another file)")),
+    (["cam.20261203T063000Z.mp4"], "yaml",
+     ("p.yaml: sinks.video: cam.mp4: the video source cam.20261203T063000Z.mp4 is a file of its series cam.*.mp4; "
+      "sinks.video.keep 1 would delete the input (give another file)")),
+    (["cam.20261203T063000Z.mp4"], "--out cam.mp4 --segment 1m", None),
+], ids=["named streams", "stream s0", "file in progress", "segment keep", "jsonl keep", "yaml segment keep",
+        "segment without keep"])
+def test_an_output_named_after_its_path_that_is_the_source_is_refused(tiny, tmp_path, capsys, monkeypatch, sources,
+                                                                      flags, said):
+    """The check of 089ca27 compared each output's path itself with the sources, and missed the files a sink names
+    after it: `--source cam_a.mp4 --source cam_b.mp4 --name a --name b --out cam.mp4` replaced both sources with
+    their annotated videos ('wrote cam_a.mp4 (30 frames)', exit 0); `--source .out.partial.mp4 --out out.mp4` (the
+    file a failed run says its frames are in) wrote over the video it was reading; `--keep 1` deleted a source
+    named as one of the --out series (cam.20261203T063000Z.mp4), `--jsonl-keep` one of the JSON Lines series. A
+    new segment replaces no file, so without keep the source stays and the run goes on."""
+    monkeypatch.chdir(tmp_path)
+    before = {name: _small_video(tmp_path / name) for name in sources if "://" not in name}
+    if flags == "yaml":
+        (tmp_path / "p.yaml").write_text(f"model: {tiny}\nsources: [{sources[0]}]\nmax_frames: 3\n"
+                                         "sinks: {video: {path: cam.mp4, segment: 1m, keep: 1}}\n")
+        argv = ["pipeline", "p.yaml"]
+    else:
+        argv = ["run", str(tiny), *[a for src in sources for a in ("--source", src)], "--max-frames", "3",
+                "--no-progress", *flags.split()]
+    code = main([*argv, "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    if said is None:
+        assert code == 0, err
+    else:
+        assert (code, err) == (2, [f"ovq {argv[0]}: error: {said}"])
+        assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".yaml") == sorted(before)
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
 
 
 def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):

@@ -53,9 +53,14 @@ def refuse_local_options(model: object, given: Mapping[str, Any], *, instead: st
 
 def refuse_empty_folder(flag: str, value: str | None, what: str) -> None:
     """A :class:`ConfigError` for an output folder given as ``""`` (``-o "$OUT"`` with OUT unset), which ``Path``
-    reads as the working folder: the outputs landed there. ``what`` says what to give instead."""
+    reads as the working folder: the outputs landed there; or as ``-``, which made a folder named '-' where standard
+    output was meant (the file outputs point ``-`` at /dev/stdout, :func:`check_file_outputs`; a folder has no such
+    stream). ``what`` says what to give instead."""
     if value is not None and not value.strip():
         raise ConfigError(f"{flag} {value!r}: an empty path; give {what}")
+    if value == "-":
+        raise ConfigError(f"{flag} -: the output is a folder, not standard output; give {what}, or ./- for a folder "
+                          "named '-'")
 
 
 def check_file_outputs(given: Mapping[str, str | None]) -> None:

@@ -22,7 +22,12 @@ from ovq.core.errors import ConfigError, OvqError
 from ovq.core.fileio import is_stream, same_file
 from ovq.core.urls import is_serving_url, mask_url, parse_url
 from ovq.deployment.fields import Origin, describe, given
-from ovq.deployment.sinks_config import MQTT_URL_ENV, MqttConfig, SinksConfig  # noqa: F401 - importable from here too
+from ovq.deployment.sinks_config import (  # noqa: F401 - importable from here too
+    MQTT_URL_ENV,
+    MqttConfig,
+    SinksConfig,
+    refuse_deriving_a_source,
+)
 from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
@@ -349,6 +354,11 @@ class PipelineConfig:
         )
         for key, output in (("sinks.video", cfg.sinks.video), ("sinks.jsonl", cfg.sinks.jsonl)):
             refuse_writing_a_source(o, key, output, cfg.sources)
+        files = {f"{s.name} ({s.url})" if s.name else s.url: Path(s.url) for s in cfg.sources
+                 if is_local_path(s.url) and Path(s.url).is_file()}
+        if files:
+            streams = cfg.source_names or [f"s{i}" for i in range(len(cfg.sources))]  # the names Pipeline gives
+            refuse_deriving_a_source(o, cfg.sinks, streams, files)
         return cfg
 
     @property
@@ -389,10 +399,14 @@ def _sources(origin: Origin, value: Any) -> list[SourceConfig]:
     if not isinstance(items, list) or not items:
         raise origin.error("sources", f"expected a non-empty list of sources, got {describe(value)}")
     sources = [SourceConfig.from_value(item, origin, f"sources[{i}]") for i, item in enumerate(items)]
-    names = [s.name for s in sources if s.name]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise origin.error("sources", f"source name '{dup[0]}' is used twice")
+    names = [s.name for s in sources]
+    for i, name in enumerate(names):
+        if name and name in names[:i]:  # at the name's own key: --name on the command line, not --source
+            raise origin.error(f"sources[{i}].name", f"source name '{name}' is used twice")
+    for i, name in enumerate(names):  # the unnamed get source<i> when any is named (source_names)
+        if name is None and f"source{i}" in names:
+            raise origin.error(f"sources[{names.index(f'source{i}')}].name",
+                               f"source name 'source{i}' is the name the unnamed sources[{i}] gets (name that one too)")
     return sources
 
 

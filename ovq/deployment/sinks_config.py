@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from ovq.core.errors import ConfigError
-from ovq.core.fileio import same_file
+from ovq.core.fileio import is_stream, same_file
 from ovq.core.urls import mask_url
 from ovq.deployment.fields import Origin, given
 from ovq.streaming.mqtt import TLS_SCHEMES, parse_broker_url
-from ovq.streaming.rolling import format_duration, format_size, parse_duration, parse_rotate
+from ovq.streaming.rolling import Series, format_duration, format_size, parse_duration, parse_rotate
 
 MQTT_URL_ENV = "OVQ_MQTT_URL"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -170,6 +170,28 @@ class SinksConfig:
             "mqtt": None if self.mqtt is None else self.mqtt.to_dict(mask_secrets),
             "show": self.show,
         }
+
+
+def refuse_deriving_a_source(origin: Origin, sinks: SinksConfig, streams: list[str], files: dict[str, Path]) -> None:
+    """An error naming the sink when a file it derives from its path would replace or delete a source video
+    (``files``: how each is named -> its file): several streams' videos (``--out cam.mp4`` writes ``cam_a.mp4``,
+    the source of stream a, for it), a video's file in progress (``.out.partial.mp4``, which a failed run leaves
+    and names), and the older files of a series that ``keep`` deletes (``--source cam.20261203T063000Z.mp4 --out
+    cam.mp4 --segment 10m --keep 1`` deleted the source). :func:`ovq.deployment.schema.refuse_writing_a_source`
+    compares the paths themselves."""
+    from ovq.streaming.videosink import VideoSink  # OpenCV: only for a config with a local video source
+
+    for name, file in files.items():
+        key, output, keep, hit = "sinks.video", sinks.video, sinks.video_keep, None
+        if sinks.video is not None and not is_stream(sinks.video):
+            hit = VideoSink.endangers(sinks.video, streams, file, segment=sinks.video_segment, keep=keep)
+        if hit is None and sinks.jsonl is not None and sinks.jsonl_keep is not None and Series(sinks.jsonl).holds(file):
+            key, output, keep = "sinks.jsonl", sinks.jsonl, sinks.jsonl_keep
+            hit = (f"a file of its series {Series(sinks.jsonl).glob}", True)
+        if hit is not None:
+            harm = (f"{origin.name_of(f'{key}.keep')} {keep} would delete the input" if hit[1]
+                    else "writing there would replace the input")
+            raise origin.error(key, f"{output}: the video source {name} is {hit[0]}; {harm} (give another file)")
 
 
 def _rolling(origin: Origin, value: Any, key: str, parse: Callable[[Any], Any]) -> Any:

@@ -232,14 +232,55 @@ def _static_input(model: ov.Model, path: Path, imgsz: int | tuple[int, int] | No
     target = ov.PartialShape([1, 3, h, w])
     if pshape != target:
         try:
-            model.reshape({port.any_name if port.names else 0: target} if port.names else target)
+            _reshape(model, h, w)
         except Exception as exc:  # noqa: BLE001 - OpenVINO's shape inference raises plain RuntimeErrors
             batch = pshape[0].get_length() if pshape[0].is_static else 1
             if batch != 1:  # e.g. Ultralytics' export(batch=4) writes the batch into the head's Reshape constants
                 raise ModelError(f"{path}: the input has a fixed batch of {batch} and the graph cannot run one image "
                                  "at a time (ovq's unit); export it with batch 1 or a dynamic batch") from None
-            raise ModelError(f"{path}: cannot reshape input to {h}x{w}: {first_line(exc)}") from None
+            raise ModelError(_reshape_failure(model, path, h, w, exc, pshape)) from None
     return h, w
+
+
+def _reshape(model: ov.Model, h: int, w: int) -> None:
+    port = model.inputs[0]
+    target = ov.PartialShape([1, 3, h, w])
+    model.reshape({port.any_name: target} if port.names else target)
+
+
+def _reshapes(model: ov.Model, h: int, w: int) -> bool:
+    try:
+        _reshape(model, h, w)
+    except Exception:  # noqa: BLE001 - OpenVINO's shape inference raises plain RuntimeErrors
+        return False
+    return True
+
+
+def _reshape_failure(model: ov.Model, path: Path, h: int, w: int, exc: Exception, exported: ov.PartialShape) -> str:
+    """One line for a model that OpenVINO cannot reshape to ``h`` x ``w``, where OpenVINO's message names a node deep
+    in the graph and was cut at 300 characters, mid-word. A size off the model's largest stride (YOLOX-Nano at 417:
+    its 2x2 Focus slices and upsampled feature maps no longer line up) is said so when the multiples on either side
+    reshape (tried on ``model``, which is left at one of them); else OpenVINO's reason, as the node and its last
+    line, and the size the model was ``exported`` at when it had one (FastestDet's Reshape constants fix 352x352)."""
+    import re
+
+    port = model.inputs[0]
+    what = f"{path}: cannot reshape input '{port.any_name}'" if port.names else f"{path}: cannot reshape the input"
+    for stride in (32, 64):
+        if h % stride == 0 and w % stride == 0:
+            continue
+        near = list(dict.fromkeys(((max(stride, h // stride * stride), max(stride, w // stride * stride)),
+                                   (-(-h // stride) * stride, -(-w // stride) * stride))))
+        if all(_reshapes(model, nh, nw) for nh, nw in near):
+            fits = " and ".join(f"{nh}x{nw}" for nh, nw in near)
+            return f"{what} to {h}x{w}: its sides must be multiples of {stride}, the model's largest stride ({fits} reshape)"
+    text = str(exc)
+    node = re.search(r"While validating node '\w+::(\w+) .*?' with friendly_name '([^']*)'", text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    why = f"{node[1]} node '{node[2]}': {lines[-1].rstrip('.')}" if node else first_line(exc)
+    if exported[2].is_static and exported[3].is_static:
+        why += f"; the graph may take only the size it was exported at, {exported[2]}x{exported[3]}"
+    return f"{what} to {h}x{w}: OpenVINO: {why}"
 
 
 def _build(

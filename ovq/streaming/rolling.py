@@ -172,6 +172,13 @@ class Series:
                     found.append(_Entry((match.group(1), int(match.group(2) or 0)), Path(entry.path), partial))
         return sorted(found, key=lambda e: e.key)
 
+    def holds(self, path: str | Path) -> bool:
+        """Whether ``path`` (through symlinks: the file :meth:`prune` would delete) is a file of the series."""
+        real = Path(os.path.realpath(path))
+        if real.parent != Path(os.path.realpath(self.folder)):
+            return False
+        return bool(self._final.fullmatch(real.name) or (self._partial and self._partial.fullmatch(real.name)))
+
     def finished(self) -> list[Path]:
         """The finished files of the series, oldest first."""
         return [e.path for e in self._entries() if not e.partial]

@@ -32,7 +32,7 @@ import cv2
 
 from ovq.core.drawing import annotate
 from ovq.core.errors import ConfigError, OutputError, OvqError, os_error_message
-from ovq.core.fileio import check_output_file, free_bytes, is_stream, replaced_path
+from ovq.core.fileio import check_output_file, free_bytes, is_stream, replaced_path, same_file
 from ovq.streaming.mp4 import mp4_frame_count
 from ovq.streaming.pipeline import FrameResult
 from ovq.streaming.rolling import (
@@ -67,6 +67,18 @@ class RateMeter:
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "stream"
+
+
+def stream_path(path: Path, stream: str, several: bool) -> Path:
+    """The file of ``stream`` (with ``segment``: the name its series is made from) of a sink writing ``path``:
+    ``path`` itself, or with ``several`` streams ``path`` with the stream's name (``out.mp4`` -> ``out_s0.mp4``)."""
+    return path.with_name(f"{path.stem}_{_safe_name(stream)}{path.suffix}") if several else path
+
+
+def partial_path(path: Path) -> Path:
+    """Where the video of ``path`` (a whole-run file, not a segment) is written until it is finished."""
+    real = replaced_path(path)  # through a symlink: beside the file it points to
+    return real.with_name(f".{real.stem}.partial{real.suffix}")
 
 
 @dataclass
@@ -150,9 +162,27 @@ class VideoSink:
         if stream in self._bases:
             return self._bases[stream]
         several = self._streams is not None and len(self._streams) > 1
-        if several or self._bases:
-            return self.path.with_name(f"{self.path.stem}_{_safe_name(stream)}{self.path.suffix}")
-        return self.path
+        return stream_path(self.path, stream, several or bool(self._bases))
+
+    @staticmethod
+    def endangers(path: str | Path, streams: Sequence[str], file: str | Path, *, segment: float | None = None,
+                  keep: int | None = None) -> tuple[str, bool] | None:
+        """Whether a sink writing ``path`` for ``streams`` would write over or delete the existing ``file`` by a name
+        it derives from ``path`` (not ``path`` itself, which the caller compares): ``(which file of the sink it is,
+        in words; whether ``keep`` would delete it)``, else None. A segment replaces no file, so only ``keep`` can
+        reach one of its series."""
+        several = len(streams) > 1
+        for stream in streams:
+            base = stream_path(Path(path), stream, several)
+            if segment is not None:
+                series = Series(base, partials=True)
+                if keep is not None and series.holds(file):
+                    return f"a file of its series {series.glob}", True
+            elif several and same_file(base, file):
+                return f"stream {stream}'s file of it", False
+            elif same_file(partial_path(base), file):
+                return f"where {base} is written until it is finished", False
+        return None
 
     def write(self, result: FrameResult) -> None:
         if self._error is not None:
@@ -210,8 +240,7 @@ class VideoSink:
             raise OutputError(f"{base}: {os_error_message(exc)}") from None
         if self.segment is None:
             path = base
-            real = replaced_path(path)  # through a symlink: the file it points to
-            tmp = real.with_name(f".{real.stem}.partial{real.suffix}")
+            tmp = partial_path(path)
         else:
             series = Series(base, partials=True)
             path = series.new_name(result.timestamp)
