@@ -11,9 +11,9 @@ tritonclient reads as not ready and ovq's client as a server to wait for. Connec
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import select
 import socket
 import threading
 
@@ -21,86 +21,108 @@ logger = logging.getLogger(__name__)
 
 HEAD_LIMIT = 64 * 1024  # a request line and headers (kserve's limit is uvicorn's: h11 takes 64 KiB too)
 BODY_DRAINED = 1 << 22  # a body up to 4 MiB is read before the answer (a client still sending would be reset)
-NOT_READY = "Server is not ready. Its models are loading."  # kserve's ServerNotReady, with the reason
+NOT_READY = "Server is not ready. Its models are loading."
+MAX_ANSWERING = 32  # connections answered at once; more wait in the backlog (a compile's probes are a few)  # kserve's ServerNotReady, with the reason
 
 
 class StartingAnswers:
-    """Answer HTTP requests on ``copy``, a copy (``dup``) of a socket listening with ``backlog``, in a thread of its
-    own, until :meth:`stop`. The copy is closed then (or on a failure to start); the socket itself listens on."""
+    """Answer HTTP requests on ``copy``, a copy (``dup``) of a listening socket, until :meth:`stop`: a thread accepts,
+    a thread a connection answers it. The copy is closed then (or on a failure to start); the socket listens on.
 
-    def __init__(self, copy: socket.socket, backlog: int) -> None:
-        self._copy, self._backlog = copy, backlog
-        self._loop = asyncio.new_event_loop()
-        self._stopped: asyncio.Event | None = None
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="ovq-serve-starting", daemon=True)
-        self._thread.start()
-        self._started.wait()
-        if self._failure is not None:
-            self._copy.close()
-            raise self._failure
+    Plain threads, not asyncio: asyncio's server accepted a connection, then made its transport on the next turn of
+    the loop, and a ``close()`` in between dropped it (kserve's health probe got a reset: 1 of 60 hand-overs with 8
+    clients asking, on the 2-core Xeon) or left it open and unanswered until the client timed out (35 of 60). Here a
+    connection accepted is answered, whatever happens after; one not accepted waits in the backlog for the server.
+    """
+
+    def __init__(self, copy: socket.socket, backlog: int = 0) -> None:
+        self._copy = copy
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._slots = threading.BoundedSemaphore(MAX_ANSWERING)
+        self._thread = threading.Thread(target=self._accept, name="ovq-serve-starting", daemon=True)
+        try:
+            self._copy.setblocking(False)
+            self._thread.start()
+        except BaseException:
+            self._close()
+            raise
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop answering: no new connection is accepted here, answers under way finish (within ``timeout``)."""
-        if self._thread.is_alive() and self._stopped is not None:
+        """Stop accepting here; connections already accepted are answered on their own threads."""
+        if self._thread.is_alive():
             try:
-                self._loop.call_soon_threadsafe(self._stopped.set)
-            except RuntimeError:  # the loop closed meanwhile: stopped already
+                self._wake_w.send(b"x")
+            except OSError:  # closed already: stopped
                 pass
-        self._thread.join(timeout)
+            self._thread.join(timeout)
 
-    def _run(self) -> None:
+    def _accept(self) -> None:
         try:
-            self._loop.run_until_complete(self._serve())
+            while True:
+                # a free answering thread first: past MAX_ANSWERING, connections wait in the backlog
+                while not self._slots.acquire(timeout=0.1):
+                    if self._stopping(0):
+                        return
+                ready, _, _ = select.select([self._copy, self._wake_r], [], [])
+                if self._wake_r in ready:
+                    self._slots.release()
+                    return
+                try:
+                    conn, _ = self._copy.accept()
+                except (BlockingIOError, InterruptedError):  # taken by another process sharing the socket
+                    self._slots.release()
+                    continue
+                threading.Thread(target=self._answer, args=(conn,), name="ovq-serve-starting-answer",
+                                 daemon=True).start()
+        except OSError as exc:  # the socket closed under us (ovq stopping): nothing more to accept
+            logger.debug("answering while the models load: %s", exc)
         finally:
-            self._started.set()
-            self._loop.close()
+            self._close()
 
-    async def _serve(self) -> None:
-        self._stopped = asyncio.Event()
-        answers: set[asyncio.Task[None]] = set()
+    def _stopping(self, timeout: float) -> bool:
+        return bool(select.select([self._wake_r], [], [], timeout)[0])
 
-        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.ensure_future(_answer(reader, writer))
-            answers.add(task)
-            task.add_done_callback(answers.discard)
-
+    def _answer(self, conn: socket.socket) -> None:
         try:
-            # the backlog is the socket's (one queue for the copy and the original): kept as it was made
-            server = await asyncio.start_server(connected, sock=self._copy, limit=HEAD_LIMIT, backlog=self._backlog)
-        except BaseException as exc:  # noqa: BLE001 - raised in the thread that started the answers
-            self._failure = exc
-            return
-        self._started.set()
-        await self._stopped.wait()
-        server.close()  # closes the copy
-        if answers:
-            await asyncio.wait(answers, timeout=1.0)
-        for task in list(answers):  # a client that sends nothing is not waited for
-            task.cancel()
-        await asyncio.gather(*answers, return_exceptions=True)
+            with conn:
+                _answer(conn)
+        finally:
+            self._slots.release()
+
+    def _close(self) -> None:
+        for sock in (self._copy, self._wake_r, self._wake_w):
+            sock.close()
 
 
-async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _answer(conn: socket.socket) -> None:
     """One request, answered and the connection closed (``Connection: close``: the next one may meet kserve)."""
+    conn.setblocking(True)
+    conn.settimeout(10.0)
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(4096)
+            if not chunk or len(head) + len(chunk) > HEAD_LIMIT:
+                return  # not HTTP, or gone
+            head += chunk
+        head, body = head.split(b"\r\n\r\n", 1)
         lines = head.decode("latin-1").split("\r\n")
         method, target = (lines[0].split(" ") + ["", ""])[:2]
         headers = dict(line.lower().split(":", 1) for line in lines[1:] if ":" in line)
         length = headers.get("content-length", "0").strip()
-        if length.isdigit() and int(length) <= BODY_DRAINED:
-            await asyncio.wait_for(reader.readexactly(int(length)), 10.0)
+        if length.isdigit() and int(length) <= BODY_DRAINED:  # a client still sending would be reset
+            left = int(length) - len(body)
+            while left > 0:
+                chunk = conn.recv(min(left, 1 << 16))
+                if not chunk:
+                    return
+                left -= len(chunk)
         path = target.split("?", 1)[0].rstrip("/")
         status, content = (200, {"live": True}) if path == "/v2/health/live" else (503, {"error": NOT_READY})
-        body = json.dumps(content).encode()
+        payload = json.dumps(content).encode()
         reason = "OK" if status == 200 else "Service Unavailable"
-        writer.write(f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-                     f"connection: close\r\n\r\n".encode() + (b"" if method == "HEAD" else body))
-        await writer.drain()
+        conn.sendall(f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: "
+                     f"{len(payload)}\r\nconnection: close\r\n\r\n".encode() + (b"" if method == "HEAD" else payload))
         logger.debug("%s %s while the models load: %d", method, target, status)
-    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         logger.debug("a request while the models load: %s", exc or type(exc).__name__)
-    finally:
-        writer.close()
