@@ -397,6 +397,42 @@ def test_a_quantized_model_made_with_other_settings_is_not_reused(tmp_path, tiny
     assert not fresh(max_drop=0.05, rank_by="accuracy-per-latency")
 
 
+def test_a_quantized_model_of_another_float_model_is_not_reused(tmp_path, tiny):
+    # the pipeline's model: changed to another model whose files are older than quantize.output (a model copied
+    # with its times, or one downloaded long ago): the INT8 model of the old one was 'newer than' it, so ovq pipeline
+    # ran the old model (its labels in every record) and ovq bundle shipped it
+    import shutil
+    from dataclasses import replace
+
+    from ovq.core.metadata import read_info, write_info
+    from ovq.model.conversion import save
+    from ovq.model.paths import model_digest
+    from ovq.runtime.compilation import read_model
+
+    shutil.copytree(tiny.parent, tmp_path / "other")
+    weights = bytearray((tmp_path / "other/model.bin").read_bytes())
+    weights[-1] ^= 1  # the same graph, other weights
+    (tmp_path / "other/model.bin").write_bytes(bytes(weights))
+    model = read_model(tiny)
+    made = {"tool": "ovq", "mode": "plain", "preset": "performance", "source_sha256": model_digest(tiny)}
+    write_info(model, replace(read_info(model), quantization=made))
+    (tmp_path / "data").mkdir()
+    save(model, tmp_path / "int8")
+    t = time.time()
+    for rel in ("other/model.xml", "other/model.bin"):
+        _touch(tmp_path / rel, t - 100, tmp_path)
+    for rel in ("int8/model.xml", "int8/model.bin"):
+        _touch(tmp_path / rel, t + 10, tmp_path)
+
+    def fresh(model):
+        cfg = parse_pipeline_config({"model": str(model), "sources": [0], "quantize": {
+            "data": "data", "output": "int8"}}, tmp_path / "p.yaml")
+        return quantized_is_fresh(cfg.quantize, cfg.model)
+
+    assert fresh(tiny) and fresh(tiny.parent)
+    assert not fresh(tmp_path / "other")
+
+
 def test_quantize_takes_the_options_object_where_ensure_quantized_passes_it():
     params = list(inspect.signature(workflow.quantize).parameters)
     inspect.signature(workflow.quantize).bind("model", "data", "out", QuantizeOptions())

@@ -16,6 +16,7 @@ from ovq.cli import main
 from ovq.core.errors import DatasetError, OvqError
 from ovq.core.metadata import read_info, write_info
 from ovq.model.detector import Detector
+from ovq.model.paths import model_digest
 from ovq.quantization.layers import decode_tail, int8_layers
 from ovq.quantization.nncf_hooks import accuracy_control_hooks
 from ovq.quantization.options import AdvancedQuantizeOptions
@@ -234,6 +235,7 @@ def test_a_dataset_without_a_val_split_still_quantizes_without_accuracy(tiny, tm
     with caplog.at_level(logging.INFO, logger="ovq"):
         result = quantize(tiny, data, tmp_path / "q", calib_split="train", advanced=FAST, progress=False)
     assert result.fp_map is None and (tmp_path / "q" / "model.xml").exists()
+    assert result.details.quantization["source_sha256"] == model_digest(tiny)  # which model it came from
     assert any("no 'val' split, so accuracy is not measured" in r.getMessage() for r in caplog.records)
 
 

@@ -18,6 +18,7 @@ from ovq.deployment.schema import PipelineConfig, QuantizeConfig, ServeConfig
 from ovq.model.conversion import MODEL_XML
 from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
+from ovq.model.paths import model_digest
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
 from ovq.serving.remote import open_detector
@@ -81,16 +82,17 @@ def quantized_is_fresh(q: QuantizeConfig, model: Path) -> bool:
     data_time = max(newest_mtime(q.data), newest_mtime(dataset_root(q.data)))
     if not (built > newest_mtime(model) and built > data_time):
         return False
-    changed = settings_changed(q)
+    changed = settings_changed(q, model)
     if changed:
         logger.info("%s was made with other settings (%s)", q.output, changed)
     return not changed
 
 
-def settings_changed(q: QuantizeConfig) -> str:
+def settings_changed(q: QuantizeConfig, model: Path) -> str:
     """What the quantize section asks that the model in ``q.output`` was not made with (``max_drop 0.005, made
-    with 0.05``), from the provenance ovq writes into its rt_info; ``""`` when they agree, or when it has none
-    (a model made elsewhere is trusted as before)."""
+    with 0.05``; ``model m.onnx, made from another model``: the pipeline's model is not the one quantized, whatever
+    the files' times say), from the provenance ovq writes into its rt_info; ``""`` when they agree, or when it
+    has none (a model made elsewhere is trusted as before)."""
     from ovq.core.metadata import read_info
     from ovq.runtime.compilation import read_model
 
@@ -107,8 +109,11 @@ def settings_changed(q: QuantizeConfig) -> str:
     asked = {"mode": "accuracy_control" if budget else "plain", "max_drop": o.max_drop,
              "drop_type": o.drop_type.value, "preset": o.preset.value, "ignored": list(o.ignore),
              "rank_by": o.rank_by.value if budget else None}
-    return ", ".join(f"{key} {asked[key]}, made with {made.get(key)}" for key in asked
-                     if key in made and made[key] != asked[key])
+    changed = [f"{key} {asked[key]}, made with {made.get(key)}" for key in asked
+               if key in made and made[key] != asked[key]]
+    if made.get("source_sha256") and made["source_sha256"] != model_digest(model):
+        changed.insert(0, f"model {model.name}, made from another model")
+    return ", ".join(changed)
 
 
 def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:

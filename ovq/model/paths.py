@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +35,18 @@ def resolve_model_path(src: str | Path) -> Path:
     if why := unreadable(path):  # OpenVINO would say "not an ONNX model" or "cannot read" of it
         raise ModelError(f"{path}: {why}")
     return path
+
+
+def model_digest(src: str | Path) -> str:
+    """The SHA-256 of a model's files (an ``.xml`` with its ``.bin``; an ``.onnx`` or ``.pt`` file): which model
+    a quantized one was made from, wherever it lies and whatever its files' times say."""
+    path = resolve_model_path(src)
+    digest = hashlib.sha256()
+    for part in (path, path.with_suffix(".bin")) if path.suffix.lower() == ".xml" else (path,):
+        with part.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def refuse_urls(models: Sequence[object], what: str) -> None:
