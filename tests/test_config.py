@@ -730,6 +730,21 @@ def test_cli_runs_and_prints_the_summary(tiny, tmp_path, capsys):
     assert len(_records(tmp_path / "o.jsonl")) == 5
 
 
+def test_a_pipeline_that_quantizes_keeps_nncf_out_of_its_standard_output(tiny, tmp_path):
+    """--json with a quantize section to run: NNCF's log (its own handler on standard output, INFO even with -q) and
+    its rich progress bars printed above the summary, which then was not JSON."""
+    from conftest import random_images
+
+    random_images(tmp_path / "calib")
+    path = write(tmp_path, f"model: {tiny}\ndevice: CPU\nquantize: {{data: calib, output: int8, subset_size: 4}}\n"
+                           "sources: [{name: belt, url: 'synth://conveyor?width=96&height=64'}]\n")
+    r = subprocess.run([sys.executable, "-m", "ovq", "pipeline", str(path), "--max-frames", "3", "--json", "-q"],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["frames"] == 3 and (tmp_path / "int8/model.xml").exists()
+    assert "INFO:nncf" not in r.stderr  # -q: warnings and errors only
+
+
 @pytest.mark.slow
 def test_sigterm_drains_and_exits_0(tiny, tmp_path):
     """What `systemctl stop` does: SIGTERM; the pipeline stops, closes its files and exits 0."""
