@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -128,15 +129,35 @@ class SourceConfig:
         return {"name": self.name, "url": mask_url(self.url) if mask_secrets else self.url}
 
 
-def refuse_writing_a_source(origin: Origin, key: str, output: str | Path | None, sources: list[SourceConfig]) -> None:
-    """An error naming ``key`` when ``output`` is the file a source reads: the run replaced the video it was reading
-    with its own output (``--source v.mp4 --out v.mp4``: the input gone, exit 0)."""
+def refuse_writing_an_input(cfg: PipelineConfig, key: str, output: str | Path | None) -> None:
+    """An error naming ``key`` when ``output`` is a file the run reads: it replaced that file with its own output,
+    exit 0 (``--source v.mp4 --out v.mp4``: the input video gone; ``--jsonl m/model.xml``: the model; a pipeline
+    file's ``sinks.jsonl: p.yaml``: the pipeline file itself)."""
     if output is None or is_stream(output):  # /dev/stdout, a FIFO: nothing is replaced
         return
-    for source in sources:
-        if is_local_path(source.url) and Path(source.url).is_file() and same_file(output, source.url):
-            raise origin.error(key, f"{output}: the video source {source.name or source.url} is read from it; writing "
-                                    "there would replace the input (give another file)")
+    for what, path in _inputs(cfg):
+        if Path(path).is_file() and same_file(output, path):
+            raise cfg.where.error(key, f"{output}: {what} is read from it; writing there would replace the input "
+                                       "(give another file)")
+
+
+def _inputs(cfg: PipelineConfig) -> Iterator[tuple[str, str | Path]]:
+    """The files a run of ``cfg`` reads, each with what it is to the run."""
+    for source in cfg.sources:
+        if is_local_path(source.url):
+            yield f"the video source {source.name or source.url}", source.url
+    if cfg.path is not None:
+        yield "the pipeline file", cfg.path
+    models = [] if isinstance(cfg.model, str) else [cfg.model]
+    if cfg.quantize is not None:
+        yield "quantize.data", cfg.quantize.data
+        models.append(cfg.quantize.output)
+    for model in models:
+        xmls = sorted(model.glob("*.xml")) if model.is_dir() else [model]
+        for path in xmls:
+            yield f"the model {model}", path
+            if path.suffix.lower() == ".xml":
+                yield f"the model {model}", path.with_suffix(".bin")
 
 
 def is_local_path(url: str) -> bool:
@@ -348,7 +369,7 @@ class PipelineConfig:
             origin=origin,
         )
         for key, output in (("sinks.video", cfg.sinks.video), ("sinks.jsonl", cfg.sinks.jsonl)):
-            refuse_writing_a_source(o, key, output, cfg.sources)
+            refuse_writing_an_input(cfg, key, output)
         return cfg
 
     @property
