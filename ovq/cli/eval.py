@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.evaluation.accuracy import evaluate
 
     refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision})
-    check_file_outputs({"--json": args.json, "--save-json": args.save_json})
+    check_file_outputs({"--json": args.json, "--save-json": args.save_json}, models=[args.model])
     for flag, path in (("--save-json", args.save_json), ("--json", args.json)):
         if path and os.path.isfile(args.data) and same_file(path, args.data):  # a COCO JSON's ground truth was gone
             raise ConfigError(f"{flag} {path}: is the dataset file (--data); writing there would replace it (give "

@@ -26,6 +26,7 @@ from ovq.deployment.fields import Origin, describe, given
 from ovq.deployment.sinks_config import MQTT_URL_ENV, MqttConfig, SinksConfig  # noqa: F401 - importable from here too
 from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
+from ovq.model.paths import model_files
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
 from ovq.runtime.devices import parse_device
@@ -153,11 +154,8 @@ def _inputs(cfg: PipelineConfig) -> Iterator[tuple[str, str | Path]]:
         yield "quantize.data", cfg.quantize.data
         models.append(cfg.quantize.output)
     for model in models:
-        xmls = sorted(model.glob("*.xml")) if model.is_dir() else [model]
-        for path in xmls:
+        for path in model_files(model):
             yield f"the model {model}", path
-            if path.suffix.lower() == ".xml":
-                yield f"the model {model}", path.with_suffix(".bin")
 
 
 def is_local_path(url: str) -> bool:
