@@ -58,7 +58,7 @@ from ovq.quantization.overflow import (
 )
 from ovq.quantization.plot import plot_sensitivity
 from ovq.quantization.report import QuantizeReport, render_markdown
-from ovq.runtime.compilation import first_line, write_model
+from ovq.runtime.compilation import check_device, first_line, write_model
 from ovq.runtime.cpu import cpu_model, int8_kernels
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ def quantize(
     refuse_urls([model], "quantize reads the float model's files and writes INT8 ones; give a model folder, .xml, "
                          ".onnx or .pt (quantize the served model's files, then serve the result)")
     opts = _options(options, fields)
+    check_device(opts.device)  # before the model loads and the warning below names it: one line, not two
     if out_dir is not None:  # an output that cannot be written fails now, not after minutes of NNCF
         if isinstance(model, (str, Path)):
             refuse_replacing_source(model, out_dir, held="the float model being quantized", by="the INT8 model")
