@@ -633,6 +633,25 @@ def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, me
     assert len(err) == 1 and message in err[0] and err[0].startswith("ovq pipeline: error: ")
 
 
+@pytest.mark.parametrize(("url", "extra", "said"), [
+    ("mqtt://u:secret@broker:99999", "", "OVQ_TEST_BROKER: mqtt://u:***@broker:99999: bad port '99999' (expected 1-65535)"),
+    ("ws://broker", "", "OVQ_TEST_BROKER: ws://broker: unknown MQTT broker scheme 'ws://'"),
+    ("mqtt://broker", ", ca_file: ca.pem", "OVQ_TEST_BROKER: a CA file or client certificate needs a TLS broker URL"),
+], ids=["port", "scheme", "tls"])
+def test_a_broker_url_from_the_environment_is_checked_as_one_in_the_file(tiny, tmp_path, capsys, monkeypatch, url,
+                                                                         extra, said):
+    """sinks.mqtt.url_env naming a variable that holds a bad broker URL: --check said OK (it only asked that the
+    variable be set), and the run failed with a line naming neither the file, the key nor the variable."""
+    monkeypatch.setenv("OVQ_TEST_BROKER", url)
+    (tmp_path / "ca.pem").write_text("not read before the URL is checked\n")
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\nsinks: {{mqtt: {{url_env: OVQ_TEST_BROKER{extra}}}}}\n")
+    for check in (["--check"], []):
+        assert main(["pipeline", str(path), *check, "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"ovq pipeline: error: {path}: sinks.mqtt: {said}"), err
+        assert "secret" not in err[0]
+
+
 @pytest.mark.parametrize("check", [["--check"], []], ids=["--check", "run"])
 def test_an_empty_device_override_is_refused(tiny, tmp_path, capsys, check):
     """`ovq pipeline p.yaml --device ""` (--device "$DEV" with DEV unset) ran on the file's device, exit 0, and

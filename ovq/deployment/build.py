@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ovq.core.errors import OvqError, SourceError
+from ovq.core.errors import ConfigError, OvqError, SourceError
 from ovq.data.layout import dataset_root, newest_mtime
 from ovq.deployment.schema import PipelineConfig, QuantizeConfig, ServeConfig
 from ovq.model.conversion import MODEL_XML
@@ -22,7 +22,7 @@ from ovq.model.paths import model_digest
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
 from ovq.serving.remote import open_detector
-from ovq.streaming.mqtt import MqttSink
+from ovq.streaming.mqtt import TLS_SCHEMES, MqttSink, parse_broker_url
 from ovq.streaming.pipeline import Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, VideoSink, WindowSink
@@ -58,14 +58,24 @@ def check_paths(cfg: PipelineConfig) -> None:
 
 
 def check_environment(cfg: PipelineConfig, environ: Mapping[str, str] | None = None) -> None:
-    """Raise :class:`ConfigError` when the MQTT sink's broker variable is not set (``${VAR}`` references were
-    already resolved when the file was loaded)."""
+    """Raise :class:`ConfigError` when the MQTT sink's broker variable is not set, or holds no broker URL the sink
+    takes (``${VAR}`` references were already resolved when the file was loaded): checked by the parser the sink
+    uses, as a URL in the file is, so ``--check`` and the run agree (a bad port there passed ``--check``)."""
     environ = os.environ if environ is None else environ
     mqtt = cfg.sinks.mqtt
-    if mqtt is not None and mqtt.url is None and not environ.get(mqtt.url_env):
-        where = cfg.where
+    if mqtt is None or mqtt.url is not None:
+        return
+    where, url = cfg.where, environ.get(mqtt.url_env)
+    if not url:
         raise where.error("sinks.mqtt", f"no broker URL: set the environment variable {mqtt.url_env} "
                                         f"(e.g. mqtt://broker:1883) or give {where.name_of('sinks.mqtt.url')}")
+    try:
+        scheme = parse_broker_url(url).scheme
+    except ConfigError as exc:
+        raise where.error("sinks.mqtt", f"{mqtt.url_env}: {exc}") from None
+    if (mqtt.ca_file or mqtt.cert_file) and scheme not in TLS_SCHEMES:
+        raise where.error("sinks.mqtt", f"{mqtt.url_env}: a CA file or client certificate needs a TLS broker URL "
+                                        "(mqtts://)")
 
 
 def quantized_is_fresh(q: QuantizeConfig, model: Path) -> bool:
