@@ -652,6 +652,18 @@ def test_a_broker_url_from_the_environment_is_checked_as_one_in_the_file(tiny, t
         assert "secret" not in err[0]
 
 
+def test_a_quantize_output_that_holds_the_float_model_is_refused_naming_the_key(tiny, tmp_path, capsys):
+    """quantize.output naming the model's own folder: --check said OK, and the run failed with quantize's line
+    '...; give another output folder (-o)', a flag no pipeline file has."""
+    path = write(tmp_path, f"model: {tiny.parent}\nsources: [synth://conveyor]\n"
+                           f"quantize: {{data: {tmp_path}, output: {tiny.parent}}}\n")
+    for check in (["--check"], []):
+        assert main(["pipeline", str(path), *check, "-q"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [(
+            f"ovq pipeline: error: {path}: quantize.output: {tiny.parent}: holds the float model being quantized "
+            "(model.xml), which the INT8 model would replace; give another folder")]
+
+
 @pytest.mark.parametrize("check", [["--check"], []], ids=["--check", "run"])
 def test_an_empty_device_override_is_refused(tiny, tmp_path, capsys, check):
     """`ovq pipeline p.yaml --device ""` (--device "$DEV" with DEV unset) ran on the file's device, exit 0, and

@@ -26,7 +26,7 @@ from ovq.deployment.fields import Origin, describe, given
 from ovq.deployment.sinks_config import MQTT_URL_ENV, MqttConfig, SinksConfig  # noqa: F401 - importable from here too
 from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
-from ovq.model.paths import model_files
+from ovq.model.paths import MODEL_XML, model_files
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
 from ovq.runtime.devices import parse_device
@@ -73,6 +73,10 @@ class QuantizeConfig:
         output = origin.base / f"{model.stem}-int8"  # beside the pipeline file unless given
         if given(q, "output"):
             output = origin.path(q["output"], "quantize.output")
+        held = [f for f in model_files(model) for name in (MODEL_XML, "model.bin") if same_file(f, output / name)]
+        if held:  # quantize refused it as '...; give another output folder (-o)', a flag no pipeline file has
+            raise origin.error("quantize.output", f"{output}: holds the float model being quantized ({held[0].name}), "
+                                                  "which the INT8 model would replace; give another folder")
         asked = {k: v for k, v in q.items() if k not in ("data", "output") and v is not None}
         try:
             options = QuantizeOptions.from_mapping({**PIPELINE_QUANTIZE_DEFAULTS, **asked})
