@@ -870,6 +870,40 @@ def test_dataset_root(tmp_path):
     assert not quantized_is_fresh(cfg.quantize, cfg.model)
 
 
+def test_numbers_and_true_false_can_come_from_the_environment(tmp_path, monkeypatch):
+    """The README: "Values can come from the environment as ${VAR} or ${VAR:-default}". For a number, an integer or
+    true/false they could not: `conf: ${CONF:-0.5}` said "conf: expected a number, got '0.5'", `track: ${TRACK}`
+    "expected true or false, got 'true'". A whole reference's text is now read as the file would read it."""
+    text = ("model: m.xml\nsources: [synth://conveyor]\nconf: ${CONF:-0.5}\nmax_frames: ${FRAMES}\n"
+            "track: ${TRACK:-false}\nreconnect: {stall_timeout: '${STALL:-7}'}\n"
+            "quantize: {data: d, max_drop: '${DROP:-0.01}', subset_size: '${SUBSET:-16}'}\n")
+    path = write(tmp_path, text)
+    monkeypatch.setenv("FRAMES", "300")
+    monkeypatch.setenv("TRACK", "true")
+    cfg = load_pipeline_config(path)
+    assert (cfg.conf, cfg.max_frames, cfg.track, cfg.reconnect.stall_timeout) == (0.5, 300, True, 7.0)
+    assert (cfg.quantize.options.max_drop, cfg.quantize.options.subset_size) == (0.01, 16)
+    # ovq bundle leaves the references in the file it ships, and checks their defaults
+    with pytest.raises(ConfigError, match=r"max_frames: \$\{FRAMES\}: a value read from the environment where the "
+                                          r"pipeline runs needs a default to be checked here: write \$\{VAR:-VALUE\}"):
+        load_pipeline_config(path, resolve_env=("model", "quantize"))
+    bundled = load_pipeline_config(write(tmp_path, text.replace("${FRAMES}", "${FRAMES:-9}"), "b.yaml"),
+                                   resolve_env=("model", "quantize"))
+    assert (bundled.conf, bundled.max_frames, bundled.track) == (0.5, 9, False)
+    for name, value, said in (("CONF", "abc", "conf: expected a number, got 'abc'"),
+                              ("FRAMES", "1.5", "max_frames: expected an integer, got 1.5"),
+                              ("TRACK", "yes", "track: expected true or false, got 'yes'"),
+                              ("DROP", "nan", "quantize.max_drop: expected a number >= 0 and <= 1, got nan")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError) as err:
+            load_pipeline_config(path)
+        assert str(err.value) == f"{path}: {said}"
+        monkeypatch.setenv(name, {"CONF": "0.5", "FRAMES": "300", "TRACK": "true", "DROP": "0.01"}[name])
+    # text the file wrote itself stays text: a quoted number is still refused
+    with pytest.raises(ConfigError, match="conf: expected a number, got '0.5'"):
+        load_pipeline_config(write(tmp_path, "model: m.xml\nsources: [synth://conveyor]\nconf: '0.5'\n", "q.yaml"))
+
+
 def test_numbers_without_a_dot_read_as_numbers(tmp_path):
     # YAML 1.1 (PyYAML) read 1e3 as the string '1e3' ("expected a number, got '1e3'"); YAML 1.2 and JSON read it
     # as a number. Quoted, it stays text.

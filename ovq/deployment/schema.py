@@ -77,7 +77,8 @@ class QuantizeConfig:
         if held:  # quantize refused it as '...; give another output folder (-o)', a flag no pipeline file has
             raise origin.error("quantize.output", f"{output}: holds the float model being quantized ({held[0].name}), "
                                                   "which the INT8 model would replace; give another folder")
-        asked = {k: v for k, v in q.items() if k not in ("data", "output") and v is not None}
+        asked = {k: origin.env_scalar(v, f"quantize.{k}") for k, v in q.items()
+                 if k not in ("data", "output") and v is not None}
         try:
             options = QuantizeOptions.from_mapping({**PIPELINE_QUANTIZE_DEFAULTS, **asked})
         except ConfigError as exc:  # "max_drop: expected ..." -> "FILE: quantize.max_drop: expected ..."
