@@ -82,6 +82,14 @@ def check_file_outputs(given: Mapping[str, str | None], *, models: Sequence[obje
                                   "(give another file)")
 
 
+def check_thresholds(given: Mapping[str, float | None]) -> None:
+    """A :class:`ConfigError` naming the flag of a threshold outside [0, 1] (NaN too), before the model loads: the
+    model's own check named it as Python does ('conf 2.0: expected a number from 0 to 1')."""
+    for flag, value in given.items():
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{flag} {value:g}: expected a number from 0 to 1")
+
+
 def add_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision", choices=("default", "f32", "bf16", "f16"), default=None,
