@@ -227,6 +227,22 @@ def test_an_output_that_is_the_model_or_the_pipeline_file_is_refused(tiny, tmp_p
     assert Path(replaced).read_bytes() == before
 
 
+@pytest.mark.parametrize("flag", ["--jsonl", "--summary-json"])
+def test_an_output_that_is_an_image_of_a_folder_source_is_refused(tiny, tmp_path, capsys, monkeypatch, flag):
+    """`ovq run M --source imgs --jsonl imgs/a.png` wrote its records over an image it had read ('wrote imgs/a.png
+    (2 records)', exit 0)."""
+    from conftest import random_images
+
+    monkeypatch.chdir(tmp_path)
+    random_images(Path("imgs"), n=2)
+    before = Path("imgs/0.png").read_bytes()
+    assert main(["run", str(tiny), "--source", "imgs", flag, "imgs/0.png", "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [(
+        f"ovq run: error: {flag}: imgs/0.png: an image of the source imgs is read from it; writing there would "
+        "replace the input (give another file)")]
+    assert Path("imgs/0.png").read_bytes() == before
+
+
 def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):
     out, jsonl, summary = tmp_path / "x.mp4", tmp_path / "x.jsonl", tmp_path / "s.json"
     argv = ["run", str(tiny), "--source", "synth://conveyor?width=96&height=64", "--device", "CPU",

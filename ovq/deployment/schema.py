@@ -22,6 +22,7 @@ from typing import Any
 from ovq.core.errors import ConfigError, OvqError
 from ovq.core.fileio import is_stream, same_file
 from ovq.core.urls import is_serving_url, mask_url, parse_url
+from ovq.data.images import IMAGE_SUFFIXES
 from ovq.deployment.fields import Origin, describe, given
 from ovq.deployment.sinks_config import MQTT_URL_ENV, MqttConfig, SinksConfig  # noqa: F401 - importable from here too
 from ovq.model.decoders.graph_nms import NMS_MODES
@@ -141,17 +142,20 @@ def refuse_writing_an_input(cfg: PipelineConfig, key: str, output: str | Path | 
     file's ``sinks.jsonl: p.yaml``: the pipeline file itself)."""
     if output is None or is_stream(output):  # /dev/stdout, a FIFO: nothing is replaced
         return
-    for what, path in _inputs(cfg):
+    for what, path in _inputs(cfg, output):
         if Path(path).is_file() and same_file(output, path):
             raise cfg.where.error(key, f"{output}: {what} is read from it; writing there would replace the input "
                                        "(give another file)")
 
 
-def _inputs(cfg: PipelineConfig) -> Iterator[tuple[str, str | Path]]:
-    """The files a run of ``cfg`` reads, each with what it is to the run."""
+def _inputs(cfg: PipelineConfig, output: str | Path) -> Iterator[tuple[str, str | Path]]:
+    """The files a run of ``cfg`` reads that ``output`` could be, each with what it is to the run."""
     for source in cfg.sources:
-        if is_local_path(source.url):
-            yield f"the video source {source.name or source.url}", source.url
+        if not is_local_path(source.url):
+            continue
+        yield f"the video source {source.name or source.url}", source.url
+        if Path(source.url).is_dir() and Path(output).suffix.lower() in IMAGE_SUFFIXES:  # an image the folder gives
+            yield f"an image of the source {source.name or source.url}", Path(source.url) / Path(output).name
     if cfg.path is not None:
         yield "the pipeline file", cfg.path
     models = [] if isinstance(cfg.model, str) else [cfg.model]
