@@ -401,6 +401,42 @@ def test_a_quantized_model_made_with_other_settings_is_not_reused(tmp_path, tiny
     assert not fresh(max_drop=0.05, rank_by="accuracy-per-latency")
 
 
+def test_a_quantized_model_of_another_float_model_is_not_reused(tmp_path, tiny):
+    # the pipeline's model: changed to another model whose files are older than quantize.output (a model copied
+    # with its times, or one downloaded long ago): the INT8 model of the old one was 'newer than' it, so ovq pipeline
+    # ran the old model (its labels in every record) and ovq bundle shipped it
+    import shutil
+    from dataclasses import replace
+
+    from ovq.core.metadata import read_info, write_info
+    from ovq.model.conversion import save
+    from ovq.model.paths import model_digest
+    from ovq.runtime.compilation import read_model
+
+    shutil.copytree(tiny.parent, tmp_path / "other")
+    weights = bytearray((tmp_path / "other/model.bin").read_bytes())
+    weights[-1] ^= 1  # the same graph, other weights
+    (tmp_path / "other/model.bin").write_bytes(bytes(weights))
+    model = read_model(tiny)
+    made = {"tool": "ovq", "mode": "plain", "preset": "performance", "source_sha256": model_digest(tiny)}
+    write_info(model, replace(read_info(model), quantization=made))
+    (tmp_path / "data").mkdir()
+    save(model, tmp_path / "int8")
+    t = time.time()
+    for rel in ("other/model.xml", "other/model.bin"):
+        _touch(tmp_path / rel, t - 100, tmp_path)
+    for rel in ("int8/model.xml", "int8/model.bin"):
+        _touch(tmp_path / rel, t + 10, tmp_path)
+
+    def fresh(model):
+        cfg = parse_pipeline_config({"model": str(model), "sources": [0], "quantize": {
+            "data": "data", "output": "int8"}}, tmp_path / "p.yaml")
+        return quantized_is_fresh(cfg.quantize, cfg.model)
+
+    assert fresh(tiny) and fresh(tiny.parent)
+    assert not fresh(tmp_path / "other")
+
+
 def test_quantize_takes_the_options_object_where_ensure_quantized_passes_it():
     params = list(inspect.signature(workflow.quantize).parameters)
     inspect.signature(workflow.quantize).bind("model", "data", "out", QuantizeOptions())
@@ -601,6 +637,37 @@ def test_cli_errors_are_one_line_exit_2(tiny, tmp_path, capsys, text, device, me
     assert len(err) == 1 and message in err[0] and err[0].startswith("ovq pipeline: error: ")
 
 
+@pytest.mark.parametrize(("url", "extra", "said"), [
+    ("mqtt://u:secret@broker:99999", "", "OVQ_TEST_BROKER: mqtt://u:***@broker:99999: bad port '99999' (expected 1-65535)"),
+    ("ws://broker", "", "OVQ_TEST_BROKER: ws://broker: unknown MQTT broker scheme 'ws://'"),
+    ("mqtt://broker", ", ca_file: ca.pem", "OVQ_TEST_BROKER: a CA file or client certificate needs a TLS broker URL"),
+], ids=["port", "scheme", "tls"])
+def test_a_broker_url_from_the_environment_is_checked_as_one_in_the_file(tiny, tmp_path, capsys, monkeypatch, url,
+                                                                         extra, said):
+    """sinks.mqtt.url_env naming a variable that holds a bad broker URL: --check said OK (it only asked that the
+    variable be set), and the run failed with a line naming neither the file, the key nor the variable."""
+    monkeypatch.setenv("OVQ_TEST_BROKER", url)
+    (tmp_path / "ca.pem").write_text("not read before the URL is checked\n")
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\nsinks: {{mqtt: {{url_env: OVQ_TEST_BROKER{extra}}}}}\n")
+    for check in (["--check"], []):
+        assert main(["pipeline", str(path), *check, "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"ovq pipeline: error: {path}: sinks.mqtt: {said}"), err
+        assert "secret" not in err[0]
+
+
+def test_a_quantize_output_that_holds_the_float_model_is_refused_naming_the_key(tiny, tmp_path, capsys):
+    """quantize.output naming the model's own folder: --check said OK, and the run failed with quantize's line
+    '...; give another output folder (-o)', a flag no pipeline file has."""
+    path = write(tmp_path, f"model: {tiny.parent}\nsources: [synth://conveyor]\n"
+                           f"quantize: {{data: {tmp_path}, output: {tiny.parent}}}\n")
+    for check in (["--check"], []):
+        assert main(["pipeline", str(path), *check, "-q"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [(
+            f"ovq pipeline: error: {path}: quantize.output: {tiny.parent}: holds the float model being quantized "
+            "(model.xml), which the INT8 model would replace; give another folder")]
+
+
 @pytest.mark.parametrize("check", [["--check"], []], ids=["--check", "run"])
 def test_an_empty_device_override_is_refused(tiny, tmp_path, capsys, check):
     """`ovq pipeline p.yaml --device ""` (--device "$DEV" with DEV unset) ran on the file's device, exit 0, and
@@ -698,6 +765,21 @@ def test_cli_runs_and_prints_the_summary(tiny, tmp_path, capsys):
     assert len(_records(tmp_path / "o.jsonl")) == 5
 
 
+def test_a_pipeline_that_quantizes_keeps_nncf_out_of_its_standard_output(tiny, tmp_path):
+    """--json with a quantize section to run: NNCF's log (its own handler on standard output, INFO even with -q) and
+    its rich progress bars printed above the summary, which then was not JSON."""
+    from conftest import random_images
+
+    random_images(tmp_path / "calib")
+    path = write(tmp_path, f"model: {tiny}\ndevice: CPU\nquantize: {{data: calib, output: int8, subset_size: 4}}\n"
+                           "sources: [{name: belt, url: 'synth://conveyor?width=96&height=64'}]\n")
+    r = subprocess.run([sys.executable, "-m", "ovq", "pipeline", str(path), "--max-frames", "3", "--json", "-q"],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["frames"] == 3 and (tmp_path / "int8/model.xml").exists()
+    assert "INFO:nncf" not in r.stderr  # -q: warnings and errors only
+
+
 @pytest.mark.slow
 def test_sigterm_drains_and_exits_0(tiny, tmp_path):
     """What `systemctl stop` does: SIGTERM; the pipeline stops, closes its files and exits 0."""
@@ -790,6 +872,40 @@ def test_dataset_root(tmp_path):
     assert quantized_is_fresh(cfg.quantize, cfg.model)
     _touch(tmp_path / "ds/images/b.jpg", t + 20, tmp_path)
     assert not quantized_is_fresh(cfg.quantize, cfg.model)
+
+
+def test_numbers_and_true_false_can_come_from_the_environment(tmp_path, monkeypatch):
+    """The README: "Values can come from the environment as ${VAR} or ${VAR:-default}". For a number, an integer or
+    true/false they could not: `conf: ${CONF:-0.5}` said "conf: expected a number, got '0.5'", `track: ${TRACK}`
+    "expected true or false, got 'true'". A whole reference's text is now read as the file would read it."""
+    text = ("model: m.xml\nsources: [synth://conveyor]\nconf: ${CONF:-0.5}\nmax_frames: ${FRAMES}\n"
+            "track: ${TRACK:-false}\nreconnect: {stall_timeout: '${STALL:-7}'}\n"
+            "quantize: {data: d, max_drop: '${DROP:-0.01}', subset_size: '${SUBSET:-16}'}\n")
+    path = write(tmp_path, text)
+    monkeypatch.setenv("FRAMES", "300")
+    monkeypatch.setenv("TRACK", "true")
+    cfg = load_pipeline_config(path)
+    assert (cfg.conf, cfg.max_frames, cfg.track, cfg.reconnect.stall_timeout) == (0.5, 300, True, 7.0)
+    assert (cfg.quantize.options.max_drop, cfg.quantize.options.subset_size) == (0.01, 16)
+    # ovq bundle leaves the references in the file it ships, and checks their defaults
+    with pytest.raises(ConfigError, match=r"max_frames: \$\{FRAMES\}: a value read from the environment where the "
+                                          r"pipeline runs needs a default to be checked here: write \$\{VAR:-VALUE\}"):
+        load_pipeline_config(path, resolve_env=("model", "quantize"))
+    bundled = load_pipeline_config(write(tmp_path, text.replace("${FRAMES}", "${FRAMES:-9}"), "b.yaml"),
+                                   resolve_env=("model", "quantize"))
+    assert (bundled.conf, bundled.max_frames, bundled.track) == (0.5, 9, False)
+    for name, value, said in (("CONF", "abc", "conf: expected a number, got 'abc'"),
+                              ("FRAMES", "1.5", "max_frames: expected an integer, got 1.5"),
+                              ("TRACK", "yes", "track: expected true or false, got 'yes'"),
+                              ("DROP", "nan", "quantize.max_drop: expected a number >= 0 and <= 1, got nan")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError) as err:
+            load_pipeline_config(path)
+        assert str(err.value) == f"{path}: {said}"
+        monkeypatch.setenv(name, {"CONF": "0.5", "FRAMES": "300", "TRACK": "true", "DROP": "0.01"}[name])
+    # text the file wrote itself stays text: a quoted number is still refused
+    with pytest.raises(ConfigError, match="conf: expected a number, got '0.5'"):
+        load_pipeline_config(write(tmp_path, "model: m.xml\nsources: [synth://conveyor]\nconf: '0.5'\n", "q.yaml"))
 
 
 def test_numbers_without_a_dot_read_as_numbers(tmp_path):

@@ -466,3 +466,16 @@ def test_coco_json_image_folder_can_be_named(tmp_path):
         load_dataset(alone)
     ds = load_dataset(alone, images=tmp_path / "coco" / "images" / "val2030")
     assert len(ds) == 2 and ds.boxes == 2
+
+
+def test_coco_json_in_the_working_folder_names_each_folder_looked_in_once(tmp_path, monkeypatch):
+    """'x.json: cannot find its images (looked in images/val, images/val, val, val)': each twice, and the two last
+    folders it looked in (images, .) left out."""
+    path = _coco_json(tmp_path / "coco")
+    (tmp_path / "alone").mkdir()
+    monkeypatch.chdir(tmp_path / "alone")
+    Path(path.name).write_text(path.read_text())
+    with pytest.raises(DatasetError) as err:
+        load_dataset(path.name)
+    assert str(err.value) == (f"{path.name}: cannot find its images (looked in images/val2030, val2030, images, .); "
+                              "pass the image folder (--images, or images=)")

@@ -489,6 +489,32 @@ def test_a_dash_for_an_output_folder_is_refused(tmp_path, capsys, monkeypatch, t
     assert list(work.iterdir()) == []
 
 
+@pytest.mark.parametrize(("argv", "target", "said"), [
+    ("bench {model} --time 0.2 --json", "{model}/model.xml", "is a file of the model {model}"),
+    ("bench {model}/model.xml --time 0.2 --json", "{model}/model.bin", "is a file of the model {model}/model.xml"),
+    ("eval {model} --data {data} --no-progress --json", "{model}/model.bin", "is a file of the model {model}"),
+    ("eval {model} --data {data} --no-progress --save-json", "{model}/model.xml", "is a file of the model {model}"),
+    ("capacity {model} --source {video} --fps 5 --seconds 1 --warmup 0 --max-streams 1 --json", "{model}/model.xml",
+     "is a file of the model {model}"),
+    ("capacity {model} --source {video} --fps 5 --seconds 1 --warmup 0 --max-streams 1 --json", "{video}",
+     "is the video source (--source)"),
+], ids=["bench", "bench-bin", "eval --json", "eval --save-json", "capacity", "capacity-source"])
+def test_an_output_file_that_is_the_model_or_the_source_is_refused(tmp_path, capsys, monkeypatch, tiny, argv, target,
+                                                                   said):
+    """`ovq bench m --json m/model.xml` wrote its table over the model it measured ('wrote m/model.xml', exit 0: the
+    next command said 'not a valid IR .xml file'); eval's --json and --save-json and capacity's --json the same, and
+    capacity's --json naming its --source replaced the video."""
+    data, video, work = _outputs_workspace(tmp_path, monkeypatch, ("val",))
+    model = tmp_path / "m"
+    shutil.copytree(tiny.parent, model)
+    fill = {"model": model, "data": data, "video": video}
+    args, target = [*argv.format(**fill).split(), target.format(**fill)], target.format(**fill)
+    before = Path(target).read_bytes()
+    assert one_error_line(capsys, *args) == (f"ovq {args[0]}: error: {args[-2]} {target}: {said.format(**fill)}; "
+                                             "writing there would replace it (give another file)")
+    assert Path(target).read_bytes() == before and list(work.iterdir()) == []
+
+
 def test_predict_into_an_existing_file(tmp_path, capsys, tiny, assets):
     out = tmp_path / "taken"
     out.write_text("keep me")

@@ -207,6 +207,24 @@ def test_health_max_age_must_be_finite(tmp_path, capsys):
     assert main(["health", str(beat), "--max-age", "5"]) == 0
 
 
+def test_a_heartbeat_that_cannot_be_written_is_said_once_not_every_second(tmp_path, ovq_log):
+    """OVQ_HEARTBEAT_FILE naming a folder (or a full disk) logged 'cannot write the heartbeat' every second for as long
+    as the service ran, and left its temporary file behind each time."""
+    beat = tmp_path / "hb"
+    beat.mkdir()
+    clock = iter(range(1000))
+    sink = LivenessSink(heartbeat=beat, clock=lambda: float(next(clock)))
+    for i in range(20):
+        sink.write(_result(i))
+    warned = [m for m in ovq_log.messages() if "heartbeat" in m]
+    assert len(warned) == 1 and warned[0].startswith(f"{beat}: cannot write the heartbeat: ") and "Is a directory" in warned[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hb"]  # no .hb.tmp left
+    beat.rmdir()  # the path is fixed: the heartbeat is written, and the log says so
+    sink.write(_result(20))
+    assert json.loads(beat.read_text())["results"] == 21
+    assert [m for m in ovq_log.messages() if "heartbeat" in m][1:] == [f"{beat}: the heartbeat is written again"]
+
+
 def test_ovq_run_writes_the_heartbeat_too(tiny, tmp_path, capsys):
     # only `ovq pipeline` wrote it: a container running `ovq run` with OVQ_HEARTBEAT_FILE set never got healthy
     beat = tmp_path / "heartbeat.json"

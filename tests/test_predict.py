@@ -131,12 +131,25 @@ def test_predict_never_writes_over_its_input_images(tiny, tmp_path, capsys):
     assert (folder / "a.jpg").read_bytes() == before and (folder / "annotated/a.jpg").exists()
 
 
-@pytest.mark.parametrize("args", [["--iou", "nan"], ["--conf", "-0.5"], ["--conf", "1.5"]])
-def test_thresholds_outside_0_1_are_refused(tiny, tmp_path, capsys, args):
+@pytest.mark.parametrize(("args", "said"), [
+    (["--iou", "nan"], "--iou nan: expected a number from 0 to 1"),
+    (["--conf", "-0.5"], "--conf -0.5: expected a number from 0 to 1"),
+    (["--conf", "1.5"], "--conf 1.5: expected a number from 0 to 1"),
+    (["--max-det", "0"], "--max-det 0: expected at least 1"),
+    (["--classes", "a,c"], "--classes a,c: the model has no class 'c'"),
+    (["--classes", "7"], "--classes 7: class id 7 is out of range; the model has 2 classes"),
+])
+def test_bad_options_are_refused_by_their_flag(tiny, tmp_path, capsys, args, said):
+    """They were named as the Python API names them: 'conf 1.5: ...', 'max_det 0: ...', 'classes: ...'."""
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((64, 64, 3), np.uint8))
-    assert main(["predict", str(tiny), str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), *args]) == 2
-    assert "expected a number from 0 to 1" in capsys.readouterr().err
+    assert main(["predict", str(tiny), str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), *args, "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"ovq predict: error: {said}"]
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_names_a_bad_conf_by_its_flag(tiny, tmp_path, capsys):
+    assert main(["eval", str(tiny), "--data", str(tmp_path), "--conf", "2", "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["ovq eval: error: --conf 2: expected a number from 0 to 1"]
 
 
 class _Watching(Detector):

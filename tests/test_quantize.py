@@ -13,9 +13,10 @@ import pytest
 from conftest import CPU_INT8, random_images
 
 from ovq.cli import main
-from ovq.core.errors import DatasetError, OvqError
+from ovq.core.errors import DatasetError, DeviceError, OvqError
 from ovq.core.metadata import read_info, write_info
 from ovq.model.detector import Detector
+from ovq.model.paths import model_digest
 from ovq.quantization.layers import decode_tail, int8_layers
 from ovq.quantization.nncf_hooks import accuracy_control_hooks
 from ovq.quantization.options import AdvancedQuantizeOptions
@@ -234,7 +235,16 @@ def test_a_dataset_without_a_val_split_still_quantizes_without_accuracy(tiny, tm
     with caplog.at_level(logging.INFO, logger="ovq"):
         result = quantize(tiny, data, tmp_path / "q", calib_split="train", advanced=FAST, progress=False)
     assert result.fp_map is None and (tmp_path / "q" / "model.xml").exists()
+    assert result.details.quantization["source_sha256"] == model_digest(tiny)  # which model it came from
     assert any("no 'val' split, so accuracy is not measured" in r.getMessage() for r in caplog.records)
+
+
+def test_an_absent_device_is_one_error_before_the_model_loads(tiny, tmp_path, ovq_log):
+    """`ovq quantize M ... --max-drop 0.01 --device XPU` warned "NNCF's accuracy control validates on CPU; the budget
+    is checked there, not on XPU" above the error that XPU is not there: two lines, after the model had loaded."""
+    with pytest.raises(DeviceError, match="device 'XPU' is not available on this machine"):
+        quantize(tiny, tmp_path / "data", tmp_path / "q", max_drop=0.01, device="XPU", progress=False)
+    assert ovq_log.messages(logging.WARNING) == [] and not (tmp_path / "q").exists()
 
 
 def _coco_json(folder):

@@ -266,6 +266,52 @@ def test_an_output_named_after_its_path_that_is_the_source_is_refused(tiny, tmp_
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
 
 
+@pytest.mark.parametrize(("argv", "where", "what", "replaced"), [
+    (["run", "m", "--jsonl", "m/model.xml"], "--jsonl: m/model.xml", "the model m", "m/model.xml"),
+    (["run", "m/model.xml", "--jsonl", "m/model.bin"], "--jsonl: m/model.bin", "the model m/model.xml", "m/model.bin"),
+    (["run", "m", "--summary-json", "m/model.xml"], "--summary-json: m/model.xml", "the model m", "m/model.xml"),
+    (["pipeline", "p.yaml"], "p.yaml: sinks.jsonl: p.yaml", "the pipeline file", "p.yaml"),
+    (["pipeline", "q.yaml"], "q.yaml: sinks.jsonl: int8/model.xml", "the model int8", "int8/model.xml"),
+], ids=["run-model-folder", "run-model-bin", "summary-json", "pipeline-file", "quantized-model"])
+def test_an_output_that_is_the_model_or_the_pipeline_file_is_refused(tiny, tmp_path, capsys, monkeypatch, argv,
+                                                                     where, what, replaced):
+    """`ovq run m --jsonl m/model.xml` wrote its records over the model it ran ('wrote m/model.xml (3 records)', exit
+    0: the next run said 'not a valid IR .xml file'), and a pipeline file's sinks.jsonl naming the file itself
+    replaced the pipeline with JSON Lines."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny.parent, "m")
+    shutil.copytree(tiny.parent, "int8")
+    Path("p.yaml").write_text("model: m\nsources: [synth://conveyor]\nmax_frames: 3\nsinks: {jsonl: p.yaml}\n")
+    Path("q.yaml").write_text("model: m\nsources: [synth://conveyor]\nmax_frames: 3\nsinks: {jsonl: int8/model.xml}\n"
+                              "quantize: {data: m, output: int8}\n")
+    before = Path(replaced).read_bytes()
+    if argv[0] == "run":
+        argv = [*argv[:2], "--source", "synth://conveyor", "--max-frames", "3", *argv[2:]]
+    assert main([*argv, "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [(f"ovq {argv[0]}: error: {where}: {what} is read from it; writing there would replace the input "
+                    "(give another file)")]
+    assert Path(replaced).read_bytes() == before
+
+
+@pytest.mark.parametrize("flag", ["--jsonl", "--summary-json"])
+def test_an_output_that_is_an_image_of_a_folder_source_is_refused(tiny, tmp_path, capsys, monkeypatch, flag):
+    """`ovq run M --source imgs --jsonl imgs/a.png` wrote its records over an image it had read ('wrote imgs/a.png
+    (2 records)', exit 0)."""
+    from conftest import random_images
+
+    monkeypatch.chdir(tmp_path)
+    random_images(Path("imgs"), n=2)
+    before = Path("imgs/0.png").read_bytes()
+    assert main(["run", str(tiny), "--source", "imgs", flag, "imgs/0.png", "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [(
+        f"ovq run: error: {flag}: imgs/0.png: an image of the source imgs is read from it; writing there would "
+        "replace the input (give another file)")]
+    assert Path("imgs/0.png").read_bytes() == before
+
+
 def test_summary_json_and_wrote_lines(tiny, tmp_path, capsys):
     out, jsonl, summary = tmp_path / "x.mp4", tmp_path / "x.jsonl", tmp_path / "s.json"
     argv = ["run", str(tiny), "--source", "synth://conveyor?width=96&height=64", "--device", "CPU",

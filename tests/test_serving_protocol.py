@@ -109,14 +109,17 @@ def test_json_data_that_is_not_uint8_is_400(fd_server: OvqServe, value, kind: st
      "inputs[0].shape[0]: Input should be a valid integer, got a number with a fractional part"),
     ("{", "the body is not JSON: Expecting property name enclosed in double quotes"),
     ("", "the request has no body"),
-], ids=["fields-missing", "shape-fraction", "not-json", "empty"])
+    # FastAPI's own 400 {"detail": "There was an error parsing the body"} for these, nothing logged
+    (b'{"id": "\xff"}', "the body is not JSON: 'utf-8' codec can't decode byte 0xff in position 8"),
+    ("[" * 100_000 + "]" * 100_000, "the body is not JSON: maximum recursion depth exceeded"),
+], ids=["fields-missing", "shape-fraction", "not-json", "empty", "not-utf8", "too-deep"])
 def test_a_request_kserve_cannot_parse_is_a_v2_error(fd_server: OvqServe, body, error: str) -> None:
     """kserve answered these with FastAPI's 422 {"detail": [...]}, not the v2 protocol's {"error": "..."} (ovq's own
     client showed the raw detail), echoing the request's data back (743 KB for a 1.8 MB body) and logging nothing."""
     before = fd_server.log.read_text()
     conn = http.client.HTTPConnection("127.0.0.1", fd_server.http, timeout=60)
     try:
-        conn.request("POST", "/v2/models/fd/infer", body=body if isinstance(body, str) else json.dumps(body),
+        conn.request("POST", "/v2/models/fd/infer", body=body if isinstance(body, (str, bytes)) else json.dumps(body),
                      headers={"Content-Type": "application/json"})
         r = conn.getresponse()
         status, raw = r.status, r.read()

@@ -81,6 +81,17 @@ def _stdout_reader_gone() -> bool:
     return True
 
 
+class _AtLeast(logging.Filter):
+    """Passes records at ``level`` or above."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
@@ -91,9 +102,15 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root = logging.getLogger("ovq")
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # third-party chatter stays at warning level unless -vv
+    # third-party chatter stays at warning level unless -vv. NNCF sets its logger to INFO when it is imported (in
+    # ovq pipeline and ovq bundle, while quantizing: a line per quantizer placed, also with -q), so a filter, which
+    # its import leaves in place, holds the level
     for name in ("nncf", "ultralytics"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+    nncf_log = logging.getLogger("nncf")
+    for old in [f for f in nncf_log.filters if isinstance(f, _AtLeast)]:
+        nncf_log.removeFilter(old)
+    nncf_log.addFilter(_AtLeast(logging.DEBUG if verbose > 1 else logging.WARNING))
     # ovq serve's servers log as ovq does: at its level (-q: warnings), through its handler. kserve configures its own
     # logging (INFO, its format; uvicorn's too) when its model server is made, unless its logger has a handler, so it
     # is given this one; a line per request (access log, latency trace) only with -vv

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -63,18 +63,37 @@ def refuse_empty_folder(flag: str, value: str | None, what: str) -> None:
                           "named '-'")
 
 
-def check_file_outputs(given: Mapping[str, str | None]) -> None:
+def check_file_outputs(given: Mapping[str, str | None], *, models: Sequence[object] = ()) -> None:
     """A :class:`ConfigError` for the first output file in ``given`` (flag -> value; ``None``: not given) given as
     ``""``: taken for no file at all, the command ran and wrote nothing, exit 0 (or for the working folder, found to
     be a folder only after the work); or as ``-``, which wrote a file named '-' where standard output was meant.
     Standard output has one name in ovq, ``/dev/stdout`` (what :func:`report_to` and the sinks recognise, as a YAML
-    pipeline's sinks can say it too), so ``-`` points there rather than becoming a second spelling."""
+    pipeline's sinks can say it too), so ``-`` points there rather than becoming a second spelling. Also for one
+    that is a file of one of ``models``: ``ovq bench m --json m/model.xml`` wrote its numbers over the model it
+    measured, exit 0."""
+    from ovq.core.fileio import is_stream, same_file
+    from ovq.model.paths import model_files
+
     for flag, value in given.items():
         if value is not None and not value.strip():
             raise ConfigError(f"{flag} {value!r}: an empty file name; give a file (/dev/stdout: standard output)")
         if value == "-":
             raise ConfigError(f"{flag} -: standard output is /dev/stdout to ovq; give {flag} /dev/stdout (or ./- for a "
                               "file named '-')")
+        if value is None or is_stream(value):  # /dev/stdout, a FIFO: nothing is replaced
+            continue
+        for model in models:
+            if any(same_file(value, f) for f in model_files(model)):
+                raise ConfigError(f"{flag} {value}: is a file of the model {model}; writing there would replace it "
+                                  "(give another file)")
+
+
+def check_thresholds(given: Mapping[str, float | None]) -> None:
+    """A :class:`ConfigError` naming the flag of a threshold outside [0, 1] (NaN too), before the model loads: the
+    model's own check named it as Python does ('conf 2.0: expected a number from 0 to 1')."""
+    for flag, value in given.items():
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{flag} {value:g}: expected a number from 0 to 1")
 
 
 def add_precision(p: argparse.ArgumentParser) -> None:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                           "served model) or more")
     if args.rounds is not None and args.rounds < 1:
         raise ConfigError(f"--rounds {args.rounds}: must be at least 1")
-    check_file_outputs({"--json": args.json})  # --json "$OUT" with OUT unset: nothing written, exit 0
+    check_file_outputs({"--json": args.json}, models=args.models)  # --json "$OUT" with OUT unset: nothing written, exit 0
     if args.json:
         check_output_file(args.json)  # before the benchmark, not after it
     specs = [

@@ -38,14 +38,17 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ovq.core.errors import ConfigError
-    from ovq.core.fileio import check_output_file, write_json_atomic
+    from ovq.core.fileio import check_output_file, same_file, write_json_atomic
     from ovq.core.urls import is_serving_url, redact
     from ovq.streaming.capacity import capacity
 
     if is_serving_url(args.model):  # it was "http:/HOST:PORT/v2/models/NAME: no such file or folder"
         raise ConfigError(f"{redact(args.model)}: capacity measures this machine running a local model; give a model "
                           "folder, .xml, .onnx or .pt (a served model's throughput: ovq bench URL)")
-    check_file_outputs({"--json": args.json})  # --json "$OUT" with OUT unset: nothing written, exit 0
+    check_file_outputs({"--json": args.json}, models=[args.model])  # --json "$OUT" with OUT unset: nothing written, exit 0
+    if args.json and Path(args.source).is_file() and same_file(args.json, args.source):  # the video was gone
+        raise ConfigError(f"--json {args.json}: is the video source (--source); writing there would replace it (give "
+                          "another file)")
     if args.json:  # say so before minutes of trials, not after (a symlink loop too, before resolve() meets it)
         check_output_file(args.json)
         if not Path(args.json).resolve().parent.is_dir():

@@ -10,6 +10,7 @@ from ovq.cli._common import (
     add_device,
     add_precision,
     check_file_outputs,
+    check_thresholds,
     refuse_local_options,
     report_to,
 )
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from ovq.evaluation.accuracy import evaluate
 
     refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision})
-    check_file_outputs({"--json": args.json, "--save-json": args.save_json})
+    check_file_outputs({"--json": args.json, "--save-json": args.save_json}, models=[args.model])
+    check_thresholds({"--conf": args.conf})
     for flag, path in (("--save-json", args.save_json), ("--json", args.json)):
         if path and os.path.isfile(args.data) and same_file(path, args.data):  # a COCO JSON's ground truth was gone
             raise ConfigError(f"{flag} {path}: is the dataset file (--data); writing there would replace it (give "

@@ -9,6 +9,7 @@ from ovq.cli._common import (
     add_conf,
     add_device,
     add_precision,
+    check_thresholds,
     refuse_empty_folder,
     refuse_local_options,
 )
@@ -33,15 +34,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ovq.cli._common import parse_labels
+    from ovq.core.errors import ConfigError
     from ovq.evaluation.prediction import predict
 
     refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision})
     refuse_empty_folder("-o", args.out, "the output folder (-o . for this one)")
+    check_thresholds({"--conf": args.conf, "--iou": args.iou})
+    if args.max_det is not None and args.max_det < 1:
+        raise ConfigError(f"--max-det {args.max_det}: expected at least 1")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes is not None else None
-    results = predict(
-        args.model, args.images, args.out, conf=args.conf, iou=args.iou, classes=classes, max_det=args.max_det,
-        labels=parse_labels(args.labels), device="CPU" if args.device is None else args.device, precision=args.precision,
-    )
+    try:
+        results = predict(
+            args.model, args.images, args.out, conf=args.conf, iou=args.iou, classes=classes, max_det=args.max_det,
+            labels=parse_labels(args.labels), device="CPU" if args.device is None else args.device,
+            precision=args.precision,
+        )
+    except ConfigError as exc:  # checked against the model's classes once it loaded, named as the API names it
+        if str(exc).startswith("classes: "):
+            raise ConfigError(f"--classes {args.classes}: {str(exc).removeprefix('classes: ')}") from None
+        raise
     for r in results:
         found = ", ".join(f"{d['label']} {d['confidence']:.2f}" for d in r["detections"]) or "nothing"
         print(f"{r['file']}: {found}")

@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.fileio import check_output_file, same_file, write_json_atomic
     from ovq.deployment.build import build_pipeline
     from ovq.deployment.notify import LivenessSink
-    from ovq.deployment.schema import refuse_writing_a_source
+    from ovq.deployment.schema import refuse_writing_an_input
     from ovq.deployment.signals import exit_now, stop_on_signals
 
     refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision, "--hint": args.hint,
@@ -261,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.summary_json:
         check_output_file(args.summary_json)  # before the run, not after it
-        refuse_writing_a_source(cfg.origin, "--summary-json", args.summary_json, cfg.sources)
+        refuse_writing_an_input(cfg, "--summary-json", args.summary_json)
         for flag, other in (("--jsonl", cfg.sinks.jsonl), ("--out", cfg.sinks.video)):
             if other is not None and same_file(args.summary_json, other):
                 raise ConfigError(f"--summary-json {args.summary_json}: the same file as {flag} (one would replace "

@@ -488,5 +488,6 @@ def _coco_image_folder(path: Path, split: str, first_files: list[str]) -> Path:
     for folder in candidates:
         if folder.is_dir() and any((folder / f).is_file() for f in first_files):
             return folder
-    looked = ", ".join(str(c) for c in candidates[:4])
+    # a JSON in the working folder ('x.json') has '.' for its parent's parent too: each folder once, all of them
+    looked = ", ".join(dict.fromkeys(str(c) for c in candidates))
     raise DatasetError(f"{path}: cannot find its images (looked in {looked}); pass the image folder (--images, or images=)")

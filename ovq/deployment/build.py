@@ -12,16 +12,17 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ovq.core.errors import OvqError, SourceError
+from ovq.core.errors import ConfigError, OvqError, SourceError
 from ovq.data.layout import dataset_root, newest_mtime
 from ovq.deployment.schema import PipelineConfig, QuantizeConfig, ServeConfig
 from ovq.model.conversion import MODEL_XML
 from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
+from ovq.model.paths import model_digest
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
 from ovq.serving.remote import open_detector
-from ovq.streaming.mqtt import MqttSink
+from ovq.streaming.mqtt import TLS_SCHEMES, MqttSink, parse_broker_url
 from ovq.streaming.pipeline import Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, VideoSink, WindowSink
@@ -57,14 +58,24 @@ def check_paths(cfg: PipelineConfig) -> None:
 
 
 def check_environment(cfg: PipelineConfig, environ: Mapping[str, str] | None = None) -> None:
-    """Raise :class:`ConfigError` when the MQTT sink's broker variable is not set (``${VAR}`` references were
-    already resolved when the file was loaded)."""
+    """Raise :class:`ConfigError` when the MQTT sink's broker variable is not set, or holds no broker URL the sink
+    takes (``${VAR}`` references were already resolved when the file was loaded): checked by the parser the sink
+    uses, as a URL in the file is, so ``--check`` and the run agree (a bad port there passed ``--check``)."""
     environ = os.environ if environ is None else environ
     mqtt = cfg.sinks.mqtt
-    if mqtt is not None and mqtt.url is None and not environ.get(mqtt.url_env):
-        where = cfg.where
+    if mqtt is None or mqtt.url is not None:
+        return
+    where, url = cfg.where, environ.get(mqtt.url_env)
+    if not url:
         raise where.error("sinks.mqtt", f"no broker URL: set the environment variable {mqtt.url_env} "
                                         f"(e.g. mqtt://broker:1883) or give {where.name_of('sinks.mqtt.url')}")
+    try:
+        scheme = parse_broker_url(url).scheme
+    except ConfigError as exc:
+        raise where.error("sinks.mqtt", f"{mqtt.url_env}: {exc}") from None
+    if (mqtt.ca_file or mqtt.cert_file) and scheme not in TLS_SCHEMES:
+        raise where.error("sinks.mqtt", f"{mqtt.url_env}: a CA file or client certificate needs a TLS broker URL "
+                                        "(mqtts://)")
 
 
 def quantized_is_fresh(q: QuantizeConfig, model: Path) -> bool:
@@ -81,16 +92,17 @@ def quantized_is_fresh(q: QuantizeConfig, model: Path) -> bool:
     data_time = max(newest_mtime(q.data), newest_mtime(dataset_root(q.data)))
     if not (built > newest_mtime(model) and built > data_time):
         return False
-    changed = settings_changed(q)
+    changed = settings_changed(q, model)
     if changed:
         logger.info("%s was made with other settings (%s)", q.output, changed)
     return not changed
 
 
-def settings_changed(q: QuantizeConfig) -> str:
+def settings_changed(q: QuantizeConfig, model: Path) -> str:
     """What the quantize section asks that the model in ``q.output`` was not made with (``max_drop 0.005, made
-    with 0.05``), from the provenance ovq writes into its rt_info; ``""`` when they agree, or when it has none
-    (a model made elsewhere is trusted as before)."""
+    with 0.05``; ``model m.onnx, made from another model``: the pipeline's model is not the one quantized, whatever
+    the files' times say), from the provenance ovq writes into its rt_info; ``""`` when they agree, or when it
+    has none (a model made elsewhere is trusted as before)."""
     from ovq.core.metadata import read_info
     from ovq.runtime.compilation import read_model
 
@@ -107,8 +119,11 @@ def settings_changed(q: QuantizeConfig) -> str:
     asked = {"mode": "accuracy_control" if budget else "plain", "max_drop": o.max_drop,
              "drop_type": o.drop_type.value, "preset": o.preset.value, "ignored": list(o.ignore),
              "rank_by": o.rank_by.value if budget else None}
-    return ", ".join(f"{key} {asked[key]}, made with {made.get(key)}" for key in asked
-                     if key in made and made[key] != asked[key])
+    changed = [f"{key} {asked[key]}, made with {made.get(key)}" for key in asked
+               if key in made and made[key] != asked[key]]
+    if made.get("source_sha256") and made["source_sha256"] != model_digest(model):
+        changed.insert(0, f"model {model.name}, made from another model")
+    return ", ".join(changed)
 
 
 def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:

@@ -348,7 +348,7 @@ def _quantized(cfg: PipelineConfig, *, build: bool) -> Path:
     if quantized_is_fresh(q, cfg.model):
         return ensure_quantized(q, cfg.model)
     if not build:
-        changed = settings_changed(q) if q.output.exists() else ""
+        changed = settings_changed(q, cfg.model) if q.output.exists() else ""
         state = ("does not exist yet" if not q.output.exists() else f"was made with other settings ({changed})"
                  if changed else f"is older than {cfg.model} or {q.data}")
         raise ConfigError(f"{cfg.path}: quantize.output {q.output} {state}; bundle without --no-quantize to "

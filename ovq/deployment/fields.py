@@ -19,6 +19,7 @@ from ovq.core.errors import ConfigError, unknown_key_message
 
 _LAST_KEY = re.compile(r"(\.[^.\[]+|\[\d+\])$")
 _INDEX = re.compile(r"\[\d+\]")
+_DEFAULT = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}")
 
 
 def describe(value: Any) -> str:
@@ -56,6 +57,9 @@ class Origin:
     base: Path = field(default_factory=Path)
     flags: Mapping[str, str] = field(default_factory=dict)
     unresolved_env: bool = False
+    # keys whose whole value was a ${VAR} reference: the environment holds only text, so a number, integer or
+    # true/false check reads that text as the file would have ('conf: ${CONF:-0.5}' was "expected a number, got '0.5'")
+    from_env: set[str] = field(default_factory=set, compare=False, hash=False)
 
     @classmethod
     def yaml_file(cls, path: Path, *, unresolved_env: bool = False) -> Origin:
@@ -107,7 +111,29 @@ class Origin:
             raise self.error(key, "expected a non-empty string")
         return value
 
+    def env_scalar(self, value: Any, key: str) -> Any:
+        """``value`` as a YAML scalar when it is the text a ``${VAR}`` reference gave ``key`` (``'300'`` -> 300,
+        ``'true'`` -> True); anything else as it is."""
+        if not (isinstance(value, str) and key in self.from_env):
+            return value
+        text = value.strip()
+        if self.unresolved_env and "${" in text:  # left as written (ovq bundle): its default is what can be checked
+            default = _DEFAULT.fullmatch(text)
+            if default is None:
+                raise self.error(key, f"{text}: a value read from the environment where the pipeline runs needs a "
+                                      "default to be checked here: write ${VAR:-VALUE}")
+            text = default.group(1).strip()
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                continue
+        return value
+
     def boolean(self, value: Any, key: str) -> bool:
+        value = self.env_scalar(value, key)
         if not isinstance(value, bool):
             raise self.error(key, f"expected true or false, got {describe(value)}")
         return value
@@ -117,6 +143,7 @@ class Origin:
         """A finite number within [``low``, ``high``] (``low_open``: strictly above ``low``); ``allow_inf``: a
         field where infinity means something may take it. NaN compares false with every bound, so it passed
         them all (``reconnect.stall_timeout: .nan`` turned stall detection off), as did ``.inf`` without a high one."""
+        value = self.env_scalar(value, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(key, f"expected a number, got {describe(value)}")
         value = float(value)
@@ -131,6 +158,7 @@ class Origin:
         return value
 
     def integer(self, value: Any, key: str, *, low: int | None = None) -> int:
+        value = self.env_scalar(value, key)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"expected an integer, got {describe(value)}")
         if low is not None and value < low:

@@ -23,8 +23,9 @@
     realtime: false                 # true: read video files at their frame rate, like a camera
     serve: {listen: "127.0.0.1:8080", fps: 10}  # live view in a browser; token from $OVQ_SERVE_TOKEN
 
-String values may reference environment variables as ``${VAR}`` or ``${VAR:-default}``; credentials belong in
-the environment, so a password written literally in a URL is rejected. Relative paths are relative to the file.
+String values may reference environment variables as ``${VAR}`` or ``${VAR:-default}``, and a value that is one
+whole reference may be a number or true/false (``conf: ${CONF:-0.4}``: its text read as the file would read it);
+credentials belong in the environment, so a password written literally in a URL is rejected. Relative paths are relative to the file.
 The keys and their checks are in :mod:`ovq.deployment.schema`.
 """
 
@@ -49,6 +50,7 @@ _PASSWORD_IN_FILE = (
 )
 
 
+_WHOLE_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}")
 _NESTED_DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-[^}]*\$\{")
 
 
@@ -97,6 +99,8 @@ def _expand(value: Any, key: str, origin: Origin, environ: dict[str, str] | None
         if key == "serve.token" and "${" not in value:
             raise origin.error(key, "a token written in the file; reference the environment instead, "
                                     "e.g. token: ${OVQ_SERVE_TOKEN} (or leave it out: OVQ_SERVE_TOKEN is read anyway)")
+        if _WHOLE_REFERENCE.fullmatch(value.strip()):  # its text may be a number or true/false: Origin.env_scalar
+            origin.from_env.add(key)
         if environ is None:
             return value
         try:

@@ -14,6 +14,7 @@ results exactly when they leave the pipeline: a frozen source or a deadlocked st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -91,6 +92,7 @@ class LivenessSink:
         self._clock = clock
         self._ready = False
         self._last_ping = self._last_beat = float("-inf")
+        self._beat_failure: str | None = None  # why the last heartbeat could not be written: said once, not each second
         self.results = 0
 
     @classmethod
@@ -125,7 +127,18 @@ class LivenessSink:
                            encoding="utf-8")
             os.replace(tmp, self.heartbeat)
         except OSError as exc:
-            logger.warning("%s: cannot write the heartbeat: %s", self.heartbeat, exc)
+            # once per reason: a service whose heartbeat path is a folder logged it every second for as long as it ran
+            reason = exc.strerror or str(exc)
+            if reason != self._beat_failure:
+                logger.warning("%s: cannot write the heartbeat: %s (said again only if the reason changes)",
+                               self.heartbeat, exc)
+                self._beat_failure = reason
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return
+        if self._beat_failure is not None:  # at the failure's level, so whoever saw it (-q) sees it end
+            logger.warning("%s: the heartbeat is written again", self.heartbeat)
+            self._beat_failure = None
 
     def close(self) -> None:
         if self.notifier is not None:

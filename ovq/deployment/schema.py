@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from ovq.core.errors import ConfigError, OvqError
 from ovq.core.fileio import is_stream, same_file
 from ovq.core.urls import is_serving_url, mask_url, parse_url
+from ovq.data.images import IMAGE_SUFFIXES
 from ovq.deployment.fields import Origin, describe, given
 from ovq.deployment.sinks_config import (  # noqa: F401 - importable from here too
     MQTT_URL_ENV,
@@ -30,6 +32,7 @@ from ovq.deployment.sinks_config import (  # noqa: F401 - importable from here t
 )
 from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
+from ovq.model.paths import MODEL_XML, model_files
 from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.runtime.compilation import HINTS, PRECISIONS
 from ovq.runtime.devices import parse_device
@@ -76,7 +79,12 @@ class QuantizeConfig:
         output = origin.base / f"{model.stem}-int8"  # beside the pipeline file unless given
         if given(q, "output"):
             output = origin.path(q["output"], "quantize.output")
-        asked = {k: v for k, v in q.items() if k not in ("data", "output") and v is not None}
+        held = [f for f in model_files(model) for name in (MODEL_XML, "model.bin") if same_file(f, output / name)]
+        if held:  # quantize refused it as '...; give another output folder (-o)', a flag no pipeline file has
+            raise origin.error("quantize.output", f"{output}: holds the float model being quantized ({held[0].name}), "
+                                                  "which the INT8 model would replace; give another folder")
+        asked = {k: origin.env_scalar(v, f"quantize.{k}") for k, v in q.items()
+                 if k not in ("data", "output") and v is not None}
         try:
             options = QuantizeOptions.from_mapping({**PIPELINE_QUANTIZE_DEFAULTS, **asked})
         except ConfigError as exc:  # "max_drop: expected ..." -> "FILE: quantize.max_drop: expected ..."
@@ -133,15 +141,35 @@ class SourceConfig:
         return {"name": self.name, "url": mask_url(self.url) if mask_secrets else self.url}
 
 
-def refuse_writing_a_source(origin: Origin, key: str, output: str | Path | None, sources: list[SourceConfig]) -> None:
-    """An error naming ``key`` when ``output`` is the file a source reads: the run replaced the video it was reading
-    with its own output (``--source v.mp4 --out v.mp4``: the input gone, exit 0)."""
+def refuse_writing_an_input(cfg: PipelineConfig, key: str, output: str | Path | None) -> None:
+    """An error naming ``key`` when ``output`` is a file the run reads: it replaced that file with its own output,
+    exit 0 (``--source v.mp4 --out v.mp4``: the input video gone; ``--jsonl m/model.xml``: the model; a pipeline
+    file's ``sinks.jsonl: p.yaml``: the pipeline file itself)."""
     if output is None or is_stream(output):  # /dev/stdout, a FIFO: nothing is replaced
         return
-    for source in sources:
-        if is_local_path(source.url) and Path(source.url).is_file() and same_file(output, source.url):
-            raise origin.error(key, f"{output}: the video source {source.name or source.url} is read from it; writing "
-                                    "there would replace the input (give another file)")
+    for what, path in _inputs(cfg, output):
+        if Path(path).is_file() and same_file(output, path):
+            raise cfg.where.error(key, f"{output}: {what} is read from it; writing there would replace the input "
+                                       "(give another file)")
+
+
+def _inputs(cfg: PipelineConfig, output: str | Path) -> Iterator[tuple[str, str | Path]]:
+    """The files a run of ``cfg`` reads that ``output`` could be, each with what it is to the run."""
+    for source in cfg.sources:
+        if not is_local_path(source.url):
+            continue
+        yield f"the video source {source.name or source.url}", source.url
+        if Path(source.url).is_dir() and Path(output).suffix.lower() in IMAGE_SUFFIXES:  # an image the folder gives
+            yield f"an image of the source {source.name or source.url}", Path(source.url) / Path(output).name
+    if cfg.path is not None:
+        yield "the pipeline file", cfg.path
+    models = [] if isinstance(cfg.model, str) else [cfg.model]
+    if cfg.quantize is not None:
+        yield "quantize.data", cfg.quantize.data
+        models.append(cfg.quantize.output)
+    for model in models:
+        for path in model_files(model):
+            yield f"the model {model}", path
 
 
 def is_local_path(url: str) -> bool:
@@ -353,7 +381,7 @@ class PipelineConfig:
             origin=origin,
         )
         for key, output in (("sinks.video", cfg.sinks.video), ("sinks.jsonl", cfg.sinks.jsonl)):
-            refuse_writing_a_source(o, key, output, cfg.sources)
+            refuse_writing_an_input(cfg, key, output)
         files = {f"{s.name} ({s.url})" if s.name else s.url: Path(s.url) for s in cfg.sources
                  if is_local_path(s.url) and Path(s.url).is_file()}
         if files:

@@ -177,7 +177,7 @@ def refuse_deriving_a_source(origin: Origin, sinks: SinksConfig, streams: list[s
     (``files``: how each is named -> its file): several streams' videos (``--out cam.mp4`` writes ``cam_a.mp4``,
     the source of stream a, for it), a video's file in progress (``.out.partial.mp4``, which a failed run leaves
     and names), and the older files of a series that ``keep`` deletes (``--source cam.20261203T063000Z.mp4 --out
-    cam.mp4 --segment 10m --keep 1`` deleted the source). :func:`ovq.deployment.schema.refuse_writing_a_source`
+    cam.mp4 --segment 10m --keep 1`` deleted the source). :func:`ovq.deployment.schema.refuse_writing_an_input`
     compares the paths themselves."""
     from ovq.streaming.videosink import VideoSink  # OpenCV: only for a config with a local video source
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +35,29 @@ def resolve_model_path(src: str | Path) -> Path:
     if why := unreadable(path):  # OpenVINO would say "not an ONNX model" or "cannot read" of it
         raise ModelError(f"{path}: {why}")
     return path
+
+
+def model_files(model: object) -> list[Path]:
+    """The files a model given as ``model`` is read from (a folder's ``.xml`` files with their ``.bin``; an ``.xml``
+    with its ``.bin``; an ``.onnx`` or ``.pt`` file), those that exist; none for a served model's URL."""
+    if not isinstance(model, (str, Path)) or is_serving_url(model):
+        return []
+    path = Path(model)
+    files = sorted(path.glob("*.xml")) if path.is_dir() else [path]
+    files += [f.with_suffix(".bin") for f in files if f.suffix.lower() == ".xml"]
+    return [f for f in files if f.is_file()]
+
+
+def model_digest(src: str | Path) -> str:
+    """The SHA-256 of a model's files (an ``.xml`` with its ``.bin``; an ``.onnx`` or ``.pt`` file): which model
+    a quantized one was made from, wherever it lies and whatever its files' times say."""
+    path = resolve_model_path(src)
+    digest = hashlib.sha256()
+    for part in (path, path.with_suffix(".bin")) if path.suffix.lower() == ".xml" else (path,):
+        with part.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def refuse_urls(models: Sequence[object], what: str) -> None:

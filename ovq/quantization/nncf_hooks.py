@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -154,17 +155,30 @@ def accuracy_control_hooks(*, validate_f32: bool, rank: RankFn, start_from: Star
 
 @contextlib.contextmanager
 def nncf_progress(shown: bool) -> Iterator[None]:
-    """NNCF draws its progress bars with rich on rich's global console; with progress off, that console is
-    quiet for the block (``sys.stdout`` itself is never touched, so the rest of the process prints as usual)."""
-    if shown:
-        yield
-        return
+    """NNCF's output goes to stderr for the block, as ovq's own log and bars do: its log through a handler of its
+    own on standard output, its progress bars with rich on rich's global console, which writes there too (an
+    ``ovq pipeline FILE --json`` that quantized printed some 30 ``INFO:nncf:`` lines and two bars above its JSON).
+    With progress off, that console is quiet for the block. ``sys.stdout`` itself is never touched, so the rest of
+    the process prints as usual."""
+    import logging
+
     from rich import get_console
 
     console = get_console()
-    was = console.quiet
-    console.quiet = True
+    was = console.quiet, console.stderr
+    console.quiet, console.stderr = not shown, True
+    moved = [(h, h.setStream(sys.stderr)) for h in logging.getLogger("nncf").handlers
+             if isinstance(h, logging.StreamHandler) and _is_stdout(h.stream)]
     try:
         yield
     finally:
-        console.quiet = was
+        console.quiet, console.stderr = was
+        for handler, stream in moved:
+            handler.setStream(stream)
+
+
+def _is_stdout(stream: Any) -> bool:
+    try:
+        return stream is sys.stdout or stream.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+        return False

@@ -32,7 +32,7 @@ from ovq.evaluation.accuracy import dataset_classes
 from ovq.evaluation.metrics import MapResult
 from ovq.model.conversion import output_estimate
 from ovq.model.detector import Detector, load
-from ovq.model.paths import refuse_replacing_source, refuse_urls
+from ovq.model.paths import model_digest, refuse_replacing_source, refuse_urls
 from ovq.quantization.accuracy_control import RevertPlanner, RevertStep, Validator
 from ovq.quantization.collapse import CollapseCheck, guard_collapse
 from ovq.quantization.inputs import QuantizeInputs, read_inputs
@@ -58,7 +58,7 @@ from ovq.quantization.overflow import (
 )
 from ovq.quantization.plot import plot_sensitivity
 from ovq.quantization.report import QuantizeReport, render_markdown
-from ovq.runtime.compilation import first_line, write_model
+from ovq.runtime.compilation import check_device, first_line, write_model
 from ovq.runtime.cpu import cpu_model, int8_kernels
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ def quantize(
     refuse_urls([model], "quantize reads the float model's files and writes INT8 ones; give a model folder, .xml, "
                          ".onnx or .pt (quantize the served model's files, then serve the result)")
     opts = _options(options, fields)
+    check_device(opts.device)  # before the model loads and the warning below names it: one line, not two
     if out_dir is not None:  # an output that cannot be written fails now, not after minutes of NNCF
         if isinstance(model, (str, Path)):
             refuse_replacing_source(model, out_dir, held="the float model being quantized", by="the INT8 model")
@@ -161,7 +162,7 @@ def quantize(
         except Exception as exc:  # NNCF's own failure: one line for the CLI, the chain kept for -v
             raise OvqError(f"{model}: NNCF failed: {first_line(exc)}") from exc
         fp_holdout = _fp_holdout(detector, inputs, opts, progress)
-        q_info = _provenance(info, data, opts, inputs, plan, done, precision)
+        q_info = _provenance(model, info, data, opts, inputs, plan, done, precision)
         write_info(done.model, q_info)
         measured = measure_result(
             fp_model=fp_model, quantized=done.model, info=q_info, options=opts, inputs=inputs, fp=fp,
@@ -361,8 +362,8 @@ def _accuracy_control(fp_model: ov.Model, detector: Detector, inputs: QuantizeIn
     return quantized, validator, planner
 
 
-def _provenance(info: ModelInfo, data: Any, opts: QuantizeOptions, inputs: QuantizeInputs, plan: _Plan,
-                done: _Quantized, precision: str) -> ModelInfo:
+def _provenance(model: str | Path | ov.Model, info: ModelInfo, data: Any, opts: QuantizeOptions,
+                inputs: QuantizeInputs, plan: _Plan, done: _Quantized, precision: str) -> ModelInfo:
     """The model's info with its compile settings and where its INT8 came from, for the IR's rt_info."""
     import nncf
 
@@ -381,6 +382,8 @@ def _provenance(info: ModelInfo, data: Any, opts: QuantizeOptions, inputs: Quant
         "overflow_fix_trials": {k: round(v, 4) for k, v in overflow.trials.items()},
         "cpu": cpu_model(),
         "int8_kernels": int8_kernels(),
+        # which float model it came from, whatever its path and files' times (a pipeline's reuse check)
+        "source_sha256": model_digest(model) if isinstance(model, (str, Path)) else None,
         "data": str(data),
         "calib_split": inputs.calib.split,
         "calib_images": plan.subset_size,

@@ -70,6 +70,18 @@ async def unparsed(request: Any, exc: Any) -> JSONResponse:
     return JSONResponse(status_code=400, content={"error": text})
 
 
+async def http_error(request: Any, exc: Any) -> JSONResponse:
+    """An HTTP error FastAPI or Starlette raise themselves, as the v2 protocol's ``{"error": ...}``, its status and
+    headers kept (405's ``Allow``). A body FastAPI could not read as JSON at all (not UTF-8, or nested deeper than
+    Python's recursion limit) was 400 ``{"detail": "There was an error parsing the body"}``, nothing logged; it says
+    why now, in one log line."""
+    cause = exc.__cause__
+    text = f"the body is not JSON: {message(cause)}" if exc.status_code == 400 and cause is not None else str(exc.detail)
+    if exc.status_code == 400:
+        logger.warning("%s %s: %s", request.method, request.url.path, text)
+    return JSONResponse(status_code=exc.status_code, content={"error": text}, headers=exc.headers)
+
+
 def validation_message(errors: Any) -> str:
     """The first problems pydantic found in a body, as ``inputs[0].shape: Field required``. kserve's body is an
     inference request or raw bytes: the problems with the request are the ones that say what is wrong."""
@@ -94,13 +106,15 @@ def validation_message(errors: Any) -> str:
 
 def install_rest_handlers(app: Any) -> None:
     """Put :func:`rest_error` in place of kserve's exception handlers (after ``RESTServer.create_application``), and
-    :func:`unparsed` in place of FastAPI's for a body that does not parse."""
+    :func:`unparsed` and :func:`http_error` in place of FastAPI's for a body that does not parse."""
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
 
     for kind, *_ in STATUSES:
         app.add_exception_handler(kind, rest_error)
     app.add_exception_handler(Exception, rest_error)
     app.add_exception_handler(RequestValidationError, unparsed)
+    app.add_exception_handler(HTTPException, http_error)
 
 
 class StatusInterceptor(AsyncExceptionToStatusInterceptor):
