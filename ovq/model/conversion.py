@@ -302,8 +302,12 @@ def _build(
 
 
 def embed_preprocessing(model: ov.Model, pre: SourcePreprocessing) -> ov.Model:
-    """u8 BGR NHWC in; conversion to the source model's colour order, mean, scale and NCHW inside."""
+    """u8 BGR NHWC in; conversion to the source model's colour order, mean, scale and NCHW inside; float outputs
+    out as f32 (a float16 ONNX's f16 ones too: the decoders and the graph's NMS compute in f32)."""
     ppp = PrePostProcessor(model)
+    for i, out in enumerate(model.outputs):
+        if out.get_element_type().is_real() and out.get_element_type() != ov.Type.f32:
+            ppp.output(i).tensor().set_element_type(ov.Type.f32)
     inp = ppp.input(0)
     inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
     inp.model().set_layout(ov.Layout("NCHW"))
