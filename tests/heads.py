@@ -26,17 +26,31 @@ def _input(size: tuple[int, int]) -> ov.Node:
     return ops.parameter([1, 3, *size], ov.Type.f32, name="images")
 
 
-def yolox_raw_head(size=(64, 64), nc: int = 2, strides=(8, 16, 32), seed: int = 0) -> ov.Model:
-    """YOLOX's export: per stride [reg(4), sigmoid(obj), sigmoid(cls)] on channels, flattened, [1, N, 5 + nc]."""
+def yolox_raw_head(size=(64, 64), nc: int = 2, strides=(8, 16, 32), seed: int = 0, decoded: bool = False,
+                   std: float | None = None) -> ov.Model:
+    """YOLOX's export: per stride [reg(4), sigmoid(obj), sigmoid(cls)] on channels, flattened, [1, N, 5 + nc].
+    ``decoded``: as exported with the head's ``decode_in_inference`` (YOLOX's ``--decode_in_inference``), the boxes
+    decoded in the graph, xy = (raw + grid) * stride, wh = exp(raw) * stride: the same weights give the same boxes.
+    ``std``: the weights' spread at stride 8, less at the larger strides' larger kernels (boxes of a few cells on an
+    image of 0..255, as YOLOX takes it); default 0.05 at every stride."""
     rng = np.random.default_rng(seed)
     x = _input(size)
-    levels = []
+    levels, grids, cell_strides = [], [], []
     for s in strides:
-        reg = _conv(x, 3, 4, s, rng)
-        obj_cls = ops.sigmoid(_conv(x, 3, 1 + nc, s, rng))
+        spread = 0.05 if std is None else std * 8 / s
+        reg = _conv(x, 3, 4, s, rng, spread)
+        obj_cls = ops.sigmoid(_conv(x, 3, 1 + nc, s, rng, spread))
         level = ops.concat([reg, obj_cls], axis=1)
         levels.append(ops.reshape(level, _const(np.array([1, 5 + nc, -1], np.int64)), special_zero=False))
+        ys, xs = np.meshgrid(np.arange(size[0] // s), np.arange(size[1] // s), indexing="ij")
+        grids.append(np.stack([xs, ys], -1).reshape(-1, 2))
+        cell_strides.append(np.full((xs.size, 1), s))
     out = ops.transpose(ops.concat(levels, axis=2), _const(np.array([0, 2, 1], np.int64)))
+    if decoded:
+        xy, wh, rest = ops.variadic_split(out, _const(np.int64(2)), _const(np.array([2, 2, 1 + nc], np.int64))).outputs()
+        stride = _const(np.concatenate(cell_strides)[None].astype(np.float32))
+        xy = ops.multiply(ops.add(xy, _const(np.concatenate(grids)[None].astype(np.float32))), stride)
+        out = ops.concat([xy, ops.multiply(ops.exp(wh), stride), rest], axis=2)
     return ov.Model([out], [x], "yolox_like")
 
 
