@@ -127,6 +127,9 @@ class YoloxDecodedDecoder(Yolov5Decoder):
     preprocessing = YoloxDecoder.preprocessing
     default_iou = YoloxDecoder.default_iou
 
-    def matches(self, facts: ModelFacts) -> bool:
-        return (_yolox_rows(facts) and facts.graph is not None and computed_with(facts.graph, "Exp")
-                and not anchor_grids(facts.graph, facts.output_shapes[0][2]))
+    def matches(self, facts: ModelFacts) -> bool | None:
+        if not _yolox_rows(facts):
+            return False
+        if facts.graph is None:
+            return None  # only the graph tells (a served model)
+        return computed_with(facts.graph, "Exp") and not anchor_grids(facts.graph, facts.output_shapes[0][2])
