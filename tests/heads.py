@@ -105,17 +105,19 @@ def raw_grid(size=(352, 352), channels: int = 8, stride: int = 16, seed: int = 0
 
 
 def onnx_yolo(path: Path, nc: int = 3, metadata: dict[str, str] | None = None, size: int = 64,
-              dynamic: bool = False, batch: int = 1) -> Path:
+              dynamic: bool = False, batch: int = 1, fixed: bool = False) -> Path:
     """A tiny ONNX with an Ultralytics-shaped output [batch, 4 + nc, (size/8)^2] and the given metadata_props:
     boxes (pixels, spread over the image) and sigmoided class scores concatenated, as Ultralytics' head ends.
-    A ``batch`` over 1 is written into the Reshape's constant, as Ultralytics' ``export(batch=N)`` does."""
+    A ``batch`` over 1 is written into the Reshape's constant, as Ultralytics' ``export(batch=N)`` does; ``fixed``
+    writes the cell count there too, as a static Ultralytics export's DFL Reshape holds it."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array(rng.normal(0, 0.3, (4 + nc, 3, 8, 8)).astype(np.float32), "w"),
-        numpy_helper.from_array(np.array([batch, 4 + nc, -1 if batch == 1 else (size // 8) ** 2], np.int64), "shape"),
+        numpy_helper.from_array(np.array([batch, 4 + nc, -1 if batch == 1 and not fixed else (size // 8) ** 2],
+                                         np.int64), "shape"),
         numpy_helper.from_array(np.array([4, nc], np.int64), "split"),
         numpy_helper.from_array(np.array([size, size, size / 4, size / 4], np.float32).reshape(1, 4, 1), "scale"),
     ]

@@ -196,6 +196,28 @@ def test_a_fixed_batch_the_graph_cannot_drop_is_named(tmp_path, capsys):
     assert not (tmp_path / "ir").exists()
 
 
+@pytest.mark.parametrize(("fixed", "imgsz", "says"), [
+    (True, ["96"], ("exported for input 64x64, and its graph does not run at 96x96 (sizes fixed at export); export it "
+                    "at 96x96, or with a dynamic input size")),
+    (False, [], ("its input size is dynamic, but the graph does not run at 640x640, ovq's default for a model that "
+                 "says no size; pass --imgsz with the size it was exported at")),
+], ids=["static", "dynamic"])
+def test_an_input_size_the_graph_cannot_take_says_what_to_do(tmp_path, capsys, fixed, imgsz, says):
+    """'ovq convert yolov8n.onnx --imgsz 640' on a 160x160 export said only 'cannot reshape input to 640x640: While
+    validating node 'opset1::Reshape /model.22/dfl/Reshape (...) -> (f32[1,4,16,525])' ...: Shape inference input
+    shapes {[1,64,8400],[4]}', OpenVINO's words; a dynamic input ovq sized itself the same, --imgsz never named."""
+    onnx = heads.onnx_yolo(tmp_path / "m.onnx", fixed=True, dynamic=not fixed)
+    if not fixed:  # a dynamic input whose graph still holds the size it was traced at (64: 64 cells)
+        import onnx as onnx_lib
+
+        model = onnx_lib.load(str(onnx))
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+        onnx_lib.save(model, str(onnx))
+    assert main(["convert", str(onnx), "-o", str(tmp_path / "ir"), *(["--imgsz", *imgsz] if imgsz else []), "-q"]) == 2
+    assert _one_error_line(capsys) == f"ovq convert: error: {onnx}: {says}"
+    assert not (tmp_path / "ir").exists()
+
+
 def test_dynamic_input_takes_the_exporters_imgsz(tmp_path, ovq_log):
     onnx = heads.onnx_yolo(tmp_path / "dyn.onnx", metadata={**ULTRALYTICS_META, "imgsz": "[96, 128]"}, dynamic=True)
     _, info = prepare(onnx)

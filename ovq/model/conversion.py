@@ -219,15 +219,18 @@ def _static_input(model: ov.Model, path: Path, imgsz: int | tuple[int, int] | No
     channels = pshape[1]
     if channels.is_static and channels.get_length() != 3:
         raise ModelError(f"{path}: expected 3 colour channels in NCHW input, got shape {pshape}")
+    exported = pshape[2].is_static and pshape[3].is_static
+    guessed = False
     if imgsz is not None:
         h, w = _as_hw(imgsz)
-    elif pshape[2].is_static and pshape[3].is_static:
+    elif exported:
         h, w = pshape[2].get_length(), pshape[3].get_length()
     elif meta.imgsz() is not None:
         h, w = meta.imgsz()
         logger.info("%s: input size is dynamic; using %dx%d, the size the exporter wrote", path, h, w)
     else:
         h, w = DEFAULT_IMGSZ, DEFAULT_IMGSZ
+        guessed = True
         logger.info("%s: input size is dynamic; using %dx%d (set --imgsz to change)", path, h, w)
     target = ov.PartialShape([1, 3, h, w])
     if pshape != target:
@@ -238,6 +241,15 @@ def _static_input(model: ov.Model, path: Path, imgsz: int | tuple[int, int] | No
             if batch != 1:  # e.g. Ultralytics' export(batch=4) writes the batch into the head's Reshape constants
                 raise ModelError(f"{path}: the input has a fixed batch of {batch} and the graph cannot run one image "
                                  "at a time (ovq's unit); export it with batch 1 or a dynamic batch") from None
+            logger.debug("%s: reshaping to %dx%d: %s", path, h, w, exc)
+            if exported:  # e.g. Ultralytics' static export: its DFL Reshape holds the cell count
+                raise ModelError(f"{path}: exported for input {pshape[2]}x{pshape[3]}, and its graph does not run at "
+                                 f"{h}x{w} (sizes fixed at export); export it at {h}x{w}, or with a dynamic input "
+                                 "size") from None
+            if guessed:
+                raise ModelError(f"{path}: its input size is dynamic, but the graph does not run at {h}x{w}, ovq's "
+                                 "default for a model that says no size; pass --imgsz with the size it was exported "
+                                 "at") from None
             raise ModelError(f"{path}: cannot reshape input to {h}x{w}: {first_line(exc)}") from None
     return h, w
 
