@@ -54,6 +54,27 @@ def yolox_raw_head(size=(64, 64), nc: int = 2, strides=(8, 16, 32), seed: int = 
     return ov.Model([out], [x], "yolox_like")
 
 
+def dfl_head(size=(64, 64), nc: int = 2, strides=(8, 16, 32), seed: int = 0, transposed: bool = False) -> ov.Model:
+    """YOLOv8's Detect as exported: per stride 4 x 16 box bins and nc class logits, each box side the bins' softmax
+    (DFL) weighted by 0..15, times the stride; [1, 4 + nc, N], or [1, N, 4 + nc] ``transposed`` as some deployment
+    exports write it."""
+    rng = np.random.default_rng(seed)
+    x = _input(size)
+    levels = []
+    for s in strides:
+        y = ops.reshape(_conv(x, 3, 64 + nc, s, rng), _const(np.array([1, 64 + nc, -1], np.int64)), special_zero=False)
+        bins, cls = ops.variadic_split(y, _const(np.int64(1)), _const(np.array([64, nc], np.int64))).outputs()
+        cells = (size[0] // s) * (size[1] // s)
+        prob = ops.softmax(ops.reshape(bins, _const(np.array([1, 4, 16, cells], np.int64)), special_zero=False), 2)
+        weights = _const(np.arange(16, dtype=np.float32).reshape(1, 1, 16, 1))
+        dist = ops.reduce_sum(ops.multiply(prob, weights), _const(np.int64(2)), keep_dims=False)
+        levels.append(ops.concat([ops.multiply(dist, _const(np.float32(s))), ops.sigmoid(cls)], axis=1))
+    out = ops.concat(levels, axis=2)
+    if transposed:
+        out = ops.transpose(out, _const(np.array([0, 2, 1], np.int64)))
+    return ov.Model([out], [x], "dfl_like")
+
+
 def anchor_head(size=(64, 64), nc: int = 2, anchors: int = 1, strides=(8, 16, 32), seed: int = 0) -> ov.Model:
     """YOLOv5's Detect as exported: per stride view [1, A, 5 + nc, H, W], sigmoid, boxes decoded with grid and
     anchors in the graph, [1, A * H * W, 5 + nc] per stride, concatenated: [1, N, 5 + nc]."""

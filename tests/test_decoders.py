@@ -91,6 +91,16 @@ def test_yolox_exported_with_its_decoding_is_told_from_raw_yolox_and_decodes_to_
         np.testing.assert_allclose(ours.xyxy, found["raw"][0].xyxy, atol=1e-3)
 
 
+def test_a_transposed_yolov8_output_is_not_taken_for_yolox():
+    """A YOLOv8 export transposed to [1, N, 4 + nc] (as deployment exports for other runtimes write it), without
+    Ultralytics' metadata, has YOLOX's shape: ovq decoded it as YOLOX (its first class score taken for objectness,
+    79 of 80 classes, every score 1.00 on bus.jpg), exit 0. Its DFL softmax says it is not YOLOX."""
+    transposed = heads.dfl_head(nc=3, transposed=True)
+    assert tuple(transposed.outputs[0].get_shape()) == (1, 84, 7)
+    assert infer_families(facts_of(transposed, (64, 64), {})) == []
+    assert infer_families(facts_of(heads.dfl_head(nc=3), (64, 64), {})) == ["yolo"]
+
+
 @pytest.mark.parametrize(("normalised", "family"), [(True, "rtdetr"), (False, "yolo_e2e")])
 def test_end_to_end_box_convention_read_from_the_graph(normalised, family):
     """[1, K, 6] is RT-DETR when the boxes come out of a Sigmoid (0..1), YOLO26/YOLOv10 when in pixels."""

@@ -7,7 +7,9 @@ FakeQuantize nodes are looked through):
   every scale's convolution that way before decoding boxes in the graph). YOLOX's raw ``[1, N, 5 + nc]`` has no
   such view, so the two are told apart by structure rather than by the count N.
 - ``computed_with``: whether an op type is among those an output is computed from. YOLOX exported with its
-  head's own decoding has boxes from an ``Exp`` (w, h = exp(raw) * stride); the raw export has none.
+  head's own decoding has boxes from an ``Exp`` (w, h = exp(raw) * stride); the raw export has none, and no
+  ``Softmax`` either, which YOLOv8's DFL box bins have (a YOLOv8 output transposed to [1, N, 4 + nc] has YOLOX's
+  shape).
 - ``output_parts``: when an output is a concatenation on its last axis (``[boxes, score, class]``), the op that
   computes each part. RT-DETR's boxes come out of a Sigmoid (normalised 0..1); YOLO26's end-to-end boxes out of
   arithmetic in pixels.
@@ -32,12 +34,12 @@ def producer(output: Any) -> Any:
     return node
 
 
-def computed_with(graph: Any, op_type: str, index: int = 0) -> bool:
-    """Whether an op of ``op_type`` is among the ops output ``index`` is computed from."""
+def computed_with(graph: Any, *op_types: str, index: int = 0) -> bool:
+    """Whether an op of one of ``op_types`` is among the ops output ``index`` is computed from."""
     todo, seen = [graph.outputs[index].get_node()], set()
     while todo:
         node = todo.pop()
-        if node.get_type_name() == op_type:
+        if node.get_type_name() in op_types:
             return True
         for i in range(node.get_input_size()):
             up = node.input_value(i).get_node()

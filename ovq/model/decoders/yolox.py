@@ -62,7 +62,7 @@ class YoloxDecoder:
         if not _yolox_rows(facts):
             return False
         return facts.graph is None or not (anchor_grids(facts.graph, facts.output_shapes[0][2])
-                                           or computed_with(facts.graph, "Exp"))
+                                           or computed_with(facts.graph, "Exp", "Softmax"))
 
     def num_classes(self, facts: ModelFacts) -> int | None:
         return facts.output_shapes[0][2] - 5
@@ -132,4 +132,5 @@ class YoloxDecodedDecoder(Yolov5Decoder):
             return False
         if facts.graph is None:
             return None  # only the graph tells (a served model)
-        return computed_with(facts.graph, "Exp") and not anchor_grids(facts.graph, facts.output_shapes[0][2])
+        return (computed_with(facts.graph, "Exp") and not computed_with(facts.graph, "Softmax")
+                and not anchor_grids(facts.graph, facts.output_shapes[0][2]))
