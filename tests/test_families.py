@@ -6,6 +6,7 @@ Tiny real graphs (``heads``) and tiny ONNX files with exporter metadata (built w
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -216,6 +217,29 @@ def test_an_input_size_the_graph_cannot_take_says_what_to_do(tmp_path, capsys, f
     assert main(["convert", str(onnx), "-o", str(tmp_path / "ir"), *(["--imgsz", *imgsz] if imgsz else []), "-q"]) == 2
     assert _one_error_line(capsys) == f"ovq convert: error: {onnx}: {says}"
     assert not (tmp_path / "ir").exists()
+
+
+def test_an_export_with_its_nms_inside_says_what_it_fixed(tmp_path, ovq_log):
+    """Ultralytics' export(nms=True) keeps only detections over the conf it was exported with (0.25 unless given) and
+    runs NMS at its IoU (0.7) in the graph: 'ovq eval' said 'conf >= 0.001' and scored what was left, and --conf 0.05
+    or --iou 0.3 changed nothing, without a word."""
+    import openvino.opset13 as ops
+
+    from ovq.model.conversion import fixed_in_graph
+
+    args = "{'data': None, 'batch': 1, 'fraction': 1.0, 'quantize': None, 'nms': True, 'dynamic': False}"
+    onnx = heads.onnx_yolo(tmp_path / "nms.onnx", metadata={**ULTRALYTICS_META, "args": args})
+    prepare(onnx)
+    said = [m for m in ovq_log.messages(logging.WARNING) if "nms=True" in m]
+    assert said == [(f"{onnx}: Ultralytics exported it with nms=True: its graph drops detections under the conf it "
+                     "was exported with and runs its own NMS, so a lower --conf, --iou and --agnostic-nms change "
+                     "nothing, and mAP (at conf 0.001) reads low; export it with nms=False for ovq to threshold and "
+                     "NMS")]
+    boxes, scores = ops.parameter([1, 8, 4], ov.Type.f32), ops.parameter([1, 1, 8], ov.Type.f32)
+    kept = ops.greater(scores, ops.constant(np.array([0.3], np.float32)))
+    nms = ops.non_max_suppression(boxes, scores, ops.constant(np.int64(5)), ops.constant(np.float32(0.6)))
+    model = ov.Model([kept.output(0), nms.output(0)], [boxes, scores])
+    assert fixed_in_graph(model) == (0.3, 0.6)
 
 
 def test_dynamic_input_takes_the_exporters_imgsz(tmp_path, ovq_log):

@@ -278,6 +278,8 @@ def _build(
         raise ModelError(f"{path}: output shapes stay dynamic after fixing the input to {h}x{w}")
     facts = facts_of(model, (h, w), meta.values)
     family, decoder = choose_family(facts, family, str(path))
+    if meta.exported_with_nms():
+        _say_nms_inside(model, path)
     labels = choose_labels(decoder, facts, labels, meta, str(path))
     if preprocessing is None:
         preprocessing = decoder.preprocessing
@@ -311,6 +313,30 @@ def _build(
     model = embed_preprocessing(model, preprocessing)
     write_info(model, info)
     return model, info
+
+
+def fixed_in_graph(model: ov.Model) -> tuple[float | None, float | None]:
+    """The confidence threshold (a Greater than a scalar) and NMS IoU threshold a graph applies, where it has them."""
+    conf = iou = None
+    for op in model.get_ops():
+        kind = op.get_type_name()
+        if kind == "Greater" or (kind == "NonMaxSuppression" and op.get_input_size() > 3):
+            source = op.input_value(1 if kind == "Greater" else 3).get_node()
+            if source.get_type_name() == "Constant" and source.get_data().size == 1:
+                value = round(float(source.get_data().reshape(-1)[0]), 4)
+                conf, iou = (value, iou) if kind == "Greater" else (conf, value)
+    return conf, iou
+
+
+def _say_nms_inside(model: ov.Model, path: Path) -> None:
+    """Ultralytics' export(nms=True) thresholds (conf 0.25 unless given) and runs NMS (IoU 0.7) in the graph."""
+    conf, iou = fixed_in_graph(model)
+    logger.warning(
+        "%s: Ultralytics exported it with nms=True: its graph drops detections under %s and runs its own NMS%s, "
+        "so a lower --conf, --iou and --agnostic-nms change nothing, and mAP (at conf 0.001) reads low; export it "
+        "with nms=False for ovq to threshold and NMS", path,
+        f"conf {conf}" if conf is not None else "the conf it was exported with", f" at IoU {iou}" if iou else "",
+    )
 
 
 def embed_preprocessing(model: ov.Model, pre: SourcePreprocessing) -> ov.Model:
