@@ -75,6 +75,34 @@ def dfl_head(size=(64, 64), nc: int = 2, strides=(8, 16, 32), seed: int = 0, tra
     return ov.Model([out], [x], "dfl_like")
 
 
+def distance_head(size=(64, 64), nc: int = 2, strides=(8, 16, 32), seed: int = 0) -> ov.Model:
+    """YOLOv6's Detect as exported (no DFL): per stride 4 box distances and sigmoided class scores, the distances made
+    boxes with the anchor points and times the stride, then [boxes, ones, scores] on the last axis: [1, N, 5 + nc],
+    YOLOX's shape with the boxes already in pixels and no Exp."""
+    rng = np.random.default_rng(seed)
+    x = _input(size)
+    dists, scores, anchors, cell_strides = [], [], [], []
+    for s in strides:
+        flat = _const(np.array([1, -1, (size[0] // s) * (size[1] // s)], np.int64))
+        dists.append(ops.reshape(_conv(x, 3, 4, s, rng), flat, special_zero=False))
+        scores.append(ops.reshape(ops.sigmoid(_conv(x, 3, nc, s, rng)), flat, special_zero=False))
+        ys, xs = np.meshgrid(np.arange(size[0] // s), np.arange(size[1] // s), indexing="ij")
+        anchors.append(np.stack([xs, ys], -1).reshape(-1, 2) + 0.5)
+        cell_strides.append(np.full((xs.size, 1), s))
+    order = _const(np.array([0, 2, 1], np.int64))
+    dist = ops.transpose(ops.concat(dists, axis=2), order)  # [1, N, 4]: left, top, right, bottom
+    lt, rb = ops.variadic_split(dist, _const(np.int64(2)), _const(np.array([2, 2], np.int64))).outputs()
+    points = _const(np.concatenate(anchors)[None].astype(np.float32))
+    x1y1, x2y2 = ops.subtract(points, lt), ops.add(points, rb)
+    centre = ops.divide(ops.add(x1y1, x2y2), _const(np.float32(2)))
+    boxes = ops.multiply(ops.concat([centre, ops.subtract(x2y2, x1y1)], axis=2),
+                         _const(np.concatenate(cell_strides)[None].astype(np.float32)))
+    n = sum((size[0] // s) * (size[1] // s) for s in strides)
+    ones = _const(np.ones((1, n, 1), np.float32))
+    out = ops.concat([boxes, ones, ops.transpose(ops.concat(scores, axis=2), order)], axis=2)
+    return ov.Model([out], [x], "yolov6_like")
+
+
 def anchor_head(size=(64, 64), nc: int = 2, anchors: int = 1, strides=(8, 16, 32), seed: int = 0) -> ov.Model:
     """YOLOv5's Detect as exported: per stride view [1, A, 5 + nc, H, W], sigmoid, boxes decoded with grid and
     anchors in the graph, [1, A * H * W, 5 + nc] per stride, concatenated: [1, N, 5 + nc]."""

@@ -101,6 +101,16 @@ def test_a_transposed_yolov8_output_is_not_taken_for_yolox():
     assert infer_families(facts_of(heads.dfl_head(nc=3), (64, 64), {})) == ["yolo"]
 
 
+def test_boxes_already_in_pixels_joined_to_the_scores_are_not_yolox():
+    """YOLOv6's export ([boxes in pixels, ones, class scores] on the last axis: YOLOX's [1, N, 5 + nc], no Exp, no
+    Softmax without its DFL) was taken for raw YOLOX and its pixel boxes decoded again as cell offsets."""
+    v6 = heads.distance_head(nc=3)
+    assert tuple(v6.outputs[0].get_shape()) == (1, 84, 8)
+    assert infer_families(facts_of(v6, (64, 64), {})) == []
+    for size in ((64, 64), (32, 32), (416, 416)):  # raw YOLOX's own levels are never 4 wide
+        assert infer_families(facts_of(heads.yolox_raw_head(size=size), size, {})) == ["yolox"]
+
+
 @pytest.mark.parametrize(("normalised", "family"), [(True, "rtdetr"), (False, "yolo_e2e")])
 def test_end_to_end_box_convention_read_from_the_graph(normalised, family):
     """[1, K, 6] is RT-DETR when the boxes come out of a Sigmoid (0..1), YOLO26/YOLOv10 when in pixels."""

@@ -22,7 +22,7 @@ from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
 from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
 from ovq.model.decoders.graph_nms import GraphCandidates, over_threshold, span
-from ovq.model.decoders.signatures import anchor_grids, computed_with
+from ovq.model.decoders.signatures import anchor_grids, computed_with, output_parts
 from ovq.model.decoders.yolov5 import Yolov5Decoder
 
 STRIDES = (8, 16, 32)
@@ -50,6 +50,13 @@ def _yolox_rows(facts: ModelFacts) -> bool:
     return shape[1] == sum((h // s) * (w // s) for s in STRIDES) and "task" not in facts.metadata  # task: Ultralytics
 
 
+def _boxes_apart(graph: ov.Model) -> bool:
+    """Whether the output joins 4-wide boxes to the scores on its last axis (YOLOv6: [boxes in pixels, ones,
+    scores]); raw YOLOX joins its levels there, the widest first, never 4 wide."""
+    parts = output_parts(graph)
+    return bool(parts) and parts[0][0] == 4
+
+
 class YoloxDecoder:
     family = "yolox"
     expects = "one output [1, N, 5 + nc], N = cells over strides 8/16/32, raw offsets (no anchor grid in the graph)"
@@ -62,7 +69,7 @@ class YoloxDecoder:
         if not _yolox_rows(facts):
             return False
         return facts.graph is None or not (anchor_grids(facts.graph, facts.output_shapes[0][2])
-                                           or computed_with(facts.graph, "Exp", "Softmax"))
+                                           or computed_with(facts.graph, "Exp", "Softmax") or _boxes_apart(facts.graph))
 
     def num_classes(self, facts: ModelFacts) -> int | None:
         return facts.output_shapes[0][2] - 5
