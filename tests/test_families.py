@@ -237,8 +237,9 @@ def test_an_export_with_its_nms_inside_says_what_it_fixed(tmp_path, ovq_log):
                      "NMS")]
     boxes, scores = ops.parameter([1, 8, 4], ov.Type.f32), ops.parameter([1, 1, 8], ov.Type.f32)
     kept = ops.greater(scores, ops.constant(np.array([0.3], np.float32)))
+    odd = ops.greater(ops.shape_of(kept), ops.constant(np.array([0], np.int64)))  # (its OpenVINO export has one)
     nms = ops.non_max_suppression(boxes, scores, ops.constant(np.int64(5)), ops.constant(np.float32(0.6)))
-    model = ov.Model([kept.output(0), nms.output(0)], [boxes, scores])
+    model = ov.Model([kept.output(0), odd.output(0), nms.output(0)], [boxes, scores])
     assert fixed_in_graph(model) == (0.3, 0.6)
 
 

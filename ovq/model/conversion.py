@@ -316,13 +316,16 @@ def _build(
 
 
 def fixed_in_graph(model: ov.Model) -> tuple[float | None, float | None]:
-    """The confidence threshold (a Greater than a scalar) and NMS IoU threshold a graph applies, where it has them."""
+    """The confidence threshold (floats Greater than a scalar) and NMS IoU threshold a graph applies, where it has
+    them (Ultralytics' OpenVINO export also compares a shape's remainder with 0: integers, not scores)."""
     conf = iou = None
-    for op in model.get_ops():
+    for op in model.get_ordered_ops():
         kind = op.get_type_name()
         if kind == "Greater" or (kind == "NonMaxSuppression" and op.get_input_size() > 3):
-            source = op.input_value(1 if kind == "Greater" else 3).get_node()
-            if source.get_type_name() == "Constant" and source.get_data().size == 1:
+            value = op.input_value(1 if kind == "Greater" else 3)
+            source = value.get_node()
+            if (source.get_type_name() == "Constant" and source.get_data().size == 1
+                    and value.get_element_type().is_real()):
                 value = round(float(source.get_data().reshape(-1)[0]), 4)
                 conf, iou = (value, iou) if kind == "Greater" else (conf, value)
     return conf, iou
