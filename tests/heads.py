@@ -26,18 +26,81 @@ def _input(size: tuple[int, int]) -> ov.Node:
     return ops.parameter([1, 3, *size], ov.Type.f32, name="images")
 
 
-def yolox_raw_head(size=(64, 64), nc: int = 2, strides=(8, 16, 32), seed: int = 0) -> ov.Model:
-    """YOLOX's export: per stride [reg(4), sigmoid(obj), sigmoid(cls)] on channels, flattened, [1, N, 5 + nc]."""
+def yolox_raw_head(size=(64, 64), nc: int = 2, strides=(8, 16, 32), seed: int = 0, decoded: bool = False,
+                   std: float | None = None) -> ov.Model:
+    """YOLOX's export: per stride [reg(4), sigmoid(obj), sigmoid(cls)] on channels, flattened, [1, N, 5 + nc].
+    ``decoded``: as exported with the head's ``decode_in_inference`` (YOLOX's ``--decode_in_inference``), the boxes
+    decoded in the graph, xy = (raw + grid) * stride, wh = exp(raw) * stride: the same weights give the same boxes.
+    ``std``: the weights' spread at stride 8, less at the larger strides' larger kernels (boxes of a few cells on an
+    image of 0..255, as YOLOX takes it); default 0.05 at every stride."""
+    rng = np.random.default_rng(seed)
+    x = _input(size)
+    levels, grids, cell_strides = [], [], []
+    for s in strides:
+        spread = 0.05 if std is None else std * 8 / s
+        reg = _conv(x, 3, 4, s, rng, spread)
+        obj_cls = ops.sigmoid(_conv(x, 3, 1 + nc, s, rng, spread))
+        level = ops.concat([reg, obj_cls], axis=1)
+        levels.append(ops.reshape(level, _const(np.array([1, 5 + nc, -1], np.int64)), special_zero=False))
+        ys, xs = np.meshgrid(np.arange(size[0] // s), np.arange(size[1] // s), indexing="ij")
+        grids.append(np.stack([xs, ys], -1).reshape(-1, 2))
+        cell_strides.append(np.full((xs.size, 1), s))
+    out = ops.transpose(ops.concat(levels, axis=2), _const(np.array([0, 2, 1], np.int64)))
+    if decoded:
+        xy, wh, rest = ops.variadic_split(out, _const(np.int64(2)), _const(np.array([2, 2, 1 + nc], np.int64))).outputs()
+        stride = _const(np.concatenate(cell_strides)[None].astype(np.float32))
+        xy = ops.multiply(ops.add(xy, _const(np.concatenate(grids)[None].astype(np.float32))), stride)
+        out = ops.concat([xy, ops.multiply(ops.exp(wh), stride), rest], axis=2)
+    return ov.Model([out], [x], "yolox_like")
+
+
+def dfl_head(size=(64, 64), nc: int = 2, strides=(8, 16, 32), seed: int = 0, transposed: bool = False) -> ov.Model:
+    """YOLOv8's Detect as exported: per stride 4 x 16 box bins and nc class logits, each box side the bins' softmax
+    (DFL) weighted by 0..15, times the stride; [1, 4 + nc, N], or [1, N, 4 + nc] ``transposed`` as some deployment
+    exports write it."""
     rng = np.random.default_rng(seed)
     x = _input(size)
     levels = []
     for s in strides:
-        reg = _conv(x, 3, 4, s, rng)
-        obj_cls = ops.sigmoid(_conv(x, 3, 1 + nc, s, rng))
-        level = ops.concat([reg, obj_cls], axis=1)
-        levels.append(ops.reshape(level, _const(np.array([1, 5 + nc, -1], np.int64)), special_zero=False))
-    out = ops.transpose(ops.concat(levels, axis=2), _const(np.array([0, 2, 1], np.int64)))
-    return ov.Model([out], [x], "yolox_like")
+        y = ops.reshape(_conv(x, 3, 64 + nc, s, rng), _const(np.array([1, 64 + nc, -1], np.int64)), special_zero=False)
+        bins, cls = ops.variadic_split(y, _const(np.int64(1)), _const(np.array([64, nc], np.int64))).outputs()
+        cells = (size[0] // s) * (size[1] // s)
+        prob = ops.softmax(ops.reshape(bins, _const(np.array([1, 4, 16, cells], np.int64)), special_zero=False), 2)
+        weights = _const(np.arange(16, dtype=np.float32).reshape(1, 1, 16, 1))
+        dist = ops.reduce_sum(ops.multiply(prob, weights), _const(np.int64(2)), keep_dims=False)
+        levels.append(ops.concat([ops.multiply(dist, _const(np.float32(s))), ops.sigmoid(cls)], axis=1))
+    out = ops.concat(levels, axis=2)
+    if transposed:
+        out = ops.transpose(out, _const(np.array([0, 2, 1], np.int64)))
+    return ov.Model([out], [x], "dfl_like")
+
+
+def distance_head(size=(64, 64), nc: int = 2, strides=(8, 16, 32), seed: int = 0) -> ov.Model:
+    """YOLOv6's Detect as exported (no DFL): per stride 4 box distances and sigmoided class scores, the distances made
+    boxes with the anchor points and times the stride, then [boxes, ones, scores] on the last axis: [1, N, 5 + nc],
+    YOLOX's shape with the boxes already in pixels and no Exp."""
+    rng = np.random.default_rng(seed)
+    x = _input(size)
+    dists, scores, anchors, cell_strides = [], [], [], []
+    for s in strides:
+        flat = _const(np.array([1, -1, (size[0] // s) * (size[1] // s)], np.int64))
+        dists.append(ops.reshape(_conv(x, 3, 4, s, rng), flat, special_zero=False))
+        scores.append(ops.reshape(ops.sigmoid(_conv(x, 3, nc, s, rng)), flat, special_zero=False))
+        ys, xs = np.meshgrid(np.arange(size[0] // s), np.arange(size[1] // s), indexing="ij")
+        anchors.append(np.stack([xs, ys], -1).reshape(-1, 2) + 0.5)
+        cell_strides.append(np.full((xs.size, 1), s))
+    order = _const(np.array([0, 2, 1], np.int64))
+    dist = ops.transpose(ops.concat(dists, axis=2), order)  # [1, N, 4]: left, top, right, bottom
+    lt, rb = ops.variadic_split(dist, _const(np.int64(2)), _const(np.array([2, 2], np.int64))).outputs()
+    points = _const(np.concatenate(anchors)[None].astype(np.float32))
+    x1y1, x2y2 = ops.subtract(points, lt), ops.add(points, rb)
+    centre = ops.divide(ops.add(x1y1, x2y2), _const(np.float32(2)))
+    boxes = ops.multiply(ops.concat([centre, ops.subtract(x2y2, x1y1)], axis=2),
+                         _const(np.concatenate(cell_strides)[None].astype(np.float32)))
+    n = sum((size[0] // s) * (size[1] // s) for s in strides)
+    ones = _const(np.ones((1, n, 1), np.float32))
+    out = ops.concat([boxes, ones, ops.transpose(ops.concat(scores, axis=2), order)], axis=2)
+    return ov.Model([out], [x], "yolov6_like")
 
 
 def anchor_head(size=(64, 64), nc: int = 2, anchors: int = 1, strides=(8, 16, 32), seed: int = 0) -> ov.Model:
@@ -91,17 +154,19 @@ def raw_grid(size=(352, 352), channels: int = 8, stride: int = 16, seed: int = 0
 
 
 def onnx_yolo(path: Path, nc: int = 3, metadata: dict[str, str] | None = None, size: int = 64,
-              dynamic: bool = False, batch: int = 1) -> Path:
+              dynamic: bool = False, batch: int = 1, fixed: bool = False) -> Path:
     """A tiny ONNX with an Ultralytics-shaped output [batch, 4 + nc, (size/8)^2] and the given metadata_props:
     boxes (pixels, spread over the image) and sigmoided class scores concatenated, as Ultralytics' head ends.
-    A ``batch`` over 1 is written into the Reshape's constant, as Ultralytics' ``export(batch=N)`` does."""
+    A ``batch`` over 1 is written into the Reshape's constant, as Ultralytics' ``export(batch=N)`` does; ``fixed``
+    writes the cell count there too, as a static Ultralytics export's DFL Reshape holds it."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     inits = [
         numpy_helper.from_array(rng.normal(0, 0.3, (4 + nc, 3, 8, 8)).astype(np.float32), "w"),
-        numpy_helper.from_array(np.array([batch, 4 + nc, -1 if batch == 1 else (size // 8) ** 2], np.int64), "shape"),
+        numpy_helper.from_array(np.array([batch, 4 + nc, -1 if batch == 1 and not fixed else (size // 8) ** 2],
+                                         np.int64), "shape"),
         numpy_helper.from_array(np.array([4, nc], np.int64), "split"),
         numpy_helper.from_array(np.array([size, size, size / 4, size / 4], np.float32).reshape(1, 4, 1), "scale"),
     ]

@@ -23,7 +23,8 @@ def _info_letterbox(orig=(200, 400), size=(320, 320)):
 
 
 def test_registry_lists_every_family():
-    assert set(BUILTIN) == {"yolo", "yolo_e2e", "rtdetr", "yolov5", "yolox", "ssd", "fastestdet", "torchvision"}
+    assert set(BUILTIN) == {"yolo", "yolo_e2e", "rtdetr", "yolov5", "yolox", "yolox_decoded", "ssd", "fastestdet",
+                            "torchvision"}
     with pytest.raises(ModelError, match="unknown decoder family 'nope': not built in and no installed package"):
         get_decoder("nope")
 
@@ -60,6 +61,54 @@ def test_yolov5_and_yolox_told_apart_by_the_graph_not_the_count(anchors):
     assert yolox_shape == (1, 84, 7) and v5_shape == (1, 84 * anchors, 7)
     assert infer_families(facts_of(yolox, (64, 64), {})) == ["yolox"]
     assert infer_families(facts_of(v5, (64, 64), {})) == ["yolov5"]
+
+
+def test_yolox_exported_with_its_decoding_is_told_from_raw_yolox_and_decodes_to_the_same_boxes(tmp_path):
+    """YOLOX's head decodes its boxes itself unless told not to (YOLOX's export_onnx.py --decode_in_inference, or
+    any torch.onnx.export of the model as it comes): the same [1, N, 5 + nc], boxes in pixels. Taken for raw YOLOX,
+    they were decoded again, every box the whole image (a 0-255 random-weight YOLOX-Nano at 320: 134 boxes on
+    bus.jpg, each [0, 0, 810, 1080]), exit 0."""
+    import openvino as ov
+
+    from ovq.model.conversion import convert
+    from ovq.model.detector import Detector
+
+    raw, decoded = (heads.yolox_raw_head(nc=3, seed=4, std=0.001, decoded=d) for d in (False, True))
+    assert infer_families(facts_of(raw, (64, 64), {})) == ["yolox"]
+    assert infer_families(facts_of(decoded, (64, 64), {})) == ["yolox_decoded"]
+    found = {}
+    for name, model in (("raw", raw), ("decoded", decoded)):
+        ov.save_model(model, str(tmp_path / f"{name}.xml"))
+        det = Detector(convert(tmp_path / f"{name}.xml", tmp_path / name, labels=["a", "b", "c"]), precision="f32",
+                       conf=0.3)
+        assert (det.info.resize, det.info.pad_value, det.info.letterbox_center) == ("letterbox", 114, False)
+        image = np.random.default_rng(2).integers(0, 60, (96, 96, 3), dtype=np.uint8)  # boxes of a few cells
+        found[name] = [det(image), det.with_nms_in_graph()(image)]
+    assert len(found["raw"][0]) >= 10 and (found["raw"][0].xyxy[:, 2] - found["raw"][0].xyxy[:, 0]).min() < 20
+    for ours in found["decoded"]:
+        assert ours.class_id.tolist() == found["raw"][0].class_id.tolist()
+        np.testing.assert_allclose(ours.confidence, found["raw"][0].confidence, atol=1e-5)
+        np.testing.assert_allclose(ours.xyxy, found["raw"][0].xyxy, atol=1e-3)
+
+
+def test_a_transposed_yolov8_output_is_not_taken_for_yolox():
+    """A YOLOv8 export transposed to [1, N, 4 + nc] (as deployment exports for other runtimes write it), without
+    Ultralytics' metadata, has YOLOX's shape: ovq decoded it as YOLOX (its first class score taken for objectness,
+    79 of 80 classes, every score 1.00 on bus.jpg), exit 0. Its DFL softmax says it is not YOLOX."""
+    transposed = heads.dfl_head(nc=3, transposed=True)
+    assert tuple(transposed.outputs[0].get_shape()) == (1, 84, 7)
+    assert infer_families(facts_of(transposed, (64, 64), {})) == []
+    assert infer_families(facts_of(heads.dfl_head(nc=3), (64, 64), {})) == ["yolo"]
+
+
+def test_boxes_already_in_pixels_joined_to_the_scores_are_not_yolox():
+    """YOLOv6's export ([boxes in pixels, ones, class scores] on the last axis: YOLOX's [1, N, 5 + nc], no Exp, no
+    Softmax without its DFL) was taken for raw YOLOX and its pixel boxes decoded again as cell offsets."""
+    v6 = heads.distance_head(nc=3)
+    assert tuple(v6.outputs[0].get_shape()) == (1, 84, 8)
+    assert infer_families(facts_of(v6, (64, 64), {})) == []
+    for size in ((64, 64), (32, 32), (416, 416)):  # raw YOLOX's own levels are never 4 wide
+        assert infer_families(facts_of(heads.yolox_raw_head(size=size), size, {})) == ["yolox"]
 
 
 @pytest.mark.parametrize(("normalised", "family"), [(True, "rtdetr"), (False, "yolo_e2e")])

@@ -6,6 +6,7 @@ Tiny real graphs (``heads``) and tiny ONNX files with exporter metadata (built w
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -196,6 +197,52 @@ def test_a_fixed_batch_the_graph_cannot_drop_is_named(tmp_path, capsys):
     assert not (tmp_path / "ir").exists()
 
 
+@pytest.mark.parametrize(("fixed", "imgsz", "says"), [
+    (True, ["96"], ("exported for input 64x64, and its graph does not run at 96x96 (sizes fixed at export); export it "
+                    "at 96x96, or with a dynamic input size")),
+    (False, [], ("its input size is dynamic, but the graph does not run at 640x640, ovq's default for a model that "
+                 "says no size; pass --imgsz with the size it was exported at")),
+], ids=["static", "dynamic"])
+def test_an_input_size_the_graph_cannot_take_says_what_to_do(tmp_path, capsys, fixed, imgsz, says):
+    """'ovq convert yolov8n.onnx --imgsz 640' on a 160x160 export said only 'cannot reshape input to 640x640: While
+    validating node 'opset1::Reshape /model.22/dfl/Reshape (...) -> (f32[1,4,16,525])' ...: Shape inference input
+    shapes {[1,64,8400],[4]}', OpenVINO's words; a dynamic input ovq sized itself the same, --imgsz never named."""
+    onnx = heads.onnx_yolo(tmp_path / "m.onnx", fixed=True, dynamic=not fixed)
+    if not fixed:  # a dynamic input whose graph still holds the size it was traced at (64: 64 cells)
+        import onnx as onnx_lib
+
+        model = onnx_lib.load(str(onnx))
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+        onnx_lib.save(model, str(onnx))
+    assert main(["convert", str(onnx), "-o", str(tmp_path / "ir"), *(["--imgsz", *imgsz] if imgsz else []), "-q"]) == 2
+    assert _one_error_line(capsys) == f"ovq convert: error: {onnx}: {says}"
+    assert not (tmp_path / "ir").exists()
+
+
+def test_an_export_with_its_nms_inside_says_what_it_fixed(tmp_path, ovq_log):
+    """Ultralytics' export(nms=True) keeps only detections over the conf it was exported with (0.25 unless given) and
+    runs NMS at its IoU (0.7) in the graph: 'ovq eval' said 'conf >= 0.001' and scored what was left, and --conf 0.05
+    or --iou 0.3 changed nothing, without a word."""
+    import openvino.opset13 as ops
+
+    from ovq.model.conversion import fixed_in_graph
+
+    args = "{'data': None, 'batch': 1, 'fraction': 1.0, 'quantize': None, 'nms': True, 'dynamic': False}"
+    onnx = heads.onnx_yolo(tmp_path / "nms.onnx", metadata={**ULTRALYTICS_META, "args": args})
+    prepare(onnx)
+    said = [m for m in ovq_log.messages(logging.WARNING) if "nms=True" in m]
+    assert said == [(f"{onnx}: Ultralytics exported it with nms=True: its graph drops detections under the conf it "
+                     "was exported with and runs its own NMS, so a lower --conf, --iou and --agnostic-nms change "
+                     "nothing, and mAP (at conf 0.001) reads low; export it with nms=False for ovq to threshold and "
+                     "NMS")]
+    boxes, scores = ops.parameter([1, 8, 4], ov.Type.f32), ops.parameter([1, 1, 8], ov.Type.f32)
+    kept = ops.greater(scores, ops.constant(np.array([0.3], np.float32)))
+    odd = ops.greater(ops.shape_of(kept), ops.constant(np.array([0], np.int64)))  # (its OpenVINO export has one)
+    nms = ops.non_max_suppression(boxes, scores, ops.constant(np.int64(5)), ops.constant(np.float32(0.6)))
+    model = ov.Model([kept.output(0), odd.output(0), nms.output(0)], [boxes, scores])
+    assert fixed_in_graph(model) == (0.3, 0.6)
+
+
 def test_dynamic_input_takes_the_exporters_imgsz(tmp_path, ovq_log):
     onnx = heads.onnx_yolo(tmp_path / "dyn.onnx", metadata={**ULTRALYTICS_META, "imgsz": "[96, 128]"}, dynamic=True)
     _, info = prepare(onnx)
@@ -299,7 +346,7 @@ def test_predict_classes_by_name_or_id_max_det_and_iou(tmp_path, capsys):
     assert len(found["two"]) == 2 and len(found["iou"]) < len(found["all"])
     for flags, error in ((["--classes", "washr"], "no class 'washr'; did you mean 'washer'?"),
                          (["--classes", "7"], "class id 7 is out of range; the model has 3 classes"),
-                         (["--max-det", "0"], "max_det 0: expected at least 1")):
+                         (["--max-det", "0"], "--max-det 0: expected at least 1")):
         capsys.readouterr()
         assert main(["predict", str(xml), image, "-o", str(tmp_path / "bad"), *flags, "-q"]) == 2
         assert error in _one_error_line(capsys)

@@ -32,12 +32,14 @@ def ovq(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def _constant_head(tmp: Path, name: str, size: int, head: np.ndarray, family: str, labels: list[str]) -> Path:
-    """An ovq IR whose output is ``head`` whatever the image (a zero times the image keeps the input live)."""
-    x = ops.parameter([1, 3, size, size], ov.Type.f32, name="images")
+def _constant_head(tmp: Path, name: str, size: int, head: np.ndarray, family: str, labels: list[str],
+                   dtype: type = np.float32) -> Path:
+    """An ovq IR whose output is ``head`` whatever the image (a zero times the image keeps the input live);
+    ``dtype=np.float16``: input and output in f16, as a whole-model float16 ONNX has them."""
+    x = ops.parameter([1, 3, size, size], ov.Type.f16 if dtype == np.float16 else ov.Type.f32, name="images")
     zero = ops.multiply(ops.reduce_mean(x, ops.constant(np.array([0, 1, 2, 3], np.int64)), keep_dims=False),
-                        ops.constant(np.float32(0)))
-    out = ops.add(ops.constant(head.astype(np.float32)), zero)
+                        ops.constant(dtype(0)))
+    out = ops.add(ops.constant(head.astype(dtype)), zero)
     src = tmp / f"{name}.xml"
     ov.save_model(ov.Model([out], [x], name), str(src))
     return convert(src, tmp / f"{name}_ovq", family=family, labels=labels)
@@ -114,6 +116,23 @@ def test_the_graph_keeps_what_python_keeps(heads, family, options):
     _same(python, in_graph)
     if "max_det" in options:
         assert len(in_graph) == 3
+
+
+def test_a_float16_model_decodes_in_the_graph_as_in_python(tmp_path):
+    """An ONNX converted to float16 whole (onnxconverter-common's ``convert_float_to_float16`` with
+    ``keep_io_types=False``) has f16 outputs: ``ovq run --nms graph`` (and ``--resize graph``, which takes the
+    graph's NMS) stopped with OpenVINO's traceback 'Arguments do not have the same element type (arg0 element
+    type: f16, arg1 element type: f32)'. The converted IR outputs f32, as every stage expects."""
+    rng = np.random.default_rng(8)
+    scores = rng.permutation(np.linspace(0.001, 0.999, 3 * 100)).reshape(1, 3, 100)
+    head = np.concatenate([rng.uniform(0, 64, (1, 2, 100)), rng.uniform(4, 24, (1, 2, 100)), scores], axis=1)
+    model = _constant_head(tmp_path, "half", 64, head, "yolo", ["a", "b", "c"], dtype=np.float16)
+    assert [o.get_element_type() for o in ov.Core().read_model(model).outputs] == [ov.Type.f32]
+    det = Detector(model, precision="f32")
+    image = np.random.default_rng(1).integers(0, 255, (90, 160, 3), dtype=np.uint8)
+    python = det(image)
+    assert len(python) >= 3
+    _same(python, det.with_nms_in_graph()(image))
 
 
 def test_conf_may_rise_per_call_but_not_fall(heads):

@@ -173,7 +173,7 @@ def test_families_lists_builtin_and_plugin_families(plugin):
     assert any(ln.startswith("yolox") and "built-in" in ln for ln in lines)
     assert any(ln.startswith("centerpoint") and "plug-in ovq-centerpoint 0.1.0 (ovq_centerpoint:CenterPointDecoder)"
                in ln for ln in lines)
-    assert lines[-1] == "8 built-in, 1 from plug-ins (entry point group 'ovq.decoders')"
+    assert lines[-1] == "9 built-in, 1 from plug-ins (entry point group 'ovq.decoders')"
     listed = {f["family"]: f for f in json.loads(ovq("families", "--json", site=plugin).stdout)}
     assert listed["centerpoint"]["distribution"] == "ovq-centerpoint" and listed["rtdetr"]["origin"] == "built-in"
 
@@ -238,7 +238,7 @@ def test_plugins_that_cannot_be_used_say_why_and_an_overlap_asks_for_family(trou
     proc = ovq("families", site=trouble)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "yolo_twin    plug-in ovq-trouble 0.1.0 (ovq_trouble:TwinDecoder)" in out
+    assert "yolo_twin      plug-in ovq-trouble 0.1.0 (ovq_trouble:TwinDecoder)" in out
     assert "NOT USABLE: a built-in family has this name" in out
     assert "NOT USABLE: cannot import ovq_trouble_missing:Gone: ModuleNotFoundError" in out
     assert "NOT USABLE: it has no 'expects' string" in out

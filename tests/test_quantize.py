@@ -291,6 +291,29 @@ def test_quantize_never_writes_over_the_float_model_it_quantizes(tiny, tmp_path,
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before
 
 
+def test_a_model_another_tool_quantized_is_refused_before_any_work(tmp_path, capsys):
+    """An INT8 IR from another tool (Ultralytics' ``format=openvino, int8=True``, any nncf.quantize output) carries
+    no ovq provenance: quantize calibrated it again and stopped in NNCF with 'NNCF failed: More than one node in
+    NNCFGraph matches name Constant_1720' (Ultralytics' export), or wrote a model quantized twice."""
+    import nncf
+    from conftest import tiny_yolo_ir
+
+    tiny_yolo_ir(tmp_path)  # its source graph, tmp_path / "tiny.xml", quantized by NNCF directly
+    rng = np.random.default_rng(0)
+    calib = nncf.Dataset([rng.random((1, 3, 64, 64), dtype=np.float32) for _ in range(2)])
+    int8 = nncf.quantize(ov.Core().read_model(tmp_path / "tiny.xml"), calib, subset_size=2)
+    ov.save_model(int8, tmp_path / "int8.xml")
+    images = random_images(tmp_path / "calib")
+    out = tmp_path / "q"
+    capsys.readouterr()  # (torch's own warning, imported by NNCF)
+    assert main(["quantize", str(tmp_path / "int8.xml"), "--data", str(images), "-o", str(out), "--bench-time", "0",
+                 "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [(f"ovq quantize: error: {tmp_path / 'int8.xml'}: already quantized (2 FakeQuantize operations in "
+                    "its graph); quantize the float model it was made from")]
+    assert not out.exists()
+
+
 def test_calibration_and_validation_must_differ(assets, tmp_path):
     with pytest.raises(DatasetError, match="share 128 images"):
         quantize(

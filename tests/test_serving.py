@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from ovq.core.errors import ConfigError, ModelError
 from ovq.core.metadata import ModelInfo
 from ovq.core.urls import is_serving_url
+from ovq.model.decoders import get_decoder
 from ovq.serving.client import parse_infer_response
 from ovq.serving.remote import RemoteDetector, open_detector
 from ovq.serving.urls import parse_serving_url
@@ -150,6 +152,24 @@ def test_served_input_must_fit_the_metadata() -> None:
     wrong = {**good, "inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 3, 640, 640]}]}
     with pytest.raises(ModelError, match=r"input 'images' is FP32 \[1, 3, 640, 640\].*UINT8 \[1, 416, 416, 3\]"):
         det._check_metadata(wrong)
+
+
+@pytest.mark.parametrize(("family", "fits", "other"), [
+    ("yolov5", [1, 6300, 8], [1, 1, 200, 7]),
+    ("torchvision", [1, 300, 6], [1, 300, 7]),
+    ("yolox_decoded", [1, 2100, 85], [1, 2000, 85]),
+])
+def test_a_served_model_of_a_family_told_apart_by_its_graph_is_taken(family: str, fits: list, other: list) -> None:
+    """A server sends output shapes, not the graph: 'ovq predict http://.../v2/models/v5' on a YOLOv5 (or torchvision)
+    IR that ovq serve served was refused, 'its outputs [[1, 6300, 8]] do not fit the family 'yolov5' in its
+    metadata', as the family does not claim a model whose graph it cannot see. Its shapes are still checked."""
+    det = object.__new__(RemoteDetector)
+    det.url = parse_serving_url("http://127.0.0.1:1/v2/models/det")
+    det.info = ModelInfo(family=family, labels=["a", "b", "c"], input_size=(320, 320))
+    det.decoder = get_decoder(family)
+    det._check_family({"outputs": [{"name": "output", "datatype": "FP32", "shape": fits}]})
+    with pytest.raises(ModelError, match=rf"its outputs \[{re.escape(str(other))}\] do not fit the family '{family}'"):
+        det._check_family({"outputs": [{"name": "output", "datatype": "FP32", "shape": other}]})
 
 
 def test_pipeline_file_keeps_a_serving_url_and_refuses_to_quantize_it(tmp_path: Path) -> None:

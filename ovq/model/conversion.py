@@ -219,15 +219,18 @@ def _static_input(model: ov.Model, path: Path, imgsz: int | tuple[int, int] | No
     channels = pshape[1]
     if channels.is_static and channels.get_length() != 3:
         raise ModelError(f"{path}: expected 3 colour channels in NCHW input, got shape {pshape}")
+    exported = pshape[2].is_static and pshape[3].is_static
+    guessed = False
     if imgsz is not None:
         h, w = _as_hw(imgsz)
-    elif pshape[2].is_static and pshape[3].is_static:
+    elif exported:
         h, w = pshape[2].get_length(), pshape[3].get_length()
     elif meta.imgsz() is not None:
         h, w = meta.imgsz()
         logger.info("%s: input size is dynamic; using %dx%d, the size the exporter wrote", path, h, w)
     else:
         h, w = DEFAULT_IMGSZ, DEFAULT_IMGSZ
+        guessed = True
         logger.info("%s: input size is dynamic; using %dx%d (set --imgsz to change)", path, h, w)
     target = ov.PartialShape([1, 3, h, w])
     if pshape != target:
@@ -238,7 +241,8 @@ def _static_input(model: ov.Model, path: Path, imgsz: int | tuple[int, int] | No
             if batch != 1:  # e.g. Ultralytics' export(batch=4) writes the batch into the head's Reshape constants
                 raise ModelError(f"{path}: the input has a fixed batch of {batch} and the graph cannot run one image "
                                  "at a time (ovq's unit); export it with batch 1 or a dynamic batch") from None
-            raise ModelError(_reshape_failure(model, path, h, w, exc, pshape)) from None
+            logger.debug("%s: reshaping to %dx%d: %s", path, h, w, exc)
+            raise ModelError(_reshape_failure(model, path, h, w, exc, pshape, guessed=guessed)) from None
     return h, w
 
 
@@ -256,12 +260,15 @@ def _reshapes(model: ov.Model, h: int, w: int) -> bool:
     return True
 
 
-def _reshape_failure(model: ov.Model, path: Path, h: int, w: int, exc: Exception, exported: ov.PartialShape) -> str:
+def _reshape_failure(model: ov.Model, path: Path, h: int, w: int, exc: Exception, exported: ov.PartialShape, *,
+                     guessed: bool = False) -> str:
     """One line for a model that OpenVINO cannot reshape to ``h`` x ``w``, where OpenVINO's message names a node deep
     in the graph and was cut at 300 characters, mid-word. A size off the model's largest stride (YOLOX-Nano at 417:
     its 2x2 Focus slices and upsampled feature maps no longer line up) is said so when the multiples on either side
-    reshape (tried on ``model``, which is left at one of them); else OpenVINO's reason, as the node and its last
-    line, and the size the model was ``exported`` at when it had one (FastestDet's Reshape constants fix 352x352)."""
+    reshape (tried on ``model``, which is left at one of them). Else, for a model ``exported`` at a fixed size
+    (Ultralytics' static export: its DFL Reshape holds the cell count; FastestDet's Reshape constants fix 352x352),
+    to export it again; for a dynamic one at ovq's ``guessed`` default size, to pass --imgsz; else OpenVINO's
+    reason, as the node and its last line."""
     import re
 
     port = model.inputs[0]
@@ -274,12 +281,16 @@ def _reshape_failure(model: ov.Model, path: Path, h: int, w: int, exc: Exception
         if all(_reshapes(model, nh, nw) for nh, nw in near):
             fits = " and ".join(f"{nh}x{nw}" for nh, nw in near)
             return f"{what} to {h}x{w}: its sides must be multiples of {stride}, the model's largest stride ({fits} reshape)"
+    if exported[2].is_static and exported[3].is_static:
+        return (f"{path}: exported for input {exported[2]}x{exported[3]}, and its graph does not run at {h}x{w} "
+                f"(sizes fixed at export); export it at {h}x{w}, or with a dynamic input size")
+    if guessed:
+        return (f"{path}: its input size is dynamic, but the graph does not run at {h}x{w}, ovq's default for a model "
+                "that says no size; pass --imgsz with the size it was exported at")
     text = str(exc)
     node = re.search(r"While validating node '\w+::(\w+) .*?' with friendly_name '([^']*)'", text)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     why = f"{node[1]} node '{node[2]}': {lines[-1].rstrip('.')}" if node else first_line(exc)
-    if exported[2].is_static and exported[3].is_static:
-        why += f"; the graph may take only the size it was exported at, {exported[2]}x{exported[3]}"
     return f"{what} to {h}x{w}: OpenVINO: {why}"
 
 
@@ -307,6 +318,8 @@ def _build(
         raise ModelError(f"{path}: output shapes stay dynamic after fixing the input to {h}x{w}")
     facts = facts_of(model, (h, w), meta.values)
     family, decoder = choose_family(facts, family, str(path))
+    if meta.exported_with_nms():
+        _say_nms_inside(model, path)
     labels = choose_labels(decoder, facts, labels, meta, str(path))
     if preprocessing is None:
         preprocessing = decoder.preprocessing
@@ -342,9 +355,40 @@ def _build(
     return model, info
 
 
+def fixed_in_graph(model: ov.Model) -> tuple[float | None, float | None]:
+    """The confidence threshold (floats Greater than a scalar) and NMS IoU threshold a graph applies, where it has
+    them (Ultralytics' OpenVINO export also compares a shape's remainder with 0: integers, not scores)."""
+    conf = iou = None
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind == "Greater" or (kind == "NonMaxSuppression" and op.get_input_size() > 3):
+            value = op.input_value(1 if kind == "Greater" else 3)
+            source = value.get_node()
+            if (source.get_type_name() == "Constant" and source.get_data().size == 1
+                    and value.get_element_type().is_real()):
+                value = round(float(source.get_data().reshape(-1)[0]), 4)
+                conf, iou = (value, iou) if kind == "Greater" else (conf, value)
+    return conf, iou
+
+
+def _say_nms_inside(model: ov.Model, path: Path) -> None:
+    """Ultralytics' export(nms=True) thresholds (conf 0.25 unless given) and runs NMS (IoU 0.7) in the graph."""
+    conf, iou = fixed_in_graph(model)
+    logger.warning(
+        "%s: Ultralytics exported it with nms=True: its graph drops detections under %s and runs its own NMS%s, "
+        "so a lower --conf, --iou and --agnostic-nms change nothing, and mAP (at conf 0.001) reads low; export it "
+        "with nms=False for ovq to threshold and NMS", path,
+        f"conf {conf}" if conf is not None else "the conf it was exported with", f" at IoU {iou}" if iou else "",
+    )
+
+
 def embed_preprocessing(model: ov.Model, pre: SourcePreprocessing) -> ov.Model:
-    """u8 BGR NHWC in; conversion to the source model's colour order, mean, scale and NCHW inside."""
+    """u8 BGR NHWC in; conversion to the source model's colour order, mean, scale and NCHW inside; float outputs
+    out as f32 (a float16 ONNX's f16 ones too: the decoders and the graph's NMS compute in f32)."""
     ppp = PrePostProcessor(model)
+    for i, out in enumerate(model.outputs):
+        if out.get_element_type().is_real() and out.get_element_type() != ov.Type.f32:
+            ppp.output(i).tensor().set_element_type(ov.Type.f32)
     inp = ppp.input(0)
     inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
     inp.model().set_layout(ov.Layout("NCHW"))

@@ -73,6 +73,11 @@ class ExporterMetadata:
                 return size
         return None
 
+    def exported_with_nms(self) -> bool:
+        """Whether Ultralytics exported the model with ``nms=True`` (its ``args``), NMS inside the graph."""
+        args = _literal(self.values.get("args", "").strip())
+        return isinstance(args, dict) and args.get("nms") is True
+
     def kept(self) -> dict[str, str]:
         """The short keys worth storing in the converted IR (task, head, end2end, stride, model_type...)."""
         return {k: v for k, v in self.values.items() if k not in NOT_KEPT and len(v) <= MAX_KEPT_LENGTH}

@@ -78,7 +78,7 @@ class OverflowFix(str, Enum):
 #   YOLOX-Nano (FP 0.3364): full 0.3335 / 0.3254 / 0.3310, fast 0.3362 / 0.3346 / 0.3378
 #   FastestDet (FP 0.2056): full 0.2035 / - / 0.2082,      fast 0.1992 / - / 0.2005
 # Everything else gets the full correction, which is also what NNCF does by default.
-FAST_BIAS_CORRECTION_FAMILIES = frozenset({"yolox"})
+FAST_BIAS_CORRECTION_FAMILIES = frozenset({"yolox", "yolox_decoded"})
 
 
 @dataclass

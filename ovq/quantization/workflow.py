@@ -36,7 +36,7 @@ from ovq.model.paths import model_digest, refuse_replacing_source, refuse_urls
 from ovq.quantization.accuracy_control import RevertPlanner, RevertStep, Validator
 from ovq.quantization.collapse import CollapseCheck, guard_collapse
 from ovq.quantization.inputs import QuantizeInputs, read_inputs
-from ovq.quantization.layers import ignored_scope, quantizable_layers
+from ovq.quantization.layers import count_fake_quantize, ignored_scope, quantizable_layers
 from ovq.quantization.measure import PeakMemory, measure_result
 from ovq.quantization.nncf_hooks import accuracy_control_hooks, nncf_progress
 from ovq.quantization.options import (
@@ -201,6 +201,10 @@ def _float_model(model: str | Path | ov.Model) -> tuple[ov.Model, ModelInfo]:
     fp_model, info = load(model)
     if info.quantization:
         raise ModelError(f"{model}: already quantized by ovq; quantize the float model")
+    fake_quantize = count_fake_quantize(fp_model)  # another tool's INT8 (Ultralytics' int8=True export, NNCF's own)
+    if fake_quantize:
+        raise ModelError(f"{model}: already quantized ({fake_quantize} FakeQuantize operations in its graph); "
+                         "quantize the float model it was made from")
     return fp_model, info
 
 

@@ -278,6 +278,10 @@ class RemoteDetector:
         except Exception as exc:  # noqa: BLE001 - a family that needs the graph cannot judge a served model
             logger.debug("%s: family %s cannot check served outputs: %s", self.url, self.info.family, exc)
             return
+        if fits is None:  # the shapes fit; only the graph could say more, and its IR named the family
+            logger.debug("%s: family %s is told apart by the graph, which a server does not send", self.url,
+                         self.info.family)
+            return
         if not fits:
             raise ModelError(f"{self.url}: its outputs {[list(s) for s in shapes]} do not fit the family "
                              f"'{self.info.family}' in its metadata ({self.decoder.expects})")

@@ -4,8 +4,8 @@ A pipeline's detector is a :class:`~ovq.model.detector.Detector` or anything wit
 graph of its own, so neither method); the choice is made once, when the sources are open and their frame sizes
 known. Resizing in the graph: why Python is the CPU's default, :class:`ovq.streaming.pipeline.Pipeline`.
 
-Decoding and NMS in the graph (the families with NMS: yolo, yolov5, yolox, fastestdet) are the default on the CPU,
-where they were measured; on GPU/NPU NMS stays in Python. On the shared person video paced at a camera's rate (2-core
+Decoding and NMS in the graph (the families with NMS: yolo, yolov5, yolox, yolox_decoded, fastestdet) are the default
+on the CPU, where they were measured; on GPU/NPU NMS stays in Python. On the shared person video paced at a camera's rate (2-core
 EPYC Zen 3, f32, a shared VM, 6 interleaved rounds): FastestDet at 60 fps took 13.4 instead of 14.1 ms of CPU a frame
 (lower in all 6 pairs), YOLOX-Nano at 20 fps the same (37.7 / 36.9, ratios 0.97-1.07). Flat out, FastestDet's fps
 moved within this VM's noise (12 paired ``ovq run`` rounds: median ratio 0.99). YOLOv8n at 640 (2-core EPYC Zen 5,

@@ -25,7 +25,7 @@ from ovq.model.decoders.torchvision import TorchvisionDecoder
 from ovq.model.decoders.yolo import YoloDecoder
 from ovq.model.decoders.yolo_e2e import YoloEndToEndDecoder
 from ovq.model.decoders.yolov5 import Yolov5Decoder
-from ovq.model.decoders.yolox import YoloxDecoder
+from ovq.model.decoders.yolox import YoloxDecodedDecoder, YoloxDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ BUILTIN: dict[str, Decoder] = {
     "rtdetr": RtdetrDecoder(),
     "yolov5": Yolov5Decoder(),
     "yolox": YoloxDecoder(),
+    "yolox_decoded": YoloxDecodedDecoder(),
     "ssd": SsdDecoder(),
     "fastestdet": FastestDetDecoder(),
     "torchvision": TorchvisionDecoder(),

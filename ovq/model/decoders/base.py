@@ -106,7 +106,9 @@ class Decoder(Protocol):
     ``family`` is the name stored in converted models (for a plug-in: its entry point's name);
     ``expects`` says in one line which outputs the family takes (shown by ``ovq families`` and in errors).
     ``matches`` must check *every* output's count and shape (and the graph or metadata where shapes alone
-    could fit another family): ovq refuses a model two families claim. ``num_classes`` is the class count
+    could fit another family): ovq refuses a model two families claim; ``None`` when the shapes fit but only the
+    graph could tell and there is none (a served model, whose family its IR named at conversion: taken at its
+    word; at conversion ``None`` is no claim). ``num_classes`` is the class count
     the outputs imply, or ``None`` when they do not say. ``decode`` returns detections in original-image
     pixels with confidences in [0, 1]; :func:`finish` does the common tail (threshold, NMS, mapping back).
     Optional: ``background_id(facts)``, the raw label a family's outputs reserve for the background (read from the
@@ -118,7 +120,7 @@ class Decoder(Protocol):
     preprocessing: SourcePreprocessing
     default_iou: float
 
-    def matches(self, facts: ModelFacts) -> bool: ...
+    def matches(self, facts: ModelFacts) -> bool | None: ...
 
     def num_classes(self, facts: ModelFacts) -> int | None: ...
 

@@ -6,6 +6,10 @@ FakeQuantize nodes are looked through):
 - ``anchor_grids``: the per-scale ``[1, A, 5 + nc, H, W]`` views of an anchor-based YOLO head (YOLOv5/v7 reshape
   every scale's convolution that way before decoding boxes in the graph). YOLOX's raw ``[1, N, 5 + nc]`` has no
   such view, so the two are told apart by structure rather than by the count N.
+- ``computed_with``: whether an op type is among those an output is computed from. YOLOX exported with its
+  head's own decoding has boxes from an ``Exp`` (w, h = exp(raw) * stride); the raw export has none, and no
+  ``Softmax`` either, which YOLOv8's DFL box bins have (a YOLOv8 output transposed to [1, N, 4 + nc] has YOLOX's
+  shape).
 - ``output_parts``: when an output is a concatenation on its last axis (``[boxes, score, class]``), the op that
   computes each part. RT-DETR's boxes come out of a Sigmoid (normalised 0..1); YOLO26's end-to-end boxes out of
   arithmetic in pixels.
@@ -28,6 +32,21 @@ def producer(output: Any) -> Any:
     while node.get_type_name() in PASS_THROUGH and node.get_input_size() > 0:
         node = node.input_value(0).get_node()
     return node
+
+
+def computed_with(graph: Any, *op_types: str, index: int = 0) -> bool:
+    """Whether an op of one of ``op_types`` is among the ops output ``index`` is computed from."""
+    todo, seen = [graph.outputs[index].get_node()], set()
+    while todo:
+        node = todo.pop()
+        if node.get_type_name() in op_types:
+            return True
+        for i in range(node.get_input_size()):
+            up = node.input_value(i).get_node()
+            if up.get_name() not in seen:
+                seen.add(up.get_name())
+                todo.append(up)
+    return False
 
 
 def output_parts(graph: Any, index: int = 0) -> list[tuple[int, str]] | None:

@@ -27,10 +27,11 @@ class TorchvisionDecoder:
     preprocessing = SourcePreprocessing(color="RGB", scale=(255.0, 255.0, 255.0), resize="stretch")
     default_iou = 0.5  # unused: the model ran its own NMS
 
-    def matches(self, facts: ModelFacts) -> bool:
+    def matches(self, facts: ModelFacts) -> bool | None:
         shape = facts.single_output
-        return shape is not None and len(shape) == 3 and shape[0] == 1 and shape[2] == 6 and bool(
-            is_padded_list(facts.graph))
+        if shape is None or len(shape) != 3 or shape[0] != 1 or shape[2] != 6:
+            return False
+        return is_padded_list(facts.graph)  # None without the graph (a served model)
 
     def num_classes(self, facts: ModelFacts) -> int | None:
         return None

@@ -26,10 +26,12 @@ class Yolov5Decoder:
     preprocessing = SourcePreprocessing(color="RGB", scale=(255.0, 255.0, 255.0), resize="letterbox")
     default_iou = 0.45  # YOLOv5's and YOLOv7's detect.py default
 
-    def matches(self, facts: ModelFacts) -> bool:
+    def matches(self, facts: ModelFacts) -> bool | None:
         shape = facts.single_output
-        if shape is None or len(shape) != 3 or shape[0] != 1 or shape[2] < 6 or facts.graph is None:
+        if shape is None or len(shape) != 3 or shape[0] != 1 or shape[2] < 6:
             return False
+        if facts.graph is None:
+            return None  # only the graph tells (a served model)
         grids = anchor_grids(facts.graph, shape[2])
         return bool(grids) and sum(a * h * w for a, h, w in grids) == shape[1]
 

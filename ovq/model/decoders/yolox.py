@@ -4,6 +4,10 @@ xy = (raw_xy + grid) * stride, wh = exp(raw_wh) * stride, score = objectness * c
 YOLOv5/v7 exports have the same ``[1, N, 5 + nc]`` shape with boxes already decoded; their graph shows an
 anchor-based head (see :mod:`ovq.model.decoders.signatures`), YOLOX's does not, so YOLOX claims a model only
 when the count N is its own and no anchor grid is in the graph.
+
+``yolox_decoded``: YOLOX exported with its head's own decoding (``decode_in_inference``, the head's default, which
+YOLOX's ``tools/export_onnx.py`` turns off unless given ``--decode_in_inference``): the same shape, boxes already
+cx, cy, w, h in input pixels (an ``Exp`` in the graph), decoded as YOLOv5's rows with YOLOX's preprocessing.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
 from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
 from ovq.model.decoders.graph_nms import GraphCandidates, over_threshold, span
-from ovq.model.decoders.signatures import anchor_grids
+from ovq.model.decoders.signatures import anchor_grids, computed_with, output_parts
+from ovq.model.decoders.yolov5 import Yolov5Decoder
 
 STRIDES = (8, 16, 32)
 
@@ -36,6 +41,22 @@ def grid_cells(input_size: tuple[int, int], strides: tuple[int, ...] = STRIDES) 
     return np.concatenate(grids).astype(np.float32), np.concatenate(cell_strides).astype(np.float32)
 
 
+def _yolox_rows(facts: ModelFacts) -> bool:
+    """One output [1, N, 5 + nc] with N the cells over strides 8/16/32, and no Ultralytics metadata."""
+    shape = facts.single_output
+    if shape is None or len(shape) != 3 or shape[0] != 1 or shape[2] < 6:
+        return False
+    h, w = facts.input_size
+    return shape[1] == sum((h // s) * (w // s) for s in STRIDES) and "task" not in facts.metadata  # task: Ultralytics
+
+
+def _boxes_apart(graph: ov.Model) -> bool:
+    """Whether the output joins 4-wide boxes to the scores on its last axis (YOLOv6: [boxes in pixels, ones,
+    scores]); raw YOLOX joins its levels there, the widest first, never 4 wide."""
+    parts = output_parts(graph)
+    return bool(parts) and parts[0][0] == 4
+
+
 class YoloxDecoder:
     family = "yolox"
     expects = "one output [1, N, 5 + nc], N = cells over strides 8/16/32, raw offsets (no anchor grid in the graph)"
@@ -45,13 +66,10 @@ class YoloxDecoder:
     default_iou = 0.65
 
     def matches(self, facts: ModelFacts) -> bool:
-        shape = facts.single_output
-        if shape is None or len(shape) != 3 or shape[0] != 1 or shape[2] < 6:
+        if not _yolox_rows(facts):
             return False
-        h, w = facts.input_size
-        if shape[1] != sum((h // s) * (w // s) for s in STRIDES) or "task" in facts.metadata:
-            return False  # "task": an Ultralytics export, never YOLOX
-        return facts.graph is None or not anchor_grids(facts.graph, shape[2])
+        return facts.graph is None or not (anchor_grids(facts.graph, facts.output_shapes[0][2])
+                                           or computed_with(facts.graph, "Exp", "Softmax") or _boxes_apart(facts.graph))
 
     def num_classes(self, facts: ModelFacts) -> int | None:
         return facts.output_shapes[0][2] - 5
@@ -105,3 +123,21 @@ class YoloxDecoder:
             class_id=ops.squeeze(best.output(1), squeeze).output(0),
             num_classes=c - 5,
         )
+
+
+class YoloxDecodedDecoder(Yolov5Decoder):
+    """YOLOX whose graph decodes its boxes (its rows are YOLOv5's: boxes in pixels, objectness, class scores)."""
+
+    family = "yolox_decoded"
+    expects = ("one output [1, N, 5 + nc], N = cells over strides 8/16/32, boxes decoded in the graph (an Exp): "
+               "cx, cy, w, h in pixels, objectness, class scores")
+    preprocessing = YoloxDecoder.preprocessing
+    default_iou = YoloxDecoder.default_iou
+
+    def matches(self, facts: ModelFacts) -> bool | None:
+        if not _yolox_rows(facts):
+            return False
+        if facts.graph is None:
+            return None  # only the graph tells (a served model)
+        return (computed_with(facts.graph, "Exp") and not computed_with(facts.graph, "Softmax")
+                and not anchor_grids(facts.graph, facts.output_shapes[0][2]))
