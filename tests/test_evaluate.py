@@ -471,7 +471,7 @@ def test_cli_eval_refuses_a_confidence_threshold_outside_0_1(tmp_path, capsys, c
     assert main(["eval", str(_tiny_yolo(tmp_path)), "--data", str(ds), f"--conf={conf}", "--json", str(metrics),
                  "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"ovq eval: error: conf {float(conf)}: expected a number from 0 to 1"] and not metrics.exists()
+    assert err == [f"ovq eval: error: --conf {float(conf)}: expected a number from 0 to 1"] and not metrics.exists()
 
 
 def test_cli_eval_refuses_one_file_for_both_jsons(tmp_path, capsys):

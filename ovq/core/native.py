@@ -20,7 +20,8 @@ def native_stderr() -> Iterator[list[str]]:
     """What native code writes to standard error inside the block, kept off the terminal and handed over as
     ``said[0]`` when the block ends (``""`` and not kept off when there is no room for it: a pipe could fill and
     block the writer). The descriptor is the process's: what another thread writes to standard error meanwhile is
-    in ``said[0]`` too, so keep the block to the one native call."""
+    in ``said[0]`` too, so keep the block to the one native call. A write another thread began just before the
+    descriptor was swapped back can land in the capture after it was read, and is lost (1 line of 513 once)."""
     said = [""]
     with _SWAP:
         sys.stderr.flush()
