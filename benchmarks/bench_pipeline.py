@@ -319,19 +319,13 @@ def video_frames(video: Path) -> int:
     return n
 
 
-def own_and_children_cpu() -> float:
-    """CPU seconds of this process and the children it waited for (benchmark_app): what is not "other processes"."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 def record_shares(row: PipelineBench, kind: str, host: object, own: float) -> None:
     """The VM host's (steal) and other processes' share of the CPU since ``host`` (a sample) and ``own`` (seconds)."""
     from ovq.runtime import steal
 
     end = steal.sample()
     row.steal.setdefault(kind, []).append(steal.percent(host, end))
-    row.others.setdefault(kind, []).append(steal.others_percent(host, end, own_and_children_cpu() - own))
+    row.others.setdefault(kind, []).append(steal.others_percent(host, end, steal.own_cpu_seconds(children=True) - own))
 
 
 def benchmark_app(xml: Path, precision: str, seconds: float) -> float:
@@ -378,7 +372,7 @@ def main(
             for r in range(rounds):
                 for what in runs[r % len(runs):] + runs[: r % len(runs)]:
                     row.load.append(os.getloadavg()[0])
-                    host, own = steal.sample(), own_and_children_cpu()
+                    host, own = steal.sample(), steal.own_cpu_seconds(children=True)
                     if what == "app":
                         row.app_fps.append(benchmark_app(xml, detector.inference_precision, seconds))
                         record_shares(row, what, host, own)

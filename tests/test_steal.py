@@ -117,3 +117,14 @@ def test_run_summary_warns_when_the_host_took_the_cpu(stolen, warned):
     assert (lines[-1] == "warning: this VM's host gave 22 % of its CPU time to other guests while ovq measured (steal): "
             "fps and latency are what the VM got from a busy host") is warned
     assert sum("warning" in line for line in lines) == warned
+
+
+def test_own_cpu_seconds_counts_waited_children_only_when_asked():
+    import subprocess
+
+    before, before_children = steal.own_cpu_seconds(), steal.own_cpu_seconds(children=True)
+    subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"],
+                   check=True)
+    mine = steal.own_cpu_seconds() - before
+    with_child = steal.own_cpu_seconds(children=True) - before_children
+    assert with_child - mine >= 0.25, (mine, with_child)  # the child's 0.3 s (benchmark_app's, in bench_pipeline)

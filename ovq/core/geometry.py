@@ -37,7 +37,7 @@ class ResizeInfo:
 # Every frame of a stream has the same size, so the ResizeInfo of its resize is the same each time: cached, its
 # ``inverse`` arrays are built once, not three times a frame. Per-frame Python is what a pipeline pays for most
 # on a shared VM: one NumPy call costs ~20 us there when the core just ran inference, against ~1 us back to back
-# (2-core EPYC Zen 5; benchmarks/bench_pipeline.py python_cost_us, README.md's sixth bench_pipeline run).
+# (2-core EPYC Zen 5; benchmarks/bench_pipeline.py python_cost_us, its sixth run in benchmarks/results/bench_pipeline.md).
 @functools.lru_cache(maxsize=64)
 def _letterbox_info(src: tuple[int, int], size: tuple[int, int], center: bool) -> ResizeInfo:
     h, w = src

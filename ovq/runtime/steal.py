@@ -89,11 +89,11 @@ def percent_over(intervals: Iterable[tuple[CpuTimes | None, CpuTimes | None]]) -
     return 100.0 * stolen / total if total > 0 else None
 
 
-def own_cpu_seconds() -> float:
+def own_cpu_seconds(*, children: bool = False) -> float:
     """This process's CPU time so far (all its threads, user and system), seconds: what :func:`others_percent`
-    takes away from the machine's busy time."""
+    takes away from the machine's busy time; with ``children``, that of the child processes it waited for too."""
     t = os.times()
-    return t.user + t.system
+    return t.user + t.system + (t.children_user + t.children_system if children else 0.0)
 
 
 def others_percent(start: CpuTimes | None, end: CpuTimes | None, own_seconds: float) -> float | None:
