@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -531,3 +532,34 @@ def test_a_child_forked_while_the_grpc_port_is_held_does_not_keep_it() -> None:
         os.waitpid(pid, 0)
         os.close(ready)
         os.close(done)
+
+
+def test_the_rest_port_answers_with_descriptors_past_1024(tmp_path) -> None:
+    """select.select refuses a descriptor past 1024 (a server holding many files: models, logs, clients); the
+    answers while the models load wait with epoll instead."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip(f"at most {hard} open files here")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    from ovq.serving.listen import bind_listeners
+
+    held = []
+    try:
+        with (tmp_path / "f").open("w") as f:  # every descriptor up to 1030 taken: the sockets get higher ones
+            while not held or held[-1] < 1030:
+                held.append(os.dup(f.fileno()))
+        held.append(os.open(os.devnull, os.O_RDONLY))  # the one the file had
+        port = free_port()
+        listeners = bind_listeners("127.0.0.1", port, free_port())
+        try:
+            assert listeners.http.fileno() > 1024 and listeners.answers is not None
+            assert get_status(port, "/v2/health/ready", timeout=5) == 503
+        finally:
+            listeners.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

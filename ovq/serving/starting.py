@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-import select
+import selectors
 import socket
 import threading
 
@@ -57,14 +57,17 @@ class StartingAnswers:
             self._thread.join(timeout)
 
     def _accept(self) -> None:
+        # selectors (epoll), not select.select: a server holding many files has descriptors past select's 1024
+        watch = selectors.DefaultSelector()
         try:
+            watch.register(self._copy, selectors.EVENT_READ)
+            watch.register(self._wake_r, selectors.EVENT_READ)
             while True:
                 # a free answering thread first: past MAX_ANSWERING, connections wait in the backlog
                 while not self._slots.acquire(timeout=0.1):
-                    if self._stopping(0):
+                    if self._stopping(watch, 0):
                         return
-                ready, _, _ = select.select([self._copy, self._wake_r], [], [])
-                if self._wake_r in ready:
+                if self._stopping(watch, None):
                     self._slots.release()
                     return
                 try:
@@ -77,10 +80,12 @@ class StartingAnswers:
         except OSError as exc:  # the socket closed under us (ovq stopping): nothing more to accept
             logger.debug("answering while the models load: %s", exc)
         finally:
+            watch.close()
             self._close()
 
-    def _stopping(self, timeout: float) -> bool:
-        return bool(select.select([self._wake_r], [], [], timeout)[0])
+    def _stopping(self, watch: selectors.BaseSelector, timeout: float | None) -> bool:
+        """Whether :meth:`stop` was asked, waiting up to ``timeout`` (``None``: until it or a connection comes)."""
+        return any(key.fileobj is self._wake_r for key, _ in watch.select(timeout))
 
     def _answer(self, conn: socket.socket) -> None:
         try:
