@@ -373,3 +373,40 @@ def test_yaml_resize_and_decode_are_checked(tmp_path):
         with pytest.raises(ConfigError) as err:
             parse_pipeline_config({"model": "m.xml", "sources": [0], key: value}, tmp_path / "p.yaml", environ={})
         assert str(err.value) == f"{tmp_path / 'p.yaml'}: {key}: expected one of {choices}, got '{value}'"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--jsonl", "x.jsonl", "--jsonl-rotate", "-1h"],
+     "--jsonl-rotate: expected a duration (30s, 10m, 1h, or seconds) or a size (500KB, 100MB, 1GB), got '-1h'"),
+    (["--out", "x.mp4", "--segment", "-10m"], "--segment: expected a duration (30s, 10m, 1h, or seconds), got '-10m'"),
+    (["--stall-timeout", "-1e3"], "--stall-timeout: expected a number > 0, got -1000"),
+    (["--retry-max-delay", "-inf"], "--retry-max-delay: expected a finite number, got -inf"),
+    (["--conf", "-1e-3"], "--conf: expected a number >= 0 and <= 1, got -0.001"),
+    (["--max-frames", "-1e3"], "argument --max-frames: invalid int value: '-1e3'"),
+    (["--precision", "f64"], "argument --precision: invalid choice: 'f64' (choose from 'default', 'f32', 'bf16', 'f16')"),
+    (["-q", "--jsonl", "x.jsonl", "--jsonl-rotate=-1h"],
+     "--jsonl-rotate: expected a duration (30s, 10m, 1h, or seconds) or a size (500KB, 100MB, 1GB), got '-1h'"),
+], ids=["rotate", "segment", "stall-timeout", "retry-max-delay", "conf", "max-frames", "choice", "equals"])
+def test_a_value_that_starts_with_a_dash_is_the_flags_value(tiny, tmp_path, capsys, monkeypatch, argv, message):
+    """`--jsonl-rotate -1h` printed argparse's usage block and 'expected one argument' (argparse took -1h, -1e3,
+    -inf for options; only -1 and -0.5 passed), where `--jsonl-rotate=-1h` said what was wrong with the value in
+    one line. Now both are one line naming the flag and the value, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(["run", str(tiny), "--source", "synth://conveyor", *argv])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"ovq run: error: {message}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dash_value_joins_only_an_option_that_takes_one():
+    """An option after a flag that takes a value stays an option (-v), and so does everything after `--`; a flag
+    given no value still gets argparse's usage (SystemExit)."""
+    args = build_parser().parse_args(["run", "m.xml", "--source", "0", "--name", "-cam", "--nireq", "-2", "-vv"])
+    assert (args.name, args.nireq, args.verbose) == (["-cam"], -2, 2)
+    assert build_parser().parse_args(["serve", "--grpc-port", "-5", "--", "-m.xml"]).models == ["-m.xml"]
+    for flags in (["--nireq", "-v"], ["--jsonl-rotate", "--jsonl", "x"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["run", "m.xml", "--source", "0", *flags])

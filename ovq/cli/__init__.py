@@ -30,8 +30,9 @@ COMMANDS = (
 
 def build_parser() -> argparse.ArgumentParser:
     from ovq import __version__
+    from ovq.cli._common import Parser
 
-    parser = argparse.ArgumentParser(prog="ovq", description="Object detectors to production on Intel hardware.")
+    parser = Parser(prog="ovq", description="Object detectors to production on Intel hardware.")
     parser.add_argument("--version", action="version", version=f"ovq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:

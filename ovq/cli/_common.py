@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -10,6 +11,51 @@ from typing import Any, TextIO
 
 from ovq.core.errors import ConfigError
 from ovq.core.labels import LABEL_SETS
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of ``ovq`` and its commands: a value that starts with ``-`` is taken as the value of the option
+    before it, as ``--flag=VALUE`` is. Plain argparse takes ``-1h`` (``--jsonl-rotate -1h``), ``-1e3`` or ``-inf``
+    for an unknown option and printed its usage block, "expected one argument", where ``--jsonl-rotate=-1h`` got
+    ovq's one line naming the flag and the value; only plain negative numbers (``-1``, ``-0.5``) passed. A value
+    argparse cannot read (``--max-frames x``, ``--precision f64``) is one line too; a command line of the wrong
+    shape (a missing argument, an unknown option) still gets the usage."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        return super().parse_known_args(None if args is None else _join_dash_values(self, args), namespace)
+
+    def error(self, message: str) -> Any:
+        if _VALUE_ERROR.match(message):
+            self.exit(2, f"{self.prog}: error: {message}\n")
+        super().error(message)
+
+
+# argparse's own messages (3.11) for a value it could not read: "argument --nireq: invalid int value: 'x'",
+# "argument --precision: invalid choice: 'f64' (choose from ...)"
+_VALUE_ERROR = re.compile(r"argument [^:]+: invalid (choice: |\S+ value: )")
+
+
+def _join_dash_values(parser: argparse.ArgumentParser, args: Sequence[str]) -> list[str]:
+    """``args`` with each ``--flag VALUE`` whose flag takes one value and whose VALUE starts with a single ``-`` that
+    begins none of the parser's options (``-v``, ``-o``...) written ``--flag=VALUE``, which argparse reads as a
+    value. Nothing after ``--``."""
+    # argparse lists its actions only in _actions (every Python 3 has it; the tests above parse through it)
+    takes_one = {s for a in parser._actions if a.nargs is None and a.option_strings for s in a.option_strings}
+    options = {s for a in parser._actions for s in a.option_strings}
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return [*out, *args[i:]]
+        nxt = args[i + 1] if i + 1 < len(args) else ""
+        if (arg in takes_one and nxt.startswith("-") and not nxt.startswith("--") and len(nxt) > 1
+                and nxt[:2] not in options):
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
 
 
 def _logging_options() -> argparse.ArgumentParser:
