@@ -120,6 +120,53 @@ def test_a_supervisor_gone_is_a_warning_not_a_failure(tmp_path, ovq_log):
     assert any("sd_notify READY=1 to" in m and "gone" in m for m in ovq_log.messages())
 
 
+def test_a_supervisor_gone_is_said_once_and_its_return_too(tmp_path, ovq_log):
+    """A notify socket that went away after READY=1 logged a warning at every watchdog ping for as long as the
+    service ran; now once, and once more when the pings get through again."""
+    import logging
+
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    now = [0.0]
+    sink = LivenessSink.from_environment({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"})
+    sink._clock = lambda: now[0]
+    sink.write(_result(0))
+    assert sock.recv(100).startswith(b"READY=1")
+    sock.close()
+    os.unlink(path)  # systemd gone
+    for i in range(1, 21):
+        now[0] = 1.5 * i  # each result a watchdog ping (every 1 s)
+        sink.write(_result(i))
+    warned = ovq_log.messages(logging.WARNING)
+    assert len(warned) == 1 and warned[0].startswith(f"sd_notify WATCHDOG=1 to {path} failed: ")
+    assert "No such file or directory" in warned[0]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)  # back
+    try:
+        sock.settimeout(5)
+        now[0] += 1.5
+        sink.write(_result(21))
+        assert sock.recv(100) == b"WATCHDOG=1"
+        assert ovq_log.messages(logging.WARNING)[1:] == [f"sd_notify to {path} works again"]
+    finally:
+        sink.close()
+        sock.close()
+
+
+def test_ovq_run_says_once_that_the_notify_socket_is_missing(tiny, tmp_path):
+    """`ovq run` under NOTIFY_SOCKET naming no socket warned 'sd_notify READY=1 ... failed' at every frame (READY=1
+    is tried again until it gets through), 60 lines for 60 frames; now one."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ovq", "run", str(tiny), "--device", "CPU", "--source",
+         "synth://conveyor?width=96&height=64", "--max-frames", "30", "--no-progress", "-q"],
+        env=_env(NOTIFY_SOCKET=str(tmp_path / "none"), WATCHDOG_USEC="2"), capture_output=True, text=True,
+        check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "sd_notify" in line]
+    assert len(said) == 1 and f"sd_notify READY=1 to {tmp_path / 'none'} failed: " in said[0], proc.stderr
+
+
 def _env(**more: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM")}
     env["PYTHONPATH"] = str(Path(__file__).parents[1])

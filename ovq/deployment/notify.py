@@ -60,21 +60,35 @@ class Notifier:
     def __init__(self, address: str) -> None:
         self.address = address
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._failure: str | None = None  # why the last send failed: said once, not at every ping
 
     def send(self, *states: str) -> bool:
-        """Send the states in one datagram; a failure is logged (a supervisor's trouble must not stop the run).
+        """Send the states in one datagram; a failure is logged (a supervisor's trouble must not stop the run), once
+        per reason, and the first send that works after it says so.
 
         Never blocks: a unix datagram socket whose reader lags holds only a few datagrams (net.unix.max_dgram_qlen)
         and a blocking send would then stall the pipeline's result thread; that datagram is dropped instead.
         """
+        where = self.address.lstrip("\0")
         try:
             self._sock.sendto("\n".join(states).encode(), socket.MSG_DONTWAIT, self.address)
         except BlockingIOError:
-            logger.debug("sd_notify %s dropped: %s is not reading", states[0], self.address.lstrip("\0"))
+            logger.debug("sd_notify %s dropped: %s is not reading", states[0], where)
             return False
         except OSError as exc:
-            logger.warning("sd_notify %s to %s failed: %s", states[0], self.address.lstrip("\0"), exc)
+            # a socket that is gone logged a warning at every result until READY=1 got through (30 a second), then
+            # at every watchdog ping, for as long as the service ran
+            reason = exc.strerror or str(exc)
+            if reason != self._failure:
+                logger.warning("sd_notify %s to %s failed: %s (said again only if the reason changes)", states[0],
+                               where, exc)
+                self._failure = reason
+            else:
+                logger.debug("sd_notify %s to %s failed: %s", states[0], where, exc)
             return False
+        if self._failure is not None:  # at the failure's level, so whoever saw it (-q) sees it end
+            logger.warning("sd_notify to %s works again", where)
+            self._failure = None
         return True
 
     def close(self) -> None:
