@@ -565,3 +565,45 @@ def test_ovq_run_serves_while_it_runs(tiny):
     assert f"live view: http://127.0.0.1:{port}/" in err
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+BAD = "ab\udcffcd"  # the bytes ab\xffcd, as Python reads them from the environment or the command line
+UNSENDABLE = "not UTF-8 text; no browser or client can send it, every request would be refused (give a UTF-8 token)"
+NO_BROKER = "not UTF-8 text; MQTT sends credentials as UTF-8, so no broker could accept it (give UTF-8 text)"
+
+
+@pytest.mark.parametrize(("env", "flags", "message"), [
+    ({"OVQ_SERVE_TOKEN": BAD}, ["--serve", "127.0.0.1:0"], f"OVQ_SERVE_TOKEN: {UNSENDABLE}"),
+    ({}, ["--serve", "127.0.0.1:0", "--serve-token", BAD], f"--serve-token: {UNSENDABLE}"),
+    ({"OVQ_MQTT_USERNAME": "u", "OVQ_MQTT_PASSWORD": BAD}, ["--mqtt", "127.0.0.1:1"], f"OVQ_MQTT_PASSWORD: {NO_BROKER}"),
+    ({"OVQ_MQTT_URL": f"mqtt://u:{BAD}@127.0.0.1:1"}, ["--mqtt"], f"OVQ_MQTT_URL: the password: {NO_BROKER}"),
+], ids=["token-env", "token-flag", "mqtt-password", "mqtt-url"])
+def test_a_secret_that_is_not_utf8_is_refused_at_start_without_showing_it(tiny, tmp_path, env, flags, message):
+    """OVQ_SERVE_TOKEN holding bytes that are not UTF-8 was taken, and every request to the live view then failed
+    (a 500 and an error line each: the token could not be compared); MQTT credentials so made paho-mqtt raise, a
+    traceback. Now one line naming the variable or flag, exit 2, before the model compiles; the secret never shown."""
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OVQ_")}
+    r = subprocess.run([sys.executable, "-m", "ovq", "run", str(tiny), "--source", "synth://conveyor",
+                        "--max-frames", "3", "--jsonl", str(tmp_path / "r.jsonl"), *flags],
+                       env={**base, **env}, check=False, capture_output=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.decode().splitlines() == [f"ovq run: error: {message}"]
+    assert b"ab\xffcd" not in r.stderr + r.stdout and not list(tmp_path.iterdir())
+
+
+def test_a_token_that_is_not_utf8_is_refused_by_the_file_and_the_server_and_a_client_sending_one_gets_401(server,
+                                                                                                        tmp_path):
+    data = {"model": "m.xml", "sources": ["0"], "serve": {"listen": 8080, "token": "${OVQ_SERVE_TOKEN}"}}
+    with pytest.raises(ConfigError) as err:
+        parse_pipeline_config(data, tmp_path / "p.yaml", environ={"OVQ_SERVE_TOKEN": BAD})
+    assert str(err.value) == f"{tmp_path / 'p.yaml'}: serve.token: {UNSENDABLE}"
+    with pytest.raises(ConfigError) as err:
+        LiveServer("127.0.0.1", 0, token=BAD)
+    assert str(err.value) == f"the live view's token: {UNSENDABLE}"
+    live = server(token="tok")
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as s:  # a header aiohttp cannot decode
+        s.sendall(b"GET /stats.json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ab\xffcd\r\nConnection: close\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 401 "), "a 500 when the header was encoded strictly"
+    assert get(f"http://127.0.0.1:{live.port}/stats.json", {"Authorization": "Bearer tok"})[0] == 200

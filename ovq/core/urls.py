@@ -43,6 +43,27 @@ def expand_env(text: str, environ: Mapping[str, str]) -> str:
     return ENV_REFERENCE.sub(sub, text)
 
 
+# why a live view token that is not UTF-8 text is refused
+UNSENDABLE_TOKEN = "no browser or client can send it, every request would be refused (give a UTF-8 token)"
+
+
+def is_utf8_text(value: str) -> bool:
+    """Whether ``value`` is text UTF-8 can carry: Python reads the undecodable bytes of an environment variable or
+    an argument as lone surrogates, which no client can send and no protocol can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_secret_text(value: str | None, what: str, why: str) -> None:
+    """A :class:`ConfigError` naming ``what`` (never the value) when the secret ``value`` is not UTF-8 text (a live
+    view token then matched no request; paho-mqtt raised on the credentials); ``why`` says what would happen."""
+    if value is not None and not is_utf8_text(value):
+        raise ConfigError(f"{what}: not UTF-8 text; {why}")
+
+
 def env_references(value: Any) -> list[str]:
     """The environment variables a parsed YAML value references as ``${VAR}``, sorted, each once."""
     found: set[str] = set()

@@ -22,7 +22,7 @@ from ovq.model.paths import model_digest
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
 from ovq.serving.remote import open_detector
-from ovq.streaming.mqtt import TLS_SCHEMES, MqttSink, parse_broker_url
+from ovq.streaming.mqtt import TLS_SCHEMES, MqttSink, check_credentials, parse_broker_url
 from ovq.streaming.pipeline import Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, VideoSink, WindowSink
@@ -62,7 +62,11 @@ def check_environment(cfg: PipelineConfig, environ: Mapping[str, str] | None = N
     takes (``${VAR}`` references were already resolved when the file was loaded): checked by the parser the sink
     uses, as a URL in the file is, so ``--check`` and the run agree (a bad port there passed ``--check``)."""
     environ = os.environ if environ is None else environ
+    if cfg.serve is not None and cfg.serve.token is None:
+        token_from_env(environ)  # one that is not UTF-8 text: refused before anything starts
     mqtt = cfg.sinks.mqtt
+    if mqtt is not None:
+        check_credentials(environ)
     if mqtt is None or mqtt.url is not None:
         return
     where, url = cfg.where, environ.get(mqtt.url_env)
@@ -70,9 +74,11 @@ def check_environment(cfg: PipelineConfig, environ: Mapping[str, str] | None = N
         raise where.error("sinks.mqtt", f"no broker URL: set the environment variable {mqtt.url_env} "
                                         f"(e.g. mqtt://broker:1883) or give {where.name_of('sinks.mqtt.url')}")
     try:
-        scheme = parse_broker_url(url).scheme
+        parsed = parse_broker_url(url)
     except ConfigError as exc:
         raise where.error("sinks.mqtt", f"{mqtt.url_env}: {exc}") from None
+    check_credentials(environ, parsed, mqtt.url_env)
+    scheme = parsed.scheme
     if (mqtt.ca_file or mqtt.cert_file) and scheme not in TLS_SCHEMES:
         raise where.error("sinks.mqtt", f"{mqtt.url_env}: a CA file or client certificate needs a TLS broker URL "
                                         "(mqtts://)")

@@ -21,7 +21,7 @@ from typing import Any
 
 from ovq.core.errors import ConfigError, OvqError
 from ovq.core.fileio import is_stream, same_file
-from ovq.core.urls import is_serving_url, mask_url, parse_url
+from ovq.core.urls import UNSENDABLE_TOKEN, is_serving_url, is_utf8_text, mask_url, parse_url
 from ovq.data.images import IMAGE_SUFFIXES
 from ovq.deployment.fields import Origin, describe, given
 from ovq.deployment.sinks_config import (  # noqa: F401 - importable from here too
@@ -215,6 +215,8 @@ class ServeConfig:
             cfg.fps = origin.number(m["fps"], "serve.fps", low=0.0, low_open=True, high=60.0)
         if given(m, "token"):
             cfg.token = origin.string(m["token"], "serve.token")
+            if not is_utf8_text(cfg.token):  # never shown: a secret
+                raise origin.error("serve.token", f"not UTF-8 text; {UNSENDABLE_TOKEN}")
         if given(m, "stall_timeout"):
             cfg.stall_timeout = origin.number(m["stall_timeout"], "serve.stall_timeout", low=0.0, low_open=True)
         return cfg

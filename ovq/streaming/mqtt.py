@@ -9,11 +9,12 @@ import secrets
 import ssl
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ovq.core.errors import ConfigError, DependencyError, OutputError
-from ovq.core.urls import Url, parse_url
+from ovq.core.urls import Url, check_secret_text, parse_url
 from ovq.streaming.pipeline import FrameResult
 from ovq.streaming.sinks import frame_record
 
@@ -32,15 +33,31 @@ def parse_broker_url(text: str) -> Url:
     return url
 
 
+CREDENTIAL_ENV = ("OVQ_MQTT_USERNAME", "OVQ_MQTT_PASSWORD")
+_UNSENDABLE = "MQTT sends credentials as UTF-8, so no broker could accept it (give UTF-8 text)"
+
+
+def check_credentials(environ: Mapping[str, str], url: Url | None = None, url_name: str = "") -> None:
+    """A :class:`ConfigError` naming the variable (or the URL ``url_name``) whose user name or password is not
+    UTF-8 text (paho-mqtt raised UnicodeEncodeError on it, a traceback), never the value."""
+    for name in CREDENTIAL_ENV:
+        check_secret_text(environ.get(name), name, _UNSENDABLE)
+    if url is not None:
+        check_secret_text(url.username, f"{url_name}: the user name", _UNSENDABLE)
+        check_secret_text(url.password, f"{url_name}: the password", _UNSENDABLE)
+
+
 def mqtt_settings(url: str | None = None) -> dict[str, Any]:
     """Broker host, port, TLS and credentials from ``url`` or ``$OVQ_MQTT_URL`` plus the credential variables.
 
     ``$OVQ_MQTT_USERNAME`` / ``$OVQ_MQTT_PASSWORD`` win over credentials embedded in the URL.
     """
+    from_env = not url
     url = url or os.environ.get("OVQ_MQTT_URL")
     if not url:
         raise ConfigError("no MQTT broker: pass a URL (mqtt://HOST[:PORT]) or set OVQ_MQTT_URL")
     parsed = parse_broker_url(url)
+    check_credentials(os.environ, parsed, "OVQ_MQTT_URL" if from_env else parsed.redacted())
     tls = parsed.scheme in TLS_SCHEMES
     username = os.environ.get("OVQ_MQTT_USERNAME") or parsed.username or None
     password = os.environ.get("OVQ_MQTT_PASSWORD") or parsed.password or None

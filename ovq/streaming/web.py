@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ovq.core.errors import DependencyError, OvqError
-from ovq.core.urls import is_loopback
+from ovq.core.urls import UNSENDABLE_TOKEN, check_secret_text, is_loopback
 from ovq.streaming.liveview import LiveView
 from ovq.streaming.pipeline import FrameResult
 
@@ -72,6 +72,7 @@ class LiveServer:
             from aiohttp import web  # noqa: F401 - checked here, used on the server's thread
         except ImportError:
             raise DependencyError("--serve needs aiohttp and prometheus-client: pip install 'ovq[web]'") from None
+        check_secret_text(token, "the live view's token", UNSENDABLE_TOKEN)
         self.view = LiveView(fps=fps, stall_s=stall_s, quality=quality)
         self.host = host
         self.token = token or None
@@ -214,7 +215,9 @@ class LiveServer:
         if not self.token:
             return True
         given = _query_token(request) or request.headers.get("Authorization", "").removeprefix("Bearer ")
-        return hmac.compare_digest(given.encode(), self.token.encode())
+        # aiohttp reads a header's bytes that are not UTF-8 as lone surrogates: their bytes, which match no UTF-8
+        # token (encoded strictly, such a header was a 500 and an error line in the run's log)
+        return hmac.compare_digest(given.encode(errors="surrogatepass"), self.token.encode())
 
     def _stream_name(self, request: Any) -> str:
         from aiohttp import web
@@ -331,4 +334,8 @@ class _ServerLog(logging.LoggerAdapter):
 
 
 def token_from_env(environ: Any = None) -> str | None:
-    return (os.environ if environ is None else environ).get(TOKEN_ENV) or None
+    """``$OVQ_SERVE_TOKEN``, or ``None`` when it is unset or empty; :class:`ConfigError` naming it when it is not
+    UTF-8 text."""
+    token = (os.environ if environ is None else environ).get(TOKEN_ENV) or None
+    check_secret_text(token, TOKEN_ENV, UNSENDABLE_TOKEN)
+    return token
