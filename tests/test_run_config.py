@@ -410,3 +410,50 @@ def test_a_dash_value_joins_only_an_option_that_takes_one():
     for flags in (["--nireq", "-v"], ["--jsonl-rotate", "--jsonl", "x"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["run", "m.xml", "--source", "0", *flags])
+
+
+TWO = ["--source", "synth://conveyor?width=96&height=64", "--source", "synth://conveyor?width=96&height=64"]
+BOTH = "one would replace the other (give another file)"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ([*TWO, "--out", "x.mp4", "--summary-json", "x_s0.mp4"],
+     f"--summary-json: x_s0.mp4: the same file as --out x.mp4 writes (stream s0's file of it); {BOTH}"),
+    ([*TWO, "--name", "a", "--name", "b", "--out", "x.webm", "--summary-json", "x_b.webm"],
+     f"--summary-json: x_b.webm: the same file as --out x.webm writes (stream b's file of it); {BOTH}"),
+    ([*TWO, "--out", "x.mp4", "--jsonl", "x_s1.mp4"],
+     f"--jsonl: x_s1.mp4: the same file as --out x.mp4 writes (stream s1's file of it); {BOTH}"),
+    ([*TWO[:2], "--out", "x.mp4", "--jsonl", ".x.partial.mp4"],
+     ("--jsonl: .x.partial.mp4: the same file as --out x.mp4 writes (where x.mp4 is written until it is finished); "
+      f"{BOTH}")),
+    ([*TWO[:2], "--jsonl", "d.jsonl", "--jsonl-rotate", "1h", "--jsonl-keep", "2", "--summary-json",
+      "d.20261203T063000Z.jsonl"],
+     ("--summary-json: d.20261203T063000Z.jsonl: the same file as --jsonl d.jsonl writes (a file of its series "
+      "d.*.jsonl); --jsonl-keep 2 would delete it (give another file)")),
+    ([*TWO[:2], "--out", "x.mp4", "--summary-json", "x_s0.mp4"], None),  # one stream: its video is x.mp4
+], ids=["summary-stream-video", "summary-named-stream", "jsonl-stream-video", "jsonl-partial", "summary-series",
+        "one-stream"])
+def test_an_output_that_is_a_file_another_output_names_after_its_path_is_refused(tiny, tmp_path, capsys, monkeypatch,
+                                                                                 argv, message):
+    """With two streams `--out x.mp4 --summary-json x_s0.mp4` wrote the summary over stream s0's video, and `--jsonl
+    x_s1.mp4` the records over s1's (both 'wrote', exit 0): the checks compared the paths given, not the files the
+    video sink names after its path."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", str(tiny), *argv, "--max-frames", "2", "--no-progress", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    if message is None:
+        assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4", "x_s0.mp4"]
+        assert json.loads(Path("x_s0.mp4").read_text())["streams"]["s0"]["frames"] == 2
+        return
+    assert (code, err) == (2, [f"ovq run: error: {message}"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pipeline_files_jsonl_that_is_a_streams_video_is_refused(tmp_path):
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text("model: m.xml\nsources: ['synth://conveyor', 'synth://conveyor']\n"
+                    "sinks: {video: x.mp4, jsonl: x_s1.mp4}\n")
+    with pytest.raises(ConfigError) as err:
+        load_pipeline_config(pipe)
+    assert str(err.value) == (f"{pipe}: sinks.jsonl: {tmp_path / 'x_s1.mp4'}: the same file as sinks.video "
+                              f"{tmp_path / 'x.mp4'} writes (stream s1's file of it); {BOTH}")

@@ -254,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.deployment.notify import LivenessSink
     from ovq.deployment.schema import refuse_writing_an_input
     from ovq.deployment.signals import exit_now, stop_on_signals
+    from ovq.deployment.sinks_config import refuse_deriving_an_output
 
     refuse_local_options(args.model, {"--device": args.device, "--precision": args.precision, "--hint": args.hint,
                                       "--resize": args.resize, "--nms": args.nms})
@@ -266,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
             if other is not None and same_file(args.summary_json, other):
                 raise ConfigError(f"--summary-json {args.summary_json}: the same file as {flag} (one would replace "
                                   "the other)")
+        # and the files they name after their paths: a stream's video (x_s0.mp4), a series' files
+        refuse_deriving_an_output(cfg.where, cfg.sinks, cfg.stream_names, "--summary-json", args.summary_json)
     _quiet_video_backends(args.verbose)
     progress = [_Progress()] if not args.no_progress and sys.stderr.isatty() else []
     # a supervisor's liveness ($NOTIFY_SOCKET, $OVQ_HEARTBEAT_FILE), as `ovq pipeline` reports it

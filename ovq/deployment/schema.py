@@ -29,6 +29,7 @@ from ovq.deployment.sinks_config import (  # noqa: F401 - importable from here t
     MqttConfig,
     SinksConfig,
     refuse_deriving_a_source,
+    refuse_deriving_an_output,
 )
 from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
@@ -387,9 +388,14 @@ class PipelineConfig:
         files = {f"{s.name} ({s.url})" if s.name else s.url: Path(s.url) for s in cfg.sources
                  if is_local_path(s.url) and Path(s.url).is_file()}
         if files:
-            streams = cfg.source_names or [f"s{i}" for i in range(len(cfg.sources))]  # the names Pipeline gives
-            refuse_deriving_a_source(o, cfg.sinks, streams, files)
+            refuse_deriving_a_source(o, cfg.sinks, cfg.stream_names, files)
+        refuse_deriving_an_output(o, cfg.sinks, cfg.stream_names, "sinks.jsonl", cfg.sinks.jsonl)
         return cfg
+
+    @property
+    def stream_names(self) -> list[str]:
+        """The streams' names as the pipeline gives them (unnamed: ``s0``, ``s1``...), which name their files."""
+        return self.source_names or [f"s{i}" for i in range(len(self.sources))]
 
     @property
     def source_names(self) -> list[str] | None:

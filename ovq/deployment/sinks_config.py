@@ -172,26 +172,52 @@ class SinksConfig:
         }
 
 
-def refuse_deriving_a_source(origin: Origin, sinks: SinksConfig, streams: list[str], files: dict[str, Path]) -> None:
-    """An error naming the sink when a file it derives from its path would replace or delete a source video
-    (``files``: how each is named -> its file): several streams' videos (``--out cam.mp4`` writes ``cam_a.mp4``,
-    the source of stream a, for it), a video's file in progress (``.out.partial.mp4``, which a failed run leaves
-    and names), and the older files of a series that ``keep`` deletes (``--source cam.20261203T063000Z.mp4 --out
-    cam.mp4 --segment 10m --keep 1`` deleted the source). :func:`ovq.deployment.schema.refuse_writing_an_input`
-    compares the paths themselves."""
-    from ovq.streaming.videosink import VideoSink  # OpenCV: only for a config with a local video source
+def derived_file(sinks: SinksConfig, streams: list[str], file: str | Path) -> tuple[str, str, bool] | None:
+    """Which sink would write over or delete ``file`` by a name it derives from its path (not the path itself):
+    ``(its key, which file of it in words, whether its keep would delete it)``, else None. Several streams'
+    videos (``--out cam.mp4`` writes ``cam_a.mp4`` for stream a), a video's file in progress (``.out.partial.mp4``),
+    and the older files of a series that ``keep`` deletes."""
+    from ovq.streaming.videosink import VideoSink  # OpenCV: only for a config that has a file to compare
 
-    for name, file in files.items():
-        key, output, keep, hit = "sinks.video", sinks.video, sinks.video_keep, None
-        if sinks.video is not None and not is_stream(sinks.video):
-            hit = VideoSink.endangers(sinks.video, streams, file, segment=sinks.video_segment, keep=keep)
-        if hit is None and sinks.jsonl is not None and sinks.jsonl_keep is not None and Series(sinks.jsonl).holds(file):
-            key, output, keep = "sinks.jsonl", sinks.jsonl, sinks.jsonl_keep
-            hit = (f"a file of its series {Series(sinks.jsonl).glob}", True)
+    if sinks.video is not None and not is_stream(sinks.video):
+        hit = VideoSink.endangers(sinks.video, streams, file, segment=sinks.video_segment, keep=sinks.video_keep)
         if hit is not None:
-            harm = (f"{origin.name_of(f'{key}.keep')} {keep} would delete the input" if hit[1]
+            return ("sinks.video", *hit)
+    if sinks.jsonl is not None and sinks.jsonl_keep is not None and Series(sinks.jsonl).holds(file):
+        return "sinks.jsonl", f"a file of its series {Series(sinks.jsonl).glob}", True
+    return None
+
+
+def refuse_deriving_a_source(origin: Origin, sinks: SinksConfig, streams: list[str], files: dict[str, Path]) -> None:
+    """An error naming the sink when a file it derives from its path (:func:`derived_file`) would replace or
+    delete a source video (``files``: how each is named -> its file): ``--source cam.20261203T063000Z.mp4 --out
+    cam.mp4 --segment 10m --keep 1`` deleted the source. :func:`ovq.deployment.schema.refuse_writing_an_input`
+    compares the paths themselves."""
+    for name, file in files.items():
+        hit = derived_file(sinks, streams, file)
+        if hit is not None:
+            key, what, deletes = hit
+            output, keep = (sinks.video, sinks.video_keep) if key == "sinks.video" else (sinks.jsonl, sinks.jsonl_keep)
+            harm = (f"{origin.name_of(f'{key}.keep')} {keep} would delete the input" if deletes
                     else "writing there would replace the input")
-            raise origin.error(key, f"{output}: the video source {name} is {hit[0]}; {harm} (give another file)")
+            raise origin.error(key, f"{output}: the video source {name} is {what}; {harm} (give another file)")
+
+
+def refuse_deriving_an_output(origin: Origin, sinks: SinksConfig, streams: list[str], key: str,
+                              output: str | Path | None) -> None:
+    """An error naming ``key`` when the output ``output`` (the JSON Lines file, ``ovq run``'s summary) is a file
+    another sink derives from its path (:func:`derived_file`): with two streams ``--out x.mp4 --summary-json
+    x_s0.mp4`` wrote the summary over stream s0's video, ``--jsonl x_s1.mp4`` the records over s1's, exit 0."""
+    if output is None or is_stream(output):
+        return
+    hit = derived_file(sinks, streams, output)
+    if hit is None or hit[0] == key:
+        return
+    sink, what, deletes = hit
+    path, keep = (sinks.video, sinks.video_keep) if sink == "sinks.video" else (sinks.jsonl, sinks.jsonl_keep)
+    harm = f"{origin.name_of(f'{sink}.keep')} {keep} would delete it" if deletes else "one would replace the other"
+    raise origin.error(key, f"{output}: the same file as {origin.name_of(sink)} {path} writes ({what}); {harm} "
+                            "(give another file)")
 
 
 def _rolling(origin: Origin, value: Any, key: str, parse: Callable[[Any], Any]) -> Any:
