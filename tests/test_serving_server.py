@@ -213,6 +213,123 @@ def test_the_rest_port_listens_and_says_not_ready_while_models_compile(fastestde
     assert not listening(http_port)
 
 
+# tritonclient's gRPC client asking ``ovq serve``'s gRPC port (its own process: its protos and kserve's share names)
+ASK_THE_GRPC_PORT = """
+import sys
+import numpy as np
+import tritonclient.grpc as tg
+from tritonclient.utils import InferenceServerException
+
+client = tg.InferenceServerClient(f"127.0.0.1:{sys.argv[1]}")
+image = tg.InferInput("images", [1, 352, 352, 3], "UINT8")
+image.set_data_from_numpy(np.zeros((1, 352, 352, 3), np.uint8))  # more than a connection's first window
+for what, ask in (("live", client.is_server_live), ("ready", client.is_server_ready),
+                  ("model ready", lambda **kw: client.is_model_ready("fd", **kw)),
+                  ("infer", lambda **kw: client.infer("fd", [image], **kw)), ("live", client.is_server_live)):
+    try:
+        print(what, ask(client_timeout=10), flush=True)
+    except InferenceServerException as exc:
+        print(what, exc.status(), exc.message(), flush=True)
+"""
+
+# ``ovq serve`` with that client asking as the models start to compile
+PROBE_THE_GRPC_PORT = """
+import subprocess, sys
+import ovq.serving.server as server
+from ovq.cli import main
+
+port, compile_models = sys.argv[1], server.served_models
+
+def served_models(*args, **kwargs):
+    subprocess.run([sys.executable, "-c", sys.argv[2], port], check=True, timeout=120)
+    return compile_models(*args, **kwargs)
+
+server.served_models = served_models
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
+def test_the_grpc_port_answers_not_ready_while_models_compile(fastestdet: Path) -> None:
+    """A gRPC client that connected while the models compiled waited in the port's backlog, unanswered, until the
+    compile ended (or its deadline: DEADLINE_EXCEEDED), where the REST port answered 503 at once. Now the same
+    answers as the REST port's: live, and UNAVAILABLE "not ready" for the rest (what ovq's client and tritonclient's
+    callers wait on), each connection then sent away (GOAWAY); once grpc has the port the server answers ready."""
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    http_port, grpc_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-c", PROBE_THE_GRPC_PORT, str(grpc_port), ASK_THE_GRPC_PORT, "serve",
+                             str(fastestdet),
+                             "--name", "fd", "-q", "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        lines = [proc.stdout.readline() for _ in range(6)]
+        unavailable = "StatusCode.UNAVAILABLE Server is not ready. Its models are loading.\n"
+        assert lines[:5] == ["live True\n", f"ready {unavailable}", f"model ready {unavailable}",
+                             f"infer {unavailable}", "live True\n"]
+        assert lines[5].startswith("serving http://127.0.0.1:")
+        client, ready = tg.InferenceServerClient(f"127.0.0.1:{grpc_port}"), False
+        for _ in range(300):  # "serving" is printed once grpc has bound the port, before it starts serving
+            with contextlib.suppress(InferenceServerException):
+                ready = client.is_server_ready(client_timeout=10)
+            if ready:
+                break
+            time.sleep(0.1)
+        assert ready and client.is_model_ready("fd", client_timeout=10)
+        client.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert not listening(grpc_port)
+
+
+def test_the_grpc_port_answers_until_grpc_binds_it() -> None:
+    """What bind_listeners leaves on the gRPC port: live, UNAVAILABLE 'not ready' to the rest, each connection then
+    sent away (the same client's next call is answered on a new one), something not HTTP/2 closed; once let go of,
+    the port is free for grpc to bind."""
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    from ovq.serving.listen import bind_listeners
+
+    grpc_port = free_port()
+    listeners = bind_listeners("127.0.0.1", free_port(), grpc_port)
+    try:
+        client = tg.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        assert client.is_server_live(client_timeout=10)
+        with pytest.raises(InferenceServerException) as err:
+            client.is_server_ready(client_timeout=10)
+        assert (err.value.status(), err.value.message()) == ("StatusCode.UNAVAILABLE",
+                                                             "Server is not ready. Its models are loading.")
+        assert client.is_server_live(client_timeout=10)
+        client.close()
+        with socket.create_connection(("127.0.0.1", grpc_port), timeout=10) as junk:
+            junk.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert junk.recv(100) == b""  # closed, and the port answers on
+        listeners.release_grpc()
+        with socket.socket() as grpc_binds:
+            grpc_binds.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            grpc_binds.bind(("127.0.0.1", grpc_port))
+    finally:
+        listeners.close()
+
+
+def test_the_path_of_a_grpc_call_is_read_as_clients_encode_it() -> None:
+    from ovq.serving.grpc_starting import SERVER_LIVE, _hpack_int, _read_int, request_path
+
+    live = SERVER_LIVE.encode()
+    grpc_core = b"@\x05:path" + bytes([len(live)]) + live + b"\x83\x86"  # literal, incremental indexing: grpcio's
+    assert request_path(grpc_core) == SERVER_LIVE
+    assert request_path(b"\x3f\xe1\x1f" + b"\x84") == "/"  # a table size update (4096), then static ':path: /'
+    assert request_path(b"\x04" + bytes([len(live)]) + live) == SERVER_LIVE  # without indexing, the static name
+    assert request_path(b"\x44\x82\x62\x51") is None  # Huffman-coded: not read here, answered UNAVAILABLE
+    assert request_path(b"\x83\x86") is None
+    assert request_path(b"\x40\x01x\x01y\x40\x05:path\x02/a") == "/a"
+    for n in (0, 14, 15, 126, 127, 128, 4096, 70000):
+        assert _read_int(_hpack_int(n, 7), 0, 7) == (n, len(_hpack_int(n, 7)))
+
+
 def test_the_rest_port_answers_until_its_server_takes_it_over() -> None:
     """What bind_listeners leaves on the REST port: answers (a body read first, a request that is not HTTP closed),
     then, once told to stop, connections that wait in the backlog for the server that accepts next."""

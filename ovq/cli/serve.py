@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     options = ServeOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, device=args.device,
                            nireq=args.nireq, hint=args.hint)
     names = served_names(args.models, args.name)
-    # both ports before the models compile, listening (the REST one answering 'not ready' until kserve's server
-    # takes it over, the gRPC one held until grpc binds it): a port in use is one line and exit 2, nothing started
+    # both ports before the models compile, listening and answering 'not ready' (the REST one until kserve's server
+    # takes it over, the gRPC one until grpc binds it): a port in use is one line and exit 2, nothing started
     listeners = bind_listeners(options.host, options.http_port, options.grpc_port)
     try:
         models = served_models(args.models, names, options)

@@ -12,7 +12,8 @@ Both ports listen, not just bound: a bound socket that does not listen keeps out
 ``SO_REUSEADDR``, and uvicorn, grpc and ``ovq serve`` itself all set it (measured: a second ``SO_REUSEADDR`` socket
 binds a port that a first one has bound, and not one it listens on). The gRPC port was checked and let go, and the
 REST socket only bound until uvicorn started: another program could take either while the models compiled. While
-they compile the REST port answers as a server whose models are not ready (:mod:`~ovq.serving.starting`).
+they compile both ports answer as a server whose models are not ready (:mod:`~ovq.serving.starting`,
+:mod:`~ovq.serving.grpc_starting`).
 
 gRPC on Linux sets ``SO_REUSEPORT`` on its listeners: a second ``ovq serve`` on the same gRPC port then bound it
 too and the kernel split the connections between the two processes (measured: two processes LISTENing on
@@ -29,10 +30,12 @@ import weakref
 from dataclasses import dataclass
 
 from ovq.core.errors import OvqError
+from ovq.serving.grpc_starting import answer_grpc
 from ovq.serving.starting import StartingAnswers
 
 GRPC_NO_REUSEPORT = ("grpc.so_reuseport", 0)
 REST_BACKLOG = 2048  # uvicorn's: the connections that wait while the REST server takes the port over
+GRPC_BACKLOG = 128  # gRPC clients waiting to be answered while the models load (reset when grpc binds the port)
 
 
 class ListenError(OvqError):
@@ -49,13 +52,18 @@ class Listeners:
     grpc_port: int
     grpc: socket.socket | None = None  # ovq's listening socket on the gRPC port, until release_grpc()
     answers: StartingAnswers | None = None  # what answers on the REST port until its server does
+    grpc_answers: StartingAnswers | None = None  # and on the gRPC port until grpc binds it
 
     @property
     def grpc_target(self) -> str:
         return f"{bracketed(self.address)}:{self.grpc_port}"
 
     def release_grpc(self) -> None:
-        """Let go of the gRPC port, for grpc to bind it at once (grpc cannot take over a socket)."""
+        """Let go of the gRPC port, for grpc to bind it at once (grpc cannot take over a socket): calls answered
+        meanwhile are answered to the end; connections in the backlog are reset (their clients see UNAVAILABLE)."""
+        if self.grpc_answers is not None:
+            self.grpc_answers.stop()
+            self.grpc_answers = None
         if self.grpc is not None:
             self.grpc.close()
             self.grpc = None
@@ -118,13 +126,15 @@ def check_free(family: socket.AddressFamily, address: str, port: int) -> None:
 
 def bind_listeners(host: str, http_port: int, grpc_port: int) -> Listeners:
     """Resolve ``host``, listen on the REST port (answering as a server whose models are not ready, until
-    :meth:`Listeners.stop_answering`; kept for uvicorn) and hold the gRPC port (until grpc binds it)."""
+    :meth:`Listeners.stop_answering`; kept for uvicorn) and hold the gRPC port (answering alike, until
+    :meth:`Listeners.release_grpc` lets grpc bind it)."""
     family, address = resolve(host, http_port)
     http = hold(family, address, http_port, backlog=REST_BACKLOG)
     listeners = Listeners(address, http, grpc_port)
     try:
-        listeners.grpc = hold(family, address, grpc_port)
+        listeners.grpc = hold(family, address, grpc_port, backlog=GRPC_BACKLOG)
         listeners.answers = StartingAnswers(held(http.dup()), REST_BACKLOG)  # closed in forked children too
+        listeners.grpc_answers = StartingAnswers(held(listeners.grpc.dup()), answer=answer_grpc)
     except BaseException:
         listeners.close()
         raise

@@ -16,6 +16,7 @@ import logging
 import selectors
 import socket
 import threading
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ MAX_ANSWERING = 32  # connections answered at once; more wait in the backlog (a 
 
 class StartingAnswers:
     """Answer HTTP requests on ``copy``, a copy (``dup``) of a listening socket, until :meth:`stop`: a thread accepts,
-    a thread a connection answers it. The copy is closed then (or on a failure to start); the socket listens on.
+    a thread a connection answers it (with ``answer``; default: the REST port's answer). The copy is closed then (or
+    on a failure to start); the socket listens on.
 
     Plain threads, not asyncio: asyncio's server accepted a connection, then made its transport on the next turn of
     the loop, and a ``close()`` in between dropped it (kserve's health probe got a reset: 1 of 60 hand-overs with 8
@@ -35,8 +37,10 @@ class StartingAnswers:
     connection accepted is answered, whatever happens after; one not accepted waits in the backlog for the server.
     """
 
-    def __init__(self, copy: socket.socket, backlog: int = 0) -> None:
+    def __init__(self, copy: socket.socket, backlog: int = 0, *,
+                 answer: Callable[[socket.socket], None] | None = None) -> None:
         self._copy = copy
+        self._answer_one = answer or _answer  # the gRPC port's: ovq.serving.grpc_starting.answer_grpc
         self._wake_r, self._wake_w = socket.socketpair()
         self._slots = threading.BoundedSemaphore(MAX_ANSWERING)
         self._thread = threading.Thread(target=self._accept, name="ovq-serve-starting", daemon=True)
@@ -90,7 +94,7 @@ class StartingAnswers:
     def _answer(self, conn: socket.socket) -> None:
         try:
             with conn:
-                _answer(conn)
+                self._answer_one(conn)
         finally:
             self._slots.release()
 
