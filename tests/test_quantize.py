@@ -669,3 +669,18 @@ def test_calibration_takes_images_spread_over_the_split_not_its_first_ones(tiny,
     assert len(inputs.calib_tensors) == 3
     for got, want in zip(inputs.calib_tensors, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--max-drop", "-1e-3"], "--max-drop: expected a number >= 0 and <= 1, got -0.001"),
+    (["--subset-size", "0"], "--subset-size: expected an integer >= 1, got 0"),
+    (["--rank-by", "accuracy-per-latency"], "--rank-by: accuracy-per-latency orders the reverts of accuracy control: "
+                                            "it needs --max-drop"),
+    (["--ranking-subset", "0"], "--ranking-subset: expected an integer >= 1, got 0"),
+])
+def test_a_bad_quantize_option_is_named_by_its_flag(tmp_path, capsys, args, said):
+    """QuantizeOptions names its fields ('max_drop: ...'), right for YAML and Python but not for a command line."""
+    out = tmp_path / "int8"
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--data", str(tmp_path), "-o", str(out), *args, "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"ovq quantize: error: {said}"]
+    assert not out.exists()

@@ -8,6 +8,7 @@ images (either way the model and report are written, so a CI job can keep them).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from enum import Enum
 
@@ -90,6 +91,25 @@ def options_from(args: argparse.Namespace) -> QuantizeOptions:
     )
 
 
+# the flag for each option QuantizeOptions' errors name (they name the option, right for YAML and Python)
+FLAGS = {
+    "max_drop": "--max-drop", "drop_type": "--drop-type", "calib_split": "--calib-split", "val_split": "--val-split",
+    "subset_size": "--subset-size", "preset": "--preset", "ignore": "--ignore", "device": "--device",
+    "precision": "--precision", "rank_by": "--rank-by", "holdout": "--holdout", "test_split": "--test-split",
+    "ranking_subset_size": "--ranking-subset", "bench_seconds": "--bench-time", "bias_correction": "--bias-correction",
+    "overflow_fix": "--overflow-fix", "holdout_seed": "--holdout-seed", "max_num_iterations": "--max-iterations",
+}
+_OPTION_NAMES = re.compile(r"\b(" + "|".join(FLAGS) + r")\b")
+
+
+def checked_options(args: argparse.Namespace) -> QuantizeOptions:
+    """The validated options, a bad one named by its flag (``--max-drop: expected ...``), not as YAML names it."""
+    try:
+        return options_from(args).validate()
+    except ConfigError as exc:
+        raise ConfigError(_OPTION_NAMES.sub(lambda m: FLAGS[m.group(1)], str(exc))) from None
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -98,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from ovq.quantization.workflow import quantize
 
     refuse_empty_folder("-o", args.out, "the output folder (-o . for this one)")
-    options = options_from(args).validate()
+    options = checked_options(args)
     if args.fail_on_holdout and (options.max_drop is None or (options.holdout is None and options.test_split is None)):
         raise ConfigError("--fail-on-holdout gates on the budget held out: it needs --max-drop and --holdout or "
                           "--test-split")
