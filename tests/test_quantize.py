@@ -674,8 +674,8 @@ def test_calibration_takes_images_spread_over_the_split_not_its_first_ones(tiny,
 @pytest.mark.parametrize(("args", "said"), [
     (["--max-drop", "-1e-3"], "--max-drop: expected a number >= 0 and <= 1, got -0.001"),
     (["--subset-size", "0"], "--subset-size: expected an integer >= 1, got 0"),
-    (["--rank-by", "accuracy-per-latency"], "--rank-by: accuracy-per-latency orders the reverts of accuracy control: "
-                                            "it needs --max-drop"),
+    (["--rank-by", "accuracy-per-latency"],
+     "--rank-by: accuracy-per-latency orders the reverts of accuracy control: it needs --max-drop"),
     (["--ranking-subset", "0"], "--ranking-subset: expected an integer >= 1, got 0"),
 ])
 def test_a_bad_quantize_option_is_named_by_its_flag(tmp_path, capsys, args, said):
