@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +36,14 @@ from ovq.model.detector import Detector
 from ovq.runtime import steal
 from ovq.runtime.signal_stack import repair_signal_stack
 from ovq.serving.remote import RemoteDetector, RunStopped, open_detector
-from ovq.streaming.readers import FileReader, Frame, FrameBuffer, LiveReader, ReconnectPolicy, open_first
+from ovq.streaming.readers import FileReader, Frame, LiveReader, ReconnectPolicy
 from ovq.streaming.results import FrameResult, Sink
-from ovq.streaming.sources import (
-    SourceSpec,
-    check_decode,
-    decode_threads,
-    open_source,
-    parse_source,
-    stream_name_problem,
-)
+from ovq.streaming.sources import check_decode, parse_source, stream_name_problem
 from ovq.streaming.stats import RunSummary, StreamMeter, StreamStats
+from ovq.streaming.streams import Opening, Stream, open_streams
 from ovq.streaming.variants import with_nms, with_resize
 
 logger = logging.getLogger(__name__)
-
-FILE_BUFFER = 8  # decoded frames a file reader may run ahead
 
 
 @dataclass
@@ -65,24 +57,6 @@ class _Job:
     dets: Detections | None = None  # decoded on completion
     error: BaseException | None = None  # inference failed
     decode_error: BaseException | None = None
-
-
-@dataclass
-class _Stream:
-    index: int
-    name: str
-    spec: SourceSpec
-    meter: StreamMeter
-    buffer: FrameBuffer | None = None
-    size: tuple[int, int] | None = None  # (height, width) the source said it sends
-    decoder: str | None = None  # video decoding in use ("software", "vaapi", ...), None when not a video
-    reader: FileReader | LiveReader | None = None
-    tracker: Any = None
-    fps: float | None = None
-    submitted: int = 0
-    next_seq: int = 0
-    pending: dict[int, _Job] = field(default_factory=dict)
-    done: bool = False
 
 
 _END = object()
@@ -193,7 +167,7 @@ class Pipeline:
         flat_out = not (self.realtime_files or isinstance(self.detector, RemoteDetector) or any(s.live for s in specs))
         self.nireq = nireq or optimal + 1 + optimal * flat_out
         self._streams = [
-            _Stream(index=i, name=name, spec=spec, meter=StreamMeter(name, spec.display, connected=not spec.live))
+            Stream(index=i, name=name, spec=spec, meter=StreamMeter(name, spec.display, connected=not spec.live))
             for i, (name, spec) in enumerate(zip(names, specs, strict=True))
         ]
         self._stop_requested = False
@@ -279,49 +253,10 @@ class Pipeline:
 
     def _open_sources(self) -> None:
         """Open files (and live sources when not retrying) now, so bad input fails before anything runs."""
-        opened = []
-        try:
-            threads = decode_threads(len(self._streams))
-            for st in self._streams:
-                live = st.spec.live or self.realtime_files
-                st.buffer = FrameBuffer(FILE_BUFFER, latest_only=live, wake=self._wake)
-                if st.spec.live:
-                    first = open_first(st.spec, self.reconnect, self.decode) if not self.reconnect.retry else None
-                    if first is not None:
-                        opened.append(first)
-                        st.meter.connected()
-                        logger.info("%s: opened %s (%s decoding)", st.name, st.spec.display,
-                                    getattr(first, "decoder", None) or "image")
-                    st.reader = LiveReader(st.name, st.spec, st.buffer, st.meter, self.reconnect, first=first,
-                                           decode=self.decode)
-                    st.fps = first.fps if first is not None else st.spec.params.get("fps")
-                    st.size = getattr(first, "size", None)
-                else:
-                    source = open_source(st.spec, decode_threads=threads, decode=self.decode)
-                    opened.append(source)
-                    st.fps = self.pace_fps or source.fps
-                    st.size = getattr(source, "size", None)
-                    phase = st.index / len(self._streams) / st.fps if self.realtime_files and st.fps else 0.0
-                    st.reader = FileReader(
-                        st.name, source, st.buffer, st.meter, limit=self.max_frames, realtime=self.realtime_files,
-                        pace_fps=self.pace_fps, start_delay=phase,
-                    )
-                    count = source.frame_count
-                    if self.max_frames is not None:
-                        count = min(count or self.max_frames, self.max_frames)
-                    st.decoder = getattr(source, "decoder", None)
-                    logger.info(
-                        "%s: opened %s (%s frames, %s decoding%s)", st.name, st.spec.display, count or "?",
-                        st.decoder or "image", f", {threads} thread(s)" if st.decoder == "software" else "",
-                    )
-                if self.track:
-                    from ovq.streaming.tracking import ByteTracker
-
-                    st.tracker = ByteTracker(frame_rate=st.fps or 30.0)
-        except BaseException:
-            for source in opened:
-                source.close()
-            raise
+        open_streams(self._streams, Opening(
+            reconnect=self.reconnect, decode=self.decode, wake=self._wake, realtime_files=self.realtime_files,
+            pace_fps=self.pace_fps, max_frames=self.max_frames, track=self.track,
+        ))
         self.detector = with_nms(self.detector, self.nms_in_graph, self.conf)
         self.detector, self.resized_from = with_resize(self.detector, self.resize_in_graph,
                                                        {st.size for st in self._streams})
@@ -412,7 +347,7 @@ class Pipeline:
             if self.max_frames is not None and st.submitted >= self.max_frames:
                 self._finish_stream(st, "reached --max-frames")
 
-    def _pick(self, turn: Any) -> tuple[_Stream, Frame] | None:
+    def _pick(self, turn: Any) -> tuple[Stream, Frame] | None:
         for _ in range(len(self._streams)):
             st = self._streams[next(turn)]
             if st.done:
@@ -424,7 +359,7 @@ class Pipeline:
                 self._finish_stream(st, "source ended")
         return None
 
-    def _finish_stream(self, st: _Stream, why: str) -> None:
+    def _finish_stream(self, st: Stream, why: str) -> None:
         st.done = True
         st.meter.finished()
         st.reader.stop()
@@ -466,7 +401,7 @@ class Pipeline:
                 finally:
                     self._slots.put(None)
 
-    def _deliver(self, st: _Stream, job: _Job) -> None:
+    def _deliver(self, st: Stream, job: _Job) -> None:
         if job.error is not None:
             if self._stop_requested and isinstance(job.error, RunStopped):  # its server was away: not sent
                 return st.meter.dropped()
