@@ -607,3 +607,24 @@ def test_a_token_that_is_not_utf8_is_refused_by_the_file_and_the_server_and_a_cl
         s.sendall(b"GET /stats.json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ab\xffcd\r\nConnection: close\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 401 "), "a 500 when the header was encoded strictly"
     assert get(f"http://127.0.0.1:{live.port}/stats.json", {"Authorization": "Bearer tok"})[0] == 200
+
+
+def test_the_live_window_keeps_only_its_seconds_of_results(monkeypatch):
+    """A 25-minute soak found each stream's window holding 10,000 results for good (every encode and /stats request
+    scanned them under the delivery thread's lock); results older than the window now leave it as new ones come."""
+    from ovq.streaming import liveview
+
+    clock = [1000.0]
+    monkeypatch.setattr(liveview.time, "monotonic", lambda: clock[0])
+    view = liveview.LiveView(fps=10.0)
+    view.start(["s0"])
+    try:
+        for i in range(200):  # 20 s of results at 10 fps
+            view.write(result("s0", i))
+            clock[0] += 0.1
+        kept = len(view._states["s0"].window)
+        assert kept <= liveview.WINDOW_S * 10 + 2, kept
+        (stats,) = view.stats()
+        assert stats["fps"] == pytest.approx(10.0, rel=0.1)
+    finally:
+        view.close()
