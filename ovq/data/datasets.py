@@ -45,7 +45,7 @@ class Sample:
 
     ``crowd_xyxy`` (M, 4) and ``crowd_class_id`` (M,): a COCO JSON's ``iscrowd`` regions, which scoring ignores
     as COCO does (a detection inside one is neither right nor wrong); they are not boxes to find. ``coco_id``: the
-    image's id in its COCO JSON (``None`` for other layouts)."""
+    image's id in its COCO JSON (``None`` for other layouts). ``label``: its YOLO label file (there or not)."""
 
     image: Path
     xyxy: np.ndarray
@@ -55,6 +55,7 @@ class Sample:
     crowd_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     crowd_class_id: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     coco_id: int | None = None
+    label: Path | None = None
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)
@@ -153,7 +154,7 @@ def _yolo_samples(
                 max_class = max(max_class, int(cls.max()))
         else:
             xyxy, cls = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
-        samples.append(Sample(image=image, xyxy=xyxy, class_id=cls, width=width, height=height))
+        samples.append(Sample(image=image, xyxy=xyxy, class_id=cls, width=width, height=height, label=label))
     return samples, found, max_class
 
 
