@@ -437,6 +437,80 @@ def test_a_quantized_model_of_another_float_model_is_not_reused(tmp_path, tiny):
     assert not fresh(tmp_path / "other")
 
 
+def test_a_quantized_model_of_other_data_is_not_reused(tmp_path, tiny, caplog):
+    """quantize.data changed to another dataset whose files were older than quantize.output (copied with their
+    times), or calib_split / subset_size changed: the INT8 model calibrated on the first data was reused without a
+    word (only the float model's SHA-256 and the accuracy settings were compared). The output now records the data
+    it was made with (path, a fingerprint of its files, the splits and subset) and is made again when that differs."""
+    import logging
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        for split, n in (("train", 4), ("val", 2)):
+            (tmp_path / name / "images" / split).mkdir(parents=True)
+            for k in range(n):
+                cv2.imwrite(str(tmp_path / name / f"images/{split}/{k}.png"),
+                            rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        (tmp_path / name / "labels/val").mkdir(parents=True)
+        (tmp_path / name / "labels/val/0.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    t = time.time() - 1000
+    for name, when in (("a", t), ("b", t - 500)):  # both older than the INT8 model: file times alone say reuse
+        for path in [tmp_path / name, *(tmp_path / name).rglob("*")]:
+            os.utime(path, (when, when))
+    shutil.copytree(tmp_path / "a", tmp_path / "a_copy")  # copy2: the same names, sizes and times
+
+    def config(**section):
+        return parse_pipeline_config({"model": str(tiny), "sources": [0], "quantize": {
+            "data": "a", "output": "int8", "calib_split": "train", "subset_size": 4, "bench_seconds": 0,
+            **section}}, tmp_path / "p.yaml")
+
+    ensure_quantized(config().quantize, tiny)  # a real quantization of the tiny model on 'a'
+
+    def fresh(**section):
+        cfg = config(**section)
+        return quantized_is_fresh(cfg.quantize, cfg.model)
+
+    assert fresh() and fresh(data="a_copy")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ovq"):
+        assert not fresh(data="b")
+    assert f"{tmp_path / 'int8'} was made with other settings (data {tmp_path / 'b'}, made with {tmp_path / 'a'})" in (
+        caplog.text)
+    assert not fresh(calib_split="val")
+    assert not fresh(subset_size=3)
+    assert not fresh(val_split="train", calib_split="val")
+    assert not fresh(holdout=0.5)
+    label = tmp_path / "a/labels/val/0.txt"
+    label.write_text("1 0.5 0.5 0.4 0.4\n")  # another class, the same size, dated as before
+    os.utime(label, (t + 1, t + 1))
+    with caplog.at_level(logging.INFO, logger="ovq"):
+        assert not fresh()
+    assert f"data {tmp_path / 'a'}: its files changed since" in caplog.text
+
+
+def test_data_fingerprint_follows_linked_folders_once_and_leaves_the_output_out(tmp_path):
+    from ovq.data.layout import data_fingerprint
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "images/a.jpg").write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/b.jpg").write_bytes(b"y")
+    (ds / "linked").symlink_to(tmp_path / "elsewhere")  # a dataset's images -> /mnt/... is read, so it counts
+    (ds / "images/loop").symlink_to(ds)  # a loop is walked once, not forever
+    first = data_fingerprint(ds, skip=ds / "int8")
+    assert first.startswith("2 files, sha256:")
+    (ds / "int8").mkdir()
+    (ds / "int8/model.xml").write_text("made later, inside the dataset's folder")
+    assert data_fingerprint(ds, skip=ds / "int8") == first
+    (tmp_path / "elsewhere/b.jpg").write_bytes(b"yy")
+    assert data_fingerprint(ds, skip=ds / "int8") != first
+
+
 def test_quantize_takes_the_options_object_where_ensure_quantized_passes_it():
     params = list(inspect.signature(workflow.quantize).parameters)
     inspect.signature(workflow.quantize).bind("model", "data", "out", QuantizeOptions())

@@ -6,6 +6,7 @@ The layouts are those :func:`ovq.data.datasets.load_dataset` reads: a folder, an
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -52,3 +53,42 @@ def newest_mtime(path: Path) -> float:
             except OSError:  # removed while walking: it no longer counts
                 continue
     return newest
+
+
+def data_fingerprint(data: Path, *, skip: Path | None = None) -> str:
+    """A digest of the dataset's files as they are named, sized and dated (their contents are not read): the data
+    file itself and every file below its :func:`dataset_root`, by path relative to it, except those under ``skip``
+    (an output folder kept inside the dataset). A copy made with its times (``cp -p``, a move) reads the same; an
+    image or label added, removed, renamed or rewritten, or another dataset, reads otherwise.
+
+    Symlinked folders are followed (a dataset's ``images -> /mnt/...``), each real folder once."""
+    root = dataset_root(data)
+    skipped = os.path.realpath(skip) if skip is not None else None
+    entries: list[str] = []
+
+    def add(path: str, name: str) -> None:
+        try:
+            info = os.stat(path)
+        except OSError:  # removed while walking, or a dangling link: it is no file of the dataset
+            return
+        entries.append(f"{name}\0{info.st_size}\0{info.st_mtime_ns}")
+
+    if data.is_file():
+        add(str(data), f"<data>/{data.name}")
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(root, followlinks=True):
+        try:
+            info = os.stat(top)
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) in seen or os.path.realpath(top) == skipped:
+            dirs[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        rel = os.path.relpath(top, root)
+        for name in files:
+            add(os.path.join(top, name), os.path.normpath(os.path.join(rel, name)))
+    digest = hashlib.sha256()
+    for entry in sorted(entries):
+        digest.update(entry.encode("utf-8", "surrogateescape") + b"\n")
+    return f"{len(entries)} files, sha256:{digest.hexdigest()[:16]}"

@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ovq.core.errors import ConfigError, OvqError, SourceError
 from ovq.data.layout import dataset_root, newest_mtime
@@ -19,6 +20,7 @@ from ovq.model.conversion import MODEL_XML
 from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
 from ovq.model.paths import model_digest
+from ovq.quantization.options import data_used
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
 from ovq.serving.remote import open_detector
@@ -123,7 +125,23 @@ def settings_changed(q: QuantizeConfig, model: Path) -> str:
                if key in made and made[key] != asked[key]]
     if made.get("source_sha256") and made["source_sha256"] != model_digest(model):
         changed.insert(0, f"model {model.name}, made from another model")
+    changed += _data_changed(q, made.get("data_used"))
     return ", ".join(changed)
+
+
+def _data_changed(q: QuantizeConfig, used: Any) -> list[str]:
+    """How the data quantize asks for differs from what the model in ``q.output`` was calibrated and validated on
+    (another dataset, its files changed, another split or subset), from the provenance's ``data_used``."""
+    if not isinstance(used, dict):  # made before ovq recorded its data: its files' times decide, as they did
+        logger.info("%s records no data it was made with; reused while newer than %s", q.output, q.data)
+        return []
+    now = data_used(q.data, q.options, skip=q.output)
+    changed = [f"{key} {now[key]}, made with {used.get(key)}" for key in now
+               if key not in ("path", "fingerprint") and used.get(key) != now[key]]
+    if used.get("fingerprint") != now["fingerprint"]:
+        changed.insert(0, f"data {q.data}, made with {used.get('path')}" if used.get("path") != now["path"] else
+                       f"data {q.data}: its files changed since ({now['fingerprint']}, made with {used.get('fingerprint')})")
+    return changed
 
 
 def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:

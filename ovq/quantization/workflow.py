@@ -48,6 +48,7 @@ from ovq.quantization.options import (
     Preset,
     QuantizeOptions,
     RankBy,
+    data_used,
 )
 from ovq.quantization.overflow import (
     OverflowChoice,
@@ -141,6 +142,8 @@ def quantize(
             refuse_replacing_source(model, out_dir, held="the float model being quantized", by="the INT8 model")
         check_output_dir(out_dir, need_bytes=_output_estimate(model))
     started = time.perf_counter()
+    # before the data is read: a file changed while quantizing makes this model stale next time
+    used = data_used(data, opts, skip=out_dir) if isinstance(data, (str, Path)) and Path(data).exists() else None
     with PeakMemory() as memory:
         fp_model, info = _float_model(model)
         deploy = {} if opts.precision is Precision.DEFAULT else {"INFERENCE_PRECISION_HINT": opts.precision.value}
@@ -163,6 +166,7 @@ def quantize(
             raise OvqError(f"{model}: NNCF failed: {first_line(exc)}") from exc
         fp_holdout = _fp_holdout(detector, inputs, opts, progress)
         q_info = _provenance(model, info, data, opts, inputs, plan, done, precision)
+        q_info.quantization["data_used"] = used
         write_info(done.model, q_info)
         measured = measure_result(
             fp_model=fp_model, quantized=done.model, info=q_info, options=opts, inputs=inputs, fp=fp,
