@@ -742,6 +742,83 @@ def test_a_quantize_output_that_holds_the_float_model_is_refused_naming_the_key(
             "(model.xml), which the INT8 model would replace; give another folder")]
 
 
+def _tiny_dataset(root: Path) -> Path:
+    """images/train (4) and images/val (2) with one label: enough to quantize the tiny model in seconds."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 4), ("val", 2)):
+        (root / "images" / split).mkdir(parents=True)
+        for k in range(n):
+            cv2.imwrite(str(root / f"images/{split}/{k}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    (root / "labels/val").mkdir(parents=True)
+    (root / "labels/val/0.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    return root
+
+
+@pytest.mark.parametrize(("output", "said"), [
+    ("'-'", "'-': the INT8 model is a folder, not standard output; give a folder (./- for one named '-')"),
+    ("notes.txt", "{tmp}/notes.txt: is a file; give a folder for the INT8 model"),
+    ("{model}", "{model}: is a file of the float model; give a folder for the INT8 model"),
+    ("'.'", ("{tmp}: holds the dataset {tmp}/ds (quantize.data): the INT8 model and its report would go in among the "
+            "data; give a folder outside it")),
+    ("ds", ("{tmp}/ds: is the folder of the dataset {tmp}/ds (quantize.data): the INT8 model and its report would go "
+           "in among the data; give a folder outside it")),
+    ("ds/images/int8", ("{tmp}/ds/images/int8: is inside the dataset's images folder {tmp}/ds/images: its files would "
+                       "be read as data; give a folder outside it")),
+], ids=["dash", "a file", "the model", "dot", "the dataset", "in its images"])
+@pytest.mark.parametrize("check", [["--check"], []], ids=["--check", "run"])
+def test_odd_quantize_outputs_are_refused_naming_the_key(tiny, tmp_path, capsys, output, said, check):
+    """quantize.output '-' quantized into a folder named '-' beside the file (where `ovq quantize -o -` is refused);
+    a file, the float model's own .xml among them, passed --check and failed only after the model loaded; '.', the
+    dataset's folder (or '/', which as root wrote model.xml at the top of the disk) put the INT8 model and its report
+    among the data; a folder inside its images/ made its sensitivity plot a calibration image for the next run."""
+    _tiny_dataset(tmp_path / "ds")
+    (tmp_path / "notes.txt").write_text("mine")
+    output = output.format(model=tiny)
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\nmax_frames: 2\n"
+                           f"quantize: {{data: ds, output: {output}, calib_split: train, subset_size: 4, "
+                           "bench_seconds: 0}\n")
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert main(["pipeline", str(path), *check, "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"ovq pipeline: error: {path}: quantize.output: {said.format(tmp=tmp_path, model=tiny)}"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_root_as_quantize_output_is_refused_before_anything_is_written(tiny, tmp_path, capsys):
+    _tiny_dataset(tmp_path / "ds")
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\nquantize: {{data: ds, output: /}}\n")
+    assert main(["pipeline", str(path), "--check", "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        (f"ovq pipeline: error: {path}: quantize.output: /: holds the dataset {tmp_path}/ds (quantize.data): the INT8 "
+        "model and its report would go in among the data; give a folder outside it")]
+
+
+def test_an_unwritable_quantize_output_fails_check_naming_the_key(tiny, tmp_path, capsys):
+    """'/proc/x' passed --check; the run failed on it after the model loaded."""
+    _tiny_dataset(tmp_path / "ds")
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\nquantize: {{data: ds, output: /proc/x}}\n")
+    assert main(["pipeline", str(path), "--check", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ovq pipeline: error: {path}: quantize.output: /proc/x: cannot write"), err
+
+
+def test_a_quantize_output_inside_the_datasets_folder_is_reused(tiny, tmp_path):
+    """quantize.output: ds/int8 beside ds/images: its report, written after its model, and the folder's own time
+    (moved by writing the output into it) were newer than the model, so every start quantized again."""
+    _tiny_dataset(tmp_path / "ds")
+    cfg = parse_pipeline_config({"model": str(tiny), "sources": [0], "quantize": {
+        "data": "ds", "output": "ds/int8", "calib_split": "train", "subset_size": 4, "bench_seconds": 0}},
+        tmp_path / "p.yaml")
+    ensure_quantized(cfg.quantize, cfg.model)
+    assert (tmp_path / "ds/int8/report.md").exists() and quantized_is_fresh(cfg.quantize, cfg.model)
+    (tmp_path / "ds/images/train/4.png").write_bytes((tmp_path / "ds/images/train/0.png").read_bytes())
+    assert not quantized_is_fresh(cfg.quantize, cfg.model)  # an image added: made again
+
+
 @pytest.mark.parametrize("check", [["--check"], []], ids=["--check", "run"])
 def test_an_empty_device_override_is_refused(tiny, tmp_path, capsys, check):
     """`ovq pipeline p.yaml --device ""` (--device "$DEV" with DEV unset) ran on the file's device, exit 0, and

@@ -38,15 +38,18 @@ def dataset_root(data: Path) -> Path:
     return data.parent
 
 
-def newest_mtime(path: Path) -> float:
-    """The newest modification time of a file, or of a folder and anything under it.
+def newest_mtime(path: Path, *, skip: Path | None = None) -> float:
+    """The newest modification time of a file, or of a folder and anything under it but ``skip`` (an output folder
+    kept inside a dataset's: its report, written after its model, made the model look older than the data).
 
     Folder times count too: removing an image from a dataset changes only its folder's time.
     """
     newest = path.stat().st_mtime
     if path.is_file():
         return newest
+    skipped = os.path.realpath(skip) if skip is not None else None
     for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(root, d)) != skipped]
         for name in (*dirs, *files):
             try:
                 newest = max(newest, os.stat(os.path.join(root, name)).st_mtime)
