@@ -239,3 +239,28 @@ def test_eval_writes_beside_its_dataset_folders(tiny, tmp_path):
     assert main(["eval", str(tiny), "--data", str(root), "--save-json", str(root / "results.json"), "--conf", "0",
                  "--no-progress", "-q"]) == 0
     assert isinstance(json.loads((root / "results.json").read_text()), list)
+
+
+def test_a_nameless_yolo_folder_is_not_scored_against_coco_category_slots(tmp_path, capsys):
+    """A YOLO folder naming no classes (coco128's labels: COCO's 80 classes, 0..79) and a model labelled with COCO's
+    91 category slots (torchvision's weights, `--labels coco91`): the folder's ids were taken as the slots (11, stop
+    sign, scored as 'N/A'; 12, parking meter, as 'stop sign') and eval printed the garbage, exit 0. Now one line
+    saying why and what to add; with a classes.txt its classes are matched to the slots by name."""
+    from conftest import tiny_yolo_ir
+
+    from ovq.core.labels import COCO80, COCO91
+
+    model = tiny_yolo_ir(tmp_path, labels=COCO91)
+    root = _yolo(tmp_path)
+    (root / "labels/val/0.txt").write_text("11 0.5 0.5 0.4 0.4\n0 0.3 0.3 0.2 0.2\n")
+    assert main(["eval", str(model), "--data", str(root), "--conf", "0", "--no-progress", "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [(
+        f"ovq eval: error: {root}: the dataset names no classes, so its class ids would be the model's, but the "
+        "model's 90 classes are category slots with 10 'N/A' gaps (as torchvision's COCO weights number COCO's "
+        "categories), which YOLO class ids do not follow; name the dataset's classes, one a line, in classes.txt "
+        "beside images/ and labels/ (COCO's 80 for COCO data) and they are matched to the model's by name")]
+    (root / "classes.txt").write_text("\n".join(COCO80) + "\n")
+    metrics = tmp_path / "metrics.json"
+    assert main(["eval", str(model), "--data", str(root), "--conf", "0", "--json", str(metrics), "--no-progress",
+                 "-q"]) == 0
+    assert sorted(json.loads(metrics.read_text())["per_class"]) == ["person", "stop sign"]

@@ -37,6 +37,7 @@ from ovq.data.yolo_labels import NAME_FILES, image_size, label_path_for, parse_y
 logger = logging.getLogger(__name__)
 
 MAX_NAME = 200  # characters in a class name (it is drawn on frames and sent in every record)
+NAMES_FROM_MODEL = "names_from_model"  # Dataset.extra: a YOLO folder naming no classes took the model's names
 
 
 @dataclass
@@ -218,7 +219,9 @@ def _load_folder(root: Path, split: str, names: Sequence[str] | None) -> Dataset
         )
         if class_names is None:
             class_names = [str(i) for i in range(max_class + 1)]
-        return Dataset(root, split_dir.name, class_names, samples, True, "yolo", root)
+        # NAMES_FROM_MODEL: its ids were taken as the model's classes (ovq.evaluation.accuracy.fit_dataset checks that)
+        return Dataset(root, split_dir.name, class_names, samples, True, "yolo", root,
+                       extra={NAMES_FROM_MODEL: True} if own_names is None and names else {})
     files = _images_in(root)
     if not files:
         if (root / "annotations").is_dir():

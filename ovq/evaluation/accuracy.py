@@ -28,9 +28,10 @@ from ovq.core.errors import ClassMismatch, ConfigError, DatasetError
 from ovq.core.fileio import check_output_file, is_stream, write_text_atomic
 from ovq.core.geometry import ResizeInfo
 from ovq.core.urls import is_serving_url
-from ovq.data.datasets import Dataset, Sample, load_dataset
+from ovq.data.datasets import NAMES_FROM_MODEL, Dataset, Sample, load_dataset
 from ovq.data.footprint import dataset_clash
 from ovq.data.images import read_image
+from ovq.data.yolo_labels import NAME_FILES
 from ovq.evaluation.metrics import MAX_DETS, MapResult, coco_map, top_k
 from ovq.model.decoders.base import check_thresholds
 from ovq.model.detector import Detector, load
@@ -302,6 +303,7 @@ def _refuse_dataset_outputs(dataset: Dataset, outputs: Mapping[str, str | Path |
 
 
 MODEL_CLASSES = "model_classes"  # Dataset.extra: the model's class ids a dataset matched by name labels
+GAP_NAMES = ("n/a", "__background__")  # a model's label for a class id it never predicts (torchvision's COCO gaps)
 
 
 def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
@@ -317,6 +319,14 @@ def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
         raise DatasetError(f"{where}: split '{dataset.split}' has no labels; evaluation needs labelled images")
     if dataset.boxes == 0:
         raise DatasetError(f"{where}: split '{dataset.split}' has no labelled boxes; mAP is undefined")
+    gaps = [n for n in labels if _key(n) in GAP_NAMES]
+    if dataset.extra.get(NAMES_FROM_MODEL) and gaps:  # torchvision's COCO slots scored against YOLO ids: garbage
+        raise ClassMismatch(
+            f"{where}: the dataset names no classes, so its class ids would be the model's, but the model's "
+            f"{len(labels)} classes are category slots with {len(gaps)} '{gaps[0]}' gaps (as torchvision's COCO "
+            f"weights number COCO's categories), which YOLO class ids do not follow; name the dataset's classes, one "
+            f"a line, in {NAME_FILES[0]} beside images/ and labels/ (COCO's 80 for COCO data) and they are matched "
+            "to the model's by name")
     ours = [_key(n) for n in dataset.names]
     theirs = [_key(n) for n in labels]
     if ours != theirs:
