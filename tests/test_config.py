@@ -511,6 +511,26 @@ def test_data_fingerprint_follows_linked_folders_once_and_leaves_the_output_out(
     assert data_fingerprint(ds, skip=ds / "int8") != first
 
 
+def test_data_fingerprint_counts_the_datasets_files_not_a_pipelines_outputs_beside_it(tmp_path):
+    """A data.yaml with no path: beside the pipeline file: its folder is the dataset's root, and the run's JSON Lines
+    and video (out/det.jsonl) changed at every run, so every start found the data changed and quantized again."""
+    from ovq.data.layout import data_fingerprint
+
+    (tmp_path / "images/train").mkdir(parents=True)
+    (tmp_path / "images/train/a.jpg").write_bytes(b"x")
+    (tmp_path / "data.yaml").write_text("train: images/train\nnames: [a]\n")
+    first = data_fingerprint(tmp_path / "data.yaml")
+    (tmp_path / "out").mkdir()
+    for name in ("det.jsonl", "cam.mp4", "p.yaml", "summary.json"):
+        (tmp_path / "out" / name).write_text("a run's")
+    assert data_fingerprint(tmp_path / "data.yaml") == first
+    (tmp_path / "classes.txt").write_text("a\n")
+    assert data_fingerprint(tmp_path / "data.yaml") != first
+    second = data_fingerprint(tmp_path / "data.yaml")
+    (tmp_path / "images/train/b.PNG").write_bytes(b"y")
+    assert data_fingerprint(tmp_path / "data.yaml") != second
+
+
 def test_quantize_takes_the_options_object_where_ensure_quantized_passes_it():
     params = list(inspect.signature(workflow.quantize).parameters)
     inspect.signature(workflow.quantize).bind("model", "data", "out", QuantizeOptions())

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from ovq.core.errors import ConfigError
 from ovq.core.yamlio import read_yaml
+from ovq.data.images import IMAGE_SUFFIXES
+
+DATA_SUFFIXES = (*IMAGE_SUFFIXES, ".txt")  # what a dataset's folder holds that load_dataset reads
 
 
 def dataset_root(data: Path) -> Path:
@@ -60,9 +63,11 @@ def newest_mtime(path: Path, *, skip: Path | None = None) -> float:
 
 def data_fingerprint(data: Path, *, skip: Path | None = None) -> str:
     """A digest of the dataset's files as they are named, sized and dated (their contents are not read): the data
-    file itself and every file below its :func:`dataset_root`, by path relative to it, except those under ``skip``
-    (an output folder kept inside the dataset). A copy made with its times (``cp -p``, a move) reads the same; an
-    image or label added, removed, renamed or rewritten, or another dataset, reads otherwise.
+    file itself and every image and ``.txt`` (labels, image lists, class names) below its :func:`dataset_root`, by
+    path relative to it, except those under ``skip`` (an output folder kept inside the dataset). Other files there
+    are not the dataset's: a pipeline's JSON Lines or video written beside a ``data.yaml`` made every start quantize
+    again. A copy made with its times (``cp -p``, a move) reads the same; an image or label added, removed, renamed
+    or rewritten, or another dataset, reads otherwise.
 
     Symlinked folders are followed (a dataset's ``images -> /mnt/...``), each real folder once."""
     root = dataset_root(data)
@@ -90,7 +95,8 @@ def data_fingerprint(data: Path, *, skip: Path | None = None) -> str:
         seen.add((info.st_dev, info.st_ino))
         rel = os.path.relpath(top, root)
         for name in files:
-            add(os.path.join(top, name), os.path.normpath(os.path.join(rel, name)))
+            if name.lower().endswith(DATA_SUFFIXES):
+                add(os.path.join(top, name), os.path.normpath(os.path.join(rel, name)))
     digest = hashlib.sha256()
     for entry in sorted(entries):
         digest.update(entry.encode("utf-8", "surrogateescape") + b"\n")
