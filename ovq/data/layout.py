@@ -101,3 +101,30 @@ def data_fingerprint(data: Path, *, skip: Path | None = None) -> str:
     for entry in sorted(entries):
         digest.update(entry.encode("utf-8", "surrogateescape") + b"\n")
     return f"{len(entries)} files, sha256:{digest.hexdigest()[:16]}"
+
+
+def output_in_dataset(output: Path, data: Path, *, named: str = "") -> str | None:
+    """Why a folder ``output`` cannot hold a quantized model made from the dataset ``data``: it is the dataset's
+    folder or one holding it (``.``, ``/``: the model and its report went in among the data), or inside its
+    ``images/`` or ``labels/`` (its sensitivity plot became a calibration image of the next run). ``None`` when
+    neither, or when ``data`` is not there (whoever loads it says so). ``named``: where ``data`` was given, said
+    after it (``quantize.data``)."""
+    if not data.exists():
+        return None
+    real = os.path.realpath(output)
+    root = dataset_root(data)
+    for folder in (data if data.is_dir() else None, root):
+        if folder is not None and _within(os.path.realpath(folder), real):
+            what = "is the folder of" if os.path.realpath(folder) == real else "holds"
+            return (f"{what} the dataset {data}{f' ({named})' if named else ''}: the INT8 model and its report would go in among the data; give a "
+                    "folder outside it")
+    for folder in (root / "images", root / "labels"):
+        if _within(real, os.path.realpath(folder)):
+            return (f"is inside the dataset's {folder.name} folder {folder}: its files would be read as data; give a "
+                    "folder outside it")
+    return None
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or below it (both real paths)."""
+    return os.path.commonpath([path, folder]) == folder

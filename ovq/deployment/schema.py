@@ -13,7 +13,6 @@ from the command line, the flag. The ``quantize`` section is :class:`~ovq.quanti
 from __future__ import annotations
 
 import copy
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -24,7 +23,7 @@ from ovq.core.errors import ConfigError, OvqError
 from ovq.core.fileio import is_stream, same_file
 from ovq.core.urls import is_serving_url, mask_url, parse_url
 from ovq.data.images import IMAGE_SUFFIXES
-from ovq.data.layout import dataset_root
+from ovq.data.layout import output_in_dataset
 from ovq.deployment.fields import Origin, describe, given
 from ovq.deployment.sinks_config import (  # noqa: F401 - importable from here too
     MQTT_URL_ENV,
@@ -115,25 +114,7 @@ def _output_problem(output: Path, data: Path, model: Path) -> str | None:
     if output.exists() and not output.is_dir():
         mine = any(same_file(output, f) for f in model_files(model))
         return f"is {'a file of the float model' if mine else 'a file'}; give a folder for the INT8 model"
-    if not data.exists():  # check_paths says so, naming quantize.data
-        return None
-    real = os.path.realpath(output)
-    root = dataset_root(data)
-    for folder in (data if data.is_dir() else None, root):
-        if folder is not None and _within(os.path.realpath(folder), real):
-            what = "is the folder of" if os.path.realpath(folder) == real else "holds"
-            return (f"{what} the dataset {data} (quantize.data): the INT8 model and its report would go in among "
-                    "the data; give a folder outside it")
-    for folder in (root / "images", root / "labels"):
-        if _within(real, os.path.realpath(folder)):
-            return (f"is inside the dataset's {folder.name} folder {folder}: its files would be read as data; give a "
-                    "folder outside it")
-    return None
-
-
-def _within(path: str, folder: str) -> bool:
-    """Whether ``path`` is ``folder`` or below it (both real paths)."""
-    return os.path.commonpath([path, folder]) == folder
+    return output_in_dataset(output, data, named="quantize.data")
 
 
 @dataclass
