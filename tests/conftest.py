@@ -41,9 +41,10 @@ def make_dets(boxes, scores=None, classes=None, tracker_id=None) -> Detections:
     )
 
 
-def tiny_yolo_ir(tmp: Path) -> Path:
+def tiny_yolo_ir(tmp: Path, labels: list[str] | None = None) -> Path:
     """A small real conv net with a YOLO-shaped output ([1, 6, 64]: 2 classes, sigmoided scores), converted to an
-    ovq IR."""
+    ovq IR; with ``labels``, one class per label ([1, 4 + len(labels), 64])."""
+    labels = labels or ["a", "b"]
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -53,14 +54,17 @@ def tiny_yolo_ir(tmp: Path) -> Path:
     x = ops.parameter([1, 3, 64, 64], ov.Type.f32, name="images")
     w1 = ops.constant(rng.normal(0, 0.2, (16, 3, 3, 3)).astype(np.float32))
     h = ops.relu(ops.convolution(x, w1, [1, 1], [1, 1], [1, 1], [1, 1]))
-    w2 = ops.constant(rng.normal(0, 0.2, (6, 16, 8, 8)).astype(np.float32))
-    y = ops.convolution(h, w2, [8, 8], [0, 0], [0, 0], [1, 1])
-    raw = ops.reshape(y, ops.constant(np.array([1, 6, 64], np.int64)), special_zero=False)
-    boxes, scores = ops.variadic_split(raw, ops.constant(np.int64(1)), ops.constant(np.array([4, 2], np.int64))).outputs()
+    k = len(labels)
+    stride = 8 if 4 + k < 64 else 4  # more anchors than output rows, as YOLO's head has
+    anchors = ((64 - 8) // stride + 1) ** 2
+    w2 = ops.constant(rng.normal(0, 0.2, (4 + k, 16, 8, 8)).astype(np.float32))
+    y = ops.convolution(h, w2, [stride, stride], [0, 0], [0, 0], [1, 1])
+    raw = ops.reshape(y, ops.constant(np.array([1, 4 + k, anchors], np.int64)), special_zero=False)
+    boxes, scores = ops.variadic_split(raw, ops.constant(np.int64(1)), ops.constant(np.array([4, k], np.int64))).outputs()
     out = ops.concat([boxes, ops.sigmoid(scores)], axis=1)  # class scores in [0, 1], as YOLO's head gives them
     src = tmp / "tiny.xml"
     ov.save_model(ov.Model([out], [x], "tiny"), str(src))
-    return convert(src, tmp / "tiny_ovq", family="yolo", labels=["a", "b"])
+    return convert(src, tmp / "tiny_ovq", family="yolo", labels=labels)
 
 
 @pytest.fixture(scope="session")

@@ -437,6 +437,100 @@ def test_a_quantized_model_of_another_float_model_is_not_reused(tmp_path, tiny):
     assert not fresh(tmp_path / "other")
 
 
+def test_a_quantized_model_of_other_data_is_not_reused(tmp_path, tiny, caplog):
+    """quantize.data changed to another dataset whose files were older than quantize.output (copied with their
+    times), or calib_split / subset_size changed: the INT8 model calibrated on the first data was reused without a
+    word (only the float model's SHA-256 and the accuracy settings were compared). The output now records the data
+    it was made with (path, a fingerprint of its files, the splits and subset) and is made again when that differs."""
+    import logging
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        for split, n in (("train", 4), ("val", 2)):
+            (tmp_path / name / "images" / split).mkdir(parents=True)
+            for k in range(n):
+                cv2.imwrite(str(tmp_path / name / f"images/{split}/{k}.png"),
+                            rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        (tmp_path / name / "labels/val").mkdir(parents=True)
+        (tmp_path / name / "labels/val/0.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    t = time.time() - 1000
+    for name, when in (("a", t), ("b", t - 500)):  # both older than the INT8 model: file times alone say reuse
+        for path in [tmp_path / name, *(tmp_path / name).rglob("*")]:
+            os.utime(path, (when, when))
+    shutil.copytree(tmp_path / "a", tmp_path / "a_copy")  # copy2: the same names, sizes and times
+
+    def config(**section):
+        return parse_pipeline_config({"model": str(tiny), "sources": [0], "quantize": {
+            "data": "a", "output": "int8", "calib_split": "train", "subset_size": 4, "bench_seconds": 0,
+            **section}}, tmp_path / "p.yaml")
+
+    ensure_quantized(config().quantize, tiny)  # a real quantization of the tiny model on 'a'
+
+    def fresh(**section):
+        cfg = config(**section)
+        return quantized_is_fresh(cfg.quantize, cfg.model)
+
+    assert fresh() and fresh(data="a_copy")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ovq"):
+        assert not fresh(data="b")
+    assert f"{tmp_path / 'int8'} was made with other settings (data {tmp_path / 'b'}, made with {tmp_path / 'a'})" in (
+        caplog.text)
+    assert not fresh(calib_split="val")
+    assert not fresh(subset_size=3)
+    assert not fresh(val_split="train", calib_split="val")
+    assert not fresh(holdout=0.5)
+    label = tmp_path / "a/labels/val/0.txt"
+    label.write_text("1 0.5 0.5 0.4 0.4\n")  # another class, the same size, dated as before
+    os.utime(label, (t + 1, t + 1))
+    with caplog.at_level(logging.INFO, logger="ovq"):
+        assert not fresh()
+    assert f"data {tmp_path / 'a'}: its files changed since" in caplog.text
+
+
+def test_data_fingerprint_follows_linked_folders_once_and_leaves_the_output_out(tmp_path):
+    from ovq.data.layout import data_fingerprint
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "images/a.jpg").write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/b.jpg").write_bytes(b"y")
+    (ds / "linked").symlink_to(tmp_path / "elsewhere")  # a dataset's images -> /mnt/... is read, so it counts
+    (ds / "images/loop").symlink_to(ds)  # a loop is walked once, not forever
+    first = data_fingerprint(ds, skip=ds / "int8")
+    assert first.startswith("2 files, sha256:")
+    (ds / "int8").mkdir()
+    (ds / "int8/model.xml").write_text("made later, inside the dataset's folder")
+    assert data_fingerprint(ds, skip=ds / "int8") == first
+    (tmp_path / "elsewhere/b.jpg").write_bytes(b"yy")
+    assert data_fingerprint(ds, skip=ds / "int8") != first
+
+
+def test_data_fingerprint_counts_the_datasets_files_not_a_pipelines_outputs_beside_it(tmp_path):
+    """A data.yaml with no path: beside the pipeline file: its folder is the dataset's root, and the run's JSON Lines
+    and video (out/det.jsonl) changed at every run, so every start found the data changed and quantized again."""
+    from ovq.data.layout import data_fingerprint
+
+    (tmp_path / "images/train").mkdir(parents=True)
+    (tmp_path / "images/train/a.jpg").write_bytes(b"x")
+    (tmp_path / "data.yaml").write_text("train: images/train\nnames: [a]\n")
+    first = data_fingerprint(tmp_path / "data.yaml")
+    (tmp_path / "out").mkdir()
+    for name in ("det.jsonl", "cam.mp4", "p.yaml", "summary.json"):
+        (tmp_path / "out" / name).write_text("a run's")
+    assert data_fingerprint(tmp_path / "data.yaml") == first
+    (tmp_path / "classes.txt").write_text("a\n")
+    assert data_fingerprint(tmp_path / "data.yaml") != first
+    second = data_fingerprint(tmp_path / "data.yaml")
+    (tmp_path / "images/train/b.PNG").write_bytes(b"y")
+    assert data_fingerprint(tmp_path / "data.yaml") != second
+
+
 def test_quantize_takes_the_options_object_where_ensure_quantized_passes_it():
     params = list(inspect.signature(workflow.quantize).parameters)
     inspect.signature(workflow.quantize).bind("model", "data", "out", QuantizeOptions())
@@ -666,6 +760,83 @@ def test_a_quantize_output_that_holds_the_float_model_is_refused_naming_the_key(
         assert capsys.readouterr().err.strip().splitlines() == [(
             f"ovq pipeline: error: {path}: quantize.output: {tiny.parent}: holds the float model being quantized "
             "(model.xml), which the INT8 model would replace; give another folder")]
+
+
+def _tiny_dataset(root: Path) -> Path:
+    """images/train (4) and images/val (2) with one label: enough to quantize the tiny model in seconds."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 4), ("val", 2)):
+        (root / "images" / split).mkdir(parents=True)
+        for k in range(n):
+            cv2.imwrite(str(root / f"images/{split}/{k}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    (root / "labels/val").mkdir(parents=True)
+    (root / "labels/val/0.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    return root
+
+
+@pytest.mark.parametrize(("output", "said"), [
+    ("'-'", "'-': the INT8 model is a folder, not standard output; give a folder (./- for one named '-')"),
+    ("notes.txt", "{tmp}/notes.txt: is a file; give a folder for the INT8 model"),
+    ("{model}", "{model}: is a file of the float model; give a folder for the INT8 model"),
+    ("'.'", ("{tmp}: holds the dataset {tmp}/ds (quantize.data): the INT8 model and its report would go in among the "
+            "data; give a folder outside it")),
+    ("ds", ("{tmp}/ds: is the folder of the dataset {tmp}/ds (quantize.data): the INT8 model and its report would go "
+           "in among the data; give a folder outside it")),
+    ("ds/images/int8", ("{tmp}/ds/images/int8: is inside the dataset's images folder {tmp}/ds/images: its files would "
+                       "be read as data; give a folder outside it")),
+], ids=["dash", "a file", "the model", "dot", "the dataset", "in its images"])
+@pytest.mark.parametrize("check", [["--check"], []], ids=["--check", "run"])
+def test_odd_quantize_outputs_are_refused_naming_the_key(tiny, tmp_path, capsys, output, said, check):
+    """quantize.output '-' quantized into a folder named '-' beside the file (where `ovq quantize -o -` is refused);
+    a file, the float model's own .xml among them, passed --check and failed only after the model loaded; '.', the
+    dataset's folder (or '/', which as root wrote model.xml at the top of the disk) put the INT8 model and its report
+    among the data; a folder inside its images/ made its sensitivity plot a calibration image for the next run."""
+    _tiny_dataset(tmp_path / "ds")
+    (tmp_path / "notes.txt").write_text("mine")
+    output = output.format(model=tiny)
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\nmax_frames: 2\n"
+                           f"quantize: {{data: ds, output: {output}, calib_split: train, subset_size: 4, "
+                           "bench_seconds: 0}\n")
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert main(["pipeline", str(path), *check, "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"ovq pipeline: error: {path}: quantize.output: {said.format(tmp=tmp_path, model=tiny)}"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_root_as_quantize_output_is_refused_before_anything_is_written(tiny, tmp_path, capsys):
+    _tiny_dataset(tmp_path / "ds")
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\nquantize: {{data: ds, output: /}}\n")
+    assert main(["pipeline", str(path), "--check", "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        (f"ovq pipeline: error: {path}: quantize.output: /: holds the dataset {tmp_path}/ds (quantize.data): the INT8 "
+        "model and its report would go in among the data; give a folder outside it")]
+
+
+def test_an_unwritable_quantize_output_fails_check_naming_the_key(tiny, tmp_path, capsys):
+    """'/proc/x' passed --check; the run failed on it after the model loaded."""
+    _tiny_dataset(tmp_path / "ds")
+    path = write(tmp_path, f"model: {tiny}\nsources: [synth://conveyor]\nquantize: {{data: ds, output: /proc/x}}\n")
+    assert main(["pipeline", str(path), "--check", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ovq pipeline: error: {path}: quantize.output: /proc/x: cannot write"), err
+
+
+def test_a_quantize_output_inside_the_datasets_folder_is_reused(tiny, tmp_path):
+    """quantize.output: ds/int8 beside ds/images: its report, written after its model, and the folder's own time
+    (moved by writing the output into it) were newer than the model, so every start quantized again."""
+    _tiny_dataset(tmp_path / "ds")
+    cfg = parse_pipeline_config({"model": str(tiny), "sources": [0], "quantize": {
+        "data": "ds", "output": "ds/int8", "calib_split": "train", "subset_size": 4, "bench_seconds": 0}},
+        tmp_path / "p.yaml")
+    ensure_quantized(cfg.quantize, cfg.model)
+    assert (tmp_path / "ds/int8/report.md").exists() and quantized_is_fresh(cfg.quantize, cfg.model)
+    (tmp_path / "ds/images/train/4.png").write_bytes((tmp_path / "ds/images/train/0.png").read_bytes())
+    assert not quantized_is_fresh(cfg.quantize, cfg.model)  # an image added: made again
 
 
 @pytest.mark.parametrize("check", [["--check"], []], ids=["--check", "run"])

@@ -186,3 +186,81 @@ def test_eval_refuses_to_write_over_its_dataset_file(tiny, tmp_path, capsys, fla
                    "another file)")]
     assert gt.read_bytes() == before
 
+
+
+def _yolo(tmp_path: Path) -> Path:
+    """A YOLO folder: images/val/0.png labelled, 1.png a background image (no label file)."""
+    rng = np.random.default_rng(5)
+    root = tmp_path / "yolo"
+    (root / "images/val").mkdir(parents=True)
+    (root / "labels/val").mkdir(parents=True)
+    for k in range(2):
+        cv2.imwrite(str(root / f"images/val/{k}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    (root / "labels/val/0.txt").write_text("1 0.5 0.5 0.4 0.4\n")
+    return root
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(("layout", "out", "said"), [
+    ("yolo", "labels/val/0.txt", "is a label file of the dataset {data}"),
+    ("yolo", "images/val/0.png", "is an image of the dataset {data}"),
+    ("yolo", "labels/val/1.txt", "is a label file of the dataset {data}"),  # the background image's label to be
+    ("yolo", "labels/val/results.json", "is inside the dataset's folder {data}/labels"),
+    ("yolo", "images/train/results.json", "is inside the dataset's folder {data}/images"),
+    ("coco", "images/3.png", "is an image of the dataset {data}"),
+    ("coco", "images/results.json", "is inside the dataset's folder {root}/images"),
+], ids=["yolo label", "yolo image", "background label", "yolo labels folder", "other split", "coco image",
+        "coco image folder"])
+@pytest.mark.parametrize("flag", ["--save-json", "--json"])
+def test_eval_refuses_to_write_into_its_dataset(tiny, tmp_path, capsys, layout, out, said, flag):
+    """`ovq eval M --data yolo/ --save-json yolo/labels/val/0.txt` replaced the label file with the results (exit 0;
+    the next eval failed on it as a malformed label line), and `--save-json yolo/images/val/0.png` an image; only
+    the dataset's top file was refused. Now any file of the dataset, or a path in its folders: one line, exit 2."""
+    if layout == "yolo":
+        root = data = _yolo(tmp_path)
+    else:
+        root, data = tmp_path, _coco(tmp_path, [(7, "b")])
+    before = _tree(root)
+    target = root / out
+    code = main(["eval", str(tiny), "--data", str(data), flag, str(target), "--conf", "0", "--no-progress", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [(f"ovq eval: error: {flag} {target}: {said.format(data=data, root=root)}; writing there would "
+                    "change the dataset (give a file outside it)")]
+    assert _tree(root) == before
+
+
+def test_eval_writes_beside_its_dataset_folders(tiny, tmp_path):
+    """A results file at the YOLO folder's top, beside images/ and labels/, is no file of the dataset: written."""
+    root = _yolo(tmp_path)
+    assert main(["eval", str(tiny), "--data", str(root), "--save-json", str(root / "results.json"), "--conf", "0",
+                 "--no-progress", "-q"]) == 0
+    assert isinstance(json.loads((root / "results.json").read_text()), list)
+
+
+def test_a_nameless_yolo_folder_is_not_scored_against_coco_category_slots(tmp_path, capsys):
+    """A YOLO folder naming no classes (coco128's labels: COCO's 80 classes, 0..79) and a model labelled with COCO's
+    91 category slots (torchvision's weights, `--labels coco91`): the folder's ids were taken as the slots (11, stop
+    sign, scored as 'N/A'; 12, parking meter, as 'stop sign') and eval printed the garbage, exit 0. Now one line
+    saying why and what to add; with a classes.txt its classes are matched to the slots by name."""
+    from conftest import tiny_yolo_ir
+
+    from ovq.core.labels import COCO80, COCO91
+
+    model = tiny_yolo_ir(tmp_path, labels=COCO91)
+    root = _yolo(tmp_path)
+    (root / "labels/val/0.txt").write_text("11 0.5 0.5 0.4 0.4\n0 0.3 0.3 0.2 0.2\n")
+    assert main(["eval", str(model), "--data", str(root), "--conf", "0", "--no-progress", "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [(
+        f"ovq eval: error: {root}: the dataset names no classes, so its class ids would be the model's, but the "
+        "model's 90 classes are category slots with 10 'N/A' gaps (as torchvision's COCO weights number COCO's "
+        "categories), which YOLO class ids do not follow; name the dataset's classes, one a line, in classes.txt "
+        "beside images/ and labels/ (COCO's 80 for COCO data) and they are matched to the model's by name")]
+    (root / "classes.txt").write_text("\n".join(COCO80) + "\n")
+    metrics = tmp_path / "metrics.json"
+    assert main(["eval", str(model), "--data", str(root), "--conf", "0", "--json", str(metrics), "--no-progress",
+                 "-q"]) == 0
+    assert sorted(json.loads(metrics.read_text())["per_class"]) == ["person", "stop sign"]

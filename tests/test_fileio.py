@@ -300,3 +300,33 @@ def test_an_existing_output_folder_gets_its_temporary_folder_inside(tmp_path):
         (tmp / "sub" / "x.txt").write_text("x")
     assert (out / "model.xml").read_text() == "new xml" and (out / "notes.txt").read_text() == "the user's"
     assert (out / "sub" / "x.txt").read_text() == "x" and names(out) == sorted([*before, "sub"])
+
+
+def test_files_the_new_result_removes_go_with_it_and_come_back_when_it_is_undone(tmp_path, monkeypatch):
+    """``remove``: the earlier result's files the new one does not make (predict's annotated images) are taken out in
+    the same move; an interrupt after them puts them back with everything else. Names outside the folder, folders and
+    files the new result writes anyway are left alone."""
+    out = tmp_path / "q"
+    _earlier_result(out)
+    (out / "old.jpg").write_text("old")
+    (out / "sub").mkdir()
+    (tmp_path / "outside.jpg").write_text("outside")
+    before = _contents(out)
+    remove = ["old.jpg", "sub", "../outside.jpg", "model.xml", "absent.jpg"]
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst).parent.name.startswith(".gone-"):  # the removal done: Ctrl-C before the move ends
+            real_replace(src, dst)
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr("ovq.core.fileio.os.replace", replace)
+    with pytest.raises(KeyboardInterrupt), atomic_output_dir(out, remove=remove) as tmp:
+        (tmp / "model.xml").write_text("new")
+    monkeypatch.undo()
+    assert _contents(out) == before and (tmp_path / "outside.jpg").read_text() == "outside"
+    with atomic_output_dir(out, remove=remove) as tmp:
+        (tmp / "model.xml").write_text("new")
+    assert (out / "model.xml").read_text() == "new" and not (out / "old.jpg").exists() and (out / "sub").is_dir()
+    assert (tmp_path / "outside.jpg").read_text() == "outside" and not [p for p in out.iterdir() if p.name[0] == "."]

@@ -184,7 +184,11 @@ BROKEN = {  # OpenCV's '[ERROR:0@1.9] global grfmt_tiff.cpp:117 TIFF_Error ...' 
     "a TIFF by OpenCV cut short": (lambda: cv2.imencode(".tif", _random(60, 80))[1].tobytes()[:5000],
                                    "cut short: the TIFF's directory (IFD) at byte"),
     "an LZW TIFF cut short": (lambda: _tiff("tiff_lzw")[:2000], "cut short: the TIFF's directory (IFD) at byte"),
-    "a TIFF cut in its pixels": (lambda: _tiff(None)[:9000], "TIFFFillStrip: Read error at scanline"),  # libtiff's
+    # its directory before its pixels (Pillow, cameras): libtiff's 'TIFFFillStrip: Read error at scanline 4294967295;
+    # got 8860 bytes, expected 14400' was the reason given
+    "a TIFF cut in its pixels": (lambda: _tiff(None)[:9000],
+                                 ("cut short: the file ends at byte 9000, inside the TIFF's image data (its strips run "
+                                 "to byte 14540)")),
 }
 
 
@@ -246,3 +250,34 @@ def test_what_another_thread_writes_meanwhile_is_neither_lost_nor_taken_for_the_
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 100 and all(m.endswith(": decoded with a warning from the decoder: Corrupt JPEG data: "
                                                "premature end of data segment") for m in said), said[:3]
+
+
+def _tiff_by_hand(entries: list[tuple[int, int, int, int]], extra: bytes = b"", size: int = 0) -> bytes:
+    """A little-endian TIFF: its directory (tag, type, count, value or offset) at byte 8, ``extra`` after it,
+    padded to ``size`` bytes."""
+    import struct
+
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\0\0\0\0"
+    data = b"II*\x00" + struct.pack("<I", 8) + ifd + extra
+    return data + b"\0" * max(0, size - len(data))
+
+
+@pytest.mark.parametrize(("entries", "extra", "says"), [
+    ([(256, 3, 1, 16), (257, 3, 1, 16), (322, 3, 1, 16), (323, 3, 1, 16), (324, 4, 1, 200), (325, 4, 1, 768)], b"",
+     "cut short: the file ends at byte 300, inside the TIFF's image data (its tiles run to byte 968)"),
+    ([(256, 3, 1, 16), (257, 3, 1, 16), (273, 4, 4, 290), (279, 3, 4, 250)], b"",
+     "cut short: the TIFF's table of image strips at byte 290 runs past the end of the file (300 bytes)"),
+    # two strips at 100 and 256 (their offsets after the directory, at byte 62), of 16 and 200 bytes (two SHORTs in
+    # the entry itself)
+    ([(256, 3, 1, 16), (257, 3, 1, 16), (273, 4, 2, 62), (279, 3, 2, 16 | 200 << 16)],
+     bytes.fromhex("6400000000010000"), ("cut short: the file ends at byte 300, inside the TIFF's image data (its "
+                                         "strips run to byte 456)")),
+], ids=["tiles", "strip table", "two strips"])
+def test_a_tiff_cut_in_its_image_data_is_told_in_ovqs_words(entries, extra, says):
+    from ovq.data.images import tiff_problem
+
+    data = _tiff_by_hand(entries, extra, size=300)
+    assert says in (tiff_problem(data) or "")
+    whole = _tiff_by_hand(entries[:2] + [(273, 4, 1, 100), (279, 4, 1, 100)], size=300)
+    assert tiff_problem(whole) is None
+    assert tiff_problem(_tiff(None)) is None and tiff_problem(cv2.imencode(".tif", _random(60, 80))[1].tobytes()) is None

@@ -185,3 +185,61 @@ def test_predict_writes_each_annotated_image_as_it_goes_and_nothing_when_one_fai
     with pytest.raises(DatasetError, match="3.png: not a readable image"):
         predict(_Watching(tiny, again), [folder], again)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def _pictures(folder, names):
+    folder.mkdir(exist_ok=True)
+    for i, name in enumerate(names):
+        cv2.imwrite(str(folder / name), np.full((64, 80, 3), 40 * i, np.uint8))
+    return [str(folder / n) for n in names]
+
+
+def _listed(out):
+    """The annotated images predictions.json lists (each input's stem as .jpg, as predict names them)."""
+    from pathlib import Path
+
+    return sorted(Path(r["file"]).stem + ".jpg" for r in json.loads((out / "predictions.json").read_text()))
+
+
+def test_a_second_predict_into_the_folder_leaves_only_what_its_json_lists(tiny, tmp_path, capsys):
+    """`ovq predict M a.png b.png -o out` then `ovq predict M c.png -o out`: out/ held a.jpg and b.jpg beside a
+    predictions.json listing only c.png. Now the earlier run's images that this one does not make again are removed
+    as the new result moves in; the user's own files stay, also an image of the earlier run rewritten since."""
+    import os
+    import time
+
+    a, b, c = _pictures(tmp_path / "in", ["a.png", "b.png", "c.png"])
+    out = tmp_path / "out"
+    assert main(["predict", str(tiny), a, b, c, "-o", str(out), "-q"]) == 0
+    assert _listed(out) == ["a.jpg", "b.jpg", "c.jpg"]
+    (out / "notes.txt").write_text("mine")  # the user's own files in the folder
+    (out / "mine.jpg").write_bytes(b"mine")
+    later = time.time() + 5
+    os.utime(out / "b.jpg", (later, later))  # b.jpg rewritten after ovq wrote it: not ovq's any more
+    assert main(["predict", str(tiny), c, "-o", str(out), "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["b.jpg", "c.jpg", "mine.jpg", "notes.txt", "predictions.json"]
+    assert _listed(out) == ["c.jpg"] and json.loads((out / "predictions.json").read_text())[0]["annotated"] == "c.jpg"
+    assert (out / "notes.txt").read_text() == "mine" and (out / "mine.jpg").read_bytes() == b"mine"
+
+
+def test_an_earlier_json_without_annotated_names_or_with_foreign_ones(tiny, tmp_path):
+    """A predictions.json from before the names were recorded: each file's name is worked out as predict names it.
+    One naming a path outside the folder, or a file that is not an annotated image, removes nothing there."""
+    import shutil
+
+    a, b = _pictures(tmp_path / "in", ["a.png", "b.png"])
+    out = tmp_path / "out"
+    assert main(["predict", str(tiny), a, b, "-o", str(out), "-q"]) == 0
+    records = json.loads((out / "predictions.json").read_text())
+    for r in records:
+        r.pop("annotated", None)
+    (out / "predictions.json").write_text(json.dumps(records))
+    assert main(["predict", str(tiny), b, "-o", str(out), "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["b.jpg", "predictions.json"]
+
+    (tmp_path / "outside.jpg").write_bytes(b"x")
+    shutil.copy(tmp_path / "in/a.png", out / "data.csv")
+    (out / "predictions.json").write_text(json.dumps([{"file": a, "annotated": "../outside.jpg"},
+                                                      {"file": a, "annotated": "data.csv"}]))
+    assert main(["predict", str(tiny), b, "-o", str(out), "-q"]) == 0
+    assert (tmp_path / "outside.jpg").read_bytes() == b"x" and (out / "data.csv").exists()

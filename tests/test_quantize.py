@@ -684,3 +684,22 @@ def test_a_bad_quantize_option_is_named_by_its_flag(tmp_path, capsys, args, said
     assert main(["quantize", str(tmp_path / "m.onnx"), "--data", str(tmp_path), "-o", str(out), *args, "-q"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"ovq quantize: error: {said}"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("out", "said"), [
+    ("ds/images/train", "is inside the dataset's images folder {ds}/images: its files would be read as data"),
+    ("ds", "is the folder of the dataset {ds}: the INT8 model and its report would go in among the data"),
+    (".", "holds the dataset {ds}: the INT8 model and its report would go in among the data"),
+], ids=["its calibration images", "the dataset", "above it"])
+def test_quantize_refuses_an_output_folder_in_or_around_its_dataset(tiny, tmp_path, capsys, out, said):
+    """`ovq quantize M --data ds -o ds/images/train` wrote model.xml, the report and sensitivity.png among the
+    calibration images (the plot was a calibration image of the next run); `-o ds` or `-o .` put them among the
+    data. Refused before any work, as a pipeline's quantize.output is."""
+    ds = _split_dataset(tmp_path / "ds", "0 0.5 0.5 0.2 0.2")
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    target = tmp_path / out
+    assert main(["quantize", str(tiny), "--data", str(ds), "-o", str(target), "--calib-split", "train",
+                 "--bench-time", "0", "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"ovq quantize: error: {target}: {said.format(ds=ds)}; give a folder outside it"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before

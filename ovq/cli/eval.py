@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(
         args.model, args.data, split=args.split, conf=args.conf, device=device, precision=args.precision,
         save_json=args.save_json, progress=not args.no_progress, images=args.images,
+        outputs={"--save-json": args.save_json, "--json": args.json},
     )
     out = report_to([args.json, args.save_json])  # stderr when a --json goes to standard output
     print(format_result(result), file=out)

@@ -29,7 +29,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -214,7 +214,7 @@ def create_temp_file(parent: Path, prefix: str) -> tuple[int, Path]:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out_dir: str | Path) -> Iterator[Path]:
+def atomic_output_dir(out_dir: str | Path, *, remove: Iterable[str] = ()) -> Iterator[Path]:
     """Yield a temporary folder; on success move its files into ``out_dir`` (created if needed), all or none.
 
     A new ``out_dir`` is the temporary folder renamed. Into an existing one (an earlier result, which may hold the
@@ -224,6 +224,8 @@ def atomic_output_dir(out_dir: str | Path) -> Iterator[Path]:
     exception in the block the temporary folder is removed and ``out_dir`` is left as it was; an ``OSError`` (a
     full disk) becomes :class:`OutputError` naming ``out_dir``. A new ``out_dir`` and the files written keep the
     permissions they were created with (0777/0666 less the umask); an existing ``out_dir`` keeps its own.
+    ``remove``: names of files in an existing ``out_dir`` that the earlier result made and this one does not
+    (the caller decides which are its own): taken out in the same move, and put back if it is undone.
     """
     check_output_dir(out_dir)
     out_dir = replaced_path(out_dir)  # a symlink to a folder: filled where it points
@@ -246,16 +248,20 @@ def atomic_output_dir(out_dir: str | Path) -> Iterator[Path]:
         if not existed:
             os.replace(tmp, out_dir)
             return
-        _move_all_or_none(tmp, out_dir)
+        _move_all_or_none(tmp, out_dir, remove)
     except OSError as exc:
         raise OutputError(f"{out_dir}: {_reason(exc)}; it was left as it was") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _move_all_or_none(tmp: Path, out_dir: Path) -> None:
-    """Move every file below ``tmp`` to the same place below ``out_dir``; on any failure put everything back."""
+def _move_all_or_none(tmp: Path, out_dir: Path, remove: Iterable[str] = ()) -> None:
+    """Move every file below ``tmp`` to the same place below ``out_dir``, and the files ``remove`` names out of
+    it (those that are files there, nothing new takes their place); on any failure put everything back."""
     files = [p for p in sorted(tmp.rglob("*")) if not p.is_dir()]
+    new = {p.relative_to(tmp).as_posix() for p in files}
+    gone = [name for name in dict.fromkeys(remove) if name not in new and name not in ("", "..") and Path(name).name == name
+            and (out_dir / name).is_file() and not (out_dir / name).is_symlink()]  # a file of out_dir itself, no link
     for item in files:  # what cannot be replaced is found before anything moves
         target = out_dir / item.relative_to(tmp)
         if target.is_dir() and not target.is_symlink():
@@ -279,6 +285,10 @@ def _move_all_or_none(tmp: Path, out_dir: Path) -> None:
             if earlier is not None:
                 os.replace(target, earlier)
             os.replace(item, target)
+        removed = make_temp_dir(tmp, ".gone-") if gone else aside
+        for name in gone:
+            moved.append((out_dir / name, removed / name))
+            os.replace(out_dir / name, removed / name)
     except BaseException:
         for target, earlier in reversed(moved):
             with contextlib.suppress(OSError):

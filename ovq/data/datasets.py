@@ -37,6 +37,7 @@ from ovq.data.yolo_labels import NAME_FILES, image_size, label_path_for, parse_y
 logger = logging.getLogger(__name__)
 
 MAX_NAME = 200  # characters in a class name (it is drawn on frames and sent in every record)
+NAMES_FROM_MODEL = "names_from_model"  # Dataset.extra: a YOLO folder naming no classes took the model's names
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Sample:
 
     ``crowd_xyxy`` (M, 4) and ``crowd_class_id`` (M,): a COCO JSON's ``iscrowd`` regions, which scoring ignores
     as COCO does (a detection inside one is neither right nor wrong); they are not boxes to find. ``coco_id``: the
-    image's id in its COCO JSON (``None`` for other layouts)."""
+    image's id in its COCO JSON (``None`` for other layouts). ``label``: its YOLO label file (there or not)."""
 
     image: Path
     xyxy: np.ndarray
@@ -55,6 +56,7 @@ class Sample:
     crowd_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     crowd_class_id: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     coco_id: int | None = None
+    label: Path | None = None
 
     def __post_init__(self) -> None:
         self.image = Path(self.image)
@@ -153,7 +155,7 @@ def _yolo_samples(
                 max_class = max(max_class, int(cls.max()))
         else:
             xyxy, cls = np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
-        samples.append(Sample(image=image, xyxy=xyxy, class_id=cls, width=width, height=height))
+        samples.append(Sample(image=image, xyxy=xyxy, class_id=cls, width=width, height=height, label=label))
     return samples, found, max_class
 
 
@@ -217,7 +219,9 @@ def _load_folder(root: Path, split: str, names: Sequence[str] | None) -> Dataset
         )
         if class_names is None:
             class_names = [str(i) for i in range(max_class + 1)]
-        return Dataset(root, split_dir.name, class_names, samples, True, "yolo", root)
+        # NAMES_FROM_MODEL: its ids were taken as the model's classes (ovq.evaluation.accuracy.fit_dataset checks that)
+        return Dataset(root, split_dir.name, class_names, samples, True, "yolo", root,
+                       extra={NAMES_FROM_MODEL: True} if own_names is None and names else {})
     files = _images_in(root)
     if not files:
         if (root / "annotations").is_dir():

@@ -187,6 +187,37 @@ def tiff_problem(data: np.ndarray | bytes) -> str | None:
     (ifd,) = struct.unpack(order + "I", view[4:8])
     if ifd + 2 > len(view) or ifd + 2 + 12 * struct.unpack(order + "H", view[ifd : ifd + 2])[0] > len(view):
         return f"cut short: the TIFF's directory (IFD) at byte {ifd} runs past the end of the file ({len(view)} bytes)"
+    return _tiff_data_problem(view, order, ifd)
+
+
+TIFF_DATA_TAGS = ((273, 279, "strips"), (324, 325, "tiles"))  # (offsets, byte counts) of the image's pieces
+TIFF_TYPE_SIZES = {1: ("B", 1), 3: ("H", 2), 4: ("I", 4)}  # BYTE, SHORT, LONG: the types those tags take
+
+
+def _tiff_data_problem(view: memoryview, order: str, ifd: int) -> str | None:
+    """Why a TIFF whose directory is whole (written before its pixels, as Pillow and cameras do) is cut short in
+    its image data: a strip or tile, or their table, runs past the end of the file; libtiff said 'TIFFFillStrip:
+    Read error at scanline 4294967295; got 8860 bytes, expected 14400'. ``None`` when they all fit."""
+    (count,) = struct.unpack(order + "H", view[ifd : ifd + 2])
+    tags: dict[int, list[int]] = {}
+    for i in range(count):
+        tag, kind, n = struct.unpack(order + "HHI", view[ifd + 2 + 12 * i : ifd + 10 + 12 * i])
+        if kind not in TIFF_TYPE_SIZES or not any(tag in pair[:2] for pair in TIFF_DATA_TAGS):
+            continue
+        code, size = TIFF_TYPE_SIZES[kind]
+        at = ifd + 10 + 12 * i  # the value itself when it fits in 4 bytes, else where it is
+        if n * size > 4:
+            (at,) = struct.unpack(order + "I", view[at : at + 4])
+        if at + n * size > len(view):
+            return (f"cut short: the TIFF's table of image {'tiles' if tag in (324, 325) else 'strips'} at byte {at} "
+                    f"runs past the end of the file ({len(view)} bytes)")
+        tags[tag] = list(struct.unpack(f"{order}{n}{code}", view[at : at + n * size]))
+    for offsets, sizes, what in TIFF_DATA_TAGS:
+        pieces = list(zip(tags.get(offsets, []), tags.get(sizes, []), strict=False))
+        end = max((start + length for start, length in pieces), default=0)
+        if end > len(view):
+            return (f"cut short: the file ends at byte {len(view)}, inside the TIFF's image data (its {what} run to "
+                    f"byte {end})")
     return None
 
 

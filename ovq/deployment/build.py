@@ -11,14 +11,17 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ovq.core.errors import ConfigError, OvqError, SourceError
+from ovq.core.fileio import check_output_dir
 from ovq.data.layout import dataset_root, newest_mtime
 from ovq.deployment.schema import PipelineConfig, QuantizeConfig, ServeConfig
 from ovq.model.conversion import MODEL_XML
 from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
 from ovq.model.paths import model_digest
+from ovq.quantization.options import data_used
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
 from ovq.serving.remote import open_detector
@@ -85,39 +88,52 @@ def check_environment(cfg: PipelineConfig, environ: Mapping[str, str] | None = N
 
 
 def quantized_is_fresh(q: QuantizeConfig, model: Path) -> bool:
-    """Whether ``q.output`` holds a model newer than the source model and the data (so quantizing is skipped).
+    """Whether ``q.output`` holds a model newer than the source model, made from it with the settings and the data
+    the section asks for (so quantizing is skipped).
 
-    The data counts with every file and folder of its :func:`~ovq.data.layout.dataset_root` (an image added or
-    removed).
+    The data is compared with the fingerprint of its files the provenance holds (:func:`settings_changed`); for a
+    model made before ovq recorded it, the output must be newer than every file and folder of the data's
+    :func:`~ovq.data.layout.dataset_root` (an image added or removed). Only the first can tell when the output is
+    kept inside the dataset's folder, whose time its own writing moves.
     """
     out_xml = q.output / MODEL_XML
     out_bin = out_xml.with_suffix(".bin")
     if not (out_xml.exists() and out_bin.exists()):
         return False
     built = min(out_xml.stat().st_mtime, out_bin.stat().st_mtime)
-    data_time = max(newest_mtime(q.data), newest_mtime(dataset_root(q.data)))
-    if not (built > newest_mtime(model) and built > data_time):
+    if not built > newest_mtime(model):
         return False
-    changed = settings_changed(q, model)
+    made = _made_with(q)
+    if not isinstance(made.get("data_used"), dict):
+        data_time = max(newest_mtime(q.data, skip=q.output), newest_mtime(dataset_root(q.data), skip=q.output))
+        if not built > data_time:
+            return False
+    changed = settings_changed(q, model, made)
     if changed:
         logger.info("%s was made with other settings (%s)", q.output, changed)
     return not changed
 
 
-def settings_changed(q: QuantizeConfig, model: Path) -> str:
-    """What the quantize section asks that the model in ``q.output`` was not made with (``max_drop 0.005, made
-    with 0.05``; ``model m.onnx, made from another model``: the pipeline's model is not the one quantized, whatever
-    the files' times say), from the provenance ovq writes into its rt_info; ``""`` when they agree, or when it
-    has none (a model made elsewhere is trusted as before)."""
+def _made_with(q: QuantizeConfig) -> dict[str, Any]:
+    """The provenance ovq wrote into the model in ``q.output`` (``{}``: none, or not ovq's, or unreadable)."""
     from ovq.core.metadata import read_info
     from ovq.runtime.compilation import read_model
 
     try:
         info = read_info(read_model(q.output / MODEL_XML))
     except OvqError:
-        return ""  # unreadable: whoever loads it says why
+        return {}  # unreadable: whoever loads it says why
     made = info.quantization if info is not None else None
-    if not made or made.get("tool") != "ovq":
+    return made if made and made.get("tool") == "ovq" else {}
+
+
+def settings_changed(q: QuantizeConfig, model: Path, made: dict[str, Any] | None = None) -> str:
+    """What the quantize section asks that the model in ``q.output`` was not made with (``max_drop 0.005, made
+    with 0.05``; ``model m.onnx, made from another model``: the pipeline's model is not the one quantized, whatever
+    the files' times say; ``data B, made with A``), from the provenance ovq writes into its rt_info (``made``, read
+    when not given); ``""`` when they agree, or when it has none (a model made elsewhere is trusted as before)."""
+    made = _made_with(q) if made is None else made
+    if not made:
         return ""
     o = q.options
     budget = o.max_drop is not None
@@ -129,14 +145,30 @@ def settings_changed(q: QuantizeConfig, model: Path) -> str:
                if key in made and made[key] != asked[key]]
     if made.get("source_sha256") and made["source_sha256"] != model_digest(model):
         changed.insert(0, f"model {model.name}, made from another model")
+    changed += _data_changed(q, made.get("data_used"))
     return ", ".join(changed)
+
+
+def _data_changed(q: QuantizeConfig, used: Any) -> list[str]:
+    """How the data quantize asks for differs from what the model in ``q.output`` was calibrated and validated on
+    (another dataset, its files changed, another split or subset), from the provenance's ``data_used``."""
+    if not isinstance(used, dict):  # made before ovq recorded its data: its files' times decide, as they did
+        logger.info("%s records no data it was made with; reused while newer than %s", q.output, q.data)
+        return []
+    now = data_used(q.data, q.options, skip=q.output)
+    changed = [f"{key} {now[key]}, made with {used.get(key)}" for key in now
+               if key not in ("path", "fingerprint") and used.get(key) != now[key]]
+    if used.get("fingerprint") != now["fingerprint"]:
+        changed.insert(0, f"data {q.data}, made with {used.get('path')}" if used.get("path") != now["path"] else
+                       f"data {q.data}: its files changed since ({now['fingerprint']}, made with {used.get('fingerprint')})")
+    return changed
 
 
 def ensure_quantized(q: QuantizeConfig, model: Path) -> Path:
     """The quantized model's ``.xml``: quantized now (:func:`ovq.quantization.workflow.quantize`), or reused
     when up to date."""
     if quantized_is_fresh(q, model):
-        logger.info("using %s (newer than %s and %s)", q.output, model, q.data)
+        logger.info("using %s (made from %s with these settings on %s, and newer than the model)", q.output, model, q.data)
         return q.output / MODEL_XML
     from ovq.quantization import workflow  # NNCF and the report load only when there is quantizing to do
 
@@ -190,7 +222,14 @@ def _file_sinks(cfg: PipelineConfig) -> list[Sink]:
 
 def check_outputs(cfg: PipelineConfig) -> None:
     """The video and JSON Lines outputs checked as a run makes them (a folder, a suffix no writer takes, a
-    read-only place), nothing created; the broker and the live view's port are left to the run."""
+    read-only place), nothing created; the broker and the live view's port are left to the run. So is the quantize
+    section's output when the run would quantize into it (``/proc/x`` passed ``--check``)."""
+    q = cfg.quantize
+    if q is not None and isinstance(cfg.model, Path) and cfg.model.exists() and not quantized_is_fresh(q, cfg.model):
+        try:
+            check_output_dir(q.output)
+        except OvqError as exc:
+            raise cfg.where.error("quantize.output", str(exc)) from None
     close_all(_file_sinks(cfg))
 
 

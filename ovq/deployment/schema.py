@@ -23,6 +23,7 @@ from ovq.core.errors import ConfigError, OvqError
 from ovq.core.fileio import is_stream, same_file
 from ovq.core.urls import UNSENDABLE_TOKEN, is_serving_url, is_utf8_text, mask_url, parse_url
 from ovq.data.images import IMAGE_SUFFIXES
+from ovq.data.layout import output_in_dataset
 from ovq.deployment.fields import Origin, describe, given
 from ovq.deployment.sinks_config import (  # noqa: F401 - importable from here too
     MQTT_URL_ENV,
@@ -79,11 +80,17 @@ class QuantizeConfig:
             raise origin.error("quantize.data", "required: the dataset to calibrate (and validate) with")
         output = origin.base / f"{model.stem}-int8"  # beside the pipeline file unless given
         if given(q, "output"):
+            if origin.string(q["output"], "quantize.output") == "-":  # made a folder named '-' beside the file
+                raise origin.error("quantize.output", "'-': the INT8 model is a folder, not standard output; give a "
+                                                      "folder (./- for one named '-')")
             output = origin.path(q["output"], "quantize.output")
         held = [f for f in model_files(model) for name in (MODEL_XML, "model.bin") if same_file(f, output / name)]
         if held:  # quantize refused it as '...; give another output folder (-o)', a flag no pipeline file has
             raise origin.error("quantize.output", f"{output}: holds the float model being quantized ({held[0].name}), "
                                                   "which the INT8 model would replace; give another folder")
+        data = origin.path(q["data"], "quantize.data")
+        if problem := _output_problem(output, data, model):
+            raise origin.error("quantize.output", f"{output}: {problem}")
         asked = {k: origin.env_scalar(v, f"quantize.{k}") for k, v in q.items()
                  if k not in ("data", "output") and v is not None}
         try:
@@ -95,10 +102,20 @@ class QuantizeConfig:
             raise origin.error(f"quantize.{match.group(1)}", match.group(2)) from None
         # the same device syntax as the pipeline's own device (QuantizeOptions only checks it is a string)
         options = replace(options, device=device_text(origin, options.device, "quantize.device"))
-        return cls(data=origin.path(q["data"], "quantize.data"), output=output, options=options)
+        return cls(data=data, output=output, options=options)
 
     def to_dict(self) -> dict[str, Any]:
         return {"data": str(self.data), "output": str(self.output), **self.options.to_dict()}
+
+
+def _output_problem(output: Path, data: Path, model: Path) -> str | None:
+    """Why ``output`` cannot hold the INT8 model: a file (the run failed after the model loaded, --check said OK),
+    the dataset's folder or one holding it (``.``, ``/``: the model and report went in among the data, and the
+    whole dataset was the output), or inside its ``images/`` or ``labels/`` (its plot became a calibration image)."""
+    if output.exists() and not output.is_dir():
+        mine = any(same_file(output, f) for f in model_files(model))
+        return f"is {'a file of the float model' if mine else 'a file'}; give a folder for the INT8 model"
+    return output_in_dataset(output, data, named="quantize.data")
 
 
 @dataclass

@@ -24,12 +24,14 @@ import numpy as np
 import openvino as ov
 
 from ovq.core.detections import Detections
-from ovq.core.errors import ClassMismatch, DatasetError
-from ovq.core.fileio import check_output_file, write_text_atomic
+from ovq.core.errors import ClassMismatch, ConfigError, DatasetError
+from ovq.core.fileio import check_output_file, is_stream, write_text_atomic
 from ovq.core.geometry import ResizeInfo
 from ovq.core.urls import is_serving_url
-from ovq.data.datasets import Dataset, Sample, load_dataset
+from ovq.data.datasets import NAMES_FROM_MODEL, Dataset, Sample, load_dataset
+from ovq.data.footprint import dataset_clash
 from ovq.data.images import read_image
+from ovq.data.yolo_labels import NAME_FILES
 from ovq.evaluation.metrics import MAX_DETS, MapResult, coco_map, top_k
 from ovq.model.decoders.base import check_thresholds
 from ovq.model.detector import Detector, load
@@ -232,6 +234,7 @@ def evaluate(
     save_json: str | Path | None = None,
     progress: bool | str = True,
     images: str | Path | None = None,
+    outputs: Mapping[str, str | Path | None] | None = None,
 ) -> EvalResult:
     """COCO mAP50-95 / mAP50 / per-class AP of ``model`` on one split of ``data``.
 
@@ -239,7 +242,9 @@ def evaluate(
     and ``precision`` are its own). ``precision``: ``None`` uses the model's stored compile settings, else
     the device default; ``default``/``f32``/``bf16`` override. ``save_json`` writes COCO-format results.
     ``images``: the image folder of a COCO JSON when it is not beside the JSON. Whether ``save_json`` can be
-    written is checked before anything loads.
+    written is checked before anything loads. ``outputs``: name (a CLI flag) -> file the caller writes after this;
+    ``save_json`` and each of them are refused (:class:`ConfigError`) when they are a file of the dataset or inside
+    its folders, before any inference.
     """
     start = time.perf_counter()
     check_thresholds(conf)  # 1.5 or NaN kept no detection: mAP 0.0000, exit 0
@@ -253,6 +258,7 @@ def evaluate(
         ov_model, info = load(model)
         labels = info.labels
     dataset = data if isinstance(data, Dataset) else load_dataset(data, split=split, names=labels, images=images)
+    _refuse_dataset_outputs(dataset, {"save_json": save_json, **(outputs or {})})
     dataset = fit_dataset(dataset, labels, model)
     if ov_model is not None:
         detector = Detector(ov_model, device=device, precision=precision, hint="throughput")
@@ -284,7 +290,20 @@ def evaluate(
     )
 
 
+def _refuse_dataset_outputs(dataset: Dataset, outputs: Mapping[str, str | Path | None]) -> None:
+    """A :class:`ConfigError` for the first of ``outputs`` that would land on ``dataset`` (a caller's own name for a
+    file, its CLI flag, is listed after ``save_json`` and named in its place)."""
+    named = {str(Path(p)): name for name, p in outputs.items() if p is not None}
+    for path, name in named.items():
+        if is_stream(path):  # /dev/stdout, a FIFO: nothing is replaced
+            continue
+        clash = dataset_clash(dataset, path)
+        if clash is not None:
+            raise ConfigError(f"{name} {path}: {clash}; writing there would change the dataset (give a file outside it)")
+
+
 MODEL_CLASSES = "model_classes"  # Dataset.extra: the model's class ids a dataset matched by name labels
+GAP_NAMES = ("n/a", "__background__")  # a model's label for a class id it never predicts (torchvision's COCO gaps)
 
 
 def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
@@ -300,6 +319,14 @@ def fit_dataset(dataset: Dataset, labels: list[str], model: Any) -> Dataset:
         raise DatasetError(f"{where}: split '{dataset.split}' has no labels; evaluation needs labelled images")
     if dataset.boxes == 0:
         raise DatasetError(f"{where}: split '{dataset.split}' has no labelled boxes; mAP is undefined")
+    gaps = [n for n in labels if _key(n) in GAP_NAMES]
+    if dataset.extra.get(NAMES_FROM_MODEL) and gaps:  # torchvision's COCO slots scored against YOLO ids: garbage
+        raise ClassMismatch(
+            f"{where}: the dataset names no classes, so its class ids would be the model's, but the model's "
+            f"{len(labels)} classes are category slots with {len(gaps)} '{gaps[0]}' gaps (as torchvision's COCO "
+            f"weights number COCO's categories), which YOLO class ids do not follow; name the dataset's classes, one "
+            f"a line, in {NAME_FILES[0]} beside images/ and labels/ (COCO's 80 for COCO data) and they are matched "
+            "to the model's by name")
     ours = [_key(n) for n in dataset.names]
     theirs = [_key(n) for n in labels]
     if ours != theirs:

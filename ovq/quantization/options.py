@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from ovq.core.errors import ConfigError, unknown_key_message
+from ovq.data.layout import data_fingerprint
 
 
 class Preset(str, Enum):
@@ -200,6 +203,24 @@ class QuantizeOptions:
         out = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "advanced"}
         out.update({f.name: _plain(getattr(self.advanced, f.name)) for f in fields(self.advanced)})
         return out
+
+
+def data_used(data: str | Path, opts: QuantizeOptions, *, skip: str | Path | None = None) -> dict[str, Any]:
+    """What decides the images quantization calibrates and validates on: the data (the path and a fingerprint of
+    its files, :func:`~ovq.data.layout.data_fingerprint`; ``skip``: the output folder) and the options that pick
+    images from it, as asked. Stored in the provenance; a pipeline reuses its quantized model only while these
+    are the same (:func:`ovq.deployment.build.settings_changed`)."""
+    path = Path(data)
+    return {
+        "path": os.path.realpath(path),
+        "fingerprint": data_fingerprint(path, skip=None if skip is None else Path(skip)),
+        "calib_split": opts.calib_split,
+        "subset_size": opts.subset_size,
+        "val_split": opts.val_split,
+        "holdout": opts.holdout,
+        "holdout_seed": opts.advanced.holdout_seed if opts.holdout is not None else None,
+        "test_split": opts.test_split,
+    }
 
 
 def _plain(value: Any) -> Any:

@@ -28,6 +28,7 @@ import openvino as ov
 from ovq.core.errors import ConfigError, DatasetError, ModelError, OvqError
 from ovq.core.fileio import atomic_output_dir, check_output_dir, write_json_atomic, write_text_atomic
 from ovq.core.metadata import ModelInfo, write_info
+from ovq.data.layout import output_in_dataset
 from ovq.evaluation.accuracy import dataset_classes
 from ovq.evaluation.metrics import MapResult
 from ovq.model.conversion import output_estimate
@@ -48,6 +49,7 @@ from ovq.quantization.options import (
     Preset,
     QuantizeOptions,
     RankBy,
+    data_used,
 )
 from ovq.quantization.overflow import (
     OverflowChoice,
@@ -139,8 +141,12 @@ def quantize(
     if out_dir is not None:  # an output that cannot be written fails now, not after minutes of NNCF
         if isinstance(model, (str, Path)):
             refuse_replacing_source(model, out_dir, held="the float model being quantized", by="the INT8 model")
+        if isinstance(data, (str, Path)) and (problem := output_in_dataset(Path(out_dir), Path(data))):
+            raise ConfigError(f"{out_dir}: {problem}")
         check_output_dir(out_dir, need_bytes=_output_estimate(model))
     started = time.perf_counter()
+    # before the data is read: a file changed while quantizing makes this model stale next time
+    used = data_used(data, opts, skip=out_dir) if isinstance(data, (str, Path)) and Path(data).exists() else None
     with PeakMemory() as memory:
         fp_model, info = _float_model(model)
         deploy = {} if opts.precision is Precision.DEFAULT else {"INFERENCE_PRECISION_HINT": opts.precision.value}
@@ -163,6 +169,7 @@ def quantize(
             raise OvqError(f"{model}: NNCF failed: {first_line(exc)}") from exc
         fp_holdout = _fp_holdout(detector, inputs, opts, progress)
         q_info = _provenance(model, info, data, opts, inputs, plan, done, precision)
+        q_info.quantization["data_used"] = used
         write_info(done.model, q_info)
         measured = measure_result(
             fp_model=fp_model, quantized=done.model, info=q_info, options=opts, inputs=inputs, fp=fp,
