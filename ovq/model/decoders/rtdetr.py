@@ -21,6 +21,7 @@ class RtdetrDecoder:
     expects = "one output [1, K, 6]: cx, cy, w, h normalised (out of a Sigmoid), score, class"
     preprocessing = SourcePreprocessing(color="RGB", scale=(255.0, 255.0, 255.0), resize="stretch")
     default_iou = 0.7  # unused: the head needs no NMS
+    no_nms = "its decoder head picks its top boxes in the graph"
 
     def matches(self, facts: ModelFacts) -> bool:
         shape = facts.single_output

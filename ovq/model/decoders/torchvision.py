@@ -26,6 +26,7 @@ class TorchvisionDecoder:
                "which ovq convert pads into one [1, K, 6] output")
     preprocessing = SourcePreprocessing(color="RGB", scale=(255.0, 255.0, 255.0), resize="stretch")
     default_iou = 0.5  # unused: the model ran its own NMS
+    no_nms = "the model ran its own NMS inside its graph"
 
     def matches(self, facts: ModelFacts) -> bool | None:
         shape = facts.single_output

@@ -20,7 +20,8 @@ class YoloEndToEndDecoder:
     family = "yolo_e2e"
     expects = "one output [1, K, 6]: x1, y1, x2, y2 in pixels, score, class (boxes not out of a Sigmoid)"
     preprocessing = SourcePreprocessing(color="RGB", scale=(255.0, 255.0, 255.0), resize="letterbox")
-    default_iou = 0.7
+    default_iou = 0.7  # unused
+    no_nms = "its one-to-one head gives one box per object, or its export ran NMS in the graph"
 
     def matches(self, facts: ModelFacts) -> bool:
         shape = facts.single_output
