@@ -10,6 +10,9 @@ FakeQuantize nodes are looked through):
   head's own decoding has boxes from an ``Exp`` (w, h = exp(raw) * stride); the raw export has none, and no
   ``Softmax`` either, which YOLOv8's DFL box bins have (a YOLOv8 output transposed to [1, N, 4 + nc] has YOLOX's
   shape).
+- ``joined_on``: the axis of the Concat an output is, and its parts' widths. Ultralytics' one-to-many head joins its
+  4 box rows and nc class rows on axis 1 ([1, 4 + nc, N]), other exports its levels' cells on axis 2; the same
+  values transposed to [1, N, 4 + nc] are joined on neither.
 - ``output_parts``: when an output is a concatenation on its last axis (``[boxes, score, class]``), the op that
   computes each part. RT-DETR's boxes come out of a Sigmoid (normalised 0..1); YOLO26's end-to-end boxes out of
   arithmetic in pixels.
@@ -66,6 +69,21 @@ def output_parts(graph: Any, index: int = 0) -> list[tuple[int, str]] | None:
             return None
         parts.append((shape[-1].get_length(), producer(value).get_type_name()))
     return parts
+
+
+def joined_on(graph: Any, index: int = 0) -> tuple[int, list[int]] | None:
+    """(axis counted from 0, each part's width along it) of the Concat that output ``index`` is, with nothing
+    between them but type changes; ``None`` when it is no Concat, or an op that moves axes (Transpose, Reshape)
+    stands between them."""
+    node = graph.outputs[index].get_node().input_value(0).get_node()
+    while node.get_type_name() in ("Convert", "FakeQuantize"):
+        node = node.input_value(0).get_node()
+    rank = node.get_output_partial_shape(0).rank if node.get_type_name() == "Concat" else None
+    if rank is None or rank.is_dynamic:
+        return None
+    axis = node.get_axis() % rank.get_length()
+    widths = [node.get_input_partial_shape(i)[axis] for i in range(node.get_input_size())]
+    return (axis, [d.get_length() for d in widths]) if all(d.is_static for d in widths) else None
 
 
 def anchor_grids(graph: Any, width: int) -> set[tuple[int, int, int]]:
