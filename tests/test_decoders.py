@@ -34,7 +34,7 @@ def test_registry_lists_every_family():
     [
         ([(1, 84, 8400)], (640, 640), {}, ["yolo"]),
         ([(1, 9, 2100)], (320, 320), {}, ["yolo"]),
-        ([(1, 300, 6)], (640, 640), {}, ["yolo_e2e"]),
+        ([(1, 300, 6)], (640, 640), {}, []),  # boxes in pixels or normalised: only the graph or metadata says
         ([(1, 300, 6)], (640, 640), {"head": "RTDETRDecoder", "end2end": "False"}, ["rtdetr"]),
         ([(1, 300, 6)], (640, 640), {"head": "Detect", "end2end": "True"}, ["yolo_e2e"]),
         ([(1, 84, 8400)], (640, 640), {"head": "Detect", "end2end": "True"}, []),

@@ -26,7 +26,7 @@ from ovq.model.decoders import SourcePreprocessing, get_decoder
 from ovq.model.decoders.base import check_thresholds, nms_options_refused
 from ovq.model.detection_list import pad_detection_list
 from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
-from ovq.model.identify import EXPORTER_KEY, choose_family, choose_labels, facts_of
+from ovq.model.identify import EXPORTER_KEY, GRAPH_KEY, choose_family, choose_labels, facts_of, graph_said
 from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, refuse_replacing_source, refuse_urls, resolve_model_path
 from ovq.runtime.compilation import first_line, new_core, read_model, write_model
 from ovq.runtime.external_data import external_data_message
@@ -347,6 +347,7 @@ def _build(
                 "scale": list(preprocessing.scale),
             },
             EXPORTER_KEY: meta.kept(),
+            GRAPH_KEY: graph_said(model),
         },
     )
     from ovq.model.graph import fuse_focus

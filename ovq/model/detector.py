@@ -62,7 +62,7 @@ def compile_config(
     return cfg
 
 
-def _own_family(decoder: Any) -> bool:
+def own_family(decoder: Any) -> bool:
     """Whether ``decoder`` is one of ovq's own families (all end in ``finish()`` or :class:`FinalBoxes`)."""
     return type(decoder).__module__.startswith("ovq.model.decoders.")
 
@@ -281,7 +281,7 @@ class Detector:
             raise ModelError(f"{where}: {exc}") from exc
         except Exception as exc:
             raise ModelError(f"{where}: decoding failed: {type(exc).__name__}: {exc}") from exc
-        if _own_family(self.decoder):  # finish() or FinalBoxes checked and filtered already
+        if own_family(self.decoder):  # finish() or FinalBoxes checked and filtered already
             return dets
         if not isinstance(dets, Detections):
             raise ModelError(f"{where}: the decoder returned {type(dets).__name__}, not Detections")
@@ -295,7 +295,7 @@ class Detector:
     def decodes_into_new_arrays(self) -> bool:
         """Whether decoding keeps no reference to the raw outputs (true of ovq's own families, which all end in
         :func:`~ovq.model.decoders.base.finish`), so a caller may reuse the output arrays after ``postprocess``."""
-        return _own_family(self.decoder)
+        return own_family(self.decoder)
 
     def outputs_of(self, request: ov.InferRequest) -> list[np.ndarray]:
         """The request's outputs, copied (the request overwrites its own on its next inference)."""

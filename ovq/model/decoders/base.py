@@ -97,16 +97,20 @@ class ModelFacts:
     OpenVINO Model API ``model_info`` (``model_type``). Empty when the model says nothing.
     ``graph``: the ``openvino.Model`` itself, for families told apart by their graph; ``None`` when only the
     shapes are known (then a family that needs the graph to be sure must not claim the model).
+    ``output_names``: each output's tensor name, in order (a served model's as its server lists them); empty when
+    not known.
     """
 
     output_shapes: tuple[tuple[int, ...], ...]
     input_size: tuple[int, int]
     metadata: Mapping[str, str] = field(default_factory=dict)
     graph: Any = None
+    output_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_shapes", tuple(tuple(int(d) for d in s) for s in self.output_shapes))
         object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
+        object.__setattr__(self, "output_names", tuple(str(n) for n in self.output_names))
 
     @property
     def single_output(self) -> tuple[int, ...] | None:

@@ -105,16 +105,23 @@ def anchor_grids(graph: Any, width: int) -> set[tuple[int, int, int]]:
     return grids
 
 
+# The key of what the graph said of the boxes at conversion, stored in the IR and read back from a served model's
+# metadata (a server sends no graph): "normalised" or "pixels".
+BOXES_KEY = "boxes"
+
+
 def boxes_normalised(graph: Any | None, metadata: dict[str, str] | Any) -> bool | None:
     """Whether a ``[1, K, 4 + ...]`` output's boxes are normalised (Sigmoid) rather than in pixels; ``None``
-    when neither the graph nor the metadata says."""
+    when neither the graph nor the metadata says (without the graph: the exporter's, or what the graph said at
+    conversion, under :data:`BOXES_KEY`)."""
     head = metadata.get("head") if metadata else None
     if head == "RTDETRDecoder":
         return True
     if metadata and metadata.get("end2end") == "True" and head is not None:
         return False
     if graph is None:
-        return None
+        told = metadata.get(BOXES_KEY) if metadata else None
+        return {"normalised": True, "pixels": False}.get(told) if isinstance(told, str) else None
     parts = output_parts(graph)
     if not parts or parts[0][0] != 4:
         return None

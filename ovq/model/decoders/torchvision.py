@@ -32,7 +32,7 @@ class TorchvisionDecoder:
         shape = facts.single_output
         if shape is None or len(shape) != 3 or shape[0] != 1 or shape[2] != 6:
             return False
-        return is_padded_list(facts.graph)  # None without the graph (a served model)
+        return is_padded_list(facts.graph, facts.output_names)  # None with neither (a served model)
 
     def num_classes(self, facts: ModelFacts) -> int | None:
         return None
