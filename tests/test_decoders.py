@@ -34,7 +34,7 @@ def test_registry_lists_every_family():
     [
         ([(1, 84, 8400)], (640, 640), {}, ["yolo"]),
         ([(1, 9, 2100)], (320, 320), {}, ["yolo"]),
-        ([(1, 300, 6)], (640, 640), {}, ["yolo_e2e"]),
+        ([(1, 300, 6)], (640, 640), {}, []),  # boxes in pixels or normalised: only the graph or metadata says
         ([(1, 300, 6)], (640, 640), {"head": "RTDETRDecoder", "end2end": "False"}, ["rtdetr"]),
         ([(1, 300, 6)], (640, 640), {"head": "Detect", "end2end": "True"}, ["yolo_e2e"]),
         ([(1, 84, 8400)], (640, 640), {"head": "Detect", "end2end": "True"}, []),
@@ -99,6 +99,24 @@ def test_a_transposed_yolov8_output_is_not_taken_for_yolox():
     assert tuple(transposed.outputs[0].get_shape()) == (1, 84, 7)
     assert infer_families(facts_of(transposed, (64, 64), {})) == []
     assert infer_families(facts_of(heads.dfl_head(nc=3), (64, 64), {})) == ["yolo"]
+
+
+def test_yolo_layout_of_many_classes_at_a_small_input_comes_from_the_cell_count_and_the_graph():
+    """80 classes at 64x64: [1, 84, 84] (64 + 16 + 4 cells), and at 32x32 [1, 84, 21]; both were refused."""
+    assert tuple(heads.dfl_head(nc=80).outputs[0].get_shape()) == (1, 84, 84)
+    assert infer_families(facts_of(heads.dfl_head(nc=80), (64, 64), {})) == ["yolo"]  # box and class rows joined
+    assert infer_families(facts_of(heads.dfl_head(nc=80, transposed=True), (64, 64), {})) == []  # [1, N, 4 + nc]
+    small = heads.dfl_head(size=(32, 32), nc=80)
+    assert tuple(small.outputs[0].get_shape()) == (1, 84, 21)
+    assert infer_families(facts_of(small, (32, 32), {})) == ["yolo"]
+    yolo = get_decoder("yolo")
+    assert yolo.num_classes(facts_of(small, (32, 32), {})) == 80
+    assert yolo.matches(ModelFacts([(1, 84, 84)], (64, 64))) is None  # served: only its IR's family can say
+    assert yolo.matches(ModelFacts([(1, 84, 21)], (32, 32))) is True
+    assert yolo.matches(ModelFacts([(1, 21, 84)], (32, 32))) is False  # the cells on axis 1: not this layout
+    # a P6 model (largest stride 64, as its exporter says) has a fourth level of cells
+    assert yolo.matches(ModelFacts([(1, 84, 22)], (64, 64), {"stride": "64"})) is False
+    assert yolo.matches(ModelFacts([(1, 84, 85)], (64, 64), {"stride": "64"})) is True
 
 
 def test_boxes_already_in_pixels_joined_to_the_scores_are_not_yolox():

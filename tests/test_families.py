@@ -219,6 +219,26 @@ def test_an_input_size_the_graph_cannot_take_says_what_to_do(tmp_path, capsys, f
     assert not (tmp_path / "ir").exists()
 
 
+def test_a_dynamic_input_given_a_size_its_graph_cannot_take_names_openvinos_node_and_reason(assets, tmp_path, capsys):
+    """The reshape message's last case, which no test reached after a merge: a dynamic input (FastestDet with its
+    height and width left open, as an export with dynamic axes writes them), sized by --imgsz (not ovq's guess) to a
+    multiple of 64 (no stride to blame), whose graph still holds the 352x352 it was traced at in a Reshape: OpenVINO's
+    node and the last line of its reason, in one line, rather than its message cut at 300 characters."""
+    import onnx as onnx_lib
+
+    model = onnx_lib.load(str(assets / "models/fastestdet/FastestDet.onnx"))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    src = tmp_path / "fastestdet_dynamic.onnx"
+    onnx_lib.save(model, str(src))
+    assert main(["convert", str(src), "-o", str(tmp_path / "ir"), "--imgsz", "320", "-q"]) == 2
+    assert _one_error_line(capsys) == (
+        f"ovq convert: error: {src}: cannot reshape input 'input.1' to 320x320: OpenVINO: Reshape node 'Reshape_13': "
+        "Requested output shape [24,2,1936] is incompatible with input shape")
+    assert not (tmp_path / "ir").exists()
+    assert main(["convert", str(src), "-o", str(tmp_path / "ir"), "--imgsz", "352", "-q"]) == 0  # its traced size
+
+
 def test_an_export_with_its_nms_inside_says_what_it_fixed(tmp_path, ovq_log):
     """Ultralytics' export(nms=True) keeps only detections over the conf it was exported with (0.25 unless given) and
     runs NMS at its IoU (0.7) in the graph: 'ovq eval' said 'conf >= 0.001' and scored what was left, and --conf 0.05

@@ -31,19 +31,19 @@ NAMES = {0: "bolt", 1: "hex nut", 2: "washer"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _calibration_input(assets: Path, stretch: bool = False):
+def _calibration_input(assets: Path, stretch: bool = False, size: int = IMGSZ):
     """The test images as one batch, resized as the model takes them: what the score spread is set on."""
     import torch
 
     batch = []
     for name in IMAGES:
         image = cv2.imread(str(assets / "images" / name))
-        image = cv2.resize(image, (IMGSZ, IMGSZ)) if stretch else letterbox(image, (IMGSZ, IMGSZ))[0]
+        image = cv2.resize(image, (size, size)) if stretch else letterbox(image, (size, size))[0]
         batch.append(torch.from_numpy(image[..., ::-1].transpose(2, 0, 1).copy()).float() / 255)
     return torch.stack(batch)
 
 
-def _spread_yolo(model, assets: Path, seed: int) -> None:
+def _spread_yolo(model, assets: Path, seed: int, size: int = IMGSZ) -> None:
     import torch
     from spread import he_init, spread_scores
 
@@ -54,7 +54,8 @@ def _spread_yolo(model, assets: Path, seed: int) -> None:
     model.eval()
     with torch.no_grad():
         # about a dozen cells of the calibration image over 0.5, whatever the class count
-        spread_scores(layers, lambda: model(_calibration_input(assets)), gen, share=0.006 / head.nc, spread=8.0)
+        spread_scores(layers, lambda: model(_calibration_input(assets, size=size)), gen, share=0.006 / head.nc,
+                      spread=8.0)
 
 
 def _assert_same(ours, theirs, conf: float, *, box_px: float = 2.0) -> int:
@@ -92,13 +93,13 @@ def _both_paths(det: Detector, image: np.ndarray) -> list:
     return found
 
 
-def _compare(assets: Path, xml, reference, *, conf: float = 0.25, **predict_args) -> int:
+def _compare(assets: Path, xml, reference, *, conf: float = 0.25, imgsz: int = IMGSZ, **predict_args) -> int:
     det = Detector(xml, precision="f32", conf=conf, cache=False)
     compared = 0
     for name in IMAGES:
         path = assets / "images" / name
         # rect=False: the full square letterbox the exported model takes (a .pt would pad to a multiple of 32 only)
-        theirs = _ultralytics_boxes(reference.predict(str(path), imgsz=IMGSZ, conf=conf, rect=False, verbose=False,
+        theirs = _ultralytics_boxes(reference.predict(str(path), imgsz=imgsz, conf=conf, rect=False, verbose=False,
                                                       **predict_args)[0])
         for ours in _both_paths(det, cv2.imread(str(path))):
             assert len(ours) < det.params.max_det, "too many candidates: the comparison would hinge on the max_det cut"
@@ -139,6 +140,24 @@ def test_custom_class_ultralytics_onnx_keeps_its_names_and_boxes(ultralytics, as
     assert main(["predict", str(ir), str(assets / "images/bus.jpg"), "-o", str(out), "-q"]) == 0
     labels = {d["label"] for d in json.loads((out / "predictions.json").read_text())[0]["detections"]}
     assert labels and labels <= set(NAMES.values())
+
+
+@pytest.mark.parametrize("size", [64, 32])
+def test_80_classes_at_a_small_input_size_decode_like_ultralytics(ultralytics, assets, work, size):
+    """YOLOv8n's 80 classes exported at 64x64 give [1, 84, 84] (84 = 64 + 16 + 4 cells): both axes as long, which
+    ovq refused as [1, 4 + nc, N] needed N > 4 + nc ('no known family fits'); at 32x32 [1, 84, 21] likewise. The
+    cells the input size implies, and the graph where both axes are that long, say which axis is which."""
+    yolo = ultralytics.YOLO("yolov8n.yaml")
+    _spread_yolo(yolo.model, assets, seed=3, size=64)  # at 32 a level of one cell an image has no spread to set
+    pt = work / f"y8_{size}.pt"
+    yolo.save(str(pt))
+    onnx = ultralytics.YOLO(str(pt)).export(format="onnx", imgsz=size, simplify=False)
+    ir = work / f"y8_{size}_ir"
+    assert main(["convert", onnx, "-o", str(ir), "-q"]) == 0
+    det = Detector(ir, cache=False)
+    assert det.info.family == "yolo" and len(det.labels) == 80
+    assert tuple(det.model.outputs[0].get_shape()) == (1, 84, 64 + 16 + 4 if size == 64 else 16 + 4 + 1)
+    assert _compare(assets, ir, ultralytics.YOLO(str(pt)), imgsz=size) >= 3
 
 
 def test_yolo26_both_heads_decode_like_ultralytics(ultralytics, assets, work):

@@ -190,6 +190,30 @@ def test_the_precision_a_model_was_validated_at_reaches_kserve_and_triton(tmp_pa
         "--format ovms or kserve keeps f32")
 
 
+@pytest.mark.parametrize("device", ["GPU", "GPU.1", "AUTO:GPU,CPU"])
+def test_a_bf16_validated_model_for_a_gpu_gets_no_cpu_precision(tmp_path, capsys, tiny, device):
+    """Exported for --device GPU, a model validated at bf16 (a CPU's precision) still got Triton's HINT_BF16 and
+    OVMS's/KServe's INFERENCE_PRECISION_HINT bf16, which OpenVINO's GPU plugin does not run (it takes f16 or f32).
+    Now no hint (the GPU runs f16, its default), said once per model; a precision the GPU runs (f32) is kept."""
+    bf16 = _stored_precision(tiny, tmp_path / "bf16", "bf16")
+    f32 = _stored_precision(tiny, tmp_path / "f32", "f32")
+    repo = tmp_path / "repo"
+    for fmt in ("triton", "ovms", "kserve"):
+        capsys.readouterr()
+        assert main(["export-serving", str(bf16), "-o", str(repo / fmt), "--format", fmt, "--device", device,
+                     "--name", "b", "-q"]) == 0
+        err = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+        assert len(err) == 1 and err[0].endswith(
+            f"b: validated at inference precision bf16, which a GPU does not run (its plugin takes f16 or f32): "
+            f"written for {device} without a precision hint, so it runs at f16, the GPU's default"), err
+    written = [f.read_text() for f in repo.rglob("*") if f.suffix in (".pbtxt", ".json", ".yaml")]
+    assert len(written) == 3 and not any("bf16" in text.lower() for text in written), written
+    assert main(["export-serving", str(f32), "-o", str(repo / "ovms"), "--device", device, "--name", "f", "-q"]) == 0
+    entries = json.loads((repo / "ovms/config.json").read_text())["model_config_list"]
+    assert [e["config"]["plugin_config"] for e in entries] == [
+        {"PERFORMANCE_HINT": "THROUGHPUT"}, {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}]
+
+
 @pytest.mark.parametrize(("argv", "said"), [
     (["--format", "triton", "--nireq", "4"], ("--nireq 4: Triton's OpenVINO backend takes no infer-request count; "
                                              "drop --nireq (--format ovms and kserve write it)")),

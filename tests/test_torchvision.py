@@ -222,3 +222,27 @@ def test_labels_coco91_names_what_torchvisions_coco_weights_detect(tmp_path, cap
     assert {p.rsplit(" ", 1)[0] for p in printed} == said  # how many is bf16's to say, near the threshold
     records = json.loads((tmp_path / "out/predictions.json").read_text())[0]["detections"]
     assert {(r["class_id"], r["label"]) for r in records} == {(0, "person"), (17, "dog")}  # id = category id - 1
+
+
+def test_a_served_torchvision_model_is_known_by_its_output_name(ssdlite, tmp_path):
+    """A server sends no graph: the padded list ovq appended is known by the name it gave the output, which ovq
+    serve lists; the detections are the local model's."""
+    import importlib.util
+
+    if importlib.util.find_spec("kserve") is None or importlib.util.find_spec("tritonclient") is None:
+        pytest.skip("serving needs the serve extra (pip install 'ovq[serve]')")
+    from ovq.serving.remote import RemoteDetector
+    from tests.test_serving import OvqServe
+
+    _, _, ir = ssdlite
+    assert ov.Core().read_model(ir).outputs[0].get_any_name() == OUTPUT_NAME
+    server = OvqServe(Path(ir).parent, name="tv")
+    server.start()
+    try:
+        served = RemoteDetector(server.url(), conf=0.3)(_image())
+    finally:
+        server.kill()
+    local = Detector(ir, conf=0.3)(_image())
+    assert len(served) == len(local) >= 5
+    np.testing.assert_allclose(served.xyxy, local.xyxy, atol=0.5)
+    assert served.class_id.tolist() == local.class_id.tolist()

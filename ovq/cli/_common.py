@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -140,6 +141,20 @@ def check_thresholds(given: Mapping[str, float | None]) -> None:
     for flag, value in given.items():
         if value is not None and not 0.0 <= value <= 1.0:
             raise ConfigError(f"{flag} {value:g}: expected a number from 0 to 1")
+
+
+@contextmanager
+def flags_named(flags: Mapping[str, str]) -> Iterator[None]:
+    """A :class:`ConfigError` that the API says of one of its options ('iou 0.3: ...', checked once the model's
+    family is known) said again of the command's flag ('--iou 0.3: ...')."""
+    try:
+        yield
+    except ConfigError as exc:
+        text = str(exc)
+        for name, flag in flags.items():
+            if text.startswith((f"{name} ", f"{name}:")):
+                raise ConfigError(flag + text[len(name):]) from None
+        raise
 
 
 def add_precision(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ovq.cli._common import add_command, parse_labels, refuse_empty_folder
+from ovq.cli._common import add_command, flags_named, parse_labels, refuse_empty_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,10 +43,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--imgsz {' '.join(map(str, args.imgsz))}: expected N (square) or H W, in pixels (at "
                               "least 1)")
         imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz)
-    xml = convert(
-        args.src, args.out, imgsz=imgsz, fp16=args.fp16, family=args.family,
-        labels=parse_labels(args.labels), preprocessing=pre or None, conf_threshold=args.conf, iou_threshold=args.iou,
-        agnostic_nms=args.agnostic_nms,
-    )
+    with flags_named({"iou": "--iou", "agnostic_nms": "--agnostic-nms"}):
+        xml = convert(
+            args.src, args.out, imgsz=imgsz, fp16=args.fp16, family=args.family,
+            labels=parse_labels(args.labels), preprocessing=pre or None, conf_threshold=args.conf,
+            iou_threshold=args.iou, agnostic_nms=args.agnostic_nms,
+        )
     print(xml)
     return 0

@@ -10,6 +10,7 @@ from ovq.cli._common import (
     add_device,
     add_precision,
     check_thresholds,
+    flags_named,
     refuse_empty_folder,
     refuse_local_options,
 )
@@ -44,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-det {args.max_det}: expected at least 1")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes is not None else None
     try:
-        results = predict(
-            args.model, args.images, args.out, conf=args.conf, iou=args.iou, classes=classes, max_det=args.max_det,
-            labels=parse_labels(args.labels), device="CPU" if args.device is None else args.device,
-            precision=args.precision,
-        )
+        with flags_named({"iou": "--iou"}):  # refused for a family that runs no NMS
+            results = predict(
+                args.model, args.images, args.out, conf=args.conf, iou=args.iou, classes=classes,
+                max_det=args.max_det, labels=parse_labels(args.labels),
+                device="CPU" if args.device is None else args.device, precision=args.precision,
+            )
     except ConfigError as exc:  # checked against the model's classes once it loaded, named as the API names it
         if str(exc).startswith("classes: "):
             raise ConfigError(f"--classes {args.classes}: {str(exc).removeprefix('classes: ')}") from None

@@ -23,10 +23,10 @@ from ovq.core.errors import ConfigError, ModelError, unknown_key_message
 from ovq.core.fileio import atomic_output_dir, check_output_dir
 from ovq.core.metadata import ModelInfo, read_info, write_info
 from ovq.model.decoders import SourcePreprocessing, get_decoder
-from ovq.model.decoders.base import check_thresholds
+from ovq.model.decoders.base import check_thresholds, nms_options_refused
 from ovq.model.detection_list import pad_detection_list
 from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
-from ovq.model.identify import EXPORTER_KEY, choose_family, choose_labels, facts_of
+from ovq.model.identify import EXPORTER_KEY, GRAPH_KEY, choose_family, choose_labels, facts_of, graph_said
 from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, refuse_replacing_source, refuse_urls, resolve_model_path
 from ovq.runtime.compilation import first_line, new_core, read_model, write_model
 from ovq.runtime.external_data import external_data_message
@@ -180,8 +180,9 @@ def _override(model: ov.Model, info: ModelInfo, path: Path, *, imgsz, family, la
             f"convert the original model to use --family {family}"
         )
     changes: dict[str, Any] = {}
+    decoder = get_decoder(info.family)
+    nms_options_refused(info.family, decoder, iou=iou, agnostic=agnostic)
     if labels:
-        decoder = get_decoder(info.family)
         nc = decoder.num_classes(facts_of(model, info.input_size, info.extra.get(EXPORTER_KEY, {})))
         if nc is not None and len(labels) != nc:
             raise ModelError(f"{path}: --labels names {len(labels)} classes but the outputs have {nc}")
@@ -318,6 +319,7 @@ def _build(
         raise ModelError(f"{path}: output shapes stay dynamic after fixing the input to {h}x{w}")
     facts = facts_of(model, (h, w), meta.values)
     family, decoder = choose_family(facts, family, str(path))
+    nms_options_refused(family, decoder, iou=iou, agnostic=agnostic)
     if meta.exported_with_nms():
         _say_nms_inside(model, path)
     labels = choose_labels(decoder, facts, labels, meta, str(path))
@@ -345,6 +347,7 @@ def _build(
                 "scale": list(preprocessing.scale),
             },
             EXPORTER_KEY: meta.kept(),
+            GRAPH_KEY: graph_said(model),
         },
     )
     from ovq.model.graph import fuse_focus

@@ -12,6 +12,8 @@ put the list into one ``[1, K, 6]`` output (x1, y1, x2, y2, score, label), padde
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
@@ -109,8 +111,9 @@ def repair_empty_branches(model: ov.Model) -> int:
     return fixed
 
 
-def is_padded_list(graph: ov.Model | None) -> bool | None:
-    """Whether ``graph``'s only output is one :func:`pad_detection_list` appended; ``None`` without a graph."""
+def is_padded_list(graph: ov.Model | None, names: Sequence[str] = ()) -> bool | None:
+    """Whether the model's only output is one :func:`pad_detection_list` appended: from ``graph``, else from the
+    output ``names`` a server lists (the name ovq gave it); ``None`` with neither."""
     if graph is None:
-        return None
+        return None if not names else tuple(names) == (OUTPUT_NAME,)
     return len(graph.outputs) == 1 and OUTPUT_NAME in graph.outputs[0].get_names()

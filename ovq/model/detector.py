@@ -20,8 +20,8 @@ from ovq.core.errors import ConfigError, ModelError, OvqError
 from ovq.core.geometry import ResizeInfo, letterbox, stretch, stretch_info, then
 from ovq.core.metadata import ModelInfo
 from ovq.model.conversion import prepare
-from ovq.model.decoders import DecodeParams
-from ovq.model.decoders.base import check_thresholds
+from ovq.model.decoders import DecodeParams, get_decoder
+from ovq.model.decoders.base import check_thresholds, nms_options_refused
 from ovq.model.identify import check_family
 from ovq.runtime.compilation import (
     check_device,
@@ -62,7 +62,7 @@ def compile_config(
     return cfg
 
 
-def _own_family(decoder: Any) -> bool:
+def own_family(decoder: Any) -> bool:
     """Whether ``decoder`` is one of ovq's own families (all end in ``finish()`` or :class:`FinalBoxes`)."""
     return type(decoder).__module__.startswith("ovq.model.decoders.")
 
@@ -76,9 +76,15 @@ def decode_params(
     info: ModelInfo, *, conf: float | None = None, iou: float | None = None, agnostic_nms: bool | None = None,
     max_det: int | None = None, classes: Sequence[int | str] | None = None,
 ) -> DecodeParams:
-    """The decoding settings: the model's own (``info``, from its rt_info) unless overridden here."""
+    """The decoding settings: the model's own (``info``, from its rt_info) unless overridden here; ``iou`` and
+    ``agnostic_nms`` refused for a family that runs no NMS (a stored class-agnostic default only warned about)."""
     check_max_det(max_det)
     check_thresholds(conf, iou)
+    decoder = get_decoder(info.family)
+    nms_options_refused(info.family, decoder, iou=iou, agnostic=agnostic_nms)
+    if info.agnostic_nms and agnostic_nms is None and getattr(decoder, "no_nms", ""):
+        logger.warning("%s: stores class-agnostic NMS, but family '%s' runs no NMS (%s): it changes nothing",
+                       info.source or "the model", info.family, decoder.no_nms)
     return DecodeParams(
         input_size=info.input_size,
         conf_threshold=info.conf_threshold if conf is None else float(conf),
@@ -145,12 +151,13 @@ class Detector:
             self.info = replace(self.info, labels=list(labels))
         check_device(device, self.core)  # a missing device is the first thing to say, before the model's fit
         self.decoder = check_family(self.model, self.info, self.info.source or "model")
+        # decoding options before compiling: a refused one is said at once
+        self.params = decode_params(self.info, conf=conf, iou=iou, agnostic_nms=agnostic_nms, max_det=max_det,
+                                    classes=classes)
         self.device = device
         self.config = compile_config(self.info, precision=precision, hint=hint, config=config)
         self.compiled = compile_model(self.model, device, config=self.config, core=self.core, cache=cache)
         self._cache = cache
-        self.params = decode_params(self.info, conf=conf, iou=iou, agnostic_nms=agnostic_nms, max_det=max_det,
-                                    classes=classes)
         self._request: ov.InferRequest | None = None
         self.source_size: tuple[int, int] | None = None  # (h, w) the graph resizes from; None: Python resizes
         self._source_rinfo: ResizeInfo | None = None
@@ -274,7 +281,7 @@ class Detector:
             raise ModelError(f"{where}: {exc}") from exc
         except Exception as exc:
             raise ModelError(f"{where}: decoding failed: {type(exc).__name__}: {exc}") from exc
-        if _own_family(self.decoder):  # finish() or FinalBoxes checked and filtered already
+        if own_family(self.decoder):  # finish() or FinalBoxes checked and filtered already
             return dets
         if not isinstance(dets, Detections):
             raise ModelError(f"{where}: the decoder returned {type(dets).__name__}, not Detections")
@@ -288,7 +295,7 @@ class Detector:
     def decodes_into_new_arrays(self) -> bool:
         """Whether decoding keeps no reference to the raw outputs (true of ovq's own families, which all end in
         :func:`~ovq.model.decoders.base.finish`), so a caller may reuse the output arrays after ``postprocess``."""
-        return _own_family(self.decoder)
+        return own_family(self.decoder)
 
     def outputs_of(self, request: ov.InferRequest) -> list[np.ndarray]:
         """The request's outputs, copied (the request overwrites its own on its next inference)."""

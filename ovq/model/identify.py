@@ -16,11 +16,13 @@ from ovq.core.errors import ModelError
 from ovq.core.labels import COCO80, OMZ_ONE_CLASS
 from ovq.core.metadata import ModelInfo
 from ovq.model.decoders import Decoder, ModelFacts, get_decoder, infer_families
+from ovq.model.decoders.signatures import BOXES_KEY, boxes_normalised
 from ovq.model.exporter import ExporterMetadata
 
 logger = logging.getLogger(__name__)
 
 EXPORTER_KEY = "exporter"  # ModelInfo.extra key holding the exporter's short metadata
+GRAPH_KEY = "graph"  # ModelInfo.extra key holding what the graph said at conversion, for a served model (no graph)
 
 
 def facts_of(model: Any, input_size: tuple[int, int], metadata: dict[str, str]) -> ModelFacts:
@@ -30,7 +32,20 @@ def facts_of(model: Any, input_size: tuple[int, int], metadata: dict[str, str]) 
         input_size=input_size,
         metadata=dict(metadata),
         graph=model,
+        output_names=tuple(o.get_any_name() if o.get_names() else "" for o in model.outputs),
     )
+
+
+def graph_said(model: Any) -> dict[str, str]:
+    """What the graph says that a server, which sends no graph, cannot: stored in the IR (``GRAPH_KEY``) and read
+    back as a served model's metadata."""
+    normalised = boxes_normalised(model, {})
+    return {} if normalised is None else {BOXES_KEY: "normalised" if normalised else "pixels"}
+
+
+def served_metadata(info: ModelInfo) -> dict[str, str]:
+    """The metadata a served model's family judges it by: the exporter's, and what its graph said at conversion."""
+    return {**info.extra.get(EXPORTER_KEY, {}), **info.extra.get(GRAPH_KEY, {})}
 
 
 def _shapes(facts: ModelFacts) -> str:

@@ -27,8 +27,8 @@ from ovq.core.errors import ConfigError, ModelError
 from ovq.core.urls import is_serving_url
 from ovq.model.decoders import ModelFacts, get_decoder
 from ovq.model.decoders.base import check_thresholds
-from ovq.model.detector import Detector, check_max_det, decode_params
-from ovq.model.identify import EXPORTER_KEY
+from ovq.model.detector import Detector, check_max_det, decode_params, own_family
+from ovq.model.identify import served_metadata
 from ovq.serving.client import ServerSettings, ServerUnavailable, ServingError, V2Client
 from ovq.serving.urls import ServingURL, parse_serving_url
 
@@ -270,9 +270,18 @@ class RemoteDetector:
         return str(inputs[0]["name"]), tuple(str(o["name"]) for o in outputs)
 
     def _check_family(self, meta: dict[str, Any]) -> None:
-        shapes = tuple(tuple(int(d) for d in o.get("shape", [])) for o in meta["outputs"])
+        """The served outputs against the family in the model's metadata: their shapes, their names (a server sends
+        no graph: ovq's padded detection list is known by its name), what the graph said at conversion (stored in
+        the metadata), and for a built-in family their datatype (an ovq IR's outputs are FP32)."""
+        outputs = meta["outputs"]
+        shapes = tuple(tuple(int(d) for d in o.get("shape", [])) for o in outputs)
+        names = tuple(str(o.get("name", "")) for o in outputs)
+        said = ", ".join(f"'{n}' {o.get('datatype')} {list(s)}" for n, o, s in zip(names, outputs, shapes, strict=True))
+        if own_family(self.decoder) and any(o.get("datatype") != "FP32" for o in outputs):
+            raise ModelError(f"{self.url}: its outputs {said} are not all FP32, as an ovq IR's of family "
+                             f"'{self.info.family}' are: the server's model is not the one its metadata describes")
         facts = ModelFacts(output_shapes=shapes, input_size=self.info.input_size,
-                           metadata=dict(self.info.extra.get(EXPORTER_KEY, {})), graph=None)
+                           metadata=served_metadata(self.info), graph=None, output_names=names)
         try:
             fits = self.decoder.matches(facts)
         except Exception as exc:  # noqa: BLE001 - a family that needs the graph cannot judge a served model
@@ -283,8 +292,8 @@ class RemoteDetector:
                          self.info.family)
             return
         if not fits:
-            raise ModelError(f"{self.url}: its outputs {[list(s) for s in shapes]} do not fit the family "
-                             f"'{self.info.family}' in its metadata ({self.decoder.expects})")
+            raise ModelError(f"{self.url}: its outputs {said} do not fit the family '{self.info.family}' in its "
+                             f"metadata ({self.decoder.expects})")
 
     # -- inference -----------------------------------------------------------------------------------------
     def new_client(self) -> V2Client:

@@ -332,7 +332,7 @@ def _write_ovms_config(repo: Path, entries: list[dict[str, Any]], models: Sequen
     entries = [e for e in entries if (e.get("config") or {}).get("name") not in names]
     for name, info in models:
         config: dict[str, Any] = {"name": name, "base_path": name, "target_device": options.device,
-                                  "plugin_config": _plugin_config(info, options)}
+                                  "plugin_config": _plugin_config(name, info, options)}
         if options.nireq:
             config["nireq"] = options.nireq
         entries.append({"config": config})
@@ -340,23 +340,44 @@ def _write_ovms_config(repo: Path, entries: list[dict[str, Any]], models: Sequen
     return path
 
 
-def _plugin_config(info: ModelInfo, options: ExportOptions) -> dict[str, str]:
+# The inference precisions OpenVINO's GPU plugin runs float layers at (its device docs): f32 and f16, its default.
+GPU_PRECISIONS = ("f32", "f16")
+
+
+def _compile_settings(name: str, info: ModelInfo, options: ExportOptions) -> dict[str, str]:
+    """What the model stores for whoever compiles it (the precision its accuracy was validated at), less a precision
+    the target device does not run, which is said: a model validated at bf16 (a CPU's) for a GPU, whose plugin
+    takes f16 or f32 only, is written without the hint and runs at f16, the GPU's default, as close as it gets."""
+    settings = {k: str(v) for k, v in info.compile_config.items()}
+    precision = settings.get("INFERENCE_PRECISION_HINT")
+    if precision not in (None, *GPU_PRECISIONS) and parse_device(options.device).names_family("GPU"):
+        del settings["INFERENCE_PRECISION_HINT"]
+        logger.warning("%s: validated at inference precision %s, which a GPU does not run (its plugin takes f16 or "
+                       "f32): written for %s without a precision hint, so it runs at f16, the GPU's default", name,
+                       precision, options.device)
+    return settings
+
+
+def _plugin_config(name: str, info: ModelInfo, options: ExportOptions) -> dict[str, str]:
     """OpenVINO Model Server's plugin_config (config.json, and KServe's OpenVINO runtime): the hint, and what the
-    model stores (the precision its accuracy was validated at), which whoever compiles it must pass."""
-    return {"PERFORMANCE_HINT": options.hint.upper(), **{k: str(v) for k, v in info.compile_config.items()}}
+    model stores (the precision its accuracy was validated at) where the device runs it."""
+    return {"PERFORMANCE_HINT": options.hint.upper(), **_compile_settings(name, info, options)}
 
 
-def _triton_parameters(name: str, info: ModelInfo) -> list[tuple[str, str]]:
+def _triton_parameters(name: str, info: ModelInfo, options: ExportOptions) -> list[tuple[str, str]]:
     """Triton's OpenVINO backend takes a few named parameters, not OpenVINO's properties: of a stored precision it
-    can set only bf16 (HINT_BF16); another is said, since that server then runs the model at the device's default."""
+    can set only bf16 (HINT_BF16, a CPU's precision, which the backend reads for the CPU alone); another is said,
+    since that server then runs the model at the device's default."""
     found = []
-    for key, value in info.compile_config.items():
-        if key == "INFERENCE_PRECISION_HINT" and str(value) == "bf16":
+    for key, value in _compile_settings(name, info, options).items():
+        if key == "INFERENCE_PRECISION_HINT" and value == "bf16" and options.device == "CPU":
             found.append(("HINT_BF16", "YES"))
         elif key == "INFERENCE_PRECISION_HINT":
+            default = ("bf16 on CPUs with AMX or AVX-512 BF16" if options.device == "CPU" else
+                       "f16 on a GPU" if parse_device(options.device).names_family("GPU") else "its own")
             logger.warning("%s: validated at inference precision %s, which Triton's OpenVINO backend cannot be told "
-                           "(its parameters set only bf16): it runs the model at the device's default (bf16 on CPUs "
-                           "with AMX or AVX-512 BF16); --format ovms or kserve keeps %s", name, value, value)
+                           "(its parameters set only bf16): it runs the model at the device's default (%s); "
+                           "--format ovms or kserve keeps %s", name, value, default, value)
         else:
             logger.warning("%s: stores the compile setting %s=%s, which Triton's OpenVINO backend cannot be told; "
                            "--format ovms or kserve passes it", name, key, value)
@@ -383,7 +404,7 @@ def _write_triton_config(repo: Path, name: str, model: ov.Model, info: ModelInfo
         "output [", ",\n".join(tensor(p) for p in model.outputs), "]",
         "instance_group [ { count: 1, kind: KIND_CPU } ]",
         *(f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
-          for key, value in [*device, ("PERFORMANCE_HINT", options.hint.upper()), *_triton_parameters(name, info)]),
+          for key, value in [*device, ("PERFORMANCE_HINT", options.hint.upper()), *_triton_parameters(name, info, options)]),
         "",
     ])
     path = repo / name / "config.pbtxt"
@@ -404,7 +425,7 @@ def _write_inference_service(repo: Path, name: str, info: ModelInfo, options: Ex
             "protocolVersion": "v2",
             "storageUri": f"{storage}/{name}",
             "args": [f"--target_device={options.device}",
-                     f"--plugin_config={json.dumps(_plugin_config(info, options), separators=(',', ':'))}",
+                     f"--plugin_config={json.dumps(_plugin_config(name, info, options), separators=(',', ':'))}",
                      *([f"--nireq={options.nireq}"] if options.nireq else [])],
             "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}},
         }}},

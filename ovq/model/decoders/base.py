@@ -59,6 +59,20 @@ def check_thresholds(conf: float | None = None, iou: float | None = None) -> Non
             raise ConfigError(f"{name} {value}: expected a number from 0 to 1")
 
 
+def nms_options_refused(family: str, decoder: Any, *, iou: float | None, agnostic: bool | None) -> None:
+    """:class:`ConfigError` for an IoU threshold or class-agnostic NMS given for a family that runs no NMS (its
+    decoder's ``no_nms`` says why): the option would change nothing, which a user who set it would not expect.
+    The message starts with the option's Python name (``iou``, ``agnostic_nms``), for the CLI to name its flag."""
+    why = getattr(decoder, "no_nms", "")
+    if not why:
+        return
+    said = f"ovq runs no NMS for family '{family}' ({why}), so"
+    if iou is not None:
+        raise ConfigError(f"iou {iou:g}: {said} an IoU threshold changes nothing; leave it out")
+    if agnostic:
+        raise ConfigError(f"agnostic_nms: {said} class-agnostic NMS changes nothing; leave it out")
+
+
 @dataclass(frozen=True)
 class DecodeParams:
     input_size: tuple[int, int]
@@ -83,16 +97,20 @@ class ModelFacts:
     OpenVINO Model API ``model_info`` (``model_type``). Empty when the model says nothing.
     ``graph``: the ``openvino.Model`` itself, for families told apart by their graph; ``None`` when only the
     shapes are known (then a family that needs the graph to be sure must not claim the model).
+    ``output_names``: each output's tensor name, in order (a served model's as its server lists them); empty when
+    not known.
     """
 
     output_shapes: tuple[tuple[int, ...], ...]
     input_size: tuple[int, int]
     metadata: Mapping[str, str] = field(default_factory=dict)
     graph: Any = None
+    output_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_shapes", tuple(tuple(int(d) for d in s) for s in self.output_shapes))
         object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
+        object.__setattr__(self, "output_names", tuple(str(n) for n in self.output_names))
 
     @property
     def single_output(self) -> tuple[int, ...] | None:
@@ -113,6 +131,8 @@ class Decoder(Protocol):
     pixels with confidences in [0, 1]; :func:`finish` does the common tail (threshold, NMS, mapping back).
     Optional: ``background_id(facts)``, the raw label a family's outputs reserve for the background (read from the
     graph at conversion, stored in the IR, handed back as ``DecodeParams.background_id``; see the ``ssd`` family).
+    Optional: ``no_nms``, a string saying why the family runs no NMS (its graph does, or its head needs none): ovq
+    then refuses an IoU threshold or class-agnostic NMS given for it, which would change nothing.
     """
 
     family: str

@@ -10,6 +10,9 @@ FakeQuantize nodes are looked through):
   head's own decoding has boxes from an ``Exp`` (w, h = exp(raw) * stride); the raw export has none, and no
   ``Softmax`` either, which YOLOv8's DFL box bins have (a YOLOv8 output transposed to [1, N, 4 + nc] has YOLOX's
   shape).
+- ``joined_on``: the axis of the Concat an output is, and its parts' widths. Ultralytics' one-to-many head joins its
+  4 box rows and nc class rows on axis 1 ([1, 4 + nc, N]), other exports its levels' cells on axis 2; the same
+  values transposed to [1, N, 4 + nc] are joined on neither.
 - ``output_parts``: when an output is a concatenation on its last axis (``[boxes, score, class]``), the op that
   computes each part. RT-DETR's boxes come out of a Sigmoid (normalised 0..1); YOLO26's end-to-end boxes out of
   arithmetic in pixels.
@@ -68,6 +71,21 @@ def output_parts(graph: Any, index: int = 0) -> list[tuple[int, str]] | None:
     return parts
 
 
+def joined_on(graph: Any, index: int = 0) -> tuple[int, list[int]] | None:
+    """(axis counted from 0, each part's width along it) of the Concat that output ``index`` is, with nothing
+    between them but type changes; ``None`` when it is no Concat, or an op that moves axes (Transpose, Reshape)
+    stands between them."""
+    node = graph.outputs[index].get_node().input_value(0).get_node()
+    while node.get_type_name() in ("Convert", "FakeQuantize"):
+        node = node.input_value(0).get_node()
+    rank = node.get_output_partial_shape(0).rank if node.get_type_name() == "Concat" else None
+    if rank is None or rank.is_dynamic:
+        return None
+    axis = node.get_axis() % rank.get_length()
+    widths = [node.get_input_partial_shape(i)[axis] for i in range(node.get_input_size())]
+    return (axis, [d.get_length() for d in widths]) if all(d.is_static for d in widths) else None
+
+
 def anchor_grids(graph: Any, width: int) -> set[tuple[int, int, int]]:
     """(anchors, H, W) of every ``[1, A, width, H, W]`` or ``[1, A, H, W, width]`` view a Reshape makes."""
     grids: set[tuple[int, int, int]] = set()
@@ -87,16 +105,23 @@ def anchor_grids(graph: Any, width: int) -> set[tuple[int, int, int]]:
     return grids
 
 
+# The key of what the graph said of the boxes at conversion, stored in the IR and read back from a served model's
+# metadata (a server sends no graph): "normalised" or "pixels".
+BOXES_KEY = "boxes"
+
+
 def boxes_normalised(graph: Any | None, metadata: dict[str, str] | Any) -> bool | None:
     """Whether a ``[1, K, 4 + ...]`` output's boxes are normalised (Sigmoid) rather than in pixels; ``None``
-    when neither the graph nor the metadata says."""
+    when neither the graph nor the metadata says (without the graph: the exporter's, or what the graph said at
+    conversion, under :data:`BOXES_KEY`)."""
     head = metadata.get("head") if metadata else None
     if head == "RTDETRDecoder":
         return True
     if metadata and metadata.get("end2end") == "True" and head is not None:
         return False
     if graph is None:
-        return None
+        told = metadata.get(BOXES_KEY) if metadata else None
+        return {"normalised": True, "pixels": False}.get(told) if isinstance(told, str) else None
     parts = output_parts(graph)
     if not parts or parts[0][0] != 4:
         return None

@@ -42,7 +42,8 @@ class SsdDecoder:
     family = "ssd"
     expects = "one output [1, 1, N, 7]: image_id, label, conf, x1, y1, x2, y2 normalised (DetectionOutput)"
     preprocessing = SourcePreprocessing(color="BGR", scale=(1.0, 1.0, 1.0), resize="stretch")
-    default_iou = 0.5
+    default_iou = 0.5  # unused
+    no_nms = "its DetectionOutput ran NMS inside the graph"
 
     def matches(self, facts: ModelFacts) -> bool:
         shape = facts.single_output

@@ -26,12 +26,13 @@ class TorchvisionDecoder:
                "which ovq convert pads into one [1, K, 6] output")
     preprocessing = SourcePreprocessing(color="RGB", scale=(255.0, 255.0, 255.0), resize="stretch")
     default_iou = 0.5  # unused: the model ran its own NMS
+    no_nms = "the model ran its own NMS inside its graph"
 
     def matches(self, facts: ModelFacts) -> bool | None:
         shape = facts.single_output
         if shape is None or len(shape) != 3 or shape[0] != 1 or shape[2] != 6:
             return False
-        return is_padded_list(facts.graph)  # None without the graph (a served model)
+        return is_padded_list(facts.graph, facts.output_names)  # None with neither (a served model)
 
     def num_classes(self, facts: ModelFacts) -> int | None:
         return None

@@ -6,6 +6,8 @@ YOLO26 gives this head when Ultralytics exports it with its default ``nms=None``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
@@ -14,20 +16,51 @@ from ovq.core.detections import Detections
 from ovq.core.geometry import ResizeInfo, cxcywh_to_xyxy
 from ovq.model.decoders.base import DecodeParams, ModelFacts, SourcePreprocessing, check_confidences, finish
 from ovq.model.decoders.graph_nms import GraphCandidates, span
+from ovq.model.decoders.signatures import joined_on
+
+STRIDES = (8, 16, 32)
+
+
+def level_cells(input_size: tuple[int, int], metadata: Mapping[str, str]) -> list[int]:
+    """The cells of each level of the head for an input of ``input_size``, one candidate a cell: strides 8, 16, 32
+    (and 64 when the exporter says the largest stride is, as for a P6 model)."""
+    h, w = input_size
+    return [-(-h // s) * -(-w // s) for s in (*STRIDES, 64) if s in STRIDES or metadata.get("stride") == "64"]
+
+
+def _candidates_last(facts: ModelFacts) -> bool | None:
+    """Whether the output is [1, 4 + nc, N] rather than the same values as [1, N, 4 + nc]. The candidate count
+    the input size implies says which axis is N; small inputs with many classes make both axes as long (YOLOv8n,
+    80 classes, at 64x64: [1, 84, 84]), and then the graph says (the 4 box rows and the class rows joined on axis 1,
+    or the levels' cells on axis 2); without the graph (a served model) ``None``: its IR was told apart when it was
+    converted."""
+    _, rows, n = facts.single_output or (0, 0, 0)
+    cells = level_cells(facts.input_size, facts.metadata)
+    if rows == sum(cells) == n:
+        if facts.graph is None:
+            return None
+        joined = joined_on(facts.graph)
+        return joined is not None and (joined == (1, [4, rows - 4]) or joined == (2, cells))
+    if sum(cells) in (rows, n):
+        return n == sum(cells)
+    return rows < n  # strides other than 8/16/32: the longer axis is the candidates'
 
 
 class YoloDecoder:
     family = "yolo"
-    expects = "one output [1, 4 + nc, N], N > 4 + nc: cx, cy, w, h in pixels, then class scores"
+    expects = ("one output [1, 4 + nc, N], N the cells over strides 8/16/32 (else N > 4 + nc): cx, cy, w, h in pixels, "
+               "then class scores")
     preprocessing = SourcePreprocessing(color="RGB", scale=(255.0, 255.0, 255.0), resize="letterbox")
     default_iou = 0.7
 
-    def matches(self, facts: ModelFacts) -> bool:
+    def matches(self, facts: ModelFacts) -> bool | None:
         shape = facts.single_output
-        if shape is None or len(shape) != 3 or shape[0] != 1 or not 5 <= shape[1] < shape[2]:
+        if shape is None or len(shape) != 3 or shape[0] != 1 or shape[1] < 5:
             return False
         # an Ultralytics export says which head it has: not this one when end-to-end or RT-DETR
-        return facts.metadata.get("end2end") != "True" and facts.metadata.get("head") != "RTDETRDecoder"
+        if facts.metadata.get("end2end") == "True" or facts.metadata.get("head") == "RTDETRDecoder":
+            return False
+        return _candidates_last(facts)
 
     def num_classes(self, facts: ModelFacts) -> int | None:
         return facts.output_shapes[0][1] - 4
