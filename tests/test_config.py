@@ -1089,3 +1089,40 @@ def test_numbers_without_a_dot_read_as_numbers(tmp_path):
     path = write(tmp_path, "model: m.xml\nsources: [synth://conveyor]\nconf: '1e-1'\n")
     with pytest.raises(ConfigError, match="conf: expected a number, got '1e-1'"):
         load_pipeline_config(path)
+
+
+def test_a_quantized_model_made_with_other_options_is_not_reused(tmp_path, tiny, caplog):
+    """Only the accuracy settings and the data were compared: quantize.precision, bias_correction, overflow_fix or
+    recalibrate_threshold changed, and the INT8 model made (and validated) with the old ones was reused without a
+    word. Every option that decides the model is recorded now; the ones that only shape the report do not count."""
+    import logging
+
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "ds/images/train").mkdir(parents=True)
+    for k in range(4):
+        cv2.imwrite(str(tmp_path / f"ds/images/train/{k}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    t = time.time() - 1000
+    for path in [tmp_path / "ds", *(tmp_path / "ds").rglob("*")]:
+        os.utime(path, (t, t))
+
+    def config(**section):
+        return parse_pipeline_config({"model": str(tiny), "sources": [0], "quantize": {
+            "data": "ds", "output": "int8", "calib_split": "train", "subset_size": 4, "bench_seconds": 0,
+            **section}}, tmp_path / "p.yaml")
+
+    def fresh(**section):
+        cfg = config(**section)
+        return quantized_is_fresh(cfg.quantize, cfg.model)
+
+    ensure_quantized(config().quantize, tiny)
+    assert fresh() and fresh(bench_seconds=3, bootstrap_rounds=10)  # the report's, not the model's
+    for changed in ({"precision": "f32"}, {"bias_correction": "full"}, {"overflow_fix": "enable"},
+                    {"recalibrate_threshold": True}, {"eval_conf": 0.01}):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="ovq"):
+            assert not fresh(**changed), changed
+        (key, value), = changed.items()
+        assert f"was made with other settings ({key} {value}, made with" in caplog.text, caplog.text

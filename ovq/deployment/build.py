@@ -21,7 +21,7 @@ from ovq.model.conversion import MODEL_XML
 from ovq.model.decoders.graph_nms import NMS_MODES
 from ovq.model.ingraph import RESIZE_MODES
 from ovq.model.paths import model_digest
-from ovq.quantization.options import data_used
+from ovq.quantization.options import data_used, options_asked
 from ovq.runtime.compilation import check_device
 from ovq.runtime.devices import default_hint
 from ovq.serving.remote import open_detector
@@ -127,6 +127,11 @@ def _made_with(q: QuantizeConfig) -> dict[str, Any]:
     return made if made and made.get("tool") == "ovq" else {}
 
 
+# options settings_changed compares on their own: 'ignore' as the provenance's 'ignored', the images' through data_used
+_COMPARED_ELSEWHERE = frozenset({"ignore", "calib_split", "subset_size", "val_split", "holdout", "holdout_seed",
+                                 "test_split"})
+
+
 def settings_changed(q: QuantizeConfig, model: Path, made: dict[str, Any] | None = None) -> str:
     """What the quantize section asks that the model in ``q.output`` was not made with (``max_drop 0.005, made
     with 0.05``; ``model m.onnx, made from another model``: the pipeline's model is not the one quantized, whatever
@@ -143,6 +148,10 @@ def settings_changed(q: QuantizeConfig, model: Path, made: dict[str, Any] | None
              "rank_by": o.rank_by.value if budget else None}
     changed = [f"{key} {asked[key]}, made with {made.get(key)}" for key in asked
                if key in made and made[key] != asked[key]]
+    if isinstance(made.get("options"), dict):  # every option that decides the model, recorded since 2026-12-03
+        now, then = options_asked(o), made["options"]
+        changed += [f"{key} {now[key]}, made with {then.get(key)}" for key in now
+                    if key not in asked and key not in _COMPARED_ELSEWHERE and then.get(key) != now[key]]
     if made.get("source_sha256") and made["source_sha256"] != model_digest(model):
         changed.insert(0, f"model {model.name}, made from another model")
     changed += _data_changed(q, made.get("data_used"))

@@ -205,6 +205,17 @@ class QuantizeOptions:
         return out
 
 
+# options that change only the report, not the INT8 model made: a change of one of them does not make it again
+REPORT_ONLY = frozenset({"bench_seconds", "bootstrap_rounds", "num_ranking_workers"})
+
+
+def options_asked(opts: QuantizeOptions) -> dict[str, Any]:
+    """The options that decide the INT8 model, as asked (``precision: default``, not what it resolved to), for
+    the provenance: a pipeline reuses its quantized model only while they are the same
+    (:func:`ovq.deployment.build.settings_changed`)."""
+    return {k: v for k, v in opts.to_dict().items() if k not in REPORT_ONLY}
+
+
 def data_used(data: str | Path, opts: QuantizeOptions, *, skip: str | Path | None = None) -> dict[str, Any]:
     """What decides the images quantization calibrates and validates on: the data (the path and a fingerprint of
     its files, :func:`~ovq.data.layout.data_fingerprint`; ``skip``: the output folder) and the options that pick

@@ -50,6 +50,7 @@ from ovq.quantization.options import (
     QuantizeOptions,
     RankBy,
     data_used,
+    options_asked,
 )
 from ovq.quantization.overflow import (
     OverflowChoice,
@@ -406,6 +407,7 @@ def _provenance(model: str | Path | ov.Model, info: ModelInfo, data: Any, opts: 
         "holdout": inputs.holdout_source or None,
         "holdout_images": len(inputs.holdout) if inputs.holdout else 0,
         "head_kept_float": list(collapse.kept_float or []) if collapse and collapse.used_retry else [],
+        "options": options_asked(opts),  # every option that decides the model, as asked (a pipeline's reuse check)
     }
     return replace(info, compile_config=dict(plan.deploy_config), quantization=provenance)
 
