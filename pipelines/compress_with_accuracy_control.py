@@ -107,4 +107,7 @@ if __name__ == "__main__":
     except OvqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through NNCF and OpenVINO; out/ is left as it was
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     print(json.dumps(result, indent=2))
