@@ -866,6 +866,19 @@ def test_compress_with_accuracy_control_script_ctrl_c_is_one_line(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["conveyor"]  # nothing half-written beside it either
 
 
+@pytest.mark.parametrize(("out", "message"), [
+    ("", "--out '': an empty path"), ("-", "--out -: the output is a folder, not standard output"),
+])
+def test_compress_with_accuracy_control_script_refuses_an_empty_or_dash_out(tmp_path, out, message):
+    """--out "" (an unset variable) quantized into the working folder, --out - into a folder named '-', as
+    ovq quantize -o no longer does."""
+    run = subprocess.run([sys.executable, str(PIPELINES / "compress_with_accuracy_control.py"), "--out", out,
+                          "--data", str(tmp_path / "none"), "--bench-seconds", "0"],
+                         check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.startswith(f"error: {message}"), run.stderr
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()] and list(tmp_path.iterdir()) == []
+
+
 def test_dataset_root(tmp_path):
     (tmp_path / "ds/images").mkdir(parents=True)
     (tmp_path / "ds/data.yaml").write_text("path: .\ntrain: images\n")
