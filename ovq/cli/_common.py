@@ -113,11 +113,12 @@ def add_resize_decode(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nms", default="auto", metavar="WHERE",
         help="where boxes are decoded and NMS'd: python, graph (OpenVINO outputs the final boxes; the families "
-             "with NMS: yolo, yolov5, yolox, fastestdet) or auto (default: graph on CPU for those families, else python)",
+             "with NMS: yolo, yolov5, yolox, yolox_decoded, fastestdet) or auto (default: graph on CPU for those families, "
+             "else python)",
     )
     p.add_argument(
         "--decode", default="auto", metavar="MODE",
-        help="video decoding of files: auto (hardware when OpenCV's FFmpeg offers it, else software), software, "
+        help="video decoding of files and stream URLs: auto (hardware when OpenCV's FFmpeg offers it, else software), software, "
              "vaapi, mfx, d3d11; the summary says what each stream got",
     )
 
