@@ -183,10 +183,14 @@ def test_cli_prints_the_table_and_writes_json(assets, tiny, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--fps", "-3"], "fps -3.0: must be > 0"),
-    (["--fps", "inf"], "fps inf: must be a finite number"),
-    (["--fps", "5", "--seconds", "inf"], "seconds inf: must be a finite number"),
-    (["--fps", "5", "--warmup", "nan"], "warmup nan: must be a finite number"),
+    # named by their flags: '--warmup -1' said "seconds 8.0 must be > 0 and warmup -1.0 >= 0"
+    (["--fps", "-3"], "--fps -3: must be > 0"),
+    (["--fps", "inf"], "--fps inf: must be a finite number"),
+    (["--fps", "5", "--seconds", "inf"], "--seconds inf: must be a finite number"),
+    (["--fps", "5", "--warmup", "nan"], "--warmup nan: must be a finite number"),
+    (["--fps", "5", "--warmup", "-1"], "--warmup -1: must be >= 0"),
+    (["--fps", "5", "--max-p95-ms", "0"], "--max-p95-ms 0: must be > 0"),
+    (["--fps", "5", "--max-streams", "0"], "--max-streams 0: must be at least 1"),  # was after compiling the model
     (["--fps", "5", "--seconds", "1e-9", "--warmup", "0"], "a trial must measure at least 1 s"),
     (["--fps", "5", "--json", "/nonexistent-dir/cap.json"], "--json /nonexistent-dir/cap.json: the folder"),
     (["--fps", "5", "--json", "/proc/cap.json"], "/proc/cap.json: cannot write in /proc"),  # was: after the trials
