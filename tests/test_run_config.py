@@ -373,3 +373,18 @@ def test_yaml_resize_and_decode_are_checked(tmp_path):
         with pytest.raises(ConfigError) as err:
             parse_pipeline_config({"model": "m.xml", "sources": [0], key: value}, tmp_path / "p.yaml", environ={})
         assert str(err.value) == f"{tmp_path / 'p.yaml'}: {key}: expected one of {choices}, got '{value}'"
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["run", "m", "--source", "x", "--outt", "a.mp4"],
+     "ovq run: error: unrecognized arguments: --outt a.mp4; did you mean --out?"),
+    (["bench", "m", "--tme", "3"], "ovq bench: error: unrecognized arguments: --tme 3; did you mean --time?"),
+    (["pipeline", "p.yaml", "--serve", "0"], "ovq pipeline: error: unrecognized arguments: --serve 0"),
+])
+def test_a_flag_the_command_does_not_take_is_named_with_the_commands_usage(capsys, argv, says):
+    """It was "ovq: error: unrecognized arguments: --outt a.mp4" under ovq's top-level usage (COMMAND ...): not the
+    command's own flags, nor the one meant."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err[-1] == says and err[0].startswith(f"usage: ovq {argv[0]} ")
