@@ -155,6 +155,17 @@ def test_bad_arguments(assets, tiny_detector, kwargs, error, match):
         capacity(tiny_detector, assets / VIDEO, **kwargs)
 
 
+def test_the_report_names_the_model_as_given(assets, tiny, tmp_path):
+    """Two IRs converted from one file (a float model and its INT8 copy) were both reported as that file's name
+    ('demo.onnx on CPU', "model": "demo.onnx"): two capacity JSONs could not be told apart."""
+    import shutil
+
+    for name in ("fp", "int8"):
+        shutil.copytree(tiny.parent, tmp_path / name)
+        report = capacity(tmp_path / name, assets / VIDEO, fps=5, seconds=1, warmup=0, max_streams=1)
+        assert report.model == str(tmp_path / name) and report.table().startswith(f"{name} on CPU")
+
+
 def test_only_video_files(assets, tiny_detector):
     with pytest.raises(SourceError, match="capacity needs a video file"):
         capacity(tiny_detector, assets / "coco128/images/val2017", fps=5)

@@ -341,7 +341,8 @@ def capacity(
         model, device=device, precision=precision, hint="throughput"
     )
     report = CapacityReport(
-        model=str(detector.info.source or model), source=spec.display, fps=float(fps), max_p95_ms=max_p95_ms,
+        # the model as given: the file it was converted from (info.source) named an INT8 IR and its float model alike
+        model=str(detector.info.source) if isinstance(model, Detector) else str(model), source=spec.display, fps=float(fps), max_p95_ms=max_p95_ms,
         device=detector.device, inference_precision=detector.inference_precision, cpu=cpu_model(),
         cores=os.cpu_count() or 1, seconds=seconds, resize=resize, decode=decode, nms=nms,
     )
