@@ -80,7 +80,7 @@ if __name__ == "__main__":
     parser.add_argument("--model", default=str(ROOT / "data" / "demo_model"), help="float model (folder/.xml/.onnx)")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "conveyor" / "data.yaml",
                         help="labelled dataset: YOLO data.yaml or folder, or COCO JSON")
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo_model_int8_ac", help="output folder")
+    parser.add_argument("--out", default=str(ROOT / "out" / "demo_model_int8_ac"), help="output folder")
     parser.add_argument("--max-drop", type=float, default=0.01, help="largest allowed mAP50-95 drop")
     parser.add_argument("--drop-type", choices=("absolute", "relative"), default="absolute")
     parser.add_argument("--calib-split", default="calib")
@@ -96,9 +96,12 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     import sys
 
+    from ovq.cli._common import refuse_empty_folder
     from ovq.core.errors import OvqError
 
     try:
+        # as ovq quantize -o: "" (an unset variable) was the working folder, "-" a folder named '-'
+        refuse_empty_folder("--out", args.out, "the output folder (--out . for this one)")
         result = main(
             args.model, args.data, args.out, max_drop=args.max_drop, drop_type=args.drop_type,
             calib_split=args.calib_split, val_split=args.val_split, subset_size=args.subset_size,
@@ -107,4 +110,7 @@ if __name__ == "__main__":
     except OvqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through NNCF and OpenVINO; out/ is left as it was
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     print(json.dumps(result, indent=2))

@@ -144,6 +144,16 @@ def test_format_table_compares_served_models_among_themselves():
     assert "served models are compared with the first served one" in notes and "?: the server does not say" in notes
 
 
+def test_cli_bench_rounds_note_says_the_slice_length_and_what_took_turns(tiny_net, capsys):
+    """--time 1 --rounds 50 said "the configurations took turns: 50 slices of 0.0 s each" for one model: no
+    configurations to take turns, and slices of 0.02 s shown as none."""
+    assert main(["bench", str(tiny_net), "--time", "0.5", "--rounds", "25", "-q"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "FPS is the median of 25 slices of 0.02 s"
+    assert main(["bench", str(tiny_net), str(tiny_net), "--time", "0.5", "--rounds", "25", "-q"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "the configurations took turns: 25 slices of 0.02 s each; FPS is each one's median slice")
+
+
 def test_cli_bench_two_models_table_and_json(tiny_net, tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["bench", str(tiny_net), str(tiny_net), "--time", "0.3", "--precision", "f32", "--precision", "default"]

@@ -744,6 +744,32 @@ def test_bundle_warns_of_outputs_that_grow_for_as_long_as_the_service_runs(built
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root (CI does)")
+def test_install_refuses_to_replace_a_folder_that_is_not_an_earlier_bundle(tiny, tmp_path):
+    """--install-dir /opt/ovq (the folder of every bundle, not this one's): install.sh replaced it whole and the
+    other bundles in it were deleted; --install-dir / was accepted."""
+    pipeline = tmp_path / "line1.yaml"
+    pipeline.write_text(f"model: {tiny}\ndevice: CPU\nsources: ['synth://conveyor']\n")
+    with pytest.raises(ConfigError, match="install dir '/': the bundle needs a folder of its own"):
+        build_bundle(None, pipeline, tmp_path / "b0", install_dir="/", user="nobody")
+    bundle = tmp_path / "b1"
+    build_bundle(None, pipeline, bundle, install_dir="/opt/ovq", user="nobody")
+    (bundle / "run.sh").write_text("#!/bin/sh\nexit 0\n")
+    root, log, bin_dir = tmp_path / "root", tmp_path / "calls.log", tmp_path / "bin"
+    for tool in ("systemctl", "useradd", "usermod"):
+        _stub(bin_dir, tool, log)
+    other = root / "opt/ovq/hall2/pipeline.yaml"  # another bundle, installed before
+    other.parent.mkdir(parents=True)
+    other.write_text("model: m\n")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ROOT": str(root)}
+    proc = subprocess.run([str(bundle / "install.sh")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.startswith(
+        f"install.sh: {root}/opt/ovq holds files and is not an earlier ovq bundle (no ovq.service)"), proc.stderr
+    assert other.read_text() == "model: m\n" and sorted(p.name for p in (root / "opt").iterdir()) == ["ovq"]
+    assert not log.exists()  # nothing stopped, no user made
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root (CI does)")
 def test_installing_over_an_earlier_bundle_replaces_it_keeps_its_results_and_restarts_the_unit(tiny, tmp_path):
     """cp -a over the earlier install left its files (a model the new bundle no longer has, old wheels, its .venv),
     and `systemctl enable --now` left the running unit on the old code and model until a reboot."""

@@ -155,6 +155,17 @@ def test_bad_arguments(assets, tiny_detector, kwargs, error, match):
         capacity(tiny_detector, assets / VIDEO, **kwargs)
 
 
+def test_the_report_names_the_model_as_given(assets, tiny, tmp_path):
+    """Two IRs converted from one file (a float model and its INT8 copy) were both reported as that file's name
+    ('demo.onnx on CPU', "model": "demo.onnx"): two capacity JSONs could not be told apart."""
+    import shutil
+
+    for name in ("fp", "int8"):
+        shutil.copytree(tiny.parent, tmp_path / name)
+        report = capacity(tmp_path / name, assets / VIDEO, fps=5, seconds=1, warmup=0, max_streams=1)
+        assert report.model == str(tmp_path / name) and report.table().startswith(f"{name} on CPU")
+
+
 def test_only_video_files(assets, tiny_detector):
     with pytest.raises(SourceError, match="capacity needs a video file"):
         capacity(tiny_detector, assets / "coco128/images/val2017", fps=5)
@@ -183,10 +194,14 @@ def test_cli_prints_the_table_and_writes_json(assets, tiny, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--fps", "-3"], "fps -3.0: must be > 0"),
-    (["--fps", "inf"], "fps inf: must be a finite number"),
-    (["--fps", "5", "--seconds", "inf"], "seconds inf: must be a finite number"),
-    (["--fps", "5", "--warmup", "nan"], "warmup nan: must be a finite number"),
+    # named by their flags: '--warmup -1' said "seconds 8.0 must be > 0 and warmup -1.0 >= 0"
+    (["--fps", "-3"], "--fps -3: must be > 0"),
+    (["--fps", "inf"], "--fps inf: must be a finite number"),
+    (["--fps", "5", "--seconds", "inf"], "--seconds inf: must be a finite number"),
+    (["--fps", "5", "--warmup", "nan"], "--warmup nan: must be a finite number"),
+    (["--fps", "5", "--warmup", "-1"], "--warmup -1: must be >= 0"),
+    (["--fps", "5", "--max-p95-ms", "0"], "--max-p95-ms 0: must be > 0"),
+    (["--fps", "5", "--max-streams", "0"], "--max-streams 0: must be at least 1"),  # was after compiling the model
     (["--fps", "5", "--seconds", "1e-9", "--warmup", "0"], "a trial must measure at least 1 s"),
     (["--fps", "5", "--json", "/nonexistent-dir/cap.json"], "--json /nonexistent-dir/cap.json: the folder"),
     (["--fps", "5", "--json", "/proc/cap.json"], "/proc/cap.json: cannot write in /proc"),  # was: after the trials

@@ -1015,6 +1015,41 @@ def test_compress_with_accuracy_control_script_names_a_served_models_url_whole(t
     assert not (tmp_path / "out").exists()
 
 
+def test_compress_with_accuracy_control_script_ctrl_c_is_one_line(tmp_path):
+    """Ctrl-C while the script quantized printed a KeyboardInterrupt traceback through NNCF and OpenVINO."""
+    from ovq.data.synth import write_yolo_dataset
+
+    data = write_yolo_dataset(tmp_path / "conveyor", n_train=0, n_val=48, n_calib=16, seed=1)
+    out = tmp_path / "int8"
+    proc = subprocess.Popen([sys.executable, str(PIPELINES / "compress_with_accuracy_control.py"), "--data", str(data),
+                             "--out", str(out), "--subset-size", "16", "--bench-seconds", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in proc.stderr:  # interrupted once the work is under way: reading the calibration images
+        said.append(line)
+        if "calibration: reading" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    stdout, rest = proc.communicate(timeout=120)
+    stderr = "".join(said) + rest
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted" and stdout == "", stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["conveyor"]  # nothing half-written beside it either
+
+
+@pytest.mark.parametrize(("out", "message"), [
+    ("", "--out '': an empty path"), ("-", "--out -: the output is a folder, not standard output"),
+])
+def test_compress_with_accuracy_control_script_refuses_an_empty_or_dash_out(tmp_path, out, message):
+    """--out "" (an unset variable) quantized into the working folder, --out - into a folder named '-', as
+    ovq quantize -o no longer does."""
+    run = subprocess.run([sys.executable, str(PIPELINES / "compress_with_accuracy_control.py"), "--out", out,
+                          "--data", str(tmp_path / "none"), "--bench-seconds", "0"],
+                         check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.startswith(f"error: {message}"), run.stderr
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()] and list(tmp_path.iterdir()) == []
+
+
 def test_dataset_root(tmp_path):
     (tmp_path / "ds/images").mkdir(parents=True)
     (tmp_path / "ds/data.yaml").write_text("path: .\ntrain: images\n")

@@ -122,6 +122,19 @@ def test_ultralytics_yaml_folder_list_and_txt(tmp_path):
         load_dataset(cfg, split="test")
 
 
+def test_ultralytics_yaml_missing_split_names_every_split_the_file_has(tmp_path):
+    # ovq.data.synth and the shipped pipelines use a 'calib' split: a mistyped --calib-split was told
+    # "the file names: train, val", as if calib were not there
+    root = tmp_path / "data"
+    _yolo_folder(root)
+    cfg = root / "data.yaml"
+    cfg.write_text("path: .\ncalib: images/val\nval: images/val\ntrain: images/val\ndownload: get.sh\n"
+                   "names: [cat, dog, fox]\n")
+    assert len(load_dataset(cfg, split="calib")) == 3
+    with pytest.raises(DatasetError, match=r"data\.yaml: no split 'calibration'; the file names: train, val, calib$"):
+        load_dataset(cfg, split="calibration")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

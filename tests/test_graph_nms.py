@@ -283,3 +283,20 @@ def test_outputs_that_are_not_the_family_fail_in_the_graph_as_in_python(tmp_path
     for detector in (det, det.with_nms_in_graph()):
         with pytest.raises(ModelError, match=r"not in \[0, 1\]"):
             detector(image)
+
+
+@pytest.mark.parametrize("command", ["run", "capacity"])
+def test_nms_and_decode_help_say_what_they_apply_to(command, capsys):
+    """--nms's help left yolox_decoded out of the families that decode in the graph, and --decode's said "video
+    decoding of files", though stream URLs are opened with the same hardware decoding option."""
+    import re
+
+    from ovq.cli import main
+    from ovq.model.decoders import BUILTIN
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    listed = re.search(r"the families with NMS: ([\w, ]+)\)", text)[1].split(", ")
+    assert listed == [name for name, dec in BUILTIN.items() if callable(getattr(dec, "graph_decode", None))]
+    assert "video decoding of files and stream URLs:" in text

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -97,6 +98,20 @@ def test_what_is_not_a_png_is_left_to_opencv(tmp_path):
     broken.write_bytes(b"not a jpeg")
     with pytest.raises(DatasetError, match=r"broken\.jpg: not a readable image$"):
         read_image(broken)
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("folder", "a folder, not an image file"), ("/dev/null", r"not a regular file \(a FIFO, socket or device\)"),
+    ("missing.jpg", "no such file or folder"),
+])
+def test_bench_image_that_is_not_a_file_says_what_it_is(tmp_path, capsys, name, message):
+    # 'ovq bench --image FOLDER' (or /dev/null) said "no such image file", though the path is there
+    (tmp_path / "folder").mkdir()
+    path = name if name.startswith("/") else str(tmp_path / name)
+    with pytest.raises(DatasetError, match=f"^{path}: {message}$"):
+        read_image(path)
+    assert main(["bench", str(Path(__file__).resolve().parents[1] / "data" / "demo_model"), "--image", path, "--time", "0.1", "-q"]) == 2
+    assert capsys.readouterr().err.strip() == f"ovq bench: error: {path}: {message}".replace("\\", "")
 
 
 def _bmp(mode: str = "RGB", size=(37, 45)) -> bytes:

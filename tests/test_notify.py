@@ -200,6 +200,15 @@ def test_ovq_pipeline_notifies_a_real_socket_and_writes_a_heartbeat(tiny, tmp_pa
     assert len(err) == 1 and "none.json: no heartbeat" in err[0] and "OVQ_HEARTBEAT_FILE" in err[0]
 
 
+def test_health_help_names_every_exit_code(tmp_path, capsys):
+    """'ovq health --help' said "exit 0 while ... fresh, else 1", but a missing heartbeat file is exit 2."""
+    with pytest.raises(SystemExit):
+        main(["health", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "is fresh, 1 when it is stale or not a heartbeat, 2 when there is none" in text
+    assert main(["health", str(tmp_path / "none.json")]) == 2
+
+
 def test_health_of_a_folder_is_a_wrong_path_not_a_stale_pipeline(tmp_path, capsys):
     """`ovq health /var/lib/ovq` (the folder, not the file) said "stale" from the folder's time: exit 1, as if the
     pipeline had stopped, where the check itself is wrong."""

@@ -457,3 +457,18 @@ def test_a_pipeline_files_jsonl_that_is_a_streams_video_is_refused(tmp_path):
         load_pipeline_config(pipe)
     assert str(err.value) == (f"{pipe}: sinks.jsonl: {tmp_path / 'x_s1.mp4'}: the same file as sinks.video "
                               f"{tmp_path / 'x.mp4'} writes (stream s1's file of it); {BOTH}")
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["run", "m", "--source", "x", "--outt", "a.mp4"],
+     "ovq run: error: unrecognized arguments: --outt a.mp4; did you mean --out?"),
+    (["bench", "m", "--tme", "3"], "ovq bench: error: unrecognized arguments: --tme 3; did you mean --time?"),
+    (["pipeline", "p.yaml", "--serve", "0"], "ovq pipeline: error: unrecognized arguments: --serve 0"),
+])
+def test_a_flag_the_command_does_not_take_is_named_with_the_commands_usage(capsys, argv, says):
+    """It was "ovq: error: unrecognized arguments: --outt a.mp4" under ovq's top-level usage (COMMAND ...): not the
+    command's own flags, nor the one meant."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err[-1] == says and err[0].startswith(f"usage: ovq {argv[0]} ")

@@ -196,8 +196,8 @@ def slow(args):  # a command part-way through writing its output folder (bundle,
     return 0
 
 class Parser:
-    def parse_args(self, argv):
-        return argparse.Namespace(command="slow", func=slow, verbose=0, quiet=False)
+    def parse_known_args(self, argv):
+        return argparse.Namespace(command="slow", func=slow, verbose=0, quiet=False), []
 
 cli.build_parser = Parser
 cli.entry()

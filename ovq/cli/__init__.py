@@ -130,7 +130,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     command, verbose = "ovq", 0
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:
+            from ovq.cli._common import unrecognized
+
+            unrecognized(args, extra)
         command, verbose = f"ovq {args.command}", getattr(args, "verbose", 0)
         _setup_logging(verbose, getattr(args, "quiet", False))
         return int(args.func(args) or 0)

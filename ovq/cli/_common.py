@@ -67,8 +67,22 @@ def _logging_options() -> argparse.ArgumentParser:
 
 
 def add_command(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
-    """A sub-command parser that also takes -v/-q after the command name."""
-    return sub.add_parser(name, help=help, description=help, parents=[_logging_options()])
+    """A sub-command parser that also takes -v/-q after the command name (and knows itself: :func:`unrecognized`)."""
+    p = sub.add_parser(name, help=help, description=help, parents=[_logging_options()])
+    p.set_defaults(command_parser=p)
+    return p
+
+
+def unrecognized(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    """Exit 2 on arguments the command does not take, with its usage and the closest flag it has: the top-level
+    parser said "ovq: error: unrecognized arguments: --outt a.mp4" under ovq's own usage, not the command's."""
+    import difflib
+
+    p: argparse.ArgumentParser = args.command_parser
+    flags = [f for action in p._actions for f in action.option_strings if f.startswith("--")]
+    first = next((a.split("=", 1)[0] for a in extra if a.startswith("--")), None)
+    close = difflib.get_close_matches(first, flags, n=1, cutoff=0.75) if first else []
+    p.error(f"unrecognized arguments: {' '.join(extra)}" + (f"; did you mean {close[0]}?" if close else ""))
 
 
 def add_device(p: argparse.ArgumentParser, default: str = "CPU", *, served_too: bool = False) -> None:
@@ -174,11 +188,12 @@ def add_resize_decode(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nms", default="auto", metavar="WHERE",
         help="where boxes are decoded and NMS'd: python, graph (OpenVINO outputs the final boxes; the families "
-             "with NMS: yolo, yolov5, yolox, fastestdet) or auto (default: graph on CPU for those families, else python)",
+             "with NMS: yolo, yolov5, yolox, yolox_decoded, fastestdet) or auto (default: graph on CPU for those families, "
+             "else python)",
     )
     p.add_argument(
         "--decode", default="auto", metavar="MODE",
-        help="video decoding of files: auto (hardware when OpenCV's FFmpeg offers it, else software), software, "
+        help="video decoding of files and stream URLs: auto (hardware when OpenCV's FFmpeg offers it, else software), software, "
              "vaapi, mfx, d3d11; the summary says what each stream got",
     )
 

@@ -79,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: other processes on this machine used up to {others:.0f} % of its CPU time while ovq measured: "
               "FPS and latency are what was left to ovq; ratios within this run still hold", file=out)
     if rounds > 1:
-        print(f"the configurations took turns: {rounds} slices of {args.time / rounds:.1f} s each; FPS is each one's median slice", file=out)
+        piece = args.time / rounds
+        piece_s = f"{piece:.1f}" if piece >= 0.1 else f"{piece:.2g}"  # --time 1 --rounds 50 said "slices of 0.0 s"
+        print(f"the configurations took turns: {rounds} slices of {piece_s} s each; FPS is each one's median slice"
+              if len(results) > 1 else f"FPS is the median of {rounds} slices of {piece_s} s", file=out)
     if args.json:
         write_json_atomic(args.json, {"openvino": ov.get_version(), "results": [asdict(r) for r in results]})
         print(f"wrote {args.json}", file=out)

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model folder, .xml, .onnx or .pt (converted to IR in the bundle); default: the pipeline's")
     p.add_argument("--pipeline", required=True, help="pipeline YAML file to ship (paths are rewritten)")
     p.add_argument("-o", "--out", required=True, help="bundle folder to write")
-    p.add_argument("--install-dir", help="where the bundle will live on the target (default /opt/ovq/<OUT name>)")
+    p.add_argument("--install-dir", help="the folder of its own the bundle will live in on the target, replaced whole by "
+                   "each install (default /opt/ovq/<OUT name>)")
     p.add_argument("--user", default="ovq", help="unprivileged user the service runs as (default ovq)")
     p.add_argument("--wheel", help="ship this ovq wheel instead of building one from the source tree")
     p.add_argument("--offline", action="store_true",

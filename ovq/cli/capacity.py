@@ -40,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from ovq.core.errors import ConfigError
     from ovq.core.fileio import check_output_file, same_file, write_json_atomic
     from ovq.core.urls import is_serving_url, redact
-    from ovq.streaming.capacity import capacity
+    from ovq.streaming.capacity import CLI_FLAGS, capacity, check_numbers
 
+    check_numbers(fps=args.fps, max_p95_ms=args.max_p95_ms, seconds=args.seconds, warmup=args.warmup,
+                  max_streams=args.max_streams, names=CLI_FLAGS)  # by their flags, before the model compiles
     if is_serving_url(args.model):  # it was "http:/HOST:PORT/v2/models/NAME: no such file or folder"
         raise ConfigError(f"{redact(args.model)}: capacity measures this machine running a local model; give a model "
                           "folder, .xml, .onnx or .pt (a served model's throughput: ovq bench URL)")

@@ -14,7 +14,8 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     from ovq.cli._common import add_command
 
-    p = add_command(sub, "health", "exit 0 while a pipeline's heartbeat file (OVQ_HEARTBEAT_FILE) is fresh, else 1")
+    p = add_command(sub, "health", "exit 0 while a pipeline's heartbeat file (OVQ_HEARTBEAT_FILE) is fresh, 1 when it is stale or "
+                    "not a heartbeat, 2 when there is none")
     p.add_argument("file", help="the heartbeat file the pipeline writes (its OVQ_HEARTBEAT_FILE)")
     p.add_argument("--max-age", type=float, default=30.0, metavar="S",
                    help="seconds since the last result that still count as alive (default 30)")

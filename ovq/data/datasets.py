@@ -249,6 +249,9 @@ def _unlabelled(files: list[Path]) -> list[Sample]:
 # --- Ultralytics YAML --------------------------------------------------------------------------------
 
 
+_NOT_SPLITS = frozenset({"path", "names", "nc", "download", "yaml_file", "channels", "kpt_shape", "flip_idx"})
+
+
 def _load_yaml(path: Path, split: str, fallback_names: Sequence[str] | None) -> Dataset:
     try:
         doc = read_yaml(path)  # bounded: no alias bombs, no deep nesting, no huge values
@@ -268,7 +271,10 @@ def _load_yaml(path: Path, split: str, fallback_names: Sequence[str] | None) -> 
         raise DatasetError(f"{path}: {split}: expected a folder, a .txt list or a list of them, got "
                            f"{type(doc[split]).__name__}")
     if split not in doc or doc[split] in (None, "", []):
-        splits = [k for k in ("train", "val", "test") if doc.get(k)]
+        # every key naming folders or files is a split (calib: images/calib, as ovq.data.synth writes one)
+        splits = sorted((k for k, v in doc.items() if isinstance(k, str) and k not in _NOT_SPLITS and v and all(
+            isinstance(e, str) and e.strip() for e in (v if isinstance(v, list) else [v]))),
+            key=lambda k: ("train", "val", "test", k).index(k))
         raise SplitNotFound(f"{path}: no split '{split}'; the file names: {', '.join(splits) or 'none'}")
     listed = isinstance(doc[split], list)
     entries = [(f"{split}[{i}]" if listed else split, e) for i, e in enumerate(doc[split] if listed else [doc[split]])]

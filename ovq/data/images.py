@@ -285,10 +285,11 @@ def _decoder_said(text: str) -> tuple[str, str]:
 def read_image(path: str | Path) -> np.ndarray:
     """A BGR uint8 image; :class:`DatasetError` naming the file when it cannot be decoded."""
     path = Path(path)
+    problem = file_problem(path)  # a folder or /dev/null was "no such image file", though it is there
+    if problem:
+        raise DatasetError(f"{path}: {problem}")
     try:
-        data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+        data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:  # no permission, an I/O error: the image's problem, not the output's
         raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if data is None:
-        raise DatasetError(f"{path}: no such image file")
     return decode_image(data, path)

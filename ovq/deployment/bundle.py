@@ -192,11 +192,13 @@ def check_install_dir(install_dir: str) -> str:
         raise ConfigError(f"install dir '{install_dir}': the service hides home folders (ProtectHome); use e.g. /opt/ovq")
     bad = "".join(sorted(set(re.sub(r"[A-Za-z0-9/._+@ -]", "", install_dir))))
     parts = install_dir.rstrip("/").split("/")[1:]
+    if not parts:  # install.sh replaces the install dir whole
+        raise ConfigError(f"install dir {install_dir!r}: the bundle needs a folder of its own, e.g. /opt/ovq/NAME")
     if bad or any(p in ("", ".", "..") for p in parts):
         shown = repr(bad) if bad else "an empty, '.' or '..' part"
         raise ConfigError(f"install dir {install_dir!r}: {shown} is not allowed there; use letters, digits, "
                           "space and . _ + @ -")
-    return install_dir.rstrip("/") or "/"
+    return install_dir.rstrip("/")
 
 
 def _check_user(user: str) -> None:

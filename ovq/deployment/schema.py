@@ -346,7 +346,7 @@ class PipelineConfig:
     serve: ServeConfig | None = None  # the live view over HTTP (ovq.streaming.web)
     strict: bool = False  # a video file that ends before its stated frame count fails the run
     resize: str = "auto"  # where frames are resized: auto, python, graph (ovq.model.ingraph.RESIZE_MODES)
-    decode: str = "auto"  # video decoding of files: auto, software, vaapi... (ovq.streaming.sources.DECODE_MODES)
+    decode: str = "auto"  # video decoding of files and URLs: auto, software, vaapi... (ovq.streaming.sources.DECODE_MODES)
     nms: str = "auto"  # where boxes are decoded and NMS'd: auto, python, graph (graph_nms.NMS_MODES)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     origin: Origin | None = field(default=None, repr=False, compare=False)

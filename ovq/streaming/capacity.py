@@ -259,26 +259,40 @@ def run_trial(
     return trial
 
 
-def _check_numbers(*, fps: float, max_p95_ms: float | None, seconds: float, warmup: float) -> None:
+CLI_FLAGS = {"fps": "--fps", "seconds": "--seconds", "warmup": "--warmup", "max_p95_ms": "--max-p95-ms",
+             "max_streams": "--max-streams"}
+
+
+def check_numbers(*, fps: float, max_p95_ms: float | None, seconds: float, warmup: float, max_streams: int = 1,
+                  names: dict[str, str] | None = None) -> None:
     """:class:`ConfigError` for a rate, bound or duration that is not a finite number in range, or a window too
-    short to measure (``MIN_TRIAL_SECONDS``, ``MIN_TRIAL_FRAMES``)."""
+    short to measure (``MIN_TRIAL_SECONDS``, ``MIN_TRIAL_FRAMES``). ``names`` shows each value by another name
+    (``CLI_FLAGS``: the command's flags; 'ovq capacity --warmup -1' said "seconds 8.0 must be > 0 and warmup -1.0
+    >= 0", naming neither flag and a value it was not given)."""
+    def name(key: str) -> str:
+        return (names or {}).get(key, key)
+
     given = {"fps": fps, "seconds": seconds, "warmup": warmup, "max_p95_ms": max_p95_ms}
-    for name, value in given.items():
+    for key, value in given.items():
         if value is not None and not math.isfinite(value):  # inf overflowed math.ceil, NaN passed every check
-            raise ConfigError(f"{name} {value}: must be a finite number")
+            raise ConfigError(f"{name(key)} {value}: must be a finite number")
     if not fps > 0:
-        raise ConfigError(f"fps {fps}: must be > 0")
+        raise ConfigError(f"{name('fps')} {fps:g}: must be > 0")
     if max_p95_ms is not None and not max_p95_ms > 0:
-        raise ConfigError(f"max_p95_ms {max_p95_ms}: must be > 0")
-    if not seconds > 0 or warmup < 0:
-        raise ConfigError(f"seconds {seconds} must be > 0 and warmup {warmup} >= 0")
+        raise ConfigError(f"{name('max_p95_ms')} {max_p95_ms:g}: must be > 0")
+    if not seconds > 0:
+        raise ConfigError(f"{name('seconds')} {seconds:g}: must be > 0")
+    if warmup < 0:
+        raise ConfigError(f"{name('warmup')} {warmup:g}: must be >= 0")
+    if max_streams < 1:
+        raise ConfigError(f"{name('max_streams')} {max_streams}: must be at least 1")
     if seconds < MIN_TRIAL_SECONDS or fps * seconds < MIN_TRIAL_FRAMES:
         raise ConfigError(
-            f"seconds {seconds:g}: a trial must measure at least {MIN_TRIAL_SECONDS:g} s and {MIN_TRIAL_FRAMES} "
-            f"frames per stream (here {fps * seconds:.3g}): a window counts whole frames, so a shorter one cannot "
-            "tell a stream that keeps up from one that falls behind")
+            f"{name('seconds')} {seconds:g}: a trial must measure at least {MIN_TRIAL_SECONDS:g} s and "
+            f"{MIN_TRIAL_FRAMES} frames per stream (here {fps * seconds:.3g}): a window counts whole frames, so a "
+            "shorter one cannot tell a stream that keeps up from one that falls behind")
     if not math.isfinite(fps * (warmup + seconds)):
-        raise ConfigError(f"fps {fps:g} x {warmup + seconds:g} s: more frames than any video holds")
+        raise ConfigError(f"{name('fps')} {fps:g} x {warmup + seconds:g} s: more frames than any video holds")
 
 
 def capacity(
@@ -305,7 +319,7 @@ def capacity(
     """
     from ovq.runtime.cpu import cpu_model
 
-    _check_numbers(fps=fps, max_p95_ms=max_p95_ms, seconds=seconds, warmup=warmup)
+    check_numbers(fps=fps, max_p95_ms=max_p95_ms, seconds=seconds, warmup=warmup, max_streams=max_streams)
     resize_mode(resize)
     nms_mode(nms)
     check_decode(decode, on_this_machine=True)
@@ -327,7 +341,8 @@ def capacity(
         model, device=device, precision=precision, hint="throughput"
     )
     report = CapacityReport(
-        model=str(detector.info.source or model), source=spec.display, fps=float(fps), max_p95_ms=max_p95_ms,
+        # the model as given: the file it was converted from (info.source) named an INT8 IR and its float model alike
+        model=str(detector.info.source) if isinstance(model, Detector) else str(model), source=spec.display, fps=float(fps), max_p95_ms=max_p95_ms,
         device=detector.device, inference_precision=detector.inference_precision, cpu=cpu_model(),
         cores=os.cpu_count() or 1, seconds=seconds, resize=resize, decode=decode, nms=nms,
     )

@@ -19,6 +19,13 @@ if [ "$$(id -u)" != 0 ]; then
   echo "install.sh: run as root (sudo $$0)" >&2
   exit 1
 fi
+if [ "$$HERE" != "$$DEST" ] && [ -e "$$DEST" ] && [ ! -f "$$DEST/ovq.service" ] && [ -n "$$(ls -A "$$DEST")" ]; then
+  # the install dir is replaced whole: one that is not an earlier bundle (--install-dir /opt/ovq, the folder of
+  # every bundle) lost everything it held
+  echo "install.sh: $$DEST holds files and is not an earlier ovq bundle (no ovq.service); replacing it would delete" \
+    "them: build the bundle with an --install-dir of its own (e.g. $$DEST/NAME)" >&2
+  exit 1
+fi
 umask 022   # what root makes here (folders, the .venv) the service user must read, whatever root's umask is
 if ! id -u "$$SERVICE_USER" >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$$SERVICE_USER"
