@@ -19,7 +19,7 @@ from ovq.model.detector import Detector
 from ovq.model.paths import model_digest
 from ovq.quantization.layers import decode_tail, int8_layers
 from ovq.quantization.nncf_hooks import accuracy_control_hooks
-from ovq.quantization.options import AdvancedQuantizeOptions
+from ovq.quantization.options import AdvancedQuantizeOptions, QuantizeOptions
 from ovq.quantization.workflow import quantize
 
 FAST = AdvancedQuantizeOptions(bench_seconds=0.0)
@@ -445,10 +445,13 @@ def test_the_api_takes_options_or_fields_not_both(tmp_path):
         quantize("m", "d", maxdrop=0.1)
 
 
-def test_cli_errors_name_the_option_the_api_names(tmp_path, capsys):
+def test_api_errors_name_the_option_the_cli_names_its_flag(tmp_path, capsys):
+    """One wording per way in: Python and YAML name the option, the command line its flag (since 200f4da)."""
+    with pytest.raises(OvqError, match=r"^max_drop: expected a number >= 0 and <= 1, got -1$"):
+        QuantizeOptions(max_drop=-1).validate()
     code = main(["quantize", "m.onnx", "--data", "d", "-o", str(tmp_path / "q"), "--max-drop", "-1", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == ["ovq quantize: error: max_drop: expected a number >= 0 and <= 1, got -1"]
+    assert code == 2 and err == ["ovq quantize: error: --max-drop: expected a number >= 0 and <= 1, got -1"]
 
 
 # --- NNCF hooks: a checked contract, no lasting side effects ---------------------------------------------
