@@ -193,6 +193,26 @@ def output_in_dataset(output: Path, data: Path, *, named: str = "") -> str | Non
     return None
 
 
+def output_in_image_folder(output: Path, inputs: list[Path]) -> str | None:
+    """Why a folder ``output`` cannot take annotated copies of images: it is inside a dataset's ``images/`` or
+    ``labels/`` (a folder holding both: the copies became images of the dataset, read by the next eval or
+    quantize), or inside an input folder that is itself in an ``images/`` folder (the input is a dataset's split).
+    ``None`` for other folders: a plain folder of photos may hold its own ``out/``."""
+    real = Path(os.path.realpath(output))
+    for folder in (real, *real.parents):
+        if folder.name in ("images", "labels") and (folder.parent / "images").is_dir() and (
+                folder.parent / "labels").is_dir():
+            return (f"is inside the dataset's {folder.name} folder {folder}: the annotated images would be read as its "
+                    "data; give a folder outside it")
+    for given in inputs:
+        top = os.path.realpath(given)
+        if os.path.isdir(top) and _within(str(real), top) and any(
+                f.name == "images" for f in (Path(top), *Path(top).parents)):
+            return (f"is inside the input folder {given}, in a dataset's images folder: the annotated images would be "
+                    "read as its data; give a folder outside it")
+    return None
+
+
 def _within(path: str, folder: str) -> bool:
     """Whether ``path`` is ``folder`` or below it (both real paths)."""
     return os.path.commonpath([path, folder]) == folder
