@@ -396,6 +396,13 @@ def _write_triton_config(repo: Path, name: str, model: ov.Model, info: ModelInfo
     # KIND_GPU is a CUDA GPU to Triton (the OpenVINO backend refuses an instance that is not KIND_CPU): an Intel
     # GPU is chosen with the backend's TARGET_DEVICE parameter, as in openvino_backend's tests/configs/*_gpu.pbtxt
     device = [] if options.device == "CPU" else [("TARGET_DEVICE", options.device)]
+    # the backend reads its OpenVINO parameters (PERFORMANCE_HINT, HINT_BF16, NUM_STREAMS...) for the device CPU alone
+    # (openvino_backend's ParseParameters(device)): written for another, the hint was ignored without a word
+    hint = [("PERFORMANCE_HINT", options.hint.upper())] if options.device == "CPU" else []
+    if not hint:
+        logger.warning("%s: Triton's OpenVINO backend reads PERFORMANCE_HINT only when its device is CPU: --hint %s is "
+                       "left out of config.pbtxt, so %s compiles the model with its own default hint; --format ovms or "
+                       "kserve passes it", name, options.hint.upper(), options.device)
     text = "\n".join([
         f'name: "{name}"',
         'backend: "openvino"',
@@ -404,7 +411,7 @@ def _write_triton_config(repo: Path, name: str, model: ov.Model, info: ModelInfo
         "output [", ",\n".join(tensor(p) for p in model.outputs), "]",
         "instance_group [ { count: 1, kind: KIND_CPU } ]",
         *(f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
-          for key, value in [*device, ("PERFORMANCE_HINT", options.hint.upper()), *_triton_parameters(name, info, options)]),
+          for key, value in [*device, *hint, *_triton_parameters(name, info, options)]),
         "",
     ])
     path = repo / name / "config.pbtxt"
