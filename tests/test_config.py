@@ -531,6 +531,36 @@ def test_data_fingerprint_counts_the_datasets_files_not_a_pipelines_outputs_besi
     assert data_fingerprint(tmp_path / "data.yaml") != second
 
 
+def test_data_fingerprint_counts_what_the_splits_name_outside_the_yamls_folder(tmp_path):
+    """A data.yaml whose splits name a folder elsewhere by absolute path, or a .txt list of images kept elsewhere:
+    only the files below the YAML's folder (its root) counted, so a changed image there reused the INT8 model."""
+    from ovq.data.layout import data_fingerprint
+
+    far = tmp_path / "far"
+    (far / "images/train").mkdir(parents=True)
+    (far / "labels/train").mkdir(parents=True)
+    (far / "images/train/a.jpg").write_bytes(b"x")
+    (far / "labels/train/a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (far / "list_imgs").mkdir()
+    (far / "list_imgs/b.jpg").write_bytes(b"y")
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "val.txt").write_text(f"{far / 'list_imgs/b.jpg'}\n")
+    (ds / "data.yaml").write_text(f"train: {far / 'images/train'}\nval: val.txt\nnames: [a]\n")
+    prints = [data_fingerprint(ds / "data.yaml")]
+    (far / "images/train/a.jpg").write_bytes(b"xx")  # an image of the folder named by absolute path
+    prints.append(data_fingerprint(ds / "data.yaml"))
+    (far / "labels/train/a.txt").write_text("0 0.5 0.5 0.3 0.3\n")  # its label, in the labels/ twin
+    prints.append(data_fingerprint(ds / "data.yaml"))
+    (far / "list_imgs/b.jpg").write_bytes(b"yy")  # an image the .txt list names
+    prints.append(data_fingerprint(ds / "data.yaml"))
+    (far / "list_imgs/b.txt").write_text("0 0.5 0.5 0.3 0.3\n")  # its label appears beside it
+    prints.append(data_fingerprint(ds / "data.yaml"))
+    assert len(set(prints)) == len(prints), prints
+    assert prints[-1].startswith("6 files")  # the yaml, val.txt, a.jpg, a.txt, b.jpg, b.txt
+    assert data_fingerprint(ds / "data.yaml") == prints[-1]
+
+
 def test_quantize_takes_the_options_object_where_ensure_quantized_passes_it():
     params = list(inspect.signature(workflow.quantize).parameters)
     inspect.signature(workflow.quantize).bind("model", "data", "out", QuantizeOptions())

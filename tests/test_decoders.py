@@ -119,6 +119,31 @@ def test_yolo_layout_of_many_classes_at_a_small_input_comes_from_the_cell_count_
     assert yolo.matches(ModelFacts([(1, 84, 85)], (64, 64), {"stride": "64"})) is True
 
 
+@pytest.mark.parametrize("family", [None, "yolo"])
+def test_a_yolo_output_as_long_on_both_axes_as_its_candidates_is_said_to_be_ambiguous(tmp_path, capsys, family):
+    """[1, 84, 84] at 64x64 (84 candidates, 80 classes) whose graph does not show the layout (a Transpose between the
+    head's Concat and the output) was refused as 'no known family fits the outputs [1, 84, 84]': now the refusal
+    says the layout is ambiguous and to convert at another input size."""
+    import openvino as ov
+
+    from ovq.cli import main
+
+    ov.save_model(heads.dfl_head(nc=80, transposed=True), str(tmp_path / "t.xml"))
+    code = main(["convert", str(tmp_path / "t.xml"), "-o", str(tmp_path / "out"), *(["--family", family] if family
+                                                                                      else []), "-q"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [(
+        f"ovq convert: error: {tmp_path / 't.xml'}: the output [1, 84, 84] is ambiguous for the yolo family: a 64x64 "
+        "input gives 84 candidates over strides 8/16/32, as many as both axes hold, and the graph does not show "
+        "which axis holds them (Ultralytics' head joins its 4 box and 80 class rows on axis 1); convert or export "
+        "the model at another input size, where the axes differ (ovq convert MODEL.pt --imgsz 640, or --imgsz for "
+        "an ONNX of dynamic size; Ultralytics' export(imgsz=640))")]
+    assert not (tmp_path / "out").exists()
+    yolo = get_decoder("yolo")
+    assert yolo.ambiguity(facts_of(heads.dfl_head(nc=80), (64, 64), {})) is None  # the graph tells: no ambiguity
+    assert yolo.ambiguity(facts_of(heads.dfl_head(nc=3, transposed=True), (64, 64), {})) is None  # 7 != 84
+
+
 def test_boxes_already_in_pixels_joined_to_the_scores_are_not_yolox():
     """YOLOv6's export ([boxes in pixels, ones, class scores] on the last axis: YOLOX's [1, N, 5 + nc], no Exp, no
     Softmax without its DFL) was taken for raw YOLOX and its pixel boxes decoded again as cell offsets."""

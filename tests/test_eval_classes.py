@@ -264,3 +264,28 @@ def test_a_nameless_yolo_folder_is_not_scored_against_coco_category_slots(tmp_pa
     assert main(["eval", str(model), "--data", str(root), "--conf", "0", "--json", str(metrics), "--no-progress",
                  "-q"]) == 0
     assert sorted(json.loads(metrics.read_text())["per_class"]) == ["person", "stop sign"]
+
+
+@pytest.mark.parametrize("out", ["val.txt", "train.txt", "lists/train/results.json"],
+                         ids=["the split's list", "another split's list", "another split's folder"])
+@pytest.mark.parametrize("flag", ["--save-json", "--json"])
+def test_eval_refuses_to_write_over_a_split_image_list(tiny, tmp_path, capsys, flag, out):
+    """A data.yaml may name a .txt list of image paths as a split (`val: val.txt`): `ovq eval M --data data.yaml
+    --save-json val.txt` wrote the results over the list, exit 0, and the next run failed on it (train.txt, another
+    split's list, too). Now one line, exit 2, the list intact; also a file in a folder another split names."""
+    root = _yolo(tmp_path)
+    (root / "lists/train").mkdir(parents=True)
+    (root / "val.txt").write_text("images/val/0.png\nimages/val/1.png\n")
+    (root / "train.txt").write_text("images/val/0.png\n")
+    data = root / "data.yaml"
+    data.write_text("val: val.txt\ntrain: [train.txt, lists/train]\nnames: [a, b]\n")
+    before = _tree(root)
+    target = root / out
+    code = main(["eval", str(tiny), "--data", str(data), flag, str(target), "--conf", "0", "--no-progress", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    said = f"is inside the dataset's folder {root / 'lists/train'}" if out.startswith("lists") else (
+        f"is an image list of the dataset {data}")
+    assert code == 2
+    assert err == [(f"ovq eval: error: {flag} {target}: {said}; writing there would change the dataset (give a file "
+                    "outside it)")]
+    assert _tree(root) == before

@@ -164,6 +164,25 @@ def test_families_without_graph_decoding_say_so(e2e):
         Pipeline(det, [SYNTH], nms_in_graph=True, stats_interval=0, max_frames=1).run()
 
 
+@pytest.mark.parametrize("command", ["run", "capacity"])
+def test_nms_graph_for_a_family_without_it_is_refused_before_compiling(tmp_path, assets, caplog, capsys, command):
+    """`ovq run RTDETR_IR --nms graph` logged 'compiled rt.xml (rtdetr) on AUTO' (run's default device) and opened
+    the video before it said the family decodes in Python only; now it is said before anything compiles or opens."""
+    import logging
+
+    from ovq.cli import main
+
+    ov.save_model(head_graphs.end_to_end_head(normalised=True), str(tmp_path / "rt.xml"))
+    ir = convert(tmp_path / "rt.xml", tmp_path / "rt")
+    args = {"run": ["--max-frames", "2"], "capacity": ["--fps", "5"]}[command]
+    with caplog.at_level(logging.INFO, logger="ovq"):
+        code = main([command, str(ir), "--source", str(assets / VIDEO), "--nms", "graph", *args])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"ovq {command}: error: NMS in the graph: family rtdetr decodes in Python only")
+    assert not [r.getMessage() for r in caplog.records if "compiled" in r.getMessage() or "opened" in r.getMessage()]
+
+
 def test_the_pipeline_takes_the_graph_on_cpu_by_default_and_python_when_told(heads, e2e):
     runs = {}
     for name, model, nms in [("auto", heads["fastestdet"], None), ("python", heads["fastestdet"], False),

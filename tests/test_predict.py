@@ -131,6 +131,32 @@ def test_predict_never_writes_over_its_input_images(tiny, tmp_path, capsys):
     assert (folder / "a.jpg").read_bytes() == before and (folder / "annotated/a.jpg").exists()
 
 
+@pytest.mark.parametrize(("given", "out", "said"), [
+    ("ds/images/val", "ds/images/val/out", "is inside the dataset's images folder {t}/ds/images"),
+    ("ds/images/val", "ds/labels/val/out", "is inside the dataset's labels folder {t}/ds/labels"),
+    ("ds/images/val/a.jpg", "ds/images/train/out", "is inside the dataset's images folder {t}/ds/images"),
+    ("unlabelled/images/val", "unlabelled/images/val/out",
+     "is inside the input folder {t}/unlabelled/images/val, in a dataset's images folder"),
+], ids=["into the input split", "into labels", "into another split", "input in an images folder"])
+def test_predict_refuses_an_output_folder_inside_a_dataset(tiny, tmp_path, capsys, given, out, said):
+    """`ovq predict M coco128/images/train2017 -o coco128/images/train2017/out` wrote the annotated copies among
+    the dataset's images (the next eval or quantize of a data.yaml naming that folder read them as data). Now one
+    line, exit 2, nothing written; a plain folder of photos may still hold its own out/."""
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for folder in ("ds/images/val", "ds/images/train", "ds/labels/val", "unlabelled/images/val", "photos"):
+        (tmp_path / folder).mkdir(parents=True)
+    for folder in ("ds/images/val", "unlabelled/images/val", "photos"):
+        cv2.imwrite(str(tmp_path / folder / "a.jpg"), image)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["predict", str(tiny), str(tmp_path / given), "-o", str(tmp_path / out), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [(f"ovq predict: error: {tmp_path / out}: {said.format(t=tmp_path)}: the annotated images would be "
+                    "read as its data; give a folder outside it")]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert main(["predict", str(tiny), str(tmp_path / "photos"), "-o", str(tmp_path / "photos/out"), "-q"]) == 0
+    assert main(["predict", str(tiny), str(tmp_path / given), "-o", str(tmp_path / "ds/out"), "-q"]) == 0
+
+
 @pytest.mark.parametrize(("args", "said"), [
     (["--iou", "nan"], "--iou nan: expected a number from 0 to 1"),
     (["--conf", "-0.5"], "--conf -0.5: expected a number from 0 to 1"),

@@ -202,7 +202,7 @@ def test_a_bf16_validated_model_for_a_gpu_gets_no_cpu_precision(tmp_path, capsys
         capsys.readouterr()
         assert main(["export-serving", str(bf16), "-o", str(repo / fmt), "--format", fmt, "--device", device,
                      "--name", "b", "-q"]) == 0
-        err = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+        err = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line and "--hint" not in line]
         assert len(err) == 1 and err[0].endswith(
             f"b: validated at inference precision bf16, which a GPU does not run (its plugin takes f16 or f32): "
             f"written for {device} without a precision hint, so it runs at f16, the GPU's default"), err
@@ -369,3 +369,57 @@ def test_triton_runs_an_intel_gpu_from_a_cpu_instance_with_target_device(tmp_pat
     said = [line for line in pbtxt.splitlines() if "TARGET_DEVICE" in line]
     assert said == ([f'parameters: {{ key: "TARGET_DEVICE" value: {{ string_value: "{target}" }} }}'] if target
                     else [])
+
+
+@pytest.mark.parametrize("device", ["GPU", "NPU", "AUTO:GPU,CPU", "CPU"])
+def test_triton_writes_the_performance_hint_only_where_its_backend_reads_it(tmp_path, tiny, capsys, device):
+    """Triton's OpenVINO backend reads its parameters, PERFORMANCE_HINT among them, only when its device is CPU
+    (openvino_backend's ParseParameters(device)): for --device GPU the hint was written and ignored without a word.
+    Now it is left out for another device and a warning says so; the CPU keeps it, without a warning."""
+    repo = tmp_path / "t"
+    assert main(["export-serving", str(tiny), "-o", str(repo), "--format", "triton", "--name", "m", "--device",
+                 device, "--hint", "latency", "-q"]) == 0
+    pbtxt = (repo / "m/config.pbtxt").read_text()
+    warned = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+    if device == "CPU":
+        assert 'parameters: { key: "PERFORMANCE_HINT" value: { string_value: "LATENCY" } }' in pbtxt and not warned
+    else:
+        assert "PERFORMANCE_HINT" not in pbtxt
+        assert len(warned) == 1 and warned[0].endswith(
+            "m: Triton's OpenVINO backend reads PERFORMANCE_HINT only when its device is CPU: --hint LATENCY is left out "
+            f"of config.pbtxt, so {device} compiles the model with its own default hint; --format ovms or kserve "
+            "passes it"), warned
+
+
+@pytest.mark.parametrize(("device", "precision", "said"), [
+    ("NPU", "bf16", ("which an NPU does not run (its plugin takes f16): written for NPU without a precision hint, so "
+                    "it runs at f16, the NPU's default")),
+    ("NPU.1", "f32", ("which an NPU does not run (its plugin takes f16): written for NPU.1 without a precision hint, "
+                     "so it runs at f16, the NPU's default")),
+    ("HETERO:NPU,CPU", "bf16", ("which an NPU does not run (its plugin takes f16): written for HETERO:NPU,CPU without "
+                               "a precision hint, so it runs at f16, the NPU's default")),
+    ("AUTO", "bf16", ("which AUTO may give to a GPU that does not run it (its plugin takes f16 or f32): written "
+                     "without a precision hint, so it runs at the chosen device's default")),
+    ("FPGA", "bf16", ("which FPGA is not known to run: written without a precision hint, so it runs at the device's "
+                     "default")),
+])
+def test_a_precision_an_npu_or_another_device_does_not_run_is_left_out(tmp_path, capsys, tiny, device, precision,
+                                                                       said):
+    """For --device NPU (and another device but the CPU and a GPU) a model validated at bf16 still got OVMS's and
+    KServe's INFERENCE_PRECISION_HINT bf16, a CPU's precision; an NPU takes f16. Now left out with a warning, as for
+    a GPU (c57ee22); an NPU keeps a stored f16."""
+    model = _stored_precision(tiny, tmp_path / precision, precision)
+    repo = tmp_path / "repo"
+    for fmt in ("ovms", "kserve"):
+        capsys.readouterr()
+        assert main(["export-serving", str(model), "-o", str(repo / fmt), "--format", fmt, "--device", device,
+                     "--name", "b", "-q"]) == 0
+        err = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+        assert len(err) == 1 and err[0].endswith(f"b: validated at inference precision {precision}, {said}"), err
+    written = [f.read_text() for f in repo.rglob("*") if f.suffix in (".json", ".yaml")]
+    assert len(written) == 2 and not any("INFERENCE_PRECISION_HINT" in text for text in written), written
+    f16 = _stored_precision(tiny, tmp_path / "f16", "f16")
+    assert main(["export-serving", str(f16), "-o", str(repo / "npu"), "--device", "NPU", "--name", "h", "-q"]) == 0
+    entries = json.loads((repo / "npu/config.json").read_text())["model_config_list"]
+    assert [e["config"]["plugin_config"] for e in entries] == [
+        {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f16"}]

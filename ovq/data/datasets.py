@@ -32,6 +32,7 @@ import numpy as np
 from ovq.core.errors import ConfigError, DatasetError, SplitNotFound
 from ovq.core.yamlio import read_yaml
 from ovq.data.images import IMAGE_SUFFIXES, image_files
+from ovq.data.layout import NOT_SPLITS
 from ovq.data.yolo_labels import NAME_FILES, image_size, label_path_for, parse_yolo_labels, read_text
 
 logger = logging.getLogger(__name__)
@@ -249,9 +250,6 @@ def _unlabelled(files: list[Path]) -> list[Sample]:
 # --- Ultralytics YAML --------------------------------------------------------------------------------
 
 
-_NOT_SPLITS = frozenset({"path", "names", "nc", "download", "yaml_file", "channels", "kpt_shape", "flip_idx"})
-
-
 def _load_yaml(path: Path, split: str, fallback_names: Sequence[str] | None) -> Dataset:
     try:
         doc = read_yaml(path)  # bounded: no alias bombs, no deep nesting, no huge values
@@ -272,7 +270,7 @@ def _load_yaml(path: Path, split: str, fallback_names: Sequence[str] | None) -> 
                            f"{type(doc[split]).__name__}")
     if split not in doc or doc[split] in (None, "", []):
         # every key naming folders or files is a split (calib: images/calib, as ovq.data.synth writes one)
-        splits = sorted((k for k, v in doc.items() if isinstance(k, str) and k not in _NOT_SPLITS and v and all(
+        splits = sorted((k for k, v in doc.items() if isinstance(k, str) and k not in NOT_SPLITS and v and all(
             isinstance(e, str) and e.strip() for e in (v if isinstance(v, list) else [v]))),
             key=lambda k: ("train", "val", "test", k).index(k))
         raise SplitNotFound(f"{path}: no split '{split}'; the file names: {', '.join(splits) or 'none'}")
@@ -487,14 +485,8 @@ def _clipped(boxes: list[tuple[float, float, float, float]], width: int, height:
 
 def _coco_image_folder(path: Path, split: str, first_files: list[str]) -> Path:
     parent = path.parent
-    candidates = [
-        parent.parent / "images" / split,
-        parent / "images" / split,
-        parent.parent / split,
-        parent / split,
-        parent / "images",
-        parent,
-    ]
+    candidates = [parent.parent / "images" / split, parent / "images" / split, parent.parent / split, parent / split,
+                  parent / "images", parent]
     for folder in candidates:
         if folder.is_dir() and any((folder / f).is_file() for f in first_files):
             return folder

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ovq.data.datasets import Dataset
+from ovq.data.layout import split_targets
 from ovq.data.yolo_labels import NAME_FILES
 
 
@@ -24,6 +25,10 @@ def dataset_folders(dataset: Dataset) -> list[Path]:
     if dataset.format == "yolo":
         for name in ("images", "labels"):
             folders.setdefault(_real(dataset.root / name), dataset.root / name)
+    if dataset.format == "yaml" and dataset.source is not None:  # every split's folder, not only the one loaded
+        for target in split_targets(Path(dataset.source)):
+            if target.is_dir():
+                folders.setdefault(_real(target), target)
     for sample in dataset.samples:
         folders.setdefault(_real(sample.image.parent), sample.image.parent)
         if sample.label is not None:
@@ -34,13 +39,16 @@ def dataset_folders(dataset: Dataset) -> list[Path]:
 def dataset_clash(dataset: Dataset, path: str | Path) -> str | None:
     """Why writing ``path`` would change ``dataset`` (which file or folder of it ``path`` is), or ``None``.
 
-    A file the dataset reads (its YAML or COCO JSON, its class names file, an image, a label file, also one a
+    A file the dataset reads (its YAML or COCO JSON, a ``.txt`` image list its YAML names as a split, its class
+    names file, an image, a label file, also one a
     background image may get) is replaced by a write; a new file inside one of its folders (:func:`dataset_folders`)
     becomes part of it. Paths are compared after ``..`` and symlinks, whether or not ``path`` exists."""
     target = _real(path)
     files: list[tuple[str, Path]] = []
     if dataset.source is not None and Path(dataset.source).is_file():
         files.append(("the dataset file", Path(dataset.source)))
+    if dataset.format == "yaml" and dataset.source is not None:  # 'train: train.txt', a list of image paths
+        files += [("an image list", t) for t in split_targets(Path(dataset.source)) if t.suffix.lower() == ".txt"]
     if dataset.format == "yolo":
         files += [("the class names file", dataset.root / n) for n in NAME_FILES if (dataset.root / n).is_file()]
     for sample in dataset.samples:

@@ -279,7 +279,7 @@ def build_pipeline(
         # gives a remote detector that waits for its server like a camera unless reconnect.retry is off
         detector = open_detector(model, device=device, conf=cfg.conf, precision=cfg.precision,
                                  hint=cfg.hint or default_hint(spec), cache=cfg.cache, retry=cfg.reconnect.retry,
-                                 wait=cfg.reconnect.retry)
+                                 wait=cfg.reconnect.retry, graph_nms=cfg.nms == "graph")
         r = cfg.reconnect
         sinks = [*own, *extra_sinks]
         pipeline = Pipeline(

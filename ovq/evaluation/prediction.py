@@ -15,6 +15,7 @@ from ovq.core.drawing import annotate
 from ovq.core.errors import OutputError
 from ovq.core.fileio import atomic_output_dir, check_output_dir, write_json_atomic
 from ovq.data.images import list_images, read_image
+from ovq.data.layout import output_in_image_folder
 from ovq.model.detector import Detector
 from ovq.serving.remote import RemoteDetector, open_detector
 
@@ -47,6 +48,8 @@ def predict(
     names = _annotated_names(files)
     if out_dir is not None:
         check_output_dir(out_dir)
+        if (why := output_in_image_folder(Path(out_dir), [Path(i) for i in images])) is not None:
+            raise OutputError(f"{out_dir}: {why}")
         inputs = {p.resolve() for p in files}
         for name in names:
             if (Path(out_dir) / name).resolve() in inputs:

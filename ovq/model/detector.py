@@ -117,6 +117,15 @@ def class_ids(classes: Sequence[int | str], labels: Sequence[str]) -> tuple[int,
     return tuple(ids)
 
 
+def _running_on(compiled: ov.CompiledModel, device: str) -> str:
+    """`` (running on CPU)`` when ``device`` (AUTO, ``run``'s default, or MULTI...) chose others than it names."""
+    try:
+        chosen = ",".join(compiled.get_property("EXECUTION_DEVICES"))
+    except (RuntimeError, TypeError):
+        return ""
+    return f" (running on {chosen})" if chosen and chosen != device else ""
+
+
 class Detector:
     """Detect objects in BGR images with one compiled model.
 
@@ -124,6 +133,8 @@ class Detector:
     ``compiled`` (or an ``AsyncInferQueue`` over it) in between. The model's family (built in or from a plug-in)
     is checked against its outputs when it loads. ``conf``, ``iou``, ``agnostic_nms`` and ``max_det`` override
     the model's stored defaults; ``classes`` keeps only those class ids or names; ``labels`` renames the classes.
+    ``graph_nms``: NMS in the graph will be asked for (:meth:`with_nms_in_graph`); a family or threshold that cannot
+    take it is refused before the model compiles.
     """
 
     def __init__(
@@ -142,6 +153,7 @@ class Detector:
         config: dict[str, Any] | None = None,
         core: ov.Core | None = None,
         cache: bool = True,
+        graph_nms: bool = False,
     ) -> None:
         check_max_det(max_det)  # before the model loads: a bad option is the first thing to say
         check_thresholds(conf, iou)
@@ -154,6 +166,11 @@ class Detector:
         # decoding options before compiling: a refused one is said at once
         self.params = decode_params(self.info, conf=conf, iou=iou, agnostic_nms=agnostic_nms, max_det=max_det,
                                     classes=classes)
+        if graph_nms:  # asked for NMS in the graph (--nms graph): a family that cannot is said before compiling
+            from ovq.model.decoders.graph_nms import supports_graph_nms
+
+            if (why := supports_graph_nms(self.decoder, self.params)) is not None:
+                raise ConfigError(f"NMS in the graph: {why}")
         self.device = device
         self.config = compile_config(self.info, precision=precision, hint=hint, config=config)
         self.compiled = compile_model(self.model, device, config=self.config, core=self.core, cache=cache)
@@ -168,8 +185,9 @@ class Detector:
         if saturation:
             logger.warning("%s: %s", self.info.source or "model", saturation)
         logger.info(
-            "compiled %s (%s) on %s, inference precision %s",
-            self.info.source or "model", self.info.family, device, self.inference_precision,
+            "compiled %s (%s) on %s%s, inference precision %s",
+            self.info.source or "model", self.info.family, device, _running_on(self.compiled, device),
+            self.inference_precision,
         )
 
     @property

@@ -15,7 +15,7 @@ from typing import Any
 from ovq.core.errors import ModelError
 from ovq.core.labels import COCO80, OMZ_ONE_CLASS
 from ovq.core.metadata import ModelInfo
-from ovq.model.decoders import Decoder, ModelFacts, get_decoder, infer_families
+from ovq.model.decoders import BUILTIN, Decoder, ModelFacts, get_decoder, infer_families
 from ovq.model.decoders.signatures import BOXES_KEY, boxes_normalised
 from ovq.model.exporter import ExporterMetadata
 
@@ -60,11 +60,19 @@ def _fits(decoder: Decoder, family: str, facts: ModelFacts, where: str) -> bool:
         raise ModelError(f"{where}: family '{family}' failed to check the outputs: {type(exc).__name__}: {exc}") from None
 
 
+def _ambiguity(decoder: Decoder, facts: ModelFacts) -> str | None:
+    """Why a family that may fit could not tell how the outputs are laid out (its ``ambiguity``), or ``None``."""
+    ambiguity = getattr(decoder, "ambiguity", None)
+    return ambiguity(facts) if callable(ambiguity) else None
+
+
 def choose_family(facts: ModelFacts, forced: str | None, where: str) -> tuple[str, Decoder]:
     """The family of the model ``facts`` describe: ``forced`` if its outputs fit it, else the only claimant."""
     if forced:
         decoder = get_decoder(forced)
         if not _fits(decoder, forced, facts, where):
+            if (why := _ambiguity(decoder, facts)) is not None:
+                raise ModelError(f"{where}: {why}")
             raise ModelError(
                 f"{where}: --family {forced} does not fit the model's outputs {_shapes(facts)}; "
                 f"{forced} expects {decoder.expects}"
@@ -72,6 +80,9 @@ def choose_family(facts: ModelFacts, forced: str | None, where: str) -> tuple[st
         return forced, decoder
     claimed = infer_families(facts)
     if not claimed:
+        for decoder in BUILTIN.values():  # a family that would fit but cannot tell the layout says why
+            if (why := _ambiguity(decoder, facts)) is not None:
+                raise ModelError(f"{where}: {why}")
         raise ModelError(
             f"{where}: no known family fits the outputs {_shapes(facts)}; pass --family, or install the plug-in "
             "package for this model (`ovq families` lists the families)"

@@ -340,21 +340,43 @@ def _write_ovms_config(repo: Path, entries: list[dict[str, Any]], models: Sequen
     return path
 
 
-# The inference precisions OpenVINO's GPU plugin runs float layers at (its device docs): f32 and f16, its default.
-GPU_PRECISIONS = ("f32", "f16")
+# The inference precisions each plugin runs float layers at (OpenVINO's device docs), its default first: bf16 is a
+# CPU's (with AMX or AVX-512 BF16), a GPU takes f16 or f32, an NPU f16. A device of another family is given neither
+# bf16 nor a precision it is not known to run.
+DEVICE_PRECISIONS = {"CPU": ("f32", "bf16", "f16"), "GPU": ("f16", "f32"), "NPU": ("f16",)}
 
 
 def _compile_settings(name: str, info: ModelInfo, options: ExportOptions) -> dict[str, str]:
     """What the model stores for whoever compiles it (the precision its accuracy was validated at), less a precision
     the target device does not run, which is said: a model validated at bf16 (a CPU's) for a GPU, whose plugin
-    takes f16 or f32 only, is written without the hint and runs at f16, the GPU's default, as close as it gets."""
+    takes f16 or f32 only, is written without the hint and runs at f16, the GPU's default, as close as it gets; for
+    an NPU (f16 only) likewise. AUTO without a list picks a GPU or the CPU (an NPU only when named), so bf16 is
+    left out there too."""
     settings = {k: str(v) for k, v in info.compile_config.items()}
     precision = settings.get("INFERENCE_PRECISION_HINT")
-    if precision not in (None, *GPU_PRECISIONS) and parse_device(options.device).names_family("GPU"):
-        del settings["INFERENCE_PRECISION_HINT"]
+    if precision is None:
+        return settings
+    spec = parse_device(options.device)
+    families = dict.fromkeys(d.split(".", 1)[0].upper() for d in spec.physical) or dict.fromkeys(("GPU", "CPU"))
+    refusing = [f for f in families if precision not in DEVICE_PRECISIONS.get(f, ("f16", "f32"))]
+    if not refusing:
+        return settings
+    del settings["INFERENCE_PRECISION_HINT"]
+    if not spec.physical:
+        logger.warning("%s: validated at inference precision %s, which %s may give to a GPU that does not run it (its "
+                       "plugin takes f16 or f32): written without a precision hint, so it runs at the chosen device's "
+                       "default", name, precision, options.device)
+    elif "GPU" in refusing:
         logger.warning("%s: validated at inference precision %s, which a GPU does not run (its plugin takes f16 or "
                        "f32): written for %s without a precision hint, so it runs at f16, the GPU's default", name,
                        precision, options.device)
+    elif "NPU" in refusing:
+        logger.warning("%s: validated at inference precision %s, which an NPU does not run (its plugin takes f16): "
+                       "written for %s without a precision hint, so it runs at f16, the NPU's default", name,
+                       precision, options.device)
+    else:
+        logger.warning("%s: validated at inference precision %s, which %s is not known to run: written without a "
+                       "precision hint, so it runs at the device's default", name, precision, options.device)
     return settings
 
 
@@ -396,6 +418,13 @@ def _write_triton_config(repo: Path, name: str, model: ov.Model, info: ModelInfo
     # KIND_GPU is a CUDA GPU to Triton (the OpenVINO backend refuses an instance that is not KIND_CPU): an Intel
     # GPU is chosen with the backend's TARGET_DEVICE parameter, as in openvino_backend's tests/configs/*_gpu.pbtxt
     device = [] if options.device == "CPU" else [("TARGET_DEVICE", options.device)]
+    # the backend reads its OpenVINO parameters (PERFORMANCE_HINT, HINT_BF16, NUM_STREAMS...) for the device CPU alone
+    # (openvino_backend's ParseParameters(device)): written for another, the hint was ignored without a word
+    hint = [("PERFORMANCE_HINT", options.hint.upper())] if options.device == "CPU" else []
+    if not hint:
+        logger.warning("%s: Triton's OpenVINO backend reads PERFORMANCE_HINT only when its device is CPU: --hint %s is "
+                       "left out of config.pbtxt, so %s compiles the model with its own default hint; --format ovms or "
+                       "kserve passes it", name, options.hint.upper(), options.device)
     text = "\n".join([
         f'name: "{name}"',
         'backend: "openvino"',
@@ -404,7 +433,7 @@ def _write_triton_config(repo: Path, name: str, model: ov.Model, info: ModelInfo
         "output [", ",\n".join(tensor(p) for p in model.outputs), "]",
         "instance_group [ { count: 1, kind: KIND_CPU } ]",
         *(f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
-          for key, value in [*device, ("PERFORMANCE_HINT", options.hint.upper()), *_triton_parameters(name, info, options)]),
+          for key, value in [*device, *hint, *_triton_parameters(name, info, options)]),
         "",
     ])
     path = repo / name / "config.pbtxt"

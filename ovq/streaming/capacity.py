@@ -338,7 +338,7 @@ def capacity(
             "use a longer file or shorter --seconds"
         )
     detector = model if isinstance(model, Detector) else Detector(
-        model, device=device, precision=precision, hint="throughput"
+        model, device=device, precision=precision, hint="throughput", graph_nms=nms_mode(nms) is True
     )
     report = CapacityReport(
         # the model as given: the file it was converted from (info.source) named an INT8 IR and its float model alike

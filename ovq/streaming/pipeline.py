@@ -160,7 +160,8 @@ class Pipeline:
 
             check_tracking_available()
         # a model path, a Detector, a serving URL or a RemoteDetector (ovq.serving.remote)
-        self.detector = open_detector(model, device=device, conf=conf, precision=precision, hint=hint or "throughput")
+        self.detector = open_detector(model, device=device, conf=conf, precision=precision, hint=hint or "throughput",
+                                      graph_nms=nms_in_graph is True)  # a family that cannot: said before compiling
         # requests waiting keep the device fed while Python works: optimal + 1 took FastestDet 372 -> 406 FPS (Zen 3,
         # f32), 2 x optimal + 1 on files 513 -> 542 (Zen 5, bf16, 24 pairs); not live: a frame in flight goes stale
         optimal = int(self.detector.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))

@@ -133,6 +133,8 @@ class Decoder(Protocol):
     graph at conversion, stored in the IR, handed back as ``DecodeParams.background_id``; see the ``ssd`` family).
     Optional: ``no_nms``, a string saying why the family runs no NMS (its graph does, or its head needs none): ovq
     then refuses an IoU threshold or class-agnostic NMS given for it, which would change nothing.
+    Optional: ``ambiguity(facts)``, why ``matches`` could not tell how outputs that may be the family's are laid out
+    (``None`` when it could): conversion then says that, not that no family fits (see the ``yolo`` family).
     """
 
     family: str

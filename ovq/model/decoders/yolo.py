@@ -65,6 +65,22 @@ class YoloDecoder:
     def num_classes(self, facts: ModelFacts) -> int | None:
         return facts.output_shapes[0][1] - 4
 
+    def ambiguity(self, facts: ModelFacts) -> str | None:
+        """Why :meth:`matches` could not tell the layout, or ``None``: the output is as long on both axes as the
+        candidates the input size implies and its graph does not show which axis holds them."""
+        shape = facts.single_output
+        if shape is None or len(shape) != 3 or shape[0] != 1 or facts.graph is None or self.matches(facts):
+            return None
+        _, rows, n = shape
+        if not rows == sum(level_cells(facts.input_size, facts.metadata)) == n:
+            return None
+        h, w = facts.input_size
+        return (f"the output [1, {rows}, {n}] is ambiguous for the yolo family: a {h}x{w} input gives {n} "
+                "candidates over strides 8/16/32, as many as both axes hold, and the graph does not show which axis "
+                f"holds them (Ultralytics' head joins its 4 box and {rows - 4} class rows on axis 1); convert or "
+                "export the model at another input size, where the axes differ (ovq convert MODEL.pt --imgsz 640, "
+                "or --imgsz for an ONNX of dynamic size; Ultralytics' export(imgsz=640))")
+
     def decode(self, outputs: list[np.ndarray], resize: ResizeInfo, params: DecodeParams) -> Detections:
         pred = np.asarray(outputs[0])[0]  # (4 + nc, N)
         # the best score of every candidate, then the class of those over the threshold only: argmax down the
