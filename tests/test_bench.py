@@ -251,3 +251,15 @@ def test_cli_bench_warns_when_the_host_took_the_cpu(tiny_net, monkeypatch, capsy
     out = capsys.readouterr().out
     assert "warning: this VM's host gave 40 % of its CPU time to other guests" in out
     assert "not the machine's own" in out
+
+
+@pytest.mark.parametrize("model", ["local", "http://127.0.0.1:9/v2/models/fd"], ids=["local", "served"])
+def test_cli_bench_checks_the_image_before_the_model(tmp_path, capsys, model):
+    """A bad --image was read only after the model had compiled (or its server was asked): the error for a
+    model that was never going to be used came first, or a long compile was wasted."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    model = str(tmp_path / "missing.xml") if model == "local" else model
+    assert main(["bench", model, "--image", str(bad), "--time", "0.1", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ovq bench: error: {bad}: not a readable image"]

@@ -23,7 +23,7 @@ from ovq.core.errors import ConfigError, DependencyError, ModelError, OvqError
 from ovq.core.metadata import read_info
 from ovq.deployment.bundle import build_bundle, check_install_dir
 from ovq.deployment.loader import load_pipeline_config, parse_pipeline_config
-from ovq.deployment.packaging import build_requirements_met, pinned_requirements, runtime_requirements
+from ovq.deployment.packaging import build_requirements_met, build_wheel, pinned_requirements, runtime_requirements
 from ovq.deployment.unit import Needs, needs, service_unit
 from ovq.runtime.compilation import read_model
 
@@ -591,6 +591,28 @@ def test_offline_bundle_installs_without_network_and_runs_60_frames(tiny, tmp_pa
     where = subprocess.run([str(dest / ".venv/bin/python"), "-c", "import ovq, trackers; print(ovq.__file__)"],
                            cwd=shared_tmp, env=env, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(dest / ".venv"))  # the bundle's ovq (and the track extra), not this source tree
+
+
+def test_two_builds_of_the_same_tree_give_the_same_wheel(tmp_path, monkeypatch):
+    """The bundle's wheel (and so its checksum) changed on every build: its entries carried the build's clock,
+    and a build under another umask gave other modes. Two builds, a second apart and under umasks 022 and 077,
+    now give the same bytes, dated SOURCE_DATE_EPOCH when it is set."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    first = build_wheel(tmp_path / "a")
+    old = os.umask(0o077)
+    try:
+        second = build_wheel(tmp_path / "b")
+    finally:
+        os.umask(old)
+    assert first.name == second.name and first.read_bytes() == second.read_bytes()
+    with zipfile.ZipFile(first) as zf:
+        infos = zf.infolist()
+        assert zf.testzip() is None and {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+        assert {(i.external_attr >> 16) & 0o777 for i in infos} == {0o644}
+        assert infos[-1].filename.endswith(".dist-info/RECORD") and "ovq/__init__.py" in zf.namelist()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # 2023-11-14 22:13:20 UTC
+    with zipfile.ZipFile(build_wheel(tmp_path / "c")) as zf:
+        assert {i.date_time for i in zf.infolist()} == {(2023, 11, 14, 22, 13, 20)}
 
 
 def test_build_requirements_decide_build_isolation(tmp_path):

@@ -222,3 +222,53 @@ def test_cli_json_through_a_symlink_loop_is_one_line(assets, tiny, tmp_path):
     loop.symlink_to(loop)
     r = ovq_capacity(str(tiny), "--source", str(assets / VIDEO), "--fps", "5", "--json", str(loop), "-q")
     assert r.code == 2 and r.err.strip().splitlines() == [f"ovq capacity: error: {loop}: Too many levels of symbolic links"]
+
+
+def test_an_interrupted_search_leaves_the_trials_done():
+    done: list[Trial] = []
+
+    def interrupted_at_eight(n: int) -> Trial:
+        if n == 8:
+            raise KeyboardInterrupt
+        return Trial(streams=n, fps=10.0, p95_ms=5.0, dropped=0, cpu_percent=1.0, passed=True)
+
+    with pytest.raises(KeyboardInterrupt):
+        search(interrupted_at_eight, max_streams=64, trials=done)
+    assert [t.streams for t in done] == [1, 2, 4]
+
+
+def test_cli_ctrl_c_prints_the_trials_done_and_writes_json_marked_interrupted(assets, tiny, tmp_path):
+    """Ctrl-C during the search threw away the trials already run: no table, no JSON, only 'interrupted'."""
+    import signal
+
+    out = tmp_path / "cap.json"
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a CI job in the background inherits SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "ovq", "capacity", str(tiny), "--source", str(assets / VIDEO),
+                                 "--fps", "5", "--seconds", "1", "--warmup", "0.2", "--json", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    said = []
+    try:
+        for line in proc.stderr:  # interrupted once two trials are done, during the third
+            said.append(line)
+            if "running 4 stream(s)" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        stdout, rest = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    stderr = "".join(said) + rest
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "ovq capacity: interrupted"
+    rows = [line.split()[0] for line in stdout.splitlines() if line.split() and line.split()[0].isdigit()]
+    assert rows[:2] == ["1", "2"], stdout
+    assert "capacity: at least " in stdout and "(interrupted: the search did not finish)" in stdout
+    assert f"wrote {out} (interrupted: the trials done)" in stdout
+    data = json.loads(out.read_text())
+    assert data["interrupted"] is True and data["streams"] is None and data["streams_at_least"] >= 2
+    assert [t["streams"] for t in data["trials"]][:2] == [1, 2]

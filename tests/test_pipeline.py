@@ -340,6 +340,39 @@ def test_no_retry_fails_at_start_up(detector):
     assert sink.closed
 
 
+def _stop_once(pipeline: Pipeline, ready) -> dict:
+    """Run ``pipeline`` in a thread, stop it once ``ready()`` holds (polled), and return what run() gave."""
+    thread, out = run_in_thread(pipeline)
+    deadline = time.monotonic() + 60
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pipeline.stop()
+    thread.join(30)
+    assert not thread.is_alive() and ready()
+    return out
+
+
+@pytest.mark.parametrize("with_belt", [False, True], ids=["camera-only", "camera-and-belt"])
+def test_a_run_stopped_before_any_camera_answered_is_an_error(detector, ovq_log, with_belt):
+    """A pipeline whose one camera never opened (retrying) exited 0 on Ctrl-C with "0 frames ... DISCONNECTED": a
+    success to a service supervisor, where a file that gives no frame fails the run. Now it is the run's error;
+    with another source that gave frames the stop is the user's, as before."""
+    port = free_port()  # nothing listens there: connection refused, retried
+    sources = [f"rtsp://127.0.0.1:{port}/live"] + (["synth://conveyor?fps=30&width=160&height=120"] * with_belt)
+    sink = Collect()
+    pipeline = Pipeline(detector, sources, names=["cam", "belt"][:len(sources)], sinks=[sink], stats_interval=0)
+    retried = lambda: any("retrying in" in m for m in ovq_log.messages(logging.WARNING))
+    out = _stop_once(pipeline, (lambda: retried() and sink.of("belt")) if with_belt else retried)
+    if with_belt:
+        assert "error" not in out and out["summary"].stopped and out["summary"].streams["cam"].frames == 0
+        return
+    assert isinstance(out.get("error"), SourceError), out
+    assert str(out["error"]) == (f"the run was stopped before any source gave a frame; never connected: cam: "
+                                 f"rtsp://127.0.0.1:{port}/live: connection refused by 127.0.0.1:{port} (no server "
+                                 "listening)")
+    assert sink.closed and not sink.results
+
+
 # -- the command line ------------------------------------------------------------------------------------------
 def ovq_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "ovq", "run", *args]
@@ -362,7 +395,7 @@ def test_cli_unreachable_url(assets):
     assert proc.stderr.strip().splitlines() == [
         f"ovq run: error: {url}: connection refused by 127.0.0.1:{port} (no server listening) (not retrying)"
     ]
-    # without --no-retry it keeps trying, says so, and still exits 0 on SIGTERM
+    # without --no-retry it keeps trying and says so; a SIGTERM before it ever connected fails the run (exit 2)
     # SIGTERM only once it has retried twice: a fixed sleep raced start-up on a loaded 2-core machine (import and
     # model load took over 6 s at load 9, and a SIGTERM before the run installs its handlers ends it with -15)
     proc = subprocess.Popen(ovq_cmd(str(assets / MODEL), "--source", url, "--device", "CPU"),
@@ -384,11 +417,13 @@ def test_cli_unreachable_url(assets):
     proc.wait(timeout=60)
     reader.join(timeout=10)
     stderr = "".join(lines)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 2, stderr
     retries = [ln for ln in stderr.splitlines() if "connection refused" in ln and "retrying in" in ln]
     assert len(retries) >= 2, stderr
     assert "until it answers" in retries[0]
-    assert "0 frames" in stdout
+    assert stderr.strip().splitlines()[-1].startswith("ovq run: error: the run was stopped before any source gave a "
+                                                      "frame; never connected: s0: "), stderr
+    assert "0 frames" not in stdout
 
 
 @pytest.mark.slow
@@ -507,3 +542,32 @@ def test_stream_meter_and_summary():
     data = json.loads(json.dumps(summary.to_dict()))
     assert data["frames"] == 3 and data["streams"]["s0"]["dropped"] == 4
     assert "s0:" in summary.lines()[1] and "dropped 4" in summary.lines()[1]
+
+
+def test_cli_ctrl_c_before_the_only_camera_answered_exits_2(assets):
+    port = free_port()
+    url = f"rtsp://127.0.0.1:{port}/live"
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a CI job in the background inherits SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(ovq_cmd(str(assets / MODEL), "--source", url, "--device", "CPU", "--no-progress"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    said = []
+    try:
+        for line in proc.stderr:
+            said.append(line)
+            if "retrying in" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        stdout, rest = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    lines = ("".join(said) + rest).strip().splitlines()
+    assert proc.returncode == 2, lines
+    assert lines[-1] == (f"ovq run: error: the run was stopped before any source gave a frame; never connected: s0: "
+                         f"{url}: connection refused by 127.0.0.1:{port} (no server listening)")
+    assert "0 frames" not in stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -467,3 +468,51 @@ def test_window_sink_shows_frames_under_xvfb(monkeypatch):
     finally:
         proc.kill()
         proc.wait(5)
+
+
+class _RemoveFolderAt:
+    """A sink that removes ``folder`` (``rm -rf out``) when frame ``at`` comes, the other sinks writing there."""
+
+    def __init__(self, folder, at: int) -> None:
+        self.folder, self.at = folder, at
+
+    def write(self, result: FrameResult) -> None:
+        if result.frame_index == self.at and self.folder.exists():
+            shutil.rmtree(self.folder)
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_output_folder_removed_during_the_run_is_said_in_one_true_line(tiny, tmp_path, ovq_log, monkeypatch):
+    """`rm -rf out` while `ovq run --jsonl out/x.jsonl --out out/x.mp4` ran: the warning said the records were in
+    out/.x.jsonl.partial-..., gone with the folder, an ERROR line came from closing the video writer, and the error
+    said "video writing failed: [Errno 2] No such file or directory: 'out'; left as it was"."""
+    from ovq.model.detector import Detector
+    from ovq.streaming.pipeline import Pipeline
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    jsonl, video = JsonlSink("out/x.jsonl"), VideoSink("out/x.mp4")
+    pipeline = Pipeline(Detector(tiny), ["synth://conveyor"], sinks=[_RemoveFolderAt(out, 5), jsonl, video],
+                        max_frames=40, stats_interval=0)
+    with pytest.raises(OutputError) as err:
+        pipeline.run()
+    assert str(err.value) == "out/x.mp4: the folder out was removed during the run; this run's video went with it"
+    said = ovq_log.messages(logging.WARNING)
+    assert said == [(f"out/x.jsonl: the run failed; the folder out was removed during the run, and this run's "
+                     f"{jsonl.records} records went with it")], said
+    assert jsonl.records >= 5 and not out.exists()
+
+
+def test_a_jsonl_folder_removed_during_the_run_fails_its_close_saying_so(tmp_path):
+    out = tmp_path / "out"
+    sink = JsonlSink(out / "cam" / "x.jsonl")
+    sink.start(["s0"])
+    for i in range(3):
+        sink.write(make_result(index=i))
+    shutil.rmtree(out)
+    with pytest.raises(OutputError) as err:
+        sink.close()
+    assert str(err.value) == (f"{out / 'cam' / 'x.jsonl'}: the folder {out} was removed during the run; this run's 3 "
+                              "records went with it")

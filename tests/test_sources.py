@@ -376,3 +376,28 @@ def test_rtsp_stall_is_detected_and_reconnected(assets, ovq_log):
         finally:
             reader.stop()
             reader.join(3)
+
+
+@pytest.mark.services
+def test_a_wrong_rtsp_path_is_one_line_of_ovqs_saying_404(assets, tmp_path):
+    """Server up, wrong mount: `ovq pipeline` printed FFmpeg's and OpenCV's own lines ("[rtsp @ 0x...] method DESCRIBE
+    failed: 404 (Not Found)", "[ WARN:0@5.2] global cap.cpp:212 open VIDEOIO(FFMPEG): ...") among its log lines, on
+    each retry, and its own line said "accepts connections but sent no video stream ... (wrong path or format?)"."""
+    import subprocess
+
+    reason = RtspServer.available()
+    if reason:
+        pytest.skip(reason)
+    with RtspServer(assets / "videos" / "one-by-one-person-detection.mp4") as server:
+        wrong = server.url.replace("/live", "/nope")
+        where = f"127.0.0.1:{server.port}"
+        assert diagnose_url(wrong) == f"404: no such stream path on {where} (the server is up; check the path)"
+        assert "accepts connections" in diagnose_url(server.url)  # the right path: not a 404 (here FFmpeg opens it)
+        config = tmp_path / "p.yaml"
+        config.write_text(f"model: {assets / 'models/fastestdet/FastestDet.onnx'}\ndevice: CPU\nreconnect: false\n"
+                          f"sources:\n  - {{name: cam, url: '{wrong}'}}\n")
+        proc = subprocess.run([sys.executable, "-m", "ovq", "pipeline", str(config), "-q"], capture_output=True,
+                              text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    said = f"{wrong}: 404: no such stream path on {where} (the server is up; check the path) (not retrying)"
+    assert proc.stderr.strip().splitlines() == [f"ovq pipeline: error: {said}"], proc.stderr

@@ -628,3 +628,30 @@ def test_the_live_window_keeps_only_its_seconds_of_results(monkeypatch):
         assert stats["fps"] == pytest.approx(10.0, rel=0.1)
     finally:
         view.close()
+
+
+def test_a_finished_streams_last_frame_shows_its_last_rate_not_0_fps(monkeypatch):
+    """A viewer who came after a stream had finished got its last frame with "0.0 FPS" burned in: the rate was
+    measured when the frame was encoded, over a window that had emptied by then. It is the rate when it came."""
+    from ovq.core.drawing import annotate
+    from ovq.streaming import liveview
+
+    clock = [1000.0]
+    monkeypatch.setattr(liveview.time, "monotonic", lambda: clock[0])
+    view = liveview.LiveView(fps=10.0)
+    encoded = threading.Event()
+    view.add_listener(lambda name: encoded.set())
+    view.start(["s0"])
+    try:
+        for i in range(30):  # 3 s at 10 fps, then the stream ends
+            view.write(result("s0", i))
+            clock[0] += 0.1
+        clock[0] += 30.0  # a viewer comes 30 s later
+        assert view.want("s0") is True
+        assert encoded.wait(10)
+        last = result("s0", 29)
+        expected = annotate(last.frame, last.detections, LABELS, overlay="s0  10.0 FPS")
+        ok, jpeg = cv2.imencode(".jpg", expected, [cv2.IMWRITE_JPEG_QUALITY, view.quality])
+        assert ok and view.latest("s0").data == jpeg.tobytes()
+    finally:
+        view.close()

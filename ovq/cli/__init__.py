@@ -103,6 +103,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root = logging.getLogger("ovq")
     root.handlers[:] = [handler]
     root.setLevel(level)
+    if verbose <= 1:
+        _quiet_video_backends()
     # third-party chatter stays at warning level unless -vv. NNCF sets its logger to INFO when it is imported (in
     # ovq pipeline and ovq bundle, while quantizing: a line per quantizer placed, also with -q), so a filter, which
     # its import leaves in place, holds the level
@@ -125,6 +127,19 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     # model; torch then warns "No CUDA runtime is found, using CUDA_HOME=..." on every `ovq quantize` (torch
     # 2.14.1, NNCF 3.4.0): nothing to do with OpenVINO, so not shown unless -vv
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.DEBUG if verbose > 1 else logging.ERROR)
+
+
+def _quiet_video_backends() -> None:
+    """FFmpeg's and OpenCV's own lines on standard error (``[rtsp @ 0x...] method DESCRIBE failed: 404 (Not
+    Found)``, ``[ WARN:0@5.2] global cap.cpp:212 open VIDEOIO(FFMPEG): ...``) repeat what ovq says in one line of its
+    own, among its log lines: off for every command that opens video (``ovq pipeline`` printed them on each retry),
+    on with -vv. The variables are read when OpenCV's logging and FFmpeg are first used; a cv2 imported already is
+    told directly."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and hasattr(cv2, "utils"):
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ovq.cli._common import (
     add_command,
@@ -12,6 +13,9 @@ from ovq.cli._common import (
     check_file_outputs,
     report_to,
 )
+
+if TYPE_CHECKING:
+    from ovq.streaming.capacity import CapacityReport
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ovq.core.errors import ConfigError
-    from ovq.core.fileio import check_output_file, same_file, write_json_atomic
+    from ovq.core.fileio import check_output_file, same_file
     from ovq.core.urls import is_serving_url, redact
-    from ovq.streaming.capacity import CLI_FLAGS, capacity, check_numbers
+    from ovq.streaming.capacity import CLI_FLAGS, CapacityInterrupted, capacity, check_numbers
 
     check_numbers(fps=args.fps, max_p95_ms=args.max_p95_ms, seconds=args.seconds, warmup=args.warmup,
                   max_streams=args.max_streams, names=CLI_FLAGS)  # by their flags, before the model compiles
@@ -55,14 +59,24 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.json)
         if not Path(args.json).resolve().parent.is_dir():
             raise ConfigError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
-    report = capacity(
-        args.model, args.source, fps=args.fps, max_p95_ms=args.max_p95_ms, device=args.device, precision=args.precision,
-        seconds=args.seconds, warmup=args.warmup, max_streams=args.max_streams, resize=args.resize, decode=args.decode,
-        nms=args.nms,
-    )
-    out = report_to([args.json])  # stderr when a --json goes to standard output
-    print(report.table(), file=out)
-    if args.json:
-        write_json_atomic(args.json, report.to_dict())  # a failure is an OutputError naming the file
-        print(f"wrote {args.json}", file=out)
+    try:
+        report = capacity(
+            args.model, args.source, fps=args.fps, max_p95_ms=args.max_p95_ms, device=args.device,
+            precision=args.precision, seconds=args.seconds, warmup=args.warmup, max_streams=args.max_streams,
+            resize=args.resize, decode=args.decode, nms=args.nms,
+        )
+    except CapacityInterrupted as stop:  # the trials done were thrown away with the search: say them, then exit 130
+        _report(stop.report, args.json)
+        raise
+    _report(report, args.json)
     return 0
+
+
+def _report(report: CapacityReport, json_path: str | None) -> None:
+    from ovq.core.fileio import write_json_atomic
+
+    out = report_to([json_path])  # stderr when a --json goes to standard output
+    print(report.table(), file=out)
+    if json_path:
+        write_json_atomic(json_path, report.to_dict())  # a failure is an OutputError naming the file
+        print(f"wrote {json_path}" + (" (interrupted: the trials done)" if report.interrupted else ""), file=out)

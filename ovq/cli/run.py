@@ -220,18 +220,6 @@ def _mqtt(args: argparse.Namespace) -> dict[str, Any] | None:
     return section
 
 
-def _quiet_video_backends(verbose: int) -> None:
-    """OpenCV's and FFmpeg's own warnings repeat what ovq logs as one line; keep them for -vv."""
-    if verbose > 1:
-        return
-    import os
-
-    import cv2
-
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when FFmpeg is first used
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-
-
 class _Progress:
     """A progress bar on stderr counting frames; a sink of this command only (the pipeline's logs are the rest)."""
 
@@ -269,7 +257,6 @@ def run(args: argparse.Namespace) -> int:
                                   "the other)")
         # and the files they name after their paths: a stream's video (x_s0.mp4), a series' files
         refuse_deriving_an_output(cfg.where, cfg.sinks, cfg.stream_names, "--summary-json", args.summary_json)
-    _quiet_video_backends(args.verbose)
     progress = [_Progress()] if not args.no_progress and sys.stderr.isatty() else []
     # a supervisor's liveness ($NOTIFY_SOCKET, $OVQ_HEARTBEAT_FILE), as `ovq pipeline` reports it
     liveness = [sink for sink in (LivenessSink.from_environment(),) if sink is not None]

@@ -100,6 +100,21 @@ def free_bytes(path: str | Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def vanished(path: str | Path) -> str | None:
+    """What became of a file a run was writing, when it is no longer there: ``"the folder out was removed"`` (the
+    outermost folder gone: ``rm -rf out`` of ``out/cam/x.mp4`` names ``out``) or ``"out/x.mp4 was removed"``;
+    ``None`` while it is there."""
+    path = Path(path)
+    if os.path.lexists(path):
+        return None
+    if os.path.isdir(path.parent):
+        return f"{path} was removed"
+    gone = path.parent
+    while gone.parent != gone and not os.path.lexists(gone.parent):
+        gone = gone.parent
+    return f"the folder {gone} was removed"
+
+
 def _stat_or_none(path: Path) -> os.stat_result | None:
     """``path``'s stat, ``None`` when nothing is there; any other failure (a symlink loop, no permission) is an
     :class:`OutputError` naming it."""

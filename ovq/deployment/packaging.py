@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from email.parser import Parser
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 WHEELS_DIR = "wheels"
 _SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE", "LICENSE.md", "setup.cfg", "MANIFEST.in")
+ZIP_EPOCH = 315532800  # 1980-01-01 00:00:00 UTC, the earliest date a zip entry holds
 
 
 def source_tree() -> Path | None:
@@ -84,15 +87,43 @@ def build_wheel(dest: Path) -> Path:
             logger.info("the installed setuptools does not meet ovq's build requirements; pip fetches one")
             isolation = []  # pip's default: an isolated build environment with the declared backend
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(out), str(src)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        epoch = _source_date_epoch()
+        env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         wheels = sorted(out.glob("ovq-*.whl"))
         if proc.returncode != 0 or not wheels:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel produced"]
             raise DependencyError(f"building the ovq wheel failed: {tail[0]}")
         target = dest / wheels[0].name
-        shutil.copy2(wheels[0], target)
+        normalize_wheel(wheels[0], target, epoch)
     logger.info("built %s", target.name)
     return target
+
+
+def _source_date_epoch() -> int:
+    """``$SOURCE_DATE_EPOCH`` when it is set (the reproducible-builds convention), else the zip epoch."""
+    try:
+        return max(int(os.environ.get("SOURCE_DATE_EPOCH", "")), ZIP_EPOCH)
+    except ValueError:
+        return ZIP_EPOCH
+
+
+def normalize_wheel(wheel: Path, target: Path, epoch: int) -> None:
+    """Copy ``wheel`` to ``target`` with every entry dated ``epoch`` and mode 0644 (0755 if executable).
+
+    The same tree built twice gave a different wheel each time (the entries carried the build's clock), and a
+    checkout under another umask gave other modes; now the bundle's wheel and its checksum are the same bytes
+    for the same sources. The backend's entry order (sorted, the dist-info last) and the contents are kept, so
+    its RECORD still holds.
+    """
+    date = time.gmtime(epoch)[:6]
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(target, "w") as dst:
+        for entry in src.infolist():
+            info = zipfile.ZipInfo(entry.filename, date_time=date)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            mode = 0o755 if (entry.external_attr >> 16) & 0o111 else 0o644
+            info.external_attr = (0o040000 | 0o755 if entry.is_dir() else 0o100000 | mode) << 16
+            dst.writestr(info, src.read(entry))
 
 
 def ship_wheel(wheel: Path | None, dest: Path) -> Path:

@@ -276,6 +276,8 @@ def benchmark_interleaved(
         raise ConfigError(f"benchmark time must be a positive number of seconds, got {seconds}")
     if rounds < 1:
         raise ConfigError(f"benchmark rounds must be at least 1, got {rounds}")
+    if isinstance(image, (str, Path)):
+        image = read_image(image)  # a bad image is said before any model is compiled or a server is asked
     core = core or new_core()
     prepared: list[_Prepared] = []
     try:

@@ -80,9 +80,13 @@ class CapacityReport:
     decode: str = "auto"  # video decoding asked for (auto, software, vaapi...)
     streams: int = 0
     trials: list[Trial] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C ended the search: ``streams`` is only the most that passed so far
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "trials": [asdict(t) for t in sorted(self.trials, key=lambda t: t.streams)]}
+        data = {**asdict(self), "trials": [asdict(t) for t in sorted(self.trials, key=lambda t: t.streams)]}
+        if self.interrupted:  # never an answer a reader of "streams" takes for the search's
+            data["streams"], data["streams_at_least"] = None, self.streams
+        return data
 
     def table(self) -> str:
         bound = f", p95 <= {self.max_p95_ms:g} ms" if self.max_p95_ms is not None else ""
@@ -101,7 +105,11 @@ class CapacityReport:
             others = f"{t.others_percent:8.0f}" if t.others_percent is not None else f"{'-':>8}"
             verdict = ("ok" if t.passed else f"FAIL: {t.why}") + (" (run again)" if t.attempt > 1 else "")
             lines.append(f"{t.streams:7d} {t.fps:10.2f} {p95} {t.dropped:7d} {t.cpu_percent:6.0f} {stolen} {others}  {verdict}")
-        lines.append(f"capacity: {self.streams} stream(s) at {self.fps:g} fps")
+        if self.interrupted:
+            lines.append(f"capacity: at least {self.streams} stream(s) at {self.fps:g} fps (interrupted: the search "
+                         "did not finish)")
+        else:
+            lines.append(f"capacity: {self.streams} stream(s) at {self.fps:g} fps")
         lines += [f"warning: {warn}" for warn in (self.steal_warning(), self.others_warning()) if warn]
         return "\n".join(lines)
 
@@ -125,15 +133,26 @@ class CapacityReport:
                 "alone may take more streams; measure again with them stopped")
 
 
-def search(trial: Callable[[int], Trial], *, max_streams: int, confirm: bool = True) -> tuple[int, list[Trial]]:
+class CapacityInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`capacity`'s search; ``report`` holds the trials done, marked ``interrupted``."""
+
+    def __init__(self, report: CapacityReport) -> None:
+        super().__init__()
+        self.report = report
+
+
+def search(
+    trial: Callable[[int], Trial], *, max_streams: int, confirm: bool = True, trials: list[Trial] | None = None,
+) -> tuple[int, list[Trial]]:
     """The largest ``n`` in 1..``max_streams`` whose trial passes (doubling, then bisection), and the trials run.
 
     Assumes passing is monotonic in ``n`` (more streams never make it easier). With ``confirm``, a count fails
-    only when its trial fails twice in a row.
+    only when its trial fails twice in a row. Each trial is appended to ``trials`` (when given) as it ends, so a
+    search that is interrupted leaves the ones done there.
     """
     if max_streams < 1:
         raise ConfigError(f"max_streams {max_streams}: must be at least 1")
-    trials: list[Trial] = []
+    trials = [] if trials is None else trials
 
     def run(n: int) -> bool:
         result = trial(n)
@@ -315,7 +334,8 @@ def capacity(
     ``model`` is a path or a built :class:`Detector` (compiled with the throughput hint when built here). Each
     trial takes ``warmup + seconds``; a search takes about ``3 log2(answer) + 2`` trials (a failed one runs twice). ``resize`` (auto, python,
     graph), ``nms`` (auto, python, graph) and ``decode`` (``ovq.streaming.sources.DECODE_MODES``) are the
-    pipeline's, as in ``ovq run``.
+    pipeline's, as in ``ovq run``. Ctrl-C raises :class:`CapacityInterrupted` (a ``KeyboardInterrupt``) holding
+    the report of the trials done, marked ``interrupted``.
     """
     from ovq.runtime.cpu import cpu_model
 
@@ -346,11 +366,16 @@ def capacity(
         device=detector.device, inference_precision=detector.inference_precision, cpu=cpu_model(),
         cores=os.cpu_count() or 1, seconds=seconds, resize=resize, decode=decode, nms=nms,
     )
-    report.streams, report.trials = search(
-        lambda n: run_trial(
-            detector, str(source), n, fps=fps, seconds=seconds, warmup=warmup, max_p95_ms=max_p95_ms,
-            resize=resize, decode=decode, nms=nms,
-        ),
-        max_streams=max_streams,
-    )
+    try:
+        report.streams, _ = search(
+            lambda n: run_trial(
+                detector, str(source), n, fps=fps, seconds=seconds, warmup=warmup, max_p95_ms=max_p95_ms,
+                resize=resize, decode=decode, nms=nms,
+            ),
+            max_streams=max_streams, trials=report.trials,
+        )
+    except KeyboardInterrupt as exc:  # the trials done are kept (the one running is not: its window never ended)
+        report.interrupted = True
+        report.streams = max((t.streams for t in report.trials if t.passed), default=0)
+        raise CapacityInterrupted(report) from exc
     return report

@@ -60,6 +60,7 @@ class _State:
     latest: FrameResult | None = None
     fresh: bool = False  # latest not encoded yet
     last_result_at: float | None = None  # time.monotonic() of the newest result
+    latest_fps: float = 0.0  # the stream's rate when the newest result came: what its frame's overlay says
     window: collections.deque = field(default_factory=lambda: collections.deque(maxlen=MAX_WINDOW))
     in_frame: dict[str, int] = field(default_factory=dict)  # detections per class in the newest frame
     totals: collections.Counter = field(default_factory=collections.Counter)  # detections per class, whole run
@@ -126,6 +127,10 @@ class LiveView:
             st.window.append((now, result.latency_ms))
             while now - st.window[0][0] > WINDOW_S:  # only the window's results: stats and every encode scan it
                 st.window.popleft()
+            # measured as the frame comes, not when it is encoded: a stream's last frame, encoded for a viewer who
+            # came after the stream had finished (its window empty by then), said "0.0 FPS"
+            span = now - st.window[0][0]
+            st.latest_fps = (len(st.window) - 1) / span if span > 0 else 0.0
             st.in_frame = in_frame
             st.totals.update(in_frame)
             st.size = (result.frame.shape[1], result.frame.shape[0])
@@ -242,10 +247,10 @@ class LiveView:
                         continue
                     st.fresh = False
                     st.next_encode = now + 1.0 / self.fps
-                    todo.append((st, st.latest))
-            for st, result in todo:
+                    todo.append((st, st.latest, st.latest_fps))
+            for st, result, fps in todo:
                 try:
-                    jpeg = self._encode(result, st)
+                    jpeg = self._encode(result, st, fps)
                 except Exception as exc:  # noqa: BLE001 - a frame that cannot be drawn must not end the live view
                     logger.warning("%s: live view cannot encode frame %d: %s: %s", st.name, result.frame_index,
                                    type(exc).__name__, exc)
@@ -259,10 +264,7 @@ class LiveView:
                 self._wake.wait(max(0.0, due - time.monotonic()))
                 self._wake.clear()
 
-    def _encode(self, result: FrameResult, st: _State) -> Jpeg:
-        now = time.monotonic()
-        with self._lock:
-            fps = _rate([t for t, _ in st.window if now - t <= WINDOW_S], now)
+    def _encode(self, result: FrameResult, st: _State, fps: float) -> Jpeg:
         frame = result.frame
         if frame.shape[1] > self.max_width:
             scale = self.max_width / frame.shape[1]

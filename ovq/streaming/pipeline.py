@@ -295,6 +295,8 @@ class Pipeline:
         post.join()
         if self._error is None and not self._stop_requested:  # what each file delivered, against what it said
             self._error = FileReader.delivery_error([(st.name, st.reader, st.spec) for st in self._streams], self.strict)
+        elif self._error is None:  # stopped: a run no camera ever answered is no success either
+            self._error = LiveReader.stopped_before_any_frame([(st.name, st.reader) for st in self._streams])
         self._close_sinks()
         for st in self._streams:
             st.reader.join(timeout=1.0)

@@ -250,6 +250,7 @@ class LiveReader:
         self._last_frame = time.monotonic()
         self._down_since: float | None = None
         self._ever_connected = first is not None
+        self.last_failure: str | None = None  # why the source last failed to open
         self._delay = policy.initial_delay
         self._failures = 0
         self._threads: list[threading.Thread] = []
@@ -276,6 +277,22 @@ class LiveReader:
     @property
     def connected(self) -> bool:
         return self._connected_at is not None
+
+    @staticmethod
+    def stopped_before_any_frame(readers: list[tuple[str, Any]]) -> SourceError | None:
+        """For a run stopped (Ctrl-C, SIGTERM) with no frame from any of ``readers`` (``(stream name, reader)``) while
+        a live source had never connected: the run's error, as a file that gives no frame is. Such a run exited 0
+        with "0 frames ... DISCONNECTED", a success to a service supervisor; stopped early with sources that
+        had connected, it is the user's stop, not a failure."""
+        if any(reader.frames_read for _, reader in readers):
+            return None
+        never = [(name, reader) for name, reader in readers
+                 if isinstance(reader, LiveReader) and not reader._ever_connected]
+        if not never:
+            return None
+        said = "; ".join(f"{name}: {reader.last_failure or reader.spec.display + ': not connected yet'}"
+                         for name, reader in never)
+        return SourceError(f"the run was stopped before any source gave a frame; never connected: {said}")
 
     def check_stall(self, now: float | None = None) -> bool:
         """Abandon the worker if a connected source gave no frame for ``stall_timeout`` s; True if it did."""
@@ -336,6 +353,7 @@ class LiveReader:
                 try:
                     source = self.opener()
                 except SourceError as exc:
+                    self.last_failure = str(exc)
                     if not self._current(generation):
                         return
                     if not self.policy.retry:

@@ -36,7 +36,7 @@ import cv2
 
 from ovq.core.drawing import annotate
 from ovq.core.errors import ConfigError, OutputError, OvqError, os_error_message
-from ovq.core.fileio import check_output_file, create_temp_file, is_stream, open_stream, replaced_path
+from ovq.core.fileio import check_output_file, create_temp_file, is_stream, open_stream, replaced_path, vanished
 from ovq.streaming.pipeline import FrameResult
 from ovq.streaming.rolling import MIN_BYTES, Series, check_keep, parse_duration, period_over, sync_dir
 from ovq.streaming.videosink import RateMeter, VideoSink, remove_quietly
@@ -267,6 +267,9 @@ class JsonlSink:
             return
         if self.append:
             logger.warning("%s: the run failed after appending %d records", self.path, self.records)
+        elif self.records and (gone := vanished(self._tmp)):  # it named the temporary file, gone with its folder
+            logger.warning("%s: the run failed; %s during the run, and this run's %d records went with it",
+                           self.path, gone, self.records)
         elif self.records:
             logger.warning("%s: the run failed: left as it was; this run's %d records are in %s",
                            self.path, self.records, self._tmp)
@@ -303,8 +306,13 @@ class JsonlSink:
                 os.chmod(self._tmp, stat.S_IMODE(os.stat(self._target).st_mode))  # keep the mode of the file replaced
             os.replace(self._tmp, self._target)
         except OSError as exc:
-            self._error = OutputError(f"{self.path}: {os_error_message(exc)}; the {self.records} records are in "
-                                      f"{self._tmp}")
+            gone = vanished(self._tmp)  # then its records are not "in" the temporary file it would name
+            if gone:
+                self._error = OutputError(f"{self.path}: {gone} during the run; this run's {self.records} records "
+                                          "went with it")
+            else:
+                self._error = OutputError(f"{self.path}: {os_error_message(exc)}; the {self.records} records are in "
+                                          f"{self._tmp}")
             raise self._error from None
         self.written[self.path] = f"{self.records} records"
 

@@ -176,8 +176,8 @@ def diagnose_url(url: str | Url, *, timeout: float = 2.0) -> str:
         return "cannot open the stream"
     where = f"{url.host}:{port}"
     try:
-        with socket.create_connection((url.host, port), timeout=timeout):
-            pass
+        with socket.create_connection((url.host, port), timeout=timeout) as conn:
+            answer = _rtsp_status(conn, url, port) if url.scheme == "rtsp" else None
     except socket.gaierror:
         return f"cannot resolve host '{url.host}'"
     except ConnectionRefusedError:
@@ -186,7 +186,29 @@ def diagnose_url(url: str | Url, *, timeout: float = 2.0) -> str:
         return f"no answer from {where} within {timeout:.0f} s"
     except OSError as exc:
         return f"cannot connect to {where}: {exc.strerror or exc}"
+    if answer is not None and answer[0] == 404:
+        return f"404: no such stream path on {where} (the server is up; check the path)"
+    if answer is not None and answer[0] == 401:
+        return f"401: {where} refused the user name and password (or wants some)"
+    if answer is not None and answer[0] != 200:
+        return f"{where} answered {answer[0]} {answer[1]}".rstrip()
     return f"{where} accepts connections but sent no video stream FFmpeg could open (wrong path or format?)"
+
+
+def _rtsp_status(conn: socket.socket, url: Url, port: int) -> tuple[int, str] | None:
+    """The RTSP server's answer to a DESCRIBE of ``url`` (no credentials sent): ``(404, "Not Found")``; ``None``
+    when it does not answer as an RTSP server. FFmpeg says it only on its own log, as a line of its own on standard
+    error (``[rtsp @ 0x...] method DESCRIBE failed: 404 (Not Found)``)."""
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    request = (f"DESCRIBE rtsp://{host}:{port}{url.rest or '/'} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
+               "User-Agent: ovq\r\n\r\n")
+    try:
+        conn.sendall(request.encode("utf-8", errors="replace"))
+        head = conn.recv(512).decode("latin-1").split("\r\n", 1)[0]
+    except OSError:
+        return None
+    match = re.fullmatch(r"RTSP/1\.\d (\d{3}) ?(.*)", head)
+    return (int(match.group(1)), match.group(2).strip()) if match else None
 
 
 class FrameSource(Protocol):

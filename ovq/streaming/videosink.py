@@ -32,7 +32,7 @@ import cv2
 
 from ovq.core.drawing import annotate
 from ovq.core.errors import ConfigError, OutputError, OvqError, os_error_message
-from ovq.core.fileio import check_output_file, free_bytes, is_stream, replaced_path, same_file
+from ovq.core.fileio import check_output_file, free_bytes, is_stream, replaced_path, same_file, vanished
 from ovq.streaming.mp4 import mp4_frame_count
 from ovq.streaming.pipeline import FrameResult
 from ovq.streaming.rolling import (
@@ -203,8 +203,13 @@ class VideoSink:
             try:
                 self._encode(result)
             except BaseException as exc:  # noqa: BLE001 - raised by the next write() or close()
-                self._error = exc if isinstance(exc, OvqError) else OutputError(
-                    f"{self.path_for(result.stream)}: video writing failed: {exc}; left as it was")
+                w = self._writers.get(result.stream)
+                gone = vanished(w.tmp) if w is not None and isinstance(exc, OSError) else None
+                if gone:  # it said "left as it was" and the system's words about a folder nobody named
+                    self._error = OutputError(f"{w.path}: {gone} during the run; this run's video went with it")
+                else:
+                    self._error = exc if isinstance(exc, OvqError) else OutputError(
+                        f"{self.path_for(result.stream)}: video writing failed: {exc}; left as it was")
                 logger.debug("%s: video writing failed: %s", result.stream, exc)
 
     def _encode(self, result: FrameResult) -> None:
@@ -366,7 +371,11 @@ def _finish(w: _Writer) -> int | None:
     """Finish ``w``'s file; the frames it holds, or None when it could not be finished."""
     try:
         w.writer.release()
-    except OvqError as exc:
-        logger.warning("%s: %s", w.path, exc)
+    except (OvqError, OSError) as exc:
+        gone = vanished(w.tmp)
+        if gone is not None:  # removed during the run (rm -rf out): the run's error says so, once
+            logger.debug("%s: cannot finish the file: %s", w.path, gone)
+        else:
+            logger.warning("%s: %s", w.path, os_error_message(exc) if isinstance(exc, OSError) else exc)
         return None
     return _frames_listed(w)
