@@ -2,7 +2,7 @@
 
 Run with Debian's own Python 3 (the one python3-gi binds to), not the project's interpreter::
 
-    /usr/bin/python3 tests/rtsp_server.py --port 8554 --video VIDEO.mp4 [--mount /live]
+    /usr/bin/python3 tests/rtsp_server.py --port 8554 --video VIDEO.mp4 [--mount /live] [--user U --password P]
 
 It serves ``rtsp://127.0.0.1:PORT/live`` (loopback only), prints ``READY`` on stdout once it listens and runs
 until killed. Killing the process is a real stream drop for the clients; starting it again brings the
@@ -22,6 +22,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--video", required=True, help="an MP4 file holding H.264 video")
     parser.add_argument("--mount", default="/live")
+    parser.add_argument("--user", help="with --password: clients must log in (basic authentication), as cameras ask")
+    parser.add_argument("--password")
     args = parser.parse_args()
     video = Path(args.video).resolve()
     if not video.is_file():
@@ -42,6 +44,16 @@ def main() -> int:
     location = str(video).replace('"', '\\"')
     factory.set_launch(f'( filesrc location="{location}" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 )')
     factory.set_shared(True)
+    if args.user:
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string("media.factory.role", "viewer")
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password or ""), token)
+        server.set_auth(auth)
+        permissions = GstRtspServer.RTSPPermissions()
+        for what in ("media.factory.access", "media.factory.construct"):
+            permissions.add_permission_for_role("viewer", what, True)
+        factory.set_permissions(permissions)
     server.get_mount_points().add_factory(args.mount, factory)
     if server.attach(None) == 0:
         print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr)

@@ -50,10 +50,11 @@ def wait_port(port: int, timeout: float = 10.0) -> bool:
 class RtspServer:
     """gst-rtsp-server in a subprocess of Debian's Python 3."""
 
-    def __init__(self, video: Path, port: int | None = None) -> None:
+    def __init__(self, video: Path, port: int | None = None, *, login: tuple[str, str] | None = None) -> None:
         self.video = Path(video)
         self.port = port or free_port()
-        self.url = f"rtsp://127.0.0.1:{self.port}/live"
+        self.url = f"rtsp://127.0.0.1:{self.port}/live"  # without the login, which clients add
+        self.login = login  # (user, password) the server asks for, basic authentication
         self.proc: subprocess.Popen[str] | None = None
 
     @staticmethod
@@ -73,7 +74,8 @@ class RtspServer:
 
     def start(self, timeout: float = 15.0) -> None:
         self.proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(TESTS / "rtsp_server.py"), "--port", str(self.port), "--video", str(self.video)],
+            [SYSTEM_PYTHON, str(TESTS / "rtsp_server.py"), "--port", str(self.port), "--video", str(self.video),
+             *(["--user", self.login[0], "--password", self.login[1]] if self.login else [])],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         line = self.proc.stdout.readline()

@@ -401,3 +401,25 @@ def test_a_wrong_rtsp_path_is_one_line_of_ovqs_saying_404(assets, tmp_path):
     assert proc.returncode == 2
     said = f"{wrong}: 404: no such stream path on {where} (the server is up; check the path) (not retrying)"
     assert proc.stderr.strip().splitlines() == [f"ovq pipeline: error: {said}"], proc.stderr
+
+
+def test_a_camera_that_wants_a_login_is_named_so(assets):
+    """ovq's own DESCRIBE sends no credentials, so a 401 to it said "refused the user name and password" also when
+    the URL gave none, and when the URL's were never tried by it. A real server asking for a login (basic
+    authentication, as cameras do): no login in the URL, a wrong one, and the right one, which opens."""
+    reason = RtspServer.available()
+    if reason:
+        pytest.skip(reason)
+    with RtspServer(assets / "videos" / "one-by-one-person-detection.mp4", login=("cam", "s3cret")) as server:
+        where = f"127.0.0.1:{server.port}"
+        with_login = server.url.replace("rtsp://", "rtsp://cam:{}@")
+        assert diagnose_url(server.url) == (f"401: {where} wants a user name and password (give them in the URL, "
+                                            "from ${VARIABLES})")
+        assert diagnose_url(with_login.format("wrong")) == (
+            f"{where} wants a login, and the stream did not open with the URL's (wrong user name, password or path?)")
+        source = open_source(parse_source(with_login.format("s3cret")), timeout=10)
+        try:
+            frame = source.read()
+        finally:
+            source.close()
+        assert frame is not None and frame.shape == (432, 768, 3)

@@ -188,8 +188,10 @@ def diagnose_url(url: str | Url, *, timeout: float = 2.0) -> str:
         return f"cannot connect to {where}: {exc.strerror or exc}"
     if answer is not None and answer[0] == 404:
         return f"404: no such stream path on {where} (the server is up; check the path)"
-    if answer is not None and answer[0] == 401:
-        return f"401: {where} refused the user name and password (or wants some)"
+    if answer is not None and answer[0] == 401:  # to ovq's DESCRIBE, which sends no credentials
+        if url.username is None:
+            return f"401: {where} wants a user name and password (give them in the URL, from ${{VARIABLES}})"
+        return f"{where} wants a login, and the stream did not open with the URL's (wrong user name, password or path?)"
     if answer is not None and answer[0] != 200:
         return f"{where} answered {answer[0]} {answer[1]}".rstrip()
     return f"{where} accepts connections but sent no video stream FFmpeg could open (wrong path or format?)"
