@@ -57,6 +57,16 @@ def is_utf8_text(value: str) -> bool:
     return True
 
 
+def undecodable_reference(text: str, environ: Mapping[str, str]) -> str | None:
+    """The first variable ``text`` references as ``${VAR}`` whose value in ``environ`` is not UTF-8 text, or
+    ``None``; the caller names the variable (its value may be a secret, and cannot be printed as it is anyway)."""
+    for match in ENV_REFERENCE.finditer(text):
+        name = match.group(1)
+        if name in environ and not is_utf8_text(environ[name]):
+            return name
+    return None
+
+
 def check_secret_text(value: str | None, what: str, why: str) -> None:
     """A :class:`ConfigError` naming ``what`` (never the value) when the secret ``value`` is not UTF-8 text (a live
     view token then matched no request; paho-mqtt raised on the credentials); ``why`` says what would happen."""

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ovq.core.errors import ConfigError
-from ovq.core.urls import expand_env, has_literal_password
+from ovq.core.urls import UNSENDABLE_TOKEN, expand_env, has_literal_password, undecodable_reference
 from ovq.core.yamlio import read_yaml
 from ovq.deployment.fields import Origin
 from ovq.deployment.schema import PipelineConfig
@@ -103,6 +103,9 @@ def _expand(value: Any, key: str, origin: Origin, environ: dict[str, str] | None
             origin.from_env.add(key)
         if environ is None:
             return value
+        bad = undecodable_reference(value, environ) if key == "serve.token" else None
+        if bad is not None:  # named by the variable the value came from, never shown: a secret
+            raise origin.error("", f"${bad} ({key}) is not UTF-8 text; {UNSENDABLE_TOKEN}")
         try:
             return expand_env(value, environ)
         except ConfigError as exc:
