@@ -472,3 +472,43 @@ def test_a_flag_the_command_does_not_take_is_named_with_the_commands_usage(capsy
         main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and err[-1] == says and err[0].startswith(f"usage: ovq {argv[0]} ")
+
+
+NOT_UTF8 = "ab\udcffcd"  # the bytes ab\xffcd, as Python reads them from the environment or the command line
+UNOPENABLE = ("is not UTF-8 text; OpenCV and FFmpeg take a file name or URL as UTF-8, so it could not be opened "
+              "(give UTF-8 text)")
+
+
+@pytest.mark.parametrize(("source", "says"), [
+    ("rtsp://u:${OVQ_TEST_PW}@127.0.0.1:1/x", f"$OVQ_TEST_PW (--source rtsp://u:***@127.0.0.1:1/x) {UNOPENABLE}"),
+    ("${OVQ_TEST_PW}", f"$OVQ_TEST_PW (--source ${{OVQ_TEST_PW}}) {UNOPENABLE}"),
+    ("FILE", f"--source: not UTF-8 text; {UNOPENABLE.split('; ', 1)[1]}"),
+    ("p.yaml", f"p.yaml: $OVQ_TEST_PW (sources[1]) {UNOPENABLE}"),
+    ("q.yaml", f"q.yaml: $OVQ_TEST_PW (sources[0].url) {UNOPENABLE}"),
+], ids=["url-password", "whole-source", "file-name", "yaml", "yaml-url"])
+def test_a_source_that_is_not_utf8_is_one_line_at_start_naming_the_variable(tiny, tmp_path, source, says):
+    """A ${CAM_PASSWORD} holding bytes that are not UTF-8 went unchecked: a traceback in the reader thread when the
+    URL was quoted, 0 frames and exit 0; a video file so named (or a ${VAR} giving one) crashed OpenCV (SIGSEGV,
+    exit 139). Now one line at start naming the variable (or the flag), exit 2, the value never shown."""
+    import os
+    import subprocess
+    import sys
+
+    clip = tmp_path / os.fsdecode(b"c\xffr.mp4")
+    clip.write_bytes(Path("/dev/null").read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OVQ_")}
+    env["PYTHONPATH"] = str(Path(__file__).parents[1])
+    env["OVQ_TEST_PW"] = str(clip) if source.startswith("$") else NOT_UTF8
+    if source.endswith(".yaml"):
+        url = "rtsp://u:${OVQ_TEST_PW}@127.0.0.1:1/x"
+        entry = f"['synth://conveyor', '{url}']" if source == "p.yaml" else f"[{{name: cam, url: '{url}'}}]"
+        (tmp_path / source).write_text(f"model: {tiny}\nsources: {entry}\nsinks: {{jsonl: out.jsonl}}\n")
+        argv = ["pipeline", source, "--max-frames", "3"]
+    else:
+        argv = ["run", str(tiny), "--source", str(clip) if source == "FILE" else source, "--max-frames", "3",
+                "--jsonl", "out.jsonl"]
+    r = subprocess.run([sys.executable, "-m", "ovq", *argv, "-q"], cwd=tmp_path, env=env, capture_output=True,
+                       check=False, timeout=120)
+    command = argv[0]
+    assert (r.returncode, r.stderr.decode(errors="replace").splitlines()) == (2, [f"ovq {command}: error: {says}"])
+    assert b"ab\xffcd" not in r.stdout + r.stderr and not (tmp_path / "out.jsonl").exists()

@@ -46,6 +46,9 @@ def expand_env(text: str, environ: Mapping[str, str]) -> str:
 # why a live view token that is not UTF-8 text is refused
 UNSENDABLE_TOKEN = "no browser or client can send it, every request would be refused (give a UTF-8 token)"
 
+# why a source (a file name, a URL) that is not UTF-8 text is refused: OpenCV crashed (SIGSEGV) on such a file name
+UNOPENABLE_SOURCE = "OpenCV and FFmpeg take a file name or URL as UTF-8, so it could not be opened (give UTF-8 text)"
+
 
 def is_utf8_text(value: str) -> bool:
     """Whether ``value`` is text UTF-8 can carry: Python reads the undecodable bytes of an environment variable or

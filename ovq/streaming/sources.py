@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from ovq.core.errors import ConfigError, DatasetError, OvqError, SourceError, unknown_key_message
-from ovq.core.urls import Url, parse_url, redact
+from ovq.core.urls import UNOPENABLE_SOURCE, Url, is_utf8_text, parse_url, redact
 from ovq.data.images import IMAGE_SUFFIXES, decode_image
 
 logger = logging.getLogger(__name__)
@@ -104,6 +104,8 @@ def parse_source(text: str | int | Path) -> SourceSpec:
     text = str(text).strip()
     if not text:
         raise SourceError("empty source string")
+    if not is_utf8_text(text):  # not shown: a URL's password, or bytes no terminal shows as they are
+        raise SourceError(f"not UTF-8 text; {UNOPENABLE_SOURCE}")
     if re.fullmatch(r"\d{1,3}", text):
         return SourceSpec(text=text, kind="camera", camera=int(text))
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
