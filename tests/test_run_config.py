@@ -170,6 +170,45 @@ def test_a_bad_stream_name_names_the_name_flag(tiny, capsys, name, message):
     assert capsys.readouterr().err.strip().splitlines() == [f"ovq run: error: {message}"]
 
 
+FIRST = "start it with a letter, digit or '_' (it names files and MQTT topics, and is typed in shells)"
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("-cam", f"stream name '-cam': starts with '-'; {FIRST}"),  # taken as --name's value: files x_-cam.mp4
+    ("--cam", f"stream name '--cam': starts with '-'; {FIRST}"),
+    ("..", f"stream name '..': starts with '.'; {FIRST}"),  # files x_...mp4, MQTT topic ovq/..
+    (".hidden", f"stream name '.hidden': starts with '.'; {FIRST}"),
+])
+def test_a_stream_name_starting_with_a_dash_or_dot_is_refused_by_the_flag_and_the_file_alike(tiny, tmp_path, capsys,
+                                                                                             name, problem):
+    """`--name -cam` was taken (a value starting with '-' is read as the flag's value since a recent change), and so was
+    `name: -cam` in a file: the files became x_-cam.mp4 and the summary line '-cam: 30 fps'. A name now starts with a
+    letter, a digit or '_', from the flag, the file and the API alike."""
+    argv = ["run", str(tiny), "--source", "synth://conveyor", "--source", "synth://conveyor", "--name", name,
+            "--name", "b", "--out", str(tmp_path / "x.mp4"), "--max-frames", "2", "-q"]
+    if name.startswith("--"):
+        argv[argv.index("--name")] = f"--name={name}"
+        argv.remove(name)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"ovq run: error: --name: {problem}"]
+    with pytest.raises(ConfigError) as err:
+        parse_pipeline_config({"model": str(tiny), "sources": [{"name": name, "url": "synth://conveyor"}]},
+                              tmp_path / "p.yaml", environ={})
+    assert str(err.value) == f"{tmp_path / 'p.yaml'}: sources[0].name: {problem}"
+    from ovq.streaming.pipeline import Pipeline
+
+    with pytest.raises(ConfigError) as err:
+        Pipeline(None, ["synth://conveyor"], names=[name])
+    assert str(err.value) == problem
+    assert not list(tmp_path.iterdir())
+
+
+def test_stream_names_may_hold_dashes_and_dots_after_their_first_character(tiny, tmp_path):
+    cfg = parse_pipeline_config({"model": str(tiny), "sources": [{"name": n, "url": "synth://conveyor"} for n in
+                                                                 ("cam-1.left", "_x", "2-b")]}, tmp_path / "p.yaml")
+    assert [s.name for s in cfg.sources] == ["cam-1.left", "_x", "2-b"]
+
+
 def test_a_repeated_stream_name_names_the_name_flag(tiny, capsys):
     """`ovq run M --source V --source W --name a --name a` said "--source: source name 'a' is used twice": the
     sources were fine, the second --name was not."""

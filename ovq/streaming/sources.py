@@ -59,7 +59,14 @@ _ACCELERATION_NAMES = {v: k for k, v in DECODE_MODES.items() if k != "auto"} | {
 }
 
 def stream_name_problem(name: str) -> str | None:
-    """What is wrong with ``name`` as a stream's name (it names files and MQTT topics), or ``None``."""
+    """What is wrong with ``name`` as a stream's name (it names files and MQTT topics), or ``None``.
+
+    Not its first character: a ``-`` (a name like an option: ``--name -cam`` is read as the flag's value, and the
+    shell commands that handle its files and topics take it as an option) or a ``.`` (``..`` and ``.x`` read as a
+    folder above and a hidden file)."""
+    if name[:1] in ("-", ".") and re.fullmatch(r"[\w.-]+", name):
+        return (f"stream name '{name}': starts with '{name[0]}'; start it with a letter, digit or '_' (it names files "
+                "and MQTT topics, and is typed in shells)")
     if re.fullmatch(r"[\w.-]+", name):
         return None
     return f"stream name '{name}': use letters, digits, '_', '.' and '-' (it names files and MQTT topics)"
