@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_numbers(fps=args.fps, max_p95_ms=args.max_p95_ms, seconds=args.seconds, warmup=args.warmup,
                   max_streams=args.max_streams, names=CLI_FLAGS)  # by their flags, before the model compiles
+    resize, nms, decode = check_modes(args)
     if is_serving_url(args.model):  # it was "http:/HOST:PORT/v2/models/NAME: no such file or folder"
         raise ConfigError(f"{redact(args.model)}: capacity measures this machine running a local model; give a model "
                           "folder, .xml, .onnx or .pt (a served model's throughput: ovq bench URL)")
@@ -57,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
     report = capacity(
         args.model, args.source, fps=args.fps, max_p95_ms=args.max_p95_ms, device=args.device, precision=args.precision,
-        seconds=args.seconds, warmup=args.warmup, max_streams=args.max_streams, resize=args.resize, decode=args.decode,
-        nms=args.nms,
+        seconds=args.seconds, warmup=args.warmup, max_streams=args.max_streams, resize=resize, decode=decode, nms=nms,
     )
     out = report_to([args.json])  # stderr when a --json goes to standard output
     print(report.table(), file=out)
@@ -66,3 +66,19 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, report.to_dict())  # a failure is an OutputError naming the file
         print(f"wrote {args.json}", file=out)
     return 0
+
+
+def check_modes(args: argparse.Namespace) -> tuple[str, str, str]:
+    """``--resize``, ``--nms`` and ``--decode`` checked as ``ovq run`` checks them, named by their flags ('resize
+    'gpu': expected one of ...' named the API's option), and the hardware decoder asked for on this machine."""
+    from ovq.deployment.fields import Origin
+    from ovq.model.decoders.graph_nms import NMS_MODES
+    from ovq.model.ingraph import RESIZE_MODES
+    from ovq.streaming.sources import DECODE_MODES, missing_decoder_said
+
+    origin = Origin.command_line({"resize": "--resize", "nms": "--nms", "decode": "--decode"})
+    resize, nms, decode = (origin.choice(getattr(args, key), key, modes)
+                           for key, modes in (("resize", RESIZE_MODES), ("nms", NMS_MODES), ("decode", DECODE_MODES)))
+    if problem := missing_decoder_said(decode):
+        raise origin.error("decode", problem)
+    return resize, nms, decode

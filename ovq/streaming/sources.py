@@ -337,9 +337,16 @@ def check_decode(decode: str, *, on_this_machine: bool = False) -> int:
         close = difflib.get_close_matches(str(decode), list(DECODE_MODES), n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"decode '{decode}': expected one of {', '.join(DECODE_MODES)}{hint}")
-    if on_this_machine and (why := missing_hardware_decoder(decode)):
-        raise ConfigError(f"decode '{decode}': {why}; use decode 'auto' or 'software'")
+    if on_this_machine and (problem := missing_decoder_said(decode)):
+        raise ConfigError(f"decode {problem}")
     return DECODE_MODES[decode]
+
+
+def missing_decoder_said(decode: str) -> str | None:
+    """Why this machine cannot decode with ``decode`` (a known mode), said after its option's name (``--decode``,
+    ``decode``): ``"vaapi: this machine has no ...; use auto or software"``; ``None`` when it can."""
+    why = missing_hardware_decoder(decode)
+    return f"{decode}: {why}; use auto or software" if why else None
 
 
 def missing_hardware_decoder(decode: str) -> str | None:
