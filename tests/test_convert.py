@@ -236,10 +236,10 @@ def test_a_lone_preprocessing_option_keeps_the_familys_others(assets, tmp_path):
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--scale", "0", "0", "0"], "scale [0.0, 0.0, 0.0]"),
-        (["--mean", "nan", "0", "0"], "mean [nan, 0.0, 0.0]"),
-        (["--conf", "5"], "conf 5.0"),
-        (["--iou", "nan"], "iou nan"),
+        (["--scale", "0", "0", "0"], "error: --scale [0.0, 0.0, 0.0]: a channel divided by 0"),  # was "scale"
+        (["--mean", "nan", "0", "0"], "error: --mean [nan, 0.0, 0.0]: expected three finite numbers"),
+        (["--conf", "5"], "error: --conf 5.0: expected a number from 0 to 1"),
+        (["--iou", "nan"], "error: --iou nan: expected a number from 0 to 1"),
         (["--imgsz", "32", "32", "32"], "--imgsz 32 32 32"),
         # 0 and -3 reached OpenVINO: "cannot reshape input to 0x0: While validating node ... Kernel after dilation"
         (["--imgsz", "0"], "--imgsz 0: expected N (square) or H W, in pixels (at least 1)"),

@@ -292,3 +292,31 @@ def test_ovq_run_writes_the_heartbeat_too(tiny, tmp_path, capsys):
     assert json.loads(beat.read_text())["results"] >= 1
     assert main(["health", str(beat), "--max-age", "120"]) == 0
     assert capsys.readouterr().out.startswith("alive: last result ")
+
+
+def test_a_ready_that_fails_is_tried_again_once_a_second_not_at_every_frame(tmp_path, ovq_log):
+    """READY=1 to a socket that is not there was sent again at every result: quiet in the log since it is said once,
+    but a system call per frame (30 a second) for the whole run. Now at most once a second, and it still gets
+    through once the socket is there."""
+    import logging
+
+    path = str(tmp_path / "notify")
+    now = [0.0]
+    sink = LivenessSink.from_environment({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "10000000"})
+    sink._clock = lambda: now[0]
+    for i in range(90):  # 3 s of results at 30 fps
+        now[0] = i / 30
+        sink.write(_result(i))
+    tries = [m for m in ovq_log.messages(logging.DEBUG) if m.startswith("sd_notify READY=1 to")]
+    assert len(tries) == 3, tries  # at 0, 1 and 2 s
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)  # systemd's socket is there now
+    try:
+        sock.settimeout(5)
+        now[0] = 3.0
+        sink.write(_result(90))
+        assert sock.recv(100).startswith(b"READY=1\n")
+        assert ovq_log.messages(logging.WARNING)[-1] == f"sd_notify to {path} works again"
+    finally:
+        sink.close()
+        sock.close()

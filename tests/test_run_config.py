@@ -170,6 +170,45 @@ def test_a_bad_stream_name_names_the_name_flag(tiny, capsys, name, message):
     assert capsys.readouterr().err.strip().splitlines() == [f"ovq run: error: {message}"]
 
 
+FIRST = "start it with a letter, digit or '_' (it names files and MQTT topics, and is typed in shells)"
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("-cam", f"stream name '-cam': starts with '-'; {FIRST}"),  # taken as --name's value: files x_-cam.mp4
+    ("--cam", f"stream name '--cam': starts with '-'; {FIRST}"),
+    ("..", f"stream name '..': starts with '.'; {FIRST}"),  # files x_...mp4, MQTT topic ovq/..
+    (".hidden", f"stream name '.hidden': starts with '.'; {FIRST}"),
+])
+def test_a_stream_name_starting_with_a_dash_or_dot_is_refused_by_the_flag_and_the_file_alike(tiny, tmp_path, capsys,
+                                                                                             name, problem):
+    """`--name -cam` was taken (a value starting with '-' is read as the flag's value since a recent change), and so was
+    `name: -cam` in a file: the files became x_-cam.mp4 and the summary line '-cam: 30 fps'. A name now starts with a
+    letter, a digit or '_', from the flag, the file and the API alike."""
+    argv = ["run", str(tiny), "--source", "synth://conveyor", "--source", "synth://conveyor", "--name", name,
+            "--name", "b", "--out", str(tmp_path / "x.mp4"), "--max-frames", "2", "-q"]
+    if name.startswith("--"):
+        argv[argv.index("--name")] = f"--name={name}"
+        argv.remove(name)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"ovq run: error: --name: {problem}"]
+    with pytest.raises(ConfigError) as err:
+        parse_pipeline_config({"model": str(tiny), "sources": [{"name": name, "url": "synth://conveyor"}]},
+                              tmp_path / "p.yaml", environ={})
+    assert str(err.value) == f"{tmp_path / 'p.yaml'}: sources[0].name: {problem}"
+    from ovq.streaming.pipeline import Pipeline
+
+    with pytest.raises(ConfigError) as err:
+        Pipeline(None, ["synth://conveyor"], names=[name])
+    assert str(err.value) == problem
+    assert not list(tmp_path.iterdir())
+
+
+def test_stream_names_may_hold_dashes_and_dots_after_their_first_character(tiny, tmp_path):
+    cfg = parse_pipeline_config({"model": str(tiny), "sources": [{"name": n, "url": "synth://conveyor"} for n in
+                                                                 ("cam-1.left", "_x", "2-b")]}, tmp_path / "p.yaml")
+    assert [s.name for s in cfg.sources] == ["cam-1.left", "_x", "2-b"]
+
+
 def test_a_repeated_stream_name_names_the_name_flag(tiny, capsys):
     """`ovq run M --source V --source W --name a --name a` said "--source: source name 'a' is used twice": the
     sources were fine, the second --name was not."""
@@ -472,3 +511,43 @@ def test_a_flag_the_command_does_not_take_is_named_with_the_commands_usage(capsy
         main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and err[-1] == says and err[0].startswith(f"usage: ovq {argv[0]} ")
+
+
+NOT_UTF8 = "ab\udcffcd"  # the bytes ab\xffcd, as Python reads them from the environment or the command line
+UNOPENABLE = ("is not UTF-8 text; OpenCV and FFmpeg take a file name or URL as UTF-8, so it could not be opened "
+              "(give UTF-8 text)")
+
+
+@pytest.mark.parametrize(("source", "says"), [
+    ("rtsp://u:${OVQ_TEST_PW}@127.0.0.1:1/x", f"$OVQ_TEST_PW (--source rtsp://u:***@127.0.0.1:1/x) {UNOPENABLE}"),
+    ("${OVQ_TEST_PW}", f"$OVQ_TEST_PW (--source ${{OVQ_TEST_PW}}) {UNOPENABLE}"),
+    ("FILE", f"--source: not UTF-8 text; {UNOPENABLE.split('; ', 1)[1]}"),
+    ("p.yaml", f"p.yaml: $OVQ_TEST_PW (sources[1]) {UNOPENABLE}"),
+    ("q.yaml", f"q.yaml: $OVQ_TEST_PW (sources[0].url) {UNOPENABLE}"),
+], ids=["url-password", "whole-source", "file-name", "yaml", "yaml-url"])
+def test_a_source_that_is_not_utf8_is_one_line_at_start_naming_the_variable(tiny, tmp_path, source, says):
+    """A ${CAM_PASSWORD} holding bytes that are not UTF-8 went unchecked: a traceback in the reader thread when the
+    URL was quoted, 0 frames and exit 0; a video file so named (or a ${VAR} giving one) crashed OpenCV (SIGSEGV,
+    exit 139). Now one line at start naming the variable (or the flag), exit 2, the value never shown."""
+    import os
+    import subprocess
+    import sys
+
+    clip = tmp_path / os.fsdecode(b"c\xffr.mp4")
+    clip.write_bytes(Path("/dev/null").read_bytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OVQ_")}
+    env["PYTHONPATH"] = str(Path(__file__).parents[1])
+    env["OVQ_TEST_PW"] = str(clip) if source.startswith("$") else NOT_UTF8
+    if source.endswith(".yaml"):
+        url = "rtsp://u:${OVQ_TEST_PW}@127.0.0.1:1/x"
+        entry = f"['synth://conveyor', '{url}']" if source == "p.yaml" else f"[{{name: cam, url: '{url}'}}]"
+        (tmp_path / source).write_text(f"model: {tiny}\nsources: {entry}\nsinks: {{jsonl: out.jsonl}}\n")
+        argv = ["pipeline", source, "--max-frames", "3"]
+    else:
+        argv = ["run", str(tiny), "--source", str(clip) if source == "FILE" else source, "--max-frames", "3",
+                "--jsonl", "out.jsonl"]
+    r = subprocess.run([sys.executable, "-m", "ovq", *argv, "-q"], cwd=tmp_path, env=env, capture_output=True,
+                       check=False, timeout=120)
+    command = argv[0]
+    assert (r.returncode, r.stderr.decode(errors="replace").splitlines()) == (2, [f"ovq {command}: error: {says}"])
+    assert b"ab\xffcd" not in r.stdout + r.stderr and not (tmp_path / "out.jsonl").exists()

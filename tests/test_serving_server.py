@@ -323,11 +323,86 @@ def test_the_path_of_a_grpc_call_is_read_as_clients_encode_it() -> None:
     assert request_path(grpc_core) == SERVER_LIVE
     assert request_path(b"\x3f\xe1\x1f" + b"\x84") == "/"  # a table size update (4096), then static ':path: /'
     assert request_path(b"\x04" + bytes([len(live)]) + live) == SERVER_LIVE  # without indexing, the static name
-    assert request_path(b"\x44\x82\x62\x51") is None  # Huffman-coded: not read here, answered UNAVAILABLE
+    assert request_path(b"\x44\x82\x62\x51") is None  # a broken Huffman code ('/f', then padding 0001): UNAVAILABLE
     assert request_path(b"\x83\x86") is None
     assert request_path(b"\x40\x01x\x01y\x40\x05:path\x02/a") == "/a"
     for n in (0, 14, 15, 126, 127, 128, 4096, 70000):
         assert _read_int(_hpack_int(n, 7), 0, 7) == (n, len(_hpack_int(n, 7)))
+
+
+def _huffman(text: str) -> bytes:
+    """``text`` Huffman-coded with the code :mod:`ovq.serving.huffman` decodes (padded with EOS's first bits)."""
+    from ovq.serving.huffman import code_table
+
+    codes = {symbol: (length, code) for (length, code), symbol in code_table().items()}
+    bits = "".join(format(codes[b][1], f"0{codes[b][0]}b") for b in text.encode())
+    bits += "1" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+# RFC 7541 appendix C.4 (requests) and C.6 (responses): Huffman-coded literals and what they decode to
+RFC_HUFFMAN = [
+    ("f1e3c2e5f23a6ba0ab90f4ff", "www.example.com"), ("a8eb10649cbf", "no-cache"), ("25a849e95ba97d7f", "custom-key"),
+    ("25a849e95bb8e8b4bf", "custom-value"), ("6402", "302"), ("aec3771a4b", "private"), ("640eff", "307"),
+    ("d07abe941054d444a8200595040b8166e082a62d1bff", "Mon, 21 Oct 2013 20:13:21 GMT"),
+    ("9d29ad171863c78f0b97c8e9ae82ae43d3", "https://www.example.com"), ("9bd9ab", "gzip"),
+    ("94e7821dd7f2e6c7b335dfdfcd5b3960d5af27087f3672c1ab270fb5291f9587316065c003ed4ee5b1063d5007",
+     "foo=ASDJKHQKBZXOQWEOPIUAXQWEOIU; max-age=3600; version=1"),
+]
+
+
+def test_hpack_huffman_decodes_the_rfc_examples_and_its_codes_are_the_rfcs() -> None:
+    from ovq.serving.huffman import CODE_LENGTHS, EOS, code_table, huffman_decode
+
+    for coded, text in RFC_HUFFMAN:
+        assert huffman_decode(bytes.fromhex(coded)) == text.encode()
+    codes = {symbol: (length, code) for (length, code), symbol in code_table().items()}
+    assert len(codes) == 257 and sum(2 ** (30 - n) for n in CODE_LENGTHS) == 2 ** 30  # a complete prefix code
+    # appendix B's codes, one or more of every length from 5 to 30 bits
+    rfc = {ord("0"): (5, 0x0), ord("t"): (5, 0x9), ord(" "): (6, 0x14), ord("_"): (6, 0x22), ord(":"): (7, 0x5c),
+           ord("z"): (7, 0x7b), ord("&"): (8, 0xf8), ord("Z"): (8, 0xfd), ord("?"): (10, 0x3fc), ord("|"): (11, 0x7fc),
+           ord(">"): (12, 0xffb), 0: (13, 0x1ff8), ord("~"): (13, 0x1ffd), ord("}"): (14, 0x3ffd),
+           ord("{"): (15, 0x7ffe), ord("\\"): (19, 0x7fff0), 208: (19, 0x7fff2), 128: (20, 0xfffe6),
+           226: (20, 0xfffed), 153: (21, 0x1fffdc), 230: (21, 0x1fffe8), 129: (22, 0x3fffd2), 233: (22, 0x3fffeb),
+           1: (23, 0x7fffd8), 239: (23, 0x7ffff4), 9: (24, 0xffffea), 237: (24, 0xfffff5), 199: (25, 0x1ffffec),
+           235: (25, 0x1ffffef), 192: (26, 0x3ffffe0), 255: (26, 0x3ffffee), 203: (27, 0x7ffffde),
+           254: (27, 0x7fffff0), 2: (28, 0xfffffe2), 249: (28, 0xffffffe), 10: (30, 0x3ffffffc),
+           22: (30, 0x3ffffffe), EOS: (30, 0x3fffffff)}
+    assert {symbol: codes[symbol] for symbol in rfc} == rfc
+    for broken in ("f1e3c2e5f23a6ba0ab90f4ffff",  # padding of 8 bits and more
+                   "f1e3c2e5f23a6ba0ab90f4fe",  # padding that is not EOS's first bits
+                   "ffffffff"):  # EOS inside the string
+        with pytest.raises(ValueError):
+            huffman_decode(bytes.fromhex(broken))
+
+
+def test_a_grpc_path_sent_huffman_coded_is_read() -> None:
+    """grpc-go (and OkHttp) send ':path' Huffman-coded when that is shorter: a Go client's ServerLive, while the models
+    compiled, was answered UNAVAILABLE as if the server were down (a liveness probe on it failed, and restarted the
+    server, for as long as the compile took). The RFC's own examples, and a live ServerLive over a socket."""
+    from ovq.serving import grpc_starting as h2
+    from ovq.serving.grpc_starting import SERVER_LIVE, request_path
+
+    assert request_path(bytes.fromhex("828684418cf1e3c2e5f23a6ba0ab90f4ff")) == "/"  # C.4.1
+    c43 = "828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf"  # C.4.3: huffman literals, then the static /index.html
+    assert request_path(bytes.fromhex(c43)) == "/index.html"
+    live = _huffman(SERVER_LIVE)
+    assert len(live) < len(SERVER_LIVE)  # so a Go client codes it
+    block = b"\x83\x86" + b"\x44" + bytes([0x80 | len(live)]) + live  # :path with the static name, incremental indexing
+    assert request_path(block) == SERVER_LIVE
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        server = threading.Thread(target=h2.answer_grpc, args=(ours,))
+        server.start()
+        theirs.sendall(h2.PREFACE + h2.frame(h2.SETTINGS, 0, 0) + h2.frame(h2.HEADERS, h2.END_HEADERS | h2.END_STREAM, 1,
+                                                                          block))
+        theirs.settimeout(10)
+        got = b""
+        while chunk := theirs.recv(65536):
+            got += chunk
+        server.join(10)
+    assert h2.frame(h2.DATA, 0, 1, b"\0\0\0\0\x02\x08\x01") in got  # ServerLiveResponse {live: true}, not UNAVAILABLE
+    assert b"grpc-status\x010" in got
 
 
 def test_the_rest_port_answers_until_its_server_takes_it_over() -> None:

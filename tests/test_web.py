@@ -598,7 +598,8 @@ def test_a_token_that_is_not_utf8_is_refused_by_the_file_and_the_server_and_a_cl
     data = {"model": "m.xml", "sources": ["0"], "serve": {"listen": 8080, "token": "${OVQ_SERVE_TOKEN}"}}
     with pytest.raises(ConfigError) as err:
         parse_pipeline_config(data, tmp_path / "p.yaml", environ={"OVQ_SERVE_TOKEN": BAD})
-    assert str(err.value) == f"{tmp_path / 'p.yaml'}: serve.token: {UNSENDABLE}"
+    # named by the key only, the variable the file took it from (the one to fix) was left for the user to find
+    assert str(err.value) == f"{tmp_path / 'p.yaml'}: $OVQ_SERVE_TOKEN (serve.token) is {UNSENDABLE}"
     with pytest.raises(ConfigError) as err:
         LiveServer("127.0.0.1", 0, token=BAD)
     assert str(err.value) == f"the live view's token: {UNSENDABLE}"

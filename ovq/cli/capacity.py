@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_numbers(fps=args.fps, max_p95_ms=args.max_p95_ms, seconds=args.seconds, warmup=args.warmup,
                   max_streams=args.max_streams, names=CLI_FLAGS)  # by their flags, before the model compiles
+    resize, nms, decode = check_modes(args)
     if is_serving_url(args.model):  # it was "http:/HOST:PORT/v2/models/NAME: no such file or folder"
         raise ConfigError(f"{redact(args.model)}: capacity measures this machine running a local model; give a model "
                           "folder, .xml, .onnx or .pt (a served model's throughput: ovq bench URL)")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         report = capacity(
             args.model, args.source, fps=args.fps, max_p95_ms=args.max_p95_ms, device=args.device,
             precision=args.precision, seconds=args.seconds, warmup=args.warmup, max_streams=args.max_streams,
-            resize=args.resize, decode=args.decode, nms=args.nms,
+            resize=resize, decode=decode, nms=nms,
         )
     except CapacityInterrupted as stop:  # the trials done were thrown away with the search: say them, then exit 130
         _report(stop.report, args.json)
@@ -80,3 +81,19 @@ def _report(report: CapacityReport, json_path: str | None) -> None:
     if json_path:
         write_json_atomic(json_path, report.to_dict())  # a failure is an OutputError naming the file
         print(f"wrote {json_path}" + (" (interrupted: the trials done)" if report.interrupted else ""), file=out)
+
+
+def check_modes(args: argparse.Namespace) -> tuple[str, str, str]:
+    """``--resize``, ``--nms`` and ``--decode`` checked as ``ovq run`` checks them, named by their flags ('resize
+    'gpu': expected one of ...' named the API's option), and the hardware decoder asked for on this machine."""
+    from ovq.deployment.fields import Origin
+    from ovq.model.decoders.graph_nms import NMS_MODES
+    from ovq.model.ingraph import RESIZE_MODES
+    from ovq.streaming.sources import DECODE_MODES, missing_decoder_said
+
+    origin = Origin.command_line({"resize": "--resize", "nms": "--nms", "decode": "--decode"})
+    resize, nms, decode = (origin.choice(getattr(args, key), key, modes)
+                           for key, modes in (("resize", RESIZE_MODES), ("nms", NMS_MODES), ("decode", DECODE_MODES)))
+    if problem := missing_decoder_said(decode):
+        raise origin.error("decode", problem)
+    return resize, nms, decode

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--imgsz {' '.join(map(str, args.imgsz))}: expected N (square) or H W, in pixels (at "
                               "least 1)")
         imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz)
-    with flags_named({"iou": "--iou", "agnostic_nms": "--agnostic-nms"}):
+    with flags_named({"iou": "--iou", "agnostic_nms": "--agnostic-nms", "conf": "--conf", "mean": "--mean",
+                      "scale": "--scale"}):
         xml = convert(
             args.src, args.out, imgsz=imgsz, fp16=args.fp16, family=args.family,
             labels=parse_labels(args.labels), preprocessing=pre or None, conf_threshold=args.conf,

@@ -60,10 +60,11 @@ def run(args: argparse.Namespace) -> int:
 def _check(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     import yaml
 
-    from ovq.deployment.build import check_environment, check_outputs, check_paths
+    from ovq.deployment.build import check_decoder, check_environment, check_outputs, check_paths
     from ovq.runtime.compilation import check_device
 
     check_paths(cfg)
+    check_decoder(cfg)
     check_environment(cfg)
     check_outputs(cfg)
     spec = check_device(args.device or cfg.device)

@@ -160,8 +160,11 @@ def _expand_source(text: str) -> str:
     import os
 
     from ovq.core.errors import ConfigError
-    from ovq.core.urls import expand_env, redact
+    from ovq.core.urls import UNOPENABLE_SOURCE, expand_env, redact, undecodable_reference
 
+    bad = undecodable_reference(text, os.environ)
+    if bad is not None:  # named, never shown: a camera's password, as a rule
+        raise ConfigError(f"${bad} (--source {redact(text)}) is not UTF-8 text; {UNOPENABLE_SOURCE}")
     try:
         return expand_env(text, os.environ)
     except ConfigError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from ovq.cli._common import add_command, add_device
+from ovq.cli._common import add_command, add_device, flags_named
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovq.core.errors import ConfigError
     from ovq.deployment.signals import exit_now, first_then_at_once
     from ovq.serving.listen import bind_listeners, bracketed
     from ovq.serving.server import ServeOptions, serve, served_models, served_names
@@ -31,8 +32,11 @@ def run(args: argparse.Namespace) -> int:
     # kserve 0.21 answers through FastAPI's ORJSONResponse, which FastAPI deprecates: a two-line warning on the
     # first request, at any verbosity, about code neither the user nor ovq controls. This process is the command's.
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
-    options = ServeOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, device=args.device,
-                           nireq=args.nireq, hint=args.hint)
+    if args.http_port == args.grpc_port:
+        raise ConfigError(f"--http-port and --grpc-port are both {args.http_port}; give two different ports")
+    with flags_named({"http port": "--http-port", "grpc port": "--grpc-port", "nireq": "--nireq"}):
+        options = ServeOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, device=args.device,
+                               nireq=args.nireq, hint=args.hint)
     names = served_names(args.models, args.name)
     # both ports before the models compile, listening and answering 'not ready' (the REST one until kserve's server
     # takes it over, the gRPC one until grpc binds it): a port in use is one line and exit 2, nothing started

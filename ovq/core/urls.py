@@ -46,6 +46,9 @@ def expand_env(text: str, environ: Mapping[str, str]) -> str:
 # why a live view token that is not UTF-8 text is refused
 UNSENDABLE_TOKEN = "no browser or client can send it, every request would be refused (give a UTF-8 token)"
 
+# why a source (a file name, a URL) that is not UTF-8 text is refused: OpenCV crashed (SIGSEGV) on such a file name
+UNOPENABLE_SOURCE = "OpenCV and FFmpeg take a file name or URL as UTF-8, so it could not be opened (give UTF-8 text)"
+
 
 def is_utf8_text(value: str) -> bool:
     """Whether ``value`` is text UTF-8 can carry: Python reads the undecodable bytes of an environment variable or
@@ -55,6 +58,16 @@ def is_utf8_text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def undecodable_reference(text: str, environ: Mapping[str, str]) -> str | None:
+    """The first variable ``text`` references as ``${VAR}`` whose value in ``environ`` is not UTF-8 text, or
+    ``None``; the caller names the variable (its value may be a secret, and cannot be printed as it is anyway)."""
+    for match in ENV_REFERENCE.finditer(text):
+        name = match.group(1)
+        if name in environ and not is_utf8_text(environ[name]):
+            return name
+    return None
 
 
 def check_secret_text(value: str | None, what: str, why: str) -> None:

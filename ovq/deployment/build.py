@@ -29,7 +29,7 @@ from ovq.streaming.mqtt import TLS_SCHEMES, MqttSink, check_credentials, parse_b
 from ovq.streaming.pipeline import Pipeline, Sink
 from ovq.streaming.readers import ReconnectPolicy
 from ovq.streaming.sinks import JsonlSink, VideoSink, WindowSink
-from ovq.streaming.sources import parse_source
+from ovq.streaming.sources import missing_decoder_said, parse_source
 from ovq.streaming.stats import RunSummary
 from ovq.streaming.web import LiveServer, token_from_env
 
@@ -58,6 +58,14 @@ def check_paths(cfg: PipelineConfig) -> None:
             parse_source(src.url)
         except SourceError as exc:
             raise where.error(f"sources[{i}]", str(exc)) from None
+
+
+def check_decoder(cfg: PipelineConfig) -> None:
+    """Raise :class:`ConfigError` when ``decode`` asks for a hardware decoder this machine cannot have, for sources
+    it decodes (not cameras), named as the configuration names it (``--decode``, ``p.yaml: decode``); a bundle
+    built elsewhere is not checked here, but on the machine that runs it."""
+    if any(parse_source(s.url).kind != "camera" for s in cfg.sources) and (problem := missing_decoder_said(cfg.decode)):
+        raise cfg.where.error("decode", problem)
 
 
 def check_environment(cfg: PipelineConfig, environ: Mapping[str, str] | None = None) -> None:
@@ -271,6 +279,7 @@ def build_pipeline(
     own: list[Sink] = []
     try:
         check_paths(cfg)
+        check_decoder(cfg)
         check_environment(cfg)
         spec = check_device(device)  # before a quantization that may take minutes
         own = build_sinks(cfg)  # their outputs checked, nothing opened yet

@@ -38,7 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from ovq.core.errors import ConfigError
-from ovq.core.urls import expand_env, has_literal_password
+from ovq.core.urls import (
+    UNOPENABLE_SOURCE,
+    UNSENDABLE_TOKEN,
+    expand_env,
+    has_literal_password,
+    undecodable_reference,
+)
 from ovq.core.yamlio import read_yaml
 from ovq.deployment.fields import Origin
 from ovq.deployment.schema import PipelineConfig
@@ -51,6 +57,7 @@ _PASSWORD_IN_FILE = (
 
 
 _WHOLE_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}")
+_SOURCE_URL = re.compile(r"sources\[\d+\](\.url)?")  # a source's string (or a mapping's url)
 _NESTED_DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):-[^}]*\$\{")
 
 
@@ -103,6 +110,10 @@ def _expand(value: Any, key: str, origin: Origin, environ: dict[str, str] | None
             origin.from_env.add(key)
         if environ is None:
             return value
+        why = UNSENDABLE_TOKEN if key == "serve.token" else UNOPENABLE_SOURCE if _SOURCE_URL.fullmatch(key) else None
+        bad = undecodable_reference(value, environ) if why else None
+        if bad is not None:  # named by the variable the value came from, never shown: it may be a secret
+            raise origin.error("", f"${bad} ({key}) is not UTF-8 text; {why}")
         try:
             return expand_env(value, environ)
         except ConfigError as exc:

@@ -3,10 +3,10 @@
 :class:`LivenessSink` is an ordinary pipeline sink (``build_pipeline(..., extra_sinks=[...])``), so it sees
 results exactly when they leave the pipeline: a frozen source or a deadlocked stage stops its calls.
 
-- systemd (``Type=notify``, ``WatchdogSec=``): ``READY=1`` after the first result, ``WATCHDOG=1`` at most every
-  half watchdog period while results flow, ``STOPPING=1`` when the pipeline closes its sinks. The datagrams go
-  to ``$NOTIFY_SOCKET`` (a filesystem path, or ``@name`` in the abstract namespace) as sd_notify(3) sends them;
-  no library needed. Without ``$NOTIFY_SOCKET`` nothing is sent.
+- systemd (``Type=notify``, ``WatchdogSec=``): ``READY=1`` after the first result (tried again at most once a second
+  while it fails), ``WATCHDOG=1`` at most every half watchdog period while results flow, ``STOPPING=1`` when the
+  pipeline closes its sinks. The datagrams go to ``$NOTIFY_SOCKET`` (a filesystem path, or ``@name`` in the
+  abstract namespace) as sd_notify(3) sends them; no library needed. Without ``$NOTIFY_SOCKET`` nothing is sent.
 - other supervisors (Docker ``HEALTHCHECK``, a PLC's script): ``$OVQ_HEARTBEAT_FILE`` names a file whose
   modification time is the last result's (written atomically at most once a second); ``ovq health FILE
   --max-age S`` exits 0 while it is fresh (and holds what a pipeline writes, dated no later than now).
@@ -125,8 +125,11 @@ class LivenessSink:
         now = self._clock()
         if self.notifier is not None:
             if not self._ready:
-                self._ready = self.notifier.send("READY=1", f"STATUS=running: first result from {result.stream}")
-                self._last_ping = now
+                # a READY=1 that failed is tried again at most once a second (or each half watchdog period, if
+                # shorter), not at every result: a socket that is not there cost a system call per frame all run
+                if now - self._last_ping >= min(1.0, self.watchdog or 1.0):
+                    self._ready = self.notifier.send("READY=1", f"STATUS=running: first result from {result.stream}")
+                    self._last_ping = now
             elif self.watchdog is not None and now - self._last_ping >= self.watchdog:
                 self.notifier.send("WATCHDOG=1")
                 self._last_ping = now

@@ -9,8 +9,9 @@ gives it (:mod:`~ovq.serving.starting`): ``ServerLive`` is ``live: true`` (the p
 next call opens a new connection, which meets grpc once it has the port.
 
 Only the HTTP/2 (RFC 9113) that one answer takes: the connection's settings and pings acknowledged, the request's
-``:path`` read from its header block (RFC 7541; a ``:path`` sent Huffman-coded, which grpc's C core, under grpcio
-and tritonclient, does not do, is answered ``UNAVAILABLE`` too).
+``:path`` read from its header block (RFC 7541), plain as grpc's C core (under grpcio and tritonclient) sends it, or
+Huffman-coded as grpc-go and OkHttp do (:mod:`~ovq.serving.huffman`): a Go client's ``ServerLive`` was answered
+``UNAVAILABLE``, and a liveness check built on it failed for as long as the models compiled.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import socket
 
+from ovq.serving.huffman import huffman_decode
 from ovq.serving.starting import BODY_DRAINED, HEAD_LIMIT, NOT_READY
 
 logger = logging.getLogger(__name__)
@@ -82,19 +84,26 @@ def _read_int(block: bytes, i: int, bits: int) -> tuple[int, int]:
 
 
 def _read_str(block: bytes, i: int) -> tuple[str | None, int]:
-    """A string literal (``None`` when Huffman-coded: not decoded here) and where the next field starts."""
+    """A string literal (``None`` when its Huffman code is broken: that call is answered ``UNAVAILABLE``) and where
+    the next field starts."""
     huffman = block[i] & 0x80
     length, i = _read_int(block, i, 7)
     if i + length > len(block):
         raise ValueError("a header string past the end of its block")
-    return None if huffman else block[i:i + length].decode("latin-1"), i + length
+    text = block[i:i + length]
+    if huffman:
+        try:
+            text = huffman_decode(text)
+        except ValueError:
+            return None, i + length
+    return text.decode("latin-1"), i + length
 
 
 STATIC_PATHS = {4: "/", 5: "/index.html"}  # the static table's ':path' entries (RFC 7541, appendix A)
 
 
 def request_path(block: bytes) -> str | None:
-    """The ``:path`` in a request's HPACK header block, or ``None`` (absent, or Huffman-coded)."""
+    """The ``:path`` in a request's HPACK header block, or ``None`` (absent, or not decodable)."""
     added: list[tuple[str | None, str | None]] = []  # this block's own dynamic table entries, newest first
     i = 0
     while i < len(block):

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from ovq.core.errors import ConfigError, DatasetError, OvqError, SourceError, unknown_key_message
-from ovq.core.urls import Url, parse_url, redact
+from ovq.core.urls import UNOPENABLE_SOURCE, Url, is_utf8_text, parse_url, redact
 from ovq.data.images import IMAGE_SUFFIXES, decode_image
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,14 @@ _ACCELERATION_NAMES = {v: k for k, v in DECODE_MODES.items() if k != "auto"} | {
 }
 
 def stream_name_problem(name: str) -> str | None:
-    """What is wrong with ``name`` as a stream's name (it names files and MQTT topics), or ``None``."""
+    """What is wrong with ``name`` as a stream's name (it names files and MQTT topics), or ``None``.
+
+    Not its first character: a ``-`` (a name like an option: ``--name -cam`` is read as the flag's value, and the
+    shell commands that handle its files and topics take it as an option) or a ``.`` (``..`` and ``.x`` read as a
+    folder above and a hidden file)."""
+    if name[:1] in ("-", ".") and re.fullmatch(r"[\w.-]+", name):
+        return (f"stream name '{name}': starts with '{name[0]}'; start it with a letter, digit or '_' (it names files "
+                "and MQTT topics, and is typed in shells)")
     if re.fullmatch(r"[\w.-]+", name):
         return None
     return f"stream name '{name}': use letters, digits, '_', '.' and '-' (it names files and MQTT topics)"
@@ -104,6 +111,8 @@ def parse_source(text: str | int | Path) -> SourceSpec:
     text = str(text).strip()
     if not text:
         raise SourceError("empty source string")
+    if not is_utf8_text(text):  # not shown: a URL's password, or bytes no terminal shows as they are
+        raise SourceError(f"not UTF-8 text; {UNOPENABLE_SOURCE}")
     if re.fullmatch(r"\d{1,3}", text):
         return SourceSpec(text=text, kind="camera", camera=int(text))
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
@@ -352,9 +361,16 @@ def check_decode(decode: str, *, on_this_machine: bool = False) -> int:
         close = difflib.get_close_matches(str(decode), list(DECODE_MODES), n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"decode '{decode}': expected one of {', '.join(DECODE_MODES)}{hint}")
-    if on_this_machine and (why := missing_hardware_decoder(decode)):
-        raise ConfigError(f"decode '{decode}': {why}; use decode 'auto' or 'software'")
+    if on_this_machine and (problem := missing_decoder_said(decode)):
+        raise ConfigError(f"decode {problem}")
     return DECODE_MODES[decode]
+
+
+def missing_decoder_said(decode: str) -> str | None:
+    """Why this machine cannot decode with ``decode`` (a known mode), said after its option's name (``--decode``,
+    ``decode``): ``"vaapi: this machine has no ...; use auto or software"``; ``None`` when it can."""
+    why = missing_hardware_decoder(decode)
+    return f"{decode}: {why}; use auto or software" if why else None
 
 
 def missing_hardware_decoder(decode: str) -> str | None:
