@@ -28,6 +28,7 @@ from ovq.model.detection_list import pad_detection_list
 from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
 from ovq.model.identify import EXPORTER_KEY, GRAPH_KEY, choose_family, choose_labels, facts_of, graph_said
 from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, refuse_replacing_source, refuse_urls, resolve_model_path
+from ovq.model.raw_head import drop_raw_head_outputs
 from ovq.runtime.compilation import first_line, new_core, read_model, write_model
 from ovq.runtime.external_data import external_data_message
 
@@ -314,6 +315,7 @@ def _build(
     if task not in (None, "detect"):
         raise ModelError(f"{path}: {meta.where['task']} says its task is '{task}'; ovq runs detection models ('detect')")
     h, w = _static_input(model, path, imgsz, meta)
+    model = drop_raw_head_outputs(model, path) or model  # Ultralytics' .model exported by torch.onnx.export itself
     model = pad_detection_list(model) or model  # torchvision's boxes/scores/labels of data-dependent length
     if any(not o.get_partial_shape().is_static for o in model.outputs):
         raise ModelError(f"{path}: output shapes stay dynamic after fixing the input to {h}x{w}")

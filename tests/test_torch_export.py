@@ -1,0 +1,103 @@
+"""Models a user exports with torch itself: ``torch.onnx.export`` (torch 2.9+: the dynamo exporter by default).
+
+Fast tests build the graphs such an export gives with ``openvino.opset``; slow ones export real models (random
+weights, no downloads) with the dynamo exporter, which needs ``onnxscript``, and compare ovq's boxes with torch's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+from heads import dfl_head, save
+
+from ovq.cli import main
+from ovq.core.errors import ModelError
+from ovq.model.conversion import convert
+from ovq.model.detector import Detector
+
+NC = 2
+
+
+def _with_raw_maps(size=(64, 64), *, flat: bool = True, twice: bool = False, cells_off: int = 0) -> ov.Model:
+    """``dfl_head``'s predictions followed by what Ultralytics' Detect head returns beside them in eval mode: box bins
+    [1, 64, M] and class logits [1, nc, M] (``flat``; 8.3 returned only the maps), the feature maps [1, C, H, W]
+    (``twice``: YOLO26's second head's bins, logits and the same maps again); ``cells_off`` spoils M."""
+    model = dfl_head(size, nc=NC)
+    x = model.get_parameters()[0]
+    maps = [ops.avg_pool(x, [s, s], [0, 0], [0, 0], [s, s], exclude_pad=True) for s in (8, 16, 32)]
+    m = sum((size[0] // s) * (size[1] // s) for s in (8, 16, 32)) + cells_off
+    extras = []
+    for _ in range(2 if twice else 1):
+        if flat:
+            extras += [ops.constant(np.zeros((1, 64, m), np.float32)), ops.constant(np.zeros((1, NC, m), np.float32))]
+        extras += [ops.relu(p) for p in maps]
+    outputs = [model.outputs[0].get_node().input_value(0), *(e.output(0) for e in extras)]
+    return ov.Model(outputs, [x], "ultralytics_eval_mode")
+
+
+@pytest.mark.parametrize("flat, twice", [(True, False), (False, False), (True, True)])
+def test_ultralytics_head_exported_from_torch_keeps_its_predictions(tmp_path, flat, twice):
+    """torch.onnx.export(YOLO('yolov8n.yaml').model, ...) gave six outputs ([1, 84, 8400], then [1, 64, 8400],
+    [1, 80, 8400] and the three feature maps) and ovq said 'no known family fits'; the first is the predictions."""
+    model = _with_raw_maps(flat=flat, twice=twice)
+    expected = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    xml = convert(save(model, tmp_path / "src.xml"), tmp_path / "ir")
+    det = Detector(xml, precision="f32", cache=False)
+    assert det.info.family == "yolo" and len(det.model.outputs) == 1
+    assert tuple(det.model.outputs[0].get_shape()) == (1, 4 + NC, 64 + 16 + 4)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    ours = ov.Core().compile_model(det.model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(image[None])[0]
+    theirs = expected(image[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255)[0]
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_other_extra_outputs_are_kept_and_refused(tmp_path):
+    """Maps whose cells are not the flat outputs' M are no Detect head's: nothing is dropped, no family fits."""
+    with pytest.raises(ModelError, match="no known family fits the outputs"):
+        convert(save(_with_raw_maps(cells_off=1), tmp_path / "src.xml"), tmp_path / "ir")
+    assert not (tmp_path / "ir").exists()
+
+
+# -- real exports with the dynamo exporter (slow) -------------------------------------------------------------
+IMGSZ = 320
+
+
+@pytest.fixture(scope="module")
+def dynamo():
+    pytest.importorskip("onnxscript", reason="torch.onnx.export(dynamo=True) needs onnxscript (the dev extra has it)")
+    return pytest.importorskip("torch", reason="torch is an optional extra (pip install 'ovq[train]')")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dynamo")
+    old = Path.cwd()
+    os.chdir(folder)  # Ultralytics writes into the working folder
+    yield folder
+    os.chdir(old)
+
+
+@pytest.mark.slow
+def test_yolov8_module_exported_by_dynamo_decodes_like_ultralytics(dynamo, assets, work):
+    ultralytics = pytest.importorskip("ultralytics", reason="Ultralytics is an optional extra")
+    from test_reference import _compare, _spread_yolo
+
+    yolo = ultralytics.YOLO("yolov8n.yaml")
+    _spread_yolo(yolo.model, assets, seed=0)
+    onnx = work / "y8_dynamo.onnx"
+    # a copy: the export leaves the head's cached anchors as the tracer's fake tensors, and the next forward fails
+    dynamo.onnx.export(copy.deepcopy(yolo.model).eval(), (dynamo.rand(1, 3, IMGSZ, IMGSZ),), str(onnx), dynamo=True)
+    ir = work / "y8_ir"
+    assert main(["convert", str(onnx), "-o", str(ir), "-q"]) == 0
+    assert Detector(ir, cache=False).info.family == "yolo"
+    assert _compare(assets, ir, yolo) >= 5
+    out = work / "pred"
+    assert main(["predict", str(ir), str(assets / "images/bus.jpg"), "-o", str(out), "-q"]) == 0
+    assert json.loads((out / "predictions.json").read_text())[0]["detections"]
