@@ -101,3 +101,16 @@ def test_yolov8_module_exported_by_dynamo_decodes_like_ultralytics(dynamo, asset
     out = work / "pred"
     assert main(["predict", str(ir), str(assets / "images/bus.jpg"), "-o", str(out), "-q"]) == 0
     assert json.loads((out / "predictions.json").read_text())[0]["detections"]
+
+
+def test_a_torch_export_program_is_refused_in_one_line_saying_how_to_write_onnx(tmp_path, capsys):
+    """A .pt2 (torch.export.save) was 'unsupported model file type'; the line now says what it is and the one call
+    that writes the ONNX ovq converts (tried on a YOLOv8n .pt2: that ONNX converts and decodes)."""
+    torch = pytest.importorskip("torch", reason="torch is an optional extra (pip install 'ovq[train]')")
+    pt2 = tmp_path / "detector.pt2"
+    torch.export.save(torch.export.export(torch.nn.Conv2d(3, 6, 1), (torch.rand(1, 3, 8, 8),)), str(pt2))
+    assert main(["convert", str(pt2), "-o", str(tmp_path / "ir")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"ovq convert: error: {pt2}: a torch.export program (.pt2), which ovq does not convert; write it as "
+                   f"ONNX with torch.onnx.export(torch.export.load('{pt2}'), f='model.onnx') and convert that")
+    assert not (tmp_path / "ir").exists()

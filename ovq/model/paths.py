@@ -28,6 +28,9 @@ def resolve_model_path(src: str | Path) -> Path:
         if not xmls:
             raise ModelError(f"{path}: folder holds no model (.xml) file{_repository_hint(path)}")
         raise ModelError(f"{path}: folder holds several .xml files; name one of {', '.join(x.name for x in xmls)}")
+    if path.suffix.lower() == ".pt2":  # OpenVINO's PyTorch frontend reads one, but as [?, 3, ?, ?]: its size is lost
+        raise ModelError(f"{path}: a torch.export program (.pt2), which ovq does not convert; write it as ONNX with "
+                         f"torch.onnx.export(torch.export.load('{path}'), f='model.onnx') and convert that")
     if path.suffix.lower() not in SOURCE_SUFFIXES:
         raise ModelError(f"{path}: unsupported model file type '{path.suffix}'; expected .xml, .onnx or .pt")
     if path.stat().st_size == 0:
