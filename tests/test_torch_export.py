@@ -114,3 +114,41 @@ def test_a_torch_export_program_is_refused_in_one_line_saying_how_to_write_onnx(
     assert err == (f"ovq convert: error: {pt2}: a torch.export program (.pt2), which ovq does not convert; write it as "
                    f"ONNX with torch.onnx.export(torch.export.load('{pt2}'), f='model.onnx') and convert that")
     assert not (tmp_path / "ir").exists()
+
+
+def _onnx_with_data_beside(folder: Path) -> tuple[Path, Path]:
+    """A tiny detector ONNX with its weights in ``NAME.onnx.data``, as the dynamo exporter writes every model."""
+    import onnx
+    from heads import onnx_yolo
+
+    folder.mkdir(exist_ok=True)
+    path = onnx_yolo(folder / "det.onnx")
+    onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, location="det.onnx.data",
+                    size_threshold=0)
+    return path, folder / "det.onnx.data"
+
+
+def test_an_output_file_over_the_onnx_models_weights_is_refused(tmp_path, capsys):
+    """`ovq eval det.onnx --json det.onnx.data` wrote its numbers over the model's weights (exit 0, and the model
+    no longer read); an ONNX model's external data files are its files too."""
+    pytest.importorskip("onnx", reason="writing an ONNX model needs the onnx package")
+    model, data = _onnx_with_data_beside(tmp_path / "m")
+    weights = data.read_bytes()
+    assert main(["bench", str(model), "--json", str(data)]) == 2
+    assert capsys.readouterr().err.strip() == (f"ovq bench: error: --json {data}: is a file of the model {model}; "
+                                               "writing there would replace it (give another file)")
+    assert data.read_bytes() == weights
+
+
+def test_the_digest_of_an_onnx_model_covers_its_weights(tmp_path):
+    """A quantized model records the digest of the model it was made from, and a pipeline or bundle makes it again
+    when that changes; new weights in det.onnx.data (a retrained model exported again) left it the same."""
+    pytest.importorskip("onnx", reason="writing an ONNX model needs the onnx package")
+    from ovq.model.paths import model_digest
+
+    model, data = _onnx_with_data_beside(tmp_path / "m")
+    before = model_digest(model)
+    weights = bytearray(data.read_bytes())
+    weights[:4] = bytes(4)
+    data.write_bytes(bytes(weights))
+    assert model_digest(model) != before

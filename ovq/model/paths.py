@@ -9,6 +9,7 @@ from pathlib import Path
 from ovq.core.errors import ConfigError, ModelError, OutputError
 from ovq.core.fileio import unreadable
 from ovq.core.urls import is_serving_url, redact
+from ovq.runtime.external_data import data_files
 
 MODEL_XML = "model.xml"
 SOURCE_SUFFIXES = (".xml", ".onnx", ".pt")
@@ -42,21 +43,23 @@ def resolve_model_path(src: str | Path) -> Path:
 
 def model_files(model: object) -> list[Path]:
     """The files a model given as ``model`` is read from (a folder's ``.xml`` files with their ``.bin``; an ``.xml``
-    with its ``.bin``; an ``.onnx`` or ``.pt`` file), those that exist; none for a served model's URL."""
+    with its ``.bin``; an ``.onnx`` file with its external data files; a ``.pt`` file), those that exist; none for a
+    served model's URL."""
     if not isinstance(model, (str, Path)) or is_serving_url(model):
         return []
     path = Path(model)
     files = sorted(path.glob("*.xml")) if path.is_dir() else [path]
     files += [f.with_suffix(".bin") for f in files if f.suffix.lower() == ".xml"]
+    files += [data for f in files for data in data_files(f)]  # an ONNX model's weights beside it
     return [f for f in files if f.is_file()]
 
 
 def model_digest(src: str | Path) -> str:
-    """The SHA-256 of a model's files (an ``.xml`` with its ``.bin``; an ``.onnx`` or ``.pt`` file): which model
-    a quantized one was made from, wherever it lies and whatever its files' times say."""
+    """The SHA-256 of a model's files (an ``.xml`` with its ``.bin``; an ``.onnx`` with its external data files; a
+    ``.pt`` file): which model a quantized one was made from, wherever it lies and whatever its files' times say."""
     path = resolve_model_path(src)
     digest = hashlib.sha256()
-    for part in (path, path.with_suffix(".bin")) if path.suffix.lower() == ".xml" else (path,):
+    for part in (path, path.with_suffix(".bin")) if path.suffix.lower() == ".xml" else (path, *data_files(path)):
         with part.open("rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
