@@ -152,3 +152,25 @@ def test_the_digest_of_an_onnx_model_covers_its_weights(tmp_path):
     weights[:4] = bytes(4)
     data.write_bytes(bytes(weights))
     assert model_digest(model) != before
+
+
+def test_quantize_counts_the_weights_beside_an_onnx_model_before_it_starts(tmp_path, capsys):
+    """quantize checks the output's free space before minutes of NNCF, from the model's size; an ONNX model whose
+    weights are in NAME.onnx.data (every dynamo export) counted as its small .onnx, so a folder without room passed
+    the check and the work failed at the end."""
+    pytest.importorskip("onnx", reason="writing an ONNX model needs the onnx package")
+    import onnx
+    from conftest import random_images
+    from heads import onnx_yolo
+    from test_faults import fill, tmpfs
+
+    path = onnx_yolo(tmp_path / "big.onnx", nc=16_000)  # 12 MB of weights: an INT8 copy needs about 4 MB
+    onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, location="big.onnx.data",
+                    size_threshold=0)
+    images = random_images(tmp_path / "images")
+    with tmpfs(tmp_path / "disk", "size=8m") as disk:
+        fill(disk, leave=3_000_000)
+        assert main(["quantize", str(path), "--data", str(images), "-o", str(disk / "int8")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"ovq quantize: error: {disk / 'int8'}: not enough free space: needs about 4."), err
+        assert not (disk / "int8").exists()

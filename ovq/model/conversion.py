@@ -30,7 +30,7 @@ from ovq.model.identify import EXPORTER_KEY, GRAPH_KEY, choose_family, choose_la
 from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, refuse_replacing_source, refuse_urls, resolve_model_path
 from ovq.model.raw_head import drop_raw_head_outputs
 from ovq.runtime.compilation import first_line, new_core, read_model, write_model
-from ovq.runtime.external_data import external_data_message
+from ovq.runtime.external_data import data_files, external_data_message
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +142,11 @@ def save(model: ov.Model, out_dir: str | Path, *, fp16: bool = False, extra_file
 
 
 def output_estimate(src: str | Path, *, fp16: bool = False) -> int:
-    """Bytes the converted model of ``src`` will take, about: its weights (halved for FP16) plus the graph."""
+    """Bytes the converted model of ``src`` will take, about: its weights (halved for FP16) plus the graph. An ONNX
+    model's weights may be in files beside it (the dynamo exporter's ``NAME.onnx.data``): they count."""
     path = resolve_model_path(src)
-    weights = path.with_suffix(".bin") if path.suffix == ".xml" else path
-    size = weights.stat().st_size if weights.exists() else 0
+    weights = [path.with_suffix(".bin")] if path.suffix == ".xml" else [path, *data_files(path)]
+    size = sum(f.stat().st_size for f in weights if f.exists())
     return (size // 2 if fp16 else size) + 1_000_000
 
 
