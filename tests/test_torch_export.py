@@ -15,7 +15,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 import pytest
-from heads import dfl_head, save
+from heads import dfl_head, end_to_end_head, save
 
 from ovq.cli import main
 from ovq.core.errors import ModelError
@@ -56,6 +56,19 @@ def test_ultralytics_head_exported_from_torch_keeps_its_predictions(tmp_path, fl
     ours = ov.Core().compile_model(det.model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(image[None])[0]
     theirs = expected(image[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255)[0]
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_rtdetr_head_exported_from_torch_keeps_its_predictions(tmp_path):
+    """torch.onnx.export(RTDETR('rtdetr-l.yaml').model, ...) gave [1, 300, 6] and then its decoder's [1, 1, 300, 4],
+    [1, 1, 300, 80] and encoder's [1, 300, 4], [1, 300, 80]: 'no known family fits'; the first is the predictions."""
+    model = end_to_end_head(normalised=True, k=10)
+    x = model.get_parameters()[0]
+    extras = [ops.constant(np.zeros(shape, np.float32)) for shape in ((1, 1, 10, 4), (1, 1, 10, 3), (1, 20, 4),
+                                                                      (1, 20, 3))]
+    model = ov.Model([model.outputs[0].get_node().input_value(0), *(e.output(0) for e in extras)], [x], "detr")
+    xml = convert(save(model, tmp_path / "src.xml"), tmp_path / "ir")
+    det = Detector(xml, precision="f32", cache=False)
+    assert det.info.family == "rtdetr" and [tuple(o.get_shape()) for o in det.model.outputs] == [(1, 10, 6)]
 
 
 def test_other_extra_outputs_are_kept_and_refused(tmp_path):
