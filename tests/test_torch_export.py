@@ -129,6 +129,19 @@ def test_a_torch_export_program_is_refused_in_one_line_saying_how_to_write_onnx(
     assert not (tmp_path / "ir").exists()
 
 
+def test_a_torch_export_program_named_pt_is_not_taken_for_a_broken_checkpoint(tmp_path, capsys):
+    """torch.export.save(ep, 'model.pt'): handed to Ultralytics, which called it 'not a loadable checkpoint - the file
+    is empty, truncated or corrupted'; the archive says it is a torch.export program, so the line says so."""
+    torch = pytest.importorskip("torch", reason="torch is an optional extra (pip install 'ovq[train]')")
+    pt = tmp_path / "detector.pt"
+    torch.export.save(torch.export.export(torch.nn.Conv2d(3, 6, 1), (torch.rand(1, 3, 8, 8),)), str(pt))
+    capsys.readouterr()  # torch's own warning about the name
+    assert main(["convert", str(pt), "-o", str(tmp_path / "ir")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ovq convert: error: {pt}: a torch.export program (.pt2), which ovq does not convert; write it as ONNX with "
+        f"torch.onnx.export(torch.export.load('{pt}'), f='model.onnx') and convert that")
+
+
 def _onnx_with_data_beside(folder: Path) -> tuple[Path, Path]:
     """A tiny detector ONNX with its weights in ``NAME.onnx.data``, as the dynamo exporter writes every model."""
     import onnx

@@ -30,15 +30,33 @@ def resolve_model_path(src: str | Path) -> Path:
             raise ModelError(f"{path}: folder holds no model (.xml) file{_repository_hint(path)}")
         raise ModelError(f"{path}: folder holds several .xml files; name one of {', '.join(x.name for x in xmls)}")
     if path.suffix.lower() == ".pt2":  # OpenVINO's PyTorch frontend reads one, but as [?, 3, ?, ?]: its size is lost
-        raise ModelError(f"{path}: a torch.export program (.pt2), which ovq does not convert; write it as ONNX with "
-                         f"torch.onnx.export(torch.export.load('{path}'), f='model.onnx') and convert that")
+        raise ModelError(_PROGRAM.format(path=path))
     if path.suffix.lower() not in SOURCE_SUFFIXES:
         raise ModelError(f"{path}: unsupported model file type '{path.suffix}'; expected .xml, .onnx or .pt")
     if path.stat().st_size == 0:
         raise ModelError(f"{path}: file is empty")
     if why := unreadable(path):  # OpenVINO would say "not an ONNX model" or "cannot read" of it
         raise ModelError(f"{path}: {why}")
+    if path.suffix.lower() == ".pt" and _is_export_program(path):  # before Ultralytics unpickles it
+        raise ModelError(_PROGRAM.format(path=path))
     return path
+
+
+_PROGRAM = ("{path}: a torch.export program (.pt2), which ovq does not convert; write it as ONNX with "
+            "torch.onnx.export(torch.export.load('{path}'), f='model.onnx') and convert that")
+
+
+def _is_export_program(path: Path) -> bool:
+    """Whether ``path`` is an archive ``torch.export.save`` wrote (its ``archive_format`` says ``pt2``), whatever its
+    name: saved as ``model.pt``, Ultralytics took it for a broken checkpoint ("empty, truncated or corrupted")."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            formats = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "archive_format"]
+            return any(archive.read(n).strip() == b"pt2" for n in formats[:1])
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def model_files(model: object) -> list[Path]:
