@@ -28,8 +28,9 @@ from ovq.model.detection_list import pad_detection_list
 from ovq.model.exporter import ExporterMetadata, read_exporter_metadata
 from ovq.model.identify import EXPORTER_KEY, GRAPH_KEY, choose_family, choose_labels, facts_of, graph_said
 from ovq.model.paths import MODEL_XML, SOURCE_SUFFIXES, refuse_replacing_source, refuse_urls, resolve_model_path
+from ovq.model.raw_head import drop_raw_head_outputs
 from ovq.runtime.compilation import first_line, new_core, read_model, write_model
-from ovq.runtime.external_data import external_data_message
+from ovq.runtime.external_data import data_files, external_data_message
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +142,11 @@ def save(model: ov.Model, out_dir: str | Path, *, fp16: bool = False, extra_file
 
 
 def output_estimate(src: str | Path, *, fp16: bool = False) -> int:
-    """Bytes the converted model of ``src`` will take, about: its weights (halved for FP16) plus the graph."""
+    """Bytes the converted model of ``src`` will take, about: its weights (halved for FP16) plus the graph. An ONNX
+    model's weights may be in files beside it (the dynamo exporter's ``NAME.onnx.data``): they count."""
     path = resolve_model_path(src)
-    weights = path.with_suffix(".bin") if path.suffix == ".xml" else path
-    size = weights.stat().st_size if weights.exists() else 0
+    weights = [path.with_suffix(".bin")] if path.suffix == ".xml" else [path, *data_files(path)]
+    size = sum(f.stat().st_size for f in weights if f.exists())
     return (size // 2 if fp16 else size) + 1_000_000
 
 
@@ -314,6 +316,7 @@ def _build(
     if task not in (None, "detect"):
         raise ModelError(f"{path}: {meta.where['task']} says its task is '{task}'; ovq runs detection models ('detect')")
     h, w = _static_input(model, path, imgsz, meta)
+    model = drop_raw_head_outputs(model, path) or model  # Ultralytics' .model exported by torch.onnx.export itself
     model = pad_detection_list(model) or model  # torchvision's boxes/scores/labels of data-dependent length
     if any(not o.get_partial_shape().is_static for o in model.outputs):
         raise ModelError(f"{path}: output shapes stay dynamic after fixing the input to {h}x{w}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from ovq.core.errors import ConfigError, ModelError, OutputError
 from ovq.core.fileio import unreadable
 from ovq.core.urls import is_serving_url, redact
+from ovq.runtime.external_data import data_files
 
 MODEL_XML = "model.xml"
 SOURCE_SUFFIXES = (".xml", ".onnx", ".pt")
@@ -28,32 +29,55 @@ def resolve_model_path(src: str | Path) -> Path:
         if not xmls:
             raise ModelError(f"{path}: folder holds no model (.xml) file{_repository_hint(path)}")
         raise ModelError(f"{path}: folder holds several .xml files; name one of {', '.join(x.name for x in xmls)}")
+    if path.suffix.lower() == ".pt2":  # OpenVINO's PyTorch frontend reads one, but as [?, 3, ?, ?]: its size is lost
+        raise ModelError(_PROGRAM.format(path=path))
     if path.suffix.lower() not in SOURCE_SUFFIXES:
         raise ModelError(f"{path}: unsupported model file type '{path.suffix}'; expected .xml, .onnx or .pt")
     if path.stat().st_size == 0:
         raise ModelError(f"{path}: file is empty")
     if why := unreadable(path):  # OpenVINO would say "not an ONNX model" or "cannot read" of it
         raise ModelError(f"{path}: {why}")
+    if path.suffix.lower() == ".pt" and _is_export_program(path):  # before Ultralytics unpickles it
+        raise ModelError(_PROGRAM.format(path=path))
     return path
+
+
+_PROGRAM = ("{path}: a torch.export program (.pt2), which ovq does not convert; write it as ONNX with "
+            "torch.onnx.export(torch.export.load('{path}'), f='model.onnx') and convert that")
+
+
+def _is_export_program(path: Path) -> bool:
+    """Whether ``path`` is an archive ``torch.export.save`` wrote (its ``archive_format`` says ``pt2``), whatever its
+    name: saved as ``model.pt``, Ultralytics took it for a broken checkpoint ("empty, truncated or corrupted")."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            formats = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "archive_format"]
+            return any(archive.read(n).strip() == b"pt2" for n in formats[:1])
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def model_files(model: object) -> list[Path]:
     """The files a model given as ``model`` is read from (a folder's ``.xml`` files with their ``.bin``; an ``.xml``
-    with its ``.bin``; an ``.onnx`` or ``.pt`` file), those that exist; none for a served model's URL."""
+    with its ``.bin``; an ``.onnx`` file with its external data files; a ``.pt`` file), those that exist; none for a
+    served model's URL."""
     if not isinstance(model, (str, Path)) or is_serving_url(model):
         return []
     path = Path(model)
     files = sorted(path.glob("*.xml")) if path.is_dir() else [path]
     files += [f.with_suffix(".bin") for f in files if f.suffix.lower() == ".xml"]
+    files += [data for f in files for data in data_files(f)]  # an ONNX model's weights beside it
     return [f for f in files if f.is_file()]
 
 
 def model_digest(src: str | Path) -> str:
-    """The SHA-256 of a model's files (an ``.xml`` with its ``.bin``; an ``.onnx`` or ``.pt`` file): which model
-    a quantized one was made from, wherever it lies and whatever its files' times say."""
+    """The SHA-256 of a model's files (an ``.xml`` with its ``.bin``; an ``.onnx`` with its external data files; a
+    ``.pt`` file): which model a quantized one was made from, wherever it lies and whatever its files' times say."""
     path = resolve_model_path(src)
     digest = hashlib.sha256()
-    for part in (path, path.with_suffix(".bin")) if path.suffix.lower() == ".xml" else (path,):
+    for part in (path, path.with_suffix(".bin")) if path.suffix.lower() == ".xml" else (path, *data_files(path)):
         with part.open("rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)

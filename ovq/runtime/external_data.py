@@ -33,22 +33,40 @@ def external_data_message(path: Path, error: str) -> str | None:
 
 def _first_problem(path: Path) -> str | None:
     """The first external data file the model names that is missing, unreadable or short (needs ``onnx``)."""
+    ends = _references(path) or {}
+    return next((message for location, end in ends.items() if (message := _problem(path, location, end))), None)
+
+
+def data_files(path: Path) -> list[Path]:
+    """The external data files the ONNX model at ``path`` names that exist, in the order named: part of the model
+    (torch's dynamo exporter writes its weights to ``NAME.onnx.data``). Without the ``onnx`` package, that file when
+    it is there."""
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return []
+    ends = _references(path)
+    named = [path.parent / location for location in ends] if ends is not None else [path.with_name(path.name + ".data")]
+    return [f for f in named if f.is_file()]
+
+
+def _references(path: Path) -> dict[str, int] | None:
+    """Each external data file the ONNX model at ``path`` names -> the end of the last byte it reads there; ``None``
+    without the ``onnx`` package, empty for a file that is no ONNX."""
     try:
         import onnx
     except ImportError:
         return None
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - a protobuf DecodeError and others: not ONNX, the front end said so
-        return None
-    ends: dict[str, int] = {}  # each file the model names -> the end of the last byte it reads there
+    except Exception:  # noqa: BLE001 - a protobuf DecodeError and others: not ONNX, the front end says so
+        return {}
+    ends: dict[str, int] = {}
     for tensor in _tensors(proto.graph):
         info = {entry.key: entry.value for entry in tensor.external_data}
         if tensor.data_location != onnx.TensorProto.EXTERNAL or "location" not in info:
             continue
         offset, length = (int(info.get(key, "0")) if info.get(key, "0").isdigit() else 0 for key in ("offset", "length"))
         ends[info["location"]] = max(ends.get(info["location"], 0), offset + length)
-    return next((message for location, end in ends.items() if (message := _problem(path, location, end))), None)
+    return ends
 
 
 def _problem(model: Path, location: str, end: int) -> str | None:
