@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -20,6 +22,35 @@ ASSETS = ROOT.parent / "shared" / "assets"
 # How this machine's CPU runs INT8 (ovq.runtime.cpu.int8_kernels): "amx", "vnni", "no-vnni" or "unknown". This
 # project's machines vary between sessions: an AMX Xeon, an AMD EPYC Zen 4 (VNNI), an AMD EPYC Zen 3 (AVX2).
 CPU_INT8 = int8_kernels()
+
+
+def popen_as_terminal(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """Start ``cmd`` (text pipes for stdout and stderr) with SIGINT at its default, as a terminal's Ctrl-C finds it,
+    even where this test runner ignores SIGINT: a CI job started in the background by a shell without job control
+    passes SIG_IGN to every process below it, while a handled signal is back at its default after exec."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def ctrl_c_when(proc: subprocess.Popen, said: str, timeout: float = 60) -> tuple[str, str]:
+    """Ctrl-C (SIGINT) to ``proc`` once a line of its stderr holds ``said``; its (stdout, stderr) when it ended."""
+    lines = []
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if said in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        stdout, rest = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return stdout, "".join(lines) + rest
 
 
 @pytest.fixture(scope="session")

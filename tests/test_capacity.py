@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import ctrl_c_when, popen_as_terminal
 
 from ovq.core.errors import ConfigError, SourceError
 from ovq.model.detector import Detector
@@ -239,30 +240,11 @@ def test_an_interrupted_search_leaves_the_trials_done():
 
 def test_cli_ctrl_c_prints_the_trials_done_and_writes_json_marked_interrupted(assets, tiny, tmp_path):
     """Ctrl-C during the search threw away the trials already run: no table, no JSON, only 'interrupted'."""
-    import signal
 
     out = tmp_path / "cap.json"
-    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a CI job in the background inherits SIG_IGN
-    if ignored:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "ovq", "capacity", str(tiny), "--source", str(assets / VIDEO),
-                                 "--fps", "5", "--seconds", "1", "--warmup", "0.2", "--json", str(out)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    finally:
-        if ignored:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-    said = []
-    try:
-        for line in proc.stderr:  # interrupted once two trials are done, during the third
-            said.append(line)
-            if "running 4 stream(s)" in line:
-                proc.send_signal(signal.SIGINT)
-                break
-        stdout, rest = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    stderr = "".join(said) + rest
+    proc = popen_as_terminal([sys.executable, "-m", "ovq", "capacity", str(tiny), "--source", str(assets / VIDEO),
+                              "--fps", "5", "--seconds", "1", "--warmup", "0.2", "--json", str(out)])
+    stdout, stderr = ctrl_c_when(proc, "running 4 stream(s)", timeout=120)  # two trials done, during the third
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == "ovq capacity: interrupted"
     rows = [line.split()[0] for line in stdout.splitlines() if line.split() and line.split()[0].isdigit()]

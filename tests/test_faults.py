@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import popen_as_terminal
 from services import MjpegServer, RtspServer
 
 from ovq.cli import main
@@ -813,19 +814,8 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tiny, delay):
     import signal
     import time
 
-    # a terminal's Ctrl-C: SIGINT not ignored in the child even where the test runner ignores it (a CI job started
-    # in the background by a shell without job control: every process below it inherits SIG_IGN); a handled
-    # signal is back at its default after exec
-    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    if ignored:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "ovq", "run", str(tiny), "--source", SYNTH, "--device", "CPU",
-                                 "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-    finally:
-        if ignored:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    proc = popen_as_terminal([sys.executable, "-m", "ovq", "run", str(tiny), "--source", SYNTH, "--device", "CPU",
+                              "--no-progress"], env={**os.environ, "PYTHONPATH": str(ROOT)})
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     try:

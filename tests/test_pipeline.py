@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import ctrl_c_when, popen_as_terminal
 from services import MjpegServer, Mosquitto, RtspServer, free_port
 
 from ovq.core.errors import ConfigError, DeviceError, OvqError, SourceError
@@ -547,26 +548,9 @@ def test_stream_meter_and_summary():
 def test_cli_ctrl_c_before_the_only_camera_answered_exits_2(assets):
     port = free_port()
     url = f"rtsp://127.0.0.1:{port}/live"
-    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # a CI job in the background inherits SIG_IGN
-    if ignored:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen(ovq_cmd(str(assets / MODEL), "--source", url, "--device", "CPU", "--no-progress"),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    finally:
-        if ignored:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-    said = []
-    try:
-        for line in proc.stderr:
-            said.append(line)
-            if "retrying in" in line:
-                proc.send_signal(signal.SIGINT)
-                break
-        stdout, rest = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    lines = ("".join(said) + rest).strip().splitlines()
+    proc = popen_as_terminal(ovq_cmd(str(assets / MODEL), "--source", url, "--device", "CPU", "--no-progress"))
+    stdout, stderr = ctrl_c_when(proc, "retrying in")
+    lines = stderr.strip().splitlines()
     assert proc.returncode == 2, lines
     assert lines[-1] == (f"ovq run: error: the run was stopped before any source gave a frame; never connected: s0: "
                          f"{url}: connection refused by 127.0.0.1:{port} (no server listening)")
