@@ -237,6 +237,9 @@ def test_a_lone_preprocessing_option_keeps_the_familys_others(assets, tmp_path):
     ("args", "says"),
     [
         (["--scale", "0", "0", "0"], "error: --scale [0.0, 0.0, 0.0]: a channel divided by 0"),  # was "scale"
+        # converted with exit 0: every pixel's sign flipped
+        (["--scale", "-1", "1", "1"], "error: --scale [-1.0, 1.0, 1.0]: a divisor below 0 flips the channel's sign"),
+        (["--labels", ""], "error: --labels '': expected a comma-separated list"),  # kept the model's own, exit 0
         (["--mean", "nan", "0", "0"], "error: --mean [nan, 0.0, 0.0]: expected three finite numbers"),
         (["--conf", "5"], "error: --conf 5.0: expected a number from 0 to 1"),
         (["--iou", "nan"], "error: --iou nan: expected a number from 0 to 1"),
@@ -248,7 +251,7 @@ def test_a_lone_preprocessing_option_keeps_the_familys_others(assets, tmp_path):
         (["--labels", "{missing}"], "missing.txt: No such file"),
         (["--labels", "{blank}"], "line 2 is blank"),
     ],
-    ids=["scale0", "mean-nan", "conf5", "iou-nan", "imgsz3", "imgsz0", "imgsz-negative", "labels-binary",
+    ids=["scale0", "scale-negative", "labels-empty", "mean-nan", "conf5", "iou-nan", "imgsz3", "imgsz0", "imgsz-negative", "labels-binary",
          "labels-missing", "labels-blank"],
 )
 def test_bad_option_values_exit_2_with_one_line(echo_xml, tmp_path, capsys, args, says):

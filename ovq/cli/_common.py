@@ -238,7 +238,7 @@ def parse_labels(value: str | None) -> list[str] | None:
 
     A value that looks like a path (a separator, or a label-file suffix such as ``.txt``) is a file, and a missing
     one is an error rather than a single label named after it."""
-    if not value:
+    if value is None:  # '' (an unset $LABELS) is refused below: the model's own labels were kept without a word
         return None
     path = Path(value)
     if value.strip().lower() in LABEL_SETS and not path.is_file():

@@ -46,6 +46,8 @@ class SourcePreprocessing:
                 raise ConfigError(f"{name} {list(values)}: expected three finite numbers, one per channel")
         if any(v == 0 for v in self.scale):
             raise ConfigError(f"scale {list(self.scale)}: a channel divided by 0 has no value")
+        if any(v < 0 for v in self.scale):  # converted "fine", and the model saw every pixel with its sign flipped
+            raise ConfigError(f"scale {list(self.scale)}: a divisor below 0 flips the channel's sign; expected > 0")
         if self.resize not in ("letterbox", "stretch"):
             raise ConfigError(f"resize '{self.resize}': expected letterbox or stretch")
         if not 0 <= int(self.pad_value) <= 255:
