@@ -82,6 +82,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "open_detector": ("ovq.serving.remote", "open_detector"),
     "ExportOptions": ("ovq.serving.repository", "ExportOptions"),
     "export_serving": ("ovq.serving.repository", "export_serving"),
+    "CapacityInterrupted": ("ovq.streaming.capacity", "CapacityInterrupted"),
     "CapacityReport": ("ovq.streaming.capacity", "CapacityReport"),
     "Trial": ("ovq.streaming.capacity", "Trial"),
     "capacity": ("ovq.streaming.capacity", "capacity"),
@@ -104,6 +105,7 @@ __all__ = [
     "BenchResult",
     "BiasCorrection",
     "BundleResult",
+    "CapacityInterrupted",
     "CapacityReport",
     "ClassAP",
     "CollapseCheck",
@@ -245,7 +247,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from ovq.serving.client import ServerUnavailable, ServingError
     from ovq.serving.remote import RemoteDetector, open_detector
     from ovq.serving.repository import ExportOptions, export_serving
-    from ovq.streaming.capacity import CapacityReport, Trial, capacity
+    from ovq.streaming.capacity import CapacityInterrupted, CapacityReport, Trial, capacity
     from ovq.streaming.mqtt import MqttSink
     from ovq.streaming.pipeline import FrameResult, Pipeline, Sink
     from ovq.streaming.readers import ReconnectPolicy

@@ -47,3 +47,9 @@ def test_import_ovq_loads_neither_openvino_nor_opencv():
     code = "import sys, ovq; print(sorted(m for m in ('openvino', 'cv2', 'nncf', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_what_capacity_raises_on_ctrl_c_is_exported():
+    """capacity() raises CapacityInterrupted with the trials done; a caller catching it had to import it from
+    ovq.streaming.capacity."""
+    assert issubclass(ovq.CapacityInterrupted, KeyboardInterrupt) and "CapacityInterrupted" in ovq.__all__
