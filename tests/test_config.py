@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import openvino as ov
 import pytest
 import yaml
+from conftest import ctrl_c_when, popen_as_terminal
 
 from ovq.cli import main
 from ovq.core.errors import ConfigError
@@ -1051,17 +1052,11 @@ def test_compress_with_accuracy_control_script_ctrl_c_is_one_line(tmp_path):
 
     data = write_yolo_dataset(tmp_path / "conveyor", n_train=0, n_val=48, n_calib=16, seed=1)
     out = tmp_path / "int8"
-    proc = subprocess.Popen([sys.executable, str(PIPELINES / "compress_with_accuracy_control.py"), "--data", str(data),
-                             "--out", str(out), "--subset-size", "16", "--bench-seconds", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    said = []
-    for line in proc.stderr:  # interrupted once the work is under way: reading the calibration images
-        said.append(line)
-        if "calibration: reading" in line:
-            proc.send_signal(signal.SIGINT)
-            break
-    stdout, rest = proc.communicate(timeout=120)
-    stderr = "".join(said) + rest
+    # as a terminal's Ctrl-C finds it: the script has no handler of its own, so under a runner that ignores SIGINT
+    # (started in the background) it kept ignoring it and quantized to the end (a new-user run: exit 0)
+    proc = popen_as_terminal([sys.executable, str(PIPELINES / "compress_with_accuracy_control.py"), "--data",
+                              str(data), "--out", str(out), "--subset-size", "16", "--bench-seconds", "0"])
+    stdout, stderr = ctrl_c_when(proc, "calibration: reading", timeout=120)  # once the work is under way
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == "interrupted" and stdout == "", stderr
     assert [p.name for p in tmp_path.iterdir()] == ["conveyor"]  # nothing half-written beside it either

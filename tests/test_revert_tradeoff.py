@@ -126,7 +126,7 @@ def test_rank_by_needs_max_drop(tmp_path, capsys):
     code = main(["quantize", str(DEMO_MODEL), "--data", str(tmp_path), "-o", str(tmp_path / "q"),
                  "--rank-by", "accuracy-per-latency", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "rank_by: accuracy-per-latency orders the reverts of accuracy control: it needs max_drop" in err[0]
+    assert code == 2 and len(err) == 1 and "--rank-by: accuracy-per-latency orders the reverts of accuracy control: it needs --max-drop" in err[0]
     assert not (tmp_path / "q").exists()
 
 
