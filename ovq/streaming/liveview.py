@@ -129,8 +129,7 @@ class LiveView:
                 st.window.popleft()
             # measured as the frame comes, not when it is encoded: a stream's last frame, encoded for a viewer who
             # came after the stream had finished (its window empty by then), said "0.0 FPS"
-            span = now - st.window[0][0]
-            st.latest_fps = (len(st.window) - 1) / span if span > 0 else 0.0
+            st.latest_fps = _rate(len(st.window), st.window[0][0], now)
             st.in_frame = in_frame
             st.totals.update(in_frame)
             st.size = (result.frame.shape[1], result.frame.shape[0])
@@ -196,7 +195,7 @@ class LiveView:
             live = [(st, [(t, lat) for t, lat in st.window if now - t <= WINDOW_S]) for st in states]
         for st, recent in live:
             latencies = [lat for _, lat in recent]
-            fps = _rate([t for t, _ in recent], now)
+            fps = _rate(len(recent), recent[0][0], now) if recent else 0.0
             base = pipeline.get(st.name)
             record: dict[str, Any] = base.to_dict() if base is not None else {"name": st.name}
             record.pop("seconds", None)
@@ -291,9 +290,9 @@ def _state(st: _State, base: StreamStats | None, stalled: bool) -> str:
     return "starting" if st.last_result_at is None else "live"
 
 
-def _rate(times: list[float], now: float) -> float:
-    """Results per second: n results since the first of the window span n-1 intervals; decays during a stall."""
-    return (len(times) - 1) / (now - times[0]) if len(times) > 1 and now > times[0] else 0.0
+def _rate(n: int, first: float, now: float) -> float:
+    """Results per second: ``n`` results since the first (at ``first``) span n-1 intervals; decays during a stall."""
+    return (n - 1) / (now - first) if n > 1 and now > first else 0.0
 
 
 def _label(labels: list[str] | None, class_id: int) -> str:
