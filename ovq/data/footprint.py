@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ovq.data.datasets import Dataset
-from ovq.data.layout import split_targets
+from ovq.data.layout import split_targets, within
 from ovq.data.yolo_labels import NAME_FILES
 
 
@@ -60,6 +60,6 @@ def dataset_clash(dataset: Dataset, path: str | Path) -> str | None:
             return f"is {what} of the dataset {dataset.source or dataset.root}"
     for folder in dataset_folders(dataset):
         real = _real(folder)
-        if os.path.commonpath([real, target]) == real:
+        if within(target, real):
             return f"is inside the dataset's folder {folder}"
     return None

@@ -137,13 +137,13 @@ def data_fingerprint(data: Path, *, skip: Path | None = None) -> str:
 
     def add_outside(file: Path) -> None:
         real = os.path.realpath(file)
-        if not _within(real, real_root) and real not in outside:
+        if not within(real, real_root) and real not in outside:
             outside.add(real)
             add(str(file), str(file))
 
     for target in split_targets(data):
         if target.is_dir():
-            if not _within(os.path.realpath(target), real_root):
+            if not within(os.path.realpath(target), real_root):
                 walk(target, target)
                 labels = label_path_for(target / "x").parent
                 if labels != target and labels.is_dir():
@@ -182,12 +182,12 @@ def output_in_dataset(output: Path, data: Path, *, named: str = "") -> str | Non
     real = os.path.realpath(output)
     root = dataset_root(data)
     for folder in (data if data.is_dir() else None, root):
-        if folder is not None and _within(os.path.realpath(folder), real):
+        if folder is not None and within(os.path.realpath(folder), real):
             what = "is the folder of" if os.path.realpath(folder) == real else "holds"
             return (f"{what} the dataset {data}{f' ({named})' if named else ''}: the INT8 model and its report would go in among the data; give a "
                     "folder outside it")
     for folder in (root / "images", root / "labels"):
-        if _within(real, os.path.realpath(folder)):
+        if within(real, os.path.realpath(folder)):
             return (f"is inside the dataset's {folder.name} folder {folder}: its files would be read as data; give a "
                     "folder outside it")
     return None
@@ -206,13 +206,13 @@ def output_in_image_folder(output: Path, inputs: list[Path]) -> str | None:
                     "data; give a folder outside it")
     for given in inputs:
         top = os.path.realpath(given)
-        if os.path.isdir(top) and _within(str(real), top) and any(
+        if os.path.isdir(top) and within(str(real), top) and any(
                 f.name == "images" for f in (Path(top), *Path(top).parents)):
             return (f"is inside the input folder {given}, in a dataset's images folder: the annotated images would be "
                     "read as its data; give a folder outside it")
     return None
 
 
-def _within(path: str, folder: str) -> bool:
+def within(path: str, folder: str) -> bool:
     """Whether ``path`` is ``folder`` or below it (both real paths)."""
     return os.path.commonpath([path, folder]) == folder
